@@ -1,0 +1,100 @@
+//! A peer: one task (or Cloud Map instance) that runs a node, and where it was found.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+/// A source's stable, human-readable id: `ecs:eu-west-2/web/api` or
+/// `cloudmap:us-west-2/internal/api`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct SourceId(String);
+
+impl SourceId {
+    pub(crate) fn new(id: String) -> Self {
+        SourceId(id)
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One discovered peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Peer {
+    /// The Erlang node name, e.g. `app@10.0.1.5`.
+    pub node: String,
+    /// The task's private IP address.
+    pub ip: IpAddr,
+    /// The AWS region it was found in.
+    pub region: String,
+    /// The source that reported it.
+    pub source: SourceId,
+    /// The ECS task ARN (ECS sources).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_arn: Option<String>,
+    /// The Cloud Map instance id (Cloud Map sources).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// Availability zone, where reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub availability_zone: Option<String>,
+    /// When the task started (RFC 3339), where reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// Health as reported by ECS (`HEALTHY`, `UNHEALTHY`, `UNKNOWN`) or Cloud Map.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// The task has left the RUNNING list but is not STOPPED yet.
+    pub draining: bool,
+}
+
+/// What a source reports about one peer, before the namespace names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Found {
+    pub ip: IpAddr,
+    pub task_arn: Option<String>,
+    pub instance_id: Option<String>,
+    pub availability_zone: Option<String>,
+    pub started_at: Option<String>,
+    pub health: Option<String>,
+    pub draining: bool,
+}
+
+impl Found {
+    pub(crate) fn at(ip: IpAddr) -> Self {
+        Found {
+            ip,
+            task_arn: None,
+            instance_id: None,
+            availability_zone: None,
+            started_at: None,
+            health: None,
+            draining: false,
+        }
+    }
+
+    pub(crate) fn into_peer(self, node: String, region: &str, source: &SourceId) -> Peer {
+        Peer {
+            node,
+            ip: self.ip,
+            region: region.to_string(),
+            source: source.clone(),
+            task_arn: self.task_arn,
+            instance_id: self.instance_id,
+            availability_zone: self.availability_zone,
+            started_at: self.started_at,
+            health: self.health,
+            draining: self.draining,
+        }
+    }
+}

@@ -1,0 +1,528 @@
+//! ECS: ListTasks (RUNNING, paginated) → DescribeTasks (≤100 ARNs a call, only for tasks not
+//! seen before) → one peer per task, from its ENI attachment's private IP.
+//!
+//! A task's IP never changes, so descriptions are cached by task ARN: a steady-state poll is one
+//! ListTasks call per 100 tasks and no DescribeTasks. A task that leaves the RUNNING list is
+//! described again on each poll until ECS reports it STOPPED; until then it stays a peer, marked
+//! draining, so a node still handing off work is not cut off early.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use aws_sdk_ecs::types::{DesiredStatus, Task};
+
+use crate::aws::CountCalls;
+use crate::config::EcsSourceConfig;
+use crate::error::{classify, ErrorKind, SourceError};
+use crate::peer::Found;
+use crate::source::{PollFuture, Source};
+
+/// DescribeTasks accepts at most this many ARNs; ListTasks returns at most this many a page.
+pub(crate) const BATCH: usize = 100;
+/// More pages than this means the listing is not converging (a looping token); fail loudly.
+const MAX_PAGES: usize = 10_000;
+
+/// What one described task means for discovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// A peer at this address.
+    Peer(Found),
+    /// Not a peer, for good (filtered out, or running without a private address): cache it.
+    Skip(&'static str),
+    /// Not a peer yet (still PROVISIONING/PENDING/ACTIVATING): describe it again next poll.
+    NotYet(String),
+    /// ECS reports it STOPPED.
+    Stopped,
+}
+
+/// Decodes one DescribeTasks task against the source's filters.
+pub(crate) fn decode_task(task: &Task, filter: &EcsSourceConfig) -> Decision {
+    if let Some(service) = &filter.service {
+        let want = service.rsplit('/').next().unwrap_or(service);
+        let group = task.group().unwrap_or("");
+        if group.strip_prefix("service:") != Some(want) {
+            return Decision::Skip(
+                "its group is not service:<service> (not a task of the configured service)",
+            );
+        }
+    }
+    if let Some(family) = &filter.family {
+        if task_family(task) != Some(family.as_str()) {
+            return Decision::Skip("its task definition is of another family");
+        }
+    }
+    if let Some(container) = &filter.container {
+        if !task
+            .containers()
+            .iter()
+            .any(|c| c.name() == Some(container))
+        {
+            return Decision::Skip("it has no container of the configured name");
+        }
+    }
+    match task.last_status() {
+        Some("RUNNING") => {}
+        Some("STOPPED") => return Decision::Stopped,
+        Some("DEACTIVATING" | "STOPPING" | "DEPROVISIONING") => {
+            // Described while leaving: still reachable, draining.
+            return match address(task, filter) {
+                Some(ip) => Decision::Peer(Found {
+                    draining: true,
+                    ..found(task, ip)
+                }),
+                None => Decision::Stopped,
+            };
+        }
+        other => return Decision::NotYet(other.unwrap_or("no lastStatus").to_string()),
+    }
+    match address(task, filter) {
+        Some(ip) => Decision::Peer(found(task, ip)),
+        None => Decision::Skip(
+            "it has no private address (only awsvpc tasks have one: Fargate, or EC2 with networkMode awsvpc)",
+        ),
+    }
+}
+
+fn found(task: &Task, ip: IpAddr) -> Found {
+    Found {
+        task_arn: task.task_arn().map(str::to_string),
+        availability_zone: task.availability_zone().map(str::to_string),
+        started_at: task
+            .started_at()
+            .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
+        health: task.health_status().map(|h| h.as_str().to_string()),
+        ..Found::at(ip)
+    }
+}
+
+/// `arn:aws:ecs:r:a:task-definition/FAMILY:REV` → `FAMILY`.
+fn task_family(task: &Task) -> Option<&str> {
+    let def = task.task_definition_arn()?;
+    let name = def.rsplit('/').next()?;
+    Some(name.rsplit_once(':').map_or(name, |(f, _)| f))
+}
+
+/// The task's private address: the ENI attachment's (never blindly `attachments[0]`: Service
+/// Connect and other features add attachments of other types), else a container network
+/// interface (the configured container's first).
+fn address(task: &Task, filter: &EcsSourceConfig) -> Option<IpAddr> {
+    let eni = task
+        .attachments()
+        .iter()
+        .filter(|a| a.r#type() == Some("ElasticNetworkInterface"))
+        .flat_map(|a| a.details())
+        .filter_map(|kv| match kv.name() {
+            Some("privateIPv4Address") | Some("ipv6Address") => kv.value()?.parse().ok(),
+            _ => None,
+        })
+        // IPv4 first when an ENI has both.
+        .min_by_key(|ip: &IpAddr| ip.is_ipv6());
+    if eni.is_some() {
+        return eni;
+    }
+    let mut containers: Vec<_> = task.containers().iter().collect();
+    if let Some(name) = &filter.container {
+        containers.sort_by_key(|c| c.name() != Some(name.as_str()));
+    }
+    containers
+        .iter()
+        .flat_map(|c| c.network_interfaces())
+        .find_map(|ni| {
+            ni.private_ipv4_address()
+                .or(ni.ipv6_address())
+                .and_then(|a| a.parse().ok())
+        })
+}
+
+/// What the cache remembers of a task that was RUNNING when described.
+#[derive(Debug, Clone)]
+enum Known {
+    Peer(Found),
+    Skip,
+}
+
+/// The ECS backend of one source.
+pub(crate) struct EcsSource {
+    client: aws_sdk_ecs::Client,
+    cfg: EcsSourceConfig,
+    draining_enabled: bool,
+    calls: CountCalls,
+    /// Task ARN → decoded description, for tasks that were RUNNING when described.
+    known: HashMap<String, Known>,
+}
+
+impl EcsSource {
+    pub(crate) fn new(
+        client: aws_sdk_ecs::Client,
+        cfg: EcsSourceConfig,
+        draining_enabled: bool,
+        calls: CountCalls,
+    ) -> Self {
+        EcsSource {
+            client,
+            cfg,
+            draining_enabled,
+            calls,
+            known: HashMap::new(),
+        }
+    }
+
+    fn account(&self) -> &str {
+        // arn:aws:ecs:REGION:ACCOUNT:cluster/NAME
+        self.cfg
+            .cluster
+            .strip_prefix("arn:")
+            .and_then(|r| r.split(':').nth(3))
+            .unwrap_or("*")
+    }
+
+    fn cluster_name(&self) -> &str {
+        self.cfg
+            .cluster
+            .rsplit('/')
+            .next()
+            .unwrap_or(&self.cfg.cluster)
+    }
+
+    fn not_found(&self) -> String {
+        match &self.cfg.service {
+            Some(s) => format!(
+                "check that cluster {:?} exists in {} and has a service {:?} (names are case-sensitive; region must be the cluster's)",
+                self.cluster_name(), self.cfg.region, s
+            ),
+            None => format!(
+                "check that cluster {:?} exists in {} (names are case-sensitive; region must be the cluster's)",
+                self.cluster_name(),
+                self.cfg.region
+            ),
+        }
+    }
+
+    /// Every task ARN with desiredStatus RUNNING, all pages.
+    async fn list_running(&self) -> Result<Vec<String>, SourceError> {
+        let resource = format!(
+            "arn:aws:ecs:{}:{}:container-instance/{}/*",
+            self.cfg.region,
+            self.account(),
+            self.cluster_name()
+        );
+        let mut arns = Vec::new();
+        let mut token: Option<String> = None;
+        let mut seen_tokens = HashSet::new();
+        for _ in 0..MAX_PAGES {
+            let mut req = self
+                .client
+                .list_tasks()
+                .cluster(&self.cfg.cluster)
+                .desired_status(DesiredStatus::Running)
+                .max_results(BATCH as i32)
+                .set_next_token(token.clone());
+            req = match (&self.cfg.service, &self.cfg.family) {
+                (Some(s), _) => req.service_name(s),
+                (None, Some(f)) => req.family(f),
+                (None, None) => req,
+            };
+            let page = req
+                .customize()
+                .interceptor(self.calls.clone())
+                .send()
+                .await
+                .map_err(|e| classify(&e, "ecs:ListTasks", &resource, &self.not_found()))?;
+            arns.extend(page.task_arns().iter().cloned());
+            match page.next_token() {
+                Some(t) if !t.is_empty() => {
+                    if !seen_tokens.insert(t.to_string()) {
+                        return Err(SourceError::new(
+                            ErrorKind::Malformed,
+                            "ecs:ListTasks",
+                            "ListTasks returned the same nextToken twice; the listing does not end",
+                        ));
+                    }
+                    token = Some(t.to_string());
+                }
+                _ => return Ok(arns),
+            }
+        }
+        Err(SourceError::new(
+            ErrorKind::Malformed,
+            "ecs:ListTasks",
+            format!("ListTasks returned more than {MAX_PAGES} pages"),
+        ))
+    }
+
+    /// Describes tasks, at most [`BATCH`] a call. Tasks ECS does not know (failures, e.g.
+    /// MISSING) are left out of the result.
+    async fn describe(&self, arns: &[String]) -> Result<Vec<Task>, SourceError> {
+        let resource = format!(
+            "arn:aws:ecs:{}:{}:task/{}/*",
+            self.cfg.region,
+            self.account(),
+            self.cluster_name()
+        );
+        let mut tasks = Vec::with_capacity(arns.len());
+        for batch in arns.chunks(BATCH) {
+            let out = self
+                .client
+                .describe_tasks()
+                .cluster(&self.cfg.cluster)
+                .set_tasks(Some(batch.to_vec()))
+                .customize()
+                .interceptor(self.calls.clone())
+                .send()
+                .await
+                .map_err(|e| classify(&e, "ecs:DescribeTasks", &resource, &self.not_found()))?;
+            for f in out.failures() {
+                tracing::debug!(
+                    arn = f.arn().unwrap_or("?"),
+                    reason = f.reason().unwrap_or("?"),
+                    "DescribeTasks could not describe a task; it is not a peer"
+                );
+            }
+            tasks.extend(out.tasks().iter().cloned());
+        }
+        Ok(tasks)
+    }
+
+    async fn poll_inner(&mut self) -> Result<Vec<Found>, SourceError> {
+        let running = self.list_running().await?;
+        let listed: HashSet<&str> = running.iter().map(String::as_str).collect();
+
+        // Tasks never described (or not RUNNING yet when last described).
+        let unknown: Vec<String> = running
+            .iter()
+            .filter(|a| !self.known.contains_key(a.as_str()))
+            .cloned()
+            .collect();
+        for task in self.describe(&unknown).await? {
+            let Some(arn) = task.task_arn().map(str::to_string) else {
+                continue;
+            };
+            match decode_task(&task, &self.cfg) {
+                Decision::Peer(f) if !f.draining => {
+                    self.known.insert(arn, Known::Peer(f));
+                }
+                Decision::Peer(_) | Decision::Stopped => {
+                    tracing::debug!(task = %arn, "listed as RUNNING but already leaving; not a peer");
+                }
+                Decision::Skip(why) => {
+                    tracing::debug!(task = %arn, "task is not a peer: {why}");
+                    self.known.insert(arn, Known::Skip);
+                }
+                Decision::NotYet(status) => {
+                    tracing::debug!(task = %arn, %status, "task is not running yet; will look again next poll");
+                }
+            }
+        }
+
+        // Tasks that were peers and have left the RUNNING list: draining until STOPPED.
+        let departed: Vec<String> = self
+            .known
+            .iter()
+            .filter(|(arn, k)| !listed.contains(arn.as_str()) && matches!(k, Known::Peer(_)))
+            .map(|(arn, _)| arn.clone())
+            .collect();
+        self.known
+            .retain(|arn, k| listed.contains(arn.as_str()) || matches!(k, Known::Peer(_)));
+        let mut draining = Vec::new();
+        if self.draining_enabled && !departed.is_empty() {
+            let mut still_there = HashSet::new();
+            for task in self.describe(&departed).await? {
+                let arn = task.task_arn().unwrap_or_default().to_string();
+                if let Decision::Peer(f) = decode_task(&task, &self.cfg) {
+                    still_there.insert(arn);
+                    draining.push(Found {
+                        draining: true,
+                        ..f
+                    });
+                }
+            }
+            self.known
+                .retain(|arn, _| listed.contains(arn.as_str()) || still_there.contains(arn));
+        } else {
+            self.known.retain(|arn, _| listed.contains(arn.as_str()));
+        }
+
+        let mut peers: Vec<Found> = running
+            .iter()
+            .filter_map(|arn| match self.known.get(arn) {
+                Some(Known::Peer(f)) => Some(f.clone()),
+                _ => None,
+            })
+            .collect();
+        peers.extend(draining);
+        Ok(peers)
+    }
+}
+
+impl Source for EcsSource {
+    fn poll(&mut self) -> PollFuture<'_> {
+        Box::pin(self.poll_inner())
+    }
+}
+
+/// Decodes DescribeTasks tasks into named peers exactly as a poll does (for the benchmarks).
+pub fn bench_decode(
+    tasks: &[Task],
+    filter: &EcsSourceConfig,
+    naming: &crate::NodeNaming,
+) -> Vec<crate::Peer> {
+    let id = crate::SourceConfig::Ecs(filter.clone()).id();
+    tasks
+        .iter()
+        .filter_map(|t| match decode_task(t, filter) {
+            Decision::Peer(f) => {
+                let node = naming.render(f.ip, &filter.region);
+                Some(f.into_peer(node, &filter.region, &id))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ecs::types::{Attachment, Container, KeyValuePair, NetworkInterface};
+
+    fn cfg() -> EcsSourceConfig {
+        EcsSourceConfig {
+            region: "eu-west-2".into(),
+            cluster: "web".into(),
+            service: None,
+            family: None,
+            container: None,
+        }
+    }
+
+    fn kv(n: &str, v: &str) -> KeyValuePair {
+        KeyValuePair::builder().name(n).value(v).build()
+    }
+
+    fn eni(ip: &str) -> Attachment {
+        Attachment::builder()
+            .r#type("ElasticNetworkInterface")
+            .status("ATTACHED")
+            .details(kv("subnetId", "subnet-1"))
+            .details(kv("privateIPv4Address", ip))
+            .build()
+    }
+
+    fn task(status: &str) -> aws_sdk_ecs::types::builders::TaskBuilder {
+        Task::builder()
+            .task_arn("arn:aws:ecs:eu-west-2:1:task/web/abc")
+            .last_status(status)
+            .group("service:api")
+            .task_definition_arn("arn:aws:ecs:eu-west-2:1:task-definition/api:7")
+            .availability_zone("eu-west-2a")
+    }
+
+    fn ip_of(d: Decision) -> String {
+        match d {
+            Decision::Peer(f) => f.ip.to_string(),
+            other => panic!("not a peer: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn uses_the_eni_attachment_not_the_first_one() {
+        let sc = Attachment::builder()
+            .r#type("ServiceConnect")
+            .details(kv("privateIPv4Address", "192.0.2.1"))
+            .build();
+        let t = task("RUNNING")
+            .attachments(sc)
+            .attachments(eni("10.0.1.5"))
+            .build();
+        assert_eq!(ip_of(decode_task(&t, &cfg())), "10.0.1.5");
+    }
+
+    #[test]
+    fn falls_back_to_the_named_containers_interface() {
+        let side = Container::builder()
+            .name("envoy")
+            .network_interfaces(
+                NetworkInterface::builder()
+                    .private_ipv4_address("10.0.9.9")
+                    .build(),
+            )
+            .build();
+        let app = Container::builder()
+            .name("app")
+            .network_interfaces(
+                NetworkInterface::builder()
+                    .private_ipv4_address("10.0.1.6")
+                    .build(),
+            )
+            .build();
+        let t = task("RUNNING").containers(side).containers(app).build();
+        let mut c = cfg();
+        c.container = Some("app".into());
+        assert_eq!(ip_of(decode_task(&t, &c)), "10.0.1.6");
+    }
+
+    #[test]
+    fn records_az_start_and_health() {
+        let t = task("RUNNING")
+            .attachments(eni("10.0.1.5"))
+            .started_at(aws_smithy_types::DateTime::from_secs(1_700_000_000))
+            .health_status(aws_sdk_ecs::types::HealthStatus::Healthy)
+            .build();
+        let Decision::Peer(f) = decode_task(&t, &cfg()) else {
+            panic!()
+        };
+        assert_eq!(f.availability_zone.as_deref(), Some("eu-west-2a"));
+        assert_eq!(f.started_at.as_deref(), Some("2023-11-14T22:13:20Z"));
+        assert_eq!(f.health.as_deref(), Some("HEALTHY"));
+        assert_eq!(
+            f.task_arn.as_deref(),
+            Some("arn:aws:ecs:eu-west-2:1:task/web/abc")
+        );
+        assert!(!f.draining);
+    }
+
+    #[test]
+    fn filters_by_service_group_family_and_container() {
+        let t = task("RUNNING").attachments(eni("10.0.1.5")).build();
+        let mut c = cfg();
+        c.service = Some("arn:aws:ecs:eu-west-2:1:service/web/api".into());
+        assert!(matches!(decode_task(&t, &c), Decision::Peer(_)));
+        c.service = Some("worker".into());
+        assert!(matches!(decode_task(&t, &c), Decision::Skip(_)));
+        let mut c = cfg();
+        c.family = Some("api".into());
+        assert!(matches!(decode_task(&t, &c), Decision::Peer(_)));
+        c.family = Some("batch".into());
+        assert!(matches!(decode_task(&t, &c), Decision::Skip(_)));
+        let mut c = cfg();
+        c.container = Some("app".into());
+        assert!(matches!(decode_task(&t, &c), Decision::Skip(_)));
+    }
+
+    #[test]
+    fn statuses_decide_peer_not_yet_draining_or_stopped() {
+        let pending = task("PROVISIONING").build();
+        assert_eq!(
+            decode_task(&pending, &cfg()),
+            Decision::NotYet("PROVISIONING".into())
+        );
+        let stopping = task("DEACTIVATING").attachments(eni("10.0.1.5")).build();
+        let Decision::Peer(f) = decode_task(&stopping, &cfg()) else {
+            panic!()
+        };
+        assert!(f.draining);
+        let stopped = task("STOPPED").attachments(eni("10.0.1.5")).build();
+        assert_eq!(decode_task(&stopped, &cfg()), Decision::Stopped);
+        let no_ip = task("RUNNING").build();
+        assert!(matches!(decode_task(&no_ip, &cfg()), Decision::Skip(_)));
+    }
+
+    #[test]
+    fn ipv6_only_enis_are_used() {
+        let a = Attachment::builder()
+            .r#type("ElasticNetworkInterface")
+            .details(kv("ipv6Address", "2001:db8::5"))
+            .build();
+        let t = task("RUNNING").attachments(a).build();
+        assert_eq!(ip_of(decode_task(&t, &cfg())), "2001:db8::5");
+    }
+}

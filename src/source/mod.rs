@@ -1,0 +1,52 @@
+//! Sources: one file per backend, one small interface for all.
+//!
+//! A source answers one question — which peers does it see right now? — and either answers it
+//! completely or fails. It never answers partly: a failed page fails the whole poll, so the
+//! namespace keeps the source's last-known peers (see [`crate::Poller`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::aws::{AwsClients, CallCounter, CountCalls};
+use crate::config::{Config, SourceConfig};
+use crate::error::SourceError;
+use crate::peer::Found;
+
+pub(crate) mod cloudmap;
+pub(crate) mod ecs;
+#[cfg(test)]
+pub(crate) mod fixed;
+
+/// The future a poll returns.
+pub(crate) type PollFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<Found>, SourceError>> + Send + 'a>>;
+
+/// A backend that can list the peers it sees.
+pub(crate) trait Source: Send + 'static {
+    /// One complete poll: every peer the source sees now, or an error.
+    fn poll(&mut self) -> PollFuture<'_>;
+}
+
+/// Builds the backend for one configured source. Its API calls are counted into `calls`.
+pub(crate) fn build(
+    config: &Config,
+    source: &SourceConfig,
+    clients: &AwsClients,
+    calls: Arc<CallCounter>,
+) -> Box<dyn Source> {
+    let calls = CountCalls(calls);
+    match source {
+        SourceConfig::Ecs(e) => Box::new(ecs::EcsSource::new(
+            clients.ecs(&e.region),
+            e.clone(),
+            config.draining,
+            calls,
+        )),
+        SourceConfig::CloudMap(c) => Box::new(cloudmap::CloudMapSource::new(
+            clients.cloudmap(&c.region),
+            c.clone(),
+            calls,
+        )),
+    }
+}
