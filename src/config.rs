@@ -310,17 +310,18 @@ impl Config {
                 }
             },
         };
-        let endpoint_url =
-            match top.take_string("endpoint_url")? {
-                None => None,
-                Some(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u),
-                Some(u) => return Err(Error::config(
+        let endpoint_url = match top.take_string("endpoint_url")? {
+            None => None,
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u),
+            Some(u) => {
+                return Err(Error::config(
                     "endpoint_url",
                     format!(
                         "{u:?} is not an http:// or https:// URL (e.g. \"http://127.0.0.1:5000\")"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let draining = top.take_bool("draining")?.unwrap_or(true);
         let local_node = top.take_string("local_node")?;
         if let Some(n) = &local_node {
@@ -390,16 +391,22 @@ impl Config {
 
     /// Reads and validates a TOML (`.toml`) or JSON (any other extension) file.
     pub fn from_file(path: &std::path::Path) -> Result<Config, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::ConfigFile {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        Config::from_value(parse_text(path, &text)?)
+        Config::from_value(read_value(path)?)
     }
 }
 
+/// Reads a TOML (`.toml`) or JSON file into an unvalidated value tree, for callers that add
+/// to it (CLI flags) before [`Config::from_value`].
+pub fn read_value(path: &std::path::Path) -> Result<Value, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::ConfigFile {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    parse_text(path, &text)
+}
+
 /// Parses a file's text into a value tree (TOML for `.toml`, else JSON).
-pub(crate) fn parse_text(path: &std::path::Path, text: &str) -> Result<Value, Error> {
+fn parse_text(path: &std::path::Path, text: &str) -> Result<Value, Error> {
     let file_err = |message: String| Error::ConfigFile {
         path: path.display().to_string(),
         message,

@@ -35,6 +35,8 @@ pub struct SourceStatus {
     pub consecutive_failures: u32,
     /// AWS API calls (attempts, retries included) made by the last poll.
     pub api_calls: u64,
+    /// The last poll's calls by IAM action, e.g. `{"ecs:ListTasks": 2, "ecs:DescribeTasks": 2}`.
+    pub api_calls_by_action: BTreeMap<String, u64>,
     /// AWS API calls made since start.
     pub api_calls_total: u64,
     /// Peers this source contributes (last-known ones when failing).

@@ -5,6 +5,7 @@
 //! waits at most `polling_interval` (or `poll_timeout` for a one-shot poll): a black-holed region
 //! delays nobody else, and its answer (or timeout) is merged in whichever round it arrives.
 
+use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -49,20 +50,35 @@ struct Slot {
     /// `None` while a poll is in flight (the task owns it then).
     source: Option<Box<dyn Source>>,
     in_flight: Option<AbortHandle>,
-    calls_before: u64,
+    calls_before: BTreeMap<String, u64>,
+    calls_last: BTreeMap<String, u64>,
     peers: Vec<Peer>,
     polled: bool,
     ok: bool,
     error: Option<SourceError>,
     last_success: Option<SystemTime>,
     consecutive_failures: u32,
-    api_calls: u64,
     backoff_until: Option<Instant>,
 }
 
 impl Slot {
     fn total_calls(&self) -> u64 {
         self.calls.totals().values().sum()
+    }
+
+    /// Records the calls made since the poll started.
+    fn count_calls(&mut self) {
+        let now = self.calls.totals();
+        self.calls_last = now
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v - self.calls_before.get(k).copied().unwrap_or(0),
+                )
+            })
+            .filter(|(_, v)| *v > 0)
+            .collect();
     }
 
     fn status(&self) -> SourceStatus {
@@ -81,7 +97,8 @@ impl Slot {
             error_kind: self.error.as_ref().map(|e| e.kind),
             last_success: self.last_success.map(rfc3339),
             consecutive_failures: self.consecutive_failures,
-            api_calls: self.api_calls,
+            api_calls: self.calls_last.values().sum(),
+            api_calls_by_action: self.calls_last.clone(),
             api_calls_total: self.total_calls(),
             peers: self.peers.len(),
             backoff_until: self
@@ -158,14 +175,14 @@ impl Poller {
                     calls,
                     source: Some(backend),
                     in_flight: None,
-                    calls_before: 0,
+                    calls_before: BTreeMap::new(),
+                    calls_last: BTreeMap::new(),
                     peers: Vec::new(),
                     polled: false,
                     ok: false,
                     error: None,
                     last_success: None,
                     consecutive_failures: 0,
-                    api_calls: 0,
                     backoff_until: None,
                 })
                 .collect(),
@@ -272,7 +289,7 @@ impl Poller {
         let Some(mut source) = slot.source.take() else {
             return;
         };
-        slot.calls_before = slot.total_calls();
+        slot.calls_before = slot.calls.totals();
         let task = tokio::spawn(async move {
             let polled =
                 tokio::time::timeout(timeout, AssertUnwindSafe(source.poll()).catch_unwind()).await;
@@ -306,7 +323,7 @@ impl Poller {
         slot.source = Some(done.source);
         slot.in_flight = None;
         slot.polled = true;
-        slot.api_calls = slot.total_calls().saturating_sub(slot.calls_before);
+        slot.count_calls();
         match done.result {
             Ok(found) => {
                 if !slot.ok && slot.consecutive_failures > 0 {
@@ -324,7 +341,7 @@ impl Poller {
                 slot.last_success = Some(SystemTime::now());
                 slot.consecutive_failures = 0;
                 slot.backoff_until = None;
-                tracing::debug!(source = %slot.id, peers = slot.peers.len(), api_calls = slot.api_calls, "source polled");
+                tracing::debug!(source = %slot.id, peers = slot.peers.len(), api_calls = ?slot.calls_last, "source polled");
             }
             Err(e) => {
                 slot.consecutive_failures += 1;

@@ -1,0 +1,470 @@
+//! `ecs-peers`: the core's discovery, for a person looking at a cluster.
+//!
+//! This binary only parses flags and prints; every decision is the library's.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Map, Value};
+
+mod render;
+
+/// Exit codes (documented in `--help` and the README).
+mod exit {
+    pub const OK: u8 = 0;
+    pub const INTERNAL: u8 = 1;
+    pub const BAD_CONFIG: u8 = 2;
+    pub const SOME_FAILED: u8 = 3;
+    pub const ALL_FAILED: u8 = 4;
+}
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0  every source answered
+  1  internal error (I/O on stdout, runtime)
+  2  bad flags or configuration (the message names the flag or key)
+  3  some sources failed (their last-known peers, if any, are shown)
+  4  every source failed";
+
+#[derive(Parser)]
+#[command(
+    name = "ecs-peers",
+    version,
+    about = "See which Erlang/Elixir peers your ECS tasks and Cloud Map services expose, across regions",
+    long_about = "See which Erlang/Elixir peers your ECS tasks and Cloud Map services expose, across \
+regions, merged into one namespace: the same view the libcluster strategy acts on.\n\n\
+Sources come from repeated --ecs/--cloudmap flags and/or a --config file (TOML or JSON; \
+`ecs-peers keys` lists every key). AWS credentials come from the usual chain: environment, \
+AWS_PROFILE, ECS task role, instance profile.",
+    after_help = EXIT_CODES,
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Poll every source once and print the peers and each source's status.
+    #[command(after_help = EXIT_CODES)]
+    List(ListArgs),
+    /// Poll continuously and print a line per change (peer added, removed, draining; source failing, recovered).
+    #[command(after_help = WATCH_HELP)]
+    Watch(WatchArgs),
+    /// Print every configuration key: type, default, meaning.
+    Keys,
+}
+
+const WATCH_HELP: &str = "\
+Runs until interrupted (Ctrl-C), or for --count polls. With --json, one JSON object per line:
+  {\"event\": \"added\"|\"removed\"|\"draining\", \"at\": ..., \"peer\": {...}}
+  {\"event\": \"source_failing\"|\"source_recovered\", \"at\": ..., \"source\": {...}}
+  {\"event\": \"snapshot\", \"at\": ..., \"snapshot\": {...}}   (with --every-poll)
+
+Exit status: as for `list`, from the last poll when --count ends the watch; 0 when interrupted.";
+
+#[derive(Args)]
+struct ListArgs {
+    #[command(flatten)]
+    sources: SourceArgs,
+    /// Print the snapshot as JSON (schema ecs-peers/snapshot/v1, see README).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct WatchArgs {
+    #[command(flatten)]
+    sources: SourceArgs,
+    /// Print JSON Lines events instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Also print every poll's full snapshot (a `snapshot` event, or a summary line).
+    #[arg(long)]
+    every_poll: bool,
+    /// Stop after this many polls.
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+}
+
+#[derive(Args)]
+struct SourceArgs {
+    /// An ECS source: REGION/CLUSTER[/SERVICE], a cluster ARN, or keys: region=..,cluster=..,service=..,family=..,container=..
+    #[arg(long = "ecs", value_name = "SPEC")]
+    ecs: Vec<String>,
+    /// A Cloud Map source: REGION/NAMESPACE/SERVICE, or keys: region=..,namespace=..,service=..,health=all,query.KEY=VALUE
+    #[arg(long = "cloudmap", value_name = "SPEC")]
+    cloudmap: Vec<String>,
+    /// A TOML or JSON file with sources and settings (see `ecs-peers keys`); flags add to it.
+    #[arg(short, long, value_name = "FILE", env = "ECS_PEERS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Node basename: peers are named BASENAME@IP. Defaults to the part before @ of RELEASE_NODE.
+    #[arg(long, value_name = "NAME")]
+    basename: Option<String>,
+    /// Node name template instead of --basename, e.g. 'app@{ip}' or 'app@ip-{ip_dashed}.ec2.internal'.
+    #[arg(long, value_name = "TEMPLATE")]
+    node_name: Option<String>,
+    /// Send every AWS call here (an emulator, a VPC endpoint). Default: AWS_ENDPOINT_URL, else AWS.
+    #[arg(long, value_name = "URL")]
+    endpoint_url: Option<String>,
+    /// Time between polls (watch), e.g. 5s, 500ms.
+    #[arg(long, value_name = "DURATION")]
+    interval: Option<String>,
+    /// Longest one source's poll may take, e.g. 20s.
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<String>,
+    /// AWS SDK attempts per call (1 = no retries).
+    #[arg(long, value_name = "N")]
+    max_attempts: Option<u32>,
+    /// More logs on stderr (-v info, -vv debug). ECS_PEERS_LOG takes tracing filter syntax.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+/// Which flag (or file entry) each source came from, to name it in errors.
+struct Origins(Vec<String>);
+
+impl SourceArgs {
+    /// Builds the configuration value tree: the file's, then flags on top; sources appended.
+    fn value(&self) -> Result<(Value, Origins), String> {
+        let mut root = match &self.config {
+            Some(path) => ecs_peers::config::read_value(path).map_err(|e| e.to_string())?,
+            None => Value::Object(Map::new()),
+        };
+        let Value::Object(map) = &mut root else {
+            return Err("the config file must hold a map of keys at the top level".into());
+        };
+        let mut origins: Vec<String> = match map.get("sources") {
+            Some(Value::Array(a)) => (0..a.len())
+                .map(|i| format!("config file sources[{i}]"))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut sources = match map.remove("sources") {
+            Some(Value::Array(a)) => a,
+            Some(other) => {
+                map.insert("sources".into(), other);
+                return Ok((root, Origins(origins)));
+            }
+            None => Vec::new(),
+        };
+        for spec in &self.ecs {
+            sources.push(ecs_spec(spec)?);
+            origins.push(format!("--ecs {spec}"));
+        }
+        for spec in &self.cloudmap {
+            sources.push(cloudmap_spec(spec)?);
+            origins.push(format!("--cloudmap {spec}"));
+        }
+        if sources.is_empty() {
+            return Err("no sources: give --ecs REGION/CLUSTER[/SERVICE], --cloudmap REGION/NAMESPACE/SERVICE, or --config FILE".into());
+        }
+        map.insert("sources".into(), Value::Array(sources));
+        let mut set = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                map.insert(k.into(), v);
+            }
+        };
+        set("node_basename", self.basename.clone().map(Value::from));
+        set("node_name", self.node_name.clone().map(Value::from));
+        set("endpoint_url", self.endpoint_url.clone().map(Value::from));
+        set("polling_interval", self.interval.clone().map(Value::from));
+        set("poll_timeout", self.timeout.clone().map(Value::from));
+        set("max_attempts", self.max_attempts.map(Value::from));
+        if !map.contains_key("node_basename") && !map.contains_key("node_name") {
+            if let Ok(node) = std::env::var("RELEASE_NODE") {
+                if let Some((base, _)) = node.split_once('@') {
+                    map.insert("node_basename".into(), base.into());
+                }
+            }
+        }
+        Ok((root, Origins(origins)))
+    }
+
+    fn config(&self) -> Result<ecs_peers::Config, String> {
+        let (value, origins) = self.value()?;
+        ecs_peers::Config::from_value(value).map_err(|e| explain(e, &origins))
+    }
+}
+
+/// Names the flag behind a config error.
+fn explain(e: ecs_peers::Error, origins: &Origins) -> String {
+    let ecs_peers::Error::Config { key, message } = &e else {
+        return e.to_string();
+    };
+    if let Some(rest) = key.strip_prefix("sources[") {
+        if let Some((idx, tail)) = rest.split_once(']') {
+            if let Some(origin) = idx.parse::<usize>().ok().and_then(|i| origins.0.get(i)) {
+                if origin.starts_with("--") {
+                    let sub = tail.trim_start_matches('.');
+                    let sub = if sub.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {sub}:")
+                    };
+                    return format!("{origin}:{sub} {message}");
+                }
+            }
+        }
+    }
+    let flag = match key.as_str() {
+        "node_basename" => " (--basename, or RELEASE_NODE)",
+        "node_name" => " (--node-name)",
+        "endpoint_url" => " (--endpoint-url)",
+        "polling_interval" => " (--interval)",
+        "poll_timeout" => " (--timeout)",
+        "max_attempts" => " (--max-attempts)",
+        _ => "",
+    };
+    format!("{key}{flag}: {message}")
+}
+
+/// `REGION/CLUSTER[/SERVICE]`, a cluster ARN, or `key=value,...`.
+fn ecs_spec(spec: &str) -> Result<Value, String> {
+    if spec.contains('=') {
+        return keyed(spec, "ecs");
+    }
+    if spec.starts_with("arn:") {
+        return Ok(json!({"type": "ecs", "cluster": spec}));
+    }
+    let parts: Vec<&str> = spec.split('/').collect();
+    match parts.as_slice() {
+        [region, cluster] => Ok(json!({"type": "ecs", "region": region, "cluster": cluster})),
+        [region, cluster, service] => {
+            Ok(json!({"type": "ecs", "region": region, "cluster": cluster, "service": service}))
+        }
+        _ => Err(format!(
+            "--ecs {spec}: expected REGION/CLUSTER or REGION/CLUSTER/SERVICE (e.g. eu-west-2/web/api), a cluster ARN, or region=..,cluster=..,service=.."
+        )),
+    }
+}
+
+/// `REGION/NAMESPACE/SERVICE`, or `key=value,...`.
+fn cloudmap_spec(spec: &str) -> Result<Value, String> {
+    if spec.contains('=') {
+        return keyed(spec, "cloudmap");
+    }
+    match spec.split('/').collect::<Vec<_>>().as_slice() {
+        [region, namespace, service] => Ok(
+            json!({"type": "cloudmap", "region": region, "namespace": namespace, "service": service}),
+        ),
+        _ => Err(format!(
+            "--cloudmap {spec}: expected REGION/NAMESPACE/SERVICE (e.g. us-west-2/internal/api) or region=..,namespace=..,service=.."
+        )),
+    }
+}
+
+fn keyed(spec: &str, kind: &str) -> Result<Value, String> {
+    let mut m = Map::new();
+    m.insert("type".into(), kind.into());
+    let mut query = Map::new();
+    for pair in spec.split(',').filter(|p| !p.is_empty()) {
+        let Some((k, v)) = pair.split_once('=') else {
+            return Err(format!("--{kind} {spec}: {pair:?} is not key=value"));
+        };
+        let k = k.trim();
+        if let Some(attr) = k.strip_prefix("query.") {
+            query.insert(attr.into(), v.into());
+        } else {
+            m.insert(k.into(), v.into());
+        }
+    }
+    if !query.is_empty() {
+        m.insert("query".into(), Value::Object(query));
+    }
+    Ok(Value::Object(m))
+}
+
+fn init_logs(verbose: u8) {
+    let default = match verbose {
+        0 => "error",
+        1 => "ecs_peers=info",
+        _ => "ecs_peers=debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ECS_PEERS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Exit status for a snapshot: which sources answered.
+fn status_of(snapshot: &ecs_peers::Snapshot) -> u8 {
+    let failing = snapshot.failing().count();
+    if failing == 0 {
+        exit::OK
+    } else if failing == snapshot.sources.len() {
+        exit::ALL_FAILED
+    } else {
+        exit::SOME_FAILED
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Keys => {
+            let mut out = std::io::stdout().lock();
+            finish(render::keys(&mut out), exit::OK)
+        }
+        Command::List(args) => with_config(&args.sources, |config| async move {
+            let snapshot = ecs_peers::discover(config).await;
+            let mut out = std::io::stdout().lock();
+            let written = if args.json {
+                render::json(&mut out, &snapshot)
+            } else {
+                render::table(&mut out, &snapshot)
+            };
+            finish(written, status_of(&snapshot))
+        }),
+        Command::Watch(args) => {
+            let (as_json, every_poll, count) = (args.json, args.every_poll, args.count);
+            with_config(&args.sources, |config| {
+                watch(config, as_json, every_poll, count)
+            })
+        }
+    };
+    ExitCode::from(code)
+}
+
+fn with_config<F, Fut>(args: &SourceArgs, run: F) -> u8
+where
+    F: FnOnce(ecs_peers::Config) -> Fut,
+    Fut: std::future::Future<Output = u8>,
+{
+    init_logs(args.verbose);
+    let config = match args.config() {
+        Ok(c) => c,
+        Err(message) => {
+            eprintln!("ecs-peers: {message}");
+            return exit::BAD_CONFIG;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ecs-peers: cannot start the async runtime: {e}");
+            return exit::INTERNAL;
+        }
+    };
+    let code = runtime.block_on(run(config));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+async fn watch(
+    config: ecs_peers::Config,
+    as_json: bool,
+    every_poll: bool,
+    count: Option<u64>,
+) -> u8 {
+    let mut running = ecs_peers::Poller::new(config).await.spawn();
+    let mut printer = render::Watch::default();
+    let mut polls = 0u64;
+    loop {
+        let update = tokio::select! {
+            u = running.next() => u,
+            _ = tokio::signal::ctrl_c() => return exit::OK,
+        };
+        let Some(update) = update else {
+            return exit::INTERNAL;
+        };
+        polls += 1;
+        let mut out = std::io::stdout().lock();
+        let written = printer.update(&mut out, &update, as_json, every_poll);
+        if let Err(e) = written.and_then(|_| out.flush()) {
+            return finish(Err(e), exit::OK);
+        }
+        if count.is_some_and(|n| polls >= n) {
+            running.stop().await;
+            return status_of(&update.snapshot);
+        }
+    }
+}
+
+/// A broken pipe (`ecs-peers list | head`) is not an error; other write errors are.
+fn finish(written: std::io::Result<()>, code: u8) -> u8 {
+    match written {
+        Ok(()) => code,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => code,
+        Err(e) => {
+            eprintln!("ecs-peers: cannot write output: {e}");
+            exit::INTERNAL
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse() {
+        assert_eq!(
+            ecs_spec("eu-west-2/web/api").unwrap(),
+            json!({"type":"ecs","region":"eu-west-2","cluster":"web","service":"api"})
+        );
+        assert_eq!(
+            ecs_spec("eu-west-2/web").unwrap(),
+            json!({"type":"ecs","region":"eu-west-2","cluster":"web"})
+        );
+        assert_eq!(
+            ecs_spec("region=eu-west-2,cluster=web,family=api").unwrap(),
+            json!({"type":"ecs","region":"eu-west-2","cluster":"web","family":"api"})
+        );
+        assert_eq!(
+            cloudmap_spec("us-west-2/internal/api").unwrap(),
+            json!({"type":"cloudmap","region":"us-west-2","namespace":"internal","service":"api"})
+        );
+        assert_eq!(
+            cloudmap_spec("region=us-west-2,namespace=n,service=s,query.stage=prod").unwrap()
+                ["query"],
+            json!({"stage":"prod"})
+        );
+        assert!(ecs_spec("web")
+            .unwrap_err()
+            .contains("expected REGION/CLUSTER"));
+        assert!(cloudmap_spec("us-west-2/internal")
+            .unwrap_err()
+            .contains("expected REGION/NAMESPACE/SERVICE"));
+    }
+
+    #[test]
+    fn config_errors_name_the_flag() {
+        let args = SourceArgs {
+            ecs: vec!["eu-west/web".into()],
+            cloudmap: vec![],
+            config: None,
+            basename: Some("app".into()),
+            node_name: None,
+            endpoint_url: None,
+            interval: Some("soon".into()),
+            timeout: None,
+            max_attempts: None,
+            verbose: 0,
+        };
+        let e = args.config().unwrap_err();
+        assert!(
+            e.starts_with("--ecs eu-west/web: region: \"eu-west\" is not an AWS region"),
+            "{e}"
+        );
+        let args = SourceArgs {
+            ecs: vec!["eu-west-2/web".into()],
+            ..args
+        };
+        let e = args.config().unwrap_err();
+        assert!(
+            e.starts_with("polling_interval (--interval): \"soon\" is not a duration"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! Output: tables for people, JSON for programs. Results go to stdout only.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use ecs_peers::config::Scope;
+use ecs_peers::{Snapshot, SourceStatus, Update, KEYS};
+use serde_json::json;
+
+/// `ecs-peers keys`: the key table that also drives validation errors and the docs.
+pub fn keys(out: &mut impl Write) -> io::Result<()> {
+    for (scope, title) in [
+        (Scope::Top, "Top-level keys"),
+        (
+            Scope::Ecs,
+            "ECS source keys (an entry of sources with type = \"ecs\")",
+        ),
+        (
+            Scope::CloudMap,
+            "Cloud Map source keys (an entry of sources with type = \"cloudmap\")",
+        ),
+    ] {
+        writeln!(out, "{title}:")?;
+        for k in KEYS.iter().filter(|k| k.scope == scope) {
+            writeln!(out, "  {:<17} {:<38} default: {}", k.key, k.kind, k.default)?;
+            writeln!(out, "  {:<17} {}", "", k.doc)?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// `list --json`.
+pub fn json(out: &mut impl Write, snapshot: &Snapshot) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, snapshot)?;
+    writeln!(out)
+}
+
+/// Left-aligned columns, two spaces apart.
+fn columns(out: &mut impl Write, rows: &[Vec<String>]) -> io::Result<()> {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..n)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+fn or_dash(s: &Option<String>) -> String {
+    s.clone().unwrap_or_else(|| "-".into())
+}
+
+/// `list`: peers, then sources, then conflicts.
+pub fn table(out: &mut impl Write, s: &Snapshot) -> io::Result<()> {
+    if s.peers.is_empty() {
+        writeln!(out, "No peers.")?;
+    } else {
+        let mut rows = vec![["NODE", "IP", "REGION", "AZ", "STARTED", "STATE", "SOURCE"]
+            .map(String::from)
+            .to_vec()];
+        for p in &s.peers {
+            rows.push(vec![
+                p.node.clone(),
+                p.ip.to_string(),
+                p.region.clone(),
+                or_dash(&p.availability_zone),
+                or_dash(&p.started_at),
+                if p.draining {
+                    "draining".into()
+                } else {
+                    "running".into()
+                },
+                p.source.to_string(),
+            ]);
+        }
+        columns(out, &rows)?;
+    }
+    if let Some(me) = &s.local {
+        writeln!(out, "(this node, {}, is not listed)", me.node)?;
+    }
+    writeln!(out)?;
+    let mut rows = vec![["SOURCE", "STATUS", "PEERS", "API CALLS", "DETAIL"]
+        .map(String::from)
+        .to_vec()];
+    for src in &s.sources {
+        rows.push(vec![
+            src.id.to_string(),
+            if src.ok {
+                "ok".into()
+            } else {
+                "FAILING".into()
+            },
+            src.peers.to_string(),
+            src.api_calls.to_string(),
+            source_detail(src),
+        ]);
+    }
+    columns(out, &rows)?;
+    for c in &s.conflicts {
+        let claims: Vec<String> = c
+            .claims
+            .iter()
+            .map(|k| format!("{} ({})", k.source, k.region))
+            .collect();
+        writeln!(
+            out,
+            "\nCONFLICT {}: reported by {}. The same address in two regions means overlapping VPC CIDRs, which peering cannot route; it is not used as a peer. Fix: give each region's VPC its own CIDR.",
+            c.ip,
+            claims.join(" and ")
+        )?;
+    }
+    Ok(())
+}
+
+fn source_detail(src: &SourceStatus) -> String {
+    match (&src.error, src.ok) {
+        (Some(e), false) => {
+            let kept = if src.peers > 0 {
+                format!(" (keeping {} last-known peers)", src.peers)
+            } else {
+                String::new()
+            };
+            format!("{e}{kept}")
+        }
+        _ => String::new(),
+    }
+}
+
+/// `watch`: remembers each source's state to print transitions once.
+#[derive(Default)]
+pub struct Watch {
+    failing: BTreeMap<String, Option<String>>,
+}
+
+impl Watch {
+    pub fn update(
+        &mut self,
+        out: &mut impl Write,
+        u: &Update,
+        as_json: bool,
+        every_poll: bool,
+    ) -> io::Result<()> {
+        let at = &u.snapshot.taken_at;
+        let mut events: Vec<(serde_json::Value, String)> = Vec::new();
+        for src in &u.snapshot.sources {
+            let key = src.id.to_string();
+            let was = self.failing.get(&key).cloned();
+            if !src.ok {
+                let kind = src.error_kind.map(|k| k.to_string());
+                if was.as_ref() != Some(&kind) {
+                    events.push((
+                        json!({"event": "source_failing", "at": at, "source": src}),
+                        format!("{at} ! {} failing: {}", src.id, source_detail(src)),
+                    ));
+                }
+                self.failing.insert(key, kind);
+            } else if was.is_some() {
+                self.failing.remove(&key);
+                events.push((
+                    json!({"event": "source_recovered", "at": at, "source": src}),
+                    format!("{at} ok {} recovered ({} peers)", src.id, src.peers),
+                ));
+            }
+        }
+        for (event, sign, peers) in [
+            ("added", "+", &u.changes.added),
+            ("removed", "-", &u.changes.removed),
+            ("draining", "~", &u.changes.draining),
+        ] {
+            for p in peers {
+                events.push((
+                    json!({"event": event, "at": at, "peer": p}),
+                    format!(
+                        "{at} {sign} {}  {}  {}{}",
+                        p.node,
+                        p.region,
+                        p.source,
+                        if event == "draining" {
+                            "  draining"
+                        } else {
+                            ""
+                        }
+                    ),
+                ));
+            }
+        }
+        if every_poll {
+            let s = &u.snapshot;
+            let calls: u64 = s.sources.iter().map(|x| x.api_calls).sum();
+            events.push((
+                json!({"event": "snapshot", "at": at, "snapshot": &**s}),
+                format!(
+                    "{at} poll {}: {} peers, {}/{} sources ok, {} API calls",
+                    s.poll,
+                    s.peers.len(),
+                    s.sources.iter().filter(|x| x.ok).count(),
+                    s.sources.len(),
+                    calls
+                ),
+            ));
+        }
+        for (value, text) in events {
+            if as_json {
+                serde_json::to_writer(&mut *out, &value)?;
+                writeln!(out)?;
+            } else {
+                writeln!(out, "{text}")?;
+            }
+        }
+        Ok(())
+    }
+}

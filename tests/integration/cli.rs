@@ -1,0 +1,248 @@
+//! The `ecs-peers` binary: output, exit codes, errors that name the fix.
+
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+
+use crate::emu::{ips, Emu};
+
+fn cli(emu: &Emu, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ecs-peers"))
+        .args(args)
+        .args([
+            "--endpoint-url",
+            &emu.endpoint,
+            "--max-attempts",
+            "1",
+            "--basename",
+            "app",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("RELEASE_NODE")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn world(emu: &Emu) -> Value {
+    emu.seed(json!({
+        "ecs": [{"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24",
+                 "tasks": [{"family": "api", "count": 3, "group": "service:api"}]}],
+        "cloudmap": [{"region": "us-west-2", "namespace": "internal", "service": "api",
+            "instances": [{"id": "a", "ipv4": "10.202.0.10"}]}]
+    }))
+}
+
+#[test]
+fn list_prints_a_table_and_a_json_snapshot() {
+    let emu = Emu::start();
+    let w = world(&emu);
+    let o = cli(
+        &emu,
+        &[
+            "list",
+            "--ecs",
+            "eu-west-2/web/api",
+            "--cloudmap",
+            "us-west-2/internal/api",
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let t = text(&o);
+    assert!(t.starts_with("NODE "), "{t}");
+    for ip in ips(&w, "eu-west-2/web", None) {
+        assert!(t.contains(&format!("app@{ip} ")), "{ip} missing from\n{t}");
+    }
+    assert!(t.contains("app@10.202.0.10"));
+    assert!(t.contains("ecs:eu-west-2/web/api") && t.contains("ok"));
+
+    let o = cli(
+        &emu,
+        &[
+            "list",
+            "--json",
+            "--ecs",
+            "eu-west-2/web/api",
+            "--cloudmap",
+            "us-west-2/internal/api",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0));
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["schema"], "ecs-peers/snapshot/v1");
+    assert_eq!(s["peers"].as_array().unwrap().len(), 4);
+    assert_eq!(s["peers"][0]["node"], "app@10.201.0.4");
+    assert_eq!(
+        s["sources"][0]["api_calls_by_action"],
+        json!({"ecs:DescribeTasks": 1, "ecs:ListTasks": 1})
+    );
+    assert_eq!(s["sources"][1]["kind"], "cloudmap");
+}
+
+#[test]
+fn exit_status_says_whether_some_or_all_sources_failed() {
+    let emu = Emu::start();
+    world(&emu);
+    let o = cli(
+        &emu,
+        &[
+            "list",
+            "--ecs",
+            "eu-west-2/web/api",
+            "--ecs",
+            "eu-west-2/nope",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(3));
+    let t = text(&o);
+    assert!(t.contains("FAILING"), "{t}");
+    assert!(t.contains("ClusterNotFoundException"), "{t}");
+    assert!(
+        t.contains("Fix: check that cluster \"nope\" exists in eu-west-2"),
+        "{t}"
+    );
+
+    let o = cli(
+        &emu,
+        &[
+            "list",
+            "--ecs",
+            "eu-west-2/nope",
+            "--cloudmap",
+            "us-west-2/internal/missing",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(4));
+    assert!(
+        text(&o).contains("servicediscovery:DiscoverInstances failed (not_found)"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn access_denied_names_the_action_and_resource_to_grant() {
+    let emu = Emu::start();
+    world(&emu);
+    emu.fault(json!({"operation": "ListTasks", "count": 10, "status": 400, "code": "AccessDeniedException",
+        "message": "User: arn:aws:sts::123456789012:assumed-role/app/task is not authorized to perform: ecs:ListTasks"}));
+    let o = cli(&emu, &["list", "--ecs", "eu-west-2/web/api"]);
+    assert_eq!(o.status.code(), Some(4));
+    let t = text(&o);
+    assert!(t.contains("ecs:ListTasks failed (access_denied): AccessDeniedException: User: arn:aws:sts::123456789012:assumed-role/app/task is not authorized"), "{t}");
+    assert!(t.contains("Fix: grant ecs:ListTasks on arn:aws:ecs:eu-west-2:*:container-instance/web/* to the task role"), "{t}");
+}
+
+#[test]
+fn bad_flags_exit_2_and_name_the_flag() {
+    let emu = Emu::start();
+    let o = cli(&emu, &["list", "--ecs", "eu-west/web"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("--ecs eu-west/web: region: \"eu-west\" is not an AWS region name"),
+        "{e}"
+    );
+    let o = cli(
+        &emu,
+        &["list", "--ecs", "eu-west-2/web", "--interval", "often"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("polling_interval (--interval): \"often\" is not a duration"));
+    let o = cli(&emu, &["list"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no sources: give --ecs"));
+}
+
+#[test]
+fn config_file_and_flags_combine() {
+    let emu = Emu::start();
+    world(&emu);
+    let dir = std::env::temp_dir().join(format!("ecs-peers-cli-{}", emu.port));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("peers.toml");
+    std::fs::write(&file, "node_basename = \"web\"\n[[sources]]\ntype = \"cloudmap\"\nregion = \"us-west-2\"\nnamespace = \"internal\"\nservice = \"api\"\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_ecs-peers"))
+        .args([
+            "list",
+            "--json",
+            "--config",
+            file.to_str().unwrap(),
+            "--ecs",
+            "eu-west-2/web/api",
+            "--endpoint-url",
+            &emu.endpoint,
+        ])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["peers"].as_array().unwrap().len(), 4);
+    assert!(s["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["node"].as_str().unwrap().starts_with("web@")));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn watch_streams_json_lines() {
+    let emu = Emu::start();
+    world(&emu);
+    let o = cli(
+        &emu,
+        &[
+            "watch",
+            "--json",
+            "--every-poll",
+            "--count",
+            "2",
+            "--interval",
+            "200ms",
+            "--ecs",
+            "eu-west-2/web/api",
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let events: Vec<Value> = text(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["added", "added", "added", "snapshot", "snapshot"]);
+    assert_eq!(
+        events[3]["snapshot"]["sources"][0]["api_calls_by_action"]["ecs:DescribeTasks"],
+        1
+    );
+    assert_eq!(
+        events[4]["snapshot"]["sources"][0]["api_calls_by_action"].get("ecs:DescribeTasks"),
+        None
+    );
+}

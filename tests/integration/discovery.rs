@@ -1,0 +1,249 @@
+//! What is discovered: the right tasks, from every region, merged; with the fewest calls.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::emu::{arns, ips, Emu};
+use crate::{calls, config, peer_ips};
+
+#[test]
+fn awsemu_allocates_task_ips_from_the_subnet() {
+    // Guards the emulator patch every other test relies on.
+    let emu = Emu::start();
+    let w = emu.seed(
+        json!({"ecs": [{"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24",
+        "tasks": [{"family": "api", "count": 2}]}]}),
+    );
+    assert_eq!(ips(&w, "eu-west-2/web", None), ["10.201.0.4", "10.201.0.5"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merges_two_regions_and_cloudmap_into_exactly_the_running_tasks() {
+    let emu = Emu::start();
+    let w = emu.seed(json!({
+        "ecs": [
+            {"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24",
+             "tasks": [{"family": "api", "count": 150, "group": "service:api"}, {"family": "worker", "count": 3}],
+             "stop": {"family": "api", "count": 5}},
+            {"region": "us-west-2", "cluster": "web", "subnet": "10.202.0.0/24",
+             "tasks": [{"family": "api", "count": 4, "group": "service:api"}]}
+        ],
+        "cloudmap": [{"region": "ap-southeast-2", "namespace": "internal", "service": "api",
+            "instances": [{"id": "a", "ipv4": "10.203.0.10"}, {"id": "b", "ipv4": "10.203.0.11"}, {"id": "c", "ipv4": "10.203.0.12"}]}]
+    }));
+    let cfg = config(
+        &emu,
+        json!([
+            {"type": "ecs", "region": "eu-west-2", "cluster": "web", "service": "api"},
+            {"type": "ecs", "region": "us-west-2", "cluster": "web", "service": "api"},
+            {"type": "cloudmap", "region": "ap-southeast-2", "namespace": "internal", "service": "api"}
+        ]),
+    );
+    let mut poller = ecs_peers::Poller::new(cfg).await;
+    let first = poller.poll().await;
+    let s = &first.snapshot;
+    assert!(s.sources.iter().all(|x| x.ok), "{:#?}", s.sources);
+
+    let mut want = ips(&w, "eu-west-2/web", Some("api"));
+    want.extend(ips(&w, "us-west-2/web", None));
+    want.extend(["10.203.0.10", "10.203.0.11", "10.203.0.12"].map(String::from));
+    want.sort();
+    assert_eq!(want.len(), 145 + 4 + 3);
+    assert_eq!(
+        peer_ips(s),
+        want,
+        "exactly the RUNNING api tasks and the instances"
+    );
+    let eu = s.peers.iter().find(|p| p.ip.to_string() == "10.201.0.4");
+    assert!(eu.is_none(), "10.201.0.4 was stopped");
+    let p = s
+        .peers
+        .iter()
+        .find(|p| p.ip.to_string() == "10.202.0.4")
+        .unwrap();
+    assert_eq!(p.node, "app@10.202.0.4");
+    assert_eq!(p.region, "us-west-2");
+    assert_eq!(p.source.as_str(), "ecs:us-west-2/web/api");
+    assert!(p
+        .task_arn
+        .as_deref()
+        .unwrap()
+        .starts_with("arn:aws:ecs:us-west-2:"));
+    assert!(p
+        .availability_zone
+        .as_deref()
+        .unwrap()
+        .starts_with("us-west-2"));
+    assert_eq!(
+        s.peers.windows(2).filter(|w| w[0].node > w[1].node).count(),
+        0,
+        "sorted by node"
+    );
+
+    // First poll: 145 tasks = 2 ListTasks pages and 2 DescribeTasks batches (none over 100 ARNs:
+    // awsemu rejects those, as AWS does).
+    assert_eq!(calls(s, 0, "ecs:ListTasks"), 2);
+    assert_eq!(calls(s, 0, "ecs:DescribeTasks"), 2);
+    assert_eq!(calls(s, 1, "ecs:ListTasks"), 1);
+    assert_eq!(calls(s, 1, "ecs:DescribeTasks"), 1);
+    assert_eq!(calls(s, 2, "servicediscovery:DiscoverInstances"), 1);
+
+    // Steady state: ListTasks only.
+    let second = poller.poll().await;
+    let s2 = &second.snapshot;
+    assert_eq!(peer_ips(s2), want);
+    assert!(second.changes.is_empty());
+    assert_eq!(calls(s2, 0, "ecs:ListTasks"), 2);
+    assert_eq!(
+        calls(s2, 0, "ecs:DescribeTasks"),
+        0,
+        "no DescribeTasks on the second poll"
+    );
+    assert_eq!(calls(s2, 1, "ecs:DescribeTasks"), 0);
+    assert_eq!(s2.sources[0].api_calls_total, 6);
+}
+
+async fn next(r: &mut ecs_peers::PollerHandle) -> ecs_peers::Update {
+    tokio::time::timeout(Duration::from_secs(20), r.next())
+        .await
+        .expect("an update")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_task_is_removed_and_new_task_joins() {
+    let emu = Emu::start();
+    let w = emu.seed(
+        json!({"ecs": [{"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24",
+        "tasks": [{"family": "api", "count": 3, "group": "service:api"}]}]}),
+    );
+    let cfg = config(
+        &emu,
+        json!([{"type": "ecs", "region": "eu-west-2", "cluster": "web", "service": "api"}]),
+    );
+    let mut running = ecs_peers::Poller::new(cfg).await.spawn();
+    let u = next(&mut running).await;
+    assert_eq!(u.snapshot.peers.len(), 3);
+    assert_eq!(u.changes.added.len(), 3);
+
+    let victim = arns(&w, "eu-west-2/web", "api")[1].clone();
+    emu.stop_tasks("eu-west-2", "web", &[victim.clone()]);
+    let removed = loop {
+        let u = next(&mut running).await;
+        if !u.changes.removed.is_empty() {
+            break u;
+        }
+    };
+    assert_eq!(removed.changes.removed.len(), 1);
+    assert_eq!(
+        removed.changes.removed[0].task_arn.as_deref(),
+        Some(victim.as_str())
+    );
+    assert_eq!(removed.snapshot.peers.len(), 2);
+
+    let new = emu.run_tasks(
+        json!({"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24",
+        "family": "api", "count": 1, "group": "service:api"}),
+    );
+    let added = loop {
+        let u = next(&mut running).await;
+        if !u.changes.added.is_empty() {
+            break u;
+        }
+    };
+    assert_eq!(
+        added.changes.added[0].ip.to_string(),
+        new[0]["ip"].as_str().unwrap()
+    );
+    assert_eq!(added.snapshot.peers.len(), 3);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn family_and_service_sources_see_only_their_tasks() {
+    let emu = Emu::start();
+    let w = emu.seed(
+        json!({"ecs": [{"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24",
+        "tasks": [{"family": "api", "count": 3, "group": "service:api"},
+                  {"family": "worker", "count": 2},
+                  {"family": "api", "count": 2, "group": "service:admin"}]}]}),
+    );
+    let cfg = config(
+        &emu,
+        json!([
+            {"type": "ecs", "region": "eu-west-2", "cluster": "web", "family": "worker"},
+            {"type": "ecs", "region": "eu-west-2", "cluster": "web", "service": "api"}
+        ]),
+    );
+    let s = ecs_peers::discover(cfg).await;
+    assert!(s.sources.iter().all(|x| x.ok));
+    assert_eq!(s.sources[0].peers, 2);
+    assert_eq!(s.sources[1].peers, 3);
+    let mut want = ips(&w, "eu-west-2/web", Some("worker"));
+    let api: Vec<String> = w["ecs"]["eu-west-2/web"]["running"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["family"] == "api")
+        .take(3)
+        .map(|t| t["ip"].as_str().unwrap().to_string())
+        .collect();
+    want.extend(api);
+    want.sort();
+    assert_eq!(peer_ips(&s), want, "the service:admin tasks are not peers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_ip_in_two_regions_is_a_conflict_not_a_peer() {
+    let emu = Emu::start();
+    emu.seed(json!({
+        "ecs": [{"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24", "tasks": [{"family": "api", "count": 2}]}],
+        "cloudmap": [{"region": "us-west-2", "namespace": "internal", "service": "api",
+            "instances": [{"id": "x", "ipv4": "10.201.0.4"}, {"id": "y", "ipv4": "10.202.0.9"}]}]
+    }));
+    let cfg = config(
+        &emu,
+        json!([
+            {"type": "ecs", "region": "eu-west-2", "cluster": "web"},
+            {"type": "cloudmap", "region": "us-west-2", "namespace": "internal", "service": "api"}
+        ]),
+    );
+    let s = ecs_peers::discover(cfg).await;
+    assert_eq!(peer_ips(&s), ["10.201.0.5", "10.202.0.9"]);
+    assert_eq!(s.conflicts.len(), 1);
+    let c = &s.conflicts[0];
+    assert_eq!(c.ip.to_string(), "10.201.0.4");
+    let regions: Vec<&str> = c.claims.iter().map(|c| c.region.as_str()).collect();
+    assert_eq!(regions, ["eu-west-2", "us-west-2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudmap_query_filters_instances_and_local_node_is_excluded() {
+    let emu = Emu::start();
+    emu.seed(json!({"cloudmap": [{"region": "us-west-2", "namespace": "internal", "service": "api",
+        "instances": [
+            {"id": "p1", "ipv4": "10.202.0.10", "attributes": {"stage": "prod", "AVAILABILITY_ZONE": "us-west-2a"}},
+            {"id": "p2", "ipv4": "10.202.0.11", "attributes": {"stage": "prod"}},
+            {"id": "d1", "ipv4": "10.202.0.12", "attributes": {"stage": "dev"}},
+            {"id": "n1", "attributes": {"stage": "prod"}}
+        ]}]}));
+    let mut cfg = config(
+        &emu,
+        json!([{"type": "cloudmap", "region": "us-west-2", "namespace": "internal",
+        "service": "api", "query": {"stage": "prod"}}]),
+    );
+    cfg.local_node = Some("app@10.202.0.11".into());
+    let s = ecs_peers::discover(cfg).await;
+    assert!(s.sources[0].ok, "{:?}", s.sources[0]);
+    assert_eq!(
+        peer_ips(&s),
+        ["10.202.0.10"],
+        "dev is filtered, n1 has no address, .11 is this node"
+    );
+    assert_eq!(s.local.as_ref().unwrap().node, "app@10.202.0.11");
+    let p = &s.peers[0];
+    assert_eq!(p.instance_id.as_deref(), Some("p1"));
+    assert_eq!(p.availability_zone.as_deref(), Some("us-west-2a"));
+    assert_eq!(p.health.as_deref(), Some("HEALTHY"));
+}

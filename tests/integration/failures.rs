@@ -1,0 +1,222 @@
+//! The failure rule: only a complete, successful poll of a source may replace its peers.
+
+use std::time::Duration;
+
+use ecs_peers::ErrorKind;
+use serde_json::json;
+
+use crate::emu::{arns, ips, Emu};
+use crate::{config, peer_ips};
+
+fn eu_cluster(n: u32) -> serde_json::Value {
+    json!({"ecs": [{"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24",
+        "tasks": [{"family": "api", "count": n, "group": "service:api"}]}]})
+}
+
+fn eu_source() -> serde_json::Value {
+    json!([{"type": "ecs", "region": "eu-west-2", "cluster": "web", "service": "api"}])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_peers_when_the_emulator_stops_mid_watch() {
+    let mut emu = Emu::start();
+    let w = emu.seed(eu_cluster(3));
+    let mut running = ecs_peers::Poller::new(config(&emu, eu_source()))
+        .await
+        .spawn();
+    let first = tokio::time::timeout(Duration::from_secs(20), running.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(peer_ips(&first.snapshot), ips(&w, "eu-west-2/web", None));
+
+    emu.kill();
+    let mut failing_polls = 0;
+    while failing_polls < 3 {
+        let u = tokio::time::timeout(Duration::from_secs(30), running.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            u.changes.removed.is_empty(),
+            "a peer was removed while the API was down"
+        );
+        assert_eq!(peer_ips(&u.snapshot), ips(&w, "eu-west-2/web", None));
+        let src = &u.snapshot.sources[0];
+        if !src.ok {
+            failing_polls += 1;
+            assert!(src.stale);
+            assert_eq!(src.peers, 3);
+            assert_eq!(src.error_kind, Some(ErrorKind::Unreachable), "{src:?}");
+            let e = src.error.as_deref().unwrap();
+            assert!(e.starts_with("ecs:ListTasks failed (unreachable)"), "{e}");
+            assert!(e.contains("Fix: the AWS endpoint cannot be reached"), "{e}");
+            assert!(src.last_success.is_some());
+        }
+    }
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_source_keeps_peers_and_backs_off() {
+    let emu = Emu::start();
+    emu.seed(eu_cluster(3));
+    let mut poller = ecs_peers::Poller::new(config(&emu, eu_source())).await;
+    assert_eq!(poller.poll().await.snapshot.peers.len(), 3);
+
+    emu.fault(
+        json!({"operation": "ListTasks", "region": "eu-west-2", "count": 1000, "status": 400,
+        "code": "ThrottlingException", "message": "Rate exceeded"}),
+    );
+    let u = poller.poll().await;
+    let src = &u.snapshot.sources[0];
+    assert!(!src.ok);
+    assert_eq!(src.error_kind, Some(ErrorKind::Throttled));
+    assert!(src
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("ThrottlingException: Rate exceeded"));
+    assert!(src.backoff_until.is_some());
+    assert_eq!(u.snapshot.peers.len(), 3);
+    assert!(u.changes.is_empty());
+
+    // Backing off: the next polls do not call ListTasks at all.
+    poller.poll().await;
+    poller.poll().await;
+    assert_eq!(
+        emu.faults()[0]["hits"],
+        1,
+        "a throttled source was polled again during its back-off"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_second_page_keeps_every_peer() {
+    let emu = Emu::start();
+    let w = emu.seed(eu_cluster(150));
+    let all = ips(&w, "eu-west-2/web", None);
+    let mut poller = ecs_peers::Poller::new(config(&emu, eu_source())).await;
+    assert_eq!(peer_ips(&poller.poll().await.snapshot), all);
+
+    // 10 tasks stop; then page 1 of the listing succeeds (a pass-through fault entry counts it)
+    // and page 2 fails.
+    let victims: Vec<String> = arns(&w, "eu-west-2/web", "api")[..10].to_vec();
+    emu.stop_tasks("eu-west-2", "web", &victims);
+    emu.fault(json!([
+        {"operation": "ListTasks", "count": 1},
+        {"operation": "ListTasks", "count": 1, "status": 500, "code": "ServerException", "message": "injected"}
+    ]));
+    let u = poller.poll().await;
+    let src = &u.snapshot.sources[0];
+    assert!(!src.ok);
+    assert_eq!(src.error_kind, Some(ErrorKind::Service));
+    assert_eq!(
+        peer_ips(&u.snapshot),
+        all,
+        "a half-read listing must not remove anyone"
+    );
+    let hits: Vec<_> = emu
+        .faults()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["hits"].clone())
+        .collect();
+    assert_eq!(hits, [json!(1), json!(1)], "page 1 passed, page 2 failed");
+
+    // The next complete poll removes exactly the stopped ones (after the 5xx back-off).
+    emu.clear_faults();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let u = loop {
+        let u = poller.poll().await;
+        if u.snapshot.sources[0].ok {
+            break u;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "source did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(u.snapshot.peers.len(), 140);
+    assert_eq!(u.changes.removed.len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_describe_answer_keeps_peers_and_adds_nobody() {
+    let emu = Emu::start();
+    let w = emu.seed(eu_cluster(3));
+    let mut poller = ecs_peers::Poller::new(config(&emu, eu_source())).await;
+    poller.poll().await;
+    emu.run_tasks(
+        json!({"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24",
+        "family": "api", "count": 2, "group": "service:api"}),
+    );
+    emu.fault(json!({"operation": "DescribeTasks", "count": 1, "status": 200, "raw_body": "{\"tasks\": [{\"taskArn\""}));
+    let u = poller.poll().await;
+    let src = &u.snapshot.sources[0];
+    assert!(!src.ok);
+    assert_eq!(src.error_kind, Some(ErrorKind::Malformed), "{src:?}");
+    assert_eq!(peer_ips(&u.snapshot), ips(&w, "eu-west-2/web", None));
+    let u = poller.poll().await;
+    assert!(u.snapshot.sources[0].ok);
+    assert_eq!(u.changes.added.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_call_times_out_and_keeps_peers() {
+    let emu = Emu::start();
+    emu.seed(eu_cluster(2));
+    let mut cfg = config(&emu, eu_source());
+    cfg.poll_timeout = Duration::from_secs(1);
+    let mut poller = ecs_peers::Poller::new(cfg).await;
+    poller.poll().await;
+    emu.fault(json!({"operation": "ListTasks", "count": 1, "delay_ms": 3000}));
+    let started = std::time::Instant::now();
+    let u = poller.poll().await;
+    assert!(
+        started.elapsed() < Duration::from_millis(2900),
+        "the stall held the poll"
+    );
+    let src = &u.snapshot.sources[0];
+    assert_eq!(src.error_kind, Some(ErrorKind::Timeout), "{src:?}");
+    assert_eq!(u.snapshot.peers.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failing_region_does_not_hold_the_others() {
+    let emu = Emu::start();
+    emu.seed(json!({"ecs": [
+        {"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24", "tasks": [{"family": "api", "count": 2}]},
+        {"region": "us-west-2", "cluster": "web", "subnet": "10.202.0.0/24", "tasks": [{"family": "api", "count": 2}]}
+    ]}));
+    let cfg = config(
+        &emu,
+        json!([
+            {"type": "ecs", "region": "eu-west-2", "cluster": "web"},
+            {"type": "ecs", "region": "us-west-2", "cluster": "web"}
+        ]),
+    );
+    let mut poller = ecs_peers::Poller::new(cfg).await;
+    poller.poll().await;
+    // us-west-2 stalls far past the round; eu-west-2 keeps answering in every round.
+    emu.fault(json!({"operation": "*", "region": "us-west-2", "count": 1, "delay_ms": 4000}));
+    let mut running = poller.spawn();
+    let started = std::time::Instant::now();
+    let u = tokio::time::timeout(Duration::from_secs(20), running.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a round waited for the stalled region"
+    );
+    assert!(u.snapshot.sources[0].ok);
+    assert_eq!(
+        u.snapshot.peers.len(),
+        4,
+        "the stalled region keeps its peers"
+    );
+    running.stop().await;
+}
