@@ -574,9 +574,7 @@ fn parse_cluster(key: &str, c: &str) -> Result<Option<String>, Error> {
         let parts: Vec<&str> = rest.splitn(5, ':').collect();
         let ok = parts.len() == 5
             && parts[1] == "ecs"
-            && parts[4]
-                .strip_prefix("cluster/")
-                .is_some_and(|n| valid_name(n));
+            && parts[4].strip_prefix("cluster/").is_some_and(valid_name);
         if !ok {
             return Err(Error::config(
                 key,

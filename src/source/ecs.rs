@@ -526,3 +526,206 @@ mod tests {
         assert_eq!(ip_of(decode_task(&t, &cfg())), "2001:db8::5");
     }
 }
+
+/// The source's poll logic (cache, drain, re-describe) against hand-written ECS answers, for
+/// the shapes the emulator cannot produce: PROVISIONING tasks and tasks that drain before they
+/// stop. The answers go through the real SDK (its replay HTTP client), so decoding is real too.
+#[cfg(test)]
+mod replay_tests {
+    use std::sync::Arc;
+
+    use aws_sdk_ecs::config::{BehaviorVersion, Credentials, Region};
+    use aws_smithy_http_client::test_util::{ReplayEvent, StaticReplayClient};
+    use aws_smithy_types::body::SdkBody;
+
+    use super::*;
+    use crate::aws::CallCounter;
+
+    fn task(id: &str, status: &str, ip: &str) -> String {
+        format!(
+            r#"{{"taskArn":"arn:aws:ecs:eu-west-2:1:task/web/{id}","lastStatus":"{status}","desiredStatus":"RUNNING","group":"service:api",
+               "attachments":[{{"type":"ServiceConnect","details":[{{"name":"privateIPv4Address","value":"192.0.2.1"}}]}},
+                              {{"type":"ElasticNetworkInterface","details":[{{"name":"privateIPv4Address","value":"{ip}"}}]}}]}}"#
+        )
+    }
+
+    fn list(ids: &[&str]) -> String {
+        let arns: Vec<String> = ids
+            .iter()
+            .map(|i| format!("\"arn:aws:ecs:eu-west-2:1:task/web/{i}\""))
+            .collect();
+        format!(r#"{{"taskArns":[{}]}}"#, arns.join(","))
+    }
+
+    fn describe(tasks: &[String]) -> String {
+        format!(r#"{{"tasks":[{}],"failures":[]}}"#, tasks.join(","))
+    }
+
+    fn event(body: String) -> ReplayEvent {
+        ReplayEvent::new(
+            http::Request::builder()
+                .uri("https://ecs.eu-west-2.amazonaws.com/")
+                .body(SdkBody::empty())
+                .unwrap(),
+            http::Response::builder()
+                .status(200)
+                .header("content-type", "application/x-amz-json-1.1")
+                .body(SdkBody::from(body))
+                .unwrap(),
+        )
+    }
+
+    fn source(events: Vec<ReplayEvent>) -> (EcsSource, StaticReplayClient) {
+        let http = StaticReplayClient::new(events);
+        let conf = aws_sdk_ecs::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("eu-west-2"))
+            .credentials_provider(Credentials::new("a", "b", None, None, "test"))
+            .http_client(http.clone())
+            .build();
+        let cfg = EcsSourceConfig {
+            region: "eu-west-2".into(),
+            cluster: "web".into(),
+            service: Some("api".into()),
+            family: None,
+            container: None,
+        };
+        let src = EcsSource::new(
+            aws_sdk_ecs::Client::from_conf(conf),
+            cfg,
+            true,
+            CountCalls(Arc::new(CallCounter::default())),
+        );
+        (src, http)
+    }
+
+    fn view(found: &[Found]) -> Vec<(String, bool)> {
+        let mut v: Vec<_> = found
+            .iter()
+            .map(|f| (f.ip.to_string(), f.draining))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn bodies(http: &StaticReplayClient) -> Vec<String> {
+        http.actual_requests()
+            .map(|r| String::from_utf8_lossy(r.body().bytes().unwrap_or_default()).into_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn provisioning_tasks_are_described_again_and_departed_tasks_drain_until_stopped() {
+        let (mut src, http) = source(vec![
+            // Poll 1: a, b RUNNING; c still PROVISIONING (no peer yet).
+            event(list(&["a", "b", "c"])),
+            event(describe(&[
+                task("a", "RUNNING", "10.0.0.1"),
+                task("b", "RUNNING", "10.0.0.2"),
+                task("c", "PROVISIONING", "10.0.0.3"),
+            ])),
+            // Poll 2: b left the RUNNING list; c is described again and is RUNNING now.
+            event(list(&["a", "c"])),
+            event(describe(&[task("c", "RUNNING", "10.0.0.3")])),
+            event(describe(&[task("b", "DEACTIVATING", "10.0.0.2")])),
+            // Poll 3: b is still stopping: still a draining peer.
+            event(list(&["a", "c"])),
+            event(describe(&[task("b", "STOPPING", "10.0.0.2")])),
+            // Poll 4: b is STOPPED: gone.
+            event(list(&["a", "c"])),
+            event(describe(&[task("b", "STOPPED", "10.0.0.2")])),
+            // Poll 5: steady state: one ListTasks call and nothing else.
+            event(list(&["a", "c"])),
+        ]);
+        let p1 = src.poll().await.unwrap();
+        assert_eq!(
+            view(&p1),
+            [("10.0.0.1".into(), false), ("10.0.0.2".into(), false)]
+        );
+        let p2 = src.poll().await.unwrap();
+        assert_eq!(
+            view(&p2),
+            [
+                ("10.0.0.1".into(), false),
+                ("10.0.0.2".into(), true),
+                ("10.0.0.3".into(), false)
+            ]
+        );
+        let p3 = src.poll().await.unwrap();
+        assert_eq!(
+            view(&p3),
+            [
+                ("10.0.0.1".into(), false),
+                ("10.0.0.2".into(), true),
+                ("10.0.0.3".into(), false)
+            ]
+        );
+        let p4 = src.poll().await.unwrap();
+        assert_eq!(
+            view(&p4),
+            [("10.0.0.1".into(), false), ("10.0.0.3".into(), false)]
+        );
+        let p5 = src.poll().await.unwrap();
+        assert_eq!(view(&p5), view(&p4));
+
+        let sent = bodies(&http);
+        assert_eq!(sent.len(), 10, "one request per scripted answer, no more");
+        assert!(
+            sent[3].contains("task/web/c") && !sent[3].contains("task/web/a"),
+            "only the unknown task is described again: {}",
+            sent[3]
+        );
+        assert!(
+            sent[4].contains("task/web/b"),
+            "the departed task is described: {}",
+            sent[4]
+        );
+        assert!(
+            sent[0].contains(r#""desiredStatus":"RUNNING""#)
+                && sent[0].contains(r#""serviceName":"api""#)
+                && sent[0].contains(r#""maxResults":100"#),
+            "{}",
+            sent[0]
+        );
+    }
+
+    #[tokio::test]
+    async fn describe_batches_hold_at_most_100_arns_and_pages_are_followed() {
+        let ids: Vec<String> = (0..250).map(|i| format!("t{i}")).collect();
+        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let page = |from: usize, to: usize, token: Option<&str>| {
+            let mut l = list(&id_refs[from..to]);
+            if let Some(t) = token {
+                l = l.replacen('{', &format!(r#"{{"nextToken":"{t}","#), 1);
+            }
+            l
+        };
+        let tasks = |from: usize, to: usize| -> Vec<String> {
+            (from..to)
+                .map(|i| {
+                    task(
+                        &ids[i],
+                        "RUNNING",
+                        &format!("10.0.{}.{}", i / 200, i % 200 + 1),
+                    )
+                })
+                .collect()
+        };
+        let (mut src, http) = source(vec![
+            event(page(0, 100, Some("p2"))),
+            event(page(100, 200, Some("p3"))),
+            event(page(200, 250, None)),
+            event(describe(&tasks(0, 100))),
+            event(describe(&tasks(100, 200))),
+            event(describe(&tasks(200, 250))),
+        ]);
+        let found = src.poll().await.unwrap();
+        assert_eq!(found.len(), 250);
+        let sent = bodies(&http);
+        assert!(sent[1].contains(r#""nextToken":"p2""#) && sent[2].contains(r#""nextToken":"p3""#));
+        for body in &sent[3..] {
+            let n = body.matches("arn:aws:ecs:eu-west-2:1:task/web/").count();
+            assert!(n <= BATCH, "a DescribeTasks call held {n} ARNs");
+        }
+    }
+}

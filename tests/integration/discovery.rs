@@ -128,7 +128,7 @@ async fn stopped_task_is_removed_and_new_task_joins() {
     assert_eq!(u.changes.added.len(), 3);
 
     let victim = arns(&w, "eu-west-2/web", "api")[1].clone();
-    emu.stop_tasks("eu-west-2", "web", &[victim.clone()]);
+    emu.stop_tasks("eu-west-2", "web", std::slice::from_ref(&victim));
     let removed = loop {
         let u = next(&mut running).await;
         if !u.changes.removed.is_empty() {
