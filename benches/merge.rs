@@ -1,1 +1,98 @@
-fn main() {}
+//! Decode + merge + diff at 100, 1k and 10k tasks: the CPU cost of one poll once the AWS answers
+//! are in. `cargo bench --bench merge` (figures in BENCHMARKS.md).
+
+use std::hint::black_box;
+
+use aws_sdk_ecs::types::{Attachment, KeyValuePair, Task};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ecs_peers::config::EcsSourceConfig;
+use ecs_peers::internals::{bench_decode, bench_merge};
+use ecs_peers::{NodeNaming, Snapshot};
+
+fn task(i: usize, region_octet: u8) -> Task {
+    let ip = format!("10.{region_octet}.{}.{}", i / 250, i % 250 + 4);
+    Task::builder()
+        .task_arn(format!(
+            "arn:aws:ecs:eu-west-2:123456789012:task/web/{i:032x}"
+        ))
+        .last_status("RUNNING")
+        .desired_status("RUNNING")
+        .group("service:api")
+        .availability_zone("eu-west-2a")
+        .task_definition_arn("arn:aws:ecs:eu-west-2:123456789012:task-definition/api:7")
+        .started_at(aws_smithy_types::DateTime::from_secs(
+            1_700_000_000 + i as i64,
+        ))
+        .attachments(
+            Attachment::builder()
+                .r#type("ElasticNetworkInterface")
+                .status("ATTACHED")
+                .details(
+                    KeyValuePair::builder()
+                        .name("subnetId")
+                        .value("subnet-1")
+                        .build(),
+                )
+                .details(
+                    KeyValuePair::builder()
+                        .name("privateIPv4Address")
+                        .value(ip)
+                        .build(),
+                )
+                .build(),
+        )
+        .build()
+}
+
+fn source(region: &str) -> EcsSourceConfig {
+    EcsSourceConfig {
+        region: region.into(),
+        cluster: "web".into(),
+        service: Some("api".into()),
+        family: None,
+        container: None,
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let naming = NodeNaming::Basename("app".into());
+    let mut group = c.benchmark_group("poll_cpu");
+    for n in [100usize, 1_000, 10_000] {
+        // Two regions, half the tasks each.
+        let eu: Vec<Task> = (0..n / 2).map(|i| task(i, 1)).collect();
+        let us: Vec<Task> = (0..n / 2).map(|i| task(i, 2)).collect();
+        let (eu_cfg, us_cfg) = (source("eu-west-2"), source("us-west-2"));
+        let per_source = vec![
+            bench_decode(&eu, &eu_cfg, &naming),
+            bench_decode(&us, &us_cfg, &naming),
+        ];
+        // The previous snapshot differs by 1%: some tasks replaced.
+        let mut shifted = per_source.clone();
+        shifted[0].truncate(n / 2 - n / 100);
+        let (previous, _) = bench_merge(&shifted, &Snapshot::empty());
+
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_with_input(BenchmarkId::new("decode", n), &n, |b, _| {
+            b.iter(|| {
+                black_box(bench_decode(black_box(&eu), &eu_cfg, &naming));
+                black_box(bench_decode(black_box(&us), &us_cfg, &naming));
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("merge_diff", n), &n, |b, _| {
+            b.iter(|| black_box(bench_merge(black_box(&per_source), &previous)))
+        });
+        group.bench_with_input(BenchmarkId::new("decode_merge_diff", n), &n, |b, _| {
+            b.iter(|| {
+                let per = vec![
+                    bench_decode(&eu, &eu_cfg, &naming),
+                    bench_decode(&us, &us_cfg, &naming),
+                ];
+                black_box(bench_merge(&per, &previous))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(name = poll; config = Criterion::default().sample_size(20); targets = benches);
+criterion_main!(poll);

@@ -78,7 +78,7 @@ pub const KEYS: &[KeySpec] = &[
     key!(CloudMap, "region", "AWS region", "required", "The namespace's region."),
     key!(CloudMap, "namespace", "string", "required", "The Cloud Map namespace name, e.g. `internal.local`."),
     key!(CloudMap, "service", "string", "required", "The Cloud Map service name."),
-    key!(CloudMap, "health", "healthy | all | healthy_or_else_all", "healthy", "Which instances to return, by health status."),
+    key!(CloudMap, "health", "healthy, all or healthy_or_else_all", "healthy", "Which instances to return, by health status."),
     key!(CloudMap, "query", "map of string to string", "-", "Only instances whose custom attributes match all of these (DiscoverInstances QueryParameters)."),
 ];
 
@@ -1002,6 +1002,32 @@ mod tests {
         let e = Config::from_file(&toml_path).unwrap_err().to_string();
         assert!(e.starts_with("cannot read config file"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The README's key table is generated from KEYS; this fails when they drift.
+    #[test]
+    fn readme_documents_every_key() {
+        let readme = include_str!("../README.md");
+        let mut missing = Vec::new();
+        for k in KEYS {
+            let scope = match k.scope {
+                Scope::Top => "top",
+                Scope::Ecs => "ecs",
+                Scope::CloudMap => "cloudmap",
+            };
+            let row = format!(
+                "| {scope} | `{}` | {} | {} | {} |",
+                k.key, k.kind, k.default, k.doc
+            );
+            if !readme.contains(&row) {
+                missing.push(row);
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "README.md must contain these rows of the key table:\n{}",
+            missing.join("\n")
+        );
     }
 
     #[test]

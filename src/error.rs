@@ -88,7 +88,7 @@ impl fmt::Display for ErrorKind {
 
 /// One failed poll of one source: which AWS action failed, why, and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{action} failed ({kind}): {message}{}", fix.as_ref().map(|f| format!(". Fix: {f}")).unwrap_or_default())]
+#[error("{action} failed ({kind}): {}{}", message.trim_end_matches('.'), fix.as_ref().map(|f| format!(". Fix: {f}")).unwrap_or_default())]
 pub struct SourceError {
     /// The failure's class.
     pub kind: ErrorKind,
@@ -118,7 +118,7 @@ impl SourceError {
 
 /// Classifies an AWS SDK error into a [`SourceError`].
 ///
-/// `resource` is the IAM resource the action needs, used in the AccessDenied fix;
+/// `resource` is the IAM resource (and condition) the action needs, used in the AccessDenied fix;
 /// `not_found` is the fix to name when the target does not exist.
 pub(crate) fn classify<E, R>(
     err: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
@@ -128,10 +128,11 @@ pub(crate) fn classify<E, R>(
 ) -> SourceError
 where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
-    R: fmt::Debug,
+    R: fmt::Debug + 'static,
 {
     use aws_smithy_runtime_api::client::result::SdkError;
-    let detail = aws_smithy_types::error::display::DisplayErrorContext(err).to_string();
+    tracing::debug!(action, error = %aws_smithy_types::error::display::DisplayErrorContext(err), "AWS call failed");
+    let detail = chain(err);
     match err {
         SdkError::ServiceError(ctx) => {
             let e = ctx.err();
@@ -149,7 +150,8 @@ where
             if mentions_credentials(&detail) {
                 credentials_error(action, detail)
             } else {
-                SourceError::new(ErrorKind::Unreachable, action, detail)
+                let cause = innermost(err);
+                SourceError::new(ErrorKind::Unreachable, action, format!("cannot connect to the AWS endpoint: {cause}"))
                     .with_fix("the AWS endpoint cannot be reached; check DNS, the NAT gateway or VPC endpoint, and endpoint_url")
             }
         }
@@ -160,6 +162,29 @@ where
         _ if mentions_credentials(&detail) => credentials_error(action, detail),
         _ => SourceError::new(ErrorKind::Service, action, detail),
     }
+}
+
+/// The error's messages, outermost first, joined with ": " (no Debug dumps).
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let msg = e.to_string();
+        if parts.last() != Some(&msg) && !msg.is_empty() {
+            parts.push(msg);
+        }
+        cur = e.source();
+    }
+    parts.join(": ")
+}
+
+/// The innermost cause's message, e.g. `Connection refused (os error 111)`.
+fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = err;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 fn mentions_credentials(detail: &str) -> bool {
@@ -230,7 +255,7 @@ pub(crate) fn classify_code(
     let err = SourceError::new(kind, action, message);
     match kind {
         ErrorKind::AccessDenied => err.with_fix(format!(
-            "grant {action} on {resource} to the task role (see examples/iam-policy.json)"
+            "grant {action} to the task role, with {resource} (see examples/iam-policy.json)"
         )),
         ErrorKind::Credentials => err.with_fix(
             "the AWS credentials are invalid or expired: check the task role, AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN",
@@ -253,14 +278,14 @@ mod tests {
             "AccessDeniedException",
             "ecs:ListTasks",
             "User: x is not authorized".into(),
-            "arn:aws:ecs:eu-west-2:*:container-instance/web/*",
+            "Resource \"arn:aws:ecs:eu-west-2:*:task/web/*\"",
             "",
         );
         assert_eq!(e.kind, ErrorKind::AccessDenied);
         let text = e.to_string();
         assert!(
             text.contains(
-                "grant ecs:ListTasks on arn:aws:ecs:eu-west-2:*:container-instance/web/*"
+                "Fix: grant ecs:ListTasks to the task role, with Resource \"arn:aws:ecs:eu-west-2:*:task/web/*\""
             ),
             "{text}"
         );

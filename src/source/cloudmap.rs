@@ -93,7 +93,10 @@ impl CloudMapSource {
                 classify(
                     &e,
                     "servicediscovery:DiscoverInstances",
-                    "* (condition servicediscovery:NamespaceName)",
+                    &format!(
+                        "Resource \"*\" and Condition StringEquals servicediscovery:NamespaceName \"{}\"",
+                        self.cfg.namespace
+                    ),
                     &not_found,
                 )
             })?;

@@ -200,8 +200,10 @@ impl EcsSource {
 
     /// Every task ARN with desiredStatus RUNNING, all pages.
     async fn list_running(&self) -> Result<Vec<String>, SourceError> {
+        // Scoping ListTasks by container-instance ARN does not work for Fargate tasks; the
+        // ecs:cluster condition does.
         let resource = format!(
-            "arn:aws:ecs:{}:{}:container-instance/{}/*",
+            "Resource \"*\" and Condition ArnEquals ecs:cluster \"arn:aws:ecs:{}:{}:cluster/{}\"",
             self.cfg.region,
             self.account(),
             self.cluster_name()
@@ -254,7 +256,7 @@ impl EcsSource {
     /// MISSING) are left out of the result.
     async fn describe(&self, arns: &[String]) -> Result<Vec<Task>, SourceError> {
         let resource = format!(
-            "arn:aws:ecs:{}:{}:task/{}/*",
+            "Resource \"arn:aws:ecs:{}:{}:task/{}/*\"",
             self.cfg.region,
             self.account(),
             self.cluster_name()

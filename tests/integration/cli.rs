@@ -140,7 +140,7 @@ fn access_denied_names_the_action_and_resource_to_grant() {
     assert_eq!(o.status.code(), Some(4));
     let t = text(&o);
     assert!(t.contains("ecs:ListTasks failed (access_denied): AccessDeniedException: User: arn:aws:sts::123456789012:assumed-role/app/task is not authorized"), "{t}");
-    assert!(t.contains("Fix: grant ecs:ListTasks on arn:aws:ecs:eu-west-2:*:container-instance/web/* to the task role"), "{t}");
+    assert!(t.contains("Fix: grant ecs:ListTasks to the task role, with Resource \"*\" and Condition ArnEquals ecs:cluster \"arn:aws:ecs:eu-west-2:*:cluster/web\""), "{t}");
 }
 
 #[test]
@@ -244,5 +244,31 @@ fn watch_streams_json_lines() {
     assert_eq!(
         events[4]["snapshot"]["sources"][0]["api_calls_by_action"].get("ecs:DescribeTasks"),
         None
+    );
+}
+
+#[test]
+fn aws_endpoint_url_from_the_environment_redirects_every_client() {
+    let emu = Emu::start();
+    world(&emu);
+    let o = Command::new(env!("CARGO_BIN_EXE_ecs-peers"))
+        .args(["list", "--json", "--basename", "app", "--max-attempts", "1"])
+        .args([
+            "--ecs",
+            "eu-west-2/web/api",
+            "--cloudmap",
+            "us-west-2/internal/api",
+        ])
+        .env("AWS_ENDPOINT_URL", &emu.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        s["peers"].as_array().unwrap().len(),
+        4,
+        "ECS and the Cloud Map data plane both reached the emulator"
     );
 }

@@ -447,7 +447,7 @@ mod tests {
             basename: Some("app".into()),
             node_name: None,
             endpoint_url: None,
-            interval: Some("soon".into()),
+            interval: None,
             timeout: None,
             max_attempts: None,
             verbose: 0,
@@ -459,6 +459,7 @@ mod tests {
         );
         let args = SourceArgs {
             ecs: vec!["eu-west-2/web".into()],
+            interval: Some("soon".into()),
             ..args
         };
         let e = args.config().unwrap_err();

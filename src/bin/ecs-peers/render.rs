@@ -130,14 +130,10 @@ pub fn table(out: &mut impl Write, s: &Snapshot) -> io::Result<()> {
 
 fn source_detail(src: &SourceStatus) -> String {
     match (&src.error, src.ok) {
-        (Some(e), false) => {
-            let kept = if src.peers > 0 {
-                format!(" (keeping {} last-known peers)", src.peers)
-            } else {
-                String::new()
-            };
-            format!("{e}{kept}")
+        (Some(e), false) if src.peers > 0 => {
+            format!("keeping {} last-known peers; {e}", src.peers)
         }
+        (Some(e), false) => e.clone(),
         _ => String::new(),
     }
 }

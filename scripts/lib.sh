@@ -1,0 +1,42 @@
+# Shared by scripts/test, scripts/demo and benches: install what is missing, idempotently.
+# Sourced, not run. Everything it installs is rebuilt from registries (apt, PyPI, crates.io).
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export AWSEMU_DIR="${AWSEMU_DIR:-$ROOT/../shared/tools/awsemu}"
+export AWSEMU_PYTHON="$ROOT/.venv-awsemu/bin/python"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+apt_install() {
+  # apt_install PKG...: installs the Debian packages that are not installed yet.
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  step "apt-get install ${missing[*]}"
+  if [ ! -f /tmp/.ecs-peers-apt-updated ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && touch /tmp/.ecs-peers-apt-updated
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_rust() {
+  if ! command -v cargo >/dev/null; then
+    echo "cargo is not installed: this project needs a Rust toolchain (rustup) of 1.94 or later" >&2
+    exit 1
+  fi
+}
+
+ensure_awsemu_venv() {
+  if [ ! -f "$AWSEMU_DIR/moto_server_patched.py" ]; then
+    echo "awsemu not found at $AWSEMU_DIR (expected ../shared/tools/awsemu beside the checkout; or set AWSEMU_DIR)" >&2
+    exit 1
+  fi
+  local stamp="$ROOT/.venv-awsemu/.installed"
+  if [ -x "$AWSEMU_PYTHON" ] && [ -f "$stamp" ] && cmp -s "$stamp" "$AWSEMU_DIR/requirements.txt"; then
+    return 0
+  fi
+  step "installing awsemu (moto) into .venv-awsemu"
+  python3 -m venv "$ROOT/.venv-awsemu" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$ROOT/.venv-awsemu"; }
+  "$ROOT/.venv-awsemu/bin/pip" install -q --disable-pip-version-check -r "$AWSEMU_DIR/requirements.txt"
+  cp "$AWSEMU_DIR/requirements.txt" "$stamp"
+}
