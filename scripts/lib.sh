@@ -40,3 +40,24 @@ ensure_awsemu_venv() {
   "$ROOT/.venv-awsemu/bin/pip" install -q --disable-pip-version-check -r "$AWSEMU_DIR/requirements.txt"
   cp "$AWSEMU_DIR/requirements.txt" "$stamp"
 }
+
+ensure_elixir() {
+  command -v mix >/dev/null && command -v erl >/dev/null || apt_install elixir erlang-nox erlang-dev
+}
+
+# Builds the NIF with cargo and puts it where EcsPeers.Native loads it from (priv/native).
+build_nif() {
+  local profile="${1:-debug}" flag=""
+  [ "$profile" = release ] && flag="--release"
+  cargo build --locked -p ecs_peers_nif $flag
+  mkdir -p "$ROOT/elixir/priv/native"
+  cp "$ROOT/target/$profile/libecs_peers_nif.so" "$ROOT/elixir/priv/native/libecs_peers_nif.so"
+}
+
+# Environment for the Elixir package without Hex: the libcluster contract double and a cargo-built
+# NIF; credentials for the local AWS emulator.
+elixir_env() {
+  export ECS_PEERS_OFFLINE=1 MIX_ENV="${MIX_ENV:-test}"
+  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_EC2_METADATA_DISABLED=true
+  export MIX_HOME="${MIX_HOME:-$ROOT/.mix}" HEX_OFFLINE=1
+}

@@ -74,6 +74,8 @@ pub struct Snapshot {
     pub poll: u64,
     /// When the poll finished (RFC 3339).
     pub taken_at: String,
+    /// How long the poll round took, in milliseconds.
+    pub duration_ms: u64,
     /// The peers, sorted by node name, without the local node and without conflicting IPs.
     pub peers: Vec<Peer>,
     /// One status per configured source, in configuration order.
@@ -134,6 +136,7 @@ impl Snapshot {
             schema: SNAPSHOT_SCHEMA,
             poll: 0,
             taken_at: rfc3339(SystemTime::now()),
+            duration_ms: 0,
             peers: Vec::new(),
             sources: Vec::new(),
             conflicts: Vec::new(),

@@ -256,6 +256,7 @@ impl Poller {
             schema: SNAPSHOT_SCHEMA,
             poll: self.poll_no,
             taken_at: rfc3339(SystemTime::now()),
+            duration_ms: start.elapsed().as_millis() as u64,
             peers,
             sources: self.slots.iter().map(Slot::status).collect(),
             conflicts,

@@ -1,6 +1,6 @@
 """Builds and changes a test world in awsemu (moto) through the real AWS APIs (boto3).
 
-Usage (JSON in on stdin, JSON out on stdout):
+Usage (JSON in on stdin, or as the third argument; JSON out on stdout):
   world.py ENDPOINT seed     {"ecs": [CLUSTER...], "cloudmap": [SERVICE...]}
   world.py ENDPOINT run      {"region", "cluster", "subnet", "family", "count", "group"?}
   world.py ENDPOINT stop     {"region", "cluster", "tasks": [ARN...]}
@@ -11,6 +11,8 @@ SERVICE  = {"region", "namespace", "service", "instances": [{"id", "ipv4"?, "ipv
 
 Output of seed: {"ecs": {"REGION/CLUSTER": {"running": [{"arn","ip","family"}], "stopped": [...]}},
                  "cloudmap": {"REGION/NAMESPACE/SERVICE": [{"id","ip"}]}}
+With WORLD_OUTPUT=erlang the output is an Erlang term (maps with binary keys) followed by a dot,
+for tests on OTP versions without a JSON module.
 Only the emulator at ENDPOINT (loopback) is contacted.
 """
 import json
@@ -116,9 +118,24 @@ def stop_tasks(region, cluster, arns):
     return {"stopped": arns}
 
 
+def erlang_term(v):
+    if isinstance(v, dict):
+        return "#{" + ",".join(f"{erlang_term(str(k))} => {erlang_term(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list):
+        return "[" + ",".join(erlang_term(x) for x in v) + "]"
+    if isinstance(v, str):
+        assert v.isascii(), "world terms are ASCII"
+        return '<<"' + v.replace("\\", "\\\\").replace('"', '\\"') + '">>'
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "nil"
+    return str(v)
+
+
 if __name__ == "__main__":
     cmd = sys.argv[2]
-    spec = json.load(sys.stdin)
+    spec = json.loads(sys.argv[3]) if len(sys.argv) > 3 else json.load(sys.stdin)
     if cmd == "seed":
         result = seed(spec)
     elif cmd == "run":
@@ -128,4 +145,7 @@ if __name__ == "__main__":
         result = stop_tasks(spec["region"], spec["cluster"], spec["tasks"])
     else:
         sys.exit(f"unknown command {cmd}")
-    json.dump(result, sys.stdout)
+    if os.environ.get("WORLD_OUTPUT") == "erlang":
+        sys.stdout.write(erlang_term(result) + ".")
+    else:
+        json.dump(result, sys.stdout)

@@ -1,0 +1,108 @@
+defmodule EcsPeers do
+  @moduledoc """
+  Discover Erlang/Elixir peers on AWS ECS and Cloud Map, across regions.
+
+  The clustering strategy is `EcsPeers.Strategy` (libcluster). This module is for scripts and
+  remote consoles:
+
+      iex> EcsPeers.discover(sources: [[type: :ecs, region: "eu-west-2", cluster: "web", service: "api"]])
+      {:ok, %{peers: [%{node: "app@10.1.0.5", region: "eu-west-2", ...}], sources: [...], ...}}
+
+  Configuration keys are documented in `EcsPeers.Strategy`; they are the same everywhere.
+  """
+
+  @typedoc "A configuration: a keyword list (or map) of the keys in `EcsPeers.Strategy`."
+  @type config :: keyword() | map()
+
+  @typedoc """
+  One poll's result: `peers` (sorted by `node`), `sources` (one status per source, in
+  configuration order), `conflicts`, `local`, and the changes since the previous poll
+  (`added`, `removed`, `draining`). Keys are atoms; values are binaries, numbers, booleans.
+  """
+  @type update :: %{optional(atom()) => term()}
+
+  @doc """
+  Polls every source once and returns the merged result.
+
+  Runs on the NIF's own threads; the caller waits (at most `poll_timeout` plus 5 s, or
+  `:timeout` in `opts`) in a `receive`, so no scheduler is blocked.
+  """
+  @spec discover(config(), keyword()) :: {:ok, update()} | {:error, String.t()}
+  def discover(config, opts \\ []) do
+    config = for_node(config, node())
+
+    with {:ok, timings} <- validate(config),
+         tag = :erlang.unique_integer([:positive]),
+         {:ok, :ok} <- native(fn -> EcsPeers.Native.discover(config, self(), tag) end) do
+      timeout = Keyword.get(opts, :timeout, timings.poll_timeout + 5_000)
+
+      receive do
+        {:ecs_peers, ^tag, {:discovered, update}} -> {:ok, update}
+      after
+        timeout -> {:error, "no answer within #{timeout} ms"}
+      end
+    end
+  end
+
+  @doc """
+  Validates a configuration: `{:ok, %{polling_interval: ms, poll_timeout: ms}}`, or
+  `{:error, message}` naming the key, the bad value and what is expected.
+  """
+  @spec validate(config()) :: {:ok, map()} | {:error, String.t()}
+  def validate(config), do: native(fn -> EcsPeers.Native.validate(config) end)
+
+  @doc "Every configuration key: `%{key:, scope:, kind:, default:, doc:}`."
+  @spec keys() :: [map()]
+  def keys do
+    case native(fn -> {:ok, EcsPeers.Native.keys()} end) do
+      {:ok, keys} -> keys
+      {:error, message} -> raise message
+    end
+  end
+
+  @doc false
+  # Fills what the running node knows: its basename (unless node_basename or node_name is
+  # given) and its own name (left out of the peers).
+  def for_node(config, node) when is_list(config) or is_map(config) do
+    if node == :nonode@nohost do
+      config
+    else
+      [basename, _host] = node |> Atom.to_string() |> String.split("@", parts: 2)
+
+      config
+      |> put_new(:local_node, Atom.to_string(node))
+      |> then(fn c ->
+        if has?(c, :node_basename) or has?(c, :node_name),
+          do: c,
+          else: put_new(c, :node_basename, basename)
+      end)
+    end
+  end
+
+  def for_node(config, _node), do: config
+
+  defp has?(c, k) when is_list(c), do: Keyword.has_key?(c, k)
+  defp has?(c, k) when is_map(c), do: Map.has_key?(c, k) or Map.has_key?(c, Atom.to_string(k))
+
+  defp put_new(c, k, v) when is_list(c), do: if(has?(c, k), do: c, else: c ++ [{k, v}])
+  defp put_new(c, k, v) when is_map(c), do: if(has?(c, k), do: c, else: Map.put(c, k, v))
+
+  @doc false
+  # Calls the NIF; a missing NIF or a panic becomes {:error, message}, never a crash.
+  def native(fun) do
+    fun.()
+  rescue
+    e in ErlangError ->
+      case e.original do
+        :nif_not_loaded ->
+          {:error,
+           "the ecs-peers NIF is not loaded (see the log for why; ECS_PEERS_BUILD=1 builds it from source)"}
+
+        other ->
+          {:error, "ecs-peers NIF failed: #{inspect(other)}"}
+      end
+
+    e ->
+      {:error, "ecs-peers NIF failed: #{Exception.message(e)}"}
+  end
+end

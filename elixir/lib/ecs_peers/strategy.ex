@@ -1,0 +1,374 @@
+defmodule EcsPeers.Strategy do
+  @moduledoc """
+  A libcluster strategy that clusters nodes running as ECS tasks (or registered in Cloud Map) in
+  **any number of regions**: a node in eu-west-2 connects to the nodes in us-west-2 too, as long
+  as the VPCs are peered.
+
+  It polls the ECS API (ListTasks → DescribeTasks) and/or Cloud Map (DiscoverInstances) for every
+  configured source, concurrently, in native code on its own threads (no scheduler is ever
+  blocked), merges the peers into one list, and connects to all of them with libcluster's
+  `connect_nodes/4`. A node is disconnected only when a *complete, successful* poll of its source
+  no longer lists it: a throttled call, a 5xx, a timeout or an unreachable region keeps every node
+  connected, and is logged.
+
+  ## Phoenix: `config/runtime.exs`
+
+      import Config
+
+      if config_env() == :prod do
+        config :libcluster,
+          topologies: [
+            ecs: [
+              strategy: EcsPeers.Strategy,
+              config: [
+                polling_interval: 5_000,
+                sources: [
+                  [type: :ecs, region: "eu-west-2", cluster: System.fetch_env!("ECS_CLUSTER"),
+                   service: System.fetch_env!("ECS_SERVICE")],
+                  [type: :ecs, region: "us-west-2", cluster: System.fetch_env!("ECS_CLUSTER"),
+                   service: System.fetch_env!("ECS_SERVICE")]
+                ]
+              ]
+            ]
+          ]
+      end
+
+  and in `lib/my_app/application.ex`, before the PubSub and the Endpoint:
+
+      {Cluster.Supervisor, [Application.get_env(:libcluster, :topologies, []), [name: MyApp.ClusterSupervisor]]}
+
+  Releases need long names with the task's IP: `RELEASE_DISTRIBUTION=name` and
+  `RELEASE_NODE=my_app@<task private ip>` (in `rel/env.sh.eex`). The node basename (`my_app`) is
+  taken from the running node unless `node_basename` or `node_name` is given, and the running node
+  is never connected to itself.
+
+  ## Configuration
+
+  The keys are validated when the strategy starts; a bad key or value stops it from starting, with
+  a message naming the key, the value and what is expected (for example
+  `sources[0].region: "eu-west" is not an AWS region name; expected e.g. "eu-west-2"`).
+  Sources are keyword lists (or maps); atoms and strings are both accepted for values.
+
+  | scope | key | type | default | meaning |
+  | --- | --- | --- | --- | --- |
+  | top | `sources` | list of sources | required | Where peers come from: ECS and Cloud Map sources in any regions, merged into one namespace. |
+  | top | `node_basename` | string | - | Node names are `<node_basename>@<ip>`. One of node_basename or node_name is required. |
+  | top | `node_name` | template | - | Node name template instead of node_basename, e.g. `app@{ip}` or `app@ip-{ip_dashed}.ec2.internal`. Placeholders: {ip}, {ip_dashed}, {region}. |
+  | top | `polling_interval` | duration | 5s | Time between polls (milliseconds as an integer, or a string like `5s`, `500ms`, `1m`). At least 100ms. |
+  | top | `jitter` | number 0..1 | 0.2 | Each wait is polling_interval scaled by a random factor in [1-jitter, 1+jitter], so a fleet does not poll in lock-step. |
+  | top | `poll_timeout` | duration | 20s | Longest one source's poll may take; a slower poll fails (and keeps the source's last-known peers). |
+  | top | `max_attempts` | integer 1..10 | 3 | AWS SDK attempts per API call (1 = no retries). |
+  | top | `endpoint_url` | URL | - | Send every AWS call to this endpoint (an emulator, a VPC endpoint). Defaults to AWS_ENDPOINT_URL, else AWS itself. |
+  | top | `draining` | boolean | true | Keep a task that has left the RUNNING list as a (draining) peer until ECS reports it STOPPED. |
+  | top | `local_node` | string | - | This node's name; it is left out of the peers. |
+  | top | `local_ip` | IP address | - | This node's IP; the peer with this IP is left out of the peers. |
+  | ecs | `type` | "ecs" | required | An ECS source: running tasks of one cluster. |
+  | ecs | `region` | AWS region | required | The cluster's region, e.g. `eu-west-2` (optional when cluster is an ARN). |
+  | ecs | `cluster` | name or ARN | required | The ECS cluster. |
+  | ecs | `service` | name or ARN | - | Only tasks of this service (ListTasks serviceName, and each task's group is checked to be `service:<name>`). |
+  | ecs | `family` | string | - | Only tasks of this task-definition family. |
+  | ecs | `container` | string | - | Only tasks that have a container of this name; its network interface is used when the task has no ENI attachment. |
+  | cloudmap | `type` | "cloudmap" | required | A Cloud Map source: registered instances of one service (DiscoverInstances). |
+  | cloudmap | `region` | AWS region | required | The namespace's region. |
+  | cloudmap | `namespace` | string | required | The Cloud Map namespace name, e.g. `internal.local`. |
+  | cloudmap | `service` | string | required | The Cloud Map service name. |
+  | cloudmap | `health` | healthy, all or healthy_or_else_all | healthy | Which instances to return, by health status. |
+  | cloudmap | `query` | map of string to string | - | Only instances whose custom attributes match all of these (DiscoverInstances QueryParameters). |
+
+  ## What it logs and measures
+
+  Logs carry libcluster's prefix, `[libcluster:<topology>]`: libcluster logs each connect and
+  disconnect; this strategy warns when a source starts failing (with the reason and the fix) and
+  when it recovers, and when the same IP is reported by two regions (overlapping VPC CIDRs, never
+  connected).
+
+  When `:telemetry` is loaded it emits:
+
+  - `[:ecs_peers, :poll, :stop]`, measurements `%{duration: native_time, peers:, added:,
+    removed:, api_calls:, failing_sources:}`, metadata `%{topology:, sources: [status]}`;
+  - `[:ecs_peers, :source, :error]`, measurements `%{consecutive_failures:}`, metadata
+    `%{topology:, source:, kind:, error:}`, for each failing source on each poll.
+
+  ## Leaving
+
+  When this node's own task has been seen by a source and then disappears from it (its task is
+  stopping), the node stops connecting to its peers, so it does not pull itself back into the
+  cluster while it shuts down (libcluster issue #202).
+  """
+
+  use GenServer
+  use Cluster.Strategy
+
+  require Logger
+
+  alias Cluster.Strategy.State
+
+  defstruct [
+    :cluster,
+    :config,
+    :poller,
+    :tag,
+    :timings,
+    :local_source,
+    last_update: nil,
+    failing: %{},
+    conflicts: MapSet.new(),
+    leaving?: false
+  ]
+
+  @impl Cluster.Strategy
+  def start_link([%State{} = state]), do: GenServer.start_link(__MODULE__, state)
+
+  @impl GenServer
+  def init(%State{} = cluster) do
+    cluster = %State{cluster | meta: cluster.meta || MapSet.new()}
+    config = EcsPeers.for_node(cluster.config, node())
+
+    with {:ok, timings} <- EcsPeers.validate(config),
+         {:ok, poller, tag} <- start_poller(config) do
+      schedule_watchdog(timings)
+
+      {:ok,
+       %__MODULE__{
+         cluster: cluster,
+         config: config,
+         poller: poller,
+         tag: tag,
+         timings: timings,
+         last_update: System.monotonic_time(:millisecond)
+       }}
+    else
+      {:error, message} ->
+        Logger.error(
+          "[libcluster:#{cluster.topology}] EcsPeers.Strategy cannot start: #{message}"
+        )
+
+        {:stop, {:invalid_config, message}}
+    end
+  end
+
+  @impl GenServer
+  def handle_info({:ecs_peers, tag, {:update, update}}, %__MODULE__{tag: tag} = s) do
+    {:noreply,
+     s
+     |> Map.put(:last_update, System.monotonic_time(:millisecond))
+     |> apply_update(latest(tag, update))}
+  end
+
+  def handle_info(:watchdog, %__MODULE__{} = s) do
+    silent = System.monotonic_time(:millisecond) - s.last_update
+
+    s =
+      if silent > stall_limit(s.timings) do
+        warn(s, "no poll result for #{silent} ms; restarting the poller")
+        EcsPeers.native(fn -> EcsPeers.Native.stop(s.poller) end)
+
+        case start_poller(s.config) do
+          {:ok, poller, tag} ->
+            %{s | poller: poller, tag: tag, last_update: System.monotonic_time(:millisecond)}
+
+          {:error, message} ->
+            warn(s, "cannot restart the poller: #{message}")
+            s
+        end
+      else
+        s
+      end
+
+    schedule_watchdog(s.timings)
+    {:noreply, s}
+  end
+
+  # Updates of a replaced poller, and anything else, are ignored.
+  def handle_info(_other, s), do: {:noreply, s}
+
+  @impl GenServer
+  def terminate(_reason, %__MODULE__{poller: poller}) do
+    EcsPeers.native(fn -> EcsPeers.Native.stop(poller) end)
+    :ok
+  end
+
+  defp start_poller(config) do
+    tag = :erlang.unique_integer([:positive])
+
+    case EcsPeers.native(fn -> EcsPeers.Native.start(config, self(), tag) end) do
+      {:ok, poller} -> {:ok, poller, tag}
+      {:error, message} -> {:error, message}
+    end
+  end
+
+  # Updates are whole snapshots: when several are queued (a slow connect), only the newest counts.
+  defp latest(tag, update) do
+    receive do
+      {:ecs_peers, ^tag, {:update, newer}} -> latest(tag, newer)
+    after
+      0 -> update
+    end
+  end
+
+  defp apply_update(s, update) do
+    s = s |> report_sources(update) |> report_conflicts(update) |> track_local(update)
+
+    desired =
+      if s.leaving?,
+        do: [],
+        else: for(p <- update.peers, p.node != Atom.to_string(node()), do: p.node)
+
+    cluster = reconcile(s.cluster, desired)
+    emit_poll(s, update)
+    %{s | cluster: cluster}
+  end
+
+  # libcluster's contract: disconnect what is gone, connect the full desired list; failed
+  # disconnects stay in meta (tried again), failed connects leave it (tried again next poll).
+  defp reconcile(%State{} = c, desired) do
+    # Atoms are made only for the nodes handed to connect_nodes/4.
+    want = MapSet.new(desired, &String.to_atom/1)
+    removed = MapSet.difference(c.meta, want) |> MapSet.to_list()
+
+    meta =
+      case safely(c, fn ->
+             Cluster.Strategy.disconnect_nodes(c.topology, c.disconnect, c.list_nodes, removed)
+           end) do
+        {:error, bad} -> MapSet.union(want, MapSet.new(bad, fn {n, _} -> n end))
+        _ -> want
+      end
+
+    meta =
+      case safely(c, fn ->
+             Cluster.Strategy.connect_nodes(
+               c.topology,
+               c.connect,
+               c.list_nodes,
+               MapSet.to_list(want)
+             )
+           end) do
+        {:error, bad} -> MapSet.difference(meta, MapSet.new(bad, fn {n, _} -> n end))
+        _ -> meta
+      end
+
+    %State{c | meta: meta}
+  end
+
+  # A connect/disconnect MFA that raises (e.g. returns something libcluster does not expect) is
+  # logged, not allowed to crash the strategy (and with it, after 3 restarts, the application).
+  defp safely(c, fun) do
+    fun.()
+  rescue
+    e ->
+      Logger.error(
+        "[libcluster:#{c.topology}] connect/disconnect failed: #{Exception.message(e)}"
+      )
+
+      :ok
+  end
+
+  defp report_sources(s, update) do
+    failing =
+      Enum.reduce(update.sources, s.failing, fn src, acc ->
+        was = Map.get(acc, src.id)
+
+        cond do
+          not src.ok and src.error_kind != was ->
+            warn(
+              s,
+              "source #{src.id} is failing (keeping its #{src.peers} last-known peers): #{src.error}"
+            )
+
+            Map.put(acc, src.id, src.error_kind)
+
+          not src.ok ->
+            acc
+
+          was != nil ->
+            Logger.info(
+              "[libcluster:#{s.cluster.topology}] source #{src.id} recovered (#{src.peers} peers)"
+            )
+
+            Map.delete(acc, src.id)
+
+          true ->
+            acc
+        end
+      end)
+
+    %{s | failing: failing}
+  end
+
+  defp report_conflicts(s, update) do
+    seen =
+      Enum.reduce(update.conflicts, s.conflicts, fn c, seen ->
+        if MapSet.member?(seen, c.ip) do
+          seen
+        else
+          claims = Enum.map_join(c.claims, " and ", &"#{&1.source} (#{&1.region})")
+
+          warn(
+            s,
+            "#{c.ip} is reported by #{claims}: overlapping VPC CIDRs cannot be peered; not connecting to it"
+          )
+
+          MapSet.put(seen, c.ip)
+        end
+      end)
+
+    %{s | conflicts: seen}
+  end
+
+  # Leaving: our own task was listed by a source, and a successful poll of that source no longer
+  # lists it.
+  defp track_local(s, %{local: %{source: source}}),
+    do: %{s | local_source: source, leaving?: false}
+
+  defp track_local(%{local_source: nil} = s, _update), do: s
+
+  defp track_local(s, update) do
+    source_ok? = Enum.any?(update.sources, &(&1.id == s.local_source and &1.ok))
+
+    if source_ok? and not s.leaving? do
+      Logger.info(
+        "[libcluster:#{s.cluster.topology}] this node's task has left #{s.local_source}; not connecting to peers any more"
+      )
+
+      %{s | leaving?: true}
+    else
+      s
+    end
+  end
+
+  defp emit_poll(s, update) do
+    if Code.ensure_loaded?(:telemetry) do
+      meta = %{topology: s.cluster.topology, sources: update.sources}
+
+      measurements = %{
+        duration: System.convert_time_unit(update.duration_ms, :millisecond, :native),
+        peers: length(update.peers),
+        added: length(update.added),
+        removed: length(update.removed),
+        api_calls: Enum.reduce(update.sources, 0, &(&1.api_calls + &2)),
+        failing_sources: Enum.count(update.sources, &(not &1.ok))
+      }
+
+      apply(:telemetry, :execute, [[:ecs_peers, :poll, :stop], measurements, meta])
+
+      for src <- update.sources, not src.ok do
+        apply(:telemetry, :execute, [
+          [:ecs_peers, :source, :error],
+          %{consecutive_failures: src.consecutive_failures},
+          %{topology: s.cluster.topology, source: src.id, kind: src.error_kind, error: src.error}
+        ])
+      end
+    end
+
+    Logger.debug(fn ->
+      "[libcluster:#{s.cluster.topology}] poll #{update.poll}: #{length(update.peers)} peers, " <>
+        "#{Enum.count(update.sources, & &1.ok)}/#{length(update.sources)} sources ok"
+    end)
+  end
+
+  defp warn(s, message), do: Logger.warning("[libcluster:#{s.cluster.topology}] #{message}")
+
+  defp stall_limit(%{polling_interval: i, poll_timeout: t}), do: max(3 * i + t, 10_000)
+
+  defp schedule_watchdog(timings), do: Process.send_after(self(), :watchdog, stall_limit(timings))
+end

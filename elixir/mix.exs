@@ -1,0 +1,59 @@
+defmodule EcsPeers.MixProject do
+  use Mix.Project
+
+  @version "0.1.0"
+  @source_url "https://github.com/ecs-peers/ecs-peers"
+
+  # Hex users get libcluster and the precompiled NIF (rustler_precompiled; rustler when building
+  # from source). Where Hex cannot be reached (this project's CI), ECS_PEERS_OFFLINE=1 compiles
+  # against the libcluster contract double in test/support and loads a NIF built by cargo.
+  @offline System.get_env("ECS_PEERS_OFFLINE") in ["1", "true"]
+
+  def project do
+    [
+      app: :ecs_peers,
+      version: @version,
+      elixir: "~> 1.14",
+      start_permanent: Mix.env() == :prod,
+      elixirc_paths: elixirc_paths(Mix.env()),
+      deps: deps(),
+      package: package(),
+      description:
+        "libcluster strategy for AWS ECS and Cloud Map: nodes in every configured region find each other",
+      docs: [main: "EcsPeers.Strategy", source_url: @source_url]
+    ]
+  end
+
+  def application do
+    [extra_applications: extra_applications(Mix.env())]
+  end
+
+  # :inets only for the tests' HTTP calls to the AWS emulator.
+  defp extra_applications(:test), do: [:logger, :inets]
+  defp extra_applications(_), do: [:logger]
+
+  defp elixirc_paths(:test), do: ["lib", "test/support"]
+  defp elixirc_paths(_), do: ["lib"]
+
+  defp deps do
+    if @offline do
+      []
+    else
+      [
+        {:libcluster, "~> 3.3"},
+        {:rustler_precompiled, "~> 0.8"},
+        {:rustler, ">= 0.36.0", optional: true},
+        {:telemetry, "~> 0.4 or ~> 1.0", optional: true},
+        {:ex_doc, "~> 0.34", only: :dev, runtime: false}
+      ]
+    end
+  end
+
+  defp package do
+    [
+      licenses: ["Apache-2.0"],
+      links: %{"GitHub" => @source_url},
+      files: ~w(lib native checksum-*.exs mix.exs README.md)
+    ]
+  end
+end

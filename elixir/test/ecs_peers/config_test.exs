@@ -1,0 +1,131 @@
+defmodule EcsPeers.ConfigTest do
+  use ExUnit.Case, async: true
+
+  alias Cluster.Strategy.State
+
+  defp start(config) do
+    EcsPeers.Strategy.start_link([%State{topology: :ecs, config: config}])
+  end
+
+  defp source, do: [type: :ecs, region: "eu-west-2", cluster: "web"]
+
+  test "bad configuration stops the strategy from starting, naming the key" do
+    Process.flag(:trap_exit, true)
+
+    cases = [
+      {[node_basename: "app"], "sources: is required"},
+      {[node_basename: "app", sources: []], "sources: is empty"},
+      {[node_basename: "app", sources: [[type: :ecs, region: "eu-west", cluster: "web"]]],
+       ~s(sources[0].region: "eu-west" is not an AWS region name)},
+      {[node_basename: "app", sources: [[type: :ecs, region: "eu-west-2"]]],
+       "sources[0].cluster: is required"},
+      {[node_basename: "app", sources: [source() ++ [servce: "api"]]],
+       ~s(sources[0].servce: is not a known key; did you mean "service"?)},
+      {[node_basename: "app", sources: [source()], polling_interval: "often"],
+       ~s(polling_interval: "often" is not a duration)},
+      {[node_basename: "app", sources: [source()], polling_interval: 50],
+       "polling_interval: 50ms is too short"},
+      {[node_basename: "app", sources: [source()], pollinginterval: 5_000],
+       ~s(pollinginterval: is not a known key; did you mean "polling_interval"?)},
+      {[node_basename: "app", sources: [[type: :k8s]]],
+       ~s(sources[0].type: "k8s" is not a source type)},
+      {[node_basename: "app", sources: [source() ++ [service: self()]]],
+       "sources[0].service: is a pid"},
+      {[node_basename: "app", sources: [source() ++ [service: {:a, :b}]]],
+       "sources[0].service: is a tuple"},
+      {[node_basename: "a b", sources: [source()]],
+       ~s(node_basename: "a b" is not a node basename)},
+      {[node_basename: "app", sources: [source()], jitter: 3],
+       "jitter: 3 is not a number between 0 and 1"},
+      {[
+         node_basename: "app",
+         sources: [
+           [type: :cloudmap, region: "us-west-2", namespace: "n", service: "s", health: :sick]
+         ]
+       ], ~s(sources[0].health: "sick" is not a health filter)}
+    ]
+
+    for {config, want} <- cases do
+      ExUnit.CaptureLog.capture_log(fn ->
+        assert {:error, {:invalid_config, message}} = start(config)
+
+        assert String.starts_with?(message, want),
+               "got #{inspect(message)}, want #{inspect(want)}"
+      end)
+    end
+  end
+
+  test "the error is logged with libcluster's prefix" do
+    Process.flag(:trap_exit, true)
+
+    log =
+      ExUnit.CaptureLog.capture_log(fn ->
+        {:error, _} =
+          start(node_basename: "app", sources: [[type: :ecs, region: "nowhere", cluster: "web"]])
+      end)
+
+    assert log =~
+             ~s([libcluster:ecs] EcsPeers.Strategy cannot start: sources[0].region: "nowhere")
+  end
+
+  test "maps, keyword lists, atoms and strings are all accepted" do
+    assert {:ok, %{polling_interval: 2000, poll_timeout: 20_000}} =
+             EcsPeers.validate(%{
+               "node_basename" => "app",
+               "polling_interval" => "2s",
+               "sources" => [
+                 %{
+                   type: "cloudmap",
+                   region: "us-west-2",
+                   namespace: "n",
+                   service: :s,
+                   query: [stage: "prod"]
+                 }
+               ]
+             })
+  end
+
+  test "the NIF turns any term into an error, never a crash" do
+    terms = [
+      self(),
+      make_ref(),
+      {1, 2},
+      [1, {2}],
+      %{1 => 2},
+      "not a map",
+      [sources: [fn -> :ok end]],
+      Enum.reduce(1..200, :leaf, fn _, acc -> [a: acc] end),
+      [sources: <<255, 254>>],
+      [node_basename: "app", node_basename: "twice"]
+    ]
+
+    for t <- terms do
+      assert {:error, message} = EcsPeers.validate(t)
+      assert is_binary(message) and message != ""
+    end
+  end
+
+  test "the basename and the local node come from the running node unless configured" do
+    assert EcsPeers.for_node([sources: []], :"web@10.0.0.5") == [
+             sources: [],
+             local_node: "web@10.0.0.5",
+             node_basename: "web"
+           ]
+
+    assert EcsPeers.for_node([node_name: "x@{ip}"], :"web@10.0.0.5") == [
+             node_name: "x@{ip}",
+             local_node: "web@10.0.0.5"
+           ]
+
+    assert EcsPeers.for_node([a: 1], :nonode@nohost) == [a: 1]
+  end
+
+  test "the moduledoc documents every configuration key" do
+    {:docs_v1, _, _, _, %{"en" => doc}, _, _} = Code.fetch_docs(EcsPeers.Strategy)
+
+    for k <- EcsPeers.keys() do
+      assert doc =~ "| #{k.scope} | `#{k.key}` | #{k.kind} | #{k.default} |",
+             "moduledoc lacks #{k.scope}.#{k.key}"
+    end
+  end
+end

@@ -1,0 +1,267 @@
+defmodule EcsPeers.StrategyTest do
+  # Not async: fault injection in the shared emulator is global (each test still uses its own
+  # clusters and regions).
+  use ExUnit.Case, async: false
+
+  import ExUnit.CaptureLog
+
+  alias Cluster.Strategy.State
+  alias EcsPeers.Test.{Emu, Recorder}
+
+  setup do
+    emu = Application.fetch_env!(:ecs_peers, :test_emu)
+    Emu.clear_faults(emu)
+    on_exit(fn -> Emu.clear_faults(emu) end)
+    {:ok, emu: emu, rec: Recorder.start(self())}
+  end
+
+  defp cluster_name, do: "c#{System.unique_integer([:positive])}"
+
+  defp seed(emu, region, cluster, subnet, n) do
+    world =
+      Emu.seed(emu, %{
+        ecs: [
+          %{
+            region: region,
+            cluster: cluster,
+            subnet: subnet,
+            tasks: [%{family: "api", count: n, group: "service:api"}]
+          }
+        ]
+      })
+
+    world["ecs"]["#{region}/#{cluster}"]["running"]
+  end
+
+  defp start(emu, rec, sources, extra \\ []) do
+    config =
+      [
+        node_basename: "app",
+        endpoint_url: emu.endpoint,
+        max_attempts: 1,
+        polling_interval: 200,
+        jitter: 0.0,
+        poll_timeout: 3_000,
+        sources: sources
+      ] ++
+        extra
+
+    state = %State{
+      topology: :ecs,
+      config: config,
+      connect: {Recorder, :connect, [rec, true]},
+      disconnect: {Recorder, :disconnect, [rec]},
+      list_nodes: {Recorder, :list_nodes, [rec]}
+    }
+
+    start_supervised!({EcsPeers.Strategy, [state]})
+  end
+
+  defp node_of(task), do: String.to_atom("app@" <> task["ip"])
+
+  # Waits for n polls: libcluster's connect_nodes/4 lists the connected nodes once per poll.
+  defp polls(n) do
+    for _ <- 1..n, do: assert_receive(:listed, 5_000)
+    :ok
+  end
+
+  test "connects every running task of every region", %{emu: emu, rec: rec} do
+    c = cluster_name()
+    eu = seed(emu, "eu-west-2", c, "10.211.0.0/24", 2)
+    us = seed(emu, "us-west-2", c, "10.212.0.0/24", 1)
+
+    capture_log(fn ->
+      start(emu, rec, [
+        [type: :ecs, region: "eu-west-2", cluster: c, service: "api"],
+        [type: :ecs, region: "us-west-2", cluster: c, service: "api"]
+      ])
+
+      for _ <- eu ++ us, do: assert_receive({:connect, _}, 5_000)
+    end)
+
+    connected = Agent.get(rec.agent, & &1)
+    assert connected == MapSet.new(Enum.map(eu ++ us, &node_of/1))
+  end
+
+  test "a stopped task is disconnected, a new task is connected", %{emu: emu, rec: rec} do
+    c = cluster_name()
+    [a, b] = seed(emu, "eu-west-2", c, "10.213.0.0/24", 2)
+
+    capture_log(fn ->
+      start(emu, rec, [[type: :ecs, region: "eu-west-2", cluster: c, service: "api"]])
+      assert_receive {:connect, n1}, 5_000
+      assert_receive {:connect, n2}, 5_000
+      assert MapSet.new([n1, n2]) == MapSet.new([node_of(a), node_of(b)])
+
+      Emu.stop_tasks(emu, "eu-west-2", c, [b["arn"]])
+      gone = node_of(b)
+      assert_receive {:disconnect, ^gone}, 5_000
+
+      [new] =
+        Emu.run_tasks(emu, %{
+          region: "eu-west-2",
+          cluster: c,
+          subnet: "10.213.0.0/24",
+          family: "api",
+          count: 1,
+          group: "service:api"
+        })
+
+      joined = node_of(new)
+      assert_receive {:connect, ^joined}, 5_000
+      refute_received {:disconnect, _}
+    end)
+  end
+
+  test "nobody is disconnected while AWS fails, and the failure is logged with its fix", %{
+    emu: emu,
+    rec: rec
+  } do
+    c = cluster_name()
+    tasks = seed(emu, "ap-south-1", c, "10.214.0.0/24", 3)
+
+    log =
+      capture_log(fn ->
+        start(emu, rec, [[type: :ecs, region: "ap-south-1", cluster: c, service: "api"]])
+        for _ <- tasks, do: assert_receive({:connect, _}, 5_000)
+
+        Emu.fault(emu, %{
+          operation: "*",
+          region: "ap-south-1",
+          count: 1_000,
+          status: 500,
+          code: "ServerException",
+          message: "injected"
+        })
+
+        polls(4)
+        Emu.clear_faults(emu)
+
+        Emu.fault(emu, %{
+          operation: "ListTasks",
+          region: "ap-south-1",
+          count: 1_000,
+          status: 400,
+          code: "AccessDeniedException",
+          message: "User: x is not authorized to perform: ecs:ListTasks"
+        })
+
+        polls(4)
+        Emu.clear_faults(emu)
+        polls(2)
+      end)
+
+    refute_received {:disconnect, _}
+    assert Agent.get(rec.agent, &MapSet.size/1) == 3
+
+    assert log =~
+             "[libcluster:ecs] source ecs:ap-south-1/#{c}/api is failing (keeping its 3 last-known peers)"
+
+    assert log =~ "ServerException: injected"
+    assert log =~ "Fix: grant ecs:ListTasks to the task role"
+    assert log =~ "[libcluster:ecs] source ecs:ap-south-1/#{c}/api recovered (3 peers)"
+  end
+
+  test "a node that does not answer is retried every poll; the strategy survives", %{
+    emu: emu,
+    rec: rec
+  } do
+    c = cluster_name()
+    [t] = seed(emu, "eu-west-2", c, "10.215.0.0/24", 1)
+    node = node_of(t)
+
+    capture_log(fn ->
+      pid = start(emu, rec, [[type: :ecs, region: "eu-west-2", cluster: c, service: "api"]])
+
+      :sys.replace_state(pid, fn s ->
+        put_in(s.cluster.connect, {Recorder, :connect, [rec, false]})
+      end)
+
+      for _ <- 1..3, do: assert_receive({:connect, ^node}, 5_000)
+      assert Process.alive?(pid)
+    end)
+  end
+
+  test "a connect function that breaks libcluster's contract is logged, not fatal", %{
+    emu: emu,
+    rec: rec
+  } do
+    c = cluster_name()
+    seed(emu, "eu-west-2", c, "10.216.0.0/24", 1)
+
+    log =
+      capture_log(fn ->
+        pid = start(emu, rec, [[type: :ecs, region: "eu-west-2", cluster: c]])
+
+        :sys.replace_state(pid, fn s ->
+          put_in(s.cluster.connect, {Recorder, :raising_connect, []})
+        end)
+
+        polls(3)
+        assert Process.alive?(pid)
+      end)
+
+    assert log =~ "connect/disconnect failed"
+  end
+
+  test "stray and stale messages are ignored", %{emu: emu, rec: rec} do
+    c = cluster_name()
+    seed(emu, "eu-west-2", c, "10.217.0.0/24", 1)
+
+    capture_log(fn ->
+      pid = start(emu, rec, [[type: :ecs, region: "eu-west-2", cluster: c]])
+      assert_receive {:connect, _}, 5_000
+      send(pid, :hello)
+      send(pid, {:ecs_peers, -1, {:update, %{peers: [], sources: []}}})
+      polls(2)
+      assert Process.alive?(pid)
+      refute_received {:disconnect, _}
+    end)
+  end
+
+  test "this node is never connected to itself, and stops connecting when its task leaves", %{
+    emu: emu,
+    rec: rec
+  } do
+    c = cluster_name()
+    [me, other] = seed(emu, "eu-west-2", c, "10.218.0.0/24", 2)
+    me_node = "app@" <> me["ip"]
+    other_node = node_of(other)
+
+    log =
+      capture_log(fn ->
+        start(emu, rec, [[type: :ecs, region: "eu-west-2", cluster: c]], local_node: me_node)
+        assert_receive {:connect, ^other_node}, 5_000
+        Emu.stop_tasks(emu, "eu-west-2", c, [me["arn"]])
+        assert_receive {:disconnect, ^other_node}, 5_000
+        polls(3)
+      end)
+
+    refute_received {:connect, _}
+    assert log =~ "this node's task has left ecs:eu-west-2/#{c}"
+  end
+
+  test "EcsPeers.discover/1 polls once for scripts and consoles", %{emu: emu} do
+    c = cluster_name()
+    tasks = seed(emu, "eu-west-2", c, "10.219.0.0/24", 2)
+
+    assert {:ok, update} =
+             EcsPeers.discover(
+               node_basename: "app",
+               endpoint_url: emu.endpoint,
+               max_attempts: 1,
+               sources: [[type: :ecs, region: "eu-west-2", cluster: c]]
+             )
+
+    assert Enum.map(update.peers, & &1.ip) == Enum.map(tasks, & &1["ip"])
+    assert [%{ok: true, api_calls: 2, kind: "ecs"}] = update.sources
+
+    assert %{"ecs:ListTasks" => 1, "ecs:DescribeTasks" => 1} =
+             hd(update.sources).api_calls_by_action
+
+    assert is_binary(hd(update.peers).node)
+
+    assert {:error, "sources: is empty" <> _} =
+             EcsPeers.discover(node_basename: "app", sources: [])
+  end
+end

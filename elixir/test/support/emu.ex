@@ -1,0 +1,89 @@
+defmodule EcsPeers.Test.Emu do
+  @moduledoc false
+  # awsemu (moto, AWS-faithful ECS, fault injection) for ExUnit: started once per suite on a free
+  # loopback port; tests build their own worlds in it (their own cluster names, and their own
+  # region when they inject faults). Seeding goes through the real AWS APIs (tests/support/world.py).
+
+  @root Path.expand("../../..", __DIR__)
+
+  def start do
+    python = System.get_env("AWSEMU_PYTHON") || Path.join(@root, ".venv-awsemu/bin/python")
+    dir = System.get_env("AWSEMU_DIR") || Path.join(@root, "../shared/tools/awsemu")
+    {:ok, sock} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
+    {:ok, port} = :inet.port(sock)
+    :gen_tcp.close(sock)
+
+    server = Path.join(dir, "moto_server_patched.py")
+    command = "#{sh(python)} #{sh(server)} -H 127.0.0.1 -p #{port} >/dev/null 2>&1"
+    os_port = Port.open({:spawn, command}, [:binary, :exit_status])
+
+    {:os_pid, os_pid} = Port.info(os_port, :os_pid)
+    emu = %{port: port, endpoint: "http://127.0.0.1:#{port}", os_pid: os_pid, python: python}
+    :ok = wait_ready(emu, 300)
+    emu
+  end
+
+  defp sh(arg), do: "'" <> String.replace(arg, "'", "'\\''") <> "'"
+
+  def stop(%{os_pid: pid}), do: System.cmd("kill", [Integer.to_string(pid)])
+
+  defp wait_ready(_emu, 0), do: {:error, :awsemu_did_not_start}
+
+  defp wait_ready(emu, n) do
+    case http(emu, :get, "/moto-api/") do
+      {:ok, 200, _} ->
+        :ok
+
+      _ ->
+        Process.sleep(100)
+        wait_ready(emu, n - 1)
+    end
+  end
+
+  def seed(emu, spec), do: world(emu, "seed", spec)
+
+  def stop_tasks(emu, region, cluster, arns),
+    do: world(emu, "stop", %{region: region, cluster: cluster, tasks: arns})
+
+  def run_tasks(emu, spec), do: world(emu, "run", spec)
+
+  defp world(emu, cmd, spec) do
+    script = Path.join(@root, "tests/support/world.py")
+
+    {out, 0} =
+      System.cmd(emu.python, [script, emu.endpoint, cmd, json(spec)],
+        env: [{"WORLD_OUTPUT", "erlang"}]
+      )
+
+    decode(out)
+  end
+
+  def fault(emu, spec), do: {:ok, 200, _} = http(emu, :post, "/_fault", json(spec))
+  def clear_faults(emu), do: http(emu, :delete, "/_fault")
+
+  defp http(emu, method, path, body \\ nil) do
+    url = String.to_charlist(emu.endpoint <> path)
+    request = if body, do: {url, [], ~c"application/json", body}, else: {url, []}
+
+    case :httpc.request(method, request, [timeout: 5_000], body_format: :binary) do
+      {:ok, {{_, status, _}, _headers, resp}} -> {:ok, status, resp}
+      other -> other
+    end
+  end
+
+  # Minimal JSON for the test specs (maps, lists, strings, numbers, booleans).
+  def json(m) when is_map(m),
+    do: "{" <> Enum.map_join(m, ",", fn {k, v} -> json(to_string(k)) <> ":" <> json(v) end) <> "}"
+
+  def json(l) when is_list(l), do: "[" <> Enum.map_join(l, ",", &json/1) <> "]"
+  def json(s) when is_binary(s), do: inspect(s, printable_limit: :infinity)
+  def json(a) when is_atom(a) and a not in [true, false, nil], do: json(Atom.to_string(a))
+  def json(nil), do: "null"
+  def json(x), do: to_string(x)
+
+  defp decode(out) do
+    {:ok, tokens, _} = out |> String.to_charlist() |> :erl_scan.string()
+    {:ok, value} = :erl_parse.parse_term(tokens)
+    value
+  end
+end

@@ -1,0 +1,30 @@
+defmodule EcsPeers.Test.Recorder do
+  @moduledoc false
+  # Connect/disconnect/list MFAs for tests (as libcluster's own test/support/nodes.ex): they
+  # report to a test pid and keep a "connected" set in an Agent, so disconnect_nodes/4 sees
+  # which nodes are connected.
+
+  def start(caller) do
+    {:ok, agent} = Agent.start_link(fn -> MapSet.new() end)
+    %{caller: caller, agent: agent}
+  end
+
+  def connect(%{caller: caller, agent: agent}, result, node) do
+    send(caller, {:connect, node})
+    if result == true, do: Agent.update(agent, &MapSet.put(&1, node))
+    result
+  end
+
+  def disconnect(%{caller: caller, agent: agent}, node) do
+    send(caller, {:disconnect, node})
+    Agent.update(agent, &MapSet.delete(&1, node))
+    true
+  end
+
+  def list_nodes(%{caller: caller, agent: agent}) do
+    send(caller, :listed)
+    agent |> Agent.get(& &1) |> MapSet.to_list()
+  end
+
+  def raising_connect(_node), do: :ok
+end

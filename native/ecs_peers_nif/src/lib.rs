@@ -1,0 +1,329 @@
+//! Rustler adapter for ecs-peers: converts terms, runs the core's poller on a tokio runtime owned
+//! by this library, and *sends* every update to an Elixir pid. It decides nothing itself.
+//!
+//! Every NIF returns at once: config validation is microseconds of work, and everything that
+//! waits (AWS calls, timers) runs on the runtime's own threads. A panic inside a NIF becomes an
+//! Elixir exception (rustler catches it); a panic inside a poll becomes a failing source (the
+//! core catches it).
+//!
+//! Messages to the owner:
+//! - `{:ecs_peers, tag, {:update, update}}` after every poll of a started poller;
+//! - `{:ecs_peers, tag, {:discovered, update}}` once, for `discover/3`.
+//!
+//! `update` is a map with atom keys (the snapshot's field names only) and binary values:
+//! `%{poll:, taken_at:, peers: [peer], sources: [status], conflicts:, local:, added:, removed:,
+//! draining:}`.
+
+use std::sync::{Mutex, OnceLock};
+
+use rustler::types::tuple::get_tuple;
+use rustler::{Atom, Encoder, Env, LocalPid, NifResult, OwnedEnv, ResourceArc, Term, TermType};
+use serde_json::{Map, Number, Value};
+use tokio::runtime::Runtime;
+
+mod atoms {
+    rustler::atoms! { ok, error, ecs_peers, update, discovered, nil, r#true = "true", r#false = "false" }
+}
+
+/// The runtime every poller of this VM runs on (two worker threads, created on first use).
+fn runtime() -> Result<&'static Runtime, String> {
+    static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("ecs-peers")
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the ecs-peers runtime: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// A running poller. Dropping it (the owner exits, or the term is garbage-collected) stops it.
+pub struct PollerResource {
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl PollerResource {
+    fn stop(&self) {
+        if let Some(task) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for PollerResource {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[rustler::resource_impl]
+impl rustler::Resource for PollerResource {}
+
+/// Validates `config` and starts polling; every update goes to `pid` tagged with `tag`.
+#[rustler::nif]
+fn start(config: Term, pid: LocalPid, tag: u64) -> Result<ResourceArc<PollerResource>, String> {
+    let config = to_config(config)?;
+    let rt = runtime()?;
+    let task = rt.spawn(async move {
+        let mut running = ecs_peers::Poller::new(config).await.spawn();
+        let mut env = OwnedEnv::new();
+        while let Some(update) = running.next().await {
+            let sent = env.send_and_clear(&pid, |env| {
+                (
+                    atoms::ecs_peers(),
+                    tag,
+                    (atoms::update(), encode_update(env, &update)),
+                )
+                    .encode(env)
+            });
+            if sent.is_err() {
+                // The owner is gone: stop polling.
+                break;
+            }
+        }
+    });
+    Ok(ResourceArc::new(PollerResource {
+        task: Mutex::new(Some(task.abort_handle())),
+    }))
+}
+
+/// Stops a poller now (dropping the resource does the same, later).
+#[rustler::nif]
+fn stop(resource: ResourceArc<PollerResource>) -> Atom {
+    resource.stop();
+    atoms::ok()
+}
+
+/// Polls every source once; the result is sent to `pid` as `{:ecs_peers, tag, {:discovered, update}}`.
+#[rustler::nif]
+fn discover(config: Term, pid: LocalPid, tag: u64) -> Result<Atom, String> {
+    let config = to_config(config)?;
+    runtime()?.spawn(async move {
+        let mut poller = ecs_peers::Poller::new(config).await;
+        let update = poller.poll().await;
+        let mut env = OwnedEnv::new();
+        let _ = env.send_and_clear(&pid, |env| {
+            (
+                atoms::ecs_peers(),
+                tag,
+                (atoms::discovered(), encode_update(env, &update)),
+            )
+                .encode(env)
+        });
+    });
+    Ok(atoms::ok())
+}
+
+/// Validates a configuration without starting anything: `{:ok, %{polling_interval: ms,
+/// poll_timeout: ms}}` or `{:error, message}`.
+#[rustler::nif]
+fn validate<'a>(env: Env<'a>, config: Term<'a>) -> Result<Term<'a>, String> {
+    let c = to_config(config)?;
+    let timings = serde_json::json!({
+        "polling_interval": c.polling_interval.as_millis() as u64,
+        "poll_timeout": c.poll_timeout.as_millis() as u64,
+    });
+    Ok(value_to_term(env, &timings))
+}
+
+/// The configuration key table: `[%{key:, scope:, kind:, default:, doc:}]`, for docs and checks.
+#[rustler::nif]
+fn keys(env: Env) -> NifResult<Term> {
+    let rows: Vec<Value> = ecs_peers::KEYS
+        .iter()
+        .map(|k| {
+            serde_json::json!({
+                "key": k.key,
+                "scope": match k.scope {
+                    ecs_peers::config::Scope::Top => "top",
+                    ecs_peers::config::Scope::Ecs => "ecs",
+                    ecs_peers::config::Scope::CloudMap => "cloudmap",
+                },
+                "kind": k.kind,
+                "default": k.default,
+                "doc": k.doc,
+            })
+        })
+        .collect();
+    Ok(value_to_term(env, &Value::Array(rows)))
+}
+
+fn to_config(term: Term) -> Result<ecs_peers::Config, String> {
+    let value = term_to_value(term, "(config)", 0)?;
+    ecs_peers::Config::from_value(value).map_err(|e| e.to_string())
+}
+
+/// Converts configuration terms to a value tree: maps and keyword lists → maps, atoms → strings
+/// (`true`/`false`/`nil` → booleans/null), binaries → strings, numbers → numbers. Anything else
+/// (pids, refs, funs, other tuples) is an error naming the key path.
+fn term_to_value(term: Term, path: &str, depth: usize) -> Result<Value, String> {
+    if depth > 32 {
+        return Err(format!("{path}: nested too deeply"));
+    }
+    let at = |k: &str| {
+        if path == "(config)" {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match term.get_type() {
+        TermType::Atom => {
+            let a = term
+                .atom_to_string()
+                .map_err(|_| format!("{path}: unreadable atom"))?;
+            Ok(match a.as_str() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                "nil" => Value::Null,
+                _ => Value::String(a),
+            })
+        }
+        TermType::Binary => term
+            .decode::<String>()
+            .map(Value::String)
+            .map_err(|_| format!("{path}: is a binary that is not UTF-8 text")),
+        TermType::Integer => {
+            if let Ok(i) = term.decode::<i64>() {
+                Ok(Value::Number(i.into()))
+            } else {
+                term.decode::<u64>()
+                    .map(|u| Value::Number(u.into()))
+                    .map_err(|_| format!("{path}: integer out of range"))
+            }
+        }
+        TermType::Float => {
+            let f: f64 = term
+                .decode()
+                .map_err(|_| format!("{path}: unreadable float"))?;
+            Number::from_f64(f)
+                .map(Value::Number)
+                .ok_or_else(|| format!("{path}: {f} is not a finite number"))
+        }
+        TermType::Map => {
+            let mut out = Map::new();
+            let iter = rustler::types::map::MapIterator::new(term)
+                .ok_or_else(|| format!("{path}: unreadable map"))?;
+            for (k, v) in iter {
+                let key = key_name(k).ok_or_else(|| {
+                    format!("{path}: map keys must be atoms or strings, got {k:?}")
+                })?;
+                let value = term_to_value(v, &at(&key), depth + 1)?;
+                out.insert(key, value);
+            }
+            Ok(Value::Object(out))
+        }
+        TermType::List => {
+            let items: Vec<Term> = term
+                .decode()
+                .map_err(|_| format!("{path}: is an improper list"))?;
+            let keyword: Option<Vec<(String, Term)>> = (!items.is_empty())
+                .then(|| {
+                    items
+                        .iter()
+                        .map(|i| {
+                            let t = get_tuple(*i).ok()?;
+                            (t.len() == 2 && t[0].get_type() == TermType::Atom)
+                                .then(|| Some((t[0].atom_to_string().ok()?, t[1])))?
+                        })
+                        .collect()
+                })
+                .flatten();
+            match keyword {
+                Some(pairs) => {
+                    let mut out = Map::new();
+                    for (k, v) in pairs {
+                        if out.contains_key(&k) {
+                            return Err(format!("{}: is given twice", at(&k)));
+                        }
+                        let value = term_to_value(v, &at(&k), depth + 1)?;
+                        out.insert(k, value);
+                    }
+                    Ok(Value::Object(out))
+                }
+                None => items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| term_to_value(*t, &format!("{path}[{i}]"), depth + 1))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Value::Array),
+            }
+        }
+        other => Err(format!(
+            "{path}: is a {}; expected a string, number, boolean, atom, list or map",
+            match other {
+                TermType::Tuple => "tuple",
+                TermType::Pid => "pid",
+                TermType::Ref => "reference",
+                TermType::Fun => "function",
+                TermType::Port => "port",
+                _ => "term of an unsupported type",
+            }
+        )),
+    }
+}
+
+fn key_name(k: Term) -> Option<String> {
+    match k.get_type() {
+        TermType::Atom => k.atom_to_string().ok(),
+        TermType::Binary => k.decode::<String>().ok(),
+        _ => None,
+    }
+}
+
+fn encode_update<'a>(env: Env<'a>, update: &ecs_peers::Update) -> Term<'a> {
+    let mut v = serde_json::to_value(&*update.snapshot).unwrap_or(Value::Null);
+    if let (Value::Object(m), Ok(Value::Object(changes))) =
+        (&mut v, serde_json::to_value(&update.changes))
+    {
+        m.remove("schema");
+        m.extend(changes);
+    }
+    value_to_term(env, &v)
+}
+
+/// Value → term. Object keys that are plain lowercase identifiers (the snapshot's field names)
+/// become atoms; any other key (e.g. `ecs:ListTasks`) stays a binary, so no atom is made from data.
+fn value_to_term<'a>(env: Env<'a>, v: &Value) -> Term<'a> {
+    match v {
+        Value::Null => atoms::nil().encode(env),
+        Value::Bool(true) => atoms::r#true().encode(env),
+        Value::Bool(false) => atoms::r#false().encode(env),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                i.encode(env)
+            } else if let Some(u) = n.as_u64() {
+                u.encode(env)
+            } else {
+                n.as_f64().unwrap_or(0.0).encode(env)
+            }
+        }
+        Value::String(s) => s.encode(env),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| value_to_term(env, i))
+            .collect::<Vec<_>>()
+            .encode(env),
+        Value::Object(m) => {
+            let mut map = rustler::types::map::map_new(env);
+            for (k, v) in m {
+                let key = if !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                {
+                    Atom::from_str(env, k)
+                        .map(|a| a.encode(env))
+                        .unwrap_or_else(|_| k.encode(env))
+                } else {
+                    k.encode(env)
+                };
+                map = map.map_put(key, value_to_term(env, v)).unwrap_or(map);
+            }
+            map
+        }
+    }
+}
+
+rustler::init!("Elixir.EcsPeers.Native");
