@@ -28,7 +28,8 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
 os.environ["AWS_DISABLE_HOST_PREFIX_INJECTION"] = "true"
 
 ENDPOINT = sys.argv[1]
-assert ENDPOINT.startswith("http://127.0.0.1:"), "world.py only talks to a loopback emulator"
+# Only a loopback emulator, or one inside the end-to-end test bed's own namespace (10.200.0.1).
+assert ENDPOINT.startswith(("http://127.0.0.1:", "http://10.200.0.1:")), "world.py only talks to a local emulator"
 CFG = Config(retries={"max_attempts": 1}, inject_host_prefix=False)
 
 

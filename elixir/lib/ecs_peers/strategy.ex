@@ -110,6 +110,7 @@ defmodule EcsPeers.Strategy do
     :tag,
     :timings,
     :local_source,
+    poll: 0,
     last_update: nil,
     failing: %{},
     conflicts: MapSet.new(),
@@ -216,7 +217,7 @@ defmodule EcsPeers.Strategy do
 
     cluster = reconcile(s.cluster, desired)
     emit_poll(s, update)
-    %{s | cluster: cluster}
+    %{s | cluster: cluster, poll: update.poll}
   end
 
   # libcluster's contract: disconnect what is gone, connect the full desired list; failed

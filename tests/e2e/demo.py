@@ -1,0 +1,84 @@
+"""The README's demo: two "regions" of ECS tasks as network namespaces, three BEAM nodes clustering
+through EcsPeers.Strategy, a task stopped and a task started, then everything torn down.
+Run as root via scripts/demo."""
+import os
+import subprocess
+import sys
+import time
+
+from testbed import ENDPOINT, ROOT, Bed, require_root_and_netns, wait_until
+
+BIN = os.path.join(ROOT, "target", "debug", "ecs-peers")
+
+
+def say(msg):
+    print(f"\n--- {msg}", flush=True)
+
+
+def show_cluster(bed, ips):
+    for ip in ips:
+        s = bed.status(ip) or {"nodes": []}
+        print(f"  app@{ip:<12} ({bed.hosts[ip]['region']}) sees: {', '.join(s['nodes']) or '(nobody)'}", flush=True)
+
+
+def cli_list(bed):
+    r = bed.ns_exec(bed.router, BIN, "list", "--ecs", "eu-west-2/web/api", "--ecs", "us-west-2/web/api",
+                    "--basename", "app", "--endpoint-url", ENDPOINT, "--max-attempts", "1", check=False,
+                    env=dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test"))
+    print("\n".join("  " + line for line in r.stdout.rstrip().splitlines()), flush=True)
+
+
+def meshed(bed, ips):
+    return all(set((bed.status(ip) or {"nodes": []})["nodes"]) == {f"app@{o}" for o in ips if o != ip} for ip in ips)
+
+
+def main():
+    require_root_and_netns()
+    with Bed(interval_ms=2000) as bed:
+        say(f"two VPCs (eu-west-2 10.201.0.0/24, us-west-2 10.202.0.0/24) peered through namespace {bed.router}; "
+            "AWS emulator on 10.200.0.1:5000")
+        tasks = bed.seed({"eu-west-2": 2, "us-west-2": 1})
+        ips = []
+        for region, ts in tasks.items():
+            for t in ts:
+                bed.add_host(region, t["ip"])
+                ips.append(t["ip"])
+        say("ECS reports these tasks (ecs-peers list, run inside the test bed):")
+        cli_list(bed)
+
+        say("starting three BEAM nodes, one per task, each with EcsPeers.Strategy (polling every 2 s)")
+        started = time.monotonic()
+        for ip in ips:
+            bed.start_node(ip)
+        wait_until(lambda: meshed(bed, ips), 90, "the cluster to form")
+        print(f"  cluster formed in {time.monotonic() - started:.1f} s:", flush=True)
+        show_cluster(bed, ips)
+
+        victim = tasks["eu-west-2"][1]
+        say(f"stopping task {victim['arn'].rsplit('/', 1)[-1]} (app@{victim['ip']}) in eu-west-2")
+        bed.stop_task("eu-west-2", victim["arn"])
+        rest = [ip for ip in ips if ip != victim["ip"]]
+        wait_until(lambda: all(f"app@{victim['ip']}" not in bed.status(ip)["nodes"] for ip in rest), 30,
+                   "the stopped task's node to be disconnected")
+        show_cluster(bed, ips)
+        bed.kill_node(victim["ip"])
+
+        new = bed.run_task("us-west-2")
+        say(f"starting a new task in us-west-2 (app@{new['ip']})")
+        bed.add_host("us-west-2", new["ip"])
+        bed.start_node(new["ip"])
+        rest.append(new["ip"])
+        wait_until(lambda: meshed(bed, rest), 90, "the new node to join")
+        show_cluster(bed, rest)
+
+        say("the log of one node:")
+        for line in bed.log(rest[0]).splitlines():
+            if "[libcluster:" in line:
+                print("  " + line, flush=True)
+        say("tearing the test bed down")
+    print("demo done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""A two-region ECS test bed on one Linux machine: network namespaces as task hosts.
+
+    router namespace  <P>r   "VPC peering": bridge bra = VPC eu-west-2 (10.201.0.0/24, gateway .1),
+                             bridge brb = VPC us-west-2 (10.202.0.0/24), IP forwarding between
+                             them (on in this namespace only), and the AWS emulator on 10.200.0.1.
+    task namespaces   <P>hN  one per ECS task: eth0 with the task's IP (the emulator hands out
+                             task IPs from the subnet, as AWS does), one route to the test
+                             supernet 10.200.0.0/14 and no default route; its own EPMD and BEAM.
+
+Safety (see ../shared/notes/testbed.md): the root namespace is not changed at all; the router
+namespace black-holes the whole supernet below its bridge routes; no namespace has a default
+route, so test traffic cannot leave the machine. Every name carries a run-unique prefix, and
+teardown (also on errors and signals) kills every process in the namespaces and deletes them.
+"""
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+AWSEMU_DIR = os.environ.get("AWSEMU_DIR", os.path.join(ROOT, "..", "shared", "tools", "awsemu"))
+PYTHON = os.environ.get("AWSEMU_PYTHON", os.path.join(ROOT, ".venv-awsemu", "bin", "python"))
+EBIN = os.path.join(ROOT, "elixir", "_build", "test", "lib", "ecs_peers", "ebin")
+EMU_IP, EMU_PORT = "10.200.0.1", 5000
+ENDPOINT = f"http://{EMU_IP}:{EMU_PORT}"
+SUPERNET = "10.200.0.0/14"
+VPCS = {"eu-west-2": ("bra", "10.201.0"), "us-west-2": ("brb", "10.202.0")}
+COOKIE = "ecs-peers-e2e-" + secrets.token_hex(4)
+
+
+def run(*args, check=True, **kw):
+    return subprocess.run(args, check=check, capture_output=True, text=True, **kw)
+
+
+class Bed:
+    def __init__(self, interval_ms=1000):
+        self.prefix = "ep" + secrets.token_hex(2)
+        self.router = self.prefix + "r"
+        self.hosts = {}  # ip -> {"ns", "proc", "status", "log"}
+        self.namespaces = []
+        self.emu = None
+        self.interval_ms = interval_ms
+        self.work = tempfile.mkdtemp(prefix="ecs-peers-e2e-")
+        self._n = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        try:
+            self._setup_router()
+            self._start_emulator()
+        except BaseException:
+            self.teardown()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.teardown()
+        return False
+
+    def _on_signal(self, signum, _frame):
+        self.teardown()
+        sys.exit(128 + signum)
+
+    def ns_exec(self, ns, *args, check=True, **kw):
+        return run("ip", "netns", "exec", ns, *args, check=check, **kw)
+
+    def _add_ns(self, name):
+        run("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        self.ns_exec(name, "ip", "link", "set", "lo", "up")
+
+    def _setup_router(self):
+        r = self.router
+        self._add_ns(r)
+        self.ns_exec(r, "ip", "addr", "add", f"{EMU_IP}/32", "dev", "lo")
+        # Anything in the test supernet without a more specific route dies here.
+        self.ns_exec(r, "ip", "route", "add", "blackhole", SUPERNET)
+        for bridge, net in VPCS.values():
+            self.ns_exec(r, "ip", "link", "add", bridge, "type", "bridge")
+            self.ns_exec(r, "ip", "addr", "add", f"{net}.1/24", "dev", bridge)
+            self.ns_exec(r, "ip", "link", "set", bridge, "up")
+        self.ns_exec(r, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+
+    def _start_emulator(self):
+        log = open(os.path.join(self.work, "awsemu.log"), "w")
+        self.emu = subprocess.Popen(
+            ["ip", "netns", "exec", self.router, PYTHON, os.path.join(AWSEMU_DIR, "moto_server_patched.py"),
+             "-H", EMU_IP, "-p", str(EMU_PORT)], stdout=log, stderr=subprocess.STDOUT)
+        probe = ("import sys,time,urllib.request\n"
+                 "for _ in range(300):\n"
+                 "    try: urllib.request.urlopen(sys.argv[1] + '/moto-api/', timeout=1); sys.exit(0)\n"
+                 "    except OSError: time.sleep(0.1)\n"
+                 "sys.exit('awsemu did not start')")
+        self.ns_exec(self.router, PYTHON, "-c", probe, ENDPOINT)
+
+    def teardown(self):
+        for h in self.hosts.values():
+            if h.get("proc") and h["proc"].poll() is None:
+                h["proc"].kill()
+        if self.emu and self.emu.poll() is None:
+            self.emu.send_signal(signal.SIGCONT)
+            self.emu.kill()
+        for ns in reversed(self.namespaces):
+            pids = run("ip", "netns", "pids", ns, check=False).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            run("ip", "netns", "del", ns, check=False)
+        self.namespaces = []
+
+    # -- the emulator ----------------------------------------------------------------------------
+    def world(self, cmd, spec):
+        out = self.ns_exec(self.router, PYTHON, os.path.join(ROOT, "tests", "support", "world.py"),
+                           ENDPOINT, cmd, json.dumps(spec))
+        return json.loads(out.stdout)
+
+    def seed(self, tasks_per_region):
+        spec = {"ecs": [{"region": region, "cluster": "web", "subnet": f"{VPCS[region][1]}.0/24",
+                         "tasks": [{"family": "api", "count": n, "group": "service:api"}]}
+                        for region, n in tasks_per_region.items()]}
+        world = self.world("seed", spec)
+        return {region: world["ecs"][f"{region}/web"]["running"] for region in tasks_per_region}
+
+    def run_task(self, region):
+        return self.world("run", {"region": region, "cluster": "web", "subnet": f"{VPCS[region][1]}.0/24",
+                                  "family": "api", "count": 1, "group": "service:api"})[0]
+
+    def stop_task(self, region, arn):
+        self.world("stop", {"region": region, "cluster": "web", "tasks": [arn]})
+
+    def pause_emulator(self):
+        self.emu.send_signal(signal.SIGSTOP)
+
+    def resume_emulator(self):
+        self.emu.send_signal(signal.SIGCONT)
+
+    # -- task hosts ------------------------------------------------------------------------------
+    def add_host(self, region, ip):
+        """A namespace for one task, wired into its region's VPC bridge."""
+        assert ip.startswith(VPCS[region][1] + "."), f"{ip} is not in {region}'s test subnet"
+        self._n += 1
+        ns = f"{self.prefix}h{self._n}"
+        self._add_ns(ns)
+        bridge, net = VPCS[region]
+        veth = f"{self.prefix}v{self._n}"
+        run("ip", "link", "add", veth, "netns", self.router, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        self.ns_exec(self.router, "ip", "link", "set", veth, "master", bridge)
+        self.ns_exec(self.router, "ip", "link", "set", veth, "up")
+        self.ns_exec(ns, "ip", "addr", "add", f"{ip}/24", "dev", "eth0")
+        self.ns_exec(ns, "ip", "link", "set", "eth0", "up")
+        self.ns_exec(ns, "ip", "route", "add", SUPERNET, "via", f"{net}.1")
+        self.hosts[ip] = {"ns": ns, "region": region}
+        return ns
+
+    def start_node(self, ip):
+        h = self.hosts[ip]
+        h["status"] = os.path.join(self.work, f"{ip}.json")
+        h["log"] = os.path.join(self.work, f"{ip}.log")
+        env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
+                   AWS_EC2_METADATA_DISABLED="true", HOME=self.work)
+        h["proc"] = subprocess.Popen(
+            ["ip", "netns", "exec", h["ns"], "elixir", "--name", f"app@{ip}", "--cookie", COOKIE,
+             "--erl", "-kernel inet_dist_listen_min 9100 inet_dist_listen_max 9110",
+             "-pa", EBIN, os.path.join(ROOT, "tests", "e2e", "node.exs"),
+             h["status"], ENDPOINT, str(self.interval_ms)],
+            stdout=open(h["log"], "w"), stderr=subprocess.STDOUT, env=env)
+
+    def kill_node(self, ip):
+        h = self.hosts[ip]
+        h["proc"].kill()
+        h["proc"].wait()
+        # The BEAM is gone, its status file must not be read as alive.
+        try:
+            os.remove(h["status"])
+        except FileNotFoundError:
+            pass
+
+    def status(self, ip):
+        try:
+            with open(self.hosts[ip]["status"]) as f:
+                return json.load(f)
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            return None
+
+    def log(self, ip):
+        try:
+            with open(self.hosts[ip]["log"]) as f:
+                return f.read()
+        except (FileNotFoundError, KeyError):
+            return ""
+
+
+def wait_until(pred, timeout, what, step=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def require_root_and_netns():
+    """Network namespaces need root and iproute2; say so plainly instead of pretending."""
+    if os.geteuid() != 0:
+        sys.exit("the end-to-end test bed needs root (network namespaces); run it as root")
+    probe = "ep-probe-" + secrets.token_hex(2)
+    r = run("ip", "netns", "add", probe, check=False)
+    if r.returncode != 0:
+        sys.exit(f"network namespaces are unavailable here ({r.stderr.strip()}); the end-to-end test needs them")
+    run("ip", "netns", "del", probe, check=False)
