@@ -111,6 +111,7 @@ defmodule EcsPeers.Strategy do
     :timings,
     :local_source,
     poll: 0,
+    nodes: [],
     last_update: nil,
     failing: %{},
     conflicts: MapSet.new(),
@@ -198,10 +199,13 @@ defmodule EcsPeers.Strategy do
     end
   end
 
-  # Updates are whole snapshots: when several are queued (a slow connect), only the newest counts.
+  # When several updates are queued (a slow connect), only the newest counts; but node names are
+  # sent only when they change, so the newest list among the skipped ones is kept.
   defp latest(tag, update) do
     receive do
-      {:ecs_peers, ^tag, {:update, newer}} -> latest(tag, newer)
+      {:ecs_peers, ^tag, {:update, newer}} ->
+        newer = if newer.nodes == :unchanged, do: %{newer | nodes: update.nodes}, else: newer
+        latest(tag, newer)
     after
       0 -> update
     end
@@ -209,15 +213,13 @@ defmodule EcsPeers.Strategy do
 
   defp apply_update(s, update) do
     s = s |> report_sources(update) |> report_conflicts(update) |> track_local(update)
-
-    desired =
-      if s.leaving?,
-        do: [],
-        else: for(p <- update.peers, p.node != Atom.to_string(node()), do: p.node)
-
+    # The NIF sends the node names only when they changed.
+    nodes = if is_list(update.nodes), do: update.nodes, else: s.nodes
+    me = Atom.to_string(node())
+    desired = if s.leaving?, do: [], else: Enum.reject(nodes, &(&1 == me))
     cluster = reconcile(s.cluster, desired)
     emit_poll(s, update)
-    %{s | cluster: cluster, poll: update.poll}
+    %{s | cluster: cluster, poll: update.poll, nodes: nodes}
   end
 
   # libcluster's contract: disconnect what is gone, connect the full desired list; failed
@@ -343,7 +345,7 @@ defmodule EcsPeers.Strategy do
 
       measurements = %{
         duration: System.convert_time_unit(update.duration_ms, :millisecond, :native),
-        peers: length(update.peers),
+        peers: update.peer_count,
         added: length(update.added),
         removed: length(update.removed),
         api_calls: Enum.reduce(update.sources, 0, &(&1.api_calls + &2)),
@@ -362,7 +364,7 @@ defmodule EcsPeers.Strategy do
     end
 
     Logger.debug(fn ->
-      "[libcluster:#{s.cluster.topology}] poll #{update.poll}: #{length(update.peers)} peers, " <>
+      "[libcluster:#{s.cluster.topology}] poll #{update.poll}: #{update.peer_count} peers, " <>
         "#{Enum.count(update.sources, & &1.ok)}/#{length(update.sources)} sources ok"
     end)
   end

@@ -7,12 +7,15 @@
 //! core catches it).
 //!
 //! Messages to the owner:
-//! - `{:ecs_peers, tag, {:update, update}}` after every poll of a started poller;
-//! - `{:ecs_peers, tag, {:discovered, update}}` once, for `discover/3`.
+//! - `{:ecs_peers, tag, {:update, update}}` after every poll of a started poller: `%{poll:,
+//!   taken_at:, duration_ms:, peer_count:, nodes: [binary] | :unchanged, sources: [status],
+//!   conflicts:, local:, added: [peer], removed: [peer], draining: [peer]}`. `nodes` (every peer's
+//!   node name) is sent only when the set changed: a poll of 10,000 unchanged peers costs the
+//!   receiving process a few hundred bytes, not megabytes of maps to copy and collect.
+//! - `{:ecs_peers, tag, {:discovered, snapshot}}` once, for `discover/3`, with every peer in full
+//!   (`peers: [peer]`) and no changes.
 //!
-//! `update` is a map with atom keys (the snapshot's field names only) and binary values:
-//! `%{poll:, taken_at:, peers: [peer], sources: [status], conflicts:, local:, added:, removed:,
-//! draining:}`.
+//! Maps have atom keys (the snapshot's field names only) and binary values.
 
 use std::sync::{Mutex, OnceLock};
 
@@ -22,7 +25,7 @@ use serde_json::{Map, Number, Value};
 use tokio::runtime::Runtime;
 
 mod atoms {
-    rustler::atoms! { ok, error, ecs_peers, update, discovered, nil, r#true = "true", r#false = "false" }
+    rustler::atoms! { ok, error, ecs_peers, update, discovered, nodes, unchanged, nil, r#true = "true", r#false = "false" }
 }
 
 /// The runtime every poller of this VM runs on (two worker threads, created on first use).
@@ -71,14 +74,14 @@ fn start(config: Term, pid: LocalPid, tag: u64) -> Result<ResourceArc<PollerReso
     let task = rt.spawn(async move {
         let mut running = ecs_peers::Poller::new(config).await.spawn();
         let mut env = OwnedEnv::new();
+        let mut first = true;
         while let Some(update) = running.next().await {
+            let changed = !update.changes.added.is_empty() || !update.changes.removed.is_empty();
+            let with_nodes = first || changed;
+            first = false;
             let sent = env.send_and_clear(&pid, |env| {
-                (
-                    atoms::ecs_peers(),
-                    tag,
-                    (atoms::update(), encode_update(env, &update)),
-                )
-                    .encode(env)
+                let update = encode_update(env, &update, with_nodes);
+                (atoms::ecs_peers(), tag, (atoms::update(), update)).encode(env)
             });
             if sent.is_err() {
                 // The owner is gone: stop polling.
@@ -98,21 +101,21 @@ fn stop(resource: ResourceArc<PollerResource>) -> Atom {
     atoms::ok()
 }
 
-/// Polls every source once; the result is sent to `pid` as `{:ecs_peers, tag, {:discovered, update}}`.
+/// Polls every source once; the snapshot is sent to `pid` as `{:ecs_peers, tag, {:discovered, snapshot}}`.
 #[rustler::nif]
 fn discover(config: Term, pid: LocalPid, tag: u64) -> Result<Atom, String> {
     let config = to_config(config)?;
     runtime()?.spawn(async move {
         let mut poller = ecs_peers::Poller::new(config).await;
         let update = poller.poll().await;
+        let mut snapshot = serde_json::to_value(&*update.snapshot).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut snapshot {
+            m.remove("schema");
+        }
         let mut env = OwnedEnv::new();
         let _ = env.send_and_clear(&pid, |env| {
-            (
-                atoms::ecs_peers(),
-                tag,
-                (atoms::discovered(), encode_update(env, &update)),
-            )
-                .encode(env)
+            let snapshot = value_to_term(env, &snapshot);
+            (atoms::ecs_peers(), tag, (atoms::discovered(), snapshot)).encode(env)
         });
     });
     Ok(atoms::ok())
@@ -275,15 +278,35 @@ fn key_name(k: Term) -> Option<String> {
     }
 }
 
-fn encode_update<'a>(env: Env<'a>, update: &ecs_peers::Update) -> Term<'a> {
-    let mut v = serde_json::to_value(&*update.snapshot).unwrap_or(Value::Null);
+/// A poller's update: statuses, conflicts and changes in full; the node names only when
+/// `with_nodes` (the set changed), else `:unchanged`.
+fn encode_update<'a>(env: Env<'a>, update: &ecs_peers::Update, with_nodes: bool) -> Term<'a> {
+    let s = &update.snapshot;
+    let mut v = serde_json::json!({
+        "poll": s.poll,
+        "taken_at": s.taken_at,
+        "duration_ms": s.duration_ms,
+        "peer_count": s.peers.len(),
+        "sources": s.sources,
+        "conflicts": s.conflicts,
+        "local": s.local,
+    });
     if let (Value::Object(m), Ok(Value::Object(changes))) =
         (&mut v, serde_json::to_value(&update.changes))
     {
-        m.remove("schema");
         m.extend(changes);
     }
-    value_to_term(env, &v)
+    let term = value_to_term(env, &v);
+    let nodes = if with_nodes {
+        s.peers
+            .iter()
+            .map(|p| p.node.as_str())
+            .collect::<Vec<_>>()
+            .encode(env)
+    } else {
+        atoms::unchanged().encode(env)
+    };
+    term.map_put(atoms::nodes(), nodes).unwrap_or(term)
 }
 
 /// Value → term. Object keys that are plain lowercase identifiers (the snapshot's field names)

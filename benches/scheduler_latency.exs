@@ -1,0 +1,115 @@
+# Scheduler latency added by EcsPeers.Strategy while it polls N ECS tasks (default 10,000).
+#
+# One probe process per scheduler asks for a 2 ms timer over and over and records how late it
+# fires. Baseline: the `ecs-peers` CLI, outside the VM, polls the same tasks at the same interval,
+# so the emulator (on the same 2 cores) is exactly as busy as later. Then the strategy polls them
+# inside the VM every second (connect/disconnect MFAs that only record, so no real connections)
+# and the probes run again: the difference is what running the poller in the VM costs the
+# schedulers. Also times the NIF calls, which must return at once.
+#
+# Run: benches/scheduler_latency.sh [TASKS]
+[endpoint, tasks, seconds, cli] = System.argv()
+tasks = String.to_integer(tasks)
+seconds = String.to_integer(seconds)
+
+defmodule Probe do
+  def run(ms) do
+    parent = self()
+
+    for s <- 1..System.schedulers_online() do
+      Process.spawn(fn -> send(parent, {:lateness, loop(System.monotonic_time(:millisecond) + ms, [])}) end, [{:scheduler, s}])
+    end
+
+    for _ <- 1..System.schedulers_online(), reduce: [] do
+      acc -> receive(do: ({:lateness, l} -> l ++ acc))
+    end
+    |> Enum.sort()
+  end
+
+  defp loop(deadline, acc) do
+    if System.monotonic_time(:millisecond) >= deadline do
+      acc
+    else
+      t0 = System.monotonic_time(:microsecond)
+      Process.send_after(self(), :tick, 2)
+      receive do: (:tick -> :ok)
+      loop(deadline, [System.monotonic_time(:microsecond) - t0 - 2_000 | acc])
+    end
+  end
+
+  def pct(sorted, p), do: Enum.at(sorted, min(length(sorted) - 1, trunc(length(sorted) * p)))
+
+  def summary(sorted) do
+    "p50 #{pct(sorted, 0.50)} µs, p99 #{pct(sorted, 0.99)} µs, p99.9 #{pct(sorted, 0.999)} µs, max #{List.last(sorted)} µs (#{length(sorted)} samples)"
+  end
+end
+
+config = [
+  node_basename: "app",
+  endpoint_url: endpoint,
+  polling_interval: 1_000,
+  poll_timeout: 60_000,
+  max_attempts: 1,
+  sources: [[type: :ecs, region: "eu-west-2", cluster: "big", service: "api"]]
+]
+
+timed = fn f ->
+  t0 = System.monotonic_time(:microsecond)
+  r = f.()
+  {System.monotonic_time(:microsecond) - t0, r}
+end
+
+validate_us = for _ <- 1..100, do: elem(timed.(fn -> {:ok, _} = EcsPeers.validate(config) end), 0)
+validate_us = Enum.sort(validate_us)
+IO.puts("NIF validate/1: first #{hd(validate_us)} µs .. median #{Enum.at(validate_us, 50)} µs, max #{List.last(validate_us)} µs (100 calls)")
+
+load =
+  Port.open(
+    {:spawn,
+     "#{cli} watch --ecs eu-west-2/big/api --basename app --endpoint-url #{endpoint} --interval 1s --timeout 60s --max-attempts 1 >/dev/null 2>&1"},
+    [:binary]
+  )
+
+{:os_pid, load_pid} = Port.info(load, :os_pid)
+# Let the CLI finish its first (describe-everything) poll before measuring.
+Process.sleep(30_000)
+baseline = Probe.run(seconds * 1_000)
+System.cmd("kill", [Integer.to_string(load_pid)])
+IO.puts("baseline (the CLI polls, outside the VM): " <> Probe.summary(baseline))
+
+sink = spawn(fn -> Stream.repeatedly(fn -> receive(do: (_ -> :ok)) end) |> Stream.run() end)
+rec = EcsPeers.Test.Recorder.start(sink)
+
+state = %Cluster.Strategy.State{
+  topology: :bench,
+  config: config,
+  connect: {EcsPeers.Test.Recorder, :connect, [rec, true]},
+  disconnect: {EcsPeers.Test.Recorder, :disconnect, [rec]},
+  list_nodes: {EcsPeers.Test.Recorder, :list_nodes, [rec]}
+}
+
+{start_us, {:ok, pid}} = timed.(fn -> EcsPeers.Strategy.start_link([state]) end)
+IO.puts("strategy start (NIF start/3 inside): #{start_us} µs")
+
+# Wait for the first complete poll (it describes every task once).
+t0 = System.monotonic_time(:millisecond)
+
+Stream.repeatedly(fn -> Process.sleep(200) end)
+|> Enum.find(fn _ -> Agent.get(rec.agent, &MapSet.size/1) >= tasks end)
+
+IO.puts("first poll connected #{tasks} peers after #{System.monotonic_time(:millisecond) - t0} ms")
+
+polls_before = :sys.get_state(pid).poll
+during = Probe.run(seconds * 1_000)
+polls = :sys.get_state(pid).poll - polls_before
+IO.puts("the strategy polls inside the VM:         " <> Probe.summary(during) <> ", #{polls} polls")
+
+added = fn p -> Probe.pct(during, p) - Probe.pct(baseline, p) end
+IO.puts("added latency: p50 #{added.(0.5)} µs, p99 #{added.(0.99)} µs, p99.9 #{added.(0.999)} µs")
+
+{reductions_before, _} = {Process.info(pid, :reductions) |> elem(1), nil}
+p0 = :sys.get_state(pid).poll
+Process.sleep(5_000)
+reductions = (Process.info(pid, :reductions) |> elem(1)) - reductions_before
+IO.puts("strategy process: #{div(reductions, max(:sys.get_state(pid).poll - p0, 1))} reductions per poll of #{tasks} unchanged peers")
+GenServer.stop(pid)
