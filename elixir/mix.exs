@@ -32,7 +32,10 @@ defmodule EcsPeers.MixProject do
   defp extra_applications(:test), do: [:logger, :inets]
   defp extra_applications(_), do: [:logger]
 
-  defp elixirc_paths(:test), do: ["lib", "test/support"]
+  defp elixirc_paths(:test) do
+    if @offline, do: ["lib", "test/support", "test/offline"], else: ["lib", "test/support"]
+  end
+
   defp elixirc_paths(_), do: ["lib"]
 
   defp deps do

@@ -112,6 +112,7 @@ defmodule EcsPeers.Strategy do
     :local_source,
     poll: 0,
     nodes: [],
+    want: MapSet.new(),
     last_update: nil,
     failing: %{},
     conflicts: MapSet.new(),
@@ -212,21 +213,38 @@ defmodule EcsPeers.Strategy do
   end
 
   defp apply_update(s, update) do
+    was_leaving? = s.leaving?
     s = s |> report_sources(update) |> report_conflicts(update) |> track_local(update)
-    # The NIF sends the node names only when they changed.
-    nodes = if is_list(update.nodes), do: update.nodes, else: s.nodes
-    me = Atom.to_string(node())
-    desired = if s.leaving?, do: [], else: Enum.reject(nodes, &(&1 == me))
-    cluster = reconcile(s.cluster, desired)
+
+    # The NIF sends the node names only when they changed; only then is the set of atoms rebuilt
+    # (a poll of 10,000 unchanged peers stays cheap).
+    want =
+      cond do
+        s.leaving? ->
+          MapSet.new()
+
+        is_list(update.nodes) or was_leaving? ->
+          wanted(if(is_list(update.nodes), do: update.nodes, else: s.nodes))
+
+        true ->
+          s.want
+      end
+
+    cluster = reconcile(s.cluster, want)
     emit_poll(s, update)
-    %{s | cluster: cluster, poll: update.poll, nodes: nodes}
+    nodes = if is_list(update.nodes), do: update.nodes, else: s.nodes
+    %{s | cluster: cluster, poll: update.poll, nodes: nodes, want: want}
+  end
+
+  # Atoms are made only for the nodes handed to connect_nodes/4; never for this node.
+  defp wanted(nodes) do
+    me = Atom.to_string(node())
+    for n <- nodes, n != me, into: MapSet.new(), do: String.to_atom(n)
   end
 
   # libcluster's contract: disconnect what is gone, connect the full desired list; failed
   # disconnects stay in meta (tried again), failed connects leave it (tried again next poll).
-  defp reconcile(%State{} = c, desired) do
-    # Atoms are made only for the nodes handed to connect_nodes/4.
-    want = MapSet.new(desired, &String.to_atom/1)
+  defp reconcile(%State{} = c, want) do
     removed = MapSet.difference(c.meta, want) |> MapSet.to_list()
 
     meta =

@@ -264,4 +264,96 @@ defmodule EcsPeers.StrategyTest do
     assert {:error, "sources: is empty" <> _} =
              EcsPeers.discover(node_basename: "app", sources: [])
   end
+
+  test "the poller stops when its owner exits (the resource is dropped)", %{emu: emu} do
+    c = cluster_name()
+    seed(emu, "ca-central-1", c, "10.220.0.0/24", 1)
+    # A pass-through fault entry counts every ListTasks call to this region.
+    Emu.fault(emu, %{operation: "ListTasks", region: "ca-central-1", count: 1_000_000})
+
+    config = [
+      node_basename: "app",
+      endpoint_url: emu.endpoint,
+      max_attempts: 1,
+      polling_interval: 100,
+      sources: [[type: :ecs, region: "ca-central-1", cluster: c]]
+    ]
+
+    owner =
+      spawn(fn ->
+        {:ok, _poller} = EcsPeers.Native.start(config, self(), 1)
+        receive do: (:exit -> :ok)
+      end)
+
+    calls = fn -> hd(Emu.faults(emu))["hits"] end
+
+    wait = fn f, n ->
+      if calls.() >= n,
+        do: :ok,
+        else:
+          (
+            Process.sleep(50)
+            f.(f, n)
+          )
+    end
+
+    wait.(wait, 3)
+    send(owner, :exit)
+    # The resource is freed with the owner's heap; give an in-flight poll time to finish.
+    Process.sleep(500)
+    after_exit = calls.()
+    Process.sleep(1_000)
+    assert calls.() == after_exit, "the poller kept polling after its owner exited"
+  end
+
+  test "emits poll and source-error telemetry", %{emu: emu, rec: rec} do
+    c = cluster_name()
+    seed(emu, "sa-east-1", c, "10.221.0.0/24", 2)
+    me = self()
+
+    :telemetry.attach(
+      "t-poll",
+      [:ecs_peers, :poll, :stop],
+      fn e, m, meta, _ -> send(me, {e, m, meta}) end,
+      nil
+    )
+
+    :telemetry.attach(
+      "t-err",
+      [:ecs_peers, :source, :error],
+      fn e, m, meta, _ -> send(me, {e, m, meta}) end,
+      nil
+    )
+
+    on_exit(fn ->
+      :telemetry.detach("t-poll")
+      :telemetry.detach("t-err")
+    end)
+
+    capture_log(fn ->
+      start(emu, rec, [[type: :ecs, region: "sa-east-1", cluster: c]])
+
+      assert_receive {[:ecs_peers, :poll, :stop],
+                      %{peers: 2, added: 2, api_calls: 2, failing_sources: 0, duration: d},
+                      %{topology: :ecs}},
+                     5_000
+
+      assert is_integer(d) and d >= 0
+
+      Emu.fault(emu, %{
+        operation: "ListTasks",
+        region: "sa-east-1",
+        count: 1_000,
+        status: 400,
+        code: "AccessDeniedException",
+        message: "no"
+      })
+
+      assert_receive {[:ecs_peers, :source, :error], %{consecutive_failures: n},
+                      %{source: "ecs:sa-east-1/" <> _, kind: "access_denied"}},
+                     5_000
+
+      assert n >= 1
+    end)
+  end
 end

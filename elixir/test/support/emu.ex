@@ -61,6 +61,25 @@ defmodule EcsPeers.Test.Emu do
   def fault(emu, spec), do: {:ok, 200, _} = http(emu, :post, "/_fault", json(spec))
   def clear_faults(emu), do: http(emu, :delete, "/_fault")
 
+  # The emulator's fault list with hit counts. OTP 25 has no JSON decoder; the list holds flat
+  # objects of strings, numbers and null, which this small reader handles.
+  def faults(emu) do
+    {:ok, 200, body} = http(emu, :get, "/_fault")
+
+    Regex.scan(~r/\{[^{}]*\}/, body)
+    |> Enum.map(fn [obj] ->
+      Regex.scan(~r/"(\w+)":\s*("[^"]*"|-?\d+|null|true|false)/, obj)
+      |> Map.new(fn [_, k, v] ->
+        {k, if(String.starts_with?(v, "\""), do: String.trim(v, "\""), else: parse(v))}
+      end)
+    end)
+  end
+
+  defp parse("null"), do: nil
+  defp parse("true"), do: true
+  defp parse("false"), do: false
+  defp parse(n), do: String.to_integer(n)
+
   defp http(emu, method, path, body \\ nil) do
     url = String.to_charlist(emu.endpoint <> path)
     request = if body, do: {url, [], ~c"application/json", body}, else: {url, []}

@@ -28,7 +28,7 @@ mod atoms {
     rustler::atoms! { ok, error, ecs_peers, update, discovered, nodes, unchanged, nil, r#true = "true", r#false = "false" }
 }
 
-/// The runtime every poller of this VM runs on (two worker threads, created on first use).
+/// The runtime every poller of this VM runs on (two worker threads, created when the NIF loads).
 fn runtime() -> Result<&'static Runtime, String> {
     static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
     RUNTIME
@@ -349,4 +349,11 @@ fn value_to_term<'a>(env: Env<'a>, v: &Value) -> Term<'a> {
     }
 }
 
-rustler::init!("Elixir.EcsPeers.Native");
+/// Creates the runtime when the library is loaded, so no later NIF call spawns threads on a
+/// scheduler. A failure here is reported by the first call that needs the runtime.
+fn load(_env: Env, _info: Term) -> bool {
+    let _ = runtime();
+    true
+}
+
+rustler::init!("Elixir.EcsPeers.Native", load = load);
