@@ -105,8 +105,13 @@ def main():
             wait_until(lambda: bed.status(victim)["poll"] >= leaving_at + 3, 20, "three more polls")
             assert bed.status(victim)["nodes"] == [], "the stopped task's node reconnected"
             assert all(node(victim) not in bed.status(ip)["nodes"] for ip in others)
+            # The survivors stay (or, after OTP's global cut a link for a moment, are again) meshed.
+            healed_from = {ip: bed.status(ip)["poll"] for ip in others}
+            wait_until(lambda: fully_meshed(bed, others), 15, "the other nodes to be meshed again")
+            heal = max(bed.status(ip)["poll"] - healed_from[ip] for ip in others)
             bed.kill_node(victim)
-            return "polls until disconnected, per node: " + ", ".join(f"{node(i)}={n}" for i, n in polls.items())
+            return ("polls until disconnected, per node: " + ", ".join(f"{node(i)}={n}" for i, n in polls.items())
+                    + f"; survivors meshed within {heal} more polls")
 
         scenario("a stopped task is disconnected everywhere within two polls", stopped_task_is_disconnected)
 

@@ -58,9 +58,11 @@ def main():
         say(f"stopping task {victim['arn'].rsplit('/', 1)[-1]} (app@{victim['ip']}) in eu-west-2")
         bed.stop_task("eu-west-2", victim["arn"])
         rest = [ip for ip in ips if ip != victim["ip"]]
-        wait_until(lambda: all(f"app@{victim['ip']}" not in bed.status(ip)["nodes"] for ip in rest), 30,
-                   "the stopped task's node to be disconnected")
+        wait_until(lambda: all(f"app@{victim['ip']}" not in bed.status(ip)["nodes"] for ip in rest)
+                   and meshed(bed, rest) and bed.status(victim["ip"])["nodes"] == [], 30,
+                   "the stopped task's node to be dropped and the rest meshed")
         show_cluster(bed, ips)
+        print(f"  (app@{victim['ip']} knows its task left: it stays out; ECS would now stop its container)", flush=True)
         bed.kill_node(victim["ip"])
 
         new = bed.run_task("us-west-2")
@@ -71,9 +73,9 @@ def main():
         wait_until(lambda: meshed(bed, rest), 90, "the new node to join")
         show_cluster(bed, rest)
 
-        say("the log of one node:")
+        say(f"the log of app@{rest[0]}:")
         for line in bed.log(rest[0]).splitlines():
-            if "[libcluster:" in line:
+            if "[libcluster:" in line or "'global'" in line:
                 print("  " + line, flush=True)
         say("tearing the test bed down")
     print("demo done", flush=True)
