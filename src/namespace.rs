@@ -25,6 +25,8 @@ pub struct SourceStatus {
     pub ok: bool,
     /// The last poll failed and the peers shown are the last-known ones (or none were ever known).
     pub stale: bool,
+    /// No poll of this source has finished yet (it is neither ok nor failing).
+    pub pending: bool,
     /// Why the last poll failed, naming the fix where it can.
     pub error: Option<String>,
     /// The failure's class.
@@ -87,9 +89,9 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Sources whose last poll failed.
+    /// Sources whose last poll failed (not those still waiting for their first answer).
     pub fn failing(&self) -> impl Iterator<Item = &SourceStatus> {
-        self.sources.iter().filter(|s| !s.ok)
+        self.sources.iter().filter(|s| !s.ok && !s.pending)
     }
 
     /// Compares with an earlier snapshot by node name.

@@ -88,12 +88,9 @@ impl Slot {
             kind: self.kind,
             region: self.region.clone(),
             ok: self.ok,
-            stale: !self.ok,
-            error: match (&self.error, self.polled) {
-                (Some(e), _) => Some(e.to_string()),
-                (None, false) => Some("no answer yet (first poll still in flight)".into()),
-                (None, true) => None,
-            },
+            stale: !self.ok && self.polled,
+            pending: !self.polled,
+            error: self.error.as_ref().map(|e| e.to_string()),
             error_kind: self.error.as_ref().map(|e| e.kind),
             last_success: self.last_success.map(rfc3339),
             consecutive_failures: self.consecutive_failures,
@@ -208,14 +205,21 @@ impl Poller {
     }
 
     /// Runs the poller in the background on the current tokio runtime: a round every
-    /// `polling_interval` (± jitter), each delivered as an [`Update`]. Dropping the handle
-    /// stops it.
+    /// `polling_interval` (± jitter), each delivered as an [`Update`]; the first one once every
+    /// source has answered or failed (at most `poll_timeout`). Dropping the handle stops it.
     pub fn spawn(mut self) -> PollerHandle {
         let (tx, rx) = mpsc::channel(8);
         let task = tokio::spawn(async move {
             loop {
                 let started = tokio::time::Instant::now();
-                let wait = self.interval.min(self.poll_timeout);
+                // While some source has never answered, a round waits for its first answer
+                // (bounded by poll_timeout), so the first snapshot is complete. After that a
+                // round waits at most an interval, so a stalled region delays nobody.
+                let wait = if self.slots.iter().any(|s| !s.polled) {
+                    self.poll_timeout + Duration::from_secs(1)
+                } else {
+                    self.interval.min(self.poll_timeout)
+                };
                 let update = self.round(wait).await;
                 if tx.send(update).await.is_err() {
                     return;
@@ -627,6 +631,44 @@ mod tests {
         let polls = *fixed[0].polls.lock().unwrap();
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(*fixed[0].polls.lock().unwrap(), polls, "no poll after stop");
+    }
+
+    #[tokio::test]
+    async fn the_first_update_waits_for_first_answers_and_later_ones_do_not() {
+        let cfg = config(2);
+        let (p, _) = poller(
+            &cfg,
+            vec![
+                // Slower than the 100 ms interval, faster than the 300 ms poll_timeout.
+                vec![
+                    Step::Slow(Duration::from_millis(250), Ok(vec![found("10.1.0.4")])),
+                    Step::Slow(Duration::from_secs(5), Ok(vec![])),
+                ],
+                vec![Step::Answer(Ok(vec![found("10.2.0.4")]))],
+            ],
+        );
+        let mut h = p.spawn();
+        let first = tokio::time::timeout(Duration::from_secs(5), h.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            nodes(&first),
+            ["app@10.1.0.4", "app@10.2.0.4"],
+            "the first snapshot is complete"
+        );
+        assert!(first.snapshot.sources.iter().all(|s| s.ok && !s.pending));
+        let started = Instant::now();
+        let second = tokio::time::timeout(Duration::from_secs(5), h.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(250),
+            "a later round waited for a slow source"
+        );
+        assert_eq!(second.snapshot.failing().count(), 0);
+        h.stop().await;
     }
 
     #[test]

@@ -290,6 +290,9 @@ defmodule EcsPeers.Strategy do
         was = Map.get(acc, src.id)
 
         cond do
+          src.pending ->
+            acc
+
           not src.ok and src.error_kind != was ->
             warn(
               s,
@@ -367,12 +370,12 @@ defmodule EcsPeers.Strategy do
         added: length(update.added),
         removed: length(update.removed),
         api_calls: Enum.reduce(update.sources, 0, &(&1.api_calls + &2)),
-        failing_sources: Enum.count(update.sources, &(not &1.ok))
+        failing_sources: Enum.count(update.sources, &(not &1.ok and not &1.pending))
       }
 
       apply(:telemetry, :execute, [[:ecs_peers, :poll, :stop], measurements, meta])
 
-      for src <- update.sources, not src.ok do
+      for src <- update.sources, not src.ok and not src.pending do
         apply(:telemetry, :execute, [
           [:ecs_peers, :source, :error],
           %{consecutive_failures: src.consecutive_failures},
