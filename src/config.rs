@@ -652,8 +652,14 @@ fn validate_template(t: &str) -> Result<String, Error> {
     Ok(t.to_string())
 }
 
-/// Parses `500ms`, `5s`, `2m`, `1h`, or an integer number of milliseconds.
-pub(crate) fn parse_duration(key: &str, v: &Value) -> Result<Duration, Error> {
+/// Parses `500ms`, `5s`, `2m`, `1h`, or an integer number of milliseconds; errors name `key`.
+///
+/// ```
+/// use std::time::Duration;
+/// let v = serde_json::json!("500ms");
+/// assert_eq!(ecs_peers::config::parse_duration("timeout", &v).unwrap(), Duration::from_millis(500));
+/// ```
+pub fn parse_duration(key: &str, v: &Value) -> Result<Duration, Error> {
     let bad = || {
         Error::config(
             key,

@@ -32,6 +32,8 @@
 
 mod aws;
 pub mod config;
+pub mod doctor;
+pub mod epmd;
 mod error;
 mod namespace;
 mod peer;

@@ -19,6 +19,7 @@ mod exit {
     pub const BAD_CONFIG: u8 = 2;
     pub const SOME_FAILED: u8 = 3;
     pub const ALL_FAILED: u8 = 4;
+    pub const PROBLEMS: u8 = 5;
 }
 
 const EXIT_CODES: &str = "\
@@ -55,8 +56,40 @@ enum Command {
     /// Poll continuously and print a line per change (peer added, removed, draining; source failing, recovered).
     #[command(after_help = WATCH_HELP)]
     Watch(WatchArgs),
+    /// Check every peer from this host: EPMD (4369), registered names, distribution port, cookie; and diagnose.
+    #[command(after_help = DOCTOR_HELP)]
+    Doctor(DoctorArgs),
     /// Print every configuration key: type, default, meaning.
     Keys,
+}
+
+const DOCTOR_HELP: &str = "\
+Run it where the nodes run (inside a task: `aws ecs execute-command ... --command 'ecs-peers doctor ...'`):
+it connects from there to every peer's EPMD and distribution port, like the BEAM would.
+
+Diagnoses (each with its likely cause and fix): access_denied, credentials, source_not_found,
+source_failing, overlapping_cidrs, region_without_peers, region_unreachable, no_route, epmd_blocked,
+epmd_refused, epmd_error, no_node, name_mismatch, dist_port_blocked, dist_port_unreachable,
+cookie_mismatch, handshake_failed.
+
+Exit status: 0 no problem found; 2 bad flags or configuration; 5 problems found.";
+
+#[derive(Args)]
+struct DoctorArgs {
+    #[command(flatten)]
+    sources: SourceArgs,
+    /// Prove the cookie with a real distribution handshake (as a hidden node). Never printed.
+    #[arg(long, env = "RELEASE_COOKIE", hide_env_values = true)]
+    cookie: Option<String>,
+    /// Per connection attempt, e.g. 2s.
+    #[arg(long, value_name = "DURATION", default_value = "2s")]
+    check_timeout: String,
+    /// Peers checked at once.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    concurrency: usize,
+    /// Print the report as JSON (schema ecs-peers/doctor/v1).
+    #[arg(long)]
+    json: bool,
 }
 
 const WATCH_HELP: &str = "\
@@ -322,6 +355,42 @@ fn main() -> ExitCode {
             };
             finish(written, status_of(&snapshot))
         }),
+        Command::Doctor(args) => {
+            let timeout = match ecs_peers::config::parse_duration(
+                "--check-timeout",
+                &Value::from(args.check_timeout.as_str()),
+            ) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("ecs-peers: {e}");
+                    return ExitCode::from(exit::BAD_CONFIG);
+                }
+            };
+            let opts = ecs_peers::doctor::DoctorOptions {
+                timeout,
+                concurrency: args.concurrency,
+                cookie: args.cookie.clone(),
+            };
+            let as_json = args.json;
+            with_config(&args.sources, |config| async move {
+                let snapshot = ecs_peers::discover(config).await;
+                let report = ecs_peers::doctor::diagnose(&snapshot, &opts).await;
+                let mut out = std::io::stdout().lock();
+                let written = if as_json {
+                    serde_json::to_writer_pretty(&mut out, &report)
+                        .map_err(std::io::Error::from)
+                        .and_then(|_| writeln!(out))
+                } else {
+                    render::doctor(&mut out, &report)
+                };
+                let code = if report.diagnoses.is_empty() {
+                    exit::OK
+                } else {
+                    exit::PROBLEMS
+                };
+                finish(written, code)
+            })
+        }
         Command::Watch(args) => {
             let (as_json, every_poll, count) = (args.json, args.every_poll, args.count);
             with_config(&args.sources, |config| {

@@ -157,6 +157,9 @@ impl Watch {
         for src in &u.snapshot.sources {
             let key = src.id.to_string();
             let was = self.failing.get(&key).cloned();
+            if src.pending {
+                continue;
+            }
             if !src.ok {
                 let kind = src.error_kind.map(|k| k.to_string());
                 if was.as_ref() != Some(&kind) {
@@ -221,4 +224,81 @@ impl Watch {
         }
         Ok(())
     }
+}
+
+/// `doctor`: one row per peer, then the diagnoses.
+pub fn doctor(out: &mut impl Write, r: &ecs_peers::doctor::Report) -> io::Result<()> {
+    use ecs_peers::epmd::{Handshake, Reach};
+    let reach = |x: &Reach| match x {
+        Reach::Open { rtt_ms } => format!("ok {rtt_ms:.1} ms"),
+        Reach::Refused => "refused".into(),
+        Reach::TimedOut => "timed out".into(),
+        Reach::NoRoute => "no route".into(),
+        Reach::Failed { error } => format!("failed: {error}"),
+    };
+    if r.peers.is_empty() {
+        writeln!(out, "No peers to check.")?;
+    } else {
+        let mut rows = vec![[
+            "NODE",
+            "REGION",
+            "EPMD 4369",
+            "REGISTERED NAMES",
+            "DIST PORT",
+            "COOKIE",
+        ]
+        .map(String::from)
+        .to_vec()];
+        for p in &r.peers {
+            let names: Vec<String> = p
+                .epmd
+                .names
+                .iter()
+                .map(|(n, port)| format!("{n}:{port}"))
+                .collect();
+            rows.push(vec![
+                p.node.clone(),
+                p.region.clone(),
+                reach(&p.epmd.reach),
+                if names.is_empty() {
+                    "-".into()
+                } else {
+                    names.join(" ")
+                },
+                match (&p.dist_port, &p.dist) {
+                    (Some(port), Some(d)) => format!("{port} {}", reach(d)),
+                    _ => "-".into(),
+                },
+                match &p.handshake {
+                    Some(Handshake::Ok) => "ok".into(),
+                    Some(Handshake::CookieMismatch) => "MISMATCH".into(),
+                    Some(Handshake::Failed { .. }) => "failed".into(),
+                    None => "-".into(),
+                },
+            ]);
+        }
+        columns(out, &rows)?;
+    }
+    writeln!(out)?;
+    if r.diagnoses.is_empty() {
+        let ok = r.sources.iter().filter(|s| s.ok).count();
+        writeln!(
+            out,
+            "No problems found: {} peers checked, {ok}/{} sources answering.",
+            r.peers.len(),
+            r.sources.len()
+        )?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{} problem{} found:",
+        r.diagnoses.len(),
+        if r.diagnoses.len() == 1 { "" } else { "s" }
+    )?;
+    for (i, d) in r.diagnoses.iter().enumerate() {
+        writeln!(out, "{}. [{}] {}: {}", i + 1, d.code, d.subject, d.problem)?;
+        writeln!(out, "   Fix: {}", d.fix)?;
+    }
+    Ok(())
 }

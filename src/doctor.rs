@@ -1,0 +1,490 @@
+//! `ecs-peers doctor`: for every discovered peer, can this host reach its EPMD and its
+//! distribution port, is the expected node name registered, does the cookie match — and, from
+//! that and the snapshot, what is wrong and how to fix it.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use futures_util::stream::{self, StreamExt};
+use serde::Serialize;
+
+use crate::epmd::{self, EpmdAnswer, Handshake, Reach};
+use crate::namespace::{Snapshot, SourceStatus};
+use crate::peer::{Peer, SourceId};
+
+/// The schema tag of [`Report`]'s JSON form.
+pub const DOCTOR_SCHEMA: &str = "ecs-peers/doctor/v1";
+
+/// How the doctor checks peers.
+#[derive(Debug, Clone)]
+pub struct DoctorOptions {
+    /// Per connection attempt (EPMD, distribution port, handshake).
+    pub timeout: Duration,
+    /// Peers checked at once.
+    pub concurrency: usize,
+    /// With a cookie, a real distribution handshake proves it matches. Never printed.
+    pub cookie: Option<String>,
+}
+
+impl Default for DoctorOptions {
+    fn default() -> Self {
+        DoctorOptions {
+            timeout: Duration::from_secs(2),
+            concurrency: 16,
+            cookie: None,
+        }
+    }
+}
+
+/// What the doctor found for one peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerCheck {
+    /// The node name discovery gave it.
+    pub node: String,
+    /// Its address.
+    pub ip: IpAddr,
+    /// Its region.
+    pub region: String,
+    /// The source that reported it.
+    pub source: SourceId,
+    /// The answer of its EPMD (port 4369).
+    pub epmd: EpmdAnswer,
+    /// The name part of `node` (what EPMD should have registered).
+    pub expected_name: String,
+    /// EPMD has the expected name.
+    pub registered: bool,
+    /// The expected node's distribution port, from EPMD.
+    pub dist_port: Option<u16>,
+    /// How connecting to the distribution port went.
+    pub dist: Option<Reach>,
+    /// The handshake's outcome (only with a cookie).
+    pub handshake: Option<Handshake>,
+}
+
+/// One problem, its likely cause, and the fix.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Diagnosis {
+    /// A stable code, e.g. `epmd_blocked`, `name_mismatch`, `cookie_mismatch`.
+    pub code: &'static str,
+    /// What it is about: a node, a region, a source or an address.
+    pub subject: String,
+    /// What is wrong.
+    pub problem: String,
+    /// What to do.
+    pub fix: String,
+}
+
+/// The doctor's findings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Always [`DOCTOR_SCHEMA`].
+    pub schema: &'static str,
+    /// Every peer checked, sorted by node name.
+    pub peers: Vec<PeerCheck>,
+    /// The sources' statuses, as in the snapshot.
+    pub sources: Vec<SourceStatus>,
+    /// Problems, most fundamental first (sources, addressing, routing, then per node).
+    pub diagnoses: Vec<Diagnosis>,
+}
+
+/// Checks every peer of `snapshot` from this host and diagnoses what is wrong.
+pub async fn diagnose(snapshot: &Snapshot, opts: &DoctorOptions) -> Report {
+    let mut peers: Vec<PeerCheck> = stream::iter(snapshot.peers.iter().cloned())
+        .map(|p| check(p, opts))
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect()
+        .await;
+    peers.sort_by(|a, b| a.node.cmp(&b.node));
+    let diagnoses = diagnoses(snapshot, &peers);
+    Report {
+        schema: DOCTOR_SCHEMA,
+        peers,
+        sources: snapshot.sources.clone(),
+        diagnoses,
+    }
+}
+
+async fn check(peer: Peer, opts: &DoctorOptions) -> PeerCheck {
+    let expected_name = peer.node.split('@').next().unwrap_or_default().to_string();
+    let epmd = epmd::names(peer.ip, opts.timeout).await;
+    let dist_port = epmd
+        .names
+        .iter()
+        .find(|(n, _)| *n == expected_name)
+        .map(|(_, p)| *p);
+    let dist = match dist_port {
+        Some(port) => Some(epmd::connect((peer.ip, port).into(), opts.timeout).await.0),
+        None => None,
+    };
+    let handshake = match (&opts.cookie, dist_port, &dist) {
+        (Some(cookie), Some(port), Some(d)) if d.is_open() => {
+            Some(epmd::handshake(peer.ip, port, cookie, opts.timeout).await)
+        }
+        _ => None,
+    };
+    PeerCheck {
+        registered: dist_port.is_some(),
+        node: peer.node,
+        ip: peer.ip,
+        region: peer.region,
+        source: peer.source,
+        epmd,
+        expected_name,
+        dist_port,
+        dist,
+        handshake,
+    }
+}
+
+/// Turns checks into diagnoses. Pure: tested without a network.
+pub(crate) fn diagnoses(snapshot: &Snapshot, peers: &[PeerCheck]) -> Vec<Diagnosis> {
+    let mut out = Vec::new();
+
+    for s in snapshot.failing() {
+        let text = s.error.clone().unwrap_or_else(|| "failing".into());
+        let (problem, fix) = match text.split_once(". Fix: ") {
+            Some((p, f)) => (p.to_string(), f.to_string()),
+            None => (text, "see the error".into()),
+        };
+        out.push(Diagnosis {
+            code: match s.error_kind.map(|k| k.as_str()) {
+                Some("access_denied") => "access_denied",
+                Some("credentials") => "credentials",
+                Some("not_found") => "source_not_found",
+                _ => "source_failing",
+            },
+            subject: s.id.to_string(),
+            problem,
+            fix,
+        });
+    }
+
+    for c in &snapshot.conflicts {
+        let claims: Vec<String> = c
+            .claims
+            .iter()
+            .map(|k| format!("{} ({})", k.source, k.region))
+            .collect();
+        out.push(Diagnosis {
+            code: "overlapping_cidrs",
+            subject: c.ip.to_string(),
+            problem: format!(
+                "{} is reported by {}: the VPCs' CIDRs overlap, and VPC peering cannot route overlapping CIDRs, so it is not used as a peer",
+                c.ip,
+                claims.join(" and ")
+            ),
+            fix: "give each region's VPC (or at least its task subnets) a CIDR of its own, then peer them".into(),
+        });
+    }
+
+    // Regions whose sources all answer but list nobody, while other regions have peers.
+    let mut by_region: BTreeMap<&str, (bool, usize)> = BTreeMap::new();
+    for s in &snapshot.sources {
+        let e = by_region.entry(s.region.as_str()).or_insert((true, 0));
+        e.0 &= s.ok;
+        e.1 += s.peers;
+    }
+    let total: usize = by_region.values().map(|v| v.1).sum();
+    for (region, (ok, n)) in &by_region {
+        if *ok && *n == 0 && total > 0 {
+            let ids: Vec<String> = snapshot
+                .sources
+                .iter()
+                .filter(|s| s.region == *region)
+                .map(|s| s.id.to_string())
+                .collect();
+            out.push(Diagnosis {
+                code: "region_without_peers",
+                subject: region.to_string(),
+                problem: format!("{region} answers but has no peers ({}) while other regions have {total}", ids.join(", ")),
+                fix: "check that tasks are running there, and that the cluster, service, family or namespace names match that region's (names are per region)".into(),
+            });
+        }
+    }
+
+    // Unreachable EPMD: a whole region (routing) or single tasks (their security group).
+    let mut per_region: BTreeMap<&str, Vec<&PeerCheck>> = BTreeMap::new();
+    for p in peers {
+        per_region.entry(p.region.as_str()).or_default().push(p);
+    }
+    let any_open = peers.iter().any(|p| p.epmd.reach.is_open());
+    let mut region_down: Vec<&str> = Vec::new();
+    for (region, ps) in &per_region {
+        let dead = ps
+            .iter()
+            .all(|p| matches!(p.epmd.reach, Reach::TimedOut | Reach::NoRoute));
+        if dead && (any_open || ps.len() > 1) {
+            region_down.push(region);
+            let how = if ps.iter().any(|p| p.epmd.reach == Reach::NoRoute) {
+                "no route"
+            } else {
+                "timed out"
+            };
+            out.push(Diagnosis {
+                code: "region_unreachable",
+                subject: region.to_string(),
+                problem: format!(
+                    "none of the {} peers in {region} answers on port 4369 ({how}){}",
+                    ps.len(),
+                    if any_open { " while peers in other regions do" } else { "" }
+                ),
+                fix: format!("no route to {region}'s VPC: check that the VPC peering connection is active and that the route tables on both sides send the other VPC's CIDR to it; then the security groups (TCP 4369 and the distribution port range)"),
+            });
+        }
+    }
+
+    for p in peers {
+        if region_down.contains(&p.region.as_str()) {
+            continue;
+        }
+        let who = format!("{} ({})", p.node, p.region);
+        let d = |code, problem: String, fix: String| Diagnosis {
+            code,
+            subject: who.clone(),
+            problem,
+            fix,
+        };
+        match &p.epmd.reach {
+            Reach::NoRoute => out.push(d(
+                "no_route",
+                format!("this host has no route to {}", p.ip),
+                "add a route to the peer's VPC CIDR through the VPC peering connection".into(),
+            )),
+            Reach::TimedOut => out.push(d(
+                "epmd_blocked",
+                format!("{}:4369 (EPMD) does not answer: packets are dropped", p.ip),
+                format!("allow inbound TCP 4369 from the peers' CIDRs in the security group of {}'s task (and check the subnet's network ACL)", p.node),
+            )),
+            Reach::Refused => out.push(d(
+                "epmd_refused",
+                format!("{}:4369 refuses connections: no EPMD listens there, or a firewall rejects", p.ip),
+                "check the task is running a distributed BEAM (EPMD starts with it: RELEASE_DISTRIBUTION=name); check its container logs".into(),
+            )),
+            Reach::Failed { error } => out.push(d("epmd_error", format!("connecting to {}:4369 failed: {error}", p.ip), "see the error".into())),
+            Reach::Open { .. } => {
+                if let Some(e) = &p.epmd.error {
+                    out.push(d("epmd_error", format!("EPMD on {} did not answer NAMES: {e}", p.ip), "is port 4369 EPMD there? check the task".into()));
+                } else if p.epmd.names.is_empty() {
+                    out.push(d(
+                        "no_node",
+                        format!("EPMD on {} answers but no node is registered", p.ip),
+                        "the BEAM is not running or not distributed there: start the release with RELEASE_DISTRIBUTION=name and RELEASE_NODE=<name>@<task ip>".into(),
+                    ));
+                } else if !p.registered {
+                    let names: Vec<String> = p.epmd.names.iter().map(|(n, port)| format!("{n} (port {port})")).collect();
+                    let first = &p.epmd.names[0].0;
+                    out.push(d(
+                        "name_mismatch",
+                        format!("EPMD on {} has {} but not {:?}", p.ip, names.join(", "), p.expected_name),
+                        format!("the nodes are named differently from what discovery expects: set node_basename to {first:?} (the part before @ of RELEASE_NODE), or rename the release"),
+                    ));
+                } else {
+                    let port = p.dist_port.unwrap_or_default();
+                    match &p.dist {
+                        Some(Reach::Open { .. }) => {}
+                        Some(Reach::TimedOut) => out.push(d(
+                            "dist_port_blocked",
+                            format!("{}:{port}, {}'s distribution port, does not answer while its EPMD does", p.ip, p.expected_name),
+                            format!("allow the distribution port range in the security group (the node listens on {port}); pin the range with `-kernel inet_dist_listen_min {port} inet_dist_listen_max {}` in vm.args so the rule can name it", port.saturating_add(9)),
+                        )),
+                        Some(other) => out.push(d(
+                            "dist_port_unreachable",
+                            format!("{}:{port}, {}'s distribution port, cannot be reached ({other:?}) while its EPMD answers", p.ip, p.expected_name),
+                            "check the node is still up and that the distribution port range (inet_dist_listen_min/max) is open".into(),
+                        )),
+                        None => {}
+                    }
+                    match &p.handshake {
+                        Some(Handshake::CookieMismatch) => out.push(d(
+                            "cookie_mismatch",
+                            format!("{} rejected the handshake: its cookie differs from the one given", p.node),
+                            "use the same cookie on every node (RELEASE_COOKIE, or the release's COOKIE file) and in --cookie".into(),
+                        )),
+                        Some(Handshake::Failed { error }) => out.push(d(
+                            "handshake_failed",
+                            format!("the distribution handshake with {} failed: {error}", p.node),
+                            "check both nodes run compatible OTP versions and use long names (name@ip)".into(),
+                        )),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::namespace::{Claim, Conflict};
+
+    fn status(id: &str, region: &str, ok: bool, peers: usize, error: Option<&str>) -> SourceStatus {
+        SourceStatus {
+            id: SourceId::new(id.into()),
+            kind: "ecs",
+            region: region.into(),
+            ok,
+            stale: !ok,
+            pending: false,
+            error: error.map(String::from),
+            error_kind: (!ok).then_some(crate::ErrorKind::AccessDenied),
+            last_success: None,
+            consecutive_failures: u32::from(!ok),
+            api_calls: 1,
+            api_calls_by_action: Default::default(),
+            api_calls_total: 1,
+            peers,
+            backoff_until: None,
+        }
+    }
+
+    fn check(
+        ip: &str,
+        region: &str,
+        reach: Reach,
+        names: &[(&str, u16)],
+        dist: Option<Reach>,
+        hs: Option<Handshake>,
+    ) -> PeerCheck {
+        let names: Vec<(String, u16)> = names.iter().map(|(n, p)| (n.to_string(), *p)).collect();
+        let dist_port = names.iter().find(|(n, _)| n == "app").map(|(_, p)| *p);
+        PeerCheck {
+            node: format!("app@{ip}"),
+            ip: ip.parse().unwrap(),
+            region: region.into(),
+            source: SourceId::new(format!("ecs:{region}/web")),
+            epmd: EpmdAnswer {
+                reach,
+                names,
+                error: None,
+            },
+            expected_name: "app".into(),
+            registered: dist_port.is_some(),
+            dist_port,
+            dist,
+            handshake: hs,
+        }
+    }
+
+    fn open() -> Reach {
+        Reach::Open { rtt_ms: 0.3 }
+    }
+
+    fn codes(d: &[Diagnosis]) -> Vec<(&str, &str)> {
+        d.iter().map(|d| (d.code, d.subject.as_str())).collect()
+    }
+
+    #[test]
+    fn a_healthy_cluster_has_no_diagnosis() {
+        let mut s = Snapshot::empty();
+        s.sources = vec![status("ecs:eu-west-2/web", "eu-west-2", true, 2, None)];
+        let peers = vec![
+            check(
+                "10.1.0.4",
+                "eu-west-2",
+                open(),
+                &[("app", 9100)],
+                Some(open()),
+                Some(Handshake::Ok),
+            ),
+            check(
+                "10.1.0.5",
+                "eu-west-2",
+                open(),
+                &[("app", 9100)],
+                Some(open()),
+                None,
+            ),
+        ];
+        assert!(diagnoses(&s, &peers).is_empty());
+    }
+
+    #[test]
+    fn each_broken_case_has_its_own_diagnosis() {
+        let mut s = Snapshot::empty();
+        s.sources = vec![
+            status("ecs:eu-west-2/web", "eu-west-2", true, 6, None),
+            status("ecs:us-west-2/web", "us-west-2", true, 2, None),
+            status("ecs:ap-south-1/web", "ap-south-1", true, 0, None),
+            status("ecs:sa-east-1/web", "sa-east-1", false, 0, Some("ecs:ListTasks failed (access_denied): AccessDeniedException: no. Fix: grant ecs:ListTasks to the task role")),
+        ];
+        s.conflicts = vec![Conflict {
+            ip: "10.9.0.4".parse().unwrap(),
+            claims: vec![
+                Claim {
+                    source: SourceId::new("a".into()),
+                    region: "eu-west-2".into(),
+                    task: None,
+                },
+                Claim {
+                    source: SourceId::new("b".into()),
+                    region: "us-west-2".into(),
+                    task: None,
+                },
+            ],
+        }];
+        let peers = vec![
+            check(
+                "10.1.0.4",
+                "eu-west-2",
+                open(),
+                &[("app", 9100)],
+                Some(open()),
+                Some(Handshake::Ok),
+            ),
+            check("10.1.0.5", "eu-west-2", Reach::TimedOut, &[], None, None),
+            check(
+                "10.1.0.6",
+                "eu-west-2",
+                open(),
+                &[("web", 9100)],
+                None,
+                None,
+            ),
+            check(
+                "10.1.0.7",
+                "eu-west-2",
+                open(),
+                &[("app", 9100)],
+                Some(Reach::TimedOut),
+                None,
+            ),
+            check(
+                "10.1.0.8",
+                "eu-west-2",
+                open(),
+                &[("app", 9100)],
+                Some(open()),
+                Some(Handshake::CookieMismatch),
+            ),
+            check("10.1.0.9", "eu-west-2", Reach::Refused, &[], None, None),
+            check("10.2.0.4", "us-west-2", Reach::TimedOut, &[], None, None),
+            check("10.2.0.5", "us-west-2", Reach::TimedOut, &[], None, None),
+        ];
+        let d = diagnoses(&s, &peers);
+        assert_eq!(
+            codes(&d),
+            [
+                ("access_denied", "ecs:sa-east-1/web"),
+                ("overlapping_cidrs", "10.9.0.4"),
+                ("region_without_peers", "ap-south-1"),
+                ("region_unreachable", "us-west-2"),
+                ("epmd_blocked", "app@10.1.0.5 (eu-west-2)"),
+                ("name_mismatch", "app@10.1.0.6 (eu-west-2)"),
+                ("dist_port_blocked", "app@10.1.0.7 (eu-west-2)"),
+                ("cookie_mismatch", "app@10.1.0.8 (eu-west-2)"),
+                ("epmd_refused", "app@10.1.0.9 (eu-west-2)"),
+            ]
+        );
+        assert_eq!(d[0].fix, "grant ecs:ListTasks to the task role");
+        assert!(
+            d[5].problem.contains("has web (port 9100) but not \"app\""),
+            "{}",
+            d[5].problem
+        );
+        assert!(d[5].fix.contains("set node_basename to \"web\""));
+        assert!(d[6].fix.contains("inet_dist_listen_min 9100"));
+    }
+}

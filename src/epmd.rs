@@ -1,0 +1,231 @@
+//! The Erlang distribution bridge: can this host reach a peer's EPMD (port 4369) and its
+//! distribution port, which names are registered there, and does a handshake with a cookie
+//! succeed? EPMD and the handshake are spoken by the `erl_dist` crate.
+
+use std::io::ErrorKind as IoKind;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use erl_dist::epmd::EpmdClient;
+use erl_dist::handshake::{ClientSideHandshake, HandshakeError, HandshakeStatus};
+use erl_dist::node::{Creation, LocalNode, NodeName};
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio_util::compat::TokioAsyncReadCompatExt;
+
+/// EPMD's well-known port.
+pub const EPMD_PORT: u16 = 4369;
+
+/// How a TCP connection attempt ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Reach {
+    /// Connected, after this many milliseconds.
+    Open {
+        /// Time to connect.
+        rtt_ms: f64,
+    },
+    /// The host answered with a reset: nothing listens there, or a firewall rejects.
+    Refused,
+    /// No answer in time: packets are dropped (a security group, a missing route).
+    TimedOut,
+    /// The local network stack has no route to the address.
+    NoRoute,
+    /// Anything else.
+    Failed {
+        /// The OS error.
+        error: String,
+    },
+}
+
+impl Reach {
+    /// The connection was made.
+    pub fn is_open(&self) -> bool {
+        matches!(self, Reach::Open { .. })
+    }
+}
+
+/// Connects to `addr` within `timeout`.
+pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> (Reach, Option<TcpStream>) {
+    let started = Instant::now();
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => (Reach::TimedOut, None),
+        Ok(Ok(stream)) => {
+            let rtt_ms = started.elapsed().as_secs_f64() * 1000.0;
+            (
+                Reach::Open {
+                    rtt_ms: (rtt_ms * 100.0).round() / 100.0,
+                },
+                Some(stream),
+            )
+        }
+        Ok(Err(e)) => (classify_io(&e), None),
+    }
+}
+
+fn classify_io(e: &std::io::Error) -> Reach {
+    match e.kind() {
+        IoKind::ConnectionRefused => Reach::Refused,
+        IoKind::TimedOut => Reach::TimedOut,
+        IoKind::HostUnreachable | IoKind::NetworkUnreachable => Reach::NoRoute,
+        _ => match e.raw_os_error() {
+            // EHOSTUNREACH, ENETUNREACH on Linux and macOS.
+            Some(113) | Some(101) | Some(65) | Some(51) => Reach::NoRoute,
+            _ => Reach::Failed {
+                error: e.to_string(),
+            },
+        },
+    }
+}
+
+/// What a peer's EPMD answered.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpmdAnswer {
+    /// How the connection to port 4369 went.
+    pub reach: Reach,
+    /// The registered node names and their distribution ports (when reachable).
+    pub names: Vec<(String, u16)>,
+    /// The NAMES request failed after connecting.
+    pub error: Option<String>,
+}
+
+/// Asks the EPMD on `ip` for its registered names.
+pub async fn names(ip: IpAddr, timeout: Duration) -> EpmdAnswer {
+    let (reach, stream) = connect(SocketAddr::new(ip, EPMD_PORT), timeout).await;
+    let Some(stream) = stream else {
+        return EpmdAnswer {
+            reach,
+            names: Vec::new(),
+            error: None,
+        };
+    };
+    match tokio::time::timeout(timeout, EpmdClient::new(stream.compat()).get_names()).await {
+        Ok(Ok(mut names)) => {
+            names.sort();
+            EpmdAnswer {
+                reach,
+                names,
+                error: None,
+            }
+        }
+        Ok(Err(e)) => EpmdAnswer {
+            reach,
+            names: Vec::new(),
+            error: Some(e.to_string()),
+        },
+        Err(_) => EpmdAnswer {
+            reach,
+            names: Vec::new(),
+            error: Some("EPMD accepted the connection but did not answer NAMES in time".into()),
+        },
+    }
+}
+
+/// How a distribution handshake ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Handshake {
+    /// The peer accepted our cookie and we accepted its.
+    Ok,
+    /// The cookies differ.
+    CookieMismatch,
+    /// The handshake failed otherwise.
+    Failed {
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// Performs a distribution handshake with the node listening at `ip:port` as a hidden node (it
+/// does not join the cluster), then closes the connection. The doctor names itself
+/// `ecs_peers_doctor_<pid>@<its own address on that connection>` (a long name, like the peers').
+pub async fn handshake(ip: IpAddr, port: u16, cookie: &str, timeout: Duration) -> Handshake {
+    let attempt = async {
+        let (reach, stream) = connect(SocketAddr::new(ip, port), timeout).await;
+        let Some(stream) = stream else {
+            return Handshake::Failed {
+                error: format!("cannot connect to the distribution port: {reach:?}"),
+            };
+        };
+        let local_host = match stream.local_addr() {
+            Ok(a) => a.ip().to_string(),
+            Err(e) => {
+                return Handshake::Failed {
+                    error: e.to_string(),
+                }
+            }
+        };
+        let name = format!("ecs_peers_doctor_{}@{local_host}", std::process::id());
+        let local = match name.parse::<NodeName>() {
+            Ok(n) => LocalNode::new(n, Creation::random()),
+            Err(e) => {
+                return Handshake::Failed {
+                    error: format!("bad local node name {name}: {e}"),
+                }
+            }
+        };
+        let mut hs = ClientSideHandshake::new(stream.compat(), local, cookie);
+        match hs
+            .execute_send_name(erl_dist::LOWEST_DISTRIBUTION_PROTOCOL_VERSION)
+            .await
+        {
+            Ok(
+                HandshakeStatus::Ok
+                | HandshakeStatus::OkSimultaneous
+                | HandshakeStatus::Named { .. },
+            ) => {}
+            Ok(other) => {
+                return Handshake::Failed {
+                    error: format!("the peer refused the handshake: {other:?}"),
+                }
+            }
+            Err(e) => {
+                return Handshake::Failed {
+                    error: e.to_string(),
+                }
+            }
+        }
+        match hs.execute_rest(true).await {
+            Ok(_) => Handshake::Ok,
+            Err(HandshakeError::CookieMismatch) => Handshake::CookieMismatch,
+            // A node closes the connection when our challenge reply (made with our cookie) is wrong.
+            Err(HandshakeError::Io(e)) if e.kind() == IoKind::UnexpectedEof => {
+                Handshake::CookieMismatch
+            }
+            Err(e) => Handshake::Failed {
+                error: e.to_string(),
+            },
+        }
+    };
+    tokio::time::timeout(timeout * 2, attempt)
+        .await
+        .unwrap_or(Handshake::Failed {
+            error: "no answer in time".into(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_map_to_reach() {
+        let e = std::io::Error::from(IoKind::ConnectionRefused);
+        assert_eq!(classify_io(&e), Reach::Refused);
+        let e = std::io::Error::from_raw_os_error(113);
+        assert_eq!(classify_io(&e), Reach::NoRoute);
+        let e = std::io::Error::from_raw_os_error(101);
+        assert_eq!(classify_io(&e), Reach::NoRoute);
+    }
+
+    #[tokio::test]
+    async fn a_closed_loopback_port_is_refused_and_an_open_one_is_open() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = listener.local_addr().unwrap();
+        let (reach, _) = connect(open, Duration::from_secs(1)).await;
+        assert!(reach.is_open(), "{reach:?}");
+        drop(listener);
+        let (reach, _) = connect(open, Duration::from_secs(1)).await;
+        assert_eq!(reach, Reach::Refused);
+    }
+}
