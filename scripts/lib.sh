@@ -41,6 +41,11 @@ ensure_awsemu_venv() {
   cp "$AWSEMU_DIR/requirements.txt" "$stamp"
 }
 
+# The end-to-end tests build task hosts with iproute2 and firewall them with iptables.
+ensure_testbed_tools() {
+  command -v ip >/dev/null && command -v iptables >/dev/null || apt_install iproute2 iptables
+}
+
 ensure_elixir() {
   command -v mix >/dev/null && command -v erl >/dev/null || apt_install elixir erlang-nox erlang-dev
 }

@@ -160,14 +160,25 @@ class Bed:
         self.hosts[ip] = {"ns": ns, "region": region}
         return ns
 
-    def start_node(self, ip):
+    def add_doctor_host(self, ip="10.201.0.250"):
+        """A host in eu-west-2 to run `ecs-peers doctor` from (like exec'ing into a task). Its
+        routes model the VPC's route table: the emulator, its own subnet, and the peering route
+        to us-west-2 (which a test may delete)."""
+        ns = self.add_host("eu-west-2", ip)
+        self.ns_exec(ns, "ip", "route", "del", SUPERNET)
+        self.ns_exec(ns, "ip", "route", "add", "10.200.0.0/24", "via", "10.201.0.1")
+        self.ns_exec(ns, "ip", "route", "add", "10.202.0.0/24", "via", "10.201.0.1")
+        self.ns_exec(ns, "ip", "route", "add", "10.203.0.0/24", "via", "10.201.0.1")
+        return ns
+
+    def start_node(self, ip, basename="app", cookie=None):
         h = self.hosts[ip]
         h["status"] = os.path.join(self.work, f"{ip}.json")
         h["log"] = os.path.join(self.work, f"{ip}.log")
         env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
                    AWS_EC2_METADATA_DISABLED="true", HOME=self.work)
         h["proc"] = subprocess.Popen(
-            ["ip", "netns", "exec", h["ns"], "elixir", "--name", f"app@{ip}", "--cookie", COOKIE,
+            ["ip", "netns", "exec", h["ns"], "elixir", "--name", f"{basename}@{ip}", "--cookie", cookie or COOKIE,
              "--erl", "-kernel inet_dist_listen_min 9100 inet_dist_listen_max 9110",
              "-pa", EBIN, os.path.join(ROOT, "tests", "e2e", "node.exs"),
              h["status"], ENDPOINT, str(self.interval_ms)],
