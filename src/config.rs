@@ -67,10 +67,11 @@ pub const KEYS: &[KeySpec] = &[
     key!(Top, "endpoint_url", "URL", "-", "Send every AWS call to this endpoint (an emulator, a VPC endpoint). Defaults to AWS_ENDPOINT_URL, else AWS itself."),
     key!(Top, "draining", "boolean", "true", "Keep a task that has left the RUNNING list as a (draining) peer until ECS reports it STOPPED."),
     key!(Top, "local_node", "string", "-", "This node's name; it is left out of the peers."),
-    key!(Top, "local_ip", "IP address", "-", "This node's IP; the peer with this IP is left out of the peers."),
+    key!(Top, "local_ip", "IP address", "-", "This node's IP; the peer with this IP is left out of the peers. Filled from the task metadata when a source uses cluster \"auto\"."),
+    key!(Top, "metadata_url", "URL", "-", "The task metadata endpoint v4, for cluster \"auto\". Defaults to ECS_CONTAINER_METADATA_URI_V4, which the ECS agent sets."),
     key!(Ecs, "type", "\"ecs\"", "required", "An ECS source: running tasks of one cluster."),
-    key!(Ecs, "region", "AWS region", "required", "The cluster's region, e.g. `eu-west-2` (optional when cluster is an ARN)."),
-    key!(Ecs, "cluster", "name or ARN", "required", "The ECS cluster."),
+    key!(Ecs, "region", "AWS region", "required", "The cluster's region, e.g. `eu-west-2` (optional when cluster is an ARN or \"auto\")."),
+    key!(Ecs, "cluster", "name, ARN or \"auto\"", "required", "The ECS cluster. \"auto\": this task's own cluster and region, from the task metadata endpoint; then service defaults to the task's service (EC2) or family (Fargate)."),
     key!(Ecs, "service", "name or ARN", "-", "Only tasks of this service (ListTasks serviceName, and each task's group is checked to be `service:<name>`)."),
     key!(Ecs, "family", "string", "-", "Only tasks of this task-definition family."),
     key!(Ecs, "container", "string", "-", "Only tasks that have a container of this name; its network interface is used when the task has no ENI attachment."),
@@ -81,6 +82,9 @@ pub const KEYS: &[KeySpec] = &[
     key!(CloudMap, "health", "healthy, all or healthy_or_else_all", "healthy", "Which instances to return, by health status."),
     key!(CloudMap, "query", "map of string to string", "-", "Only instances whose custom attributes match all of these (DiscoverInstances QueryParameters)."),
 ];
+
+/// The value of `cluster` that means "this task's own cluster" (from the task metadata endpoint).
+pub const AUTO: &str = "auto";
 
 /// How node names are built from a peer's address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +145,25 @@ pub struct EcsSourceConfig {
     pub container: Option<String>,
 }
 
+impl EcsSourceConfig {
+    /// This is `cluster = "auto"`, not resolved yet.
+    pub fn is_auto(&self) -> bool {
+        self.cluster == AUTO
+    }
+
+    /// Resolves `cluster = "auto"` from this task's metadata.
+    pub(crate) fn resolve(&mut self, md: &crate::metadata::TaskMetadata) {
+        self.cluster = md.cluster.clone();
+        self.region = md.region.clone();
+        if self.service.is_none() && self.family.is_none() {
+            self.service = md.service.clone();
+            if self.service.is_none() {
+                self.family = md.family.clone();
+            }
+        }
+    }
+}
+
 /// A Cloud Map source: instances of one service in one namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloudMapSourceConfig {
@@ -169,6 +192,7 @@ impl SourceConfig {
     /// The source's stable, human-readable id, e.g. `ecs:eu-west-2/web/app`.
     pub fn id(&self) -> SourceId {
         match self {
+            SourceConfig::Ecs(e) if e.is_auto() => SourceId::new(format!("ecs:{}/auto", e.region)),
             SourceConfig::Ecs(e) => {
                 let cluster = e.cluster.rsplit('/').next().unwrap_or(&e.cluster);
                 let mut id = format!("ecs:{}/{}", e.region, cluster);
@@ -222,6 +246,8 @@ pub struct Config {
     pub local_node: Option<String>,
     /// This node's IP, excluded from peers.
     pub local_ip: Option<IpAddr>,
+    /// The task metadata endpoint (for `cluster = "auto"`); `None`: from the environment.
+    pub metadata_url: Option<String>,
 }
 
 impl Config {
@@ -342,6 +368,16 @@ impl Config {
             })?),
         };
 
+        let metadata_url = match top.take_string("metadata_url")? {
+            Some(u) if !u.starts_with("http://") => {
+                return Err(Error::config(
+                    "metadata_url",
+                    format!("{u:?} is not an http:// URL (the endpoint is plain http, e.g. \"http://169.254.170.2/v4/<id>\")"),
+                ))
+            }
+            other => other,
+        };
+
         let sources = match top.take("sources") {
             None => {
                 return Err(Error::config(
@@ -386,7 +422,24 @@ impl Config {
             draining,
             local_node,
             local_ip,
+            metadata_url,
         })
+    }
+
+    /// Fills what `cluster = "auto"` leaves open from this task's metadata: the cluster, the
+    /// region, the service (or else the family) unless one is configured, and `local_ip`.
+    pub fn with_metadata(mut self, md: &crate::metadata::TaskMetadata) -> Config {
+        for s in &mut self.sources {
+            if let SourceConfig::Ecs(e) = s {
+                if e.cluster == AUTO {
+                    e.resolve(md);
+                }
+            }
+        }
+        if self.local_ip.is_none() {
+            self.local_ip = md.private_ip;
+        }
+        self
     }
 
     /// Reads and validates a TOML (`.toml`) or JSON (any other extension) file.
@@ -452,8 +505,16 @@ fn parse_source(i: usize, v: Value) -> Result<SourceConfig, Error> {
         "ecs" => {
             let mut f = Fields::new(map, path.clone(), Scope::Ecs);
             f.take("type");
-            let cluster = f.require_string("cluster", "the ECS cluster name or ARN")?;
-            let arn_region = parse_cluster(&format!("{path}.cluster"), &cluster)?;
+            let cluster =
+                f.require_string("cluster", "the ECS cluster name or ARN, or \"auto\"")?;
+            // "auto": this task's own cluster and region, from the task metadata endpoint.
+            let arn_region = if cluster == AUTO {
+                Some(f.take_string("region")?.map_or(Ok(AUTO.to_string()), |r| {
+                    validate_region(&format!("{path}.region"), r)
+                })?)
+            } else {
+                parse_cluster(&format!("{path}.cluster"), &cluster)?
+            };
             let region = match (f.take_string("region")?, arn_region) {
                 (Some(r), Some(a)) if r != a => {
                     return Err(Error::config(
@@ -961,6 +1022,41 @@ mod tests {
     }
 
     #[test]
+    fn auto_cluster_resolves_from_task_metadata() {
+        let c = Config::from_value(base(json!([{"type":"ecs","cluster":"auto"}, {"type":"ecs","cluster":"auto","region":"us-west-2","service":"api"}]))).unwrap();
+        assert_eq!(c.sources[0].id().as_str(), "ecs:auto/auto");
+        assert_eq!(c.sources[1].id().as_str(), "ecs:us-west-2/auto");
+        let md = crate::metadata::TaskMetadata {
+            cluster: "arn:aws:ecs:eu-west-2:1:cluster/web".into(),
+            task_arn: "arn:aws:ecs:eu-west-2:1:task/web/x".into(),
+            region: "eu-west-2".into(),
+            family: Some("api-td".into()),
+            service: None,
+            availability_zone: None,
+            private_ip: Some("10.1.0.7".parse().unwrap()),
+        };
+        let c = c.with_metadata(&md);
+        assert_eq!(
+            c.sources[0].id().as_str(),
+            "ecs:eu-west-2/web/family:api-td",
+            "Fargate: no ServiceName, so the family"
+        );
+        assert_eq!(
+            c.sources[1].id().as_str(),
+            "ecs:eu-west-2/web/api",
+            "a configured service is kept"
+        );
+        assert_eq!(c.local_ip, Some("10.1.0.7".parse().unwrap()));
+        let e = err(
+            json!({"node_basename": "app", "metadata_url": "169.254.170.2", "sources": [{"type":"ecs","cluster":"auto"}]}),
+        );
+        assert!(
+            e.starts_with("metadata_url: \"169.254.170.2\" is not an http:// URL"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn templates_are_checked() {
         let src = json!([{"type":"ecs","region":"eu-west-2","cluster":"web"}]);
         let t = |tpl: &str| Config::from_value(json!({"node_name": tpl, "sources": src.clone()}));
@@ -1042,7 +1138,7 @@ mod tests {
         let full = json!({
             "node_basename": "app", "polling_interval": "1s", "jitter": 0.1, "poll_timeout": "3s",
             "max_attempts": 2, "endpoint_url": "http://127.0.0.1:1", "draining": false,
-            "local_node": "app@10.0.0.1", "local_ip": "10.0.0.1",
+            "local_node": "app@10.0.0.1", "local_ip": "10.0.0.1", "metadata_url": "http://169.254.170.2/v4/x",
             "sources": [
                 {"type":"ecs","region":"eu-west-2","cluster":"web","service":"s","family":"f","container":"c"},
                 {"type":"cloudmap","region":"us-west-2","namespace":"n","service":"s","health":"all","query":{"a":"b"}}

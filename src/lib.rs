@@ -35,6 +35,7 @@ pub mod config;
 pub mod doctor;
 pub mod epmd;
 mod error;
+pub mod metadata;
 mod namespace;
 mod peer;
 mod poller;

@@ -141,7 +141,7 @@ impl Poller {
     /// Builds the AWS clients (one credential chain, one client per service and region) and a
     /// backend per source. Makes no API call yet.
     pub async fn new(config: Config) -> Poller {
-        let clients = AwsClients::load(&config).await;
+        let clients = Arc::new(AwsClients::load(&config).await);
         let sources = config
             .sources
             .iter()
@@ -325,6 +325,12 @@ impl Poller {
         let naming = &self.naming;
         let interval = self.interval;
         let slot = &mut self.slots[done.idx];
+        if self.local.ip.is_none() {
+            self.local.ip = done.source.local_ip();
+        }
+        if let Some(id) = done.source.resolved_id() {
+            slot.id = id;
+        }
         slot.source = Some(done.source);
         slot.in_flight = None;
         slot.polled = true;

@@ -362,6 +362,72 @@ impl Source for EcsSource {
     }
 }
 
+/// `cluster = "auto"`: resolves this task's cluster from the task metadata endpoint on its first
+/// successful poll (retrying on every poll until then, failing with a clear error), then polls
+/// it as an ordinary ECS source.
+pub(crate) struct AutoEcsSource {
+    clients: std::sync::Arc<crate::aws::AwsClients>,
+    cfg: EcsSourceConfig,
+    draining: bool,
+    calls: CountCalls,
+    metadata_url: Option<String>,
+    resolved: Option<(
+        EcsSource,
+        crate::metadata::TaskMetadata,
+        crate::peer::SourceId,
+    )>,
+}
+
+impl AutoEcsSource {
+    pub(crate) fn new(
+        clients: std::sync::Arc<crate::aws::AwsClients>,
+        cfg: EcsSourceConfig,
+        draining: bool,
+        calls: CountCalls,
+        metadata_url: Option<String>,
+    ) -> Self {
+        AutoEcsSource {
+            clients,
+            cfg,
+            draining,
+            calls,
+            metadata_url,
+            resolved: None,
+        }
+    }
+
+    async fn poll_inner(&mut self) -> Result<Vec<Found>, SourceError> {
+        if self.resolved.is_none() {
+            let md = crate::metadata::fetch(self.metadata_url.as_deref()).await?;
+            let mut cfg = self.cfg.clone();
+            cfg.resolve(&md);
+            let id = crate::SourceConfig::Ecs(cfg.clone()).id();
+            tracing::info!(source = %id, "cluster \"auto\" resolved from the task metadata");
+            let client = self.clients.ecs(&cfg.region);
+            let source = EcsSource::new(client, cfg, self.draining, self.calls.clone());
+            self.resolved = Some((source, md, id));
+        }
+        let Some((source, _, _)) = self.resolved.as_mut() else {
+            return Ok(Vec::new());
+        };
+        source.poll_inner().await
+    }
+}
+
+impl Source for AutoEcsSource {
+    fn poll(&mut self) -> PollFuture<'_> {
+        Box::pin(self.poll_inner())
+    }
+
+    fn local_ip(&self) -> Option<IpAddr> {
+        self.resolved.as_ref().and_then(|(_, md, _)| md.private_ip)
+    }
+
+    fn resolved_id(&self) -> Option<crate::peer::SourceId> {
+        self.resolved.as_ref().map(|(_, _, id)| id.clone())
+    }
+}
+
 /// Decodes DescribeTasks tasks into named peers exactly as a poll does (for the benchmarks).
 pub fn bench_decode(
     tasks: &[Task],

@@ -26,17 +26,34 @@ pub(crate) type PollFuture<'a> =
 pub(crate) trait Source: Send + 'static {
     /// One complete poll: every peer the source sees now, or an error.
     fn poll(&mut self) -> PollFuture<'_>;
+
+    /// This task's own IP, when the source learnt it (from the task metadata).
+    fn local_ip(&self) -> Option<std::net::IpAddr> {
+        None
+    }
+
+    /// The source's id once it is known better than configured (`cluster = "auto"` resolved).
+    fn resolved_id(&self) -> Option<crate::peer::SourceId> {
+        None
+    }
 }
 
 /// Builds the backend for one configured source. Its API calls are counted into `calls`.
 pub(crate) fn build(
     config: &Config,
     source: &SourceConfig,
-    clients: &AwsClients,
+    clients: &Arc<AwsClients>,
     calls: Arc<CallCounter>,
 ) -> Box<dyn Source> {
     let calls = CountCalls(calls);
     match source {
+        SourceConfig::Ecs(e) if e.is_auto() => Box::new(ecs::AutoEcsSource::new(
+            clients.clone(),
+            e.clone(),
+            config.draining,
+            calls,
+            config.metadata_url.clone(),
+        )),
         SourceConfig::Ecs(e) => Box::new(ecs::EcsSource::new(
             clients.ecs(&e.region),
             e.clone(),

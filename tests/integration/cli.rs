@@ -272,3 +272,85 @@ fn aws_endpoint_url_from_the_environment_redirects_every_client() {
         "ECS and the Cloud Map data plane both reached the emulator"
     );
 }
+
+/// Serves a task metadata v4 `/task` document on loopback, as the ECS agent does.
+fn serve_metadata(doc: String) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut s = stream;
+            let mut buf = [0u8; 2048];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let found = String::from_utf8_lossy(&buf[..n]).starts_with("GET /v4/t1/task ");
+            let resp = if found {
+                format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{doc}", doc.len())
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".into()
+            };
+            let _ = s.write_all(resp.as_bytes());
+        }
+    });
+    format!("http://{addr}/v4/t1")
+}
+
+#[test]
+fn from_metadata_polls_this_tasks_own_cluster_and_leaves_this_task_out() {
+    let emu = Emu::start();
+    let w = emu.seed(
+        json!({"ecs": [{"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24",
+        "tasks": [{"family": "api", "count": 3}, {"family": "worker", "count": 2}]}]}),
+    );
+    let me = &w["ecs"]["eu-west-2/web"]["running"][1];
+    let (my_ip, my_arn) = (me["ip"].as_str().unwrap(), me["arn"].as_str().unwrap());
+    let cluster_arn = format!("{}:cluster/web", my_arn.split(":task/").next().unwrap());
+    // The documented v4 shape (Fargate: no ServiceName, so the family is used).
+    let doc = json!({
+        "Cluster": cluster_arn, "TaskARN": my_arn, "Family": "api", "Revision": "1",
+        "DesiredStatus": "RUNNING", "KnownStatus": "RUNNING", "AvailabilityZone": "eu-west-2a", "LaunchType": "FARGATE",
+        "Containers": [{"Name": "app", "Networks": [{"NetworkMode": "awsvpc", "IPv4Addresses": [my_ip]}]}]
+    });
+    let url = serve_metadata(doc.to_string());
+    let o = cli(
+        &emu,
+        &["list", "--json", "--from-metadata", "--metadata-url", &url],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["sources"][0]["id"], "ecs:eu-west-2/web/family:api");
+    let mut got: Vec<&str> = s["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["ip"].as_str().unwrap())
+        .collect();
+    got.sort();
+    let want: Vec<String> = ips(&w, "eu-west-2/web", Some("api"))
+        .into_iter()
+        .filter(|ip| ip != my_ip)
+        .collect();
+    assert_eq!(
+        got, want,
+        "the other api tasks, not the workers, not this task"
+    );
+    assert_eq!(s["local"]["ip"], my_ip);
+
+    let o = cli(
+        &emu,
+        &[
+            "list",
+            "--from-metadata",
+            "--metadata-url",
+            &url.replace("/t1", "/nope"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(4));
+    let t = text(&o);
+    assert!(
+        t.contains("ecs:task-metadata failed")
+            && t.contains("HTTP 404")
+            && t.contains("Fix: run inside an ECS task"),
+        "{t}"
+    );
+}

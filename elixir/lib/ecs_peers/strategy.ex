@@ -61,10 +61,11 @@ defmodule EcsPeers.Strategy do
   | top | `endpoint_url` | URL | - | Send every AWS call to this endpoint (an emulator, a VPC endpoint). Defaults to AWS_ENDPOINT_URL, else AWS itself. |
   | top | `draining` | boolean | true | Keep a task that has left the RUNNING list as a (draining) peer until ECS reports it STOPPED. |
   | top | `local_node` | string | - | This node's name; it is left out of the peers. |
-  | top | `local_ip` | IP address | - | This node's IP; the peer with this IP is left out of the peers. |
+  | top | `local_ip` | IP address | - | This node's IP; the peer with this IP is left out of the peers. Filled from the task metadata when a source uses cluster "auto". |
+  | top | `metadata_url` | URL | - | The task metadata endpoint v4, for cluster "auto". Defaults to ECS_CONTAINER_METADATA_URI_V4, which the ECS agent sets. |
   | ecs | `type` | "ecs" | required | An ECS source: running tasks of one cluster. |
-  | ecs | `region` | AWS region | required | The cluster's region, e.g. `eu-west-2` (optional when cluster is an ARN). |
-  | ecs | `cluster` | name or ARN | required | The ECS cluster. |
+  | ecs | `region` | AWS region | required | The cluster's region, e.g. `eu-west-2` (optional when cluster is an ARN or "auto"). |
+  | ecs | `cluster` | name, ARN or "auto" | required | The ECS cluster. "auto": this task's own cluster and region, from the task metadata endpoint; then service defaults to the task's service (EC2) or family (Fargate). |
   | ecs | `service` | name or ARN | - | Only tasks of this service (ListTasks serviceName, and each task's group is checked to be `service:<name>`). |
   | ecs | `family` | string | - | Only tasks of this task-definition family. |
   | ecs | `container` | string | - | Only tasks that have a container of this name; its network interface is used when the task has no ENI attachment. |

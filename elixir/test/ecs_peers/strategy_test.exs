@@ -356,4 +356,68 @@ defmodule EcsPeers.StrategyTest do
       assert n >= 1
     end)
   end
+
+  # Serves a task metadata v4 /task document on loopback, as the ECS agent does.
+  defp serve_metadata(doc) do
+    {:ok, listen} =
+      :gen_tcp.listen(0, [:binary, ip: {127, 0, 0, 1}, active: false, reuseaddr: true])
+
+    {:ok, port} = :inet.port(listen)
+
+    serve = fn serve ->
+      with {:ok, sock} <- :gen_tcp.accept(listen) do
+        {:ok, _request} = :gen_tcp.recv(sock, 0, 2_000)
+
+        :gen_tcp.send(
+          sock,
+          "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: #{byte_size(doc)}\r\n\r\n#{doc}"
+        )
+
+        :gen_tcp.close(sock)
+        serve.(serve)
+      end
+    end
+
+    pid = spawn(fn -> serve.(serve) end)
+    :ok = :gen_tcp.controlling_process(listen, pid)
+    on_exit(fn -> Process.exit(pid, :kill) end)
+    "http://127.0.0.1:#{port}/v4/t1"
+  end
+
+  test "cluster: :auto polls this task's own cluster and never connects to this task", %{
+    emu: emu,
+    rec: rec
+  } do
+    c = cluster_name()
+    [me, a, b] = seed(emu, "eu-west-2", c, "10.222.0.0/24", 3)
+    [prefix, _] = String.split(me["arn"], ":task/")
+
+    doc =
+      Emu.json(%{
+        "Cluster" => "#{prefix}:cluster/#{c}",
+        "TaskARN" => me["arn"],
+        "Family" => "api",
+        "AvailabilityZone" => "eu-west-2a",
+        "LaunchType" => "FARGATE",
+        "Containers" => [
+          %{
+            "Name" => "app",
+            "Networks" => [%{"NetworkMode" => "awsvpc", "IPv4Addresses" => [me["ip"]]}]
+          }
+        ]
+      })
+
+    url = serve_metadata(doc)
+
+    capture_log(fn ->
+      start(emu, rec, [[type: :ecs, cluster: :auto]], metadata_url: url)
+      assert_receive {:connect, n1}, 5_000
+      assert_receive {:connect, n2}, 5_000
+      assert MapSet.new([n1, n2]) == MapSet.new([node_of(a), node_of(b)])
+      polls(2)
+    end)
+
+    me_node = node_of(me)
+    refute_received {:connect, ^me_node}
+  end
 end

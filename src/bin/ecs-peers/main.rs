@@ -153,6 +153,13 @@ struct SourceArgs {
     /// AWS SDK attempts per call (1 = no retries).
     #[arg(long, value_name = "N")]
     max_attempts: Option<u32>,
+    /// Inside an ECS task: add this task's own cluster (and service, else family) as a source, and
+    /// leave this task out of the peers. Reads ECS_CONTAINER_METADATA_URI_V4.
+    #[arg(long)]
+    from_metadata: bool,
+    /// The task metadata endpoint v4 to read instead of ECS_CONTAINER_METADATA_URI_V4.
+    #[arg(long, value_name = "URL")]
+    metadata_url: Option<String>,
     /// More logs on stderr (-v info, -vv debug). ECS_PEERS_LOG takes tracing filter syntax.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -193,8 +200,12 @@ impl SourceArgs {
             sources.push(cloudmap_spec(spec)?);
             origins.push(format!("--cloudmap {spec}"));
         }
+        if self.from_metadata {
+            sources.push(json!({"type": "ecs", "cluster": "auto"}));
+            origins.push("--from-metadata".into());
+        }
         if sources.is_empty() {
-            return Err("no sources: give --ecs REGION/CLUSTER[/SERVICE], --cloudmap REGION/NAMESPACE/SERVICE, or --config FILE".into());
+            return Err("no sources: give --ecs REGION/CLUSTER[/SERVICE], --cloudmap REGION/NAMESPACE/SERVICE, --from-metadata, or --config FILE".into());
         }
         map.insert("sources".into(), Value::Array(sources));
         let mut set = |k: &str, v: Option<Value>| {
@@ -208,6 +219,7 @@ impl SourceArgs {
         set("polling_interval", self.interval.clone().map(Value::from));
         set("poll_timeout", self.timeout.clone().map(Value::from));
         set("max_attempts", self.max_attempts.map(Value::from));
+        set("metadata_url", self.metadata_url.clone().map(Value::from));
         if !map.contains_key("node_basename") && !map.contains_key("node_name") {
             if let Ok(node) = std::env::var("RELEASE_NODE") {
                 if let Some((base, _)) = node.split_once('@') {
@@ -519,6 +531,8 @@ mod tests {
             interval: None,
             timeout: None,
             max_attempts: None,
+            from_metadata: false,
+            metadata_url: None,
             verbose: 0,
         };
         let e = args.config().unwrap_err();
