@@ -60,6 +60,7 @@ pub const KEYS: &[KeySpec] = &[
     key!(Top, "sources", "list of sources", "required", "Where peers come from: ECS and Cloud Map sources in any regions, merged into one namespace."),
     key!(Top, "node_basename", "string", "-", "Node names are `<node_basename>@<ip>`. One of node_basename or node_name is required."),
     key!(Top, "node_name", "template", "-", "Node name template instead of node_basename, e.g. `app@{ip}` or `app@ip-{ip_dashed}.ec2.internal`. Placeholders: {ip}, {ip_dashed}, {region}."),
+    key!(Top, "node_names", "config or epmd", "config", "`epmd`: name each peer name@ip by what its EPMD (port 4369) has registered: its only name, or else the one equal to node_basename; a peer with several names and none chosen is left out (with a warning)."),
     key!(Top, "polling_interval", "duration", "5s", "Time between polls (milliseconds as an integer, or a string like `5s`, `500ms`, `1m`). At least 100ms."),
     key!(Top, "jitter", "number 0..1", "0.2", "Each wait is polling_interval scaled by a random factor in [1-jitter, 1+jitter], so a fleet does not poll in lock-step."),
     key!(Top, "poll_timeout", "duration", "20s", "Longest one source's poll may take; a slower poll fails (and keeps the source's last-known peers)."),
@@ -93,28 +94,62 @@ pub enum NodeNaming {
     Basename(String),
     /// A template with `{ip}`, `{ip_dashed}` and `{region}` placeholders.
     Template(String),
+    /// `name@ip`, with the name the peer's EPMD has registered: its only name, or else the one
+    /// equal to `prefer`; a peer with several names and none preferred is left out.
+    Epmd {
+        /// The name to choose when a host has several (`node_basename`).
+        prefer: Option<String>,
+    },
 }
 
 impl NodeNaming {
-    /// The node name of a peer with this address, in this region.
+    /// The node name of a peer with this address, in this region; `None` with EPMD naming (the
+    /// poller asks the peer's EPMD instead).
     ///
     /// ```
     /// use ecs_peers::NodeNaming;
     /// let ip = "10.0.1.5".parse().unwrap();
-    /// assert_eq!(NodeNaming::Basename("app".into()).render(ip, "eu-west-2"), "app@10.0.1.5");
+    /// assert_eq!(NodeNaming::Basename("app".into()).render(ip, "eu-west-2").unwrap(), "app@10.0.1.5");
     /// let t = NodeNaming::Template("app@ip-{ip_dashed}.{region}.compute.internal".into());
-    /// assert_eq!(t.render(ip, "eu-west-2"), "app@ip-10-0-1-5.eu-west-2.compute.internal");
+    /// assert_eq!(t.render(ip, "eu-west-2").unwrap(), "app@ip-10-0-1-5.eu-west-2.compute.internal");
     /// ```
-    pub fn render(&self, ip: IpAddr, region: &str) -> String {
+    pub fn render(&self, ip: IpAddr, region: &str) -> Option<String> {
         match self {
-            NodeNaming::Basename(b) => format!("{b}@{ip}"),
+            NodeNaming::Basename(b) => Some(format!("{b}@{ip}")),
             NodeNaming::Template(t) => {
                 let ip_s = ip.to_string();
                 let dashed = ip_s.replace(['.', ':'], "-");
-                t.replace("{ip_dashed}", &dashed)
-                    .replace("{ip}", &ip_s)
-                    .replace("{region}", region)
+                Some(
+                    t.replace("{ip_dashed}", &dashed)
+                        .replace("{ip}", &ip_s)
+                        .replace("{region}", region),
+                )
             }
+            NodeNaming::Epmd { .. } => None,
+        }
+    }
+
+    /// With EPMD naming: which of the names a host's EPMD has registered is its node, by the rule
+    /// above (`Err` says why none).
+    pub fn choose<'a>(&self, names: &'a [(String, u16)]) -> Result<&'a str, String> {
+        let prefer = match self {
+            NodeNaming::Epmd { prefer } => prefer.as_deref(),
+            _ => None,
+        };
+        match names {
+            [] => Err("its EPMD has no node registered".into()),
+            [(only, _)] => Ok(only),
+            several => match prefer.and_then(|p| several.iter().find(|(n, _)| n == p)) {
+                Some((n, _)) => Ok(n),
+                None => Err(format!(
+                    "its EPMD has several nodes ({}); set node_basename to choose one",
+                    several
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            },
         }
     }
 }
@@ -277,7 +312,26 @@ impl Config {
 
         let basename = top.take_string("node_basename")?;
         let template = top.take_string("node_name")?;
+        let from_epmd = match top.take_string("node_names")?.as_deref() {
+            None | Some("config") => false,
+            Some("epmd") => true,
+            Some(other) => {
+                return Err(Error::config(
+                    "node_names",
+                    format!("{other:?} is not a naming mode; expected \"config\" (node_basename or node_name) or \"epmd\" (what each peer's EPMD reports)"),
+                ))
+            }
+        };
         let node = match (basename, template) {
+            (_, Some(_)) if from_epmd => {
+                return Err(Error::config(
+                    "node_name",
+                    "a template cannot be used with node_names = \"epmd\" (names come from each peer's EPMD); use node_basename to choose among several names",
+                ))
+            }
+            (b, None) if from_epmd => NodeNaming::Epmd {
+                prefer: b.map(|b| validate_basename(&b)).transpose()?,
+            },
             (Some(_), Some(_)) => {
                 return Err(Error::config(
                     "node_name",
@@ -1057,6 +1111,42 @@ mod tests {
     }
 
     #[test]
+    fn epmd_naming_chooses_by_a_clear_rule() {
+        let c = Config::from_value(json!({"node_names": "epmd", "sources": [{"type":"ecs","region":"eu-west-2","cluster":"web"}]})).unwrap();
+        assert_eq!(c.node, NodeNaming::Epmd { prefer: None });
+        let names = |ns: &[&str]| ns.iter().map(|n| (n.to_string(), 9100)).collect::<Vec<_>>();
+        assert_eq!(c.node.choose(&names(&["web"])).unwrap(), "web");
+        assert!(c
+            .node
+            .choose(&names(&["a", "b"]))
+            .unwrap_err()
+            .contains("several nodes (a, b); set node_basename"));
+        assert!(c
+            .node
+            .choose(&[])
+            .unwrap_err()
+            .contains("no node registered"));
+        let p = NodeNaming::Epmd {
+            prefer: Some("b".into()),
+        };
+        assert_eq!(p.choose(&names(&["a", "b"])).unwrap(), "b");
+        assert_eq!(
+            p.choose(&names(&["a"])).unwrap(),
+            "a",
+            "a single name is used even if not the preferred one"
+        );
+        let e = err(
+            json!({"node_names": "epmd", "node_name": "x@{ip}", "sources": [{"type":"ecs","region":"eu-west-2","cluster":"web"}]}),
+        );
+        assert!(e.starts_with("node_name: a template cannot be used"), "{e}");
+        let e = err(json!({"node_names": "dns", "sources": []}));
+        assert!(
+            e.starts_with("node_names: \"dns\" is not a naming mode"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn templates_are_checked() {
         let src = json!([{"type":"ecs","region":"eu-west-2","cluster":"web"}]);
         let t = |tpl: &str| Config::from_value(json!({"node_name": tpl, "sources": src.clone()}));
@@ -1138,7 +1228,7 @@ mod tests {
         let full = json!({
             "node_basename": "app", "polling_interval": "1s", "jitter": 0.1, "poll_timeout": "3s",
             "max_attempts": 2, "endpoint_url": "http://127.0.0.1:1", "draining": false,
-            "local_node": "app@10.0.0.1", "local_ip": "10.0.0.1", "metadata_url": "http://169.254.170.2/v4/x",
+            "local_node": "app@10.0.0.1", "local_ip": "10.0.0.1", "metadata_url": "http://169.254.170.2/v4/x", "node_names": "config",
             "sources": [
                 {"type":"ecs","region":"eu-west-2","cluster":"web","service":"s","family":"f","container":"c"},
                 {"type":"cloudmap","region":"us-west-2","namespace":"n","service":"s","health":"all","query":{"a":"b"}}

@@ -62,6 +62,8 @@ pub struct Peer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Found {
     pub ip: IpAddr,
+    /// The node name, when it was learnt rather than built (EPMD naming).
+    pub node: Option<String>,
     pub task_arn: Option<String>,
     pub instance_id: Option<String>,
     pub availability_zone: Option<String>,
@@ -74,6 +76,7 @@ impl Found {
     pub(crate) fn at(ip: IpAddr) -> Self {
         Found {
             ip,
+            node: None,
             task_arn: None,
             instance_id: None,
             availability_zone: None,

@@ -5,7 +5,8 @@
 //! waits at most `polling_interval` (or `poll_timeout` for a one-shot poll): a black-holed region
 //! delays nobody else, and its answer (or timeout) is merged in whichever round it arrives.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -50,6 +51,8 @@ struct Slot {
     /// `None` while a poll is in flight (the task owns it then).
     source: Option<Box<dyn Source>>,
     in_flight: Option<AbortHandle>,
+    /// EPMD naming: the name learnt for each listed IP (kept while the IP stays listed).
+    epmd_names: Arc<std::sync::Mutex<HashMap<IpAddr, String>>>,
     calls_before: BTreeMap<String, u64>,
     calls_last: BTreeMap<String, u64>,
     peers: Vec<Peer>,
@@ -172,6 +175,7 @@ impl Poller {
                     calls,
                     source: Some(backend),
                     in_flight: None,
+                    epmd_names: Arc::default(),
                     calls_before: BTreeMap::new(),
                     calls_last: BTreeMap::new(),
                     peers: Vec::new(),
@@ -295,10 +299,16 @@ impl Poller {
             return;
         };
         slot.calls_before = slot.calls.totals();
+        let epmd = matches!(self.naming, NodeNaming::Epmd { .. })
+            .then(|| (self.naming.clone(), slot.epmd_names.clone()));
         let task = tokio::spawn(async move {
             let polled =
                 tokio::time::timeout(timeout, AssertUnwindSafe(source.poll()).catch_unwind()).await;
             let result = match polled {
+                Ok(Ok(Ok(found))) => match &epmd {
+                    Some((naming, cache)) => Ok(name_from_epmd(found, naming, cache, timeout).await),
+                    None => Ok(found),
+                },
                 Ok(Ok(r)) => r,
                 Ok(Err(panic)) => Err(SourceError::new(
                     ErrorKind::Malformed,
@@ -342,9 +352,12 @@ impl Poller {
                 }
                 slot.peers = found
                     .into_iter()
-                    .map(|f| {
-                        let node = naming.render(f.ip, &slot.region);
-                        f.into_peer(node, &slot.region, &slot.id)
+                    .filter_map(|f| {
+                        let node = f
+                            .node
+                            .clone()
+                            .or_else(|| naming.render(f.ip, &slot.region))?;
+                        Some(f.into_peer(node, &slot.region, &slot.id))
                     })
                     .collect();
                 slot.ok = true;
@@ -430,6 +443,61 @@ pub async fn discover(config: Config) -> Snapshot {
     let mut poller = Poller::new(config).await;
     let update = poller.poll().await;
     Arc::unwrap_or_clone(update.snapshot)
+}
+
+/// EPMD naming: names each peer by what its EPMD has registered (see [`NodeNaming::choose`]). A
+/// name once learnt is kept while the IP stays listed, so a failed lookup never renames or
+/// drops a known peer; a peer not named yet is left out of this poll and asked again next time.
+async fn name_from_epmd(
+    found: Vec<Found>,
+    naming: &NodeNaming,
+    cache: &std::sync::Mutex<HashMap<IpAddr, String>>,
+    poll_timeout: Duration,
+) -> Vec<Found> {
+    use futures_util::stream::{self, StreamExt};
+    let known: HashMap<IpAddr, String> = {
+        let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+        c.retain(|ip, _| found.iter().any(|f| f.ip == *ip));
+        c.clone()
+    };
+    let timeout = (poll_timeout / 4).min(Duration::from_secs(2));
+    let unknown: Vec<IpAddr> = found
+        .iter()
+        .map(|f| f.ip)
+        .filter(|ip| !known.contains_key(ip))
+        .collect();
+    let learnt: Vec<(IpAddr, Result<String, String>)> = stream::iter(unknown)
+        .map(|ip| async move {
+            let answer = crate::epmd::names(ip, timeout).await;
+            let name = if answer.reach.is_open() {
+                naming.choose(&answer.names).map(str::to_string)
+            } else {
+                Err(format!("its EPMD cannot be reached ({:?})", answer.reach))
+            };
+            (ip, name)
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+    for (ip, name) in learnt {
+        match name {
+            Ok(n) => {
+                c.insert(ip, format!("{n}@{ip}"));
+            }
+            Err(why) => tracing::warn!(%ip, "peer left out until it can be named: {why}"),
+        }
+    }
+    found
+        .into_iter()
+        .filter_map(|f| {
+            let node = c.get(&f.ip)?.clone();
+            Some(Found {
+                node: Some(node),
+                ..f
+            })
+        })
+        .collect()
 }
 
 /// `interval` scaled by a random factor in `[1 - jitter, 1 + jitter]`.

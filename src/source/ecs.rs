@@ -439,7 +439,7 @@ pub fn bench_decode(
         .iter()
         .filter_map(|t| match decode_task(t, filter) {
             Decision::Peer(f) => {
-                let node = naming.render(f.ip, &filter.region);
+                let node = naming.render(f.ip, &filter.region)?;
                 Some(f.into_peer(node, &filter.region, &id))
             }
             _ => None,

@@ -14,11 +14,13 @@ Proves, in order:
 Run as root, after `mix test` has compiled elixir/_build/test: python3 tests/e2e/cluster_test.py
 Prints one line per scenario and `N passed, N failed`; exits non-zero when any failed.
 """
+import json
+import os
 import sys
 import time
 import traceback
 
-from testbed import Bed, require_root_and_netns, wait_until
+from testbed import ENDPOINT, ROOT, Bed, require_root_and_netns, wait_until
 
 INTERVAL_MS = 1000
 
@@ -158,6 +160,29 @@ def main():
             return "still listed, still retried, nobody crashed"
 
         scenario("a killed node whose task is still listed is retried; nobody crashes", killed_node_is_retried)
+
+        def names_from_epmd():
+            t = bed.run_task("us-west-2")
+            worker = t["ip"]
+            bed.add_host("us-west-2", worker)
+            bed.start_node(worker, basename="worker", node_names="epmd")
+            live[worker] = ("us-west-2", t["arn"])
+            alive = [ip for ip in live if ip != eu_a["ip"]]  # eu_a's BEAM was killed, its task still listed
+            want = {ip: (f"worker@{ip}" if ip == worker else node(ip)) for ip in alive}
+            # The worker's strategy names everyone by their EPMD and connects to all of them.
+            wait_until(lambda: set((bed.status(worker) or {"nodes": []})["nodes"]) == {want[i] for i in alive if i != worker},
+                       60, "the EPMD-naming node to connect to every live node")
+            # The CLI sees the same names; the killed node (no name registered) is left out.
+            env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test")
+            r = bed.ns_exec(bed.router, os.path.join(ROOT, "target", "debug", "ecs-peers"), "list", "--json",
+                            "--node-names", "epmd", "--ecs", "eu-west-2/web/api", "--ecs", "us-west-2/web/api",
+                            "--endpoint-url", ENDPOINT, "--max-attempts", "1", env=env, check=False)
+            snapshot = json.loads(r.stdout)
+            got = {p["ip"]: p["node"] for p in snapshot["peers"]}
+            assert got == want, f"EPMD names: got {got}, want {want}"
+            return f"worker@{worker} connected to {len(alive) - 1} nodes; list --node-names epmd: {sorted(got.values())}"
+
+        scenario("peers are named by what their EPMD reports (node_names: epmd)", names_from_epmd)
 
     passed, failed = results.count(True), results.count(False)
     print(f"{passed} passed, {failed} failed", flush=True)

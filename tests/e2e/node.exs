@@ -6,7 +6,10 @@
 [status_file, endpoint, interval] = System.argv()
 Logger.configure(level: :info)
 
-config = [
+# E2E_NODE_NAMES=epmd: name peers by what their EPMD reports instead of the configured basename.
+naming = if System.get_env("E2E_NODE_NAMES") == "epmd", do: [node_names: "epmd"], else: []
+
+config = naming ++ [
   endpoint_url: endpoint,
   polling_interval: String.to_integer(interval),
   poll_timeout: 2_000,

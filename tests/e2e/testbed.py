@@ -171,12 +171,12 @@ class Bed:
         self.ns_exec(ns, "ip", "route", "add", "10.203.0.0/24", "via", "10.201.0.1")
         return ns
 
-    def start_node(self, ip, basename="app", cookie=None):
+    def start_node(self, ip, basename="app", cookie=None, node_names=None):
         h = self.hosts[ip]
         h["status"] = os.path.join(self.work, f"{ip}.json")
         h["log"] = os.path.join(self.work, f"{ip}.log")
         env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
-                   AWS_EC2_METADATA_DISABLED="true", HOME=self.work)
+                   AWS_EC2_METADATA_DISABLED="true", HOME=self.work, E2E_NODE_NAMES=node_names or "")
         h["proc"] = subprocess.Popen(
             ["ip", "netns", "exec", h["ns"], "elixir", "--name", f"{basename}@{ip}", "--cookie", cookie or COOKIE,
              "--erl", "-kernel inet_dist_listen_min 9100 inet_dist_listen_max 9110",

@@ -141,6 +141,9 @@ struct SourceArgs {
     /// Node name template instead of --basename, e.g. 'app@{ip}' or 'app@ip-{ip_dashed}.ec2.internal'.
     #[arg(long, value_name = "TEMPLATE")]
     node_name: Option<String>,
+    /// `epmd`: name each peer by what its EPMD has registered (its only name, or the --basename one).
+    #[arg(long, value_name = "MODE")]
+    node_names: Option<String>,
     /// Send every AWS call here (an emulator, a VPC endpoint). Default: AWS_ENDPOINT_URL, else AWS.
     #[arg(long, value_name = "URL")]
     endpoint_url: Option<String>,
@@ -215,6 +218,7 @@ impl SourceArgs {
         };
         set("node_basename", self.basename.clone().map(Value::from));
         set("node_name", self.node_name.clone().map(Value::from));
+        set("node_names", self.node_names.clone().map(Value::from));
         set("endpoint_url", self.endpoint_url.clone().map(Value::from));
         set("polling_interval", self.interval.clone().map(Value::from));
         set("poll_timeout", self.timeout.clone().map(Value::from));
@@ -259,6 +263,7 @@ fn explain(e: ecs_peers::Error, origins: &Origins) -> String {
     let flag = match key.as_str() {
         "node_basename" => " (--basename, or RELEASE_NODE)",
         "node_name" => " (--node-name)",
+        "node_names" => " (--node-names)",
         "endpoint_url" => " (--endpoint-url)",
         "polling_interval" => " (--interval)",
         "poll_timeout" => " (--timeout)",
@@ -527,6 +532,7 @@ mod tests {
             config: None,
             basename: Some("app".into()),
             node_name: None,
+            node_names: None,
             endpoint_url: None,
             interval: None,
             timeout: None,
