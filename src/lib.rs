@@ -35,6 +35,8 @@ pub mod config;
 pub mod doctor;
 pub mod epmd;
 mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod metadata;
 mod namespace;
 mod peer;

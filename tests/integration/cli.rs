@@ -354,3 +354,60 @@ fn from_metadata_polls_this_tasks_own_cluster_and_leaves_this_task_out() {
         "{t}"
     );
 }
+
+#[test]
+fn credentials_tokens_and_cookies_never_appear_in_output_or_logs() {
+    let emu = Emu::start();
+    // Loopback peers only: the doctor connects to them (nothing listens there).
+    emu.seed(
+        json!({"cloudmap": [{"region": "us-west-2", "namespace": "internal", "service": "api",
+        "instances": [{"id": "a", "ipv4": "127.0.3.4"}, {"id": "b", "ipv4": "127.0.3.5"}]}]}),
+    );
+    let secrets = ["s3cr3tLEAKvalue", "t0kenLEAKvalue", "c00kieLEAKvalue"];
+    let run = |args: &[&str], log: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_ecs-peers"))
+            .args(args)
+            .args([
+                "--cloudmap",
+                "us-west-2/internal/api",
+                "--ecs",
+                "eu-west-2/nope",
+            ])
+            .args([
+                "--endpoint-url",
+                &emu.endpoint,
+                "--max-attempts",
+                "1",
+                "--basename",
+                "app",
+            ])
+            .env("AWS_ACCESS_KEY_ID", "AKIDLEAKCHECK")
+            .env("AWS_SECRET_ACCESS_KEY", secrets[0])
+            .env("AWS_SESSION_TOKEN", secrets[1])
+            .env("RELEASE_COOKIE", secrets[2])
+            .env("ECS_PEERS_LOG", log)
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            all.contains("app@127.0.3.4"),
+            "the run did real work: {all}"
+        );
+        for s in secrets {
+            assert!(!all.contains(s), "{s} leaked with {args:?} {log}:\n{all}");
+        }
+        all.len()
+    };
+    for log in ["ecs_peers=trace", "trace"] {
+        let n = run(&["list", "-vv"], log) + run(&["list", "--json"], log);
+        let n = n + run(&["watch", "--json", "--every-poll", "--count", "1"], log);
+        let n = n
+            + run(&["doctor", "--check-timeout", "300ms"], log)
+            + run(&["doctor", "--json", "--check-timeout", "300ms"], log);
+        assert!(n > 2000, "the runs logged and printed something to search");
+    }
+}

@@ -1,5 +1,6 @@
 defmodule EcsPeers.ConfigTest do
   use ExUnit.Case, async: true
+  import Bitwise
 
   alias Cluster.Strategy.State
 
@@ -126,6 +127,87 @@ defmodule EcsPeers.ConfigTest do
     for k <- EcsPeers.keys() do
       assert doc =~ "| #{k.scope} | `#{k.key}` | #{k.kind} | #{k.default} |",
              "moduledoc lacks #{k.scope}.#{k.key}"
+    end
+  end
+
+  # Random terms of every kind, with real key names mixed in so validation goes deep.
+  defp random_term(0), do: random_leaf()
+
+  defp random_term(depth) do
+    case :rand.uniform(9) do
+      1 ->
+        for _ <- 1..:rand.uniform(4), do: random_term(depth - 1)
+
+      2 ->
+        for _ <- 1..:rand.uniform(4), do: {random_key(), random_term(depth - 1)}
+
+      3 ->
+        Map.new(1..:rand.uniform(4), fn _ -> {random_key(), random_term(depth - 1)} end)
+
+      4 ->
+        {random_term(depth - 1), random_term(depth - 1)}
+
+      5 ->
+        [
+          sources: for(_ <- 1..:rand.uniform(3), do: random_term(depth - 1)),
+          node_basename: random_leaf()
+        ]
+
+      _ ->
+        random_leaf()
+    end
+  end
+
+  defp random_key do
+    Enum.random([
+      :sources,
+      :type,
+      :region,
+      :cluster,
+      :service,
+      :namespace,
+      :query,
+      :polling_interval,
+      :node_basename,
+      :node_name,
+      :node_names,
+      :jitter,
+      :health,
+      "region",
+      "type",
+      :"",
+      :x
+    ])
+  end
+
+  defp random_leaf do
+    case :rand.uniform(12) do
+      1 -> :rand.uniform(1 <<< 70) - (1 <<< 69)
+      2 -> :rand.uniform() * 1.0e12 - 5.0e11
+      3 -> :crypto.strong_rand_bytes(:rand.uniform(8))
+      4 -> Enum.random(["ecs", "cloudmap", "eu-west-2", "auto", "5s", "app@{ip}", "", "epmd"])
+      5 -> Enum.random([:ecs, :cloudmap, :auto, :all, nil, true, false])
+      6 -> self()
+      7 -> make_ref()
+      8 -> fn -> :ok end
+      9 -> []
+      10 -> %{}
+      11 -> {}
+      _ -> String.duplicate("a", :rand.uniform(300))
+    end
+  end
+
+  test "the NIF handed thousands of random terms answers every one, never crashes" do
+    :rand.seed(:exsss, {1, 2, 3})
+
+    for _ <- 1..3_000 do
+      t = random_term(:rand.uniform(5))
+
+      case EcsPeers.validate(t) do
+        {:ok, %{polling_interval: i}} when is_integer(i) -> :ok
+        {:error, message} when is_binary(message) and message != "" -> :ok
+        other -> flunk("validate(#{inspect(t)}) returned #{inspect(other)}")
+      end
     end
   end
 end

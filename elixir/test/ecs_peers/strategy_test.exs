@@ -420,4 +420,32 @@ defmodule EcsPeers.StrategyTest do
     me_node = node_of(me)
     refute_received {:connect, ^me_node}
   end
+
+  test "atoms are made only for the node names handed to connect_nodes/4", %{emu: emu, rec: rec} do
+    c = cluster_name()
+    seed(emu, "eu-west-2", c, "10.223.0.0/24", 3)
+
+    config = [
+      node_basename: "app",
+      endpoint_url: emu.endpoint,
+      max_attempts: 1,
+      sources: [[type: :ecs, region: "eu-west-2", cluster: c]]
+    ]
+
+    # discover/1 returns node names as binaries: no atom per peer (warm up the field names first).
+    {:ok, _} = EcsPeers.discover(config)
+    before = :erlang.system_info(:atom_count)
+    {:ok, %{peers: [_, _, _]}} = EcsPeers.discover(config)
+    assert :erlang.system_info(:atom_count) == before
+
+    capture_log(fn ->
+      before = :erlang.system_info(:atom_count)
+      start(emu, rec, [[type: :ecs, region: "eu-west-2", cluster: c]])
+      for _ <- 1..3, do: assert_receive({:connect, _}, 5_000)
+      polls(2)
+
+      assert :erlang.system_info(:atom_count) - before == 3,
+             "one atom per connected node, nothing else"
+    end)
+  end
 end
