@@ -220,3 +220,148 @@ async fn one_failing_region_does_not_hold_the_others() {
     );
     running.stop().await;
 }
+
+/// A loopback TCP proxy in front of the emulator that can be switched to reset every connection
+/// (new ones, and the pooled ones it is carrying), like a broken NAT or load balancer.
+struct ResetProxy {
+    endpoint: String,
+    resetting: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl ResetProxy {
+    fn start(upstream: u16) -> ResetProxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let resetting = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (r, o) = (resetting.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if r.load(Ordering::SeqCst) {
+                    drop(reset_on_close(client));
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                o.lock().unwrap().push(client.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        ResetProxy {
+            endpoint,
+            resetting,
+            open,
+        }
+    }
+
+    fn reset_everything(&self) {
+        self.resetting
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in self.open.lock().unwrap().drain(..) {
+            drop(reset_on_close(c));
+        }
+    }
+}
+
+/// SO_LINGER 0: closing sends a reset (RST) instead of a FIN.
+fn reset_on_close(s: std::net::TcpStream) -> std::net::TcpStream {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct Linger {
+        l_onoff: i32,
+        l_linger: i32,
+    }
+    extern "C" {
+        fn setsockopt(fd: i32, level: i32, name: i32, value: *const Linger, len: u32) -> i32;
+    }
+    let l = Linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SOL_SOCKET = 1, SO_LINGER = 13 on Linux.
+    unsafe {
+        setsockopt(
+            s.as_raw_fd(),
+            1,
+            13,
+            &l,
+            std::mem::size_of::<Linger>() as u32,
+        )
+    };
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_resets_keep_peers_and_say_unreachable() {
+    let emu = Emu::start();
+    emu.seed(eu_cluster(2));
+    let proxy = ResetProxy::start(emu.port);
+    let mut cfg = config(&emu, eu_source());
+    cfg.endpoint_url = Some(proxy.endpoint.clone());
+    let mut poller = ecs_peers::Poller::new(cfg).await;
+    assert_eq!(
+        poller.poll().await.snapshot.peers.len(),
+        2,
+        "through the proxy"
+    );
+
+    proxy.reset_everything();
+    for _ in 0..3 {
+        let u = poller.poll().await;
+        let src = &u.snapshot.sources[0];
+        assert!(!src.ok, "{src:?}");
+        assert!(
+            matches!(
+                src.error_kind,
+                Some(ErrorKind::Unreachable) | Some(ErrorKind::Malformed)
+            ),
+            "{src:?}"
+        );
+        assert_eq!(u.snapshot.peers.len(), 2, "a reset removed peers");
+        assert!(u.changes.is_empty());
+    }
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_or_invalid_credentials_keep_peers_and_name_the_fix() {
+    let emu = Emu::start();
+    emu.seed(eu_cluster(2));
+    let mut poller = ecs_peers::Poller::new(config(&emu, eu_source())).await;
+    assert_eq!(poller.poll().await.snapshot.peers.len(), 2);
+    for code in [
+        "ExpiredTokenException",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+    ] {
+        emu.clear_faults();
+        emu.fault(
+            json!({"operation": "ListTasks", "count": 100, "status": 400, "code": code,
+            "message": "The security token included in the request is expired"}),
+        );
+        let u = poller.poll().await;
+        let src = &u.snapshot.sources[0];
+        assert_eq!(
+            src.error_kind,
+            Some(ErrorKind::Credentials),
+            "{code}: {src:?}"
+        );
+        assert!(
+            src.error
+                .as_deref()
+                .unwrap()
+                .contains("Fix: the AWS credentials are invalid or expired"),
+            "{src:?}"
+        );
+        assert_eq!(u.snapshot.peers.len(), 2, "{code} removed peers");
+    }
+}
