@@ -262,7 +262,7 @@ pub(crate) fn classify_code(
         ),
         ErrorKind::NotFound => err.with_fix(not_found.to_string()),
         ErrorKind::Throttled => err.with_fix(
-            "AWS is rate-limiting this account and region; ecs-peers backs off by itself, raise polling_interval if it persists",
+            "AWS is rate-limiting this account and region; ecs-peers backs off by itself (up to two intervals); if it persists, raise polling_interval: every node calls every region about once per 100 tasks per interval",
         ),
         _ => err,
     }

@@ -24,9 +24,6 @@ use crate::namespace::{
 use crate::peer::{Found, Peer, SourceId};
 use crate::source::{self, Source};
 
-/// The longest a throttled source backs off.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
-
 /// One poll's result: the new snapshot and what changed since the previous one.
 #[derive(Debug, Clone)]
 pub struct Update {
@@ -506,10 +503,19 @@ fn jittered(interval: Duration, jitter: f64) -> Duration {
     interval.mul_f64(factor.max(0.0))
 }
 
-/// Exponential back-off with jitter: `interval · 2^n`, capped, scaled by a factor in [0.5, 1].
+/// How long a throttled (or 5xx-answering) source waits before its next poll: `interval · 2^n`
+/// for its n-th failure in a row, scaled by a random factor in [0.5, 1] (so a fleet that was
+/// throttled together does not come back together), and never more than two intervals.
+///
+/// Why so short a cap: every poll is already one call per page per interval, so a failing source
+/// can never storm; the back-off takes load off a throttled account (a source polls at most
+/// every other round while it fails) and de-synchronises the fleet. A longer cap would buy
+/// little more relief and cost what matters: after AWS recovers, membership must catch up within
+/// two polls. A fleet that stays throttled needs a longer `polling_interval` (each node calls
+/// each region about `pages / polling_interval` times a second), which the error's fix says.
 fn backoff(interval: Duration, failures: u32) -> Duration {
     let exp = interval.saturating_mul(1 << failures.min(10));
-    exp.min(MAX_BACKOFF).mul_f64(0.5 + fastrand::f64() * 0.5)
+    exp.min(interval * 2).mul_f64(0.5 + fastrand::f64() * 0.5)
 }
 
 fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
@@ -754,7 +760,12 @@ mod tests {
                 b1 >= Duration::from_secs(5) && b1 <= Duration::from_secs(10),
                 "{b1:?}"
             );
-            assert!(backoff(i, 30) <= MAX_BACKOFF);
+            let b3 = backoff(i, 3);
+            assert!(
+                b3 >= Duration::from_secs(5) && b3 <= Duration::from_secs(10),
+                "capped at two intervals: {b3:?}"
+            );
+            assert!(backoff(i, 30) <= i * 2);
             let j = jittered(i, 0.2);
             assert!(
                 j >= Duration::from_secs(4) && j <= Duration::from_secs(6),
