@@ -9,16 +9,26 @@ Logger.configure(level: :info)
 # E2E_NODE_NAMES=epmd: name peers by what their EPMD reports instead of the configured basename.
 naming = if System.get_env("E2E_NODE_NAMES") == "epmd", do: [node_names: "epmd"], else: []
 
+# E2E_SOURCES: the sources as Elixir source text, to override the default below.
+sources =
+  case System.get_env("E2E_SOURCES", "") do
+    "" ->
+      [
+        [type: :ecs, region: "eu-west-2", cluster: "web", service: "api"],
+        [type: :ecs, region: "us-west-2", cluster: "web", service: "api"]
+      ]
+
+    text ->
+      text |> Code.eval_string() |> elem(0)
+  end
+
 config = naming ++ [
   endpoint_url: endpoint,
   polling_interval: String.to_integer(interval),
   poll_timeout: 2_000,
   max_attempts: 1,
   jitter: 0.1,
-  sources: [
-    [type: :ecs, region: "eu-west-2", cluster: "web", service: "api"],
-    [type: :ecs, region: "us-west-2", cluster: "web", service: "api"]
-  ]
+  sources: sources
 ]
 
 {:ok, sup} =

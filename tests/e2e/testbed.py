@@ -122,12 +122,16 @@ class Bed:
                            ENDPOINT, cmd, json.dumps(spec))
         return json.loads(out.stdout)
 
-    def seed(self, tasks_per_region):
+    def seed(self, tasks_per_region, others=None):
+        """Service "api" tasks (the app) per region, plus `others`: {region: [task specs of other
+        families]} sharing the cluster (they run no BEAM). Returns the app's tasks per region."""
+        others = others or {}
         spec = {"ecs": [{"region": region, "cluster": "web", "subnet": f"{VPCS[region][1]}.0/24",
-                         "tasks": [{"family": "api", "count": n, "group": "service:api"}]}
+                         "tasks": [{"family": "api", "count": n, "group": "service:api"}] + others.get(region, [])}
                         for region, n in tasks_per_region.items()]}
         world = self.world("seed", spec)
-        return {region: world["ecs"][f"{region}/web"]["running"] for region in tasks_per_region}
+        return {region: [t for t in world["ecs"][f"{region}/web"]["running"] if t["family"] == "api"]
+                for region in tasks_per_region}
 
     def run_task(self, region):
         return self.world("run", {"region": region, "cluster": "web", "subnet": f"{VPCS[region][1]}.0/24",
@@ -171,18 +175,30 @@ class Bed:
         self.ns_exec(ns, "ip", "route", "add", "10.203.0.0/24", "via", "10.201.0.1")
         return ns
 
-    def start_node(self, ip, basename="app", cookie=None, node_names=None):
+    def start_node(self, ip, basename="app", cookie=None, node_names=None, sources=None):
+        """`sources`: the strategy's sources as Elixir source text (node.exs has a default)."""
         h = self.hosts[ip]
         h["status"] = os.path.join(self.work, f"{ip}.json")
         h["log"] = os.path.join(self.work, f"{ip}.log")
         env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
-                   AWS_EC2_METADATA_DISABLED="true", HOME=self.work, E2E_NODE_NAMES=node_names or "")
+                   AWS_EC2_METADATA_DISABLED="true", HOME=self.work, E2E_NODE_NAMES=node_names or "",
+                   E2E_SOURCES=sources or "")
         h["proc"] = subprocess.Popen(
             ["ip", "netns", "exec", h["ns"], "elixir", "--name", f"{basename}@{ip}", "--cookie", cookie or COOKIE,
              "--erl", "-kernel inet_dist_listen_min 9100 inet_dist_listen_max 9110",
              "-pa", EBIN, os.path.join(ROOT, "tests", "e2e", "node.exs"),
              h["status"], ENDPOINT, str(self.interval_ms)],
             stdout=open(h["log"], "w"), stderr=subprocess.STDOUT, env=env)
+
+    def terminate_node(self, ip, timeout=30):
+        """SIGTERM, as ECS sends when it stops a task: the BEAM shuts down gracefully (init:stop)."""
+        h = self.hosts[ip]
+        h["proc"].terminate()
+        try:
+            h["proc"].wait(timeout)
+        except subprocess.TimeoutExpired:
+            h["proc"].kill()
+            h["proc"].wait()
 
     def kill_node(self, ip):
         h = self.hosts[ip]

@@ -53,13 +53,13 @@ def subnet(region, cidr):
 _families = set()
 
 
-def run_tasks(region, cluster, cidr, family, count, group=None):
+def run_tasks(region, cluster, cidr, family, count, group=None, container="app"):
     ecs = client("ecs", region)
     if (region, family) not in _families:
         ecs.register_task_definition(
             family=family, networkMode="awsvpc", requiresCompatibilities=["FARGATE"],
             cpu="256", memory="512",
-            containerDefinitions=[{"name": "app", "image": "app", "memory": 128}])
+            containerDefinitions=[{"name": container, "image": container, "memory": 128}])
         _families.add((region, family))
     sub = subnet(region, cidr)
     out = []
@@ -85,7 +85,8 @@ def seed(spec):
         client("ecs", region).create_cluster(clusterName=name)
         running = []
         for t in c.get("tasks", []):
-            running += run_tasks(region, name, c["subnet"], t["family"], t["count"], t.get("group"))
+            running += run_tasks(region, name, c["subnet"], t["family"], t["count"], t.get("group"),
+                                 t.get("container", "app"))
         stopped = []
         stop = c.get("stop")
         if stop:

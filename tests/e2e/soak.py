@@ -1,0 +1,319 @@
+"""Soak: a cluster that never falls apart because AWS had a bad minute.
+
+Four BEAM nodes (two per region) cluster through EcsPeers.Strategy in the namespace test bed while
+awsemu injects, one phase after another:
+  baseline   no faults (the reference for API calls)
+  throttle   30% of ECS calls in both regions answer ThrottlingException; a task starts, and one
+             stops as ECS stops a task (StopTask, and SIGTERM to its BEAM)
+  stall      eu-west-2's listing is two pages (the cluster is shared with 120 tasks of another
+             family, told apart by container name); the second page stalls past the poll timeout
+  blackhole  every us-west-2 call stalls past the poll timeout (the region is unreachable); a task
+             in eu-west-2 is stopped in the API while its BEAM runs on, and must be dropped by
+             every node within two polls all the same
+  5xx        bursts of ServerException in both regions
+  recover    no faults; a task is stopped in the API (its BEAM runs on) and must be dropped
+             everywhere within two polls
+
+Every 100 ms it samples every node's Node.list. Each link between two running tasks' nodes that
+disappears is explained from the nodes' logs: by the strategy (`[libcluster:ecs] disconnected
+from`: a spurious disconnect, which must never happen), by OTP's global
+(prevent_overlapping_partitions cutting links while nodes disagree about a node that was just
+stopped; it must follow a planned stop and be restored), or not at all (unexplained: must not
+happen). Crashes (BEAM exits, strategy restarts) must be 0.
+
+awsemu stops a task at once (lastStatus STOPPED), so ecs-peers' drain (a leaving task stays a peer
+until ECS reports it STOPPED, by which time its BEAM has exited) cannot be exercised here; that is
+why a stop whose BEAM runs on may set global off, and why those losses are reported, not hidden.
+
+  python3 tests/e2e/soak.py            # the short version CI runs (about 2 minutes)
+  python3 tests/e2e/soak.py --long     # several minutes per phase (scripts/soak)
+Prints the figures and `N passed, N failed`.
+"""
+import datetime
+import json
+import re
+import sys
+import time
+
+from testbed import ENDPOINT, Bed, require_root_and_netns, wait_until
+
+LONG = "--long" in sys.argv
+PHASES = ({"baseline": 60, "throttle": 180, "stall": 60, "blackhole": 60, "5xx": 30, "recover": 20} if LONG
+          else {"baseline": 10, "throttle": 25, "stall": 15, "blackhole": 20, "5xx": 10, "recover": 10})
+INTERVAL_MS = 1000
+REGIONS = ("eu-west-2", "us-west-2")
+OTHER_TASKS = 120
+# eu-west-2's cluster is shared: the whole cluster is listed (two pages) and the app's tasks are
+# told apart by container name; us-west-2 lists the service.
+SOURCES = ('[[type: :ecs, region: "eu-west-2", cluster: "web", container: "app"], '
+           '[type: :ecs, region: "us-west-2", cluster: "web", service: "api"]]')
+# Lines that explain a lost link (Logger's console format: local time of day first).
+STRATEGY_CUT = re.compile(r'^(\d\d:\d\d:\d\d\.\d\d\d) \[info\] \[libcluster:ecs\] disconnected from :"app@([\d.]+)"')
+GLOBAL_CUT = re.compile(r"^(\d\d:\d\d:\d\d\.\d\d\d) \[warning\] 'global' at node :\"app@[\d.]+\" "
+                        r'(?:requested disconnect from|disconnected) node :"app@([\d.]+)" in order to prevent overlapping partitions')
+
+
+def node(ip):
+    return f"app@{ip}"
+
+
+def time_of_day(hms):
+    h, m, s = hms.split(":")
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def now_of_day():
+    t = datetime.datetime.now()
+    return t.hour * 3600 + t.minute * 60 + t.second + t.microsecond / 1e6
+
+
+class Soak:
+    def __init__(self, bed):
+        self.bed = bed
+        self.live = {}          # ip -> (region, arn): tasks running in the API
+        self.started_at = {}    # ip -> when its node started
+        self.seen = set()       # (a, b): b was in a's Node.list at least once
+        self.lost = {}          # (a, b) -> the open loss record, while b is missing from a's list
+        self.losses = []        # every loss: {"at", "phase", "a", "b", "restored_after"}
+        self.stops = []         # (time of day, ip) of planned stops
+        self.drops = {}         # stopped ip -> {"phase", "polls_at_stop": {ip: poll}, "dropped": {ip: polls}}
+        self.phase = "setup"
+
+    # -- the emulator's fault list -------------------------------------------------------------
+    def faults(self, method="GET", body=""):
+        code = ("import sys,urllib.request\n"
+                "r = urllib.request.Request(sys.argv[1] + '/_fault', data=(sys.stdin.read().encode() or None), method=sys.argv[2])\n"
+                "print(urllib.request.urlopen(r).read().decode())")
+        out = self.bed.ns_exec(self.bed.router, sys.executable, "-c", code, ENDPOINT, method, input=body).stdout
+        return json.loads(out) if out.strip() else []
+
+    def set_faults(self, entries):
+        """Replaces the fault list; a final pass-through entry per region counts the other calls."""
+        counting = [{"operation": "*", "region": r, "count": 10**9, "tag": f"count:{r}"} for r in REGIONS]
+        self.faults("DELETE")
+        self.faults("POST", json.dumps(entries + counting))
+
+    def calls(self):
+        """API calls per region so far in this fault list (faulted or passed through)."""
+        per = {r: 0 for r in REGIONS}
+        for f in self.faults():
+            if f.get("region") in per:
+                per[f["region"]] += f.get("hits", 0)
+        return per
+
+    # -- the cluster ---------------------------------------------------------------------------
+    def start(self, region, task):
+        self.bed.add_host(region, task["ip"])
+        self.bed.start_node(task["ip"], sources=SOURCES)
+        self.live[task["ip"]] = (region, task["arn"])
+        self.started_at[task["ip"]] = time.monotonic()
+
+    def stop(self, ip, terminate=False):
+        """Stops a task in the emulator. With `terminate`, its BEAM gets SIGTERM as ECS sends it;
+        without, its BEAM runs on, so every other node must drop it because the API no longer
+        lists it (their polls until then are counted in sample())."""
+        region, arn = self.live.pop(ip)
+        self.stops.append((now_of_day(), ip))
+        at = {o: (self.bed.status(o) or {}).get("poll", 0) for o in self.live
+              if time.monotonic() - self.started_at[o] > 3}
+        self.bed.stop_task(region, arn)
+        if terminate:
+            self.bed.terminate_node(ip)
+        else:
+            self.drops[ip] = {"phase": self.phase, "polls_at_stop": at, "dropped": {}, "reappeared": []}
+
+    def running(self):
+        """BEAMs running: a task stopped in the API whose BEAM runs on still polls AWS."""
+        return sum(1 for h in self.bed.hosts.values() if h.get("proc") and h["proc"].poll() is None)
+
+    def sample(self):
+        now = time.monotonic()
+        ips = [ip for ip in self.live if now - self.started_at[ip] > 3]
+        statuses = {ip: self.bed.status(ip) or {"nodes": [], "poll": 0} for ip in ips}
+        views = {ip: set(statuses[ip]["nodes"]) for ip in ips}
+        for victim, d in self.drops.items():
+            for o, p0 in d["polls_at_stop"].items():
+                if o in statuses and o not in d["dropped"] and node(victim) not in views[o]:
+                    d["dropped"][o] = statuses[o]["poll"] - p0
+                elif o in d["dropped"] and o in views and node(victim) in views[o] and statuses[o]["poll"] - p0 > 2:
+                    # Within two polls a node whose own poll has not yet seen the stop may still
+                    # reconnect the leaving node; after that, never.
+                    d["reappeared"].append(o)
+        for a in ips:
+            for b in ips:
+                if a == b:
+                    continue
+                pair = (a, b)
+                if node(b) in views[a]:
+                    self.seen.add(pair)
+                    loss = self.lost.pop(pair, None)
+                    if loss:
+                        loss["restored_after"] = round(now - loss["mono"], 1)
+                elif pair in self.seen and pair not in self.lost:
+                    loss = {"at": now_of_day(), "mono": now, "phase": self.phase, "a": a, "b": b, "restored_after": None}
+                    self.lost[pair] = loss
+                    self.losses.append(loss)
+        for ip, h in self.bed.hosts.items():
+            if ip in self.live and h.get("proc") and h["proc"].poll() is not None:
+                raise AssertionError(f"the BEAM of {node(ip)} exited: {self.bed.log(ip)[-2000:]}")
+
+    def run_for(self, seconds, during=None):
+        """Samples for `seconds`, running the `during` actions at their offsets; returns the
+        node-minutes elapsed (running BEAMs integrated over time), to turn call counts into rates."""
+        end = time.monotonic() + seconds
+        actions = sorted((during or {}).items())
+        t0 = last = time.monotonic()
+        node_seconds = 0.0
+        while time.monotonic() < end:
+            while actions and time.monotonic() - t0 >= actions[0][0]:
+                actions.pop(0)[1]()
+            self.sample()
+            time.sleep(0.1)
+            now = time.monotonic()
+            node_seconds += self.running() * (now - last)
+            last = now
+        return node_seconds / 60
+
+    # -- why links were lost ---------------------------------------------------------------------
+    def explain(self):
+        """Each loss's cause, from both ends' logs within 3 s before it was sampled: 'strategy',
+        'global' (and the planned stop it follows, if any within 15 s), or 'unexplained'."""
+        cuts = []  # (time of day, at ip, kind, peer ip)
+        for ip in self.bed.hosts:
+            for line in self.bed.log(ip).splitlines():
+                for kind, rx in (("strategy", STRATEGY_CUT), ("global", GLOBAL_CUT)):
+                    m = rx.match(line)
+                    if m:
+                        cuts.append((time_of_day(m.group(1)), ip, kind, m.group(2)))
+        for loss in self.losses:
+            a, b, t = loss["a"], loss["b"], loss["at"]
+            near = [c for c in cuts if t - 3 <= c[0] <= t + 0.2 and c[1] in (a, b)]
+            if any(k == "strategy" and {at, peer} == {a, b} for _, at, k, peer in near):
+                loss["cause"] = "strategy"
+            elif any(k == "global" for _, _, k, _ in near):
+                stop = [ip for st, ip in self.stops if 0 <= t - st <= 15]
+                loss["cause"] = "global"
+                loss["after_stop_of"] = stop[-1] if stop else None
+            else:
+                loss["cause"] = "unexplained"
+            loss.pop("mono", None)
+            loss["at"] = str(datetime.timedelta(seconds=round(t, 1)))
+        return self.losses
+
+
+def main():
+    require_root_and_netns()
+    checks = []
+
+    def check(name, ok, detail):
+        checks.append(ok)
+        print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}", flush=True)
+
+    with Bed(interval_ms=INTERVAL_MS) as bed:
+        soak = Soak(bed)
+        print(f"soak on test bed {bed.prefix} ({'long' if LONG else 'short'}: {PHASES}); logs in {bed.work}", flush=True)
+        tasks = bed.seed({"eu-west-2": 2, "us-west-2": 2},
+                         others={"eu-west-2": [{"family": "batch", "count": OTHER_TASKS, "container": "worker"}]})
+        for region in REGIONS:
+            for t in tasks[region]:
+                soak.start(region, t)
+        wait_until(lambda: all(set((bed.status(ip) or {"nodes": []})["nodes"]) == {node(o) for o in soak.live if o != ip}
+                               for ip in soak.live), 90, "the cluster to form")
+        rates, stalled = {}, {}
+
+        def phase(name, faults, during=None):
+            soak.phase = name
+            soak.set_faults(faults)
+            node_minutes = soak.run_for(PHASES[name], during)
+            calls = soak.calls()
+            # Every node polls every region: calls to a region per node per minute.
+            rates[name] = {r: round(calls.get(r, 0) / node_minutes) for r in REGIONS}
+            if name == "stall":
+                stalled["calls"] = sum(f.get("hits", 0) for f in soak.faults() if f.get("tag") == "stall")
+            print(f"  phase {name:<9} {PHASES[name]:>4}s  calls per node per minute, per region: {rates[name]}  "
+                  f"links lost so far: {len(soak.losses)}", flush=True)
+
+        phase("baseline", [])
+        # 30%: per region, 7 calls pass, 3 are throttled, again and again (enough for the phase).
+        throttle = []
+        for _ in range(PHASES["throttle"] * 3 // 10 + 10):
+            for r in REGIONS:
+                throttle += [{"operation": "ListTasks", "region": r, "count": 7},
+                             {"operation": "ListTasks", "region": r, "count": 3, "status": 400,
+                              "code": "ThrottlingException", "message": "Rate exceeded"}]
+        new_task = {}
+        phase("throttle", throttle, during={
+            PHASES["throttle"] * 0.3: lambda: new_task.update(t=bed.run_task("eu-west-2")) or soak.start("eu-west-2", new_task["t"]),
+            PHASES["throttle"] * 0.6: lambda: soak.stop(tasks["us-west-2"][1]["ip"], terminate=True),
+        })
+        # The second of eu-west-2's two ListTasks pages stalls past poll_timeout (2 s), again and
+        # again: calls alternate pass, stall (concurrent nodes may get a first page stalled).
+        stall = []
+        for _ in range(PHASES["stall"] * 3):
+            stall += [{"operation": "ListTasks", "region": "eu-west-2", "count": 1},
+                      {"operation": "ListTasks", "region": "eu-west-2", "count": 1, "delay_ms": 2500, "tag": "stall"}]
+        phase("stall", stall)
+        phase("blackhole", [{"operation": "*", "region": "us-west-2", "count": 10**6, "delay_ms": 2500}], during={
+            PHASES["blackhole"] * 0.3: lambda: soak.stop(new_task["t"]["ip"]),
+        })
+        burst = [{"operation": "*", "region": r, "count": 20, "status": 500, "code": "ServerException", "message": "injected"}
+                 for r in REGIONS]
+        phase("5xx", burst)
+
+        # Faults over: a stopped task is dropped everywhere within two polls.
+        soak.phase = "recover"
+        soak.set_faults([])
+        soak.run_for(3)
+        victim = tasks["eu-west-2"][1]["ip"]
+        soak.stop(victim)
+        wait_until(lambda: soak.sample() or len(soak.drops[victim]["dropped"]) == len(soak.drops[victim]["polls_at_stop"]),
+                   30, "the stopped task to be dropped")
+        soak.run_for(PHASES["recover"])
+        restarts = sum((bed.status(ip) or {}).get("restarts", 0) for ip in soak.live)
+        drops = {f"{node(v)} stopped during {d['phase']}": d["dropped"] for v, d in soak.drops.items()}
+        not_dropped = {v: sorted(set(d["polls_at_stop"]) - set(d["dropped"])) for v, d in soak.drops.items()}
+        losses = soak.explain()
+        by_cause = {c: [x for x in losses if x["cause"] == c] for c in ("strategy", "global", "unexplained")}
+
+        print("figures: " + json.dumps({
+            "calls_per_min_per_node": rates, "stalled_listing_calls": stalled.get("calls"),
+            "links_lost": {c: len(v) for c, v in by_cause.items()},
+            "longest_loss_s": max((x["restored_after"] or 0 for x in losses), default=0),
+            "polls_to_drop_a_stopped_task": drops, "strategy_restarts": restarts}), flush=True)
+        for x in losses:
+            print(f"  link lost {x['at']} ({x['phase']}): {node(x['a'])} -/- {node(x['b'])}, cause {x['cause']}"
+                  + (f" after the stop of {node(x['after_stop_of'])}" if x.get("after_stop_of") else "")
+                  + f", restored after {x['restored_after']} s", flush=True)
+
+        check("the strategy never disconnected a running task's node (no spurious disconnect)", not by_cause["strategy"],
+              f"{len(by_cause['strategy'])} by the strategy, {len(by_cause['global'])} by OTP global, "
+              f"{len(by_cause['unexplained'])} unexplained")
+        check("no link lost without a cause", not by_cause["unexplained"], f"{len(by_cause['unexplained'])} unexplained")
+        bound = 2 * INTERVAL_MS / 1000 + 1
+        check(f"links cut by OTP global follow a planned stop and come back within two polls ({bound:g} s)",
+              all(x["after_stop_of"] and x["restored_after"] is not None and x["restored_after"] <= bound
+                  for x in by_cause["global"]),
+              f"{len(by_cause['global'])} such links, longest {max((x['restored_after'] or 0 for x in by_cause['global']), default=0)} s")
+        check("no crash", restarts == 0, f"strategy restarts: {restarts}; every BEAM alive")
+        check("every stopped task is dropped by every node", not any(not_dropped.values()), json.dumps(not_dropped))
+        back = {v: sorted(set(d["reappeared"])) for v, d in soak.drops.items() if d["reappeared"]}
+        check("a dropped task's node is never connected again after two polls", not back, json.dumps(back))
+        after = soak.drops[victim]["dropped"]
+        check("a stopped task is dropped within two polls after the faults", max(after.values()) <= 2, str(after))
+        during = next(d["dropped"] for d in soak.drops.values() if d["phase"] == "blackhole")
+        check("a black-holed region delays nobody: an eu-west-2 task stopped meanwhile is dropped within two polls",
+              max(during.values()) <= 2, str(during))
+        storms = {f"{p}/{r}": v[r] for p, v in rates.items() for r in REGIONS if v[r] > rates["baseline"][r] * 1.5}
+        check("no retry storm: no region's calls per node per minute exceed 1.5x its fault-free rate", not storms,
+              f"baseline {rates['baseline']}, over: {storms or 'none'}")
+        check("throttling backs off", all(rates["throttle"][r] < rates["baseline"][r] for r in REGIONS),
+              f"{rates['throttle']} per node per minute under 30% throttling vs {rates['baseline']} fault-free")
+        final = all(set(bed.status(ip)["nodes"]) == {node(o) for o in soak.live if o != ip} for ip in soak.live)
+        check("the cluster is whole at the end", final, ", ".join(node(ip) for ip in soak.live))
+
+    print(f"{checks.count(True)} passed, {checks.count(False)} failed", flush=True)
+    return 0 if all(checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
