@@ -6,9 +6,10 @@ use serde_json::{json, Value};
 
 use crate::emu::{ips, Emu};
 
-fn cli(emu: &Emu, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ecs-peers"))
-        .args(args)
+/// `ecs-peers ARGS` against the emulator, basename "app", one attempt per call, test credentials.
+fn command(emu: &Emu, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ecs-peers"));
+    c.args(args)
         .args([
             "--endpoint-url",
             &emu.endpoint,
@@ -20,9 +21,12 @@ fn cli(emu: &Emu, args: &[&str]) -> Output {
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("RELEASE_NODE")
-        .output()
-        .unwrap()
+        .env_remove("RELEASE_NODE");
+    c
+}
+
+fn cli(emu: &Emu, args: &[&str]) -> Output {
+    command(emu, args).output().unwrap()
 }
 
 fn text(o: &Output) -> String {
@@ -365,21 +369,12 @@ fn credentials_tokens_and_cookies_never_appear_in_output_or_logs() {
     );
     let secrets = ["s3cr3tLEAKvalue", "t0kenLEAKvalue", "c00kieLEAKvalue"];
     let run = |args: &[&str], log: &str| {
-        let o = Command::new(env!("CARGO_BIN_EXE_ecs-peers"))
-            .args(args)
+        let o = command(&emu, args)
             .args([
                 "--cloudmap",
                 "us-west-2/internal/api",
                 "--ecs",
                 "eu-west-2/nope",
-            ])
-            .args([
-                "--endpoint-url",
-                &emu.endpoint,
-                "--max-attempts",
-                "1",
-                "--basename",
-                "app",
             ])
             .env("AWS_ACCESS_KEY_ID", "AKIDLEAKCHECK")
             .env("AWS_SECRET_ACCESS_KEY", secrets[0])
