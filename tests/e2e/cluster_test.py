@@ -20,22 +20,9 @@ import sys
 import time
 import traceback
 
-from testbed import ENDPOINT, ROOT, Bed, require_root_and_netns, wait_until
+from testbed import ENDPOINT, ROOT, Bed, fully_meshed, node, require_root_and_netns, sees, wait_until
 
 INTERVAL_MS = 1000
-
-
-def node(ip):
-    return f"app@{ip}"
-
-
-def sees(bed, ip, others):
-    s = bed.status(ip)
-    return s is not None and set(s["nodes"]) == {node(o) for o in others}
-
-
-def fully_meshed(bed, ips):
-    return all(sees(bed, ip, [o for o in ips if o != ip]) for ip in ips)
 
 
 def main():

@@ -2,7 +2,6 @@
 through EcsPeers.Strategy, a task stopped and a task started, then everything torn down.
 Run as root via scripts/demo."""
 import os
-import subprocess
 import sys
 import time
 

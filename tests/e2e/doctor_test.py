@@ -101,15 +101,12 @@ def main():
         case("the same IP in two regions", [("overlapping_cidrs", eu4)],
              extra=["--cloudmap", "ap-southeast-2/internal/api"])
 
-        fault = ("import sys,urllib.request\n"
-                 "r = urllib.request.Request(sys.argv[1] + '/_fault', data=sys.argv[2].encode(), method=sys.argv[3])\n"
-                 "urllib.request.urlopen(r)")
-        deny = json.dumps({"operation": "ListTasks", "region": "us-west-2", "count": 1000, "status": 400,
-                           "code": "AccessDeniedException",
-                           "message": "User: arn:aws:sts::123456789012:assumed-role/app/t is not authorized to perform: ecs:ListTasks"})
+        deny = {"operation": "ListTasks", "region": "us-west-2", "count": 1000, "status": 400,
+                "code": "AccessDeniedException",
+                "message": "User: arn:aws:sts::123456789012:assumed-role/app/t is not authorized to perform: ecs:ListTasks"}
         case("AccessDenied on ecs:ListTasks", [("access_denied", "ecs:us-west-2/web/api")],
-             setup=lambda: bed.ns_exec(bed.router, sys.executable, "-c", fault, ENDPOINT, deny, "POST"),
-             restore=lambda: bed.ns_exec(bed.router, sys.executable, "-c", fault, ENDPOINT, "", "DELETE"))
+             setup=lambda: bed.faults("POST", deny),
+             restore=lambda: bed.faults("DELETE"))
 
         bed.world("seed", {"ecs": [{"region": "ap-northeast-1", "cluster": "empty", "subnet": "10.203.0.0/24", "tasks": []}]})
         case("a region with no tasks", [("region_without_peers", "ap-northeast-1")],

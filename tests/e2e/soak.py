@@ -35,7 +35,7 @@ import re
 import sys
 import time
 
-from testbed import ENDPOINT, Bed, require_root_and_netns, wait_until
+from testbed import Bed, fully_meshed, node, require_root_and_netns, wait_until
 
 LONG = "--long" in sys.argv
 PHASES = ({"baseline": 60, "throttle": 180, "stall": 60, "blackhole": 60, "5xx": 30, "recover": 20} if LONG
@@ -51,10 +51,6 @@ SOURCES = ('[[type: :ecs, region: "eu-west-2", cluster: "web", container: "app"]
 STRATEGY_CUT = re.compile(r'^(\d\d:\d\d:\d\d\.\d\d\d) \[info\] \[libcluster:ecs\] disconnected from :"app@([\d.]+)"')
 GLOBAL_CUT = re.compile(r"^(\d\d:\d\d:\d\d\.\d\d\d) \[warning\] 'global' at node :\"app@[\d.]+\" "
                         r'(?:requested disconnect from|disconnected) node :"app@([\d.]+)" in order to prevent overlapping partitions')
-
-
-def node(ip):
-    return f"app@{ip}"
 
 
 def time_of_day(hms):
@@ -80,23 +76,16 @@ class Soak:
         self.phase = "setup"
 
     # -- the emulator's fault list -------------------------------------------------------------
-    def faults(self, method="GET", body=""):
-        code = ("import sys,urllib.request\n"
-                "r = urllib.request.Request(sys.argv[1] + '/_fault', data=(sys.stdin.read().encode() or None), method=sys.argv[2])\n"
-                "print(urllib.request.urlopen(r).read().decode())")
-        out = self.bed.ns_exec(self.bed.router, sys.executable, "-c", code, ENDPOINT, method, input=body).stdout
-        return json.loads(out) if out.strip() else []
-
     def set_faults(self, entries):
         """Replaces the fault list; a final pass-through entry per region counts the other calls."""
         counting = [{"operation": "*", "region": r, "count": 10**9, "tag": f"count:{r}"} for r in REGIONS]
-        self.faults("DELETE")
-        self.faults("POST", json.dumps(entries + counting))
+        self.bed.faults("DELETE")
+        self.bed.faults("POST", entries + counting)
 
     def calls(self):
         """API calls per region so far in this fault list (faulted or passed through)."""
         per = {r: 0 for r in REGIONS}
-        for f in self.faults():
+        for f in self.bed.faults():
             if f.get("region") in per:
                 per[f["region"]] += f.get("hits", 0)
         return per
@@ -217,8 +206,7 @@ def main():
         for region in REGIONS:
             for t in tasks[region]:
                 soak.start(region, t)
-        wait_until(lambda: all(set((bed.status(ip) or {"nodes": []})["nodes"]) == {node(o) for o in soak.live if o != ip}
-                               for ip in soak.live), 90, "the cluster to form")
+        wait_until(lambda: fully_meshed(bed, list(soak.live)), 90, "the cluster to form")
         rates, stalled = {}, {}
 
         def phase(name, faults, during=None):
@@ -229,7 +217,7 @@ def main():
             # Every node polls every region: calls to a region per node per minute.
             rates[name] = {r: round(calls.get(r, 0) / node_minutes) for r in REGIONS}
             if name == "stall":
-                stalled["calls"] = sum(f.get("hits", 0) for f in soak.faults() if f.get("tag") == "stall")
+                stalled["calls"] = sum(f.get("hits", 0) for f in bed.faults() if f.get("tag") == "stall")
             print(f"  phase {name:<9} {PHASES[name]:>4}s  calls per node per minute, per region: {rates[name]}  "
                   f"links lost so far: {len(soak.losses)}", flush=True)
 
@@ -308,8 +296,7 @@ def main():
               f"baseline {rates['baseline']}, over: {storms or 'none'}")
         check("throttling backs off", all(rates["throttle"][r] < rates["baseline"][r] for r in REGIONS),
               f"{rates['throttle']} per node per minute under 30% throttling vs {rates['baseline']} fault-free")
-        final = all(set(bed.status(ip)["nodes"]) == {node(o) for o in soak.live if o != ip} for ip in soak.live)
-        check("the cluster is whole at the end", final, ", ".join(node(ip) for ip in soak.live))
+        check("the cluster is whole at the end", fully_meshed(bed, list(soak.live)), ", ".join(node(ip) for ip in soak.live))
 
     print(f"{checks.count(True)} passed, {checks.count(False)} failed", flush=True)
     return 0 if all(checks) else 1

@@ -122,6 +122,16 @@ class Bed:
                            ENDPOINT, cmd, json.dumps(spec))
         return json.loads(out.stdout)
 
+    def faults(self, method="GET", entries=None):
+        """awsemu's fault list: GET lists it (with hit counts), POST adds `entries`, DELETE clears.
+        Called from the router namespace, where the emulator listens."""
+        code = ("import sys,urllib.request\n"
+                "r = urllib.request.Request(sys.argv[1] + '/_fault', data=(sys.stdin.read().encode() or None), method=sys.argv[2])\n"
+                "print(urllib.request.urlopen(r).read().decode())")
+        body = "" if entries is None else json.dumps(entries)
+        out = self.ns_exec(self.router, sys.executable, "-c", code, ENDPOINT, method, input=body).stdout
+        return json.loads(out) if out.strip() else []
+
     def seed(self, tasks_per_region, others=None):
         """Service "api" tasks (the app) per region, plus `others`: {region: [task specs of other
         families]} sharing the cluster (they run no BEAM). Returns the app's tasks per region."""
@@ -223,6 +233,20 @@ class Bed:
                 return f.read()
         except (FileNotFoundError, KeyError):
             return ""
+
+
+def node(ip, basename="app"):
+    return f"{basename}@{ip}"
+
+
+def sees(bed, ip, others):
+    """The node at `ip` is connected to exactly the nodes at `others`."""
+    s = bed.status(ip)
+    return s is not None and set(s["nodes"]) == {node(o) for o in others}
+
+
+def fully_meshed(bed, ips):
+    return all(sees(bed, ip, [o for o in ips if o != ip]) for ip in ips)
 
 
 def wait_until(pred, timeout, what, step=0.1):
