@@ -1,6 +1,11 @@
 //! The crate's one public error type, and the per-source error that pollers report as data.
 
 use std::fmt;
+use std::sync::Arc;
+
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 /// Everything that can go wrong in ecs-peers outside a single source's poll.
 ///
@@ -38,33 +43,51 @@ impl Error {
     }
 }
 
-/// What kind of failure a source hit. Drives back-off and the suggested fix.
+/// What kind of failure a source hit, by what happened (not by which call failed). Drives
+/// back-off ([`ErrorKind::backs_off`]) and the suggested fix.
+///
+/// An AWS error is classified by its error code when the code is known (the codes are those the
+/// AWS SDKs and the ECS and Cloud Map API references document), and otherwise by its HTTP status
+/// ([`ErrorKind::from_http_status`]): an unknown code with a 4xx status is a [`ErrorKind::Client`]
+/// error, not a server fault. In JSON each kind is its [`as_str`](ErrorKind::as_str) name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// The API throttled us (ThrottlingException, HTTP 429, ...). The source backs off.
+    /// `throttled`: the API throttled us (ThrottlingException, HTTP 429, ...). The source backs
+    /// off.
     Throttled,
-    /// IAM denied the call.
+    /// `access_denied`: IAM denied the call (AccessDeniedException, or HTTP 403 with an unknown
+    /// code).
     AccessDenied,
-    /// No usable, valid or unexpired credentials.
+    /// `credentials`: no usable, valid or unexpired credentials (ExpiredTokenException, HTTP 401).
     Credentials,
-    /// The cluster, namespace or service does not exist (in that region).
+    /// `not_found`: the cluster, namespace or service does not exist (in that region), or the
+    /// endpoint answered HTTP 404.
     NotFound,
-    /// AWS rejected the request's parameters.
+    /// `invalid_request`: the request's parameters were rejected (InvalidParameterException,
+    /// ValidationException), or the request could not be built.
     InvalidRequest,
-    /// No answer in time.
+    /// `client`: the remote refused the request as the caller's fault, for a reason not
+    /// classified above: AWS's `ClientException`, any error code this crate does not know with a
+    /// 4xx status, or a 4xx answer of the task metadata endpoint. Retrying sooner cannot help, so
+    /// it does not back off.
+    Client,
+    /// `timeout`: no answer in time.
     Timeout,
-    /// The endpoint could not be reached (DNS, TCP, TLS).
+    /// `unreachable`: the endpoint could not be reached (DNS, TCP, TLS): no HTTP answer at all.
     Unreachable,
-    /// AWS answered with a server error (5xx).
+    /// `service`: the remote answered with a server fault (HTTP 5xx, ServerException). The
+    /// source backs off.
     Service,
-    /// The answer could not be understood (truncated or malformed body).
+    /// `malformed`: the answer could not be understood (truncated or malformed body).
     Malformed,
 }
 
 impl ErrorKind {
-    /// A short stable name, as used in the JSON output.
+    /// A short stable name, as used in the JSON output (`throttled`, `access_denied`,
+    /// `credentials`, `not_found`, `invalid_request`, `client`, `timeout`, `unreachable`,
+    /// `service`, `malformed`).
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Throttled => "throttled",
@@ -72,10 +95,48 @@ impl ErrorKind {
             ErrorKind::Credentials => "credentials",
             ErrorKind::NotFound => "not_found",
             ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::Client => "client",
             ErrorKind::Timeout => "timeout",
             ErrorKind::Unreachable => "unreachable",
             ErrorKind::Service => "service",
             ErrorKind::Malformed => "malformed",
+        }
+    }
+
+    /// Whether a source that failed this way backs off (skips polls for one to two intervals):
+    /// only when the remote is overloaded, i.e. throttling and server faults. Every other kind is
+    /// polled again at the next interval, since waiting longer does not change its answer.
+    ///
+    /// ```
+    /// use ecs_peers::ErrorKind;
+    /// assert!(ErrorKind::Throttled.backs_off() && ErrorKind::Service.backs_off());
+    /// assert!(!ErrorKind::Client.backs_off() && !ErrorKind::AccessDenied.backs_off());
+    /// ```
+    pub fn backs_off(self) -> bool {
+        matches!(self, ErrorKind::Throttled | ErrorKind::Service)
+    }
+
+    /// The kind of an HTTP answer that carries no error code this crate knows, by its status
+    /// (RFC 9110): 429 throttled, 401 credentials, 403 access denied, 404 not found, 408 timeout,
+    /// any other 4xx a client error, 5xx a server fault. A 1xx-3xx status where an error was
+    /// expected means the answer was not understood (malformed).
+    ///
+    /// ```
+    /// use ecs_peers::ErrorKind;
+    /// assert_eq!(ErrorKind::from_http_status(400), ErrorKind::Client);
+    /// assert_eq!(ErrorKind::from_http_status(429), ErrorKind::Throttled);
+    /// assert_eq!(ErrorKind::from_http_status(503), ErrorKind::Service);
+    /// ```
+    pub fn from_http_status(status: u16) -> ErrorKind {
+        match status {
+            429 => ErrorKind::Throttled,
+            401 => ErrorKind::Credentials,
+            403 => ErrorKind::AccessDenied,
+            404 => ErrorKind::NotFound,
+            408 => ErrorKind::Timeout,
+            400..=499 => ErrorKind::Client,
+            500..=599 => ErrorKind::Service,
+            _ => ErrorKind::Malformed,
         }
     }
 }
@@ -86,81 +147,186 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// The underlying error a [`SourceError`] was made from (an SDK error, an I/O error).
+pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// One failed poll of one source: which AWS action failed, why, and what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{action} failed ({kind}): {}{}", message.trim_end_matches('.'), fix.as_ref().map(|f| format!(". Fix: {f}")).unwrap_or_default())]
+///
+/// Displayed as `<action> failed (<kind>): <message>. Fix: <fix>`. Serialised as data,
+/// `{"kind", "action", "message", "fix"}` (`fix` null when none can be named); the cause chain
+/// is reachable through [`std::error::Error::source`] (the SDK's or the I/O layer's own error),
+/// as `object_store` keeps it, and is not part of the JSON.
+///
+/// Two `SourceError`s are equal when they say the same thing (kind, action, message and fix);
+/// the cause is not compared.
+///
+/// ```
+/// use ecs_peers::{ErrorKind, SourceError};
+/// let e = SourceError::new(ErrorKind::Client, "ecs:ListTasks", "ClientException: nope")
+///     .with_fix("check the cluster name");
+/// assert_eq!(e.to_string(), "ecs:ListTasks failed (client): ClientException: nope. Fix: check the cluster name");
+/// assert_eq!(
+///     serde_json::to_value(&e).unwrap(),
+///     serde_json::json!({"kind": "client", "action": "ecs:ListTasks",
+///                        "message": "ClientException: nope", "fix": "check the cluster name"})
+/// );
+/// ```
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SourceError {
     /// The failure's class.
     pub kind: ErrorKind,
-    /// The IAM action that failed, e.g. `ecs:ListTasks`.
+    /// The IAM action that failed, e.g. `ecs:ListTasks` (`ecs:task-metadata` for the task
+    /// metadata endpoint, `poll` for a poll that did not finish).
     pub action: &'static str,
-    /// What AWS (or the network) said.
+    /// What the remote (AWS, the ECS agent) or the network said, in its own words.
     pub message: String,
     /// The likely fix, when one can be named.
     pub fix: Option<String>,
+    /// The error this one was made from.
+    #[serde(skip)]
+    cause: Option<Cause>,
 }
 
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} failed ({}): {}",
+            self.action,
+            self.kind,
+            self.message.trim_end_matches('.')
+        )?;
+        match &self.fix {
+            Some(fix) => write!(f, ". Fix: {fix}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for SourceError {
+    /// The error this one was made from (the SDK's error, an I/O error), itself, not wrapped.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl PartialEq for SourceError {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && self.action == other.action
+            && self.message == other.message
+            && self.fix == other.fix
+    }
+}
+
+impl Eq for SourceError {}
+
 impl SourceError {
-    pub(crate) fn new(kind: ErrorKind, action: &'static str, message: impl Into<String>) -> Self {
+    /// An error of `kind` for `action`, with the remote's or the network's `message` (no fix,
+    /// no cause yet).
+    pub fn new(kind: ErrorKind, action: &'static str, message: impl Into<String>) -> Self {
         SourceError {
             kind,
             action,
             message: message.into(),
             fix: None,
+            cause: None,
         }
     }
 
-    pub(crate) fn with_fix(mut self, fix: impl Into<String>) -> Self {
+    /// The same error, naming the fix.
+    pub fn with_fix(mut self, fix: impl Into<String>) -> Self {
         self.fix = Some(fix.into());
+        self
+    }
+
+    /// The same error, keeping the error it was made from as its
+    /// [`source`](std::error::Error::source).
+    pub fn with_cause(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.cause = Some(Arc::new(cause));
         self
     }
 }
 
-/// Classifies an AWS SDK error into a [`SourceError`].
+/// Classifies an AWS SDK error into a [`SourceError`], keeping the SDK error as its cause.
 ///
 /// `resource` is the IAM resource (and condition) the action needs, used in the AccessDenied fix;
 /// `not_found` is the fix to name when the target does not exist.
-pub(crate) fn classify<E, R>(
-    err: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+pub(crate) fn classify<E>(
+    err: SdkError<E, HttpResponse>,
     action: &'static str,
     resource: &str,
     not_found: &str,
 ) -> SourceError
 where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
-    R: fmt::Debug + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    use aws_smithy_runtime_api::client::result::SdkError;
-    tracing::debug!(action, error = %aws_smithy_types::error::display::DisplayErrorContext(err), "AWS call failed");
-    let detail = chain(err);
-    match err {
+    tracing::debug!(action, error = %aws_smithy_types::error::display::DisplayErrorContext(&err), "AWS call failed");
+    let detail = chain(&err);
+    let classified = match &err {
         SdkError::ServiceError(ctx) => {
             let e = ctx.err();
-            let code = e.code().unwrap_or("Unknown");
-            let message = format!("{code}: {}", e.message().unwrap_or("(no message)"));
-            classify_code(code, action, message, resource, not_found)
+            let status = ctx.raw().status().as_u16();
+            let message = match (e.code(), e.message()) {
+                (Some(code), Some(m)) => format!("{code}: {m}"),
+                (Some(code), None) => format!("{code} (HTTP {status}, no message)"),
+                // No error code: the answer is not an AWS error document (a proxy, a load
+                // balancer); keep what it said.
+                (None, m) => format!(
+                    "HTTP {status}: {}",
+                    m.map(str::to_string)
+                        .unwrap_or_else(|| excerpt(ctx.raw().body().bytes().unwrap_or_default()))
+                ),
+            };
+            classify_code(e.code(), Some(status), action, message, resource, not_found)
         }
         SdkError::TimeoutError(_) => SourceError::new(ErrorKind::Timeout, action, detail)
-            .with_fix("the AWS endpoint did not answer in time; check the route to it (NAT gateway or VPC endpoint) or raise poll_timeout"),
+            .with_fix(TIMEOUT_FIX),
         SdkError::DispatchFailure(d) if d.is_timeout() => {
-            SourceError::new(ErrorKind::Timeout, action, detail)
-                .with_fix("the AWS endpoint did not answer in time; check the route to it (NAT gateway or VPC endpoint)")
+            SourceError::new(ErrorKind::Timeout, action, detail).with_fix(TIMEOUT_FIX)
         }
         SdkError::DispatchFailure(_) => {
             if mentions_credentials(&detail) {
                 credentials_error(action, detail)
             } else {
-                let cause = innermost(err);
+                let cause = innermost(&err);
                 SourceError::new(ErrorKind::Unreachable, action, format!("cannot connect to the AWS endpoint: {cause}"))
                     .with_fix("the AWS endpoint cannot be reached; check DNS, the NAT gateway or VPC endpoint, and endpoint_url")
             }
         }
-        SdkError::ConstructionFailure(_) if mentions_credentials(&detail) => {
-            credentials_error(action, detail)
+        SdkError::ResponseError(_) => {
+            SourceError::new(ErrorKind::Malformed, action, detail).with_fix(malformed_fix(action))
         }
-        SdkError::ResponseError(_) => SourceError::new(ErrorKind::Malformed, action, detail),
         _ if mentions_credentials(&detail) => credentials_error(action, detail),
-        _ => SourceError::new(ErrorKind::Service, action, detail),
+        // Built wrong, never sent: nothing the remote did, so nothing to back off from.
+        SdkError::ConstructionFailure(_) => SourceError::new(ErrorKind::InvalidRequest, action, detail)
+            .with_fix("the request could not be built (it was not sent); check endpoint_url and this source's settings"),
+        _ => SourceError::new(ErrorKind::Service, action, detail)
+            .with_fix(SERVICE_FIX),
+    };
+    classified.with_cause(err)
+}
+
+const TIMEOUT_FIX: &str = "the AWS endpoint did not answer in time; check the route to it (NAT gateway or VPC endpoint) or raise poll_timeout";
+
+const SERVICE_FIX: &str = "AWS answered with a server fault; ecs-peers backs off by itself (one to two intervals) and tries again; if it persists, check the AWS Health Dashboard for the region";
+
+fn malformed_fix(action: &str) -> String {
+    format!(
+        "the answer was not a valid {action} response; something between ecs-peers and AWS may have altered or cut it (a proxy, or an endpoint_url that is not AWS): check endpoint_url and HTTPS_PROXY"
+    )
+}
+
+/// At most 200 characters of a body, on one line, or `(empty body)`.
+pub(crate) fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(200) {
+        None if line.is_empty() => "(empty body)".into(),
+        None => line,
+        Some((i, _)) => format!("{}…", &line[..i]),
     }
 }
 
@@ -198,15 +364,9 @@ fn credentials_error(action: &'static str, detail: String) -> SourceError {
     )
 }
 
-/// Maps an AWS error code to a kind and a fix.
-pub(crate) fn classify_code(
-    code: &str,
-    action: &'static str,
-    message: String,
-    resource: &str,
-    not_found: &str,
-) -> SourceError {
-    let kind = match code {
+/// The kind of a documented AWS error code, or `None` for a code this crate does not know.
+fn kind_of_code(code: &str) -> Option<ErrorKind> {
+    Some(match code {
         "ThrottlingException"
         | "Throttling"
         | "ThrottledException"
@@ -242,6 +402,9 @@ pub(crate) fn classify_code(
         "InvalidParameterException" | "InvalidInput" | "ValidationException" => {
             ErrorKind::InvalidRequest
         }
+        // ECS: "caused by a client action" (an identifier that is not valid, an action on a
+        // resource the caller may not use). The caller must change something.
+        "ClientException" | "UnsupportedFeatureException" => ErrorKind::Client,
         "RequestTimeout" | "RequestTimeoutException" => ErrorKind::Timeout,
         "ServerException"
         | "InternalServerError"
@@ -250,8 +413,24 @@ pub(crate) fn classify_code(
         | "ServiceUnavailableException"
         | "InternalServiceError"
         | "InternalError" => ErrorKind::Service,
-        _ => ErrorKind::Service,
-    };
+        _ => return None,
+    })
+}
+
+/// Classifies an AWS error answer by its code (when known), else by its HTTP `status` (see
+/// [`ErrorKind::from_http_status`]; no status at all counts as a server fault), and names the fix.
+pub(crate) fn classify_code(
+    code: Option<&str>,
+    status: Option<u16>,
+    action: &'static str,
+    message: String,
+    resource: &str,
+    not_found: &str,
+) -> SourceError {
+    let kind = code
+        .and_then(kind_of_code)
+        .or(status.map(ErrorKind::from_http_status))
+        .unwrap_or(ErrorKind::Service);
     let err = SourceError::new(kind, action, message);
     match kind {
         ErrorKind::AccessDenied => err.with_fix(format!(
@@ -264,7 +443,16 @@ pub(crate) fn classify_code(
         ErrorKind::Throttled => err.with_fix(
             "AWS is rate-limiting this account and region; ecs-peers backs off by itself (up to two intervals); if it persists, raise polling_interval: every node calls every region about once per 100 tasks per interval",
         ),
-        _ => err,
+        ErrorKind::InvalidRequest => err.with_fix(format!(
+            "AWS rejected the parameters of {action}; check this source's settings (cluster, service, family, namespace, region) against AWS's message"
+        )),
+        ErrorKind::Client => err.with_fix(format!(
+            "AWS refused {action} as a client error: act on AWS's message (usually this source's settings, or the account's setup of the service); it is not a rate limit, so ecs-peers does not back off and asks again every interval"
+        )),
+        ErrorKind::Timeout => err.with_fix(TIMEOUT_FIX),
+        ErrorKind::Service => err.with_fix(SERVICE_FIX),
+        ErrorKind::Malformed => err.with_fix(malformed_fix(action)),
+        ErrorKind::Unreachable => err,
     }
 }
 
@@ -275,7 +463,8 @@ mod tests {
     #[test]
     fn access_denied_names_action_and_resource() {
         let e = classify_code(
-            "AccessDeniedException",
+            Some("AccessDeniedException"),
+            Some(400),
             "ecs:ListTasks",
             "User: x is not authorized".into(),
             "Resource \"arn:aws:ecs:eu-west-2:*:task/web/*\"",
@@ -298,17 +487,32 @@ mod tests {
             "TooManyRequestsException",
             "RequestLimitExceeded",
         ] {
-            let e = classify_code(code, "ecs:ListTasks", String::new(), "", "");
+            let e = classify_code(
+                Some(code),
+                Some(400),
+                "ecs:ListTasks",
+                String::new(),
+                "",
+                "",
+            );
             assert_eq!(e.kind, ErrorKind::Throttled, "{code}");
         }
-        let e = classify_code("ServerException", "ecs:ListTasks", String::new(), "", "");
+        let e = classify_code(
+            Some("ServerException"),
+            Some(500),
+            "ecs:ListTasks",
+            String::new(),
+            "",
+            "",
+        );
         assert_eq!(e.kind, ErrorKind::Service);
     }
 
     #[test]
     fn not_found_carries_the_given_fix() {
         let e = classify_code(
-            "ClusterNotFoundException",
+            Some("ClusterNotFoundException"),
+            Some(400),
             "ecs:ListTasks",
             "Cluster not found.".into(),
             "",
@@ -318,5 +522,103 @@ mod tests {
         assert!(e
             .to_string()
             .ends_with("Fix: cluster \"web\" does not exist in eu-west-2"));
+    }
+
+    #[test]
+    fn unknown_codes_are_classified_by_http_status_and_only_overload_backs_off() {
+        let of = |code: &str, status: u16| {
+            classify_code(
+                Some(code),
+                Some(status),
+                "ecs:ListTasks",
+                String::new(),
+                "",
+                "",
+            )
+        };
+        // A documented client error, and codes this crate has never seen: not server faults.
+        for (code, status) in [
+            ("ClientException", 400),
+            ("SomethingNewException", 400),
+            ("SomethingNewException", 409),
+        ] {
+            let e = of(code, status);
+            assert_eq!(e.kind, ErrorKind::Client, "{code} {status}");
+            assert!(!e.kind.backs_off(), "{code} {status} backs off");
+            assert!(
+                e.fix.as_deref().unwrap().contains("does not back off"),
+                "{e}"
+            );
+        }
+        assert_eq!(of("SomethingNewException", 503).kind, ErrorKind::Service);
+        assert_eq!(of("SomethingNewException", 429).kind, ErrorKind::Throttled);
+        assert_eq!(
+            of("SomethingNewException", 403).kind,
+            ErrorKind::AccessDenied
+        );
+        // A known code wins over its status.
+        assert_eq!(of("ThrottlingException", 400).kind, ErrorKind::Throttled);
+        assert!(of("ThrottlingException", 400).kind.backs_off());
+        assert!(of("ServerException", 500).kind.backs_off());
+        // No code and no status: the old rule (a server fault).
+        let e = classify_code(None, None, "ecs:ListTasks", String::new(), "", "");
+        assert_eq!(e.kind, ErrorKind::Service);
+    }
+
+    #[test]
+    fn every_kind_has_a_stable_snake_case_name_in_json() {
+        let all = [
+            (ErrorKind::Throttled, "throttled"),
+            (ErrorKind::AccessDenied, "access_denied"),
+            (ErrorKind::Credentials, "credentials"),
+            (ErrorKind::NotFound, "not_found"),
+            (ErrorKind::InvalidRequest, "invalid_request"),
+            (ErrorKind::Client, "client"),
+            (ErrorKind::Timeout, "timeout"),
+            (ErrorKind::Unreachable, "unreachable"),
+            (ErrorKind::Service, "service"),
+            (ErrorKind::Malformed, "malformed"),
+        ];
+        for (kind, name) in all {
+            assert_eq!(kind.as_str(), name);
+            assert_eq!(serde_json::to_value(kind).unwrap(), name);
+        }
+    }
+
+    #[test]
+    fn a_source_error_is_data_and_keeps_its_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = SourceError::new(ErrorKind::Unreachable, "ecs:ListTasks", "cannot connect")
+            .with_fix("check DNS")
+            .with_cause(io);
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            serde_json::json!({"kind": "unreachable", "action": "ecs:ListTasks",
+                               "message": "cannot connect", "fix": "check DNS"})
+        );
+        let cause = std::error::Error::source(&e).expect("the cause is kept");
+        assert_eq!(cause.to_string(), "refused");
+        // Equality is by what the error says; a clone keeps the cause.
+        let same = SourceError::new(ErrorKind::Unreachable, "ecs:ListTasks", "cannot connect")
+            .with_fix("check DNS");
+        assert_eq!(e, same);
+        assert!(std::error::Error::source(&e.clone()).is_some());
+        assert_ne!(e, same.with_fix("other"));
+        let no_fix = SourceError::new(ErrorKind::Unreachable, "x", "y");
+        assert_eq!(
+            serde_json::to_value(&no_fix).unwrap()["fix"],
+            serde_json::Value::Null
+        );
+    }
+
+    #[test]
+    fn excerpts_are_one_short_line() {
+        assert_eq!(excerpt(b""), "(empty body)");
+        assert_eq!(
+            excerpt(b"<html>\n  <b>Forbidden</b>\n</html>"),
+            "<html> <b>Forbidden</b> </html>"
+        );
+        let long = "x".repeat(500);
+        assert_eq!(excerpt(long.as_bytes()).chars().count(), 201);
     }
 }

@@ -366,7 +366,7 @@ impl Poller {
             }
             Err(e) => {
                 slot.consecutive_failures += 1;
-                if matches!(e.kind, ErrorKind::Throttled | ErrorKind::Service) {
+                if e.kind.backs_off() {
                     let backoff = backoff(interval, slot.consecutive_failures);
                     slot.backoff_until = Some(Instant::now() + backoff);
                 }

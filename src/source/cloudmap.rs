@@ -91,7 +91,7 @@ impl CloudMapSource {
             .await
             .map_err(|e| {
                 classify(
-                    &e,
+                    e,
                     "servicediscovery:DiscoverInstances",
                     &format!(
                         "Resource \"*\" and Condition StringEquals servicediscovery:NamespaceName \"{}\"",

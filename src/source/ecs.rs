@@ -229,7 +229,7 @@ impl EcsSource {
                 .interceptor(self.calls.clone())
                 .send()
                 .await
-                .map_err(|e| classify(&e, "ecs:ListTasks", &resource, &self.not_found()))?;
+                .map_err(|e| classify(e, "ecs:ListTasks", &resource, &self.not_found()))?;
             arns.extend(page.task_arns().iter().cloned());
             match page.next_token() {
                 Some(t) if !t.is_empty() => {
@@ -272,7 +272,7 @@ impl EcsSource {
                 .interceptor(self.calls.clone())
                 .send()
                 .await
-                .map_err(|e| classify(&e, "ecs:DescribeTasks", &resource, &self.not_found()))?;
+                .map_err(|e| classify(e, "ecs:DescribeTasks", &resource, &self.not_found()))?;
             for f in out.failures() {
                 tracing::debug!(
                     arn = f.arn().unwrap_or("?"),
