@@ -296,6 +296,16 @@ where
                     .with_fix("the AWS endpoint cannot be reached; check DNS, the NAT gateway or VPC endpoint, and endpoint_url")
             }
         }
+        // An error status whose body is not an AWS error document (a proxy's or a load
+        // balancer's page): what happened is the status; keep what the body said.
+        SdkError::ResponseError(ctx) if ctx.raw().status().is_client_error() || ctx.raw().status().is_server_error() => {
+            let status = ctx.raw().status().as_u16();
+            let message = format!(
+                "HTTP {status}: {}",
+                excerpt(ctx.raw().body().bytes().unwrap_or_default())
+            );
+            classify_code(None, Some(status), action, message, resource, not_found)
+        }
         SdkError::ResponseError(_) => {
             SourceError::new(ErrorKind::Malformed, action, detail).with_fix(malformed_fix(action))
         }

@@ -28,7 +28,9 @@ pub struct TaskMetadata {
     pub service: Option<String>,
     /// The availability zone.
     pub availability_zone: Option<String>,
-    /// The task's private IPv4 address (awsvpc).
+    /// The task's private address (awsvpc), chosen among the addresses its networks report by
+    /// the same rule as a peer's (IPv4 when the task has
+    /// one, else IPv6), so the task recognises itself among the peers.
     pub private_ip: Option<IpAddr>,
 }
 
@@ -56,6 +58,8 @@ struct RawContainer {
 struct RawNetwork {
     #[serde(rename = "IPv4Addresses", default)]
     ipv4: Vec<String>,
+    #[serde(rename = "IPv6Addresses", default)]
+    ipv6: Vec<String>,
 }
 
 /// Parses the `/task` JSON document.
@@ -79,12 +83,13 @@ pub fn parse(json: &str) -> Result<TaskMetadata, String> {
         .filter(|r| !r.is_empty())
         .ok_or_else(|| format!("TaskARN {:?} is not an ARN with a region", raw.task_arn))?
         .to_string();
-    let private_ip = raw
-        .containers
-        .iter()
-        .flat_map(|c| &c.networks)
-        .flat_map(|n| &n.ipv4)
-        .find_map(|a| a.parse().ok());
+    let private_ip = crate::source::ecs::task_address(
+        raw.containers
+            .iter()
+            .flat_map(|c| &c.networks)
+            .flat_map(|n| n.ipv4.iter().chain(&n.ipv6))
+            .filter_map(|a| a.trim().parse().ok()),
+    );
     Ok(TaskMetadata {
         cluster: raw.cluster,
         task_arn: raw.task_arn,
@@ -96,31 +101,97 @@ pub fn parse(json: &str) -> Result<TaskMetadata, String> {
     })
 }
 
+/// The fix when this process is not in an ECS task at all.
+const NOT_IN_A_TASK: &str = "run inside an ECS task (the ECS agent sets ECS_CONTAINER_METADATA_URI_V4; Fargate platform 1.4.0 or later), or name the cluster instead of \"auto\"";
+
 /// Reads `/task` from the endpoint in `$ECS_CONTAINER_METADATA_URI_V4` (or `uri`, for tests).
+///
+/// # Errors
+///
+/// A [`SourceError`] for action `ecs:task-metadata`, classified by what happened: the variable
+/// is not set (`not_found`: not in an ECS task); no answer (`unreachable`, `timeout`); an HTTP
+/// answer other than 200, by its status ([`ErrorKind::from_http_status`]: a 400 is `client`,
+/// a 5xx `service`), with the agent's own reason from the body; a body that is not a task
+/// metadata document (`malformed`). The I/O error, when there is one, is the error's
+/// [`source`](std::error::Error::source).
 pub async fn fetch(uri: Option<&str>) -> Result<TaskMetadata, SourceError> {
-    let err = |kind, message: String| {
-        SourceError::new(kind, "ecs:task-metadata", message).with_fix(
-            "run inside an ECS task (the ECS agent sets ECS_CONTAINER_METADATA_URI_V4; Fargate platform 1.4.0 or later), or name the cluster instead of \"auto\"",
-        )
-    };
-    let base = match uri {
-        Some(u) => u.to_string(),
-        None => std::env::var(METADATA_ENV)
-            .map_err(|_| err(ErrorKind::NotFound, format!("{METADATA_ENV} is not set")))?,
-    };
+    const ACTION: &str = "ecs:task-metadata";
+    let base = base_url(uri, std::env::var(METADATA_ENV).ok())?;
     let url = format!("{}/task", base.trim_end_matches('/'));
-    let body = tokio::time::timeout(Duration::from_secs(3), get(&url))
-        .await
-        .map_err(|_| err(ErrorKind::Timeout, format!("{url} did not answer in 3 s")))?
-        .map_err(|e| err(ErrorKind::Unreachable, format!("GET {url}: {e}")))?;
-    parse(&body).map_err(|e| err(ErrorKind::Malformed, e))
+    let body = match tokio::time::timeout(Duration::from_secs(3), get(&url)).await {
+        Err(_) => {
+            return Err(SourceError::new(ErrorKind::Timeout, ACTION, format!("{url} did not answer in 3 s"))
+                .with_fix(format!("the ECS agent's metadata endpoint did not answer; check that {url} is this container's own ECS_CONTAINER_METADATA_URI_V4 (on EC2, that the ECS agent is running), or name the cluster instead of \"auto\"")))
+        }
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => return Err(e.into_source_error(ACTION, &url)),
+    };
+    parse(&body).map_err(|e| {
+        SourceError::new(ErrorKind::Malformed, ACTION, format!("GET {url}: {e}")).with_fix(format!(
+            "{url} did not answer with a task metadata document: check that it is the ECS agent's v4 endpoint (ECS_CONTAINER_METADATA_URI_V4, not the v3 one), or name the cluster instead of \"auto\""
+        ))
+    })
+}
+
+/// The endpoint: `uri` when given, else the agent's variable (`env`); neither means this
+/// process is not in an ECS task.
+fn base_url(uri: Option<&str>, env: Option<String>) -> Result<String, SourceError> {
+    match (uri, env) {
+        (Some(u), _) => Ok(u.to_string()),
+        (None, Some(e)) => Ok(e),
+        (None, None) => Err(SourceError::new(
+            ErrorKind::NotFound,
+            "ecs:task-metadata",
+            format!("{METADATA_ENV} is not set"),
+        )
+        .with_fix(NOT_IN_A_TASK)),
+    }
+}
+
+/// How a GET of the endpoint failed.
+#[derive(Debug)]
+enum GetError {
+    /// The URL is not one this client can ask (not `http://`).
+    Url(&'static str),
+    /// No HTTP answer: the connection failed or broke.
+    Io(std::io::Error),
+    /// An answer that is not HTTP.
+    NotHttp,
+    /// An HTTP answer other than 200, with its body (the agent's reason).
+    Status(u16, String),
+}
+
+impl GetError {
+    /// Classifies by what happened: only a failure to get any answer is `unreachable`; an HTTP
+    /// answer is classified by its status and keeps the remote's own reason.
+    fn into_source_error(self, action: &'static str, url: &str) -> SourceError {
+        match self {
+            GetError::Url(why) => SourceError::new(ErrorKind::InvalidRequest, action, format!("{url}: {why}"))
+                .with_fix("metadata_url (or ECS_CONTAINER_METADATA_URI_V4) must be the agent's http:// URL"),
+            GetError::Io(e) => SourceError::new(ErrorKind::Unreachable, action, format!("GET {url}: {e}"))
+                .with_fix(format!("the ECS agent's metadata endpoint cannot be reached at {url}; check that it is this container's own ECS_CONTAINER_METADATA_URI_V4 (a value copied from elsewhere points nowhere), or name the cluster instead of \"auto\""))
+                .with_cause(e),
+            GetError::NotHttp => SourceError::new(ErrorKind::Malformed, action, format!("GET {url}: the answer is not HTTP"))
+                .with_fix(format!("check that {url} is the ECS agent's metadata endpoint, or name the cluster instead of \"auto\"")),
+            GetError::Status(status, body) => {
+                let kind = ErrorKind::from_http_status(status);
+                let message = format!("GET {url}: HTTP {status}: {}", crate::error::excerpt(body.as_bytes()));
+                let fix = match kind {
+                    ErrorKind::NotFound => format!("the endpoint serves no task metadata at {url}: use the v4 endpoint from ECS_CONTAINER_METADATA_URI_V4 (ECS agent 1.39.0 or later; Fargate platform 1.4.0 or later), or name the cluster instead of \"auto\""),
+                    ErrorKind::Service | ErrorKind::Throttled => "the ECS agent failed to answer; it is asked again on the next poll; if this persists, check the ECS agent (on EC2: its log, /var/log/ecs/ecs-agent.log), or name the cluster instead of \"auto\"".to_string(),
+                    _ => format!("the ECS agent answered but would not match this request to a task (its reason is above): call {url} from a container of the task itself, with that container's own ECS_CONTAINER_METADATA_URI_V4 (not a value copied from another container or set by hand); if the ECS agent was restarted since the task started, restart the task; or name the cluster instead of \"auto\""),
+                };
+                SourceError::new(kind, action, message).with_fix(fix)
+            }
+        }
+    }
 }
 
 /// A plain HTTP GET (the endpoint is link-local http, no TLS, no redirects).
-async fn get(url: &str) -> Result<String, String> {
+async fn get(url: &str) -> Result<String, GetError> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or("only http:// is supported")?;
+        .ok_or(GetError::Url("only http:// is supported"))?;
     let (authority, path) = rest
         .split_once('/')
         .map(|(a, p)| (a, format!("/{p}")))
@@ -132,39 +203,43 @@ async fn get(url: &str) -> Result<String, String> {
     };
     let mut s = tokio::net::TcpStream::connect(&addr)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(GetError::Io)?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+    s.write_all(req.as_bytes()).await.map_err(GetError::Io)?;
     let mut buf = Vec::new();
     s.take(4 << 20)
         .read_to_end(&mut buf)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(GetError::Io)?;
     let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP response")?;
-    let status = head.split(' ').nth(1).unwrap_or("");
-    if status != "200" {
-        return Err(format!("HTTP {status}"));
-    }
-    if head
+    let (head, body) = text.split_once("\r\n\r\n").ok_or(GetError::NotHttp)?;
+    let status: u16 = head
+        .strip_prefix("HTTP/")
+        .and_then(|h| h.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or(GetError::NotHttp)?;
+    let body = if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
         let mut out = String::new();
         let mut rest = body;
         while let Some((size, tail)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).map_err(|_| "bad chunk")?;
+            let n = usize::from_str_radix(size.trim(), 16).map_err(|_| GetError::NotHttp)?;
             if n == 0 || tail.len() < n {
                 break;
             }
             out.push_str(&tail[..n]);
             rest = tail[n..].trim_start_matches("\r\n");
         }
-        return Ok(out);
+        out
+    } else {
+        body.to_string()
+    };
+    if status != 200 {
+        return Err(GetError::Status(status, body));
     }
-    Ok(body.to_string())
+    Ok(body)
 }
 
 #[cfg(test)]
@@ -223,30 +298,135 @@ mod tests {
             .contains("is not an ARN"));
     }
 
-    #[tokio::test]
-    async fn fetches_from_a_served_document_and_explains_failures() {
+    /// Serves `/v4/abc/task` with the Fargate document, `/v4/assoc/task` with the ECS agent's
+    /// 400 answer to a caller it cannot match to a task, `/v4/down/task` with a 503, and 404
+    /// for anything else. Returns the base URL.
+    async fn agent() -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 let mut req = [0u8; 1024];
                 let n = s.read(&mut req).await.unwrap_or(0);
-                let ok = String::from_utf8_lossy(&req[..n]).starts_with("GET /v4/abc/task ");
-                let resp = if ok {
-                    format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{FARGATE_TASK}", FARGATE_TASK.len())
+                let req = String::from_utf8_lossy(&req[..n]).to_string();
+                let (status, body) = if req.starts_with("GET /v4/abc/task ") {
+                    ("200 OK", FARGATE_TASK.to_string())
+                } else if req.starts_with("GET /v4/assoc/task ") {
+                    (
+                        "400 Bad Request",
+                        "\"V4 task metadata handler: unable to associate '172.17.0.5' with task\"\n"
+                            .to_string(),
+                    )
+                } else if req.starts_with("GET /v4/down/task ") {
+                    ("503 Service Unavailable", "agent is restarting".to_string())
                 } else {
-                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_string()
+                    ("404 Not Found", "404 page not found\n".to_string())
                 };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
                 let _ = s.write_all(resp.as_bytes()).await;
             }
         });
-        let md = fetch(Some(&format!("http://{addr}/v4/abc"))).await.unwrap();
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn fetches_from_a_served_document_and_explains_failures() {
+        let base = agent().await;
+        let md = fetch(Some(&format!("{base}/v4/abc"))).await.unwrap();
         assert_eq!(md.private_ip.unwrap().to_string(), "10.0.0.108");
-        let e = fetch(Some(&format!("http://{addr}/v4/other")))
+        // An HTTP answer is not "unreachable": a 404 is the endpoint saying it has no such path.
+        let e = fetch(Some(&format!("{base}/v4/other"))).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+        assert!(
+            e.to_string().contains("HTTP 404: 404 page not found"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("Fix: the endpoint serves no task metadata"),
+            "{e}"
+        );
+    }
+
+    /// Field report: inside a task, the agent answers 400 with its reason; the reason was
+    /// dropped, the kind was `unreachable`, and the fix told a process inside a task to run
+    /// inside a task.
+    #[tokio::test]
+    async fn an_agent_refusal_keeps_its_reason_and_is_a_client_error() {
+        let base = agent().await;
+        let e = fetch(Some(&format!("{base}/v4/assoc"))).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Client, "{e}");
+        assert_eq!(e.action, "ecs:task-metadata");
+        assert!(
+            e.message
+                .contains("HTTP 400: \"V4 task metadata handler: unable to associate '172.17.0.5' with task\""),
+            "the agent's reason is kept: {e}"
+        );
+        let fix = e.fix.as_deref().unwrap();
+        assert!(!fix.contains("run inside an ECS task"), "{fix}");
+        assert!(
+            fix.contains("would not match this request to a task"),
+            "{fix}"
+        );
+        assert!(!e.kind.backs_off());
+
+        let e = fetch(Some(&format!("{base}/v4/down"))).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Service, "{e}");
+        assert!(e.message.contains("HTTP 503: agent is restarting"), "{e}");
+        assert!(
+            !e.fix.as_deref().unwrap().contains("run inside an ECS task"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_answer_at_all_is_unreachable_and_keeps_the_io_error_as_cause() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let e = fetch(Some(&format!("http://{addr}/v4/abc")))
             .await
             .unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Unreachable);
-        assert!(e.to_string().contains("HTTP 404"), "{e}");
+        assert_eq!(e.kind, ErrorKind::Unreachable, "{e}");
+        let cause = std::error::Error::source(&e).expect("the I/O error is the cause");
+        let io = cause
+            .downcast_ref::<std::io::Error>()
+            .expect("an io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert!(
+            e.to_string()
+                .contains("Fix: the ECS agent's metadata endpoint cannot be reached"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn outside_a_task_the_fix_says_run_inside_one() {
+        let e = base_url(None, None).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotFound);
         assert!(e.to_string().contains("Fix: run inside an ECS task"), "{e}");
+        assert_eq!(base_url(None, Some("http://x".into())).unwrap(), "http://x");
+    }
+
+    /// Field report: a task whose metadata has only `IPv6Addresses` listed itself as its own
+    /// peer, since only IPv4 was read.
+    #[test]
+    fn an_ipv6_only_task_knows_its_address() {
+        let md = parse(
+            r#"{"Cluster": "web", "TaskARN": "arn:aws:ecs:eu-west-2:1:task/web/x",
+                "Containers": [{"Networks": [{"NetworkMode": "awsvpc", "IPv6Addresses": ["2001:db8:1::5"]}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(md.private_ip.unwrap().to_string(), "2001:db8:1::5");
+        // Dual stack: IPv4, as for peers.
+        let md = parse(
+            r#"{"Cluster": "web", "TaskARN": "arn:aws:ecs:eu-west-2:1:task/web/x",
+                "Containers": [{"Networks": [{"NetworkMode": "awsvpc", "IPv4Addresses": ["10.0.0.5"], "IPv6Addresses": ["2001:db8:1::5"]}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(md.private_ip.unwrap().to_string(), "10.0.0.5");
     }
 }

@@ -22,9 +22,12 @@ pub(crate) const MAX_INSTANCES: i32 = 1000;
 pub(crate) fn decode_instance(i: &HttpInstanceSummary) -> Result<Found, String> {
     let empty = HashMap::new();
     let attrs = i.attributes().unwrap_or(&empty);
-    let ip: Option<IpAddr> = ["AWS_INSTANCE_IPV4", "AWS_INSTANCE_IPV6"]
-        .iter()
-        .find_map(|k| attrs.get(*k).and_then(|v| v.trim().parse().ok()));
+    // The same choice as for a task: IPv4 when the instance has one, else IPv6.
+    let ip: Option<IpAddr> = crate::source::ecs::task_address(
+        ["AWS_INSTANCE_IPV4", "AWS_INSTANCE_IPV6"]
+            .iter()
+            .filter_map(|k| attrs.get(*k).and_then(|v| v.trim().parse().ok())),
+    );
     let Some(ip) = ip else {
         return Err(
             match (

@@ -102,21 +102,39 @@ fn task_family(task: &Task) -> Option<&str> {
     Some(name.rsplit_once(':').map_or(name, |(f, _)| f))
 }
 
+/// The one address a task (or a Cloud Map instance) is known by, among those AWS reports for it:
+/// the first IPv4 address when it has one, else the first IPv6 address (an IPv6-only task).
+///
+/// IPv4 wins on a dual-stack task because Erlang distribution listens on IPv4 by default
+/// (`inet_tcp`); an IPv6-only task's nodes run `-proto_dist inet6_tcp`. Every place that reads a
+/// task's address (DescribeTasks' ENI details and container interfaces, the task metadata
+/// endpoint, Cloud Map's `AWS_INSTANCE_IPV4`/`AWS_INSTANCE_IPV6`) picks with this rule, so a task
+/// reading its own metadata finds the same address its peers see.
+pub(crate) fn task_address(candidates: impl IntoIterator<Item = IpAddr>) -> Option<IpAddr> {
+    let mut v6 = None;
+    for ip in candidates {
+        if ip.is_ipv4() {
+            return Some(ip);
+        }
+        v6 = v6.or(Some(ip));
+    }
+    v6
+}
+
 /// The task's private address: the ENI attachment's (never blindly `attachments[0]`: Service
 /// Connect and other features add attachments of other types), else a container network
-/// interface (the configured container's first).
+/// interface (the configured container's first); [`task_address`] picks between IPv4 and IPv6.
 fn address(task: &Task, filter: &EcsSourceConfig) -> Option<IpAddr> {
-    let eni = task
-        .attachments()
-        .iter()
-        .filter(|a| a.r#type() == Some("ElasticNetworkInterface"))
-        .flat_map(|a| a.details())
-        .filter_map(|kv| match kv.name() {
-            Some("privateIPv4Address") | Some("ipv6Address") => kv.value()?.parse().ok(),
-            _ => None,
-        })
-        // IPv4 first when an ENI has both.
-        .min_by_key(|ip: &IpAddr| ip.is_ipv6());
+    let eni = task_address(
+        task.attachments()
+            .iter()
+            .filter(|a| a.r#type() == Some("ElasticNetworkInterface"))
+            .flat_map(|a| a.details())
+            .filter_map(|kv| match kv.name() {
+                Some("privateIPv4Address") | Some("ipv6Address") => kv.value()?.trim().parse().ok(),
+                _ => None,
+            }),
+    );
     if eni.is_some() {
         return eni;
     }
@@ -128,9 +146,12 @@ fn address(task: &Task, filter: &EcsSourceConfig) -> Option<IpAddr> {
         .iter()
         .flat_map(|c| c.network_interfaces())
         .find_map(|ni| {
-            ni.private_ipv4_address()
-                .or(ni.ipv6_address())
-                .and_then(|a| a.parse().ok())
+            task_address(
+                [ni.private_ipv4_address(), ni.ipv6_address()]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a.trim().parse().ok()),
+            )
         })
 }
 
@@ -593,6 +614,54 @@ mod tests {
         let t = task("RUNNING").attachments(a).build();
         assert_eq!(ip_of(decode_task(&t, &cfg())), "2001:db8::5");
     }
+
+    /// A task finds itself among its peers: the address DescribeTasks gives a peer and the one
+    /// the task's own metadata gives it are chosen by one rule, IPv6-only or dual-stack.
+    #[test]
+    fn a_task_and_its_metadata_agree_on_its_address() {
+        let metadata = |v4: &str, v6: &str| {
+            crate::metadata::parse(&format!(
+                r#"{{"Cluster": "web", "TaskARN": "arn:aws:ecs:eu-west-2:1:task/web/abc",
+                    "Containers": [{{"Networks": [{{"NetworkMode": "awsvpc", "IPv4Addresses": [{v4}], "IPv6Addresses": [{v6}]}}]}}]}}"#
+            ))
+            .unwrap()
+            .private_ip
+            .map(|ip| ip.to_string())
+        };
+        let v6_only = Attachment::builder()
+            .r#type("ElasticNetworkInterface")
+            .details(kv("subnetId", "subnet-1"))
+            .details(kv("ipv6Address", "2001:db8::5"))
+            .build();
+        let t = task("RUNNING").attachments(v6_only).build();
+        assert_eq!(
+            Some(ip_of(decode_task(&t, &cfg()))),
+            metadata("", r#""2001:db8::5""#)
+        );
+        // Dual stack, IPv6 listed first by AWS: IPv4 in both places.
+        let dual = Attachment::builder()
+            .r#type("ElasticNetworkInterface")
+            .details(kv("ipv6Address", "2001:db8::5"))
+            .details(kv("privateIPv4Address", "10.0.1.5"))
+            .build();
+        let t = task("RUNNING").attachments(dual).build();
+        assert_eq!(ip_of(decode_task(&t, &cfg())), "10.0.1.5");
+        assert_eq!(
+            metadata(r#""10.0.1.5""#, r#""2001:db8::5""#).as_deref(),
+            Some("10.0.1.5")
+        );
+        // A container interface with only an IPv6 address.
+        let c = Container::builder()
+            .name("app")
+            .network_interfaces(
+                NetworkInterface::builder()
+                    .ipv6_address("2001:db8::6")
+                    .build(),
+            )
+            .build();
+        let t = task("RUNNING").containers(c).build();
+        assert_eq!(ip_of(decode_task(&t, &cfg())), "2001:db8::6");
+    }
 }
 
 /// The source's poll logic (cache, drain, re-describe) against hand-written ECS answers, for
@@ -643,12 +712,29 @@ mod replay_tests {
         )
     }
 
+    /// An answer with any status, headers and body.
+    fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> ReplayEvent {
+        let mut resp = http::Response::builder().status(status);
+        for (k, v) in headers {
+            resp = resp.header(*k, *v);
+        }
+        ReplayEvent::new(
+            http::Request::builder()
+                .uri("https://ecs.eu-west-2.amazonaws.com/")
+                .body(SdkBody::empty())
+                .unwrap(),
+            resp.body(SdkBody::from(body.to_string())).unwrap(),
+        )
+    }
+
     fn source(events: Vec<ReplayEvent>) -> (EcsSource, StaticReplayClient) {
         let http = StaticReplayClient::new(events);
         let conf = aws_sdk_ecs::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("eu-west-2"))
             .credentials_provider(Credentials::new("a", "b", None, None, "test"))
+            // One answer per call: a retried 5xx would consume the next scripted answer.
+            .retry_config(aws_sdk_ecs::config::retry::RetryConfig::disabled())
             .http_client(http.clone())
             .build();
         let cfg = EcsSourceConfig {
@@ -795,5 +881,82 @@ mod replay_tests {
             let n = body.matches("arn:aws:ecs:eu-west-2:1:task/web/").count();
             assert!(n <= BATCH, "a DescribeTasks call held {n} ARNs");
         }
+    }
+
+    /// What happened decides the kind, and the SDK's own error stays reachable as the cause.
+    #[tokio::test]
+    async fn errors_are_classified_by_what_happened_and_keep_the_sdk_error() {
+        let json = [("content-type", "application/x-amz-json-1.1")];
+        let (mut src, _) = source(vec![
+            // ECS's documented client error.
+            answer(
+                400,
+                &json,
+                r#"{"__type":"ClientException","message":"The referenced cluster was inactive."}"#,
+            ),
+            // A code no SDK model knows, with a 4xx status.
+            answer(
+                400,
+                &json,
+                r#"{"__type":"BrandNewException","message":"something new"}"#,
+            ),
+            // The same unknown code with a 5xx status.
+            answer(
+                503,
+                &json,
+                r#"{"__type":"BrandNewException","message":"try later"}"#,
+            ),
+            // Not an AWS answer at all: a proxy's HTML 403, no error code.
+            answer(
+                403,
+                &[("content-type", "text/html")],
+                "<html><body><h1>403 Forbidden</h1>blocked by egress policy</body></html>",
+            ),
+        ]);
+        let e = src.poll().await.unwrap_err();
+        assert_eq!(
+            (e.kind, e.action),
+            (ErrorKind::Client, "ecs:ListTasks"),
+            "{e}"
+        );
+        assert!(
+            e.message
+                .contains("ClientException: The referenced cluster was inactive"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("Fix: AWS refused ecs:ListTasks as a client error"),
+            "{e}"
+        );
+        assert!(!e.kind.backs_off());
+        let cause = std::error::Error::source(&e).expect("the SDK error is kept");
+        assert!(
+            cause
+                .downcast_ref::<aws_smithy_runtime_api::client::result::SdkError<
+                    aws_sdk_ecs::operation::list_tasks::ListTasksError,
+                    aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+                >>()
+                .is_some(),
+            "cause is {cause:?}"
+        );
+
+        let e = src.poll().await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Client, "{e}");
+        assert!(
+            e.message.contains("BrandNewException: something new"),
+            "{e}"
+        );
+
+        let e = src.poll().await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Service, "{e}");
+        assert!(e.kind.backs_off());
+
+        let e = src.poll().await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::AccessDenied, "{e}");
+        assert!(
+            e.message.contains("HTTP 403") && e.message.contains("blocked by egress policy"),
+            "the remote's own reason is kept: {e}"
+        );
     }
 }
