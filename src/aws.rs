@@ -37,15 +37,20 @@ impl AwsClients {
             .first()
             .map(|s| s.region().to_string())
             .unwrap_or_else(|| "us-east-1".into());
+        // A single stalled call ends in the SDK a little before the poller's own poll_timeout,
+        // so the error names the AWS action that stalled rather than only "poll".
+        let call_timeout = config
+            .poll_timeout
+            .saturating_sub((config.poll_timeout / 10).min(Duration::from_secs(1)));
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             // Every client sets its own region; this only spares the region chain an IMDS probe.
             .region(Region::new(first_region))
             .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts))
             .timeout_config(
                 TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(3).min(config.poll_timeout))
-                    .operation_attempt_timeout(Duration::from_secs(10).min(config.poll_timeout))
-                    .operation_timeout(config.poll_timeout)
+                    .connect_timeout(Duration::from_secs(3).min(call_timeout))
+                    .operation_attempt_timeout(Duration::from_secs(10).min(call_timeout))
+                    .operation_timeout(call_timeout)
                     .build(),
             );
         if let Some(url) = &config.endpoint_url {

@@ -2,6 +2,7 @@
 //! One test binary, a module per theme; every test starts its own emulator.
 
 mod cli;
+mod conformance;
 mod discovery;
 mod emu;
 mod failures;

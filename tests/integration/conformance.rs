@@ -1,0 +1,469 @@
+//! One failure suite, run against every source (as object_store runs one suite against every
+//! store): throttling, a server fault, a malformed body, a stalled call, AccessDenied, expired
+//! credentials, a missing target, an unknown client error, an unreachable endpoint, and a stalled
+//! second page where the source pages.
+//!
+//! Every case asserts the same contract: the source keeps its last-known peers (nobody removed),
+//! it is reported failing with the right kind and AWS action, the message names the fix, and it
+//! backs off only for throttling and server faults (a backed-off source is not called again in
+//! the next round; any other failing source is).
+//!
+//! A new source joins the suite with one line in [`conformance!`] at the bottom, naming a
+//! function that builds its [`Subject`].
+
+use std::time::Duration;
+
+use ecs_peers::{ErrorKind, Poller, SourceStatus, Update};
+use serde_json::{json, Value};
+
+use crate::emu::{ips, Emu};
+use crate::{config, peer_ips};
+
+/// A source under test: the world it reads, its configuration, and the call its poll makes.
+pub struct Subject {
+    /// The emulator world to seed (`tests/support/world.py seed`).
+    world: Value,
+    /// The source's configuration (one entry of `sources`).
+    source: Value,
+    /// The region the source polls (faults are scoped to it).
+    region: &'static str,
+    /// The API operation every poll makes first (the `X-Amz-Target` operation name).
+    operation: &'static str,
+    /// The IAM action errors name for it.
+    action: &'static str,
+    /// The error code AWS answers when the source's target does not exist.
+    not_found_code: &'static str,
+    /// The peers' IPs the seeded world yields, from the seed output.
+    expected: fn(&Value) -> Vec<String>,
+}
+
+fn ecs_with(tasks: u32) -> Subject {
+    Subject {
+        world: json!({"ecs": [{"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24",
+            "tasks": [{"family": "api", "count": tasks, "group": "service:api"}]}]}),
+        source: json!({"type": "ecs", "region": "eu-west-2", "cluster": "web", "service": "api"}),
+        region: "eu-west-2",
+        operation: "ListTasks",
+        action: "ecs:ListTasks",
+        not_found_code: "ClusterNotFoundException",
+        expected: |w| ips(w, "eu-west-2/web", None),
+    }
+}
+
+/// ECS: ListTasks → DescribeTasks.
+fn ecs() -> Subject {
+    ecs_with(3)
+}
+
+/// ECS with more tasks than one ListTasks page holds (100).
+fn ecs_paged() -> Subject {
+    ecs_with(150)
+}
+
+/// Cloud Map: DiscoverInstances (no paging).
+fn cloudmap() -> Subject {
+    Subject {
+        world: json!({"cloudmap": [{"region": "us-west-2", "namespace": "internal", "service": "api",
+            "instances": [{"id": "a", "ipv4": "10.203.0.10"}, {"id": "b", "ipv4": "10.203.0.11"},
+                          {"id": "c", "ipv6": "2001:db8::c"}]}]}),
+        source: json!({"type": "cloudmap", "region": "us-west-2", "namespace": "internal", "service": "api"}),
+        region: "us-west-2",
+        operation: "DiscoverInstances",
+        action: "servicediscovery:DiscoverInstances",
+        not_found_code: "NamespaceNotFound",
+        expected: |w| {
+            let mut v: Vec<String> = w["cloudmap"]["us-west-2/internal/api"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["ip"].as_str().unwrap().to_string())
+                .collect();
+            v.sort();
+            v
+        },
+    }
+}
+
+/// A subject's world, running, with one complete poll behind it.
+struct Running {
+    emu: Emu,
+    poller: Poller,
+    subject: Subject,
+    peers: Vec<String>,
+}
+
+/// Polls per case: short enough that a stalled call (held 6 s by the emulator) times out.
+const POLL_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn start(subject: Subject) -> Running {
+    let emu = Emu::start();
+    let world = emu.seed(subject.world.clone());
+    let peers = (subject.expected)(&world);
+    assert!(!peers.is_empty(), "the subject's world has peers");
+    let mut cfg = config(&emu, json!([subject.source.clone()]));
+    cfg.poll_timeout = POLL_TIMEOUT;
+    let mut poller = Poller::new(cfg).await;
+    // The first complete poll (a loaded machine may need more than one within POLL_TIMEOUT).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let u = poller.poll().await;
+        if u.snapshot.sources[0].ok {
+            assert_eq!(peer_ips(&u.snapshot), peers);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no complete first poll: {:?}",
+            u.snapshot.sources[0]
+        );
+    }
+    Running {
+        emu,
+        poller,
+        subject,
+        peers,
+    }
+}
+
+/// What a failing poll must report.
+struct Expect<'a> {
+    kind: ErrorKind,
+    /// Text the message must contain (the remote's own words).
+    says: &'a str,
+    /// Text the fix must contain.
+    fix: &'a str,
+}
+
+/// The source's failure as (kind, action, message-and-fix text), read from its status.
+fn failure(src: &SourceStatus) -> (ErrorKind, String, String) {
+    let kind = src
+        .error_kind
+        .unwrap_or_else(|| panic!("no error kind: {src:?}"));
+    let text = src.error.clone().unwrap_or_default();
+    let action = text
+        .split_once(" failed (")
+        .map(|(a, _)| a.to_string())
+        .unwrap_or_default();
+    (kind, action, text)
+}
+
+impl Running {
+    /// Injects `faults` (each scoped to the subject's operation and region unless it names its
+    /// own) and polls once.
+    async fn poll_with(&mut self, faults: Value) -> Update {
+        let scoped: Vec<Value> = faults
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                let mut f = f.clone();
+                let o = f.as_object_mut().unwrap();
+                o.entry("operation")
+                    .or_insert(json!(self.subject.operation));
+                o.entry("region").or_insert(json!(self.subject.region));
+                f
+            })
+            .collect();
+        self.emu.fault(Value::Array(scoped));
+        self.poller.poll().await
+    }
+
+    /// The contract of one failed poll: last-known peers kept, nobody removed, failing with the
+    /// kind, action, remote reason and fix expected, and back-off exactly when the kind calls
+    /// for it.
+    fn assert_failed(&self, u: &Update, want: &Expect) {
+        let src = &u.snapshot.sources[0];
+        assert!(!src.ok && src.stale, "{src:?}");
+        let (kind, action, text) = failure(src);
+        assert_eq!(kind, want.kind, "{text}");
+        assert_eq!(action, self.subject.action, "{text}");
+        assert!(
+            text.contains(want.says),
+            "the remote's reason is kept: {text}"
+        );
+        let fix = text
+            .split_once(". Fix: ")
+            .map(|(_, f)| f)
+            .unwrap_or_else(|| panic!("no fix named: {text}"));
+        assert!(fix.contains(want.fix), "fix: {fix}");
+        assert_eq!(
+            peer_ips(&u.snapshot),
+            self.peers,
+            "the last-known peers are kept"
+        );
+        assert!(u.changes.removed.is_empty(), "{:?}", u.changes.removed);
+        assert_eq!(src.peers, self.peers.len());
+        assert_eq!(
+            src.backoff_until.is_some(),
+            matches!(want.kind, ErrorKind::Throttled | ErrorKind::Service),
+            "back-off only for throttling and server faults: {src:?}"
+        );
+    }
+
+    /// Hits of the injected faults so far.
+    fn hits(&self) -> u64 {
+        self.emu
+            .faults()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["hits"].as_u64().unwrap_or(0))
+            .sum()
+    }
+
+    /// One fault, persisting: the first poll fails as expected; the next round calls again
+    /// unless the kind backs off.
+    async fn fails_with(mut self, fault: Value, want: Expect<'_>) {
+        let u = self.poll_with(json!([fault])).await;
+        self.assert_failed(&u, &want);
+        let before = self.hits();
+        assert!(before >= 1, "the fault was hit");
+        let u = self.poller.poll().await;
+        let after = self.hits();
+        if want.kind.backs_off() {
+            assert_eq!(after, before, "a backed-off source was called again");
+        } else {
+            assert!(
+                after > before,
+                "a {} source was not called again",
+                want.kind
+            );
+            self.assert_failed(&u, &want);
+        }
+    }
+}
+
+async fn throttling(s: Subject) {
+    start(s)
+        .await
+        .fails_with(
+            json!({"count": 100, "status": 400, "code": "ThrottlingException", "message": "Rate exceeded"}),
+            Expect {
+                kind: ErrorKind::Throttled,
+                says: "ThrottlingException: Rate exceeded",
+                fix: "backs off by itself",
+            },
+        )
+        .await;
+}
+
+async fn server_error(s: Subject) {
+    start(s)
+        .await
+        .fails_with(
+            json!({"count": 100, "status": 500, "code": "InternalFailure", "message": "injected fault"}),
+            Expect {
+                kind: ErrorKind::Service,
+                says: "InternalFailure: injected fault",
+                fix: "server fault",
+            },
+        )
+        .await;
+}
+
+async fn malformed_body(s: Subject) {
+    start(s)
+        .await
+        .fails_with(
+            json!({"count": 100, "status": 200, "raw_body": r#"{"truncated": ["arn:aws:ecs:eu-we"#}),
+            Expect {
+                kind: ErrorKind::Malformed,
+                says: "",
+                fix: "was not a valid",
+            },
+        )
+        .await;
+}
+
+async fn stalled_call(s: Subject) {
+    start(s)
+        .await
+        .fails_with(
+            json!({"count": 2, "delay_ms": 6000}),
+            Expect {
+                kind: ErrorKind::Timeout,
+                says: "",
+                fix: "did not answer in time",
+            },
+        )
+        .await;
+}
+
+async fn access_denied(s: Subject) {
+    let action = s.action;
+    start(s)
+        .await
+        .fails_with(
+            json!({"count": 100, "status": 400, "code": "AccessDeniedException",
+                   "message": format!("User: arn:aws:sts::111122223333:assumed-role/app/t is not authorized to perform: {action}")}),
+            Expect {
+                kind: ErrorKind::AccessDenied,
+                says: "is not authorized to perform",
+                fix: &format!("grant {action} to the task role"),
+            },
+        )
+        .await;
+}
+
+async fn expired_credentials(s: Subject) {
+    start(s)
+        .await
+        .fails_with(
+            json!({"count": 100, "status": 400, "code": "ExpiredTokenException",
+                   "message": "The security token included in the request is expired"}),
+            Expect {
+                kind: ErrorKind::Credentials,
+                says: "ExpiredTokenException",
+                fix: "the AWS credentials are invalid or expired",
+            },
+        )
+        .await;
+}
+
+async fn not_found(s: Subject) {
+    let code = s.not_found_code;
+    start(s)
+        .await
+        .fails_with(
+            json!({"count": 100, "status": 400, "code": code, "message": "not found"}),
+            Expect {
+                kind: ErrorKind::NotFound,
+                says: code,
+                fix: "check that",
+            },
+        )
+        .await;
+}
+
+/// ECS's documented `ClientException`, then a code no version of this crate knows: both are
+/// client errors, neither backs the source off (each is answered on the very next round).
+async fn unknown_client_error(s: Subject) {
+    let mut r = start(s).await;
+    let u = r
+        .poll_with(json!([
+            {"count": 1, "status": 400, "code": "ClientException", "message": "The referenced cluster was inactive."},
+            {"count": 100, "status": 409, "code": "SomeFutureConflictException", "message": "new in 2030"}
+        ]))
+        .await;
+    let client = |says| Expect {
+        kind: ErrorKind::Client,
+        says,
+        fix: "as a client error",
+    };
+    r.assert_failed(
+        &u,
+        &client("ClientException: The referenced cluster was inactive"),
+    );
+    let u = r.poller.poll().await;
+    r.assert_failed(&u, &client("SomeFutureConflictException: new in 2030"));
+}
+
+async fn unreachable(s: Subject) {
+    let mut r = start(s).await;
+    r.emu.kill();
+    let want = Expect {
+        kind: ErrorKind::Unreachable,
+        says: "cannot connect to the AWS endpoint",
+        fix: "cannot be reached",
+    };
+    for _ in 0..2 {
+        let u = r.poller.poll().await;
+        r.assert_failed(&u, &want);
+        assert!(
+            u.snapshot.sources[0].api_calls > 0,
+            "an unreachable source is tried again every round"
+        );
+    }
+}
+
+/// The first page answers, the second stalls: the half-read listing replaces nobody.
+async fn stalled_page(s: Subject) {
+    let mut r = start(s).await;
+    let u = r
+        .poll_with(json!([{"count": 1}, {"count": 1, "delay_ms": 6000}]))
+        .await;
+    r.assert_failed(
+        &u,
+        &Expect {
+            kind: ErrorKind::Timeout,
+            says: "",
+            fix: "did not answer in time",
+        },
+    );
+    let hits: Vec<u64> = r
+        .emu
+        .faults()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["hits"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(hits, [1, 1], "page 1 answered, page 2 stalled");
+}
+
+/// One module per source, one test per case. `paged` names a builder of the same source with
+/// more than one page of results, for the stalled-page case.
+macro_rules! conformance {
+    ($($name:ident => $subject:expr $(, paged $paged:expr)?;)*) => {$(
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn throttling_keeps_peers_and_backs_off() {
+                throttling($subject).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_server_error_keeps_peers_and_backs_off() {
+                server_error($subject).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_malformed_body_keeps_peers_without_back_off() {
+                malformed_body($subject).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_stalled_call_times_out_and_keeps_peers() {
+                stalled_call($subject).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn access_denied_keeps_peers_and_names_the_grant() {
+                access_denied($subject).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn expired_credentials_keep_peers_and_name_the_fix() {
+                expired_credentials($subject).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_missing_target_keeps_peers_and_names_it() {
+                not_found($subject).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_unknown_client_error_keeps_peers_without_back_off() {
+                unknown_client_error($subject).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_unreachable_endpoint_keeps_peers_without_back_off() {
+                unreachable($subject).await
+            }
+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn a_stalled_second_page_keeps_every_peer() {
+                    stalled_page($paged).await
+                }
+            )?
+        }
+    )*};
+}
+
+conformance! {
+    ecs => ecs(), paged ecs_paged();
+    cloudmap => cloudmap();
+}
