@@ -158,6 +158,14 @@ mod tests {
         }
 
         #[test]
+        fn metadata_answers_of_any_bytes_never_panic(head in prop_oneof![Just("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_string()), Just("HTTP/1.1 400 Bad Request\r\n\r\n".to_string()), ".{0,40}"],
+                                                     body in vec(any::<u8>(), 0..64)) {
+            let mut buf = head.into_bytes();
+            buf.extend(body);
+            let _ = crate::metadata::read_response(&buf);
+        }
+
+        #[test]
         fn ecs_tasks_of_any_shape_decode_or_are_skipped(t in task(), service in proptest::option::of(".{0,8}"), container in proptest::option::of(".{0,6}")) {
             let cfg = EcsSourceConfig { region: "eu-west-2".into(), cluster: "web".into(), service, family: None, container };
             let _ = decode_task(&t, &cfg);
@@ -178,7 +186,7 @@ mod tests {
         #[test]
         fn any_ecs_answer_is_a_poll_result_or_an_error(list in prop_oneof![json().prop_map(|v| v.to_string()), ".{0,64}"],
                                                         describe in prop_oneof![json().prop_map(|v| v.to_string()), ".{0,64}"],
-                                                        status in prop_oneof![Just(200u16), Just(400u16), Just(500u16)]) {
+                                                        status in prop_oneof![Just(200u16), Just(400u16), Just(403u16), Just(409u16), Just(429u16), Just(500u16), Just(503u16)]) {
             use aws_smithy_http_client::test_util::{ReplayEvent, StaticReplayClient};
             use aws_smithy_types::body::SdkBody;
             let ev = |status: u16, body: String| ReplayEvent::new(
@@ -199,9 +207,17 @@ mod tests {
             let mut src = crate::source::ecs::EcsSource::new(aws_sdk_ecs::Client::from_conf(conf), cfg, true, calls);
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             use crate::source::Source;
-            for _ in 0..2 {
-                let _ = rt.block_on(src.poll());
+            // What happened decides the kind: an error status is classified by its status
+            // (no generated body holds a documented AWS error code), never as malformed.
+            if let Err(e) = rt.block_on(src.poll()) {
+                match status {
+                    500..=599 => prop_assert_eq!(e.kind, crate::ErrorKind::Service, "{}", e),
+                    429 => prop_assert_eq!(e.kind, crate::ErrorKind::Throttled, "{}", e),
+                    400..=499 => prop_assert!(!e.kind.backs_off() && e.kind != crate::ErrorKind::Malformed, "{}", e),
+                    _ => {}
+                }
             }
+            let _ = rt.block_on(src.poll());
         }
     }
 }

@@ -150,7 +150,7 @@ fn base_url(uri: Option<&str>, env: Option<String>) -> Result<String, SourceErro
 
 /// How a GET of the endpoint failed.
 #[derive(Debug)]
-enum GetError {
+pub(crate) enum GetError {
     /// The URL is not one this client can ask (not `http://`).
     Url(&'static str),
     /// No HTTP answer: the connection failed or broke.
@@ -179,7 +179,7 @@ impl GetError {
                 let fix = match kind {
                     ErrorKind::NotFound => format!("the endpoint serves no task metadata at {url}: use the v4 endpoint from ECS_CONTAINER_METADATA_URI_V4 (ECS agent 1.39.0 or later; Fargate platform 1.4.0 or later), or name the cluster instead of \"auto\""),
                     ErrorKind::Service | ErrorKind::Throttled => "the ECS agent failed to answer; it is asked again on the next poll; if this persists, check the ECS agent (on EC2: its log, /var/log/ecs/ecs-agent.log), or name the cluster instead of \"auto\"".to_string(),
-                    _ => format!("the ECS agent answered but would not match this request to a task (its reason is above): call {url} from a container of the task itself, with that container's own ECS_CONTAINER_METADATA_URI_V4 (not a value copied from another container or set by hand); if the ECS agent was restarted since the task started, restart the task; or name the cluster instead of \"auto\""),
+                    _ => format!("the ECS agent answered but would not match this request to a task: call {url} from a container of the task itself, with that container's own ECS_CONTAINER_METADATA_URI_V4 (not a value copied from another container or set by hand); if the ECS agent was restarted since the task started, restart the task; or name the cluster instead of \"auto\""),
                 };
                 SourceError::new(kind, action, message).with_fix(fix)
             }
@@ -211,35 +211,52 @@ async fn get(url: &str) -> Result<String, GetError> {
         .read_to_end(&mut buf)
         .await
         .map_err(GetError::Io)?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or(GetError::NotHttp)?;
+    let (status, body) = read_response(&buf)?;
+    if status != 200 {
+        return Err(GetError::Status(status, body));
+    }
+    Ok(body)
+}
+
+/// A whole HTTP/1.x response (the server closed the connection after it): its status and its
+/// body, de-chunked, as text. Any bytes give a value or an error, never a panic: chunks are
+/// joined as bytes, so a character split across two chunks is read whole.
+pub(crate) fn read_response(buf: &[u8]) -> Result<(u16, String), GetError> {
+    fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+        hay.windows(needle.len()).position(|w| w == needle)
+    }
+    let split = find(buf, b"\r\n\r\n").ok_or(GetError::NotHttp)?;
+    let head = String::from_utf8_lossy(&buf[..split]);
+    let mut body = &buf[split + 4..];
     let status: u16 = head
         .strip_prefix("HTTP/")
         .and_then(|h| h.split(' ').nth(1))
         .and_then(|s| s.parse().ok())
         .ok_or(GetError::NotHttp)?;
-    let body = if head
+    let chunked = head
         .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = String::new();
-        let mut rest = body;
-        while let Some((size, tail)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).map_err(|_| GetError::NotHttp)?;
-            if n == 0 || tail.len() < n {
+        .contains("transfer-encoding: chunked");
+    let bytes = if chunked {
+        let mut out = Vec::new();
+        while let Some(eol) = find(body, b"\r\n") {
+            // The size line may carry extensions after ';' (RFC 9112 7.1.1).
+            let size = std::str::from_utf8(&body[..eol])
+                .ok()
+                .and_then(|l| l.split(';').next())
+                .and_then(|n| usize::from_str_radix(n.trim(), 16).ok())
+                .ok_or(GetError::NotHttp)?;
+            let data = &body[eol + 2..];
+            if size == 0 || data.len() < size {
                 break;
             }
-            out.push_str(&tail[..n]);
-            rest = tail[n..].trim_start_matches("\r\n");
+            out.extend_from_slice(&data[..size]);
+            body = data[size..].strip_prefix(b"\r\n").unwrap_or(&data[size..]);
         }
         out
     } else {
-        body.to_string()
+        body.to_vec()
     };
-    if status != 200 {
-        return Err(GetError::Status(status, body));
-    }
-    Ok(body)
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 #[cfg(test)]
@@ -401,6 +418,27 @@ mod tests {
                 .contains("Fix: the ECS agent's metadata endpoint cannot be reached"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn responses_are_read_as_bytes_never_a_panic() {
+        // "é" (0xC3 0xA9) split across two chunks: slicing text by chunk sizes panicked.
+        let split = b"HTTP/1.1 400 Bad Request\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nx\xC3\r\n2;ext=1\r\n\xA9y\r\n0\r\n\r\n";
+        let (status, body) = read_response(split).unwrap();
+        assert_eq!((status, body.as_str()), (400, "xéy"));
+        let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+        assert_eq!(read_response(plain).unwrap(), (200, "{}".to_string()));
+        for bad in [
+            &b""[..],
+            b"garbage",
+            b"HTTP/1.1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        ] {
+            assert!(
+                matches!(read_response(bad), Err(GetError::NotHttp)),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
