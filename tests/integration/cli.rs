@@ -352,9 +352,10 @@ fn from_metadata_polls_this_tasks_own_cluster_and_leaves_this_task_out() {
     assert_eq!(o.status.code(), Some(4));
     let t = text(&o);
     assert!(
-        t.contains("ecs:task-metadata failed")
+        // An HTTP answer from the endpoint: classified by its status, not "outside a task".
+        t.contains("ecs:task-metadata failed (not_found)")
             && t.contains("HTTP 404")
-            && t.contains("Fix: run inside an ECS task"),
+            && t.contains("Fix: the endpoint serves no task metadata at"),
         "{t}"
     );
 }
