@@ -21,6 +21,8 @@ use crate::source::{PollFuture, Source};
 pub(crate) const BATCH: usize = 100;
 /// More pages than this means the listing is not converging (a looping token); fail loudly.
 const MAX_PAGES: usize = 10_000;
+/// The fix for a listing that does not end: AWS's own paging always ends.
+const LOOPING_LIST_FIX: &str = "the endpoint's paging does not end, which AWS's does not do: check that endpoint_url (or a proxy in between) is AWS itself; the source keeps its last-known peers meanwhile";
 
 /// What one described task means for discovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,7 +261,8 @@ impl EcsSource {
                             ErrorKind::Malformed,
                             "ecs:ListTasks",
                             "ListTasks returned the same nextToken twice; the listing does not end",
-                        ));
+                        )
+                        .with_fix(LOOPING_LIST_FIX));
                     }
                     token = Some(t.to_string());
                 }
@@ -270,7 +273,8 @@ impl EcsSource {
             ErrorKind::Malformed,
             "ecs:ListTasks",
             format!("ListTasks returned more than {MAX_PAGES} pages"),
-        ))
+        )
+        .with_fix(LOOPING_LIST_FIX))
     }
 
     /// Describes tasks, at most [`BATCH`] a call. Tasks ECS does not know (failures, e.g.
@@ -957,6 +961,20 @@ mod replay_tests {
         assert!(
             e.message.contains("HTTP 403") && e.message.contains("blocked by egress policy"),
             "the remote's own reason is kept: {e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_listing_that_repeats_its_token_fails_with_a_fix() {
+        let page = r#"{"nextToken":"same","taskArns":["arn:aws:ecs:eu-west-2:1:task/web/a"]}"#;
+        let (mut src, _) = source(vec![event(page.into()), event(page.into())]);
+        let e = src.poll().await.unwrap_err();
+        assert_eq!((e.kind, e.action), (ErrorKind::Malformed, "ecs:ListTasks"));
+        assert!(e.message.contains("same nextToken twice"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("Fix: the endpoint's paging does not end"),
+            "{e}"
         );
     }
 }
