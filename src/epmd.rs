@@ -89,6 +89,23 @@ pub struct EpmdAnswer {
     pub error: Option<String>,
 }
 
+impl EpmdAnswer {
+    /// The registered names (possibly none: that is EPMD's answer), or why there is no answer
+    /// to choose from: EPMD could not be reached, or its NAMES answer failed (EPMD's or the
+    /// connection's own error is kept: a failed answer is not "no node registered").
+    pub fn registered(&self) -> Result<&[(String, u16)], String> {
+        if !self.reach.is_open() {
+            return Err(format!("its EPMD cannot be reached ({:?})", self.reach));
+        }
+        match &self.error {
+            Some(e) => Err(format!(
+                "its EPMD accepted the connection but the NAMES request failed: {e}"
+            )),
+            None => Ok(&self.names),
+        }
+    }
+}
+
 /// Asks the EPMD on `ip` for its registered names.
 pub async fn names(ip: IpAddr, timeout: Duration) -> EpmdAnswer {
     let (reach, stream) = connect(SocketAddr::new(ip, EPMD_PORT), timeout).await;
@@ -227,5 +244,53 @@ mod tests {
         drop(listener);
         let (reach, _) = connect(open, Duration::from_secs(1)).await;
         assert_eq!(reach, Reach::Refused);
+    }
+
+    /// An EPMD that accepts and then fails the NAMES request says so; it is not reported as
+    /// "no node registered".
+    #[tokio::test]
+    async fn a_failed_names_answer_keeps_its_reason() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            // Accept, then close without answering.
+            while let Ok((s, _)) = listener.accept().await {
+                drop(s);
+            }
+        });
+        let (reach, stream) = connect(addr, Duration::from_secs(1)).await;
+        assert!(reach.is_open());
+        let answer = match EpmdClient::new(stream.unwrap().compat()).get_names().await {
+            Ok(names) => EpmdAnswer {
+                reach,
+                names,
+                error: None,
+            },
+            Err(e) => EpmdAnswer {
+                reach,
+                names: Vec::new(),
+                error: Some(e.to_string()),
+            },
+        };
+        let why = answer.registered().unwrap_err();
+        assert!(
+            why.starts_with("its EPMD accepted the connection but the NAMES request failed: "),
+            "{why}"
+        );
+        let empty = EpmdAnswer {
+            reach: Reach::Open { rtt_ms: 0.1 },
+            names: Vec::new(),
+            error: None,
+        };
+        assert_eq!(empty.registered().unwrap(), &[] as &[(String, u16)]);
+        let refused = EpmdAnswer {
+            reach: Reach::Refused,
+            names: Vec::new(),
+            error: None,
+        };
+        assert_eq!(
+            refused.registered().unwrap_err(),
+            "its EPMD cannot be reached (Refused)"
+        );
     }
 }

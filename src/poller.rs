@@ -466,11 +466,9 @@ async fn name_from_epmd(
     let learnt: Vec<(IpAddr, Result<String, String>)> = stream::iter(unknown)
         .map(|ip| async move {
             let answer = crate::epmd::names(ip, timeout).await;
-            let name = if answer.reach.is_open() {
-                naming.choose(&answer.names).map(str::to_string)
-            } else {
-                Err(format!("its EPMD cannot be reached ({:?})", answer.reach))
-            };
+            let name = answer
+                .registered()
+                .and_then(|names| naming.choose(names).map(str::to_string));
             (ip, name)
         })
         .buffer_unordered(16)
