@@ -96,7 +96,8 @@ defmodule EcsPeers do
       case e.original do
         :nif_not_loaded ->
           {:error,
-           "the ecs-peers NIF is not loaded (see the log for why; ECS_PEERS_BUILD=1 builds it from source)"}
+           "the ecs-peers NIF is not loaded: " <>
+             EcsPeers.Native.Loader.why(EcsPeers.Native.builder())}
 
         other ->
           {:error, "ecs-peers NIF failed: #{inspect(other)}"}
