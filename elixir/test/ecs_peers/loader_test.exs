@@ -115,26 +115,6 @@ defmodule EcsPeers.LoaderTest do
     assert opts[:nif_versions] == Loader.nif_versions()
   end
 
-  # A fresh BEAM with this build's modules: what EcsPeers.validate/1 answers there.
-  defp validate_in_fresh_beam(nif_path) do
-    ebin = Path.dirname(:code.which(EcsPeers))
-
-    script = """
-    case EcsPeers.validate(node_basename: "app", sources: [[type: :ecs, region: "eu-west-2", cluster: "web"]]) do
-      {:ok, timings} -> IO.puts("VALIDATED " <> inspect(timings))
-      {:error, message} -> IO.puts("ERROR " <> message)
-    end
-    """
-
-    {out, 0} =
-      System.cmd("elixir", ["-pa", ebin, "-e", script],
-        env: [{"ECS_PEERS_NIF_PATH", nif_path}],
-        stderr_to_stdout: true
-      )
-
-    out
-  end
-
   @tag timeout: 120_000
   test "a fresh BEAM loads the NIF named by ECS_PEERS_NIF_PATH, with or without .so" do
     assert File.exists?(@nif), "build the NIF first (scripts/lib.sh build_nif)"
@@ -147,12 +127,12 @@ defmodule EcsPeers.LoaderTest do
     File.cp!(@nif, copy)
 
     for given <- [copy, String.trim_trailing(copy, ".so")] do
-      out = validate_in_fresh_beam(given)
+      out = EcsPeers.Test.FreshBeam.validate([{"ECS_PEERS_NIF_PATH", given}])
       assert out =~ "VALIDATED %{", "ECS_PEERS_NIF_PATH=#{given}: #{out}"
     end
 
     missing = Path.join(dir, "nothing.so")
-    out = validate_in_fresh_beam(missing)
+    out = EcsPeers.Test.FreshBeam.validate([{"ECS_PEERS_NIF_PATH", missing}])
 
     assert out =~
              "ERROR the ecs-peers NIF is not loaded: cannot load the NIF from ECS_PEERS_NIF_PATH=#{missing} (#{missing}):"
