@@ -115,6 +115,53 @@ defmodule EcsPeers.LoaderTest do
     assert opts[:nif_versions] == Loader.nif_versions()
   end
 
+  # The @on_load a `use RustlerPrecompiled` (or Rustler, for a source build) registers becomes
+  # the default behind ECS_PEERS_NIF_PATH. Those libraries cannot be installed here (no Hex), so a
+  # module registers an @on_load the way they do (in its body, or in a before_compile) under
+  # their function names; nothing else of theirs is imitated.
+  for {fun, builder} <- [load_rustler_precompiled: :precompiled, rustler_init: :source] do
+    test "the #{fun} loader stays the default and ECS_PEERS_NIF_PATH is checked first" do
+      fun = unquote(fun)
+      mod = Module.concat(__MODULE__, "Registered#{fun}")
+      key = {__MODULE__, fun}
+
+      code = """
+      defmodule #{inspect(mod)} do
+        @on_load #{inspect(fun)}
+        def #{fun} do
+          :persistent_term.put(#{inspect(key)}, :default_loader_ran)
+          :ok
+        end
+
+        @before_compile EcsPeers.Native.Loader
+      end
+      """
+
+      System.delete_env("ECS_PEERS_NIF_PATH")
+      [{^mod, _}] = Code.compile_string(code)
+      assert mod.builder() == unquote(builder)
+      assert :persistent_term.get(key) == :default_loader_ran
+
+      # Reloaded with ECS_PEERS_NIF_PATH set: that library is tried instead of the default.
+      :persistent_term.erase(key)
+      :code.purge(mod)
+      :code.delete(mod)
+      :code.purge(mod)
+      System.put_env("ECS_PEERS_NIF_PATH", "/nonexistent/libecs_peers_nif.so")
+
+      log =
+        ExUnit.CaptureLog.capture_log(fn ->
+          [{^mod, _}] = Code.compile_string(code)
+        end)
+
+      assert :persistent_term.get(key, :not_run) == :not_run
+      assert log =~ "ECS_PEERS_NIF_PATH=/nonexistent/libecs_peers_nif.so"
+    after
+      System.delete_env("ECS_PEERS_NIF_PATH")
+      Loader.load(:cargo, fn _ -> :ok end, nil)
+    end
+  end
+
   @tag timeout: 120_000
   test "a fresh BEAM loads the NIF named by ECS_PEERS_NIF_PATH, with or without .so" do
     assert File.exists?(@nif), "build the NIF first (scripts/lib.sh build_nif)"
