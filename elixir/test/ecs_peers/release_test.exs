@@ -39,7 +39,9 @@ defmodule EcsPeers.ReleaseTest do
           do: v
 
     chosen =
-      if nif in Loader.nif_versions(), do: nif, else: Enum.max_by(listed, & &1, fn -> nil end)
+      if nif in Loader.nif_versions(),
+        do: nif,
+        else: Enum.max_by(listed, &Version.parse!(&1 <> ".0"), Version, fn -> nil end)
 
     {Enum.join([arch, vendor, os | abi], "-"), chosen}
   end
