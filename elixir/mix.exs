@@ -36,7 +36,11 @@ defmodule EcsPeers.MixProject do
     if @offline, do: ["lib", "test/support", "test/offline"], else: ["lib", "test/support"]
   end
 
-  defp elixirc_paths(_), do: ["lib"]
+  # Offline, every environment compiles against the libcluster contract double (a fresh app with
+  # ecs_peers as a path dependency compiles it in :prod).
+  defp elixirc_paths(_) do
+    if @offline, do: ["lib", "test/support/libcluster"], else: ["lib"]
+  end
 
   defp deps do
     if @offline do
@@ -45,7 +49,10 @@ defmodule EcsPeers.MixProject do
       [
         {:libcluster, "~> 3.3"},
         {:rustler_precompiled, "~> 0.8"},
-        {:rustler, ">= 0.36.0", optional: true},
+        # 0.36.x: rustler_mix 0.37.0 needs Elixir 1.15 (System.cmd's :lines) while still
+        # declaring ~> 1.11, and 0.37.1+ declare ~> 1.15; Hex does not filter by the Elixir
+        # version, so a wider requirement resolves to a rustler that fails on Elixir 1.14.
+        {:rustler, "~> 0.36.0", optional: true},
         {:telemetry, "~> 0.4 or ~> 1.0", optional: true},
         {:ex_doc, "~> 0.34", only: :dev, runtime: false}
       ]

@@ -9,6 +9,23 @@ defmodule EcsPeers do
       {:ok, %{peers: [%{node: "app@10.1.0.5", region: "eu-west-2", ...}], sources: [...], ...}}
 
   Configuration keys are documented in `EcsPeers.Strategy`; they are the same everywhere.
+
+  ## Boot: a bad config or a missing NIF stops the application
+
+  Like a bad `Repo` configuration, a bad key or value, or a NIF that did not load, stops
+  `EcsPeers.Strategy` from starting, so `Cluster.Supervisor` and the application do not start
+  (a release exits at boot). The log names the key and what is expected, e.g.
+
+      [error] [libcluster:ecs] EcsPeers.Strategy cannot start: sources[0].region: "eu-west" is not an AWS region name; expected e.g. "eu-west-2" or "us-east-1"
+      [notice] Application my_app exited: MyApp.Application.start(:normal, []) returned an error: shutdown: failed to start child: Cluster.Supervisor
+          ** (EXIT) shutdown: failed to start child: :ecs
+              ** (EXIT) {:invalid_config, "sources[0].region: ..."}
+
+  A NIF that did not load gives `EcsPeers.Strategy cannot start: the ecs-peers NIF is not
+  loaded: <what was tried>: <reason>. <the fix for how this copy was built>`. Functions of this
+  module return that same message as `{:error, message}`; the VM itself never crashes on it.
+  AWS failing at boot (unreachable, throttled, no credentials) does not stop anything: it is
+  logged per source and retried on every poll.
   """
 
   @typedoc "A configuration: a keyword list (or map) of the keys in `EcsPeers.Strategy`."
@@ -96,7 +113,8 @@ defmodule EcsPeers do
       case e.original do
         :nif_not_loaded ->
           {:error,
-           "the ecs-peers NIF is not loaded (see the log for why; ECS_PEERS_BUILD=1 builds it from source)"}
+           "the ecs-peers NIF is not loaded: " <>
+             EcsPeers.Native.Loader.why(EcsPeers.Native.builder())}
 
         other ->
           {:error, "ecs-peers NIF failed: #{inspect(other)}"}
