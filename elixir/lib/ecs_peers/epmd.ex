@@ -168,7 +168,10 @@ defmodule EcsPeers.Epmd do
   end
 
   @doc false
-  def names, do: names(~c"localhost")
+  def names do
+    {:ok, host} = :inet.gethostname()
+    names(host)
+  end
 
   @doc false
   def names(host) do

@@ -39,7 +39,11 @@ defmodule EcsPeers.EpmdTest do
     [pa, pb, pc] = for _ <- 1..3, do: EpmdNode.free_port()
     a = start!("a#{ctx.id}@127.0.0.1", [{"ECS_PEERS_DIST_PORT", "#{pa}"} | ctx.epmd_env])
     b = start!("b#{ctx.id}@127.0.0.1", [{"ECS_PEERS_DIST_PORT", "#{pb}"} | ctx.epmd_env])
-    c = start!("c#{ctx.id}@127.0.0.1", [{"ECS_PEERS_DIST_PORT", "#{pc}"} | ctx.epmd_env])
+    # A short connection setup time: c's failed attempt below (it reaches itself) ends sooner.
+    c =
+      start!("c#{ctx.id}@127.0.0.1", [{"ECS_PEERS_DIST_PORT", "#{pc}"} | ctx.epmd_env],
+        erl: "-kernel net_setuptime 2"
+      )
 
     # Without the lookup, b is looked for at c's own port: no connection (the control case).
     refute connect(c, b)
@@ -331,17 +335,24 @@ defmodule EcsPeers.EpmdTest do
       assert out =~ "/v4/c1/task (the task metadata endpoint v4)"
     end
 
-    test "outside ECS the name is left alone" do
-      {out, 0} =
-        System.cmd("sh", ["-c", ~s|. "$0"; echo "[$RELEASE_NODE]"|, render_env_sh()],
-          env: [
-            {"ECS_CONTAINER_METADATA_URI_V4", nil},
-            {"RELEASE_NODE", nil},
-            {"RELEASE_COMMAND", "start"}
-          ]
-        )
+    test "outside ECS (a bastion with a copy of the release) nothing is changed" do
+      script = render_env_sh()
 
-      assert out == "[]\n"
+      for {command, node} <- [{"start", nil}, {"remote", "my_app-1@10.0.1.5"}] do
+        {out, 0} =
+          System.cmd(
+            "sh",
+            ["-c", ~S(set -e; . "$0"; echo "[$RELEASE_NODE|$ECS_PEERS_STATIC_PEERS]"), script],
+            env: [
+              {"ECS_CONTAINER_METADATA_URI_V4", nil},
+              {"ECS_PEERS_STATIC_PEERS", nil},
+              {"RELEASE_NODE", node},
+              {"RELEASE_COMMAND", command}
+            ]
+          )
+
+        assert out == "[#{node}|]\n"
+      end
     end
   end
 end
