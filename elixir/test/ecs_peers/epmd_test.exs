@@ -57,6 +57,12 @@ defmodule EcsPeers.EpmdTest do
     # Both directions work on the one connection: b answers a call from a, and lists a.
     assert EpmdNode.eval(a, ":rpc.call(#{inspect(b.name)}, Node, :list, [])") == [a.name]
     assert EpmdNode.eval(b, "Process.whereis(:erl_epmd)") == nil
+
+    # A wrong entry (ghost's port is c's) never yields a connection to the wrong node: the
+    # handshake checks the name.
+    put_peers!(a, [peer(b, pb), %{node: "ghost#{ctx.id}@127.0.0.1", host: "127.0.0.1", port: pc}])
+    refute EpmdNode.eval(a, "Node.connect(:\"ghost#{ctx.id}@127.0.0.1\")")
+    assert EpmdNode.eval(a, "Node.list()") == [b.name]
     assert_no_epmd_used(ctx.trap)
   end
 
