@@ -106,7 +106,7 @@ defmodule EcsPeers.Epmd do
         GenServer.start_link(__MODULE__, config, name: __MODULE__)
 
       {:error, message} ->
-        # Logger is not running yet: say it on stderr, and refuse to start distribution.
+        # Logger is not running yet: print it (erlang:display_string), refuse to start distribution.
         :erlang.display_string(~c"EcsPeers.Epmd: #{message}\n")
         {:error, {:invalid_config, message}}
     end
