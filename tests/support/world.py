@@ -183,10 +183,14 @@ def run_tasks(region, cluster, cidr, family, count, group=None, container="app",
     tasks, failures = [], []
     while count > 0:
         n = min(count, 10)
-        if opts.get("container_instance"):
-            r = ecs.start_task(containerInstances=[opts["container_instance"]] * n, **common)
-        else:
-            r = ecs.run_task(launchType=launch_type, count=n, **common)
+        try:
+            if opts.get("container_instance"):
+                r = ecs.start_task(containerInstances=[opts["container_instance"]] * n, **common)
+            else:
+                r = ecs.run_task(launchType=launch_type, count=n, **common)
+        except ecs.exceptions.ClusterNotFoundException:
+            ecs.create_cluster(clusterName=cluster)  # `run` makes the cluster when it is new
+            continue
         tasks += r["tasks"]
         failures += r["failures"]
         count -= n
