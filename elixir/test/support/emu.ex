@@ -14,7 +14,7 @@ defmodule EcsPeers.Test.Emu do
     :gen_tcp.close(sock)
 
     run = Path.join(@root, "tests/awsemu/run")
-    command = "exec #{sh(run)} -H 127.0.0.1 -p #{port} >/dev/null 2>&1"
+    command = "#{sh(run)} -H 127.0.0.1 -p #{port} >/dev/null 2>&1"
     os_port = Port.open({:spawn, command}, [:binary, :exit_status])
 
     {:os_pid, os_pid} = Port.info(os_port, :os_pid)

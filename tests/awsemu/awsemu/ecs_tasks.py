@@ -329,7 +329,10 @@ def _launch(resp, cluster, task_def, launch_type, count, instances):
             task.host = ec2_instances.instance_addresses(region, ci.ec2_instance_id)
             task.availability_zone = task.host["az"]
         if mode == "awsvpc":
-            task.attach_eni(vpc["subnets"][0], vpc.get("securityGroups"))
+            try:
+                task.attach_eni(vpc["subnets"][0], vpc.get("securityGroups"))
+            except state.EmuError as e:  # the subnet is full: AWS fails the launch too
+                raise InvalidParameterException(str(e))
         elif needed or mode in ("bridge", "host"):
             _bind(task, needed)
         ecs_lifecycle.set_status(task, ecs_lifecycle.start_status())
