@@ -366,6 +366,8 @@ def zero_config(scenario):
                 wait_until(polled_four_times, 30, "four polls on every other node after STOPPED")
                 late = {node(ip): n for ip, n in last_seen.items() if n >= 2}
                 assert not late, f"still connected two or more polls after STOPPED: {late}"
+                # Its own node knows its task has left: it stays out instead of reconnecting.
+                wait_until(lambda: bed.status(victim)["nodes"] == [], 10, f"{node(victim)} to drop its peers")
                 wait_until(lambda: any(e["event"] == "removed" and e["peer"]["node"] == node(victim)
                                        for e in watch.events()), 10, "the CLI's watch to report the removal")
                 events = [e["event"] for e in watch.events()
