@@ -106,7 +106,10 @@ impl Emu {
         ))
     }
 
-    fn world(&self, cmd: &str, spec: &Value) -> Value {
+    /// Runs `tests/support/world.py ENDPOINT cmd` with spec on stdin; returns its JSON output.
+    /// Commands: seed, run, stop, instances (EC2 container instances), lifecycle, health,
+    /// config (see world.py's docstring and tests/awsemu/README.md).
+    pub fn world(&self, cmd: &str, spec: &Value) -> Value {
         let mut child = Command::new(python())
             .arg(root().join("tests/support/world.py"))
             .args([&self.endpoint, cmd])

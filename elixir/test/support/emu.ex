@@ -47,7 +47,8 @@ defmodule EcsPeers.Test.Emu do
 
   def run_tasks(emu, spec), do: world(emu, "run", spec)
 
-  defp world(emu, cmd, spec) do
+  # tests/support/world.py ENDPOINT cmd spec: seed, run, stop, instances, lifecycle, health, config.
+  def world(emu, cmd, spec) do
     script = Path.join(@root, "tests/support/world.py")
 
     {out, 0} =
