@@ -382,6 +382,40 @@ def zero_config(scenario):
 
         scenario("a STOPPING task drains (still connected) and is dropped once STOPPED", stopping_task_drains_until_stopped)
 
+        def ecs_stop_sequence():
+            # As ECS stops a task: StopTask (held STOPPING), SIGTERM to the container, the BEAM
+            # exits, STOPPED after the stop timeout.
+            t = bed.run_task("eu-west-2")
+            leaving = t["ip"]
+            bed.add_host("eu-west-2", leaving)
+            bed.start_node(leaving, sources=AUTO_SOURCES["eu-west-2"])
+            others = [eu_a["ip"], us_a["ip"]]
+            wait_until(lambda: fully_meshed(bed, others + [leaving]), 60, f"{node(leaving)} to join")
+            bed.stop_task("eu-west-2", t["arn"])
+            bed.terminate_node(leaving)
+            attempts = lambda ip: bed.log(ip).count(f'unable to connect to :"{node(leaving)}"')  # noqa: E731
+            before = {ip: bed.status(ip)["poll"] for ip in others}
+            # Still a draining peer: libcluster keeps trying it, nobody crashes.
+            wait_until(lambda: all(attempts(ip) >= 2 for ip in others), 30,
+                       f"every other node to try the draining {node(leaving)} again")
+            assert bed.describe_task("eu-west-2", t["arn"])["lastStatus"] != "STOPPED"
+            bed.advance_tasks("eu-west-2", [t["arn"]], "STOPPED")
+            stopped = {ip: bed.status(ip)["poll"] for ip in others}
+            wait_until(lambda: all(bed.status(ip)["poll"] >= stopped[ip] + 2 for ip in others), 30, "two polls")
+            settled = {ip: attempts(ip) for ip in others}
+            wait_until(lambda: all(bed.status(ip)["poll"] >= stopped[ip] + 5 for ip in others), 30, "three more polls")
+            retried = {node(ip): attempts(ip) - settled[ip] for ip in others if attempts(ip) != settled[ip]}
+            assert not retried, f"still trying {node(leaving)} after it was STOPPED: {retried}"
+            for ip in others:
+                s = bed.status(ip)
+                assert s["strategy"] and s["restarts"] == 0, f"{node(ip)}: strategy crashed: {s}"
+            assert fully_meshed(bed, others)
+            return (f"tried while draining: {dict((node(i), settled[i]) for i in others)} times over "
+                    f"{dict((node(i), stopped[i] - before[i]) for i in others)} polls; none after STOPPED")
+
+        scenario("ECS's stop sequence (SIGTERM while STOPPING): retried while draining, forgotten once STOPPED",
+                 ecs_stop_sequence)
+
 
 if __name__ == "__main__":
     sys.exit(main())
