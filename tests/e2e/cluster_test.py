@@ -376,7 +376,7 @@ def zero_config(scenario):
                 wait_until(lambda: fully_meshed(bed, others), 15, "the other nodes to be meshed")
             finally:
                 watch.stop()
-            bed.kill_node(victim)
+                bed.kill_node(victim)  # also when it failed: the next scenario starts without it
             return (f"connected while STOPPING for {held} polls (reported draining by the CLI on each); "
                     f"once STOPPED, connected during at most {dict((node(i), n) for i, n in last_seen.items())} more polls")
 
