@@ -393,7 +393,11 @@ def zero_config(scenario):
             wait_until(lambda: fully_meshed(bed, others + [leaving]), 60, f"{node(leaving)} to join")
             bed.stop_task("eu-west-2", t["arn"])
             bed.terminate_node(leaving)
-            attempts = lambda ip: bed.log(ip).count(f'unable to connect to :"{node(leaving)}"')  # noqa: E731
+
+            def attempts(ip):
+                """libcluster's failed connects to the leaving node, from the node's log."""
+                return bed.log(ip).count(f'unable to connect to :"{node(leaving)}"')
+
             before = {ip: bed.status(ip)["poll"] for ip in others}
             # Still a draining peer: libcluster keeps trying it, nobody crashes.
             wait_until(lambda: all(attempts(ip) >= 2 for ip in others), 30,
