@@ -114,6 +114,7 @@ def stop(task, reason):
         return
     task.desired_status = "STOPPED"
     task.stop_code = "UserInitiated"
+    # Without a reason AWS fills in a text of its own; its exact wording is not documented.
     task.stopped_reason = reason if reason is not None else "Task stopped by user"
     if CONFIG.get("stop") == "hold":
         set_status(task, "DEACTIVATING" if task.network_mode == "awsvpc" else "STOPPING")
