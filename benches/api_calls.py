@@ -13,7 +13,7 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-AWSEMU = os.environ.get("AWSEMU_DIR", os.path.join(ROOT, "..", "shared", "tools", "awsemu"))
+AWSEMU_RUN = os.path.join(ROOT, "tests", "awsemu", "run")  # the emulator's one start command
 BIN = os.environ.get("ECS_PEERS_BIN", os.path.join(ROOT, "target", "release", "ecs-peers"))
 EU_TASKS, US_TASKS, INSTANCES = 1000, 250, 20
 
@@ -33,8 +33,8 @@ def world(endpoint, cmd, spec):
 def main():
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    emu = subprocess.Popen([sys.executable, os.path.join(AWSEMU, "moto_server_patched.py"), "-H", "127.0.0.1",
-                            "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    emu = subprocess.Popen([AWSEMU_RUN, "-H", "127.0.0.1", "-p", str(port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(300):
             try:

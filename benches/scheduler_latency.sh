@@ -16,7 +16,7 @@ elixir_env
 
 PORT=$("$AWSEMU_PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 ENDPOINT="http://127.0.0.1:$PORT"
-"$AWSEMU_PYTHON" "$AWSEMU_DIR/moto_server_patched.py" -H 127.0.0.1 -p "$PORT" >/dev/null 2>&1 &
+tests/awsemu/run -H 127.0.0.1 -p "$PORT" >/dev/null 2>&1 &
 EMU=$!
 trap 'kill $EMU 2>/dev/null || true' EXIT
 "$AWSEMU_PYTHON" -c 'import sys,time,urllib.request

@@ -2,7 +2,7 @@
 # Sourced, not run. Everything it installs is rebuilt from registries (apt, PyPI, crates.io).
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export AWSEMU_DIR="${AWSEMU_DIR:-$ROOT/../shared/tools/awsemu}"
+# The AWS emulator (tests/awsemu, started by tests/awsemu/run) and the venv it runs in.
 export AWSEMU_PYTHON="$ROOT/.venv-awsemu/bin/python"
 
 step() { printf '\n==> %s\n' "$*" >&2; }
@@ -27,18 +27,17 @@ ensure_rust() {
 }
 
 ensure_awsemu_venv() {
-  if [ ! -f "$AWSEMU_DIR/moto_server_patched.py" ]; then
-    echo "awsemu not found at $AWSEMU_DIR (expected ../shared/tools/awsemu beside the checkout; or set AWSEMU_DIR)" >&2
-    exit 1
-  fi
-  local stamp="$ROOT/.venv-awsemu/.installed"
-  if [ -x "$AWSEMU_PYTHON" ] && [ -f "$stamp" ] && cmp -s "$stamp" "$AWSEMU_DIR/requirements.txt"; then
+  # .venv-awsemu at the repository root, from tests/awsemu/requirements.txt (moto pinned, boto3,
+  # pytest for the emulator's self-test); reinstalled when that file changes.
+  local req="$ROOT/tests/awsemu/requirements.txt" stamp="$ROOT/.venv-awsemu/.installed"
+  if [ -x "$AWSEMU_PYTHON" ] && [ -f "$stamp" ] && cmp -s "$stamp" "$req"; then
     return 0
   fi
-  step "installing awsemu (moto) into .venv-awsemu"
+  step "installing the AWS emulator's venv (.venv-awsemu) from PyPI"
   python3 -m venv "$ROOT/.venv-awsemu" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$ROOT/.venv-awsemu"; }
-  "$ROOT/.venv-awsemu/bin/pip" install -q --disable-pip-version-check -r "$AWSEMU_DIR/requirements.txt"
-  cp "$AWSEMU_DIR/requirements.txt" "$stamp"
+  # `python -m pip`, not bin/pip: a venv copied from elsewhere keeps pip's old shebang.
+  "$AWSEMU_PYTHON" -m pip install -q --disable-pip-version-check -r "$req"
+  cp "$req" "$stamp"
 }
 
 # The end-to-end tests build task hosts with iproute2 and firewall them with iptables.

@@ -1,21 +1,34 @@
 """End-to-end: real BEAM nodes, one per ECS task, in network namespaces on two "VPCs" (eu-west-2 and
 us-west-2) joined by peering, cluster through EcsPeers.Strategy (libcluster contract double,
-cargo-built NIF) against the AWS emulator.
+cargo-built NIF) against the project's AWS emulator (tests/awsemu).
 
-Proves, in order:
+Two test beds, one after the other. The first names every source; it proves, in order:
   1. every node connects to every other, across both regions;
   2. a new task joins;
   3. a task stopped in the emulator is disconnected everywhere within two polls (counted with each
      node's own poll counter), and, knowing it has left, does not pull itself back in;
   4. with the emulator stopped (SIGSTOP) for three polls, nobody is disconnected;
   5. a BEAM node killed while its task is still listed is retried by the others, who neither crash
-     nor lose each other.
+     nor lose each other;
+  6. a node registered as worker@... is found under that name with node_names: "epmd".
+The second is zero-config: each node's own source is `cluster: :auto`, read from its task's
+metadata endpoint v4 (ECS_CONTAINER_METADATA_URI_V4, served by the emulator, reached from the task
+namespace), and only the other region is named; the emulator holds stopped tasks in
+DEACTIVATING/STOPPING until the test moves them on. It proves:
+  7. the zero-config nodes mesh across both regions, each own-region source resolved from the
+     metadata; the CLI's --from-metadata, run inside a task namespace, finds the same peers;
+     without the metadata (unset, 404, the agent's 4xx text, unreachable) the auto source fails
+     and names the fix while the named region still answers;
+  8. drain: a stopped task whose BEAM runs on stays connected on every other node for at least
+     three polls while ECS reports it STOPPING (the CLI reports it draining on each poll), and is
+     dropped everywhere within two polls once ECS reports it STOPPED.
 
 Run as root, after `mix test` has compiled elixir/_build/test: python3 tests/e2e/cluster_test.py
 Prints one line per scenario and `N passed, N failed`; exits non-zero when any failed.
 """
 import json
 import os
+import subprocess
 import sys
 import time
 import traceback
@@ -23,6 +36,15 @@ import traceback
 from testbed import ENDPOINT, ROOT, Bed, fully_meshed, node, require_root_and_netns, sees, wait_until
 
 INTERVAL_MS = 1000
+BIN = os.path.join(ROOT, "target", "debug", "ecs-peers")
+CLI_ENV = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test")
+# Zero-config: a node's own cluster, region and family come from its task metadata; it names only
+# the other region (the README's example).
+AUTO_SOURCES = {
+    "eu-west-2": '[[type: :ecs, cluster: :auto], [type: :ecs, region: "us-west-2", cluster: "web", service: "api"]]',
+    "us-west-2": '[[type: :ecs, cluster: :auto], [type: :ecs, region: "eu-west-2", cluster: "web", service: "api"]]',
+}
+OTHER_REGION = {"eu-west-2": "us-west-2", "us-west-2": "eu-west-2"}
 
 
 def main():
@@ -40,6 +62,14 @@ def main():
             print(f"FAIL {name}: {e}", flush=True)
             traceback.print_exc(limit=3)
 
+    named_sources(scenario)
+    zero_config(scenario)
+    passed, failed = results.count(True), results.count(False)
+    print(f"{passed} passed, {failed} failed", flush=True)
+    return 1 if failed else 0
+
+
+def named_sources(scenario):
     with Bed(interval_ms=INTERVAL_MS) as bed:
         print(f"test bed {bed.prefix}: router namespace {bed.router}, emulator on 10.200.0.1:5000, "
               f"logs in {bed.work}", flush=True)
@@ -171,9 +201,224 @@ def main():
 
         scenario("peers are named by what their EPMD reports (node_names: epmd)", names_from_epmd)
 
-    passed, failed = results.count(True), results.count(False)
-    print(f"{passed} passed, {failed} failed", flush=True)
-    return 1 if failed else 0
+
+class Watch:
+    """`ecs-peers watch --json --every-poll` running in a task namespace: its JSON Lines, parsed."""
+
+    def __init__(self, bed, ip, args):
+        self.path = os.path.join(bed.work, f"watch-{ip}.jsonl")
+        self.err = os.path.join(bed.work, f"watch-{ip}.log")
+        env = dict(CLI_ENV, ECS_CONTAINER_METADATA_URI_V4=bed.metadata_uri(ip))
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", bed.hosts[ip]["ns"], BIN, "watch", "--json", "--every-poll", *args,
+             "--basename", "app", "--endpoint-url", ENDPOINT, "--interval", f"{INTERVAL_MS}ms",
+             "--max-attempts", "1"],
+            stdout=open(self.path, "w"), stderr=open(self.err, "w"), env=env)
+
+    def events(self):
+        with open(self.path) as f:
+            lines = f.read().splitlines()
+        # The last line may be half written.
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+        return out
+
+    def snapshots(self):
+        return [e["snapshot"] for e in self.events() if e["event"] == "snapshot"]
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def peer(snapshot, name):
+    return next((p for p in snapshot["peers"] if p["node"] == name), None)
+
+
+def zero_config(scenario):
+    with Bed(interval_ms=INTERVAL_MS) as bed:
+        print(f"zero-config test bed {bed.prefix}: logs in {bed.work}", flush=True)
+        # A stopped task stays DEACTIVATING/STOPPING until the test moves it on (as during a
+        # real task's stop timeout), not longer than the whole run.
+        bed.task_lifecycle(stop="hold", stop_hold_s=600)
+        tasks = bed.seed({"eu-west-2": 2, "us-west-2": 1})
+        eu_a, eu_b = tasks["eu-west-2"]
+        us_a = tasks["us-west-2"][0]
+        region_of = {eu_a["ip"]: "eu-west-2", eu_b["ip"]: "eu-west-2", us_a["ip"]: "us-west-2"}
+        for ip, region in region_of.items():
+            bed.add_host(region, ip)
+            bed.metadata_uri(ip)  # the emulator gave every task a metadata endpoint
+            bed.start_node(ip, sources=AUTO_SOURCES[region])
+        ips = list(region_of)
+
+        def own_source(ip):
+            """The node's answering source for its own region: only the metadata can have named it."""
+            own = [src for src in (bed.status(ip) or {"sources": []})["sources"]
+                   if src["id"].startswith(f"ecs:{region_of[ip]}/") and src["ok"]]
+            return own[0]["id"] if len(own) == 1 else None
+
+        def zero_config_nodes_mesh():
+            # Meshed, and every node has polled its own region (a node that has not polled yet can
+            # look meshed because the others connected to it).
+            wait_until(lambda: fully_meshed(bed, ips) and all(own_source(ip) for ip in ips), 90,
+                       "every zero-config node to see every other, each through its own-region source")
+            resolved = {node(ip): own_source(ip) for ip in ips}
+            # The CLI, zero-config inside a task namespace, finds the same peers and itself.
+            me = eu_a["ip"]
+            r = bed.ns_exec(bed.hosts[me]["ns"], BIN, "list", "--json", "--from-metadata", "--ecs", "us-west-2/web/api",
+                            "--basename", "app", "--endpoint-url", ENDPOINT, "--max-attempts", "1", check=False,
+                            env=dict(CLI_ENV, ECS_CONTAINER_METADATA_URI_V4=bed.metadata_uri(me)))
+            assert r.returncode == 0, f"ecs-peers list --from-metadata exited {r.returncode}: {r.stderr}"
+            snapshot = json.loads(r.stdout)
+            got = sorted(p["node"] for p in snapshot["peers"])
+            assert got == sorted(node(ip) for ip in ips if ip != me), f"list --from-metadata in {node(me)}'s task: {got}"
+            assert (snapshot.get("local") or {}).get("ip") == me, f"list --from-metadata: local is {snapshot.get('local')}"
+            return f"own-region sources from the metadata: {resolved}; list --from-metadata: {got}"
+
+        scenario("zero-config nodes (cluster: :auto) mesh across both regions", zero_config_nodes_mesh)
+
+        def metadata_failures_name_the_fix():
+            me = eu_a["ip"]
+            task_id = eu_a["arn"].rsplit("/", 1)[-1]
+            cases = {
+                "unset": None,
+                "an unknown task (404)": f"{ENDPOINT}/v4/{'0' * 32}",
+                "the agent's 4xx answer": bed.metadata_uri(me),
+                "unreachable": "http://10.200.0.1:5999/v4/" + task_id,  # nothing listens there
+            }
+            bed.emulator("POST", "/_emu/metadata-fault",
+                         {"task": task_id, "status": 400, "body": "unable to associate '172.17.0.5' with task"})
+            try:
+                seen = {}
+                for case, uri in cases.items():
+                    env = dict(CLI_ENV)
+                    if uri:
+                        env["ECS_CONTAINER_METADATA_URI_V4"] = uri
+                    r = bed.ns_exec(bed.hosts[me]["ns"], BIN, "list", "--json", "--from-metadata", "--ecs", "us-west-2/web/api",
+                                    "--basename", "app", "--endpoint-url", ENDPOINT, "--max-attempts", "1",
+                                    check=False, env=env)
+                    assert r.returncode == 3, f"{case}: exit {r.returncode} (3 = some sources failed): {r.stderr}"
+                    snapshot = json.loads(r.stdout)
+                    failing = [src for src in snapshot["sources"] if not src["ok"]]
+                    assert len(failing) == 1 and "task-metadata" in failing[0]["error"] \
+                        and "ECS_CONTAINER_METADATA_URI_V4" in failing[0]["error"], f"{case}: {snapshot['sources']}"
+                    assert [p["node"] for p in snapshot["peers"]] == [node(us_a["ip"])], \
+                        f"{case}: the named region's peers: {snapshot['peers']}"
+                    seen[case] = failing[0]["error_kind"]
+            finally:
+                bed.emulator("DELETE", "/_emu/metadata-fault")
+            return f"the auto source fails naming the fix, us-west-2 still answers; error kinds: {seen}"
+
+        scenario("without its task metadata the auto source fails and names the fix; the named region answers",
+                 metadata_failures_name_the_fix)
+
+        def stopping_task_drains_until_stopped():
+            victim, arn = eu_b["ip"], eu_b["arn"]
+            others = [ip for ip in ips if ip != victim]
+            watch = Watch(bed, eu_a["ip"], ["--from-metadata", "--ecs", "us-west-2/web/api"])
+            try:
+                wait_until(lambda: any(peer(s, node(victim)) for s in watch.snapshots()), 30,
+                           f"the CLI's watch to list {node(victim)}")
+                before = {ip: bed.status(ip)["poll"] for ip in others}
+                peers_before = {ip: bed.status(ip)["peers"] for ip in others}
+                bed.stop_task("eu-west-2", arn)
+                task = bed.describe_task("eu-west-2", arn)
+                assert task["desiredStatus"] == "STOPPED" and task["lastStatus"] in ("DEACTIVATING", "STOPPING"), \
+                    f"the emulator did not hold the stopped task: {task['lastStatus']}/{task['desiredStatus']}"
+                stop_seen = len(watch.snapshots())
+                gaps = []
+
+                def drained_for_three_polls():
+                    for ip in others:
+                        s = bed.status(ip)
+                        if node(victim) not in s["nodes"]:
+                            gaps.append((node(ip), s["poll"] - before[ip]))
+                    draining = [peer(s, node(victim)) for s in watch.snapshots()[stop_seen:]]
+                    reported = sum(1 for p in draining if p and p["draining"])
+                    # Four polls after the stop: at least three began after it.
+                    return all(bed.status(ip)["poll"] >= before[ip] + 4 for ip in others) and reported >= 3
+
+                wait_until(drained_for_three_polls, 30, "four polls on every other node and three 'draining' reports")
+                assert not gaps, f"the draining node was disconnected (node, polls after the stop): {gaps[:5]}"
+                held = {node(ip): bed.status(ip)["poll"] - before[ip] for ip in others}
+                counted = {node(ip): bed.status(ip)["peers"] for ip in others}
+                assert counted == {node(ip): peers_before[ip] for ip in others}, \
+                    f"the strategy's peer count changed while the task was draining: {counted} (before {peers_before})"
+                task = bed.describe_task("eu-west-2", arn)
+                assert task["lastStatus"] != "STOPPED", "the emulator stopped the task before the test advanced it"
+
+                before = {ip: bed.status(ip)["poll"] for ip in others}
+                bed.advance_tasks("eu-west-2", [arn], "STOPPED")
+                last_seen = {ip: 0 for ip in others}  # polls after STOPPED during which it was still connected
+
+                def polled_four_times():
+                    for ip in others:
+                        s = bed.status(ip)
+                        if node(victim) in s["nodes"]:
+                            last_seen[ip] = max(last_seen[ip], s["poll"] - before[ip])
+                    return all(bed.status(ip)["poll"] >= before[ip] + 4 for ip in others)
+
+                # Dropped within two polls, and not connected again in the two after.
+                wait_until(polled_four_times, 30, "four polls on every other node after STOPPED")
+                late = {node(ip): n for ip, n in last_seen.items() if n >= 2}
+                assert not late, f"still connected two or more polls after STOPPED: {late}"
+                # Its own node knows its task has left: it stays out instead of reconnecting.
+                wait_until(lambda: bed.status(victim)["nodes"] == [], 10, f"{node(victim)} to drop its peers")
+                wait_until(lambda: any(e["event"] == "removed" and e["peer"]["node"] == node(victim)
+                                       for e in watch.events()), 10, "the CLI's watch to report the removal")
+                events = [e["event"] for e in watch.events()
+                          if e["event"] != "snapshot" and e.get("peer", {}).get("node") == node(victim)]
+                assert events[-2:] == ["draining", "removed"], f"the CLI's events for {node(victim)}: {events}"
+                wait_until(lambda: fully_meshed(bed, others), 15, "the other nodes to be meshed")
+            finally:
+                watch.stop()
+                bed.kill_node(victim)  # also when it failed: the next scenario starts without it
+            return (f"connected while STOPPING for {held} polls (reported draining by the CLI on each); "
+                    f"once STOPPED, connected during at most {dict((node(i), n) for i, n in last_seen.items())} more polls")
+
+        scenario("a STOPPING task drains (still connected) and is dropped once STOPPED", stopping_task_drains_until_stopped)
+
+        def ecs_stop_sequence():
+            # As ECS stops a task: StopTask (held STOPPING), SIGTERM to the container, the BEAM
+            # exits, STOPPED after the stop timeout.
+            t = bed.run_task("eu-west-2")
+            leaving = t["ip"]
+            bed.add_host("eu-west-2", leaving)
+            bed.start_node(leaving, sources=AUTO_SOURCES["eu-west-2"])
+            others = [eu_a["ip"], us_a["ip"]]
+            wait_until(lambda: fully_meshed(bed, others + [leaving]), 60, f"{node(leaving)} to join")
+            bed.stop_task("eu-west-2", t["arn"])
+            bed.terminate_node(leaving)
+
+            def attempts(ip):
+                """libcluster's failed connects to the leaving node, from the node's log."""
+                return bed.log(ip).count(f'unable to connect to :"{node(leaving)}"')
+
+            before = {ip: bed.status(ip)["poll"] for ip in others}
+            # Still a draining peer: libcluster keeps trying it, nobody crashes.
+            wait_until(lambda: all(attempts(ip) >= 2 for ip in others), 30,
+                       f"every other node to try the draining {node(leaving)} again")
+            assert bed.describe_task("eu-west-2", t["arn"])["lastStatus"] != "STOPPED"
+            bed.advance_tasks("eu-west-2", [t["arn"]], "STOPPED")
+            stopped = {ip: bed.status(ip)["poll"] for ip in others}
+            wait_until(lambda: all(bed.status(ip)["poll"] >= stopped[ip] + 2 for ip in others), 30, "two polls")
+            settled = {ip: attempts(ip) for ip in others}
+            wait_until(lambda: all(bed.status(ip)["poll"] >= stopped[ip] + 5 for ip in others), 30, "three more polls")
+            retried = {node(ip): attempts(ip) - settled[ip] for ip in others if attempts(ip) != settled[ip]}
+            assert not retried, f"still trying {node(leaving)} after it was STOPPED: {retried}"
+            for ip in others:
+                s = bed.status(ip)
+                assert s["strategy"] and s["restarts"] == 0, f"{node(ip)}: strategy crashed: {s}"
+            assert fully_meshed(bed, others)
+            return (f"tried while draining: {dict((node(i), settled[i]) for i in others)} times over "
+                    f"{dict((node(i), stopped[i] - before[i]) for i in others)} polls; none after STOPPED")
+
+        scenario("ECS's stop sequence (SIGTERM while STOPPING): retried while draining, forgotten once STOPPED",
+                 ecs_stop_sequence)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 # One "ECS task" of the end-to-end test bed: a BEAM node that clusters with libcluster's
-# Cluster.Supervisor and EcsPeers.Strategy, and reports what it sees to a status file every 100 ms
-# (its Node.list, whether the strategy runs, its last poll number, how often it was restarted).
+# Cluster.Supervisor and EcsPeers.Strategy, and reports what it sees to a status file every 100 ms:
+# its Node.list, whether the strategy runs, how often it was restarted, and from the strategy's
+# documented `[:ecs_peers, :poll, :stop]` telemetry: the polls so far, the peers of the last poll and
+# each source's id, ok and peers.
 #
 #   elixir --name app@IP --cookie C -pa EBIN tests/e2e/node.exs STATUS_FILE ENDPOINT INTERVAL_MS
 [status_file, endpoint, interval] = System.argv()
@@ -31,24 +33,58 @@ config = naming ++ [
   sources: sources
 ]
 
+# The strategy's poll telemetry: what a user's handler sees (not the strategy's internal state).
+polls = :atomics.new(1, [])
+:persistent_term.put(:e2e_last_poll, %{peers: 0, sources: []})
+
+:telemetry.attach(
+  "e2e-status",
+  [:ecs_peers, :poll, :stop],
+  fn _event, measurements, metadata, _ ->
+    :atomics.add(polls, 1, 1)
+
+    sources =
+      for src <- metadata.sources,
+          do: %{id: Map.get(src, :id), ok: Map.get(src, :ok), peers: Map.get(src, :peers)}
+
+    :persistent_term.put(:e2e_last_poll, %{peers: measurements.peers, sources: sources})
+  end,
+  nil
+)
+
 {:ok, sup} =
   Cluster.Supervisor.start_link([[ecs: [strategy: EcsPeers.Strategy, config: config]], [name: E2E.Cluster]])
 
+json = fn
+  _json, v when is_binary(v) -> ~s(") <> String.replace(String.replace(v, "\\", "\\\\"), ~s("), ~s(\\")) <> ~s(")
+  _json, v when is_boolean(v) or is_integer(v) -> to_string(v)
+  _json, nil -> "null"
+  json, v when is_atom(v) -> json.(json, Atom.to_string(v))
+  json, v when is_list(v) -> "[" <> Enum.map_join(v, ",", &json.(json, &1)) <> "]"
+  json, v when is_map(v) -> "{" <> Enum.map_join(v, ",", fn {k, x} -> json.(json, to_string(k)) <> ":" <> json.(json, x) end) <> "}"
+end
+
 report = fn report, last_pid, restarts ->
-  {pid, poll} =
+  pid =
     case Supervisor.which_children(sup) do
-      [{:ecs, pid, _, _}] when is_pid(pid) -> {pid, :sys.get_state(pid).poll}
-      _ -> {nil, 0}
+      [{:ecs, pid, _, _}] when is_pid(pid) -> pid
+      _ -> nil
     end
 
   restarts = if last_pid && pid && pid != last_pid, do: restarts + 1, else: restarts
-  nodes = Node.list() |> Enum.map(&~s("#{&1}")) |> Enum.sort() |> Enum.join(",")
+  last = :persistent_term.get(:e2e_last_poll)
 
-  File.write!(
-    status_file <> ".tmp",
-    ~s({"node":"#{node()}","nodes":[#{nodes}],"strategy":#{pid != nil},"poll":#{poll},"restarts":#{restarts}})
-  )
+  status = %{
+    node: node(),
+    nodes: Node.list() |> Enum.map(&Atom.to_string/1) |> Enum.sort(),
+    strategy: pid != nil,
+    poll: :atomics.get(polls, 1),
+    restarts: restarts,
+    peers: last.peers,
+    sources: last.sources
+  }
 
+  File.write!(status_file <> ".tmp", json.(json, status))
   File.rename!(status_file <> ".tmp", status_file)
   Process.sleep(100)
   report.(report, pid || last_pid, restarts)

@@ -1,7 +1,7 @@
 """Soak: a cluster that never falls apart because AWS had a bad minute.
 
 Four BEAM nodes (two per region) cluster through EcsPeers.Strategy in the namespace test bed while
-awsemu injects, one phase after another:
+the emulator injects, one phase after another:
   baseline   no faults (the reference for API calls)
   throttle   30% of ECS calls in both regions answer ThrottlingException; a task starts, and one
              stops as ECS stops a task (StopTask, and SIGTERM to its BEAM)
@@ -21,9 +21,10 @@ from`: a spurious disconnect, which must never happen), by OTP's global
 stopped; it must follow a planned stop and be restored), or not at all (unexplained: must not
 happen). Crashes (BEAM exits, strategy restarts) must be 0.
 
-awsemu stops a task at once (lastStatus STOPPED), so ecs-peers' drain (a leaving task stays a peer
-until ECS reports it STOPPED, by which time its BEAM has exited) cannot be exercised here; that is
-why a stop whose BEAM runs on may set global off, and why those losses are reported, not hidden.
+Here the emulator stops a task at once (lastStatus STOPPED, its default), so ecs-peers' drain (a
+leaving task stays a peer until ECS reports it STOPPED, by which time its BEAM has exited) is not
+exercised: a stop whose BEAM runs on may set global off, and those losses are reported, not hidden.
+The drain itself, with tasks held STOPPING, is proven by cluster_test.py's zero-config bed.
 
   python3 tests/e2e/soak.py            # the short version CI runs (about 2 minutes)
   python3 tests/e2e/soak.py --long     # several minutes per phase (scripts/soak)

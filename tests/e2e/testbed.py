@@ -2,15 +2,19 @@
 
     router namespace  <P>r   "VPC peering": bridge bra = VPC eu-west-2 (10.201.0.0/24, gateway .1),
                              bridge brb = VPC us-west-2 (10.202.0.0/24), IP forwarding between
-                             them (on in this namespace only), and the AWS emulator on 10.200.0.1.
+                             them (on in this namespace only), and the project's AWS emulator
+                             (tests/awsemu/run) on 10.200.0.1:5000.
     task namespaces   <P>hN  one per ECS task: eth0 with the task's IP (the emulator hands out
                              task IPs from the subnet, as AWS does), one route to the test
                              supernet 10.200.0.0/14 and no default route; its own EPMD and BEAM.
+                             Its BEAM gets ECS_CONTAINER_METADATA_URI_V4 as the ECS agent sets it:
+                             the emulator's task metadata endpoint v4 for that task
+                             (http://10.200.0.1:5000/v4/<task id>), reached over the same route.
 
-Safety (see ../shared/notes/testbed.md): the root namespace is not changed at all; the router
-namespace black-holes the whole supernet below its bridge routes; no namespace has a default
-route, so test traffic cannot leave the machine. Every name carries a run-unique prefix, and
-teardown (also on errors and signals) kills every process in the namespaces and deletes them.
+Safety: the root namespace is not changed at all; the router namespace black-holes the whole
+supernet below its bridge routes; no namespace has a default route, so test traffic cannot leave
+the machine. Every name carries a run-unique prefix, and teardown (also on errors and signals)
+kills every process in the namespaces and deletes them.
 """
 import json
 import os
@@ -22,8 +26,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-AWSEMU_DIR = os.environ.get("AWSEMU_DIR", os.path.join(ROOT, "..", "shared", "tools", "awsemu"))
-PYTHON = os.environ.get("AWSEMU_PYTHON", os.path.join(ROOT, ".venv-awsemu", "bin", "python"))
+# The emulator's one command, and the venv it runs in (world.py needs its boto3).
+EMULATOR = os.path.join(ROOT, "tests", "awsemu", "run")
+PYTHON = os.path.join(ROOT, ".venv-awsemu", "bin", "python")
 EBIN = os.path.join(ROOT, "elixir", "_build", "test", "lib", "ecs_peers", "ebin")
 EMU_IP, EMU_PORT = "10.200.0.1", 5000
 ENDPOINT = f"http://{EMU_IP}:{EMU_PORT}"
@@ -41,6 +46,7 @@ class Bed:
         self.prefix = "ep" + secrets.token_hex(2)
         self.router = self.prefix + "r"
         self.hosts = {}  # ip -> {"ns", "proc", "status", "log"}
+        self.metadata = {}  # task ip -> its task metadata endpoint (ECS_CONTAINER_METADATA_URI_V4)
         self.namespaces = []
         self.emu = None
         self.interval_ms = interval_ms
@@ -88,24 +94,43 @@ class Bed:
         self.ns_exec(r, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 
     def _start_emulator(self):
+        for path, what in ((EMULATOR, "the emulator's command"), (PYTHON, "the emulator's venv")):
+            if not os.access(path, os.X_OK):
+                raise SystemExit(f"{what} {path} is missing; ./scripts/test creates it (it installs the emulator)")
         log = open(os.path.join(self.work, "awsemu.log"), "w")
-        self.emu = subprocess.Popen(
-            ["ip", "netns", "exec", self.router, PYTHON, os.path.join(AWSEMU_DIR, "moto_server_patched.py"),
-             "-H", EMU_IP, "-p", str(EMU_PORT)], stdout=log, stderr=subprocess.STDOUT)
+        # Its own process group: pausing and killing it reaches the server process, whatever
+        # the command runs it under.
+        self.emu = subprocess.Popen(["ip", "netns", "exec", self.router, EMULATOR, "-H", EMU_IP, "-p", str(EMU_PORT)],
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         probe = ("import sys,time,urllib.request\n"
-                 "for _ in range(300):\n"
-                 "    try: urllib.request.urlopen(sys.argv[1] + '/moto-api/', timeout=1); sys.exit(0)\n"
+                 "for _ in range(600):\n"
+                 "    try: urllib.request.urlopen(sys.argv[1] + '/_fault', timeout=1); sys.exit(0)\n"
                  "    except OSError: time.sleep(0.1)\n"
-                 "sys.exit('awsemu did not start')")
-        self.ns_exec(self.router, PYTHON, "-c", probe, ENDPOINT)
+                 "sys.exit('the emulator did not answer within 60 s')")
+        r = self.ns_exec(self.router, sys.executable, "-c", probe, ENDPOINT, check=False)
+        if r.returncode != 0:
+            raise RuntimeError(f"{r.stderr.strip()}; its log ({log.name}):\n{self.emulator_log()[-3000:]}")
+
+    def emulator_log(self):
+        try:
+            with open(os.path.join(self.work, "awsemu.log")) as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def _signal_emulator(self, sig):
+        try:
+            os.killpg(self.emu.pid, sig)
+        except ProcessLookupError:
+            pass
 
     def teardown(self):
         for h in self.hosts.values():
             if h.get("proc") and h["proc"].poll() is None:
                 h["proc"].kill()
-        if self.emu and self.emu.poll() is None:
-            self.emu.send_signal(signal.SIGCONT)
-            self.emu.kill()
+        if self.emu:
+            self._signal_emulator(signal.SIGCONT)
+            self._signal_emulator(signal.SIGKILL)
         for ns in reversed(self.namespaces):
             pids = run("ip", "netns", "pids", ns, check=False).stdout.split()
             for pid in pids:
@@ -118,19 +143,48 @@ class Bed:
 
     # -- the emulator ----------------------------------------------------------------------------
     def world(self, cmd, spec):
-        out = self.ns_exec(self.router, PYTHON, os.path.join(ROOT, "tests", "support", "world.py"),
-                           ENDPOINT, cmd, json.dumps(spec))
-        return json.loads(out.stdout)
+        """tests/support/world.py's `cmd` (seed, run, stop, config, lifecycle, ...) against the bed's emulator."""
+        r = self.ns_exec(self.router, PYTHON, os.path.join(ROOT, "tests", "support", "world.py"),
+                         ENDPOINT, cmd, json.dumps(spec), check=False)
+        if r.returncode != 0:
+            raise RuntimeError(f"world.py {cmd} {json.dumps(spec)[:300]}: {r.stderr.strip()[-2000:]}")
+        return json.loads(r.stdout)
+
+    def emulator(self, method, path, body=None):
+        """One call to the emulator's own test API (`/_fault`, `/_emu/...`), made from the router
+        namespace, where it listens. Returns the decoded JSON answer (None when empty); an error
+        answer raises with the emulator's message."""
+        code = ("import sys,urllib.error,urllib.request\n"
+                "r = urllib.request.Request(sys.argv[1] + sys.argv[3], data=(sys.stdin.read().encode() or None), method=sys.argv[2],\n"
+                "                           headers={'Content-Type': 'application/json'})\n"
+                "try: print(urllib.request.urlopen(r).read().decode())\n"
+                "except urllib.error.HTTPError as e: sys.exit(f'HTTP {e.code}: {e.read().decode()}')")
+        data = "" if body is None else json.dumps(body)
+        r = self.ns_exec(self.router, sys.executable, "-c", code, ENDPOINT, method, path, input=data, check=False)
+        if r.returncode != 0:
+            raise RuntimeError(f"{method} {path} {data}: {r.stderr.strip()}")
+        return json.loads(r.stdout) if r.stdout.strip() else None
 
     def faults(self, method="GET", entries=None):
-        """awsemu's fault list: GET lists it (with hit counts), POST adds `entries`, DELETE clears.
-        Called from the router namespace, where the emulator listens."""
-        code = ("import sys,urllib.request\n"
-                "r = urllib.request.Request(sys.argv[1] + '/_fault', data=(sys.stdin.read().encode() or None), method=sys.argv[2])\n"
-                "print(urllib.request.urlopen(r).read().decode())")
-        body = "" if entries is None else json.dumps(entries)
-        out = self.ns_exec(self.router, sys.executable, "-c", code, ENDPOINT, method, input=body).stdout
-        return json.loads(out) if out.strip() else []
+        """The emulator's fault list: GET lists it (with hit counts), POST adds `entries`, DELETE clears."""
+        return self.emulator(method, "/_fault", entries) or []
+
+    def task_lifecycle(self, **config):
+        """How the emulator's tasks stop and start: e.g. stop="hold" leaves a stopped task
+        DEACTIVATING/STOPPING (desiredStatus STOPPED) until `advance_tasks` moves it on."""
+        return self.world("config", config)
+
+    def advance_tasks(self, region, arns, last_status):
+        """Moves tasks on in their lifecycle, as ECS does when a stop timeout ends (e.g. to STOPPED)."""
+        return self.world("lifecycle", {"region": region, "cluster": "web", "tasks": list(arns), "lastStatus": last_status})
+
+    def describe_task(self, region, arn):
+        """The task as DescribeTasks reports it: {"lastStatus", "desiredStatus", ...}."""
+        code = ("import json,sys,boto3\n"
+                "ecs = boto3.client('ecs', region_name=sys.argv[2], endpoint_url=sys.argv[1],\n"
+                "                   aws_access_key_id='test', aws_secret_access_key='test')\n"
+                "print(json.dumps(ecs.describe_tasks(cluster='web', tasks=[sys.argv[3]])['tasks'][0], default=str))")
+        return json.loads(self.ns_exec(self.router, PYTHON, "-c", code, ENDPOINT, region, arn).stdout)
 
     def seed(self, tasks_per_region, others=None):
         """Service "api" tasks (the app) per region, plus `others`: {region: [task specs of other
@@ -140,21 +194,31 @@ class Bed:
                          "tasks": [{"family": "api", "count": n, "group": "service:api"}] + others.get(region, [])}
                         for region, n in tasks_per_region.items()]}
         world = self.world("seed", spec)
-        return {region: [t for t in world["ecs"][f"{region}/web"]["running"] if t["family"] == "api"]
-                for region in tasks_per_region}
+        tasks = {region: [t for t in world["ecs"][f"{region}/web"]["running"] if t["family"] == "api"]
+                 for region in tasks_per_region}
+        for ts in tasks.values():
+            self._remember(ts)
+        return tasks
 
     def run_task(self, region):
-        return self.world("run", {"region": region, "cluster": "web", "subnet": f"{VPCS[region][1]}.0/24",
-                                  "family": "api", "count": 1, "group": "service:api"})[0]
+        tasks = self.world("run", {"region": region, "cluster": "web", "subnet": f"{VPCS[region][1]}.0/24",
+                                   "family": "api", "count": 1, "group": "service:api"})
+        self._remember(tasks)
+        return tasks[0]
+
+    def _remember(self, tasks):
+        for t in tasks:
+            if t.get("metadata_uri"):
+                self.metadata[t["ip"]] = t["metadata_uri"]
 
     def stop_task(self, region, arn):
         self.world("stop", {"region": region, "cluster": "web", "tasks": [arn]})
 
     def pause_emulator(self):
-        self.emu.send_signal(signal.SIGSTOP)
+        self._signal_emulator(signal.SIGSTOP)
 
     def resume_emulator(self):
-        self.emu.send_signal(signal.SIGCONT)
+        self._signal_emulator(signal.SIGCONT)
 
     # -- task hosts ------------------------------------------------------------------------------
     def add_host(self, region, ip):
@@ -185,14 +249,20 @@ class Bed:
         self.ns_exec(ns, "ip", "route", "add", "10.203.0.0/24", "via", "10.201.0.1")
         return ns
 
-    def start_node(self, ip, basename="app", cookie=None, node_names=None, sources=None):
-        """`sources`: the strategy's sources as Elixir source text (node.exs has a default)."""
+    def start_node(self, ip, basename="app", cookie=None, node_names=None, sources=None, metadata_uri=None):
+        """`sources`: the strategy's sources as Elixir source text (node.exs has a default).
+        The node's ECS_CONTAINER_METADATA_URI_V4 is its task's metadata endpoint, as the ECS agent
+        sets it in every container, unless `metadata_uri` says otherwise ("" leaves it unset)."""
         h = self.hosts[ip]
         h["status"] = os.path.join(self.work, f"{ip}.json")
         h["log"] = os.path.join(self.work, f"{ip}.log")
         env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
                    AWS_EC2_METADATA_DISABLED="true", HOME=self.work, E2E_NODE_NAMES=node_names or "",
                    E2E_SOURCES=sources or "")
+        env.pop("ECS_CONTAINER_METADATA_URI_V4", None)
+        uri = self.metadata.get(ip) if metadata_uri is None else metadata_uri
+        if uri:
+            env["ECS_CONTAINER_METADATA_URI_V4"] = uri
         h["proc"] = subprocess.Popen(
             ["ip", "netns", "exec", h["ns"], "elixir", "--name", f"{basename}@{ip}", "--cookie", cookie or COOKIE,
              "--erl", "-kernel inet_dist_listen_min 9100 inet_dist_listen_max 9110",
@@ -219,6 +289,12 @@ class Bed:
             os.remove(h["status"])
         except FileNotFoundError:
             pass
+
+    def metadata_uri(self, ip):
+        """The task metadata endpoint of the task at `ip`, as the emulator reported it."""
+        if ip not in self.metadata:
+            raise AssertionError(f"the emulator reported no metadata_uri for the task at {ip} (world.py run/seed output)")
+        return self.metadata[ip]
 
     def status(self, ip):
         try:

@@ -1,4 +1,5 @@
-//! awsemu (moto, AWS-faithful ECS, fault injection) started per test on a free loopback port.
+//! awsemu (tests/awsemu: moto made faithful to ECS, EC2 and Cloud Map, with fault injection)
+//! started per test on a free loopback port with its one start command, `tests/awsemu/run`.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -27,23 +28,9 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The venv's interpreter (for tests/support/world.py), made by scripts/lib.sh ensure_awsemu_venv.
 fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("AWSEMU_PYTHON") {
-        return p.into();
-    }
-    let venv = root().join(".venv-awsemu/bin/python");
-    if venv.exists() {
-        venv
-    } else {
-        "python3".into()
-    }
-}
-
-fn server_script() -> PathBuf {
-    let dir = std::env::var_os("AWSEMU_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared/tools/awsemu"));
-    dir.join("moto_server_patched.py")
+    root().join(".venv-awsemu/bin/python")
 }
 
 pub struct Emu {
@@ -60,19 +47,19 @@ impl Emu {
             .local_addr()
             .unwrap()
             .port();
-        let script = server_script();
+        let run = root().join("tests/awsemu/run");
         assert!(
-            script.exists(),
-            "awsemu not found at {}: set AWSEMU_DIR",
-            script.display()
+            python().exists(),
+            "{} is missing: create the emulator's venv with `. scripts/lib.sh && ensure_awsemu_venv` \
+             (./scripts/test does)",
+            python().display()
         );
-        let child = Command::new(python())
-            .arg(&script)
+        let child = Command::new(&run)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start awsemu: is the venv installed (see README test command)?");
+            .unwrap_or_else(|e| panic!("start the emulator ({}): {e}", run.display()));
         let emu = Emu {
             child: Some(child),
             port,
@@ -119,7 +106,10 @@ impl Emu {
         ))
     }
 
-    fn world(&self, cmd: &str, spec: &Value) -> Value {
+    /// Runs `tests/support/world.py ENDPOINT cmd` with spec on stdin; returns its JSON output.
+    /// Commands: seed, run, stop, instances (EC2 container instances), lifecycle, health,
+    /// config (see world.py's docstring and tests/awsemu/README.md).
+    pub fn world(&self, cmd: &str, spec: &Value) -> Value {
         let mut child = Command::new(python())
             .arg(root().join("tests/support/world.py"))
             .args([&self.endpoint, cmd])

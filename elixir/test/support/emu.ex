@@ -1,20 +1,20 @@
 defmodule EcsPeers.Test.Emu do
   @moduledoc false
-  # awsemu (moto, AWS-faithful ECS, fault injection) for ExUnit: started once per suite on a free
-  # loopback port; tests build their own worlds in it (their own cluster names, and their own
+  # awsemu (tests/awsemu: moto made faithful to ECS, EC2 and Cloud Map, with fault injection) for
+  # ExUnit: started once per suite on a free loopback port with its one start command,
+  # tests/awsemu/run; tests build their own worlds in it (their own cluster names, and their own
   # region when they inject faults). Seeding goes through the real AWS APIs (tests/support/world.py).
 
   @root Path.expand("../../..", __DIR__)
 
   def start do
-    python = System.get_env("AWSEMU_PYTHON") || Path.join(@root, ".venv-awsemu/bin/python")
-    dir = System.get_env("AWSEMU_DIR") || Path.join(@root, "../shared/tools/awsemu")
+    python = Path.join(@root, ".venv-awsemu/bin/python")
     {:ok, sock} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
     {:ok, port} = :inet.port(sock)
     :gen_tcp.close(sock)
 
-    server = Path.join(dir, "moto_server_patched.py")
-    command = "#{sh(python)} #{sh(server)} -H 127.0.0.1 -p #{port} >/dev/null 2>&1"
+    run = Path.join(@root, "tests/awsemu/run")
+    command = "#{sh(run)} -H 127.0.0.1 -p #{port} >/dev/null 2>&1"
     os_port = Port.open({:spawn, command}, [:binary, :exit_status])
 
     {:os_pid, os_pid} = Port.info(os_port, :os_pid)
@@ -47,7 +47,8 @@ defmodule EcsPeers.Test.Emu do
 
   def run_tasks(emu, spec), do: world(emu, "run", spec)
 
-  defp world(emu, cmd, spec) do
+  # tests/support/world.py ENDPOINT cmd spec: seed, run, stop, instances, lifecycle, health, config.
+  def world(emu, cmd, spec) do
     script = Path.join(@root, "tests/support/world.py")
 
     {out, 0} =
