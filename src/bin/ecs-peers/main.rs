@@ -135,7 +135,7 @@ struct SourceArgs {
     /// A TOML or JSON file with sources and settings (see `ecs-peers keys`); flags add to it.
     #[arg(short, long, value_name = "FILE", env = "ECS_PEERS_CONFIG")]
     config: Option<PathBuf>,
-    /// Node basename: peers are named BASENAME@IP. Defaults to the part before @ of RELEASE_NODE.
+    /// Node basename: peers are named BASENAME@IP. Defaults to the part before @ of RELEASE_NODE (that node is left out of the peers).
     #[arg(long, value_name = "NAME")]
     basename: Option<String>,
     /// Node name template instead of --basename, e.g. 'app@{ip}' or 'app@ip-{ip_dashed}.ec2.internal'.
@@ -224,19 +224,15 @@ impl SourceArgs {
         set("poll_timeout", self.timeout.clone().map(Value::from));
         set("max_attempts", self.max_attempts.map(Value::from));
         set("metadata_url", self.metadata_url.clone().map(Value::from));
-        if !map.contains_key("node_basename") && !map.contains_key("node_name") {
-            if let Ok(node) = std::env::var("RELEASE_NODE") {
-                if let Some((base, _)) = node.split_once('@') {
-                    map.insert("node_basename".into(), base.into());
-                }
-            }
-        }
         Ok((root, Origins(origins)))
     }
 
     fn config(&self) -> Result<ecs_peers::Config, String> {
         let (value, origins) = self.value()?;
-        ecs_peers::Config::from_value(value).map_err(|e| explain(e, &origins))
+        // This node (its name is left out of the peers; its basename is the default) by the
+        // core's rule, from the variables a release sets.
+        let this = ecs_peers::config::ThisNode::from_release_env();
+        ecs_peers::Config::from_value_for(value, &this).map_err(|e| explain(e, &origins))
     }
 }
 
