@@ -87,7 +87,8 @@ impl fmt::Display for ErrorKind {
 }
 
 /// One failed poll of one source: which AWS action failed, why, and what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Serialized as data, `{"kind", "action", "message", "fix"}`, so nothing parses the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
 #[error("{action} failed ({kind}): {}{}", message.trim_end_matches('.'), fix.as_ref().map(|f| format!(". Fix: {f}")).unwrap_or_default())]
 pub struct SourceError {
     /// The failure's class.

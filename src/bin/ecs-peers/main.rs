@@ -450,7 +450,6 @@ async fn watch(
     count: Option<u64>,
 ) -> u8 {
     let mut running = ecs_peers::Poller::new(config).await.spawn();
-    let mut printer = render::Watch::default();
     let mut polls = 0u64;
     loop {
         let update = tokio::select! {
@@ -462,7 +461,7 @@ async fn watch(
         };
         polls += 1;
         let mut out = std::io::stdout().lock();
-        let written = printer.update(&mut out, &update, as_json, every_poll);
+        let written = render::watch(&mut out, &update, as_json, every_poll);
         if let Err(e) = written.and_then(|_| out.flush()) {
             return finish(Err(e), exit::OK);
         }
