@@ -61,8 +61,8 @@ defmodule EcsPeers.Strategy do
   | top | `max_attempts` | integer 1..10 | 3 | AWS SDK attempts per API call (1 = no retries). |
   | top | `endpoint_url` | URL | - | Send every AWS call to this endpoint (an emulator, a VPC endpoint). Defaults to AWS_ENDPOINT_URL, else AWS itself. |
   | top | `draining` | boolean | true | Keep a task that has left the RUNNING list as a (draining) peer until ECS reports it STOPPED. |
-  | top | `local_node` | string | - | This node's name; it is left out of the peers. |
-  | top | `local_ip` | IP address | - | This node's IP; the peer with this IP is left out of the peers. Filled from the task metadata when a source uses cluster "auto". |
+  | top | `local_node` | string | - | This node's name; it is left out of the peers. Defaults to the running node (the strategy) or RELEASE_NODE (the CLI). |
+  | top | `local_ip` | IP address | - | This node's IP; the peer at this IP (unless reported with a distribution port of its own) is left out of the peers. Filled from the task metadata when a source uses cluster "auto". |
   | top | `metadata_url` | URL | - | The task metadata endpoint v4, for cluster "auto". Defaults to ECS_CONTAINER_METADATA_URI_V4, which the ECS agent sets. |
   | ecs | `type` | "ecs" | required | An ECS source: running tasks of one cluster. |
   | ecs | `region` | AWS region | required | The cluster's region, e.g. `eu-west-2` (optional when cluster is an ARN or "auto"). |
@@ -82,7 +82,8 @@ defmodule EcsPeers.Strategy do
   Logs carry libcluster's prefix, `[libcluster:<topology>]`: libcluster logs each connect and
   disconnect; this strategy warns when a source starts failing (with the reason and the fix) and
   when it recovers, and when the same IP is reported by two regions (overlapping VPC CIDRs, never
-  connected).
+  connected). These are the core's membership events, with the core's wording: the same ones
+  `ecs-peers watch` prints.
 
   When `:telemetry` is loaded it emits:
 
@@ -95,7 +96,8 @@ defmodule EcsPeers.Strategy do
 
   When this node's own task has been seen by a source and then disappears from it (its task is
   stopping), the node stops connecting to its peers, so it does not pull itself back into the
-  cluster while it shuts down (libcluster issue #202).
+  cluster while it shuts down (libcluster issue #202). The core decides this (the update's
+  `left`); the strategy only stops connecting.
   """
 
   use GenServer

@@ -96,6 +96,8 @@ const WATCH_HELP: &str = "\
 Runs until interrupted (Ctrl-C), or for --count polls. With --json, one JSON object per line:
   {\"event\": \"added\"|\"removed\"|\"draining\", \"at\": ..., \"peer\": {...}}
   {\"event\": \"source_failing\"|\"source_recovered\", \"at\": ..., \"source\": {...}}
+  {\"event\": \"conflict_found\", \"at\": ..., \"conflict\": {...}}
+  {\"event\": \"local_left\", \"at\": ..., \"source\": ...}   (this node, RELEASE_NODE, left its source)
   {\"event\": \"snapshot\", \"at\": ..., \"snapshot\": {...}}   (with --every-poll)
 
 Exit status: as for `list`, from the last poll when --count ends the watch; 0 when interrupted.";
