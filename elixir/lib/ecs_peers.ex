@@ -19,8 +19,9 @@ defmodule EcsPeers do
 
   @typedoc """
   One poll's result: `peers` (sorted by `node`), `sources` (one status per source, in
-  configuration order), `conflicts`, `local`, and the changes since the previous poll
-  (`added`, `removed`, `draining`). Keys are atoms; values are binaries, numbers, booleans.
+  configuration order, a failing one with `failure: %{kind:, action:, message:, fix:}`),
+  `conflicts`, `local` (this node, when a source lists it) and `left` (the source this node's task
+  has left, or `nil`). Keys are atoms; values are binaries, numbers, booleans.
   """
   @type update :: %{optional(atom()) => term()}
 
