@@ -68,18 +68,20 @@ defmodule EcsPeers do
   # Who this node is, for the core to derive this node's name (left out of the peers) and the
   # default node_basename: node(), and the release's name (RELEASE_NAME in a release, else the
   # Mix project's app), which a node that is not distributed is named by default.
-  def this_node do
-    release =
-      System.get_env("RELEASE_NAME") ||
-        if Code.ensure_loaded?(Mix.Project) do
-          # apply/3: Mix is there in a console, not in a release, and not a dependency.
-          case apply(Mix.Project, :config, [])[:app] do
-            nil -> nil
-            app -> Atom.to_string(app)
-          end
-        end
+  def this_node, do: {node(), System.get_env("RELEASE_NAME") || mix_app()}
 
-    {node(), release}
+  # The Mix project's app in a Mix console; nil elsewhere (a release, a plain `elixir` script
+  # where Mix is loadable but not running). apply/3: Mix is not a dependency of this package.
+  defp mix_app do
+    with true <- Code.ensure_loaded?(Mix.Project),
+         pid when is_pid(pid) <- Process.whereis(Mix.ProjectStack),
+         app when is_atom(app) and app != nil <- apply(Mix.Project, :config, [])[:app] do
+      Atom.to_string(app)
+    else
+      _ -> nil
+    end
+  catch
+    :exit, _ -> nil
   end
 
   @doc false
