@@ -115,10 +115,12 @@ impl Snapshot {
     /// assert!(changes.is_empty());
     /// ```
     pub fn diff(&self, previous: &Snapshot) -> Changes {
-        let key = |p: &Peer| (p.address(), p.node.clone());
-        let before: BTreeMap<(Address, String), &Peer> =
+        fn key(p: &Peer) -> (Address, &str) {
+            (p.address(), p.node.as_str())
+        }
+        let before: BTreeMap<(Address, &str), &Peer> =
             previous.peers.iter().map(|p| (key(p), p)).collect();
-        let after: BTreeSet<(Address, String)> = self.peers.iter().map(key).collect();
+        let after: BTreeSet<(Address, &str)> = self.peers.iter().map(key).collect();
         let mut changes = Changes {
             added: self
                 .peers
