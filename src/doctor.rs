@@ -10,6 +10,7 @@ use futures_util::stream::{self, StreamExt};
 use serde::Serialize;
 
 use crate::epmd::{self, EpmdAnswer, Handshake, Reach};
+use crate::error::ErrorKind;
 use crate::namespace::{Snapshot, SourceStatus};
 use crate::peer::{Peer, SourceId};
 
@@ -142,16 +143,24 @@ pub(crate) fn diagnoses(snapshot: &Snapshot, peers: &[PeerCheck]) -> Vec<Diagnos
     let mut out = Vec::new();
 
     for s in snapshot.failing() {
-        let text = s.error.clone().unwrap_or_else(|| "failing".into());
-        let (problem, fix) = match text.split_once(". Fix: ") {
-            Some((p, f)) => (p.to_string(), f.to_string()),
-            None => (text, "see the error".into()),
+        // The structured error: its message and its fix, as the source reported them.
+        let (problem, fix) = match &s.failure {
+            Some(e) => (
+                format!(
+                    "{} failed ({}): {}",
+                    e.action,
+                    e.kind,
+                    e.message.trim_end_matches('.')
+                ),
+                e.fix.clone().unwrap_or_else(|| "see the error".into()),
+            ),
+            None => ("failing".into(), "see the error".into()),
         };
         out.push(Diagnosis {
-            code: match s.error_kind.map(|k| k.as_str()) {
-                Some("access_denied") => "access_denied",
-                Some("credentials") => "credentials",
-                Some("not_found") => "source_not_found",
+            code: match s.error_kind {
+                Some(ErrorKind::AccessDenied) => "access_denied",
+                Some(ErrorKind::Credentials) => "credentials",
+                Some(ErrorKind::NotFound) => "source_not_found",
                 _ => "source_failing",
             },
             subject: s.id.to_string(),
@@ -320,7 +329,13 @@ mod tests {
     use super::*;
     use crate::namespace::{Claim, Conflict};
 
-    fn status(id: &str, region: &str, ok: bool, peers: usize, error: Option<&str>) -> SourceStatus {
+    fn status(
+        id: &str,
+        region: &str,
+        ok: bool,
+        peers: usize,
+        failure: Option<crate::SourceError>,
+    ) -> SourceStatus {
         SourceStatus {
             id: SourceId::new(id.into()),
             kind: "ecs",
@@ -328,8 +343,9 @@ mod tests {
             ok,
             stale: !ok,
             pending: false,
-            error: error.map(String::from),
-            error_kind: (!ok).then_some(crate::ErrorKind::AccessDenied),
+            error: failure.as_ref().map(ToString::to_string),
+            error_kind: failure.as_ref().map(|e| e.kind),
+            failure,
             last_success: None,
             consecutive_failures: u32::from(!ok),
             api_calls: 1,
@@ -408,18 +424,33 @@ mod tests {
             status("ecs:eu-west-2/web", "eu-west-2", true, 6, None),
             status("ecs:us-west-2/web", "us-west-2", true, 2, None),
             status("ecs:ap-south-1/web", "ap-south-1", true, 0, None),
-            status("ecs:sa-east-1/web", "sa-east-1", false, 0, Some("ecs:ListTasks failed (access_denied): AccessDeniedException: no. Fix: grant ecs:ListTasks to the task role")),
+            status(
+                "ecs:sa-east-1/web",
+                "sa-east-1",
+                false,
+                0,
+                Some(
+                    crate::SourceError::new(
+                        ErrorKind::AccessDenied,
+                        "ecs:ListTasks",
+                        "AccessDeniedException: no",
+                    )
+                    .with_fix("grant ecs:ListTasks to the task role"),
+                ),
+            ),
         ];
         s.conflicts = vec![Conflict {
             ip: "10.9.0.4".parse().unwrap(),
             claims: vec![
                 Claim {
                     source: SourceId::new("a".into()),
+                    port: None,
                     region: "eu-west-2".into(),
                     task: None,
                 },
                 Claim {
                     source: SourceId::new("b".into()),
+                    port: None,
                     region: "us-west-2".into(),
                     task: None,
                 },

@@ -6,8 +6,8 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::error::ErrorKind;
-use crate::peer::{Peer, SourceId};
+use crate::error::{ErrorKind, SourceError};
+use crate::peer::{Address, Peer, SourceId};
 
 /// The schema tag of [`Snapshot`]'s JSON form.
 pub const SNAPSHOT_SCHEMA: &str = "ecs-peers/snapshot/v1";
@@ -27,10 +27,12 @@ pub struct SourceStatus {
     pub stale: bool,
     /// No poll of this source has finished yet (it is neither ok nor failing).
     pub pending: bool,
-    /// Why the last poll failed, naming the fix where it can.
+    /// Why the last poll failed, naming the fix where it can (the text of `failure`).
     pub error: Option<String>,
-    /// The failure's class.
+    /// The failure's class (`failure.kind`).
     pub error_kind: Option<ErrorKind>,
+    /// The last poll's failure as data: `{kind, action, message, fix}`.
+    pub failure: Option<SourceError>,
     /// When a poll of this source last succeeded (RFC 3339).
     pub last_success: Option<String>,
     /// Polls failed in a row.
@@ -61,6 +63,9 @@ pub struct Conflict {
 pub struct Claim {
     /// The source that reported the address.
     pub source: SourceId,
+    /// The distribution port it reported with the address, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     /// The region it is in.
     pub region: String,
     /// The task ARN or instance id, where known.
@@ -86,15 +91,22 @@ pub struct Snapshot {
     pub conflicts: Vec<Conflict>,
     /// The local node, when a source reported it (it is not in `peers`).
     pub local: Option<Peer>,
+    /// This node has left its source: the source that listed this node's own task, once a
+    /// complete, successful poll of it no longer lists it (its task is stopping). Stays set
+    /// until a source lists this node again.
+    pub left: Option<SourceId>,
 }
 
 impl Snapshot {
     /// Sources whose last poll failed (not those still waiting for their first answer).
     pub fn failing(&self) -> impl Iterator<Item = &SourceStatus> {
-        self.sources.iter().filter(|s| !s.ok && !s.pending)
+        self.sources.iter().filter(|s| s.is_failing())
     }
 
-    /// Compares with an earlier snapshot by node name.
+    /// What changed since an earlier snapshot (any earlier one: a subscriber that skipped
+    /// updates diffs against the last one it saw): peers added, removed or started draining,
+    /// keyed on [`Peer::address`] and node name, and the membership [`Event`]s. This is the one
+    /// place these rules live; adapters only report what it returns.
     ///
     /// ```
     /// # use ecs_peers::Snapshot;
@@ -103,33 +115,69 @@ impl Snapshot {
     /// assert!(changes.is_empty());
     /// ```
     pub fn diff(&self, previous: &Snapshot) -> Changes {
-        let before: BTreeMap<&str, &Peer> = previous
-            .peers
-            .iter()
-            .map(|p| (p.node.as_str(), p))
-            .collect();
-        let after: BTreeMap<&str, &Peer> =
-            self.peers.iter().map(|p| (p.node.as_str(), p)).collect();
-        Changes {
+        fn key(p: &Peer) -> (Address, &str) {
+            (p.address(), p.node.as_str())
+        }
+        let before: BTreeMap<(Address, &str), &Peer> =
+            previous.peers.iter().map(|p| (key(p), p)).collect();
+        let after: BTreeSet<(Address, &str)> = self.peers.iter().map(key).collect();
+        let mut changes = Changes {
             added: self
                 .peers
                 .iter()
-                .filter(|p| !before.contains_key(p.node.as_str()))
+                .filter(|p| !before.contains_key(&key(p)))
                 .cloned()
                 .collect(),
             removed: previous
                 .peers
                 .iter()
-                .filter(|p| !after.contains_key(p.node.as_str()))
+                .filter(|p| !after.contains(&key(p)))
                 .cloned()
                 .collect(),
             draining: self
                 .peers
                 .iter()
-                .filter(|p| p.draining && before.get(p.node.as_str()).is_some_and(|b| !b.draining))
+                .filter(|p| p.draining && before.get(&key(p)).is_some_and(|b| !b.draining))
                 .cloned()
                 .collect(),
+            events: Vec::new(),
+        };
+        for now in &self.sources {
+            let was = previous.sources.iter().find(|s| s.id == now.id);
+            let was_failing = was.filter(|w| w.is_failing()).map(|w| w.error_kind);
+            match (&now.failure, now.is_failing()) {
+                (Some(error), true) if was_failing != Some(now.error_kind) => {
+                    changes.events.push(Event::SourceFailing {
+                        source: now.id.clone(),
+                        region: now.region.clone(),
+                        error: error.clone(),
+                        kept_peers: now.peers,
+                        consecutive_failures: now.consecutive_failures,
+                    })
+                }
+                _ if now.ok && was_failing.is_some() => {
+                    changes.events.push(Event::SourceRecovered {
+                        source: now.id.clone(),
+                        region: now.region.clone(),
+                        peers: now.peers,
+                    })
+                }
+                _ => {}
+            }
         }
+        for c in &self.conflicts {
+            if !previous.conflicts.iter().any(|p| p.ip == c.ip) {
+                changes.events.push(Event::ConflictFound {
+                    conflict: c.clone(),
+                });
+            }
+        }
+        if let (Some(source), None) = (&self.left, &previous.left) {
+            changes.events.push(Event::LocalLeft {
+                source: source.clone(),
+            });
+        }
+        changes
     }
 
     /// A snapshot with nothing in it (poll 0), the "previous" of the first poll.
@@ -143,11 +191,33 @@ impl Snapshot {
             sources: Vec::new(),
             conflicts: Vec::new(),
             local: None,
+            left: None,
         }
+    }
+
+    /// A fingerprint of the node names the adapters act on (the peers' `node`s, in order):
+    /// equal fingerprints mean the same membership, so a subscriber that already holds the list
+    /// for one need not rebuild it. FNV-1a (64 bit): stable across processes and builds.
+    pub fn membership(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for p in &self.peers {
+            for b in p.node.bytes().chain(std::iter::once(b'\n')) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        h
     }
 }
 
-/// What changed between two snapshots.
+impl SourceStatus {
+    /// Its last poll failed (a source still waiting for its first answer is not failing).
+    pub fn is_failing(&self) -> bool {
+        !self.ok && !self.pending
+    }
+}
+
+/// What changed between two snapshots (see [`Snapshot::diff`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Changes {
     /// Peers that are new.
@@ -156,12 +226,105 @@ pub struct Changes {
     pub removed: Vec<Peer>,
     /// Peers still present that have started draining.
     pub draining: Vec<Peer>,
+    /// Membership events: sources failing or recovered, conflicts found, this node leaving.
+    pub events: Vec<Event>,
 }
 
 impl Changes {
-    /// Nothing changed.
+    /// No peer was added, removed or started draining (membership events aside: a failing
+    /// source changes no peer; see [`Changes::events`]).
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty() && self.draining.is_empty()
+    }
+}
+
+/// A membership event, as data. Adapters report these (the CLI's `watch`, the strategy's logs and
+/// telemetry, tracing); none of them derives one itself. Serialized with an `event` tag:
+/// `{"event": "source_failing", "source": ..., "error": {"kind", "action", "message", "fix"}, ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Event {
+    /// A source's poll failed, and the one before did not (or failed differently). Its
+    /// last-known peers are kept.
+    SourceFailing {
+        /// The source.
+        source: SourceId,
+        /// Its region.
+        region: String,
+        /// Why, and the fix.
+        error: SourceError,
+        /// Last-known peers it keeps.
+        kept_peers: usize,
+        /// Polls failed in a row.
+        consecutive_failures: u32,
+    },
+    /// A failing source answered completely again.
+    SourceRecovered {
+        /// The source.
+        source: SourceId,
+        /// Its region.
+        region: String,
+        /// The peers it lists now.
+        peers: usize,
+    },
+    /// An IP is newly claimed by several regions (overlapping VPC CIDRs); no peer is made of it.
+    ConflictFound {
+        /// The address and its claims.
+        conflict: Conflict,
+    },
+    /// This node's own task has left the source that listed it (see [`Snapshot::left`]).
+    LocalLeft {
+        /// The source that listed it.
+        source: SourceId,
+    },
+}
+
+impl Event {
+    /// How loud a log of it should be: `true` for warnings (a failing source, a conflict).
+    pub fn is_warning(&self) -> bool {
+        matches!(
+            self,
+            Event::SourceFailing { .. } | Event::ConflictFound { .. }
+        )
+    }
+}
+
+/// The sentence adapters log (after their own prefix), e.g. `source ecs:eu-west-2/web/api is
+/// failing (keeping its 3 last-known peers): ecs:ListTasks failed (throttled): ...`.
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::SourceFailing {
+                source,
+                error,
+                kept_peers,
+                ..
+            } => write!(
+                f,
+                "source {source} is failing (keeping its {kept_peers} last-known peers): {error}"
+            ),
+            Event::SourceRecovered { source, peers, .. } => {
+                write!(f, "source {source} recovered ({peers} peers)")
+            }
+            Event::ConflictFound { conflict } => {
+                let claims: Vec<String> = conflict
+                    .claims
+                    .iter()
+                    .map(|c| format!("{} ({})", c.source, c.region))
+                    .collect();
+                write!(
+                    f,
+                    "{} is reported by {}: overlapping VPC CIDRs cannot be peered; not connecting to it",
+                    conflict.ip,
+                    claims.join(" and ")
+                )
+            }
+            Event::LocalLeft { source } => write!(
+                f,
+                "this node's task has left {source}; not connecting to peers any more"
+            ),
+        }
     }
 }
 
@@ -173,14 +336,19 @@ pub(crate) struct LocalNode {
 }
 
 impl LocalNode {
+    /// By node name, or by address: this node's IP with no port of its own (a peer reported
+    /// with its own distribution port shares the IP with other tasks, e.g. in bridge mode, and
+    /// is this node only by name).
     fn is(&self, p: &Peer) -> bool {
-        self.node.as_deref() == Some(p.node.as_str()) || self.ip == Some(p.ip)
+        self.node.as_deref() == Some(p.node.as_str()) || (self.ip == Some(p.ip) && p.port.is_none())
     }
 }
 
 /// Merges per-source peer lists (in configuration order) into sorted peers, conflicts and the
-/// local node. Same IP in one region from several sources: one peer (the first source's, a
-/// non-draining report preferred). Same IP in different regions: a conflict, no peer.
+/// local node. A peer is its [`Address`] (IP and distribution port): the same address in one
+/// region from several sources is one peer (the first source's, a non-draining report
+/// preferred); one IP with different ports is several peers. The same IP in different regions,
+/// whatever the ports, is a conflict (overlapping CIDRs), and no peer.
 pub(crate) fn merge<'a>(
     per_source: impl IntoIterator<Item = &'a [Peer]>,
     local: &LocalNode,
@@ -203,6 +371,7 @@ pub(crate) fn merge<'a>(
                     .iter()
                     .map(|p| Claim {
                         source: p.source.clone(),
+                        port: p.port,
                         region: p.region.clone(),
                         task: p.task_arn.clone().or_else(|| p.instance_id.clone()),
                     })
@@ -210,15 +379,21 @@ pub(crate) fn merge<'a>(
             });
             continue;
         }
-        let best = claims.iter().find(|p| !p.draining).unwrap_or(&claims[0]);
-        let peer = (*best).clone();
-        if local.is(&peer) {
-            me = Some(peer);
-        } else {
-            peers.push(peer);
+        let mut by_port: BTreeMap<Option<u16>, Vec<&Peer>> = BTreeMap::new();
+        for p in claims {
+            by_port.entry(p.port).or_default().push(p);
+        }
+        for same in by_port.into_values() {
+            let best = same.iter().find(|p| !p.draining).unwrap_or(&same[0]);
+            let peer = (*best).clone();
+            if local.is(&peer) {
+                me = Some(peer);
+            } else {
+                peers.push(peer);
+            }
         }
     }
-    peers.sort_by(|a, b| a.node.cmp(&b.node).then(a.ip.cmp(&b.ip)));
+    peers.sort_by(|a, b| a.node.cmp(&b.node).then(a.address().cmp(&b.address())));
     (peers, conflicts, me)
 }
 
@@ -254,6 +429,7 @@ mod tests {
         Peer {
             node: format!("app@{ip}"),
             ip: ip.parse().unwrap(),
+            port: None,
             region: region.into(),
             source: SourceId::new(source.into()),
             task_arn: Some(format!("arn:task/{ip}")),
@@ -364,6 +540,195 @@ mod tests {
             ["app@10.0.0.2"]
         );
         assert!(before.diff(&before).is_empty());
+    }
+
+    fn at_port(ip: &str, port: u16, task: &str) -> Peer {
+        Peer {
+            port: Some(port),
+            node: format!("{task}@{ip}"),
+            task_arn: Some(format!("arn:task/{task}")),
+            ..peer(ip, "eu-west-2", "ecs:a")
+        }
+    }
+
+    #[test]
+    fn two_tasks_on_one_ip_with_different_ports_are_two_peers() {
+        // ECS bridge mode: two tasks on one container instance share its IP.
+        let a = vec![
+            at_port("10.0.0.5", 9001, "a"),
+            at_port("10.0.0.5", 9002, "b"),
+        ];
+        let (peers, conflicts, _) = merge([a.as_slice()], &LocalNode::default());
+        assert_eq!(
+            peers
+                .iter()
+                .map(|p| p.address().to_string())
+                .collect::<Vec<_>>(),
+            ["10.0.0.5:9001", "10.0.0.5:9002"]
+        );
+        assert!(conflicts.is_empty());
+        // And the diff keys on the address: the second one arriving is one peer added.
+        let mut before = Snapshot::empty();
+        before.peers = vec![at_port("10.0.0.5", 9001, "a")];
+        let mut after = Snapshot::empty();
+        after.peers = peers;
+        let c = after.diff(&before);
+        assert_eq!(c.added.len(), 1);
+        assert_eq!(c.added[0].port, Some(9002));
+        assert!(c.removed.is_empty());
+        // The same task reported by two sources is still one peer.
+        let b = vec![Peer {
+            source: SourceId::new("cloudmap:b".into()),
+            ..at_port("10.0.0.5", 9001, "a")
+        }];
+        let (peers, _, _) = merge([a.as_slice(), b.as_slice()], &LocalNode::default());
+        assert_eq!(peers.len(), 2);
+    }
+
+    #[test]
+    fn the_same_ip_in_two_regions_is_a_conflict_whatever_the_ports() {
+        let a = vec![at_port("10.0.0.5", 9001, "a")];
+        let b = vec![Peer {
+            region: "us-west-2".into(),
+            ..at_port("10.0.0.5", 9002, "b")
+        }];
+        let (peers, conflicts, _) = merge([a.as_slice(), b.as_slice()], &LocalNode::default());
+        assert!(peers.is_empty());
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!(
+            conflicts[0]
+                .claims
+                .iter()
+                .map(|c| c.port)
+                .collect::<Vec<_>>(),
+            [Some(9001), Some(9002)]
+        );
+    }
+
+    #[test]
+    fn local_ip_alone_does_not_exclude_a_peer_with_its_own_port() {
+        let a = vec![
+            at_port("10.0.0.5", 9001, "a"),
+            at_port("10.0.0.5", 9002, "b"),
+        ];
+        let by_ip = LocalNode {
+            node: None,
+            ip: Some("10.0.0.5".parse().unwrap()),
+        };
+        let (peers, _, me) = merge([a.as_slice()], &by_ip);
+        assert_eq!(peers.len(), 2);
+        assert!(me.is_none());
+        let by_name = LocalNode {
+            node: Some("b@10.0.0.5".into()),
+            ip: None,
+        };
+        let (peers, _, me) = merge([a.as_slice()], &by_name);
+        assert_eq!(peers.len(), 1);
+        assert_eq!(me.unwrap().port, Some(9002));
+    }
+
+    fn status(id: &str, failure: Option<SourceError>) -> SourceStatus {
+        SourceStatus {
+            id: SourceId::new(id.into()),
+            kind: "ecs",
+            region: "eu-west-2".into(),
+            ok: failure.is_none(),
+            stale: failure.is_some(),
+            pending: false,
+            error: failure.as_ref().map(ToString::to_string),
+            error_kind: failure.as_ref().map(|e| e.kind),
+            failure,
+            last_success: None,
+            consecutive_failures: 0,
+            api_calls: 0,
+            api_calls_by_action: BTreeMap::new(),
+            api_calls_total: 0,
+            peers: 2,
+            backoff_until: None,
+        }
+    }
+
+    #[test]
+    fn diff_reports_membership_events_once_each() {
+        let denied = SourceError::new(
+            ErrorKind::AccessDenied,
+            "ecs:ListTasks",
+            "AccessDeniedException: no",
+        )
+        .with_fix("grant ecs:ListTasks");
+        let snap = |failure: Option<SourceError>, conflict: bool, left: bool| {
+            let mut s = Snapshot::empty();
+            s.sources = vec![status("ecs:a", failure)];
+            if conflict {
+                let (_, c, _) = merge(
+                    [
+                        vec![peer("10.0.0.9", "eu-west-2", "ecs:a")].as_slice(),
+                        vec![peer("10.0.0.9", "us-west-2", "ecs:b")].as_slice(),
+                    ],
+                    &LocalNode::default(),
+                );
+                s.conflicts = c;
+            }
+            s.left = left.then(|| SourceId::new("ecs:a".into()));
+            s
+        };
+        let ok = snap(None, false, false);
+        let failing = snap(Some(denied.clone()), true, false);
+        let events = failing.diff(&ok).events;
+        assert_eq!(events.len(), 2, "{events:?}");
+        let Event::SourceFailing {
+            error, kept_peers, ..
+        } = &events[0]
+        else {
+            panic!("{events:?}")
+        };
+        assert_eq!((error, *kept_peers), (&denied, 2));
+        assert_eq!(
+            serde_json::to_value(error).unwrap(),
+            serde_json::json!({"kind": "access_denied", "action": "ecs:ListTasks", "message": "AccessDeniedException: no", "fix": "grant ecs:ListTasks"})
+        );
+        assert!(events[0].to_string().starts_with(
+            "source ecs:a is failing (keeping its 2 last-known peers): ecs:ListTasks failed (access_denied)"
+        ));
+        assert!(
+            matches!(&events[1], Event::ConflictFound { conflict } if conflict.ip.to_string() == "10.0.0.9")
+        );
+        assert!(
+            failing.diff(&failing).events.is_empty(),
+            "still failing the same way: no event"
+        );
+        let throttled = snap(
+            Some(SourceError::new(
+                ErrorKind::Throttled,
+                "ecs:ListTasks",
+                "Rate exceeded",
+            )),
+            true,
+            false,
+        );
+        assert!(
+            matches!(
+                throttled.diff(&failing).events[..],
+                [Event::SourceFailing { .. }]
+            ),
+            "failing differently: reported"
+        );
+        let recovered = snap(None, false, true);
+        let events = recovered.diff(&failing).events;
+        assert_eq!(
+            events.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "source ecs:a recovered (2 peers)",
+                "this node's task has left ecs:a; not connecting to peers any more"
+            ]
+        );
+        let again = recovered.diff(&recovered);
+        assert!(again.is_empty() && again.events.is_empty());
+        // A subscriber that skipped the failing snapshot sees the net effect: only the leaving.
+        assert!(matches!(
+            recovered.diff(&ok).events[..],
+            [Event::LocalLeft { .. }]
+        ));
     }
 
     #[test]

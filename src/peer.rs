@@ -35,6 +35,11 @@ pub struct Peer {
     pub node: String,
     /// The task's private IP address.
     pub ip: IpAddr,
+    /// Its Erlang distribution port, when the source reports one (e.g. a host port mapped in
+    /// ECS bridge mode); `None`: the port every node uses (EPMD-based or configured), so the IP
+    /// alone addresses it. With the IP, the peer's identity: see [`Peer::address`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     /// The AWS region it was found in.
     pub region: String,
     /// The source that reported it.
@@ -58,10 +63,43 @@ pub struct Peer {
     pub draining: bool,
 }
 
+impl Peer {
+    /// The peer's identity: its address and distribution port. Merging, de-duplication,
+    /// self-exclusion, diffs and the EPMD name cache key on it, so two tasks sharing one IP
+    /// (ECS bridge or host mode) with different ports are two peers.
+    pub fn address(&self) -> Address {
+        Address {
+            ip: self.ip,
+            port: self.port,
+        }
+    }
+}
+
+/// Where a peer's node listens: an IP and, when the source reports one, a distribution port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Address {
+    /// The private IP address.
+    pub ip: IpAddr,
+    /// The distribution port; `None`: the port every node uses.
+    pub port: Option<u16>,
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.ip, self.port) {
+            (ip, None) => write!(f, "{ip}"),
+            (IpAddr::V4(ip), Some(port)) => write!(f, "{ip}:{port}"),
+            (IpAddr::V6(ip), Some(port)) => write!(f, "[{ip}]:{port}"),
+        }
+    }
+}
+
 /// What a source reports about one peer, before the namespace names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Found {
     pub ip: IpAddr,
+    /// The distribution port, when the source knows it (`None`: the default one).
+    pub port: Option<u16>,
     /// The node name, when it was learnt rather than built (EPMD naming).
     pub node: Option<String>,
     pub task_arn: Option<String>,
@@ -76,6 +114,7 @@ impl Found {
     pub(crate) fn at(ip: IpAddr) -> Self {
         Found {
             ip,
+            port: None,
             node: None,
             task_arn: None,
             instance_id: None,
@@ -86,10 +125,19 @@ impl Found {
         }
     }
 
+    /// Its identity, as [`Peer::address`].
+    pub(crate) fn address(&self) -> Address {
+        Address {
+            ip: self.ip,
+            port: self.port,
+        }
+    }
+
     pub(crate) fn into_peer(self, node: String, region: &str, source: &SourceId) -> Peer {
         Peer {
             node,
             ip: self.ip,
+            port: self.port,
             region: region.to_string(),
             source: source.clone(),
             task_arn: self.task_arn,

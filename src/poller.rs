@@ -6,13 +6,12 @@
 //! delays nobody else, and its answer (or timeout) is merged in whichever round it arrives.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::FutureExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
 use crate::aws::{AwsClients, CallCounter};
@@ -21,15 +20,20 @@ use crate::error::{ErrorKind, SourceError};
 use crate::namespace::{
     merge, rfc3339, Changes, LocalNode, Snapshot, SourceStatus, SNAPSHOT_SCHEMA,
 };
-use crate::peer::{Found, Peer, SourceId};
+use crate::peer::{Address, Found, Peer, SourceId};
 use crate::source::{self, Source};
 
-/// One poll's result: the new snapshot and what changed since the previous one.
+/// One poll's result: the new snapshot and what changed since the previous one (for a
+/// [`Subscription`], since the previous update *it* received).
+///
+/// Self-contained: the snapshot is the whole state (shared, immutable), so a receiver needs
+/// nothing from earlier updates to act on it.
 #[derive(Debug, Clone)]
 pub struct Update {
     /// The merged view after this poll.
     pub snapshot: Arc<Snapshot>,
-    /// Peers added, removed, or started draining since the previous snapshot.
+    /// Peers added, removed, or started draining, and membership events, since the previous
+    /// snapshot.
     pub changes: Changes,
 }
 
@@ -48,8 +52,8 @@ struct Slot {
     /// `None` while a poll is in flight (the task owns it then).
     source: Option<Box<dyn Source>>,
     in_flight: Option<AbortHandle>,
-    /// EPMD naming: the name learnt for each listed IP (kept while the IP stays listed).
-    epmd_names: Arc<std::sync::Mutex<HashMap<IpAddr, String>>>,
+    /// EPMD naming: the name learnt for each listed address (kept while it stays listed).
+    epmd_names: Arc<std::sync::Mutex<HashMap<Address, String>>>,
     calls_before: BTreeMap<String, u64>,
     calls_last: BTreeMap<String, u64>,
     peers: Vec<Peer>,
@@ -92,6 +96,7 @@ impl Slot {
             pending: !self.polled,
             error: self.error.as_ref().map(|e| e.to_string()),
             error_kind: self.error.as_ref().map(|e| e.kind),
+            failure: self.error.clone(),
             last_success: self.last_success.map(rfc3339),
             consecutive_failures: self.consecutive_failures,
             api_calls: self.calls_last.values().sum(),
@@ -133,6 +138,8 @@ pub struct Poller {
     poll_timeout: Duration,
     poll_no: u64,
     last: Arc<Snapshot>,
+    /// The source that last listed this node's own task.
+    local_source: Option<SourceId>,
     tx: mpsc::UnboundedSender<Done>,
     rx: mpsc::UnboundedReceiver<Done>,
 }
@@ -194,6 +201,7 @@ impl Poller {
             poll_timeout: config.poll_timeout,
             poll_no: 0,
             last: Arc::new(Snapshot::empty()),
+            local_source: None,
             tx,
             rx,
         }
@@ -206,10 +214,11 @@ impl Poller {
     }
 
     /// Runs the poller in the background on the current tokio runtime: a round every
-    /// `polling_interval` (± jitter), each delivered as an [`Update`]; the first one once every
-    /// source has answered or failed (at most `poll_timeout`). Dropping the handle stops it.
+    /// `polling_interval` (± jitter); the first one once every source has answered or failed (at
+    /// most `poll_timeout`). Each round is published to every [`Subscription`]
+    /// ([`PollerHandle::subscribe`]; the handle itself is one). Dropping the handle stops it.
     pub fn spawn(mut self) -> PollerHandle {
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, rx) = watch::channel(None::<Published>);
         let task = tokio::spawn(async move {
             loop {
                 let started = tokio::time::Instant::now();
@@ -221,15 +230,17 @@ impl Poller {
                 } else {
                     self.interval.min(self.poll_timeout)
                 };
+                let previous = self.last.clone();
                 let update = self.round(wait).await;
-                if tx.send(update).await.is_err() {
+                if tx.send(Some(Published { update, previous })).is_err() {
+                    // Every subscriber is gone.
                     return;
                 }
                 tokio::time::sleep_until(started + jittered(self.interval, self.jitter)).await;
             }
         });
         PollerHandle {
-            rx,
+            first: Subscription::new(rx),
             task: Some(task),
         }
     }
@@ -254,9 +265,7 @@ impl Poller {
         self.poll_no += 1;
         let (peers, conflicts, local) =
             merge(self.slots.iter().map(|s| s.peers.as_slice()), &self.local);
-        for c in &conflicts {
-            tracing::warn!(ip = %c.ip, claims = c.claims.len(), "the same IP is reported in several regions (overlapping VPC CIDRs); it is not used as a peer");
-        }
+        let left = self.leaving(&local);
         let snapshot = Snapshot {
             schema: SNAPSHOT_SCHEMA,
             poll: self.poll_no,
@@ -266,8 +275,16 @@ impl Poller {
             sources: self.slots.iter().map(Slot::status).collect(),
             conflicts,
             local,
+            left,
         };
         let changes = snapshot.diff(&self.last);
+        for event in &changes.events {
+            if event.is_warning() {
+                tracing::warn!(%event, "{event}");
+            } else {
+                tracing::info!(%event, "{event}");
+            }
+        }
         tracing::debug!(
             peers = snapshot.peers.len(),
             added = changes.added.len(),
@@ -281,6 +298,23 @@ impl Poller {
             snapshot: self.last.clone(),
             changes,
         }
+    }
+
+    /// Whether this node has left its source (see [`Snapshot::left`]): its task was listed by a
+    /// source, and a complete, successful poll of that source no longer lists it.
+    fn leaving(&mut self, local: &Option<Peer>) -> Option<SourceId> {
+        if let Some(me) = local {
+            self.local_source = Some(me.source.clone());
+            return None;
+        }
+        if self.last.left.is_some() {
+            return self.last.left.clone();
+        }
+        let source = self.local_source.as_ref()?;
+        self.slots
+            .iter()
+            .any(|s| &s.id == source && s.ok)
+            .then(|| source.clone())
     }
 
     /// Starts a poll of a source, unless it is in flight or backing off.
@@ -344,9 +378,6 @@ impl Poller {
         slot.count_calls();
         match done.result {
             Ok(found) => {
-                if !slot.ok && slot.consecutive_failures > 0 {
-                    tracing::info!(source = %slot.id, region = %slot.region, "source recovered");
-                }
                 slot.peers = found
                     .into_iter()
                     .filter_map(|f| {
@@ -370,7 +401,8 @@ impl Poller {
                     let backoff = backoff(interval, slot.consecutive_failures);
                     slot.backoff_until = Some(Instant::now() + backoff);
                 }
-                tracing::warn!(
+                // Reported once, as a SourceFailing event of the round (see Snapshot::diff).
+                tracing::debug!(
                     source = %slot.id,
                     region = %slot.region,
                     action = e.action,
@@ -396,16 +428,34 @@ impl Drop for Poller {
     }
 }
 
-/// A poller running in the background. Dropping it stops the poller.
+/// What the poller publishes after each round: the update, and the snapshot it was diffed
+/// against (so a subscriber that saw exactly that one can reuse its changes).
+#[derive(Clone)]
+struct Published {
+    update: Update,
+    previous: Arc<Snapshot>,
+}
+
+/// A poller running in the background. It is itself a [`Subscription`] ([`PollerHandle::next`]);
+/// [`PollerHandle::subscribe`] adds more. Dropping it stops the poller.
 pub struct PollerHandle {
-    rx: mpsc::Receiver<Update>,
+    first: Subscription,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl PollerHandle {
     /// The next update; `None` once the poller has stopped.
     pub async fn next(&mut self) -> Option<Update> {
-        self.rx.recv().await
+        self.first.next().await
+    }
+
+    /// Another subscriber of this poller. Its first update is the latest round (at once, if
+    /// one has finished), with every peer added; then every round it has not seen, with the
+    /// changes since the last update *it* received, however many rounds it skipped.
+    pub fn subscribe(&self) -> Subscription {
+        let mut rx = self.first.rx.clone();
+        rx.mark_changed();
+        Subscription::new(rx)
     }
 
     /// Stops the poller (and any poll in flight) and waits until it has.
@@ -421,6 +471,48 @@ impl Drop for PollerHandle {
     fn drop(&mut self) {
         if let Some(task) = &self.task {
             task.abort();
+        }
+    }
+}
+
+/// One receiver of a running poller's updates. Each update is self-contained: the snapshot is
+/// the whole (shared) state, and the changes are computed against the last snapshot this
+/// subscriber received, so a slow subscriber skips rounds without missing a peer or an event
+/// (it sees their net effect). Any number of subscribers can follow one poller.
+pub struct Subscription {
+    rx: watch::Receiver<Option<Published>>,
+    last: Arc<Snapshot>,
+}
+
+impl Subscription {
+    fn new(rx: watch::Receiver<Option<Published>>) -> Subscription {
+        Subscription {
+            rx,
+            last: Arc::new(Snapshot::empty()),
+        }
+    }
+
+    /// The next update this subscriber has not seen (the latest round); `None` once the
+    /// poller has stopped.
+    pub async fn next(&mut self) -> Option<Update> {
+        loop {
+            if self.rx.changed().await.is_err() {
+                return None;
+            }
+            let Some(published) = self.rx.borrow_and_update().clone() else {
+                continue;
+            };
+            let Published { update, previous } = published;
+            let changes = if Arc::ptr_eq(&previous, &self.last) {
+                update.changes
+            } else {
+                update.snapshot.diff(&self.last)
+            };
+            self.last = update.snapshot.clone();
+            return Some(Update {
+                snapshot: update.snapshot,
+                changes,
+            });
         }
     }
 }
@@ -448,45 +540,51 @@ pub async fn discover(config: Config) -> Snapshot {
 async fn name_from_epmd(
     found: Vec<Found>,
     naming: &NodeNaming,
-    cache: &std::sync::Mutex<HashMap<IpAddr, String>>,
+    cache: &std::sync::Mutex<HashMap<Address, String>>,
     poll_timeout: Duration,
 ) -> Vec<Found> {
     use futures_util::stream::{self, StreamExt};
-    let known: HashMap<IpAddr, String> = {
+    let known: HashMap<Address, String> = {
         let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
-        c.retain(|ip, _| found.iter().any(|f| f.ip == *ip));
+        c.retain(|addr, _| found.iter().any(|f| f.address() == *addr));
         c.clone()
     };
     let timeout = (poll_timeout / 4).min(Duration::from_secs(2));
-    let unknown: Vec<IpAddr> = found
+    let unknown: Vec<Address> = found
         .iter()
-        .map(|f| f.ip)
-        .filter(|ip| !known.contains_key(ip))
+        .map(Found::address)
+        .filter(|addr| !known.contains_key(addr))
         .collect();
-    let learnt: Vec<(IpAddr, Result<String, String>)> = stream::iter(unknown)
-        .map(|ip| async move {
-            let answer = crate::epmd::names(ip, timeout).await;
-            let name = answer
-                .registered()
-                .and_then(|names| naming.choose(names).map(str::to_string));
-            (ip, name)
+    let learnt: Vec<(Address, Result<String, String>)> = stream::iter(unknown)
+        .map(|addr| async move {
+            let answer = crate::epmd::names(addr.ip, timeout).await;
+            let name = answer.registered().and_then(|names| {
+                // A peer with its own distribution port is the name registered on that port.
+                let on_port: Vec<(String, u16)> = names
+                    .iter()
+                    .filter(|(_, p)| addr.port.is_none_or(|want| *p == want))
+                    .cloned()
+                    .collect();
+                naming.choose(&on_port).map(str::to_string)
+            });
+            (addr, name)
         })
         .buffer_unordered(16)
         .collect()
         .await;
     let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
-    for (ip, name) in learnt {
+    for (addr, name) in learnt {
         match name {
             Ok(n) => {
-                c.insert(ip, format!("{n}@{ip}"));
+                c.insert(addr, format!("{n}@{}", addr.ip));
             }
-            Err(why) => tracing::warn!(%ip, "peer left out until it can be named: {why}"),
+            Err(why) => tracing::warn!(%addr, "peer left out until it can be named: {why}"),
         }
     }
     found
         .into_iter()
         .filter_map(|f| {
-            let node = c.get(&f.ip)?.clone();
+            let node = c.get(&f.address())?.clone();
             Some(Found {
                 node: Some(node),
                 ..f
@@ -526,6 +624,7 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::namespace::Event;
     use crate::source::fixed::{FixedSource, Step};
     use serde_json::json;
 
@@ -747,6 +846,118 @@ mod tests {
         );
         assert_eq!(second.snapshot.failing().count(), 0);
         h.stop().await;
+    }
+
+    fn denied() -> SourceError {
+        SourceError::new(
+            ErrorKind::AccessDenied,
+            "ecs:ListTasks",
+            "AccessDeniedException: no",
+        )
+    }
+
+    async fn next(sub: &mut Subscription) -> Update {
+        tokio::time::timeout(Duration::from_secs(5), sub.next())
+            .await
+            .expect("an update within 5 s")
+            .expect("the poller runs")
+    }
+
+    fn names(peers: &[Peer]) -> Vec<&str> {
+        peers.iter().map(|p| p.node.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn two_subscribers_of_one_poller_converge_however_many_updates_one_skips() {
+        let cfg = config(1);
+        let (p, _) = poller(
+            &cfg,
+            vec![vec![
+                Step::Answer(Ok(vec![found("10.1.0.4")])),
+                Step::Answer(Ok(vec![found("10.1.0.4"), found("10.1.0.5")])),
+                Step::Answer(Ok(vec![found("10.1.0.5"), found("10.1.0.6")])),
+                Step::Answer(Err(denied())),
+            ]],
+        );
+        let mut h = p.spawn();
+        let mut slow = h.subscribe();
+        // The fast subscriber follows every round until the source fails, applying each
+        // update's changes to what it knew.
+        let mut known: std::collections::BTreeSet<String> = Default::default();
+        let mut events = Vec::new();
+        loop {
+            let u = next(&mut h.first).await;
+            for a in &u.changes.added {
+                known.insert(a.node.clone());
+            }
+            for r in &u.changes.removed {
+                known.remove(&r.node);
+            }
+            events.extend(u.changes.events.clone());
+            if u.snapshot.failing().count() > 0 {
+                break;
+            }
+        }
+        assert_eq!(
+            known.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["app@10.1.0.5", "app@10.1.0.6"]
+        );
+        assert!(matches!(events[..], [Event::SourceFailing { .. }]));
+        // The slow one skipped every round so far: one update, with the net effect of all.
+        let u = next(&mut slow).await;
+        assert!(u.snapshot.poll >= 4, "the latest round, not the first");
+        assert_eq!(names(&u.changes.added), ["app@10.1.0.5", "app@10.1.0.6"]);
+        assert!(u.changes.removed.is_empty(), "it never saw 10.1.0.4");
+        assert!(
+            matches!(&u.changes.events[..], [Event::SourceFailing { error, .. }] if error.kind == ErrorKind::AccessDenied),
+            "{:?}",
+            u.changes.events
+        );
+        // A subscriber that joins late gets the current state at once.
+        let mut late = h.subscribe();
+        let u = next(&mut late).await;
+        assert_eq!(names(&u.changes.added), ["app@10.1.0.5", "app@10.1.0.6"]);
+        // Both keep receiving later rounds, with nothing new in them.
+        let a = next(&mut h.first).await;
+        let b = next(&mut slow).await;
+        assert!(a.changes.is_empty() && b.changes.is_empty());
+        assert!(a.changes.events.is_empty() && b.changes.events.is_empty());
+        h.stop().await;
+        assert!(
+            slow.next().await.is_none(),
+            "a stopped poller ends its subscriptions"
+        );
+    }
+
+    #[tokio::test]
+    async fn this_node_leaving_its_source_is_reported_once_and_stays() {
+        let mut cfg = config(1);
+        cfg.local_node = Some("app@10.1.0.4".into());
+        let (mut p, _) = poller(
+            &cfg,
+            vec![vec![
+                Step::Answer(Ok(vec![found("10.1.0.4"), found("10.1.0.5")])),
+                Step::Answer(Err(throttled())),
+                Step::Answer(Ok(vec![found("10.1.0.5")])),
+            ]],
+        );
+        let u = p.poll().await;
+        assert_eq!(nodes(&u), ["app@10.1.0.5"], "never its own peer");
+        assert_eq!(u.snapshot.local.as_ref().unwrap().node, "app@10.1.0.4");
+        // A failed poll keeps the last-known peers, this node among them: not leaving.
+        p.slots[0].backoff_until = None;
+        let u = p.poll().await;
+        assert!(u.snapshot.left.is_none());
+        p.slots[0].backoff_until = None;
+        let u = p.poll().await;
+        let source = cfg.sources[0].id();
+        assert_eq!(u.snapshot.left.as_ref(), Some(&source));
+        assert!(
+            matches!(&u.changes.events[..], [.., Event::LocalLeft { source: s }] if *s == source)
+        );
+        let u = p.poll().await;
+        assert_eq!(u.snapshot.left.as_ref(), Some(&source), "it stays left");
+        assert!(u.changes.events.is_empty(), "reported once");
     }
 
     #[test]

@@ -8,7 +8,10 @@ defmodule EcsPeers do
       iex> EcsPeers.discover(sources: [[type: :ecs, region: "eu-west-2", cluster: "web", service: "api"]])
       {:ok, %{peers: [%{node: "app@10.1.0.5", region: "eu-west-2", ...}], sources: [...], ...}}
 
-  Configuration keys are documented in `EcsPeers.Strategy`; they are the same everywhere.
+  Configuration keys are documented in `EcsPeers.Strategy`; they are the same everywhere. Unless
+  `node_basename` or `node_name` is given, peers are named after this node: `node()`'s name
+  part, or, in a console that is not distributed (`iex -S mix`), the release's name
+  (`RELEASE_NAME`, else the Mix project's app: what a release names its node by default).
 
   ## Boot: a bad config or a missing NIF stops the application
 
@@ -33,8 +36,9 @@ defmodule EcsPeers do
 
   @typedoc """
   One poll's result: `peers` (sorted by `node`), `sources` (one status per source, in
-  configuration order), `conflicts`, `local`, and the changes since the previous poll
-  (`added`, `removed`, `draining`). Keys are atoms; values are binaries, numbers, booleans.
+  configuration order, a failing one with `failure: %{kind:, action:, message:, fix:}`),
+  `conflicts`, `local` (this node, when a source lists it) and `left` (the source this node's task
+  has left, or `nil`). Keys are atoms; values are binaries, numbers, booleans.
   """
   @type update :: %{optional(atom()) => term()}
 
@@ -46,11 +50,11 @@ defmodule EcsPeers do
   """
   @spec discover(config(), keyword()) :: {:ok, update()} | {:error, String.t()}
   def discover(config, opts \\ []) do
-    config = for_node(config, node())
+    this = this_node()
 
     with {:ok, timings} <- validate(config),
          tag = :erlang.unique_integer([:positive]),
-         {:ok, :ok} <- native(fn -> EcsPeers.Native.discover(config, self(), tag) end) do
+         {:ok, :ok} <- native(fn -> EcsPeers.Native.discover(config, this, self(), tag) end) do
       timeout = Keyword.get(opts, :timeout, timings.poll_timeout + 5_000)
 
       receive do
@@ -66,7 +70,7 @@ defmodule EcsPeers do
   `{:error, message}` naming the key, the bad value and what is expected.
   """
   @spec validate(config()) :: {:ok, map()} | {:error, String.t()}
-  def validate(config), do: native(fn -> EcsPeers.Native.validate(config) end)
+  def validate(config), do: native(fn -> EcsPeers.Native.validate(config, this_node()) end)
 
   @doc "Every configuration key: `%{key:, scope:, kind:, default:, doc:}`."
   @spec keys() :: [map()]
@@ -78,31 +82,24 @@ defmodule EcsPeers do
   end
 
   @doc false
-  # Fills what the running node knows: its basename (unless node_basename or node_name is
-  # given) and its own name (left out of the peers).
-  def for_node(config, node) when is_list(config) or is_map(config) do
-    if node == :nonode@nohost do
-      config
+  # Who this node is, for the core to derive this node's name (left out of the peers) and the
+  # default node_basename: node(), and the release's name (RELEASE_NAME in a release, else the
+  # Mix project's app), which a node that is not distributed is named by default.
+  def this_node, do: {node(), System.get_env("RELEASE_NAME") || mix_app()}
+
+  # The Mix project's app in a Mix console; nil elsewhere (a release, a plain `elixir` script
+  # where Mix is loadable but not running). apply/3: Mix is not a dependency of this package.
+  defp mix_app do
+    with true <- Code.ensure_loaded?(Mix.Project),
+         pid when is_pid(pid) <- Process.whereis(Mix.ProjectStack),
+         app when is_atom(app) and app != nil <- apply(Mix.Project, :config, [])[:app] do
+      Atom.to_string(app)
     else
-      [basename, _host] = node |> Atom.to_string() |> String.split("@", parts: 2)
-
-      config
-      |> put_new(:local_node, Atom.to_string(node))
-      |> then(fn c ->
-        if has?(c, :node_basename) or has?(c, :node_name),
-          do: c,
-          else: put_new(c, :node_basename, basename)
-      end)
+      _ -> nil
     end
+  catch
+    :exit, _ -> nil
   end
-
-  def for_node(config, _node), do: config
-
-  defp has?(c, k) when is_list(c), do: Keyword.has_key?(c, k)
-  defp has?(c, k) when is_map(c), do: Map.has_key?(c, k) or Map.has_key?(c, Atom.to_string(k))
-
-  defp put_new(c, k, v) when is_list(c), do: if(has?(c, k), do: c, else: c ++ [{k, v}])
-  defp put_new(c, k, v) when is_map(c), do: if(has?(c, k), do: c, else: Map.put(c, k, v))
 
   @doc false
   # Calls the NIF; a missing NIF or a panic becomes {:error, message}, never a crash.

@@ -21,7 +21,9 @@ fn command(emu: &Emu, args: &[&str]) -> Command {
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("RELEASE_NODE");
+        .env_remove("RELEASE_NODE")
+        .env_remove("RELEASE_NAME")
+        .env_remove("RELEASE_DISTRIBUTION");
     c
 }
 
@@ -91,6 +93,53 @@ fn list_prints_a_table_and_a_json_snapshot() {
         json!({"ecs:DescribeTasks": 1, "ecs:ListTasks": 1})
     );
     assert_eq!(s["sources"][1]["kind"], "cloudmap");
+}
+
+/// The CLI knows this node as a release sets it (RELEASE_NODE), by the core's rule, exactly as
+/// the strategy knows it from node(): the basename and the node left out of the peers.
+#[test]
+fn release_node_names_the_peers_and_leaves_this_node_out() {
+    let emu = Emu::start();
+    let w = world(&emu);
+    let ips = ips(&w, "eu-west-2/web", None);
+    let me = format!("web@{}", ips[0]);
+    let o = Command::new(env!("CARGO_BIN_EXE_ecs-peers"))
+        .args([
+            "list",
+            "--json",
+            "--ecs",
+            "eu-west-2/web/api",
+            "--max-attempts",
+            "1",
+        ])
+        .args(["--endpoint-url", &emu.endpoint])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RELEASE_NODE", &me)
+        .env("RELEASE_DISTRIBUTION", "name")
+        .env_remove("RELEASE_NAME")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["local"]["node"], me.as_str(), "{s}");
+    let peers: Vec<&str> = s["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        peers,
+        [format!("web@{}", ips[1]), format!("web@{}", ips[2])],
+        "named after RELEASE_NODE's basename, without this node"
+    );
 }
 
 #[test]

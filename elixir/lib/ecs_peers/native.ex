@@ -214,9 +214,10 @@ defmodule EcsPeers.Native do
   @moduledoc false
   use EcsPeers.Native.Loader
 
-  def start(_config, _pid, _tag), do: :erlang.nif_error(:nif_not_loaded)
+  def start(_config, _this, _pid, _tag), do: :erlang.nif_error(:nif_not_loaded)
+  def subscribe(_poller, _pid, _tag), do: :erlang.nif_error(:nif_not_loaded)
   def stop(_poller), do: :erlang.nif_error(:nif_not_loaded)
-  def discover(_config, _pid, _tag), do: :erlang.nif_error(:nif_not_loaded)
-  def validate(_config), do: :erlang.nif_error(:nif_not_loaded)
+  def discover(_config, _this, _pid, _tag), do: :erlang.nif_error(:nif_not_loaded)
+  def validate(_config, _this), do: :erlang.nif_error(:nif_not_loaded)
   def keys, do: :erlang.nif_error(:nif_not_loaded)
 end

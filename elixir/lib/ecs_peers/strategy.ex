@@ -61,8 +61,8 @@ defmodule EcsPeers.Strategy do
   | top | `max_attempts` | integer 1..10 | 3 | AWS SDK attempts per API call (1 = no retries). |
   | top | `endpoint_url` | URL | - | Send every AWS call to this endpoint (an emulator, a VPC endpoint). Defaults to AWS_ENDPOINT_URL, else AWS itself. |
   | top | `draining` | boolean | true | Keep a task that has left the RUNNING list as a (draining) peer until ECS reports it STOPPED. |
-  | top | `local_node` | string | - | This node's name; it is left out of the peers. |
-  | top | `local_ip` | IP address | - | This node's IP; the peer with this IP is left out of the peers. Filled from the task metadata when a source uses cluster "auto". |
+  | top | `local_node` | string | - | This node's name; it is left out of the peers. Defaults to the running node (the strategy) or RELEASE_NODE (the CLI). |
+  | top | `local_ip` | IP address | - | This node's IP; the peer at this IP (unless reported with a distribution port of its own) is left out of the peers. Filled from the task metadata when a source uses cluster "auto". |
   | top | `metadata_url` | URL | - | The task metadata endpoint v4, for cluster "auto". Defaults to ECS_CONTAINER_METADATA_URI_V4, which the ECS agent sets. |
   | ecs | `type` | "ecs" | required | An ECS source: running tasks of one cluster. |
   | ecs | `region` | AWS region | required | The cluster's region, e.g. `eu-west-2` (optional when cluster is an ARN or "auto"). |
@@ -82,7 +82,8 @@ defmodule EcsPeers.Strategy do
   Logs carry libcluster's prefix, `[libcluster:<topology>]`: libcluster logs each connect and
   disconnect; this strategy warns when a source starts failing (with the reason and the fix) and
   when it recovers, and when the same IP is reported by two regions (overlapping VPC CIDRs, never
-  connected).
+  connected). These are the core's membership events, with the core's wording: the same ones
+  `ecs-peers watch` prints.
 
   When `:telemetry` is loaded it emits:
 
@@ -95,7 +96,8 @@ defmodule EcsPeers.Strategy do
 
   When this node's own task has been seen by a source and then disappears from it (its task is
   stopping), the node stops connecting to its peers, so it does not pull itself back into the
-  cluster while it shuts down (libcluster issue #202).
+  cluster while it shuts down (libcluster issue #202). The core decides this (the update's
+  `left`); the strategy only stops connecting.
   """
 
   use GenServer
@@ -111,14 +113,10 @@ defmodule EcsPeers.Strategy do
     :poller,
     :tag,
     :timings,
-    :local_source,
+    :membership,
     poll: 0,
-    nodes: [],
-    want: MapSet.new(),
-    last_update: nil,
-    failing: %{},
-    conflicts: MapSet.new(),
-    leaving?: false
+    members: MapSet.new(),
+    last_update: nil
   ]
 
   @impl Cluster.Strategy
@@ -127,7 +125,7 @@ defmodule EcsPeers.Strategy do
   @impl GenServer
   def init(%State{} = cluster) do
     cluster = %State{cluster | meta: cluster.meta || MapSet.new()}
-    config = EcsPeers.for_node(cluster.config, node())
+    config = cluster.config
 
     with {:ok, timings} <- EcsPeers.validate(config),
          {:ok, poller, tag} <- start_poller(config) do
@@ -154,10 +152,10 @@ defmodule EcsPeers.Strategy do
 
   @impl GenServer
   def handle_info({:ecs_peers, tag, {:update, update}}, %__MODULE__{tag: tag} = s) do
-    {:noreply,
-     s
-     |> Map.put(:last_update, System.monotonic_time(:millisecond))
-     |> apply_update(latest(tag, update))}
+    s = %{s | last_update: System.monotonic_time(:millisecond)}
+    update = latest(s, tag, update)
+    report(s, update)
+    {:noreply, apply_update(s, update)}
   end
 
   def handle_info(:watchdog, %__MODULE__{} = s) do
@@ -196,52 +194,44 @@ defmodule EcsPeers.Strategy do
   defp start_poller(config) do
     tag = :erlang.unique_integer([:positive])
 
-    case EcsPeers.native(fn -> EcsPeers.Native.start(config, self(), tag) end) do
+    this = EcsPeers.this_node()
+
+    case EcsPeers.native(fn -> EcsPeers.Native.start(config, this, self(), tag) end) do
       {:ok, poller} -> {:ok, poller, tag}
       {:error, message} -> {:error, message}
     end
   end
 
-  # When several updates are queued (a slow connect), only the newest counts; but node names are
-  # sent only when they change, so the newest list among the skipped ones is kept.
-  defp latest(tag, update) do
+  # When several updates are queued (a slow connect), each is reported (its events logged, its
+  # telemetry emitted), but only the newest is acted on: every update is self-contained.
+  defp latest(s, tag, update) do
     receive do
       {:ecs_peers, ^tag, {:update, newer}} ->
-        newer = if newer.nodes == :unchanged, do: %{newer | nodes: update.nodes}, else: newer
-        latest(tag, newer)
+        report(s, update)
+        latest(s, tag, newer)
     after
       0 -> update
     end
   end
 
+  # The membership comes whole in every update (`nodes`, one shared binary) with its fingerprint;
+  # atoms are made only when it differs from the one held. The core leaves this node out of it,
+  # and says when this node has left its source (`left`): then nobody is connected.
   defp apply_update(s, update) do
-    was_leaving? = s.leaving?
-    s = s |> report_sources(update) |> report_conflicts(update) |> track_local(update)
+    s =
+      if update.membership == s.membership,
+        do: s,
+        else: %{s | membership: update.membership, members: members(update.nodes)}
 
-    # The NIF sends the node names only when they changed; only then is the set of atoms rebuilt
-    # (a poll of 10,000 unchanged peers stays cheap).
-    want =
-      cond do
-        s.leaving? ->
-          MapSet.new()
-
-        is_list(update.nodes) or was_leaving? ->
-          wanted(if(is_list(update.nodes), do: update.nodes, else: s.nodes))
-
-        true ->
-          s.want
-      end
-
-    cluster = reconcile(s.cluster, want)
-    emit_poll(s, update)
-    nodes = if is_list(update.nodes), do: update.nodes, else: s.nodes
-    %{s | cluster: cluster, poll: update.poll, nodes: nodes, want: want}
+    want = if update.left, do: MapSet.new(), else: s.members
+    %{s | cluster: reconcile(s.cluster, want), poll: update.poll}
   end
 
-  # Atoms are made only for the nodes handed to connect_nodes/4; never for this node.
-  defp wanted(nodes) do
-    me = Atom.to_string(node())
-    for n <- nodes, n != me, into: MapSet.new(), do: String.to_atom(n)
+  # Atoms are made only for the nodes handed to connect_nodes/4.
+  defp members(""), do: MapSet.new()
+
+  defp members(nodes) do
+    for n <- :binary.split(nodes, "\n", [:global]), into: MapSet.new(), do: String.to_atom(n)
   end
 
   # libcluster's contract: disconnect what is gone, connect the full desired list; failed
@@ -286,80 +276,17 @@ defmodule EcsPeers.Strategy do
       :ok
   end
 
-  defp report_sources(s, update) do
-    failing =
-      Enum.reduce(update.sources, s.failing, fn src, acc ->
-        was = Map.get(acc, src.id)
-
-        cond do
-          src.pending ->
-            acc
-
-          not src.ok and src.error_kind != was ->
-            warn(
-              s,
-              "source #{src.id} is failing (keeping its #{src.peers} last-known peers): #{src.error}"
-            )
-
-            Map.put(acc, src.id, src.error_kind)
-
-          not src.ok ->
-            acc
-
-          was != nil ->
-            Logger.info(
-              "[libcluster:#{s.cluster.topology}] source #{src.id} recovered (#{src.peers} peers)"
-            )
-
-            Map.delete(acc, src.id)
-
-          true ->
-            acc
-        end
-      end)
-
-    %{s | failing: failing}
-  end
-
-  defp report_conflicts(s, update) do
-    seen =
-      Enum.reduce(update.conflicts, s.conflicts, fn c, seen ->
-        if MapSet.member?(seen, c.ip) do
-          seen
-        else
-          claims = Enum.map_join(c.claims, " and ", &"#{&1.source} (#{&1.region})")
-
-          warn(
-            s,
-            "#{c.ip} is reported by #{claims}: overlapping VPC CIDRs cannot be peered; not connecting to it"
-          )
-
-          MapSet.put(seen, c.ip)
-        end
-      end)
-
-    %{s | conflicts: seen}
-  end
-
-  # Leaving: our own task was listed by a source, and a successful poll of that source no longer
-  # lists it.
-  defp track_local(s, %{local: %{source: source}}),
-    do: %{s | local_source: source, leaving?: false}
-
-  defp track_local(%{local_source: nil} = s, _update), do: s
-
-  defp track_local(s, update) do
-    source_ok? = Enum.any?(update.sources, &(&1.id == s.local_source and &1.ok))
-
-    if source_ok? and not s.leaving? do
-      Logger.info(
-        "[libcluster:#{s.cluster.topology}] this node's task has left #{s.local_source}; not connecting to peers any more"
-      )
-
-      %{s | leaving?: true}
-    else
-      s
+  # The core's membership events, logged as they come (warnings for failures and conflicts),
+  # then the poll's telemetry.
+  defp report(s, update) do
+    for event <- update.events do
+      case event.event do
+        e when e in ["source_failing", "conflict_found"] -> warn(s, event.message)
+        _ -> Logger.info("[libcluster:#{s.cluster.topology}] #{event.message}")
+      end
     end
+
+    emit_poll(s, update)
   end
 
   defp emit_poll(s, update) do

@@ -107,18 +107,20 @@ defmodule EcsPeers.ConfigTest do
   end
 
   test "the basename and the local node come from the running node unless configured" do
-    assert EcsPeers.for_node([sources: []], :"web@10.0.0.5") == [
-             sources: [],
-             local_node: "web@10.0.0.5",
-             node_basename: "web"
-           ]
+    # The core derives both from {node(), release_name}; the strategy passes node().
+    src = [[type: :ecs, region: "eu-west-2", cluster: "web"]]
+    validate = fn config, node -> EcsPeers.Native.validate(config, {node, nil}) end
 
-    assert EcsPeers.for_node([node_name: "x@{ip}"], :"web@10.0.0.5") == [
-             node_name: "x@{ip}",
-             local_node: "web@10.0.0.5"
-           ]
+    assert {:ok, %{local_node: "web@10.0.0.5", node_basename: "web"}} =
+             validate.([sources: src], :"web@10.0.0.5")
 
-    assert EcsPeers.for_node([a: 1], :nonode@nohost) == [a: 1]
+    assert {:ok, %{local_node: "web@10.0.0.5", node_basename: nil}} =
+             validate.([node_name: "x@{ip}", sources: src], :"web@10.0.0.5")
+
+    assert {:ok, %{local_node: nil, node_basename: "app"}} =
+             validate.([node_basename: "app", sources: src], :nonode@nohost)
+
+    assert {:error, "node_basename: is required" <> _} = validate.([sources: src], :nonode@nohost)
   end
 
   test "the moduledoc documents every configuration key" do

@@ -266,6 +266,104 @@ defmodule EcsPeers.StrategyTest do
              EcsPeers.discover(node_basename: "app", sources: [])
   end
 
+  test "EcsPeers.discover/1 works from a console that is not distributed", %{emu: emu} do
+    # mix test runs as nonode@nohost, like a plain `iex -S mix`: the peers are named after the
+    # release this project would build (its app), as the core's rule says.
+    assert node() == :nonode@nohost
+    c = cluster_name()
+    tasks = seed(emu, "eu-west-2", c, "10.225.0.0/24", 2)
+
+    assert {:ok, update} =
+             EcsPeers.discover(
+               endpoint_url: emu.endpoint,
+               max_attempts: 1,
+               sources: [[type: :ecs, region: "eu-west-2", cluster: c]]
+             )
+
+    assert Enum.map(update.peers, & &1.node) == Enum.map(tasks, &"ecs_peers@#{&1["ip"]}")
+    assert update.local == nil
+  end
+
+  # Collects what a subscriber has received so far: the newest update alone, and every change
+  # of every update.
+  defp drain(tag, acc \\ %{last: nil, added: [], events: []}) do
+    receive do
+      {:ecs_peers, ^tag, {:update, u}} ->
+        drain(tag, %{
+          last: u,
+          added: acc.added ++ Enum.map(u.added, & &1.node),
+          events: acc.events ++ u.events
+        })
+    after
+      0 -> acc
+    end
+  end
+
+  test "two subscribers of one poller each get self-contained updates, however many they skip",
+       %{emu: emu} do
+    c = cluster_name()
+    [a, b] = seed(emu, "eu-west-2", c, "10.226.0.0/24", 2)
+
+    config = [
+      node_basename: "app",
+      endpoint_url: emu.endpoint,
+      max_attempts: 1,
+      polling_interval: 100,
+      sources: [[type: :ecs, region: "eu-west-2", cluster: c]]
+    ]
+
+    me = self()
+
+    # The second subscriber reads nothing until told, so every update queues in its mailbox.
+    slow =
+      spawn_link(fn ->
+        receive do
+          :read -> send(me, {:slow, drain(2)})
+        end
+      end)
+
+    {:ok, poller} = EcsPeers.Native.start(config, EcsPeers.this_node(), self(), 1)
+    {:ok, :ok} = EcsPeers.Native.subscribe(poller, slow, 2)
+    names = fn u -> u.nodes |> :binary.split("\n", [:global]) |> Enum.sort() end
+    two = Enum.sort(["app@" <> a["ip"], "app@" <> b["ip"]])
+    assert_receive {:ecs_peers, 1, {:update, %{poll: 1} = first}}, 5_000
+    assert names.(first) == two
+
+    [new] =
+      Emu.run_tasks(emu, %{
+        region: "eu-west-2",
+        cluster: c,
+        subnet: "10.226.0.0/24",
+        family: "api",
+        count: 1
+      })
+
+    three = Enum.sort(two ++ ["app@" <> new["ip"]])
+
+    wait = fn wait ->
+      receive do
+        {:ecs_peers, 1, {:update, u}} -> if names.(u) == three, do: u, else: wait.(wait)
+      after
+        5_000 -> flunk("the first subscriber never saw the new task")
+      end
+    end
+
+    seen = wait.(wait)
+    # Several more polls, none of them changing the membership.
+    for _ <- 1..3, do: assert_receive({:ecs_peers, 1, {:update, _}}, 5_000)
+
+    send(slow, :read)
+    assert_receive {:slow, got}, 5_000
+    # Taking only the newest of its queued updates, the slow one has the whole membership,
+    # and the same fingerprint as the fast one.
+    assert names.(got.last) == three
+    assert got.last.membership == seen.membership
+    assert got.last.poll > seen.poll
+    # And the changes it was sent add up to the same peers.
+    assert Enum.sort(got.added) == three
+    EcsPeers.Native.stop(poller)
+  end
+
   test "the poller stops when its owner exits (the resource is dropped)", %{emu: emu} do
     c = cluster_name()
     seed(emu, "ca-central-1", c, "10.220.0.0/24", 1)
@@ -282,7 +380,7 @@ defmodule EcsPeers.StrategyTest do
 
     owner =
       spawn(fn ->
-        {:ok, _poller} = EcsPeers.Native.start(config, self(), 1)
+        {:ok, _poller} = EcsPeers.Native.start(config, EcsPeers.this_node(), self(), 1)
         receive do: (:exit -> :ok)
       end)
 

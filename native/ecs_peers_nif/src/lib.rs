@@ -6,14 +6,24 @@
 //! Elixir exception (rustler catches it); a panic inside a poll becomes a failing source (the
 //! core catches it).
 //!
-//! Messages to the owner:
-//! - `{:ecs_peers, tag, {:update, update}}` after every poll of a started poller: `%{poll:,
-//!   taken_at:, duration_ms:, peer_count:, nodes: [binary] | :unchanged, sources: [status],
-//!   conflicts:, local:, added: [peer], removed: [peer], draining: [peer]}`. `nodes` (every peer's
-//!   node name) is sent only when the set changed: a poll of 10,000 unchanged peers costs the
-//!   receiving process a few hundred bytes, not megabytes of maps to copy and collect.
-//! - `{:ecs_peers, tag, {:discovered, snapshot}}` once, for `discover/3`, with every peer in full
+//! Messages to each subscriber (the pid given to `start/4`, and any added with `subscribe/3`):
+//! - `{:ecs_peers, tag, {:update, update}}` after every poll: `%{poll:, taken_at:, duration_ms:,
+//!   peer_count:, membership:, nodes:, sources: [status], conflicts:, local:, left:, added:
+//!   [peer], removed: [peer], draining: [peer], events: [event]}`. Every update is
+//!   self-contained, whatever the receiver skipped: `nodes` is every peer's node name, joined by
+//!   `"\n"`, in one binary that points into a resource shared by every message of the same
+//!   membership (no copy into the receiver's heap: a poll of 10,000 unchanged peers costs it a
+//!   few hundred bytes); `membership` is its fingerprint, so a receiver that already holds that
+//!   membership need not split it again. `added`/`removed`/`draining`/`events` are the changes
+//!   since the previous update sent to this subscriber; each event is the core's
+//!   (`%{event: "source_failing" | "source_recovered" | "conflict_found" | "local_left", ...}`)
+//!   with `message:`, the sentence to log.
+//! - `{:ecs_peers, tag, {:discovered, snapshot}}` once, for `discover/4`, with every peer in full
 //!   (`peers: [peer]`) and no changes.
+//!
+//! `this` (the second argument of `start/4`, `discover/4`, `validate/2`) is `{node(),
+//! release_name | nil}`: who this node is. The core derives this node's name and the default
+//! basename from it ([`ecs_peers::config::ThisNode::from_erlang`]); nothing here decides.
 //!
 //! Maps have atom keys (the snapshot's field names only) and binary values.
 
@@ -25,7 +35,7 @@ use serde_json::{Map, Number, Value};
 use tokio::runtime::Runtime;
 
 mod atoms {
-    rustler::atoms! { ok, error, ecs_peers, update, discovered, nodes, unchanged, nil, r#true = "true", r#false = "false" }
+    rustler::atoms! { ok, error, ecs_peers, update, discovered, nodes, events, message, nil, r#true = "true", r#false = "false" }
 }
 
 /// The runtime every poller of this VM runs on (two worker threads, created when the NIF loads).
@@ -47,6 +57,8 @@ fn runtime() -> Result<&'static Runtime, String> {
 /// A running poller. Dropping it (the owner exits, or the term is garbage-collected) stops it.
 pub struct PollerResource {
     task: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Adds a subscriber (pid, tag) to the running poller.
+    subscribe: tokio::sync::mpsc::UnboundedSender<(LocalPid, u64)>,
 }
 
 impl PollerResource {
@@ -66,32 +78,101 @@ impl Drop for PollerResource {
 #[rustler::resource_impl]
 impl rustler::Resource for PollerResource {}
 
-/// Validates `config` and starts polling; every update goes to `pid` tagged with `tag`.
+/// One membership's node names, `"\n"`-joined: the bytes behind the `nodes` binary of every
+/// update with that membership (a resource binary: shared, never copied into a process heap).
+pub struct NodesResource {
+    bytes: Vec<u8>,
+}
+
+#[rustler::resource_impl]
+impl rustler::Resource for NodesResource {}
+
+/// Validates `config` and starts polling; every update goes to `pid` tagged with `tag`, and to
+/// every subscriber added with `subscribe/3`. The poller stops when every subscriber has exited,
+/// or when the resource is dropped.
 #[rustler::nif]
-fn start(config: Term, pid: LocalPid, tag: u64) -> Result<ResourceArc<PollerResource>, String> {
-    let config = to_config(config)?;
+fn start(
+    config: Term,
+    this: Term,
+    pid: LocalPid,
+    tag: u64,
+) -> Result<ResourceArc<PollerResource>, String> {
+    let config = to_config(config, this)?;
     let rt = runtime()?;
+    let (subscribe, mut requests) = tokio::sync::mpsc::unbounded_channel();
     let task = rt.spawn(async move {
-        let mut running = ecs_peers::Poller::new(config).await.spawn();
-        let mut env = OwnedEnv::new();
-        let mut first = true;
-        while let Some(update) = running.next().await {
-            let changed = !update.changes.added.is_empty() || !update.changes.removed.is_empty();
-            let with_nodes = first || changed;
-            first = false;
-            let sent = env.send_and_clear(&pid, |env| {
-                let update = encode_update(env, &update, with_nodes);
-                (atoms::ecs_peers(), tag, (atoms::update(), update)).encode(env)
-            });
-            if sent.is_err() {
-                // The owner is gone: stop polling.
-                break;
+        let running = ecs_peers::Poller::new(config).await.spawn();
+        let mut forwards = tokio::task::JoinSet::new();
+        forwards.spawn(forward(running.subscribe(), pid, tag));
+        loop {
+            tokio::select! {
+                request = requests.recv() => match request {
+                    Some((pid, tag)) => {
+                        forwards.spawn(forward(running.subscribe(), pid, tag));
+                    }
+                    None => break,
+                },
+                Some(_) = forwards.join_next() => {
+                    if forwards.is_empty() {
+                        // Every subscriber is gone: stop polling.
+                        break;
+                    }
+                }
             }
         }
     });
     Ok(ResourceArc::new(PollerResource {
         task: Mutex::new(Some(task.abort_handle())),
+        subscribe,
     }))
+}
+
+/// Adds a subscriber to a running poller: its updates also go to `pid`, tagged with `tag`,
+/// starting with the latest one.
+#[rustler::nif]
+fn subscribe(
+    resource: ResourceArc<PollerResource>,
+    pid: LocalPid,
+    tag: u64,
+) -> Result<Atom, String> {
+    resource
+        .subscribe
+        .send((pid, tag))
+        .map(|_| atoms::ok())
+        .map_err(|_| "the poller has stopped".to_string())
+}
+
+/// Sends one subscription's updates to `pid` until it exits (or the poller stops).
+async fn forward(mut subscription: ecs_peers::Subscription, pid: LocalPid, tag: u64) {
+    let mut env = OwnedEnv::new();
+    let mut nodes: Option<(u64, ResourceArc<NodesResource>)> = None;
+    while let Some(update) = subscription.next().await {
+        let membership = update.snapshot.membership();
+        let shared = match &nodes {
+            Some((m, shared)) if *m == membership => shared.clone(),
+            _ => {
+                let names: Vec<&str> = update
+                    .snapshot
+                    .peers
+                    .iter()
+                    .map(|p| p.node.as_str())
+                    .collect();
+                let shared = ResourceArc::new(NodesResource {
+                    bytes: names.join("\n").into_bytes(),
+                });
+                nodes = Some((membership, shared.clone()));
+                shared
+            }
+        };
+        let sent = env.send_and_clear(&pid, |env| {
+            let update = encode_update(env, &update, membership, &shared);
+            (atoms::ecs_peers(), tag, (atoms::update(), update)).encode(env)
+        });
+        if sent.is_err() {
+            // The subscriber is gone.
+            return;
+        }
+    }
 }
 
 /// Stops a poller now (dropping the resource does the same, later).
@@ -103,8 +184,8 @@ fn stop(resource: ResourceArc<PollerResource>) -> Atom {
 
 /// Polls every source once; the snapshot is sent to `pid` as `{:ecs_peers, tag, {:discovered, snapshot}}`.
 #[rustler::nif]
-fn discover(config: Term, pid: LocalPid, tag: u64) -> Result<Atom, String> {
-    let config = to_config(config)?;
+fn discover(config: Term, this: Term, pid: LocalPid, tag: u64) -> Result<Atom, String> {
+    let config = to_config(config, this)?;
     runtime()?.spawn(async move {
         let mut poller = ecs_peers::Poller::new(config).await;
         let update = poller.poll().await;
@@ -122,13 +203,21 @@ fn discover(config: Term, pid: LocalPid, tag: u64) -> Result<Atom, String> {
 }
 
 /// Validates a configuration without starting anything: `{:ok, %{polling_interval: ms,
-/// poll_timeout: ms}}` or `{:error, message}`.
+/// poll_timeout: ms, local_node: name | nil, node_basename: name | nil}}` (this node's name and
+/// the basename peers are named by, as the core derived them) or `{:error, message}`.
 #[rustler::nif]
-fn validate<'a>(env: Env<'a>, config: Term<'a>) -> Result<Term<'a>, String> {
-    let c = to_config(config)?;
+fn validate<'a>(env: Env<'a>, config: Term<'a>, this: Term<'a>) -> Result<Term<'a>, String> {
+    let c = to_config(config, this)?;
+    let basename = match &c.node {
+        ecs_peers::NodeNaming::Basename(b) => Some(b.clone()),
+        ecs_peers::NodeNaming::Epmd { prefer } => prefer.clone(),
+        _ => None,
+    };
     let timings = serde_json::json!({
         "polling_interval": c.polling_interval.as_millis() as u64,
         "poll_timeout": c.poll_timeout.as_millis() as u64,
+        "local_node": c.local_node,
+        "node_basename": basename,
     });
     Ok(value_to_term(env, &timings))
 }
@@ -155,9 +244,28 @@ fn keys(env: Env) -> NifResult<Term> {
     Ok(value_to_term(env, &Value::Array(rows)))
 }
 
-fn to_config(term: Term) -> Result<ecs_peers::Config, String> {
+fn to_config(term: Term, this: Term) -> Result<ecs_peers::Config, String> {
     let value = term_to_value(term, "(config)", 0)?;
-    ecs_peers::Config::from_value(value).map_err(|e| e.to_string())
+    ecs_peers::Config::from_value_for(value, &this_node(this)?).map_err(|e| e.to_string())
+}
+
+/// `{node(), release_name | nil}` → the core's description of this node.
+fn this_node(term: Term) -> Result<ecs_peers::config::ThisNode, String> {
+    let bad = || format!("this node: expected {{node(), release_name | nil}}, got {term:?}");
+    let parts = get_tuple(term).map_err(|_| bad())?;
+    let [node, release] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let node = node.atom_to_string().map_err(|_| bad())?;
+    let release = match release.get_type() {
+        TermType::Binary => Some(release.decode::<String>().map_err(|_| bad())?),
+        TermType::Atom => None,
+        _ => return Err(bad()),
+    };
+    Ok(ecs_peers::config::ThisNode::from_erlang(
+        &node,
+        release.as_deref(),
+    ))
 }
 
 /// Converts configuration terms to a value tree: maps and keyword lists → maps, atoms → strings
@@ -278,34 +386,41 @@ fn key_name(k: Term) -> Option<String> {
     }
 }
 
-/// A poller's update: statuses, conflicts and changes in full; the node names only when
-/// `with_nodes` (the set changed), else `:unchanged`.
-fn encode_update<'a>(env: Env<'a>, update: &ecs_peers::Update, with_nodes: bool) -> Term<'a> {
+/// A poller's update: statuses, conflicts and changes in full; the node names as one shared
+/// binary (`nodes`) with its fingerprint (`membership`); each event with its sentence.
+fn encode_update<'a>(
+    env: Env<'a>,
+    update: &ecs_peers::Update,
+    membership: u64,
+    nodes: &ResourceArc<NodesResource>,
+) -> Term<'a> {
     let s = &update.snapshot;
-    let mut v = serde_json::json!({
+    let c = &update.changes;
+    let v = serde_json::json!({
         "poll": s.poll,
         "taken_at": s.taken_at,
         "duration_ms": s.duration_ms,
         "peer_count": s.peers.len(),
+        "membership": membership,
         "sources": s.sources,
         "conflicts": s.conflicts,
         "local": s.local,
+        "left": s.left,
+        "added": c.added,
+        "removed": c.removed,
+        "draining": c.draining,
     });
-    if let (Value::Object(m), Ok(Value::Object(changes))) =
-        (&mut v, serde_json::to_value(&update.changes))
-    {
-        m.extend(changes);
-    }
     let term = value_to_term(env, &v);
-    let nodes = if with_nodes {
-        s.peers
-            .iter()
-            .map(|p| p.node.as_str())
-            .collect::<Vec<_>>()
-            .encode(env)
-    } else {
-        atoms::unchanged().encode(env)
-    };
+    let events: Vec<Term> = c
+        .events
+        .iter()
+        .map(|e| {
+            let t = value_to_term(env, &serde_json::to_value(e).unwrap_or(Value::Null));
+            t.map_put(atoms::message(), e.to_string()).unwrap_or(t)
+        })
+        .collect();
+    let nodes = nodes.make_binary(env, |n| n.bytes.as_slice());
+    let term = term.map_put(atoms::events(), events).unwrap_or(term);
     term.map_put(atoms::nodes(), nodes).unwrap_or(term)
 }
 

@@ -96,6 +96,8 @@ const WATCH_HELP: &str = "\
 Runs until interrupted (Ctrl-C), or for --count polls. With --json, one JSON object per line:
   {\"event\": \"added\"|\"removed\"|\"draining\", \"at\": ..., \"peer\": {...}}
   {\"event\": \"source_failing\"|\"source_recovered\", \"at\": ..., \"source\": {...}}
+  {\"event\": \"conflict_found\", \"at\": ..., \"conflict\": {...}}
+  {\"event\": \"local_left\", \"at\": ..., \"source\": ...}   (this node, RELEASE_NODE, left its source)
   {\"event\": \"snapshot\", \"at\": ..., \"snapshot\": {...}}   (with --every-poll)
 
 Exit status: as for `list`, from the last poll when --count ends the watch; 0 when interrupted.";
@@ -135,7 +137,7 @@ struct SourceArgs {
     /// A TOML or JSON file with sources and settings (see `ecs-peers keys`); flags add to it.
     #[arg(short, long, value_name = "FILE", env = "ECS_PEERS_CONFIG")]
     config: Option<PathBuf>,
-    /// Node basename: peers are named BASENAME@IP. Defaults to the part before @ of RELEASE_NODE.
+    /// Node basename: peers are named BASENAME@IP. Defaults to the part before @ of RELEASE_NODE (that node is left out of the peers).
     #[arg(long, value_name = "NAME")]
     basename: Option<String>,
     /// Node name template instead of --basename, e.g. 'app@{ip}' or 'app@ip-{ip_dashed}.ec2.internal'.
@@ -224,19 +226,15 @@ impl SourceArgs {
         set("poll_timeout", self.timeout.clone().map(Value::from));
         set("max_attempts", self.max_attempts.map(Value::from));
         set("metadata_url", self.metadata_url.clone().map(Value::from));
-        if !map.contains_key("node_basename") && !map.contains_key("node_name") {
-            if let Ok(node) = std::env::var("RELEASE_NODE") {
-                if let Some((base, _)) = node.split_once('@') {
-                    map.insert("node_basename".into(), base.into());
-                }
-            }
-        }
         Ok((root, Origins(origins)))
     }
 
     fn config(&self) -> Result<ecs_peers::Config, String> {
         let (value, origins) = self.value()?;
-        ecs_peers::Config::from_value(value).map_err(|e| explain(e, &origins))
+        // This node (its name is left out of the peers; its basename is the default) by the
+        // core's rule, from the variables a release sets.
+        let this = ecs_peers::config::ThisNode::from_release_env();
+        ecs_peers::Config::from_value_for(value, &this).map_err(|e| explain(e, &origins))
     }
 }
 
@@ -454,7 +452,6 @@ async fn watch(
     count: Option<u64>,
 ) -> u8 {
     let mut running = ecs_peers::Poller::new(config).await.spawn();
-    let mut printer = render::Watch::default();
     let mut polls = 0u64;
     loop {
         let update = tokio::select! {
@@ -466,7 +463,7 @@ async fn watch(
         };
         polls += 1;
         let mut out = std::io::stdout().lock();
-        let written = printer.update(&mut out, &update, as_json, every_poll);
+        let written = render::watch(&mut out, &update, as_json, every_poll);
         if let Err(e) = written.and_then(|_| out.flush()) {
             return finish(Err(e), exit::OK);
         }

@@ -1,10 +1,9 @@
 //! Output: tables for people, JSON for programs. Results go to stdout only.
 
-use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use ecs_peers::config::Scope;
-use ecs_peers::{Snapshot, SourceStatus, Update, KEYS};
+use ecs_peers::{Event, Snapshot, SourceStatus, Update, KEYS};
 use serde_json::json;
 
 /// `ecs-peers keys`: the key table that also drives validation errors and the docs.
@@ -138,43 +137,43 @@ fn source_detail(src: &SourceStatus) -> String {
     }
 }
 
-/// `watch`: remembers each source's state to print transitions once.
-#[derive(Default)]
-pub struct Watch {
-    failing: BTreeMap<String, Option<String>>,
-}
-
-impl Watch {
-    pub fn update(
-        &mut self,
-        out: &mut impl Write,
-        u: &Update,
-        as_json: bool,
-        every_poll: bool,
-    ) -> io::Result<()> {
+/// `watch`: prints one update's changes and membership events, as the core reports them.
+pub fn watch(out: &mut impl Write, u: &Update, as_json: bool, every_poll: bool) -> io::Result<()> {
+    {
         let at = &u.snapshot.taken_at;
         let mut events: Vec<(serde_json::Value, String)> = Vec::new();
-        for src in &u.snapshot.sources {
-            let key = src.id.to_string();
-            let was = self.failing.get(&key).cloned();
-            if src.pending {
-                continue;
-            }
-            if !src.ok {
-                let kind = src.error_kind.map(|k| k.to_string());
-                if was.as_ref() != Some(&kind) {
+        let status = |id: &ecs_peers::SourceId| u.snapshot.sources.iter().find(|s| &s.id == id);
+        let mut later: Vec<(serde_json::Value, String)> = Vec::new();
+        for event in &u.changes.events {
+            match event {
+                Event::SourceFailing { source, .. } => {
+                    let src = status(source);
                     events.push((
                         json!({"event": "source_failing", "at": at, "source": src}),
-                        format!("{at} ! {} failing: {}", src.id, source_detail(src)),
+                        format!(
+                            "{at} ! {source} failing: {}",
+                            src.map(source_detail).unwrap_or_default()
+                        ),
                     ));
                 }
-                self.failing.insert(key, kind);
-            } else if was.is_some() {
-                self.failing.remove(&key);
-                events.push((
-                    json!({"event": "source_recovered", "at": at, "source": src}),
-                    format!("{at} ok {} recovered ({} peers)", src.id, src.peers),
-                ));
+                Event::SourceRecovered { source, peers, .. } => events.push((
+                    json!({"event": "source_recovered", "at": at, "source": status(source)}),
+                    format!("{at} ok {source} recovered ({peers} peers)"),
+                )),
+                Event::ConflictFound { conflict } => later.push((
+                    json!({"event": "conflict_found", "at": at, "conflict": conflict}),
+                    format!("{at} ! {event}"),
+                )),
+                Event::LocalLeft { source } => later.push((
+                    json!({"event": "local_left", "at": at, "source": source}),
+                    format!("{at} - this node {event}"),
+                )),
+                other => {
+                    // An event kind this binary does not render specially: its data as is.
+                    let mut value = json!(other);
+                    value["at"] = json!(at);
+                    later.push((value, format!("{at} {other}")));
+                }
             }
         }
         for (event, sign, peers) in [
@@ -199,6 +198,7 @@ impl Watch {
                 ));
             }
         }
+        events.extend(later);
         if every_poll {
             let s = &u.snapshot;
             let calls: u64 = s.sources.iter().map(|x| x.api_calls).sum();

@@ -5,215 +5,37 @@
 //! names the key path (`sources[1].region`), the bad value and what is expected. Everything
 //! downstream takes the typed [`Config`].
 //!
-//! [`KEYS`] is the single table of keys: it drives unknown-key errors, `ecs-peers keys`, and
-//! the docs (a test fails when the README drifts from it).
+//! Split by concern: [`KEYS`] (`keys.rs`) is the single table of keys: it drives unknown-key
+//! errors, `ecs-peers keys`, and the docs (tests fail when the README or the strategy's moduledoc
+//! drifts from it); top-level keys are parsed here; each backend's source keys in its own file
+//! (`ecs.rs`, `cloudmap.rs`); node naming and this node's identity in `naming.rs`. Adding a key
+//! touches the table and one file; adding a backend, the table, its file and [`SourceConfig`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::Error;
 use crate::peer::SourceId;
 
-/// Where a key is valid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    /// Top level of the configuration.
-    Top,
-    /// Inside a source with `type = "ecs"`.
-    Ecs,
-    /// Inside a source with `type = "cloudmap"`.
-    CloudMap,
-}
+mod cloudmap;
+mod ecs;
+mod fields;
+mod keys;
+mod naming;
 
-/// One configuration key: its name, where it is valid, its type, default and meaning.
-#[derive(Debug, Clone, Copy)]
-pub struct KeySpec {
-    /// The key's name.
-    pub key: &'static str,
-    /// Where it may appear.
-    pub scope: Scope,
-    /// The expected type, for humans.
-    pub kind: &'static str,
-    /// The default, or `required` / `-` (optional, no default).
-    pub default: &'static str,
-    /// What it does.
-    pub doc: &'static str,
-}
+pub use cloudmap::{CloudMapSourceConfig, HealthFilter};
+pub use ecs::EcsSourceConfig;
+pub use fields::parse_duration;
+pub use keys::{KeySpec, Scope, KEYS};
+pub use naming::{NodeNaming, ThisNode};
 
-macro_rules! key {
-    ($scope:ident, $key:literal, $kind:literal, $default:literal, $doc:literal) => {
-        KeySpec {
-            key: $key,
-            scope: Scope::$scope,
-            kind: $kind,
-            default: $default,
-            doc: $doc,
-        }
-    };
-}
-
-/// Every configuration key, in documentation order.
-pub const KEYS: &[KeySpec] = &[
-    key!(Top, "sources", "list of sources", "required", "Where peers come from: ECS and Cloud Map sources in any regions, merged into one namespace."),
-    key!(Top, "node_basename", "string", "-", "Node names are `<node_basename>@<ip>`. One of node_basename or node_name is required."),
-    key!(Top, "node_name", "template", "-", "Node name template instead of node_basename, e.g. `app@{ip}` or `app@ip-{ip_dashed}.ec2.internal`. Placeholders: {ip}, {ip_dashed}, {region}."),
-    key!(Top, "node_names", "config or epmd", "config", "`epmd`: name each peer name@ip by what its EPMD (port 4369) has registered: its only name, or else the one equal to node_basename; a peer with several names and none chosen is left out (with a warning)."),
-    key!(Top, "polling_interval", "duration", "5s", "Time between polls (milliseconds as an integer, or a string like `5s`, `500ms`, `1m`). At least 100ms."),
-    key!(Top, "jitter", "number 0..1", "0.2", "Each wait is polling_interval scaled by a random factor in [1-jitter, 1+jitter], so a fleet does not poll in lock-step."),
-    key!(Top, "poll_timeout", "duration", "20s", "Longest one source's poll may take; a slower poll fails (and keeps the source's last-known peers)."),
-    key!(Top, "max_attempts", "integer 1..10", "3", "AWS SDK attempts per API call (1 = no retries)."),
-    key!(Top, "endpoint_url", "URL", "-", "Send every AWS call to this endpoint (an emulator, a VPC endpoint). Defaults to AWS_ENDPOINT_URL, else AWS itself."),
-    key!(Top, "draining", "boolean", "true", "Keep a task that has left the RUNNING list as a (draining) peer until ECS reports it STOPPED."),
-    key!(Top, "local_node", "string", "-", "This node's name; it is left out of the peers."),
-    key!(Top, "local_ip", "IP address", "-", "This node's IP; the peer with this IP is left out of the peers. Filled from the task metadata when a source uses cluster \"auto\"."),
-    key!(Top, "metadata_url", "URL", "-", "The task metadata endpoint v4, for cluster \"auto\". Defaults to ECS_CONTAINER_METADATA_URI_V4, which the ECS agent sets."),
-    key!(Ecs, "type", "\"ecs\"", "required", "An ECS source: running tasks of one cluster."),
-    key!(Ecs, "region", "AWS region", "required", "The cluster's region, e.g. `eu-west-2` (optional when cluster is an ARN or \"auto\")."),
-    key!(Ecs, "cluster", "name, ARN or \"auto\"", "required", "The ECS cluster. \"auto\": this task's own cluster and region, from the task metadata endpoint; then service defaults to the task's service (EC2) or family (Fargate)."),
-    key!(Ecs, "service", "name or ARN", "-", "Only tasks of this service (ListTasks serviceName, and each task's group is checked to be `service:<name>`)."),
-    key!(Ecs, "family", "string", "-", "Only tasks of this task-definition family."),
-    key!(Ecs, "container", "string", "-", "Only tasks that have a container of this name; its network interface is used when the task has no ENI attachment."),
-    key!(CloudMap, "type", "\"cloudmap\"", "required", "A Cloud Map source: registered instances of one service (DiscoverInstances)."),
-    key!(CloudMap, "region", "AWS region", "required", "The namespace's region."),
-    key!(CloudMap, "namespace", "string", "required", "The Cloud Map namespace name, e.g. `internal.local`."),
-    key!(CloudMap, "service", "string", "required", "The Cloud Map service name."),
-    key!(CloudMap, "health", "healthy, all or healthy_or_else_all", "healthy", "Which instances to return, by health status."),
-    key!(CloudMap, "query", "map of string to string", "-", "Only instances whose custom attributes match all of these (DiscoverInstances QueryParameters)."),
-];
+use fields::{describe, show, Fields};
 
 /// The value of `cluster` that means "this task's own cluster" (from the task metadata endpoint).
 pub const AUTO: &str = "auto";
-
-/// How node names are built from a peer's address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NodeNaming {
-    /// `basename@ip`.
-    Basename(String),
-    /// A template with `{ip}`, `{ip_dashed}` and `{region}` placeholders.
-    Template(String),
-    /// `name@ip`, with the name the peer's EPMD has registered: its only name, or else the one
-    /// equal to `prefer`; a peer with several names and none preferred is left out.
-    Epmd {
-        /// The name to choose when a host has several (`node_basename`).
-        prefer: Option<String>,
-    },
-}
-
-impl NodeNaming {
-    /// The node name of a peer with this address, in this region; `None` with EPMD naming (the
-    /// poller asks the peer's EPMD instead).
-    ///
-    /// ```
-    /// use ecs_peers::NodeNaming;
-    /// let ip = "10.0.1.5".parse().unwrap();
-    /// assert_eq!(NodeNaming::Basename("app".into()).render(ip, "eu-west-2").unwrap(), "app@10.0.1.5");
-    /// let t = NodeNaming::Template("app@ip-{ip_dashed}.{region}.compute.internal".into());
-    /// assert_eq!(t.render(ip, "eu-west-2").unwrap(), "app@ip-10-0-1-5.eu-west-2.compute.internal");
-    /// ```
-    pub fn render(&self, ip: IpAddr, region: &str) -> Option<String> {
-        match self {
-            NodeNaming::Basename(b) => Some(format!("{b}@{ip}")),
-            NodeNaming::Template(t) => {
-                let ip_s = ip.to_string();
-                let dashed = ip_s.replace(['.', ':'], "-");
-                Some(
-                    t.replace("{ip_dashed}", &dashed)
-                        .replace("{ip}", &ip_s)
-                        .replace("{region}", region),
-                )
-            }
-            NodeNaming::Epmd { .. } => None,
-        }
-    }
-
-    /// With EPMD naming: which of the names a host's EPMD has registered is its node, by the rule
-    /// above (`Err` says why none).
-    pub fn choose<'a>(&self, names: &'a [(String, u16)]) -> Result<&'a str, String> {
-        let prefer = match self {
-            NodeNaming::Epmd { prefer } => prefer.as_deref(),
-            _ => None,
-        };
-        match names {
-            [] => Err("its EPMD has no node registered".into()),
-            [(only, _)] => Ok(only),
-            several => match prefer.and_then(|p| several.iter().find(|(n, _)| n == p)) {
-                Some((n, _)) => Ok(n),
-                None => Err(format!(
-                    "its EPMD has several nodes ({}); set node_basename to choose one",
-                    several
-                        .iter()
-                        .map(|(n, _)| n.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-            },
-        }
-    }
-}
-
-/// Which Cloud Map instances to return, by health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HealthFilter {
-    /// Only healthy instances (the default).
-    Healthy,
-    /// All instances.
-    All,
-    /// Healthy ones, or all of them when none is healthy.
-    HealthyOrElseAll,
-}
-
-/// An ECS source: running tasks of one cluster, optionally of one service or family.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EcsSourceConfig {
-    /// AWS region.
-    pub region: String,
-    /// Cluster name or ARN.
-    pub cluster: String,
-    /// Service name or ARN.
-    pub service: Option<String>,
-    /// Task definition family.
-    pub family: Option<String>,
-    /// Container name.
-    pub container: Option<String>,
-}
-
-impl EcsSourceConfig {
-    /// This is `cluster = "auto"`, not resolved yet.
-    pub fn is_auto(&self) -> bool {
-        self.cluster == AUTO
-    }
-
-    /// Resolves `cluster = "auto"` from this task's metadata.
-    pub(crate) fn resolve(&mut self, md: &crate::metadata::TaskMetadata) {
-        self.cluster = md.cluster.clone();
-        self.region = md.region.clone();
-        if self.service.is_none() && self.family.is_none() {
-            self.service = md.service.clone();
-            if self.service.is_none() {
-                self.family = md.family.clone();
-            }
-        }
-    }
-}
-
-/// A Cloud Map source: instances of one service in one namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CloudMapSourceConfig {
-    /// AWS region.
-    pub region: String,
-    /// Namespace name.
-    pub namespace: String,
-    /// Service name.
-    pub service: String,
-    /// Health filter.
-    pub health: HealthFilter,
-    /// Custom attribute filters.
-    pub query: BTreeMap<String, String>,
-}
-
 /// One configured source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceConfig {
@@ -302,6 +124,23 @@ impl Config {
     /// assert!(err.to_string().starts_with("sources[0].region: \"eu-west\" is not an AWS region"));
     /// ```
     pub fn from_value(value: Value) -> Result<Config, Error> {
+        Config::from_value_for(value, &ThisNode::unknown())
+    }
+
+    /// [`Config::from_value`] for a known node: what the naming keys leave open comes from
+    /// `this` (see [`ThisNode`]): the basename defaults to this node's, and this node is left
+    /// out of the peers.
+    ///
+    /// ```
+    /// use ecs_peers::config::{NodeNaming, ThisNode};
+    /// let me = ThisNode::from_erlang("web@10.0.0.5", None);
+    /// let cfg = ecs_peers::Config::from_value_for(serde_json::json!({
+    ///     "sources": [{"type": "ecs", "region": "eu-west-2", "cluster": "web"}]
+    /// }), &me).unwrap();
+    /// assert_eq!(cfg.node, NodeNaming::Basename("web".into()));
+    /// assert_eq!(cfg.local_node.as_deref(), Some("web@10.0.0.5"));
+    /// ```
+    pub fn from_value_for(value: Value, this: &ThisNode) -> Result<Config, Error> {
         let Value::Object(map) = value else {
             return Err(Error::config(
                 "(top level)",
@@ -310,43 +149,7 @@ impl Config {
         };
         let mut top = Fields::new(map, String::new(), Scope::Top);
 
-        let basename = top.take_string("node_basename")?;
-        let template = top.take_string("node_name")?;
-        let from_epmd = match top.take_string("node_names")?.as_deref() {
-            None | Some("config") => false,
-            Some("epmd") => true,
-            Some(other) => {
-                return Err(Error::config(
-                    "node_names",
-                    format!("{other:?} is not a naming mode; expected \"config\" (node_basename or node_name) or \"epmd\" (what each peer's EPMD reports)"),
-                ))
-            }
-        };
-        let node = match (basename, template) {
-            (_, Some(_)) if from_epmd => {
-                return Err(Error::config(
-                    "node_name",
-                    "a template cannot be used with node_names = \"epmd\" (names come from each peer's EPMD); use node_basename to choose among several names",
-                ))
-            }
-            (b, None) if from_epmd => NodeNaming::Epmd {
-                prefer: b.map(|b| validate_basename(&b)).transpose()?,
-            },
-            (Some(_), Some(_)) => {
-                return Err(Error::config(
-                    "node_name",
-                    "give either node_basename or node_name, not both",
-                ))
-            }
-            (Some(b), None) => NodeNaming::Basename(validate_basename(&b)?),
-            (None, Some(t)) => NodeNaming::Template(validate_template(&t)?),
-            (None, None) => {
-                return Err(Error::config(
-                    "node_basename",
-                    "is required (the part before @ in your release's node name, e.g. \"app\"), or give a node_name template such as \"app@{ip}\"",
-                ))
-            }
-        };
+        let naming::Naming { node, local_node } = naming::parse(&mut top, this)?;
 
         let polling_interval = top
             .take_duration("polling_interval")?
@@ -403,15 +206,6 @@ impl Config {
             }
         };
         let draining = top.take_bool("draining")?.unwrap_or(true);
-        let local_node = top.take_string("local_node")?;
-        if let Some(n) = &local_node {
-            if n.matches('@').count() != 1 {
-                return Err(Error::config(
-                    "local_node",
-                    format!("{n:?} is not a node name; expected name@host, e.g. \"app@10.0.1.5\""),
-                ));
-            }
-        }
         let local_ip = match top.take_string("local_ip")? {
             None => None,
             Some(s) => Some(s.parse::<IpAddr>().map_err(|_| {
@@ -556,383 +350,13 @@ fn parse_source(i: usize, v: Value) -> Result<SourceConfig, Error> {
         }
     };
     match kind.as_str() {
-        "ecs" => {
-            let mut f = Fields::new(map, path.clone(), Scope::Ecs);
-            f.take("type");
-            let cluster =
-                f.require_string("cluster", "the ECS cluster name or ARN, or \"auto\"")?;
-            // "auto": this task's own cluster and region, from the task metadata endpoint.
-            let arn_region = if cluster == AUTO {
-                Some(f.take_string("region")?.map_or(Ok(AUTO.to_string()), |r| {
-                    validate_region(&format!("{path}.region"), r)
-                })?)
-            } else {
-                parse_cluster(&format!("{path}.cluster"), &cluster)?
-            };
-            let region = match (f.take_string("region")?, arn_region) {
-                (Some(r), Some(a)) if r != a => {
-                    return Err(Error::config(
-                        format!("{path}.region"),
-                        format!("{r:?} does not match the cluster ARN's region {a:?}; drop region or fix it"),
-                    ))
-                }
-                (Some(r), _) => validate_region(&format!("{path}.region"), r)?,
-                (None, Some(a)) => a,
-                (None, None) => {
-                    return Err(Error::config(
-                        format!("{path}.region"),
-                        "is required (e.g. \"eu-west-2\"), unless cluster is an ARN",
-                    ))
-                }
-            };
-            let service = f.take_nonempty("service")?;
-            let family = f.take_nonempty("family")?;
-            let container = f.take_nonempty("container")?;
-            f.finish()?;
-            Ok(SourceConfig::Ecs(EcsSourceConfig {
-                region,
-                cluster,
-                service,
-                family,
-                container,
-            }))
-        }
-        "cloudmap" => {
-            let mut f = Fields::new(map, path.clone(), Scope::CloudMap);
-            f.take("type");
-            let region = f.require_string("region", "an AWS region such as \"us-west-2\"")?;
-            let region = validate_region(&format!("{path}.region"), region)?;
-            let namespace = f.require_string("namespace", "the Cloud Map namespace name")?;
-            let service = f.require_string("service", "the Cloud Map service name")?;
-            let health = match f.take_string("health")?.as_deref() {
-                None | Some("healthy") => HealthFilter::Healthy,
-                Some("all") => HealthFilter::All,
-                Some("healthy_or_else_all") => HealthFilter::HealthyOrElseAll,
-                Some(other) => {
-                    return Err(Error::config(
-                        format!("{path}.health"),
-                        format!("{other:?} is not a health filter; expected \"healthy\", \"all\" or \"healthy_or_else_all\""),
-                    ))
-                }
-            };
-            let query = match f.take("query") {
-                None => BTreeMap::new(),
-                Some(Value::Object(q)) => q
-                    .into_iter()
-                    .map(|(k, v)| match v {
-                        Value::String(s) => Ok((k, s)),
-                        other => Err(Error::config(
-                            format!("{path}.query.{k}"),
-                            format!(
-                                "{} is not a string; attribute values are strings",
-                                show(&other)
-                            ),
-                        )),
-                    })
-                    .collect::<Result<_, _>>()?,
-                Some(other) => {
-                    return Err(Error::config(
-                        format!("{path}.query"),
-                        format!(
-                            "expected a map of attribute name to value, got {}",
-                            describe(&other)
-                        ),
-                    ))
-                }
-            };
-            f.finish()?;
-            Ok(SourceConfig::CloudMap(CloudMapSourceConfig {
-                region,
-                namespace,
-                service,
-                health,
-                query,
-            }))
-        }
+        "ecs" => ecs::parse(map, path),
+        "cloudmap" => cloudmap::parse(map, path),
         other => Err(Error::config(
             format!("{path}.type"),
             format!("{other:?} is not a source type; expected \"ecs\" or \"cloudmap\""),
         )),
     }
-}
-
-/// Checks an AWS region name such as `eu-west-2`, `us-gov-west-1` or `cn-north-1`.
-fn validate_region(key: &str, r: String) -> Result<String, Error> {
-    let parts: Vec<&str> = r.split('-').collect();
-    let ok = parts.len() >= 3
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        })
-        && parts[0].len() == 2
-        && parts[0].chars().all(|c| c.is_ascii_lowercase())
-        && parts
-            .last()
-            .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()));
-    if ok {
-        Ok(r)
-    } else {
-        Err(Error::config(
-            key,
-            format!(
-                "{r:?} is not an AWS region name; expected e.g. \"eu-west-2\" or \"us-east-1\""
-            ),
-        ))
-    }
-}
-
-/// Validates a cluster name or ARN; returns the ARN's region when it is an ARN.
-fn parse_cluster(key: &str, c: &str) -> Result<Option<String>, Error> {
-    if let Some(rest) = c.strip_prefix("arn:") {
-        // arn:PARTITION:ecs:REGION:ACCOUNT:cluster/NAME
-        let parts: Vec<&str> = rest.splitn(5, ':').collect();
-        let ok = parts.len() == 5
-            && parts[1] == "ecs"
-            && parts[4].strip_prefix("cluster/").is_some_and(valid_name);
-        if !ok {
-            return Err(Error::config(
-                key,
-                format!("{c:?} is not an ECS cluster ARN; expected arn:aws:ecs:REGION:ACCOUNT:cluster/NAME"),
-            ));
-        }
-        return validate_region(key, parts[2].to_string()).map(Some);
-    }
-    if valid_name(c) {
-        Ok(None)
-    } else {
-        Err(Error::config(
-            key,
-            format!("{c:?} is not a cluster name; expected 1-255 letters, digits, hyphens or underscores, or a cluster ARN"),
-        ))
-    }
-}
-
-fn valid_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 255
-        && n.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
-fn validate_basename(b: &str) -> Result<String, Error> {
-    let ok = !b.is_empty()
-        && b.len() <= 200
-        && b.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if ok {
-        Ok(b.to_string())
-    } else {
-        Err(Error::config(
-            "node_basename",
-            format!("{b:?} is not a node basename; expected letters, digits, _ or - (the part before @, e.g. \"app\")"),
-        ))
-    }
-}
-
-fn validate_template(t: &str) -> Result<String, Error> {
-    let Some((name, host)) = t.split_once('@') else {
-        return Err(Error::config(
-            "node_name",
-            format!("{t:?} has no @; expected a template such as \"app@{{ip}}\""),
-        ));
-    };
-    if name.is_empty() || host.contains('@') {
-        return Err(Error::config(
-            "node_name",
-            format!("{t:?} must be name@host with exactly one @, e.g. \"app@{{ip}}\""),
-        ));
-    }
-    if !host.contains("{ip}") && !host.contains("{ip_dashed}") {
-        return Err(Error::config(
-            "node_name",
-            format!("{t:?} must contain {{ip}} or {{ip_dashed}} after the @, or every peer gets the same name"),
-        ));
-    }
-    let mut rest = t;
-    while let Some(start) = rest.find('{') {
-        let end = rest[start..]
-            .find('}')
-            .map(|e| start + e)
-            .ok_or_else(|| Error::config("node_name", format!("{t:?} has an unclosed {{")))?;
-        let ph = &rest[start + 1..end];
-        if !matches!(ph, "ip" | "ip_dashed" | "region") {
-            return Err(Error::config(
-                "node_name",
-                format!("{{{ph}}} in {t:?} is not a placeholder; expected {{ip}}, {{ip_dashed}} or {{region}}"),
-            ));
-        }
-        rest = &rest[end + 1..];
-    }
-    Ok(t.to_string())
-}
-
-/// Parses `500ms`, `5s`, `2m`, `1h`, or an integer number of milliseconds; errors name `key`.
-///
-/// ```
-/// use std::time::Duration;
-/// let v = serde_json::json!("500ms");
-/// assert_eq!(ecs_peers::config::parse_duration("timeout", &v).unwrap(), Duration::from_millis(500));
-/// ```
-pub fn parse_duration(key: &str, v: &Value) -> Result<Duration, Error> {
-    let bad = || {
-        Error::config(
-            key,
-            format!("{} is not a duration; expected milliseconds as an integer (5000) or a string like \"5s\", \"500ms\", \"1m\"", show(v)),
-        )
-    };
-    match v {
-        Value::Number(n) => n.as_u64().map(Duration::from_millis).ok_or_else(bad),
-        Value::String(s) => {
-            let s = s.trim();
-            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-            let (num, unit) = s.split_at(split);
-            let n: u64 = num.parse().map_err(|_| bad())?;
-            let ms = match unit.trim() {
-                "ms" => Some(n),
-                "s" | "" if !unit.is_empty() => n.checked_mul(1_000),
-                "m" | "min" => n.checked_mul(60_000),
-                "h" => n.checked_mul(3_600_000),
-                _ => None,
-            };
-            ms.map(Duration::from_millis).ok_or_else(bad)
-        }
-        _ => Err(bad()),
-    }
-}
-
-/// Describes a value's type for error messages.
-fn describe(v: &Value) -> String {
-    match v {
-        Value::Null => "nothing (null)".into(),
-        Value::Bool(_) => format!("a boolean ({v})"),
-        Value::Number(_) => format!("a number ({v})"),
-        Value::String(s) => format!("a string ({s:?})"),
-        Value::Array(_) => "a list".into(),
-        Value::Object(_) => "a map".into(),
-    }
-}
-
-/// Shows a value compactly for error messages.
-fn show(v: &Value) -> String {
-    let s = v.to_string();
-    if s.len() > 80 {
-        format!("{}...", &s[..77])
-    } else {
-        s
-    }
-}
-
-/// A map of keys being consumed; what is left at the end is unknown.
-struct Fields {
-    map: Map<String, Value>,
-    path: String,
-    scope: Scope,
-}
-
-impl Fields {
-    fn new(map: Map<String, Value>, path: String, scope: Scope) -> Self {
-        Fields { map, path, scope }
-    }
-
-    fn key(&self, k: &str) -> String {
-        if self.path.is_empty() {
-            k.to_string()
-        } else {
-            format!("{}.{k}", self.path)
-        }
-    }
-
-    fn take(&mut self, k: &str) -> Option<Value> {
-        match self.map.remove(k) {
-            Some(Value::Null) | None => None,
-            Some(v) => Some(v),
-        }
-    }
-
-    fn take_string(&mut self, k: &str) -> Result<Option<String>, Error> {
-        match self.take(k) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(Error::config(
-                self.key(k),
-                format!("expected a string, got {}", describe(&other)),
-            )),
-        }
-    }
-
-    fn take_nonempty(&mut self, k: &str) -> Result<Option<String>, Error> {
-        match self.take_string(k)? {
-            Some(s) if s.trim().is_empty() => Err(Error::config(
-                self.key(k),
-                "is empty; give a value or leave the key out",
-            )),
-            other => Ok(other),
-        }
-    }
-
-    fn require_string(&mut self, k: &str, what: &str) -> Result<String, Error> {
-        match self.take_nonempty(k)? {
-            Some(s) => Ok(s),
-            None => Err(Error::config(self.key(k), format!("is required: {what}"))),
-        }
-    }
-
-    fn take_bool(&mut self, k: &str) -> Result<Option<bool>, Error> {
-        match self.take(k) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(b)),
-            Some(other) => Err(Error::config(
-                self.key(k),
-                format!("expected true or false, got {}", describe(&other)),
-            )),
-        }
-    }
-
-    fn take_duration(&mut self, k: &str) -> Result<Option<Duration>, Error> {
-        let key = self.key(k);
-        self.take(k).map(|v| parse_duration(&key, &v)).transpose()
-    }
-
-    /// Fails on the first key that was not consumed, suggesting the closest valid key.
-    fn finish(self) -> Result<(), Error> {
-        let Some(unknown) = self.map.keys().next() else {
-            return Ok(());
-        };
-        let valid: Vec<&str> = KEYS
-            .iter()
-            .filter(|k| k.scope == self.scope)
-            .map(|k| k.key)
-            .collect();
-        let suggestion = valid
-            .iter()
-            .map(|k| (edit_distance(unknown, k), *k))
-            .min()
-            .filter(|(d, _)| *d <= 3)
-            .map(|(_, k)| format!("did you mean {k:?}? "))
-            .unwrap_or_default();
-        Err(Error::config(
-            self.key(unknown),
-            format!(
-                "is not a known key; {suggestion}valid keys here: {}",
-                valid.join(", ")
-            ),
-        ))
-    }
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]
@@ -1199,7 +623,7 @@ mod tests {
     /// The README's key table is generated from KEYS; this fails when they drift.
     #[test]
     fn readme_documents_every_key() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let mut missing = Vec::new();
         for k in KEYS {
             let scope = match k.scope {

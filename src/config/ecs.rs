@@ -1,0 +1,118 @@
+//! ECS source keys (`type = "ecs"`): parsing and validation of one source entry.
+
+use serde_json::{Map, Value};
+
+use super::fields::{validate_region, Fields};
+use super::{Scope, SourceConfig, AUTO};
+use crate::error::Error;
+
+/// An ECS source: running tasks of one cluster, optionally of one service or family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EcsSourceConfig {
+    /// AWS region.
+    pub region: String,
+    /// Cluster name or ARN.
+    pub cluster: String,
+    /// Service name or ARN.
+    pub service: Option<String>,
+    /// Task definition family.
+    pub family: Option<String>,
+    /// Container name.
+    pub container: Option<String>,
+}
+
+impl EcsSourceConfig {
+    /// This is `cluster = "auto"`, not resolved yet.
+    pub fn is_auto(&self) -> bool {
+        self.cluster == AUTO
+    }
+
+    /// Resolves `cluster = "auto"` from this task's metadata.
+    pub(crate) fn resolve(&mut self, md: &crate::metadata::TaskMetadata) {
+        self.cluster = md.cluster.clone();
+        self.region = md.region.clone();
+        if self.service.is_none() && self.family.is_none() {
+            self.service = md.service.clone();
+            if self.service.is_none() {
+                self.family = md.family.clone();
+            }
+        }
+    }
+}
+
+/// Parses the entry `sources[i]` (at `path`) whose `type` is `"ecs"`.
+pub(super) fn parse(map: Map<String, Value>, path: String) -> Result<SourceConfig, Error> {
+    let mut f = Fields::new(map, path.clone(), Scope::Ecs);
+    f.take("type");
+    let cluster = f.require_string("cluster", "the ECS cluster name or ARN, or \"auto\"")?;
+    // "auto": this task's own cluster and region, from the task metadata endpoint.
+    let arn_region = if cluster == AUTO {
+        Some(f.take_string("region")?.map_or(Ok(AUTO.to_string()), |r| {
+            validate_region(&format!("{path}.region"), r)
+        })?)
+    } else {
+        parse_cluster(&format!("{path}.cluster"), &cluster)?
+    };
+    let region = match (f.take_string("region")?, arn_region) {
+        (Some(r), Some(a)) if r != a => {
+            return Err(Error::config(
+                format!("{path}.region"),
+                format!(
+                    "{r:?} does not match the cluster ARN's region {a:?}; drop region or fix it"
+                ),
+            ))
+        }
+        (Some(r), _) => validate_region(&format!("{path}.region"), r)?,
+        (None, Some(a)) => a,
+        (None, None) => {
+            return Err(Error::config(
+                format!("{path}.region"),
+                "is required (e.g. \"eu-west-2\"), unless cluster is an ARN",
+            ))
+        }
+    };
+    let service = f.take_nonempty("service")?;
+    let family = f.take_nonempty("family")?;
+    let container = f.take_nonempty("container")?;
+    f.finish()?;
+    Ok(SourceConfig::Ecs(EcsSourceConfig {
+        region,
+        cluster,
+        service,
+        family,
+        container,
+    }))
+}
+
+/// Validates a cluster name or ARN; returns the ARN's region when it is an ARN.
+fn parse_cluster(key: &str, c: &str) -> Result<Option<String>, Error> {
+    if let Some(rest) = c.strip_prefix("arn:") {
+        // arn:PARTITION:ecs:REGION:ACCOUNT:cluster/NAME
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        let ok = parts.len() == 5
+            && parts[1] == "ecs"
+            && parts[4].strip_prefix("cluster/").is_some_and(valid_name);
+        if !ok {
+            return Err(Error::config(
+                key,
+                format!("{c:?} is not an ECS cluster ARN; expected arn:aws:ecs:REGION:ACCOUNT:cluster/NAME"),
+            ));
+        }
+        return validate_region(key, parts[2].to_string()).map(Some);
+    }
+    if valid_name(c) {
+        Ok(None)
+    } else {
+        Err(Error::config(
+            key,
+            format!("{c:?} is not a cluster name; expected 1-255 letters, digits, hyphens or underscores, or a cluster ARN"),
+        ))
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 255
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}

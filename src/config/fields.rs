@@ -1,0 +1,203 @@
+//! Reading a map of keys: typed takes that name the key path in every error, and the check that
+//! nothing unknown is left (with a suggestion from the key table).
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::keys::{Scope, KEYS};
+use crate::error::Error;
+
+/// Checks an AWS region name such as `eu-west-2`, `us-gov-west-1` or `cn-north-1`.
+pub(super) fn validate_region(key: &str, r: String) -> Result<String, Error> {
+    let parts: Vec<&str> = r.split('-').collect();
+    let ok = parts.len() >= 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+        && parts[0].len() == 2
+        && parts[0].chars().all(|c| c.is_ascii_lowercase())
+        && parts
+            .last()
+            .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()));
+    if ok {
+        Ok(r)
+    } else {
+        Err(Error::config(
+            key,
+            format!(
+                "{r:?} is not an AWS region name; expected e.g. \"eu-west-2\" or \"us-east-1\""
+            ),
+        ))
+    }
+}
+
+/// Parses `500ms`, `5s`, `2m`, `1h`, or an integer number of milliseconds; errors name `key`.
+///
+/// ```
+/// use std::time::Duration;
+/// let v = serde_json::json!("500ms");
+/// assert_eq!(ecs_peers::config::parse_duration("timeout", &v).unwrap(), Duration::from_millis(500));
+/// ```
+pub fn parse_duration(key: &str, v: &Value) -> Result<Duration, Error> {
+    let bad = || {
+        Error::config(
+            key,
+            format!("{} is not a duration; expected milliseconds as an integer (5000) or a string like \"5s\", \"500ms\", \"1m\"", show(v)),
+        )
+    };
+    match v {
+        Value::Number(n) => n.as_u64().map(Duration::from_millis).ok_or_else(bad),
+        Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (num, unit) = s.split_at(split);
+            let n: u64 = num.parse().map_err(|_| bad())?;
+            let ms = match unit.trim() {
+                "ms" => Some(n),
+                "s" | "" if !unit.is_empty() => n.checked_mul(1_000),
+                "m" | "min" => n.checked_mul(60_000),
+                "h" => n.checked_mul(3_600_000),
+                _ => None,
+            };
+            ms.map(Duration::from_millis).ok_or_else(bad)
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// Describes a value's type for error messages.
+pub(super) fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "nothing (null)".into(),
+        Value::Bool(_) => format!("a boolean ({v})"),
+        Value::Number(_) => format!("a number ({v})"),
+        Value::String(s) => format!("a string ({s:?})"),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "a map".into(),
+    }
+}
+
+/// Shows a value compactly for error messages.
+pub(super) fn show(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 80 {
+        format!("{}...", &s[..77])
+    } else {
+        s
+    }
+}
+
+/// A map of keys being consumed; what is left at the end is unknown.
+pub(super) struct Fields {
+    map: Map<String, Value>,
+    path: String,
+    scope: Scope,
+}
+
+impl Fields {
+    pub(super) fn new(map: Map<String, Value>, path: String, scope: Scope) -> Self {
+        Fields { map, path, scope }
+    }
+
+    pub(super) fn key(&self, k: &str) -> String {
+        if self.path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{}.{k}", self.path)
+        }
+    }
+
+    pub(super) fn take(&mut self, k: &str) -> Option<Value> {
+        match self.map.remove(k) {
+            Some(Value::Null) | None => None,
+            Some(v) => Some(v),
+        }
+    }
+
+    pub(super) fn take_string(&mut self, k: &str) -> Result<Option<String>, Error> {
+        match self.take(k) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(Error::config(
+                self.key(k),
+                format!("expected a string, got {}", describe(&other)),
+            )),
+        }
+    }
+
+    pub(super) fn take_nonempty(&mut self, k: &str) -> Result<Option<String>, Error> {
+        match self.take_string(k)? {
+            Some(s) if s.trim().is_empty() => Err(Error::config(
+                self.key(k),
+                "is empty; give a value or leave the key out",
+            )),
+            other => Ok(other),
+        }
+    }
+
+    pub(super) fn require_string(&mut self, k: &str, what: &str) -> Result<String, Error> {
+        match self.take_nonempty(k)? {
+            Some(s) => Ok(s),
+            None => Err(Error::config(self.key(k), format!("is required: {what}"))),
+        }
+    }
+
+    pub(super) fn take_bool(&mut self, k: &str) -> Result<Option<bool>, Error> {
+        match self.take(k) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(other) => Err(Error::config(
+                self.key(k),
+                format!("expected true or false, got {}", describe(&other)),
+            )),
+        }
+    }
+
+    pub(super) fn take_duration(&mut self, k: &str) -> Result<Option<Duration>, Error> {
+        let key = self.key(k);
+        self.take(k).map(|v| parse_duration(&key, &v)).transpose()
+    }
+
+    /// Fails on the first key that was not consumed, suggesting the closest valid key.
+    pub(super) fn finish(self) -> Result<(), Error> {
+        let Some(unknown) = self.map.keys().next() else {
+            return Ok(());
+        };
+        let valid: Vec<&str> = KEYS
+            .iter()
+            .filter(|k| k.scope == self.scope)
+            .map(|k| k.key)
+            .collect();
+        let suggestion = valid
+            .iter()
+            .map(|k| (edit_distance(unknown, k), *k))
+            .min()
+            .filter(|(d, _)| *d <= 3)
+            .map(|(_, k)| format!("did you mean {k:?}? "))
+            .unwrap_or_default();
+        Err(Error::config(
+            self.key(unknown),
+            format!(
+                "is not a known key; {suggestion}valid keys here: {}",
+                valid.join(", ")
+            ),
+        ))
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

@@ -1,0 +1,383 @@
+//! Node naming: how a peer's Erlang node name is built, and who *this* node is.
+//!
+//! One rule, used by every adapter: the CLI describes this node from the variables a release
+//! sets (`RELEASE_NODE`, `RELEASE_DISTRIBUTION`, `RELEASE_NAME`), the Elixir strategy and
+//! `EcsPeers.discover/1` pass `node()`; [`ThisNode`] turns either into this node's full name (left
+//! out of the peers) and the default `node_basename`, and [`parse`] applies them to the keys
+//! `node_basename`, `node_name`, `node_names` and `local_node`.
+
+use std::net::IpAddr;
+
+use super::fields::Fields;
+use crate::error::Error;
+
+/// How node names are built from a peer's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeNaming {
+    /// `basename@ip`.
+    Basename(String),
+    /// A template with `{ip}`, `{ip_dashed}` and `{region}` placeholders.
+    Template(String),
+    /// `name@ip`, with the name the peer's EPMD has registered: its only name, or else the one
+    /// equal to `prefer`; a peer with several names and none preferred is left out.
+    Epmd {
+        /// The name to choose when a host has several (`node_basename`).
+        prefer: Option<String>,
+    },
+}
+
+impl NodeNaming {
+    /// The node name of a peer with this address, in this region; `None` with EPMD naming (the
+    /// poller asks the peer's EPMD instead).
+    ///
+    /// ```
+    /// use ecs_peers::NodeNaming;
+    /// let ip = "10.0.1.5".parse().unwrap();
+    /// assert_eq!(NodeNaming::Basename("app".into()).render(ip, "eu-west-2").unwrap(), "app@10.0.1.5");
+    /// let t = NodeNaming::Template("app@ip-{ip_dashed}.{region}.compute.internal".into());
+    /// assert_eq!(t.render(ip, "eu-west-2").unwrap(), "app@ip-10-0-1-5.eu-west-2.compute.internal");
+    /// ```
+    pub fn render(&self, ip: IpAddr, region: &str) -> Option<String> {
+        match self {
+            NodeNaming::Basename(b) => Some(format!("{b}@{ip}")),
+            NodeNaming::Template(t) => {
+                let ip_s = ip.to_string();
+                let dashed = ip_s.replace(['.', ':'], "-");
+                Some(
+                    t.replace("{ip_dashed}", &dashed)
+                        .replace("{ip}", &ip_s)
+                        .replace("{region}", region),
+                )
+            }
+            NodeNaming::Epmd { .. } => None,
+        }
+    }
+
+    /// With EPMD naming: which of the names a host's EPMD has registered is its node, by the rule
+    /// above (`Err` says why none).
+    pub fn choose<'a>(&self, names: &'a [(String, u16)]) -> Result<&'a str, String> {
+        let prefer = match self {
+            NodeNaming::Epmd { prefer } => prefer.as_deref(),
+            _ => None,
+        };
+        match names {
+            [] => Err("its EPMD has no node registered".into()),
+            [(only, _)] => Ok(only),
+            several => match prefer.and_then(|p| several.iter().find(|(n, _)| n == p)) {
+                Some((n, _)) => Ok(n),
+                None => Err(format!(
+                    "its EPMD has several nodes ({}); set node_basename to choose one",
+                    several
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            },
+        }
+    }
+}
+
+/// Who this node is, as the adapter running ecs-peers knows it. Built by one rule from either
+/// the running Erlang node ([`ThisNode::from_erlang`]) or a release's environment
+/// ([`ThisNode::from_release_env`]), so the CLI and the strategy derive the same names.
+///
+/// ```
+/// use ecs_peers::config::ThisNode;
+/// let me = ThisNode::from_erlang("app@10.0.1.5", None);
+/// assert_eq!(me.name.as_deref(), Some("app@10.0.1.5"));
+/// assert_eq!(me.basename.as_deref(), Some("app"));
+/// // `iex -S mix`, not distributed: no node name; the basename is the release's name.
+/// let console = ThisNode::from_erlang("nonode@nohost", Some("my_app"));
+/// assert_eq!((console.name, console.basename.as_deref()), (None, Some("my_app")));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ThisNode {
+    /// This node's full name (`app@10.0.1.5`) when it is distributed and its host is known; it
+    /// is left out of the peers (the `local_node` key overrides it).
+    pub name: Option<String>,
+    /// The name part (`app`): peers are `<basename>@<ip>` unless `node_basename` or `node_name`
+    /// is configured.
+    pub basename: Option<String>,
+}
+
+impl ThisNode {
+    /// Nothing is known about this node: naming must be configured.
+    pub fn unknown() -> ThisNode {
+        ThisNode::default()
+    }
+
+    /// From a node name as Erlang's `node()` gives it. `nonode@nohost` (a node that is not
+    /// distributed, e.g. a plain `iex -S mix`) has no name; its basename is then `release_name`
+    /// (the release's or Mix project's name, which is what a release names its node by default:
+    /// `RELEASE_NODE` defaults to `RELEASE_NAME`).
+    pub fn from_erlang(node: &str, release_name: Option<&str>) -> ThisNode {
+        let node = Some(node).filter(|n| *n != "nonode@nohost");
+        ThisNode::from_parts(node, release_name)
+    }
+
+    /// From the variables an Elixir release sets in its environment (`bin/app start` exports
+    /// them; see `mix help release`): `RELEASE_NODE` (`app@10.0.1.5`, or `app` when the host is
+    /// added at boot), `RELEASE_DISTRIBUTION` (`name`, `sname` or `none`) and `RELEASE_NAME`.
+    /// With `RELEASE_DISTRIBUTION=none` the node has no name, but `RELEASE_NODE` still names the
+    /// fleet's nodes.
+    pub fn from_release(
+        release_node: Option<&str>,
+        distribution: Option<&str>,
+        release_name: Option<&str>,
+    ) -> ThisNode {
+        let release_node = release_node.map(str::trim).filter(|n| !n.is_empty());
+        if distribution == Some("none") {
+            let base = release_node.map(|n| n.split('@').next().unwrap_or(n));
+            return ThisNode::from_parts(None, base.or(release_name));
+        }
+        ThisNode::from_parts(release_node, release_name)
+    }
+
+    /// [`ThisNode::from_release`] with this process's environment.
+    pub fn from_release_env() -> ThisNode {
+        let get = |k: &str| std::env::var(k).ok();
+        ThisNode::from_release(
+            get("RELEASE_NODE").as_deref(),
+            get("RELEASE_DISTRIBUTION").as_deref(),
+            get("RELEASE_NAME").as_deref(),
+        )
+    }
+
+    /// The one rule: `name@host` is this node's name and `name` its basename; a name without a
+    /// host (`app`, completed at boot) is only a basename; without either, the fallback.
+    fn from_parts(node: Option<&str>, fallback_basename: Option<&str>) -> ThisNode {
+        let fallback = fallback_basename
+            .map(str::trim)
+            .filter(|b| !b.is_empty())
+            .map(str::to_string);
+        match node.map(str::trim).filter(|n| !n.is_empty()) {
+            Some(n) => match n.split_once('@') {
+                Some((base, host)) if !base.is_empty() && !host.is_empty() => ThisNode {
+                    name: Some(n.to_string()),
+                    basename: Some(base.to_string()),
+                },
+                _ => ThisNode {
+                    name: None,
+                    basename: Some(n.trim_end_matches('@').to_string())
+                        .filter(|b| !b.is_empty())
+                        .or(fallback),
+                },
+            },
+            None => ThisNode {
+                name: None,
+                basename: fallback,
+            },
+        }
+    }
+}
+
+/// The naming keys, after they were read: how peers are named, and this node's own name.
+pub(super) struct Naming {
+    pub node: NodeNaming,
+    pub local_node: Option<String>,
+}
+
+/// Reads `node_basename`, `node_name`, `node_names` and `local_node`, filling what they leave
+/// open from `this`: the basename defaults to this node's, and this node is left out of the
+/// peers unless `local_node` names another.
+pub(super) fn parse(top: &mut Fields, this: &ThisNode) -> Result<Naming, Error> {
+    let basename = top.take_string("node_basename")?;
+    let template = top.take_string("node_name")?;
+    let from_epmd = match top.take_string("node_names")?.as_deref() {
+        None | Some("config") => false,
+        Some("epmd") => true,
+        Some(other) => {
+            return Err(Error::config(
+                "node_names",
+                format!("{other:?} is not a naming mode; expected \"config\" (node_basename or node_name) or \"epmd\" (what each peer's EPMD reports)"),
+            ))
+        }
+    };
+    let this_basename = || {
+        this.basename.as_deref().map(|b| {
+            validate_basename(b).map_err(|_| {
+                Error::config(
+                    "node_basename",
+                    format!("is not set, and this node's name part {b:?} cannot be used as one (expected letters, digits, _ or -); set node_basename"),
+                )
+            })
+        })
+    };
+    let node = match (basename, template) {
+        (_, Some(_)) if from_epmd => {
+            return Err(Error::config(
+                "node_name",
+                "a template cannot be used with node_names = \"epmd\" (names come from each peer's EPMD); use node_basename to choose among several names",
+            ))
+        }
+        (Some(b), None) if from_epmd => NodeNaming::Epmd {
+            prefer: Some(validate_basename(&b)?),
+        },
+        (None, None) if from_epmd => NodeNaming::Epmd {
+            prefer: this_basename().transpose()?,
+        },
+        (Some(_), Some(_)) => {
+            return Err(Error::config(
+                "node_name",
+                "give either node_basename or node_name, not both",
+            ))
+        }
+        (Some(b), None) => NodeNaming::Basename(validate_basename(&b)?),
+        (None, Some(t)) => NodeNaming::Template(validate_template(&t)?),
+        (None, None) => match this_basename() {
+            Some(b) => NodeNaming::Basename(b?),
+            None => {
+                return Err(Error::config(
+                    "node_basename",
+                    "is required (the part before @ in your release's node name, e.g. \"app\"), or give a node_name template such as \"app@{ip}\"",
+                ))
+            }
+        },
+    };
+    let local_node = top.take_string("local_node")?;
+    if let Some(n) = &local_node {
+        if n.matches('@').count() != 1 {
+            return Err(Error::config(
+                "local_node",
+                format!("{n:?} is not a node name; expected name@host, e.g. \"app@10.0.1.5\""),
+            ));
+        }
+    }
+    Ok(Naming {
+        node,
+        local_node: local_node.or_else(|| this.name.clone()),
+    })
+}
+
+fn validate_basename(b: &str) -> Result<String, Error> {
+    let ok = !b.is_empty()
+        && b.len() <= 200
+        && b.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(b.to_string())
+    } else {
+        Err(Error::config(
+            "node_basename",
+            format!("{b:?} is not a node basename; expected letters, digits, _ or - (the part before @, e.g. \"app\")"),
+        ))
+    }
+}
+
+fn validate_template(t: &str) -> Result<String, Error> {
+    let Some((name, host)) = t.split_once('@') else {
+        return Err(Error::config(
+            "node_name",
+            format!("{t:?} has no @; expected a template such as \"app@{{ip}}\""),
+        ));
+    };
+    if name.is_empty() || host.contains('@') {
+        return Err(Error::config(
+            "node_name",
+            format!("{t:?} must be name@host with exactly one @, e.g. \"app@{{ip}}\""),
+        ));
+    }
+    if !host.contains("{ip}") && !host.contains("{ip_dashed}") {
+        return Err(Error::config(
+            "node_name",
+            format!("{t:?} must contain {{ip}} or {{ip_dashed}} after the @, or every peer gets the same name"),
+        ));
+    }
+    let mut rest = t;
+    while let Some(start) = rest.find('{') {
+        let end = rest[start..]
+            .find('}')
+            .map(|e| start + e)
+            .ok_or_else(|| Error::config("node_name", format!("{t:?} has an unclosed {{")))?;
+        let ph = &rest[start + 1..end];
+        if !matches!(ph, "ip" | "ip_dashed" | "region") {
+            return Err(Error::config(
+                "node_name",
+                format!("{{{ph}}} in {t:?} is not a placeholder; expected {{ip}}, {{ip_dashed}} or {{region}}"),
+            ));
+        }
+        rest = &rest[end + 1..];
+    }
+    Ok(t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+    use serde_json::json;
+
+    #[test]
+    fn the_cli_and_the_strategy_describe_the_same_node_alike() {
+        let from_beam = ThisNode::from_erlang("app@10.0.1.5", Some("ignored"));
+        let from_release = ThisNode::from_release(Some("app@10.0.1.5"), Some("name"), None);
+        assert_eq!(from_beam, from_release);
+        assert_eq!(from_beam.name.as_deref(), Some("app@10.0.1.5"));
+        assert_eq!(from_beam.basename.as_deref(), Some("app"));
+        // RELEASE_NODE without a host (it is added at boot): only the basename is known.
+        let short = ThisNode::from_release(Some("app"), Some("sname"), Some("rel"));
+        assert_eq!((short.name, short.basename.as_deref()), (None, Some("app")));
+        // Not distributed: no name; the fleet's basename is still RELEASE_NODE's.
+        let none = ThisNode::from_release(Some("app@10.0.1.5"), Some("none"), None);
+        assert_eq!((none.name, none.basename.as_deref()), (None, Some("app")));
+        assert_eq!(
+            ThisNode::from_erlang("nonode@nohost", None),
+            ThisNode::unknown()
+        );
+        assert_eq!(
+            ThisNode::from_release(None, None, None),
+            ThisNode::unknown()
+        );
+        let console = ThisNode::from_erlang("nonode@nohost", Some("my_app"));
+        assert_eq!(
+            (console.name, console.basename.as_deref()),
+            (None, Some("my_app"))
+        );
+    }
+
+    #[test]
+    fn this_node_fills_what_the_naming_keys_leave_open() {
+        let me = ThisNode::from_erlang("web@10.0.0.5", None);
+        let src = json!([{"type":"ecs","region":"eu-west-2","cluster":"web"}]);
+        let c = Config::from_value_for(json!({ "sources": src }), &me).unwrap();
+        assert_eq!(c.node, NodeNaming::Basename("web".into()));
+        assert_eq!(c.local_node.as_deref(), Some("web@10.0.0.5"));
+        let c =
+            Config::from_value_for(json!({"node_basename": "app", "sources": src}), &me).unwrap();
+        assert_eq!(
+            c.node,
+            NodeNaming::Basename("app".into()),
+            "configured wins"
+        );
+        let c =
+            Config::from_value_for(json!({"node_name": "x@{ip}", "sources": src}), &me).unwrap();
+        assert_eq!(c.node, NodeNaming::Template("x@{ip}".into()));
+        assert_eq!(c.local_node.as_deref(), Some("web@10.0.0.5"));
+        let c =
+            Config::from_value_for(json!({"local_node": "other@10.0.0.9", "sources": src}), &me)
+                .unwrap();
+        assert_eq!(c.local_node.as_deref(), Some("other@10.0.0.9"));
+        let c = Config::from_value_for(json!({"node_names": "epmd", "sources": src}), &me).unwrap();
+        assert_eq!(
+            c.node,
+            NodeNaming::Epmd {
+                prefer: Some("web".into())
+            }
+        );
+        let e = Config::from_value_for(
+            json!({ "sources": src }),
+            &ThisNode::from_erlang("my.app@10.0.0.5", None),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("node_basename: is not set, and this node's name part \"my.app\""),
+            "{e}"
+        );
+        let e = Config::from_value_for(json!({ "sources": src }), &ThisNode::unknown())
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("node_basename: is required"), "{e}");
+    }
+}
