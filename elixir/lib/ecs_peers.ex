@@ -90,8 +90,8 @@ defmodule EcsPeers do
   # The Mix project's app in a Mix console; nil elsewhere (a release, a plain `elixir` script
   # where Mix is loadable but not running). apply/3: Mix is not a dependency of this package.
   defp mix_app do
-    with true <- Code.ensure_loaded?(Mix.Project),
-         pid when is_pid(pid) <- Process.whereis(Mix.ProjectStack),
+    # Mix's project stack runs only in a Mix console (checked first: it loads no module).
+    with pid when is_pid(pid) <- Process.whereis(Mix.ProjectStack),
          app when is_atom(app) and app != nil <- apply(Mix.Project, :config, [])[:app] do
       Atom.to_string(app)
     else
