@@ -66,6 +66,18 @@ struct Slot {
 }
 
 impl Slot {
+    /// The one place a slot learns who its source is: at start from the configuration, and
+    /// again once the source resolved a placeholder (`cluster = "auto"`), so the source's id,
+    /// its region, its peers' region and their `{region}` all name the resolved source.
+    fn describe(&mut self, cfg: &SourceConfig) {
+        self.id = cfg.id();
+        self.region = cfg.region().to_string();
+        self.kind = match cfg {
+            SourceConfig::Ecs(_) => "ecs",
+            SourceConfig::CloudMap(_) => "cloudmap",
+        };
+    }
+
     fn total_calls(&self) -> u64 {
         self.calls.totals().values().sum()
     }
@@ -169,26 +181,27 @@ impl Poller {
         Poller {
             slots: sources
                 .into_iter()
-                .map(|(cfg, backend, calls)| Slot {
-                    id: cfg.id(),
-                    kind: match cfg {
-                        SourceConfig::Ecs(_) => "ecs",
-                        SourceConfig::CloudMap(_) => "cloudmap",
-                    },
-                    region: cfg.region().to_string(),
-                    calls,
-                    source: Some(backend),
-                    in_flight: None,
-                    epmd_names: Arc::default(),
-                    calls_before: BTreeMap::new(),
-                    calls_last: BTreeMap::new(),
-                    peers: Vec::new(),
-                    polled: false,
-                    ok: false,
-                    error: None,
-                    last_success: None,
-                    consecutive_failures: 0,
-                    backoff_until: None,
+                .map(|(cfg, backend, calls)| {
+                    let mut slot = Slot {
+                        id: cfg.id(),
+                        kind: "",
+                        region: String::new(),
+                        calls,
+                        source: Some(backend),
+                        in_flight: None,
+                        epmd_names: Arc::default(),
+                        calls_before: BTreeMap::new(),
+                        calls_last: BTreeMap::new(),
+                        peers: Vec::new(),
+                        polled: false,
+                        ok: false,
+                        error: None,
+                        last_success: None,
+                        consecutive_failures: 0,
+                        backoff_until: None,
+                    };
+                    slot.describe(&cfg);
+                    slot
                 })
                 .collect(),
             naming: config.node.clone(),
@@ -369,8 +382,8 @@ impl Poller {
         if self.local.ip.is_none() {
             self.local.ip = done.source.local_ip();
         }
-        if let Some(id) = done.source.resolved_id() {
-            slot.id = id;
+        if let Some(cfg) = done.source.resolved() {
+            slot.describe(cfg);
         }
         slot.source = Some(done.source);
         slot.in_flight = None;

@@ -399,7 +399,7 @@ pub(crate) struct AutoEcsSource {
     resolved: Option<(
         EcsSource,
         crate::metadata::TaskMetadata,
-        crate::peer::SourceId,
+        crate::SourceConfig,
     )>,
 }
 
@@ -426,11 +426,11 @@ impl AutoEcsSource {
             let md = crate::metadata::fetch(self.metadata_url.as_deref()).await?;
             let mut cfg = self.cfg.clone();
             cfg.resolve(&md);
-            let id = crate::SourceConfig::Ecs(cfg.clone()).id();
-            tracing::info!(source = %id, "cluster \"auto\" resolved from the task metadata");
+            let resolved = crate::SourceConfig::Ecs(cfg.clone());
+            tracing::info!(source = %resolved.id(), region = %cfg.region, "cluster \"auto\" resolved from the task metadata");
             let client = self.clients.ecs(&cfg.region);
             let source = EcsSource::new(client, cfg, self.draining, self.calls.clone());
-            self.resolved = Some((source, md, id));
+            self.resolved = Some((source, md, resolved));
         }
         let Some((source, _, _)) = self.resolved.as_mut() else {
             return Ok(Vec::new());
@@ -448,8 +448,8 @@ impl Source for AutoEcsSource {
         self.resolved.as_ref().and_then(|(_, md, _)| md.private_ip)
     }
 
-    fn resolved_id(&self) -> Option<crate::peer::SourceId> {
-        self.resolved.as_ref().map(|(_, _, id)| id.clone())
+    fn resolved(&self) -> Option<&crate::SourceConfig> {
+        self.resolved.as_ref().map(|(_, _, cfg)| cfg)
     }
 }
 
