@@ -34,6 +34,7 @@ impl AwsClients {
     pub(crate) async fn load(config: &Config) -> Self {
         let first_region = config
             .sources
+            .iter()
             .map(|s| s.region())
             // `cluster = "auto"` without a region is no region yet (resolved at its first poll).
             .find(|r| *r != crate::config::AUTO)
