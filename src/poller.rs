@@ -54,7 +54,9 @@ struct Slot {
     in_flight: Option<AbortHandle>,
     /// EPMD naming: the name learnt for each listed address (kept while it stays listed).
     epmd_names: Arc<std::sync::Mutex<HashMap<Address, String>>>,
-    calls_before: BTreeMap<String, u64>,
+    /// The call totals when the previous round's snapshot was taken.
+    calls_at_last_round: BTreeMap<String, u64>,
+    /// This round's calls (totals now minus `calls_at_last_round`), by action.
     calls_last: BTreeMap<String, u64>,
     peers: Vec<Peer>,
     polled: bool,
@@ -82,19 +84,22 @@ impl Slot {
         self.calls.totals().values().sum()
     }
 
-    /// Records the calls made since the poll started.
-    fn count_calls(&mut self) {
+    /// Closes a round's call count: every per-round figure is of its own round, so a round in
+    /// which the source made no call (backing off, or its poll still in flight without calls)
+    /// reports 0, whatever the previous poll made.
+    fn count_round_calls(&mut self) {
         let now = self.calls.totals();
         self.calls_last = now
             .iter()
             .map(|(k, v)| {
                 (
                     k.clone(),
-                    v - self.calls_before.get(k).copied().unwrap_or(0),
+                    v.saturating_sub(self.calls_at_last_round.get(k).copied().unwrap_or(0)),
                 )
             })
             .filter(|(_, v)| *v > 0)
             .collect();
+        self.calls_at_last_round = now;
     }
 
     fn status(&self) -> SourceStatus {
@@ -190,7 +195,7 @@ impl Poller {
                         source: Some(backend),
                         in_flight: None,
                         epmd_names: Arc::default(),
-                        calls_before: BTreeMap::new(),
+                        calls_at_last_round: BTreeMap::new(),
                         calls_last: BTreeMap::new(),
                         peers: Vec::new(),
                         polled: false,
@@ -276,6 +281,9 @@ impl Poller {
             }
         }
         self.poll_no += 1;
+        for slot in &mut self.slots {
+            slot.count_round_calls();
+        }
         let (peers, conflicts, local) =
             merge(self.slots.iter().map(|s| s.peers.as_slice()), &self.local);
         let left = self.leaving(&local);
@@ -342,7 +350,6 @@ impl Poller {
         let Some(mut source) = slot.source.take() else {
             return;
         };
-        slot.calls_before = slot.calls.totals();
         let epmd = matches!(self.naming, NodeNaming::Epmd { .. })
             .then(|| (self.naming.clone(), slot.epmd_names.clone()));
         let task = tokio::spawn(async move {
@@ -388,7 +395,6 @@ impl Poller {
         slot.source = Some(done.source);
         slot.in_flight = None;
         slot.polled = true;
-        slot.count_calls();
         match done.result {
             Ok(found) => {
                 slot.peers = found
@@ -406,7 +412,7 @@ impl Poller {
                 slot.last_success = Some(SystemTime::now());
                 slot.consecutive_failures = 0;
                 slot.backoff_until = None;
-                tracing::debug!(source = %slot.id, peers = slot.peers.len(), api_calls = ?slot.calls_last, "source polled");
+                tracing::debug!(source = %slot.id, peers = slot.peers.len(), api_calls_total = slot.total_calls(), "source polled");
             }
             Err(e) => {
                 slot.consecutive_failures += 1;
