@@ -432,6 +432,18 @@ mod tests {
                 "sources[0].cluster: \"a b\" is not a cluster name",
             ),
             (
+                base(json!([{"type":"ecs","region":"eu-west-2","cluster":"web","family":"api:x"}])),
+                "sources[0].family: \"api:x\" is not a task definition family; expected FAMILY (every revision) or FAMILY:REVISION",
+            ),
+            (
+                base(json!([{"type":"ecs","region":"eu-west-2","cluster":"web","family":"api:0"}])),
+                "sources[0].family: \"api:0\" is not a task definition family",
+            ),
+            (
+                base(json!([{"type":"ecs","region":"eu-west-2","cluster":"web","family":"arn:aws:ecs:eu-west-2:1:task-definition/api:1"}])),
+                "sources[0].family: \"arn:aws:ecs:eu-west-2:1:task-definition/api:1\" is not a task definition family",
+            ),
+            (
                 base(json!([{"type":"ecs","region":"eu-west-2","cluster":"web","servce":"x"}])),
                 "sources[0].servce: is not a known key; did you mean \"service\"?",
             ),

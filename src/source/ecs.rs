@@ -48,9 +48,16 @@ pub(crate) fn decode_task(task: &Task, filter: &EcsSourceConfig) -> Decision {
             );
         }
     }
-    if let Some(family) = &filter.family {
-        if task_family(task) != Some(family.as_str()) {
+    if let Some(family) = filter.family_name() {
+        let (task_fam, task_rev) = task_family(task);
+        if task_fam != Some(family) {
             return Decision::Skip("its task definition is of another family");
+        }
+        if filter
+            .family_revision()
+            .is_some_and(|r| task_rev != Some(r))
+        {
+            return Decision::Skip("its task definition is another revision of the family");
         }
     }
     if let Some(container) = &filter.container {
@@ -97,11 +104,18 @@ fn found(task: &Task, ip: IpAddr) -> Found {
     }
 }
 
-/// `arn:aws:ecs:r:a:task-definition/FAMILY:REV` → `FAMILY`.
-fn task_family(task: &Task) -> Option<&str> {
-    let def = task.task_definition_arn()?;
-    let name = def.rsplit('/').next()?;
-    Some(name.rsplit_once(':').map_or(name, |(f, _)| f))
+/// `arn:aws:ecs:r:a:task-definition/FAMILY:REV` → (`FAMILY`, `REV`).
+fn task_family(task: &Task) -> (Option<&str>, Option<&str>) {
+    let Some(name) = task
+        .task_definition_arn()
+        .and_then(|def| def.rsplit('/').next())
+    else {
+        return (None, None);
+    };
+    match name.rsplit_once(':') {
+        Some((f, rev)) => (Some(f), Some(rev)),
+        None => (Some(name), None),
+    }
 }
 
 /// The one address a task (or a Cloud Map instance) is known by, among those AWS reports for it:
@@ -244,7 +258,9 @@ impl EcsSource {
                 .set_next_token(token.clone());
             req = match (&self.cfg.service, &self.cfg.family) {
                 (Some(s), _) => req.service_name(s),
-                (None, Some(f)) => req.family(f),
+                // ListTasks' family filter takes a family only; a revision is checked on the
+                // described tasks (decode_task).
+                (None, Some(_)) => req.set_family(self.cfg.family_name().map(str::to_string)),
                 (None, None) => req,
             };
             let page = req

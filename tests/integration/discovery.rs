@@ -302,3 +302,60 @@ async fn auto_cluster_describes_peers_local_node_and_source_by_the_resolved_regi
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn family_with_a_revision_sees_only_that_revisions_tasks() {
+    // Issue 10: `family = "api:1"` validated, then found 0 peers (ListTasks takes a family
+    // only). It now lists the family and keeps the tasks of that revision.
+    let emu = Emu::start();
+    let w = emu.seed(json!({"ecs": [{"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24",
+        "tasks": [{"family": "api", "count": 2}, {"family": "api", "count": 1, "new_revision": true},
+                  {"family": "worker", "count": 1}]}]}));
+    let running = w["ecs"]["eu-west-2/web"]["running"].as_array().unwrap();
+    let of_revision = |rev: &str| -> Vec<String> {
+        let mut v: Vec<String> = running
+            .iter()
+            .filter(|t| {
+                t["task_definition"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!("/api:{rev}"))
+            })
+            .map(|t| t["ip"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        (of_revision("1").len(), of_revision("2").len()),
+        (2, 1),
+        "{w}"
+    );
+    let cfg = config(
+        &emu,
+        json!([
+            {"type": "ecs", "region": "eu-west-2", "cluster": "web", "family": "api:1"},
+            {"type": "ecs", "region": "eu-west-2", "cluster": "web", "family": "api:2"},
+            {"type": "ecs", "region": "eu-west-2", "cluster": "web", "family": "api"}
+        ]),
+    );
+    let s = ecs_peers::discover(cfg).await;
+    assert!(s.sources.iter().all(|x| x.ok), "{:#?}", s.sources);
+    let of_source = |i: usize| -> Vec<String> {
+        let id = &s.sources[i].id;
+        let mut v: Vec<String> = s
+            .peers
+            .iter()
+            .filter(|p| &p.source == id)
+            .map(|p| p.ip.to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(s.sources[0].peers, 2);
+    assert_eq!(s.sources[1].peers, 1);
+    assert_eq!(s.sources[2].peers, 3, "a family alone is every revision");
+    assert_eq!(of_source(0), of_revision("1"));
+    assert_eq!(s.sources[1].id.as_str(), "ecs:eu-west-2/web/family:api:2");
+    assert_eq!(peer_ips(&s).len(), 3, "the worker is in no source");
+}

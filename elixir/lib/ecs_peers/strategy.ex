@@ -68,7 +68,7 @@ defmodule EcsPeers.Strategy do
   | ecs | `region` | AWS region | required | The cluster's region, e.g. `eu-west-2` (optional when cluster is an ARN or "auto"). |
   | ecs | `cluster` | name, ARN or "auto" | required | The ECS cluster. "auto": this task's own cluster and region, from the task metadata endpoint; then service defaults to the task's service (EC2) or family (Fargate). |
   | ecs | `service` | name or ARN | - | Only tasks of this service (ListTasks serviceName, and each task's group is checked to be `service:<name>`). |
-  | ecs | `family` | string | - | Only tasks of this task-definition family. |
+  | ecs | `family` | FAMILY or FAMILY:REVISION | - | Only tasks of this task-definition family (`api`: every revision), or of one revision of it (`api:3`). |
   | ecs | `container` | string | - | Only tasks that have a container of this name; its network interface is used when the task has no ENI attachment. |
   | cloudmap | `type` | "cloudmap" | required | A Cloud Map source: registered instances of one service (DiscoverInstances). |
   | cloudmap | `region` | AWS region | required | The namespace's region. |
