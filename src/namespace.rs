@@ -439,6 +439,7 @@ mod tests {
             availability_zone: None,
             started_at: None,
             health: None,
+            private_dns_name: None,
             draining: false,
         }
     }

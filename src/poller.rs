@@ -397,16 +397,26 @@ impl Poller {
         slot.polled = true;
         match done.result {
             Ok(found) => {
+                let mut unnamed = 0usize;
                 slot.peers = found
                     .into_iter()
                     .filter_map(|f| {
-                        let node = f
-                            .node
-                            .clone()
-                            .or_else(|| naming.render(f.ip, &slot.region))?;
-                        Some(f.into_peer(node, &slot.region, &slot.id))
+                        let node = f.node.clone().or_else(|| {
+                            naming.render_with(f.ip, &slot.region, f.private_dns_name.as_deref())
+                        });
+                        if node.is_none() && naming.needs_private_dns_name() {
+                            unnamed += 1;
+                        }
+                        Some(f.into_peer(node?, &slot.region, &slot.id))
                     })
                     .collect();
+                if unnamed > 0 {
+                    tracing::warn!(
+                        source = %slot.id,
+                        unnamed,
+                        "peers left out: node_name uses {{private_dns_name}}, and AWS reports no private DNS name for them (only an awsvpc task's ENI has one); use {{ip}} or {{ip_dashed}} for such tasks"
+                    );
+                }
                 slot.ok = true;
                 slot.error = None;
                 slot.last_success = Some(SystemTime::now());

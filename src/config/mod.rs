@@ -257,6 +257,18 @@ impl Config {
                 ));
             }
         }
+        if node.needs_private_dns_name() {
+            if let Some((i, s)) = sources
+                .iter()
+                .enumerate()
+                .find(|(_, s)| matches!(s, SourceConfig::CloudMap(_)))
+            {
+                return Err(Error::config(
+                    "node_name",
+                    format!("{{private_dns_name}} is the private DNS name ECS reports for a task (its ENI's privateDnsName), but sources[{i}] ({}) is Cloud Map, which reports none, so its peers could not be named; use {{ip}} or {{ip_dashed}}, or list those tasks with an ECS source", s.id()),
+                ));
+            }
+        }
         top.finish()?;
 
         Ok(Config {

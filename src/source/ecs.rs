@@ -100,8 +100,21 @@ fn found(task: &Task, ip: IpAddr) -> Found {
             .started_at()
             .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
         health: task.health_status().map(|h| h.as_str().to_string()),
+        private_dns_name: eni_detail(task, "privateDnsName").map(str::to_string),
         ..Found::at(ip)
     }
+}
+
+/// A detail of the task's ENI attachment (`privateDnsName`, …), as ECS reports it.
+fn eni_detail<'a>(task: &'a Task, name: &str) -> Option<&'a str> {
+    task.attachments()
+        .iter()
+        .filter(|a| a.r#type() == Some("ElasticNetworkInterface"))
+        .flat_map(|a| a.details())
+        .find(|kv| kv.name() == Some(name))
+        .and_then(|kv| kv.value())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
 }
 
 /// `arn:aws:ecs:r:a:task-definition/FAMILY:REV` → (`FAMILY`, `REV`).
@@ -480,7 +493,8 @@ pub fn bench_decode(
         .iter()
         .filter_map(|t| match decode_task(t, filter) {
             Decision::Peer(f) => {
-                let node = naming.render(f.ip, &filter.region)?;
+                let node =
+                    naming.render_with(f.ip, &filter.region, f.private_dns_name.as_deref())?;
                 Some(f.into_peer(node, &filter.region, &id))
             }
             _ => None,

@@ -53,7 +53,7 @@ defmodule EcsPeers.Strategy do
   | --- | --- | --- | --- | --- |
   | top | `sources` | list of sources | required | Where peers come from: ECS and Cloud Map sources in any regions, merged into one namespace. |
   | top | `node_basename` | string | - | Node names are `<node_basename>@<ip>`. One of node_basename or node_name is required. |
-  | top | `node_name` | template | - | Node name template instead of node_basename, e.g. `app@{ip}` or `app@ip-{ip_dashed}.ec2.internal`. Placeholders: {ip}, {ip_dashed}, {region}. |
+  | top | `node_name` | template | - | Node name template instead of node_basename, e.g. `app@{ip}` or `app@{private_dns_name}` (`app@ip-10-1-0-5.ec2.internal` in us-east-1, `app@ip-10-2-0-5.eu-west-2.compute.internal` elsewhere, as ECS reports it). Placeholders: {ip}, {ip_dashed}, {region}, {private_dns_name} (ECS sources only). |
   | top | `node_names` | config or epmd | config | `epmd`: name each peer name@ip by what its EPMD (port 4369) has registered: its only name, or else the one equal to node_basename; a peer with several names and none chosen is left out (with a warning). |
   | top | `polling_interval` | duration | 5s | Time between polls (milliseconds as an integer, or a string like `5s`, `500ms`, `1m`). At least 100ms. |
   | top | `jitter` | number 0..1 | 0.2 | Each wait is polling_interval scaled by a random factor in [1-jitter, 1+jitter], so a fleet does not poll in lock-step. |
