@@ -51,9 +51,19 @@ def main():
                 bed.start_node(t["ipv6"], sources=sources_for(region), endpoint=ENDPOINT6, proto_dist="inet6_tcp")
                 ips.append(t["ipv6"])
 
+        def own_source_resolved(ip):
+            # Zero-config: the auto source is this task's own, resolved to its real region (its
+            # id and its region; the region used to stay "auto"). Read from the strategy's poll
+            # telemetry, which may land just after the connections of the same poll.
+            region = bed.hosts[ip]["region"]
+            s = bed.status(ip) or {}
+            own = [x for x in s.get("sources", []) if x["id"] == f"ecs:{region}/web/family:api"]
+            return bool(own) and own[0]["ok"] and own[0]["region"] == region
+
         def meshed():
             try:
-                wait_until(lambda: fully_meshed(bed, ips), 120, f"the {len(ips)} IPv6 nodes to be fully meshed")
+                wait_until(lambda: fully_meshed(bed, ips) and all(own_source_resolved(ip) for ip in ips), 120,
+                           f"the {len(ips)} IPv6 nodes to be fully meshed, each with its own source resolved")
             except AssertionError:
                 for ip in ips:
                     print(f"--- {ip}: {json.dumps(bed.status(ip))}\n{bed.log(ip)[-1500:]}", flush=True)
@@ -61,9 +71,6 @@ def main():
             for ip in ips:
                 s = bed.status(ip)
                 assert s["node"] == node(ip), s
-                # Zero-config: the auto source is this task's own, resolved to its real region.
-                own = [x for x in s["sources"] if x["id"] == f"ecs:{bed.hosts[ip]['region']}/web/family:api"]
-                assert own and own[0]["ok"], s["sources"]
                 assert s["restarts"] == 0, s
 
         check(f"{len(ips)} IPv6-only nodes in two regions cluster zero-config over inet6_tcp", meshed)
