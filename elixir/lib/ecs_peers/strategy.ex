@@ -88,7 +88,9 @@ defmodule EcsPeers.Strategy do
   When `:telemetry` is loaded it emits:
 
   - `[:ecs_peers, :poll, :stop]`, measurements `%{duration: native_time, peers:, added:,
-    removed:, api_calls:, failing_sources:}`, metadata `%{topology:, sources: [status]}`;
+    removed:, api_calls:, failing_sources:}` (`api_calls`: the AWS calls made in this poll round
+    by every source, 0 in a round where every source was backing off), metadata
+    `%{topology:, sources: [status]}`;
   - `[:ecs_peers, :source, :error]`, measurements `%{consecutive_failures:}`, metadata
     `%{topology:, source:, kind:, error:}`, for each failing source on each poll.
 
