@@ -34,9 +34,12 @@ impl AwsClients {
     pub(crate) async fn load(config: &Config) -> Self {
         let first_region = config
             .sources
-            .first()
-            .map(|s| s.region().to_string())
-            .unwrap_or_else(|| "us-east-1".into());
+            .iter()
+            .map(|s| s.region())
+            // `cluster = "auto"` without a region is no region yet (resolved at its first poll).
+            .find(|r| *r != crate::config::AUTO)
+            .unwrap_or("us-east-1")
+            .to_string();
         // A single stalled call ends in the SDK a little before the poller's own poll_timeout,
         // so the error names the AWS action that stalled rather than only "poll".
         let call_timeout = config

@@ -37,9 +37,11 @@ pub struct SourceStatus {
     pub last_success: Option<String>,
     /// Polls failed in a row.
     pub consecutive_failures: u32,
-    /// AWS API calls (attempts, retries included) made by the last poll.
+    /// AWS API calls (attempts, retries included) made in this round, i.e. since the previous
+    /// snapshot: 0 in a round the source was not polled (backing off).
     pub api_calls: u64,
-    /// The last poll's calls by IAM action, e.g. `{"ecs:ListTasks": 2, "ecs:DescribeTasks": 2}`.
+    /// This round's calls by IAM action, e.g. `{"ecs:ListTasks": 2, "ecs:DescribeTasks": 2}`;
+    /// empty when none were made.
     pub api_calls_by_action: BTreeMap<String, u64>,
     /// AWS API calls made since start.
     pub api_calls_total: u64,
@@ -437,6 +439,7 @@ mod tests {
             availability_zone: None,
             started_at: None,
             health: None,
+            private_dns_name: None,
             draining: false,
         }
     }

@@ -59,6 +59,11 @@ pub struct Peer {
     /// Health as reported by ECS (`HEALTHY`, `UNHEALTHY`, `UNKNOWN`) or Cloud Map.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<String>,
+    /// The private DNS name AWS reports for it (an ECS task's ENI `privateDnsName`, e.g.
+    /// `ip-10-1-0-5.ec2.internal` in us-east-1, `ip-10-2-0-5.eu-west-2.compute.internal`
+    /// elsewhere); what `{private_dns_name}` in `node_name` is replaced by. Cloud Map reports none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_dns_name: Option<String>,
     /// The task has left the RUNNING list but is not STOPPED yet.
     pub draining: bool,
 }
@@ -107,6 +112,7 @@ pub(crate) struct Found {
     pub availability_zone: Option<String>,
     pub started_at: Option<String>,
     pub health: Option<String>,
+    pub private_dns_name: Option<String>,
     pub draining: bool,
 }
 
@@ -121,6 +127,7 @@ impl Found {
             availability_zone: None,
             started_at: None,
             health: None,
+            private_dns_name: None,
             draining: false,
         }
     }
@@ -145,6 +152,7 @@ impl Found {
             availability_zone: self.availability_zone,
             started_at: self.started_at,
             health: self.health,
+            private_dns_name: self.private_dns_name,
             draining: self.draining,
         }
     }

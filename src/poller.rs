@@ -54,7 +54,9 @@ struct Slot {
     in_flight: Option<AbortHandle>,
     /// EPMD naming: the name learnt for each listed address (kept while it stays listed).
     epmd_names: Arc<std::sync::Mutex<HashMap<Address, String>>>,
-    calls_before: BTreeMap<String, u64>,
+    /// The call totals when the previous round's snapshot was taken.
+    calls_at_last_round: BTreeMap<String, u64>,
+    /// This round's calls (totals now minus `calls_at_last_round`), by action.
     calls_last: BTreeMap<String, u64>,
     peers: Vec<Peer>,
     polled: bool,
@@ -66,23 +68,38 @@ struct Slot {
 }
 
 impl Slot {
+    /// The one place a slot learns who its source is: at start from the configuration, and
+    /// again once the source resolved a placeholder (`cluster = "auto"`), so the source's id,
+    /// its region, its peers' region and their `{region}` all name the resolved source.
+    fn describe(&mut self, cfg: &SourceConfig) {
+        self.id = cfg.id();
+        self.region = cfg.region().to_string();
+        self.kind = match cfg {
+            SourceConfig::Ecs(_) => "ecs",
+            SourceConfig::CloudMap(_) => "cloudmap",
+        };
+    }
+
     fn total_calls(&self) -> u64 {
         self.calls.totals().values().sum()
     }
 
-    /// Records the calls made since the poll started.
-    fn count_calls(&mut self) {
+    /// Closes a round's call count: every per-round figure is of its own round, so a round in
+    /// which the source made no call (backing off, or its poll still in flight without calls)
+    /// reports 0, whatever the previous poll made.
+    fn count_round_calls(&mut self) {
         let now = self.calls.totals();
         self.calls_last = now
             .iter()
             .map(|(k, v)| {
                 (
                     k.clone(),
-                    v - self.calls_before.get(k).copied().unwrap_or(0),
+                    v.saturating_sub(self.calls_at_last_round.get(k).copied().unwrap_or(0)),
                 )
             })
             .filter(|(_, v)| *v > 0)
             .collect();
+        self.calls_at_last_round = now;
     }
 
     fn status(&self) -> SourceStatus {
@@ -169,26 +186,27 @@ impl Poller {
         Poller {
             slots: sources
                 .into_iter()
-                .map(|(cfg, backend, calls)| Slot {
-                    id: cfg.id(),
-                    kind: match cfg {
-                        SourceConfig::Ecs(_) => "ecs",
-                        SourceConfig::CloudMap(_) => "cloudmap",
-                    },
-                    region: cfg.region().to_string(),
-                    calls,
-                    source: Some(backend),
-                    in_flight: None,
-                    epmd_names: Arc::default(),
-                    calls_before: BTreeMap::new(),
-                    calls_last: BTreeMap::new(),
-                    peers: Vec::new(),
-                    polled: false,
-                    ok: false,
-                    error: None,
-                    last_success: None,
-                    consecutive_failures: 0,
-                    backoff_until: None,
+                .map(|(cfg, backend, calls)| {
+                    let mut slot = Slot {
+                        id: cfg.id(),
+                        kind: "",
+                        region: String::new(),
+                        calls,
+                        source: Some(backend),
+                        in_flight: None,
+                        epmd_names: Arc::default(),
+                        calls_at_last_round: BTreeMap::new(),
+                        calls_last: BTreeMap::new(),
+                        peers: Vec::new(),
+                        polled: false,
+                        ok: false,
+                        error: None,
+                        last_success: None,
+                        consecutive_failures: 0,
+                        backoff_until: None,
+                    };
+                    slot.describe(&cfg);
+                    slot
                 })
                 .collect(),
             naming: config.node.clone(),
@@ -263,6 +281,9 @@ impl Poller {
             }
         }
         self.poll_no += 1;
+        for slot in &mut self.slots {
+            slot.count_round_calls();
+        }
         let (peers, conflicts, local) =
             merge(self.slots.iter().map(|s| s.peers.as_slice()), &self.local);
         let left = self.leaving(&local);
@@ -329,7 +350,6 @@ impl Poller {
         let Some(mut source) = slot.source.take() else {
             return;
         };
-        slot.calls_before = slot.calls.totals();
         let epmd = matches!(self.naming, NodeNaming::Epmd { .. })
             .then(|| (self.naming.clone(), slot.epmd_names.clone()));
         let task = tokio::spawn(async move {
@@ -369,31 +389,40 @@ impl Poller {
         if self.local.ip.is_none() {
             self.local.ip = done.source.local_ip();
         }
-        if let Some(id) = done.source.resolved_id() {
-            slot.id = id;
+        if let Some(cfg) = done.source.resolved() {
+            slot.describe(cfg);
         }
         slot.source = Some(done.source);
         slot.in_flight = None;
         slot.polled = true;
-        slot.count_calls();
         match done.result {
             Ok(found) => {
+                let mut unnamed = 0usize;
                 slot.peers = found
                     .into_iter()
                     .filter_map(|f| {
-                        let node = f
-                            .node
-                            .clone()
-                            .or_else(|| naming.render(f.ip, &slot.region))?;
-                        Some(f.into_peer(node, &slot.region, &slot.id))
+                        let node = f.node.clone().or_else(|| {
+                            naming.render_with(f.ip, &slot.region, f.private_dns_name.as_deref())
+                        });
+                        if node.is_none() && naming.needs_private_dns_name() {
+                            unnamed += 1;
+                        }
+                        Some(f.into_peer(node?, &slot.region, &slot.id))
                     })
                     .collect();
+                if unnamed > 0 {
+                    tracing::warn!(
+                        source = %slot.id,
+                        unnamed,
+                        "peers left out: node_name uses {{private_dns_name}}, and AWS reports no private DNS name for them (only an awsvpc task's ENI has one); use {{ip}} or {{ip_dashed}} for such tasks"
+                    );
+                }
                 slot.ok = true;
                 slot.error = None;
                 slot.last_success = Some(SystemTime::now());
                 slot.consecutive_failures = 0;
                 slot.backoff_until = None;
-                tracing::debug!(source = %slot.id, peers = slot.peers.len(), api_calls = ?slot.calls_last, "source polled");
+                tracing::debug!(source = %slot.id, peers = slot.peers.len(), api_calls_total = slot.total_calls(), "source polled");
             }
             Err(e) => {
                 slot.consecutive_failures += 1;

@@ -84,8 +84,11 @@ defmodule EcsPeers do
   @doc false
   # Who this node is, for the core to derive this node's name (left out of the peers) and the
   # default node_basename: node(), and the release's name (RELEASE_NAME in a release, else the
-  # Mix project's app), which a node that is not distributed is named by default.
-  def this_node, do: {node(), System.get_env("RELEASE_NAME") || mix_app()}
+  # Mix project's app), which a node that is not distributed is named by default; and whether
+  # it runs with long names (:net_kernel.longnames/0: false for -sname, :ignored when not
+  # distributed), as the core refuses long peer names for a short-named node.
+  def this_node,
+    do: {node(), System.get_env("RELEASE_NAME") || mix_app(), :net_kernel.longnames()}
 
   # The Mix project's app in a Mix console; nil elsewhere (a release, a plain `elixir` script
   # where Mix is loadable but not running). apply/3: Mix is not a dependency of this package.

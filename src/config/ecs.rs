@@ -15,7 +15,9 @@ pub struct EcsSourceConfig {
     pub cluster: String,
     /// Service name or ARN.
     pub service: Option<String>,
-    /// Task definition family.
+    /// Task definition family (`api`: every revision), or family and revision (`api:3`: the
+    /// tasks of that revision only; ListTasks filters by family, the revision is checked on
+    /// each described task's `taskDefinitionArn`).
     pub family: Option<String>,
     /// Container name.
     pub container: Option<String>,
@@ -25,6 +27,17 @@ impl EcsSourceConfig {
     /// This is `cluster = "auto"`, not resolved yet.
     pub fn is_auto(&self) -> bool {
         self.cluster == AUTO
+    }
+
+    /// The family part of `family` (`api` of `api:3`): what ListTasks' `family` filter takes.
+    pub fn family_name(&self) -> Option<&str> {
+        let f = self.family.as_deref()?;
+        Some(f.split_once(':').map_or(f, |(name, _)| name))
+    }
+
+    /// The revision part of `family = "FAMILY:REVISION"`, when one is given.
+    pub fn family_revision(&self) -> Option<&str> {
+        self.family.as_deref()?.split_once(':').map(|(_, rev)| rev)
     }
 
     /// Resolves `cluster = "auto"` from this task's metadata.
@@ -73,6 +86,9 @@ pub(super) fn parse(map: Map<String, Value>, path: String) -> Result<SourceConfi
     };
     let service = f.take_nonempty("service")?;
     let family = f.take_nonempty("family")?;
+    if let Some(fam) = &family {
+        validate_family(&format!("{path}.family"), fam)?;
+    }
     let container = f.take_nonempty("container")?;
     f.finish()?;
     Ok(SourceConfig::Ecs(EcsSourceConfig {
@@ -106,6 +122,29 @@ fn parse_cluster(key: &str, c: &str) -> Result<Option<String>, Error> {
         Err(Error::config(
             key,
             format!("{c:?} is not a cluster name; expected 1-255 letters, digits, hyphens or underscores, or a cluster ARN"),
+        ))
+    }
+}
+
+/// `FAMILY` or `FAMILY:REVISION` as ECS names task definitions: a family of 1-255 letters,
+/// digits, hyphens or underscores; a revision a positive integer.
+fn validate_family(key: &str, family: &str) -> Result<(), Error> {
+    let (name, rev) = match family.split_once(':') {
+        Some((n, r)) => (n, Some(r)),
+        None => (family, None),
+    };
+    let rev_ok = rev.is_none_or(|r| {
+        !r.is_empty()
+            && !r.starts_with('0')
+            && r.len() <= 10
+            && r.bytes().all(|b| b.is_ascii_digit())
+    });
+    if valid_name(name) && rev_ok {
+        Ok(())
+    } else {
+        Err(Error::config(
+            key,
+            format!("{family:?} is not a task definition family; expected FAMILY (every revision) or FAMILY:REVISION (that revision only), e.g. \"api\" or \"api:3\", not an ARN"),
         ))
     }
 }

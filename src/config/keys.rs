@@ -47,7 +47,7 @@ macro_rules! key {
 pub const KEYS: &[KeySpec] = &[
     key!(Top, "sources", "list of sources", "required", "Where peers come from: ECS and Cloud Map sources in any regions, merged into one namespace."),
     key!(Top, "node_basename", "string", "-", "Node names are `<node_basename>@<ip>`. One of node_basename or node_name is required."),
-    key!(Top, "node_name", "template", "-", "Node name template instead of node_basename, e.g. `app@{ip}` or `app@ip-{ip_dashed}.ec2.internal`. Placeholders: {ip}, {ip_dashed}, {region}."),
+    key!(Top, "node_name", "template", "-", "Node name template instead of node_basename, e.g. `app@{ip}` or `app@{private_dns_name}` (`app@ip-10-1-0-5.ec2.internal` in us-east-1, `app@ip-10-2-0-5.eu-west-2.compute.internal` elsewhere, as ECS reports it). Placeholders: {ip}, {ip_dashed}, {region}, {private_dns_name} (ECS sources only)."),
     key!(Top, "node_names", "config or epmd", "config", "`epmd`: name each peer name@ip by what its EPMD (port 4369) has registered: its only name, or else the one equal to node_basename; a peer with several names and none chosen is left out (with a warning)."),
     key!(Top, "polling_interval", "duration", "5s", "Time between polls (milliseconds as an integer, or a string like `5s`, `500ms`, `1m`). At least 100ms."),
     key!(Top, "jitter", "number 0..1", "0.2", "Each wait is polling_interval scaled by a random factor in [1-jitter, 1+jitter], so a fleet does not poll in lock-step."),
@@ -62,7 +62,7 @@ pub const KEYS: &[KeySpec] = &[
     key!(Ecs, "region", "AWS region", "required", "The cluster's region, e.g. `eu-west-2` (optional when cluster is an ARN or \"auto\")."),
     key!(Ecs, "cluster", "name, ARN or \"auto\"", "required", "The ECS cluster. \"auto\": this task's own cluster and region, from the task metadata endpoint; then service defaults to the task's service (EC2) or family (Fargate)."),
     key!(Ecs, "service", "name or ARN", "-", "Only tasks of this service (ListTasks serviceName, and each task's group is checked to be `service:<name>`)."),
-    key!(Ecs, "family", "string", "-", "Only tasks of this task-definition family."),
+    key!(Ecs, "family", "FAMILY or FAMILY:REVISION", "-", "Only tasks of this task-definition family (`api`: every revision), or of one revision of it (`api:3`)."),
     key!(Ecs, "container", "string", "-", "Only tasks that have a container of this name; its network interface is used when the task has no ENI attachment."),
     key!(CloudMap, "type", "\"cloudmap\"", "required", "A Cloud Map source: registered instances of one service (DiscoverInstances)."),
     key!(CloudMap, "region", "AWS region", "required", "The namespace's region."),

@@ -257,6 +257,18 @@ impl Config {
                 ));
             }
         }
+        if node.needs_private_dns_name() {
+            if let Some((i, s)) = sources
+                .iter()
+                .enumerate()
+                .find(|(_, s)| matches!(s, SourceConfig::CloudMap(_)))
+            {
+                return Err(Error::config(
+                    "node_name",
+                    format!("{{private_dns_name}} is the private DNS name ECS reports for a task (its ENI's privateDnsName), but sources[{i}] ({}) is Cloud Map, which reports none, so its peers could not be named; use {{ip}} or {{ip_dashed}}, or list those tasks with an ECS source", s.id()),
+                ));
+            }
+        }
         top.finish()?;
 
         Ok(Config {
@@ -430,6 +442,18 @@ mod tests {
             (
                 base(json!([{"type":"ecs","region":"eu-west-2","cluster":"a b"}])),
                 "sources[0].cluster: \"a b\" is not a cluster name",
+            ),
+            (
+                base(json!([{"type":"ecs","region":"eu-west-2","cluster":"web","family":"api:x"}])),
+                "sources[0].family: \"api:x\" is not a task definition family; expected FAMILY (every revision) or FAMILY:REVISION",
+            ),
+            (
+                base(json!([{"type":"ecs","region":"eu-west-2","cluster":"web","family":"api:0"}])),
+                "sources[0].family: \"api:0\" is not a task definition family",
+            ),
+            (
+                base(json!([{"type":"ecs","region":"eu-west-2","cluster":"web","family":"arn:aws:ecs:eu-west-2:1:task-definition/api:1"}])),
+                "sources[0].family: \"arn:aws:ecs:eu-west-2:1:task-definition/api:1\" is not a task definition family",
             ),
             (
                 base(json!([{"type":"ecs","region":"eu-west-2","cluster":"web","servce":"x"}])),

@@ -16,7 +16,7 @@ use crate::error::Error;
 pub enum NodeNaming {
     /// `basename@ip`.
     Basename(String),
-    /// A template with `{ip}`, `{ip_dashed}` and `{region}` placeholders.
+    /// A template with `{ip}`, `{ip_dashed}`, `{region}` and `{private_dns_name}` placeholders.
     Template(String),
     /// `name@ip`, with the name the peer's EPMD has registered: its only name, or else the one
     /// equal to `prefer`; a peer with several names and none preferred is left out.
@@ -38,18 +38,65 @@ impl NodeNaming {
     /// assert_eq!(t.render(ip, "eu-west-2").unwrap(), "app@ip-10-0-1-5.eu-west-2.compute.internal");
     /// ```
     pub fn render(&self, ip: IpAddr, region: &str) -> Option<String> {
+        self.render_with(ip, region, None)
+    }
+
+    /// [`NodeNaming::render`] for a peer AWS reports a private DNS name for (the `privateDnsName`
+    /// of an ECS task's ENI: `ip-10-1-0-5.ec2.internal` in us-east-1,
+    /// `ip-10-2-0-5.eu-west-2.compute.internal` elsewhere), which `{private_dns_name}` is
+    /// replaced by as reported, never computed. A template with `{private_dns_name}` names no
+    /// peer without one (`None`; Cloud Map reports none).
+    ///
+    /// ```
+    /// use ecs_peers::NodeNaming;
+    /// let t = NodeNaming::Template("app@{private_dns_name}".into());
+    /// let ip = "10.1.0.5".parse().unwrap();
+    /// assert_eq!(t.render_with(ip, "us-east-1", Some("ip-10-1-0-5.ec2.internal")).unwrap(), "app@ip-10-1-0-5.ec2.internal");
+    /// assert_eq!(t.render_with(ip, "us-east-1", None), None);
+    /// ```
+    pub fn render_with(
+        &self,
+        ip: IpAddr,
+        region: &str,
+        private_dns_name: Option<&str>,
+    ) -> Option<String> {
         match self {
             NodeNaming::Basename(b) => Some(format!("{b}@{ip}")),
             NodeNaming::Template(t) => {
+                let mut name = t.clone();
+                if name.contains(PRIVATE_DNS_NAME) {
+                    name = name.replace(PRIVATE_DNS_NAME, private_dns_name?);
+                }
                 let ip_s = ip.to_string();
                 let dashed = ip_s.replace(['.', ':'], "-");
                 Some(
-                    t.replace("{ip_dashed}", &dashed)
+                    name.replace("{ip_dashed}", &dashed)
                         .replace("{ip}", &ip_s)
                         .replace("{region}", region),
                 )
             }
             NodeNaming::Epmd { .. } => None,
+        }
+    }
+
+    /// Whether names come from `{private_dns_name}`, which only ECS sources report.
+    pub fn needs_private_dns_name(&self) -> bool {
+        matches!(self, NodeNaming::Template(t) if t.contains(PRIVATE_DNS_NAME))
+    }
+
+    /// The key that makes peers' names long names (a host with a dot, or an IP address), which a
+    /// short-named node (`-sname`) cannot connect to; `None` when the names' host is a plain
+    /// name (`app@ip-{ip_dashed}`).
+    fn long_names_key(&self) -> Option<&'static str> {
+        match self {
+            NodeNaming::Basename(_) => Some("node_basename"),
+            NodeNaming::Epmd { .. } => Some("node_names"),
+            NodeNaming::Template(t) => {
+                let host = t.split_once('@').map_or("", |(_, h)| h);
+                let host = host.replace("{ip_dashed}", "").replace("{region}", "");
+                (host.contains('.') || host.contains("{ip}") || host.contains(PRIVATE_DNS_NAME))
+                    .then_some("node_name")
+            }
         }
     }
 
@@ -78,6 +125,9 @@ impl NodeNaming {
     }
 }
 
+/// The placeholder for the private DNS name AWS reports for a task.
+const PRIVATE_DNS_NAME: &str = "{private_dns_name}";
+
 /// Who this node is, as the adapter running ecs-peers knows it. Built by one rule from either
 /// the running Erlang node ([`ThisNode::from_erlang`]) or a release's environment
 /// ([`ThisNode::from_release_env`]), so the CLI and the strategy derive the same names.
@@ -99,9 +149,20 @@ pub struct ThisNode {
     /// The name part (`app`): peers are `<basename>@<ip>` unless `node_basename` or `node_name`
     /// is configured.
     pub basename: Option<String>,
+    /// This node runs with short names (`-sname`, `RELEASE_DISTRIBUTION=sname`): it can connect
+    /// only to nodes whose host is a plain name, so peers named by IP address (long names) are
+    /// refused at start (see [`ThisNode::short_named`]).
+    pub short_names: bool,
 }
 
 impl ThisNode {
+    /// This node with short names or not, as the running Erlang node says
+    /// (`:net_kernel.longnames()` is `false` for `-sname`; `:ignored` when not distributed).
+    pub fn short_named(mut self, short_names: bool) -> ThisNode {
+        self.short_names = short_names;
+        self
+    }
+
     /// Nothing is known about this node: naming must be configured.
     pub fn unknown() -> ThisNode {
         ThisNode::default()
@@ -131,7 +192,7 @@ impl ThisNode {
             let base = release_node.map(|n| n.split('@').next().unwrap_or(n));
             return ThisNode::from_parts(None, base.or(release_name));
         }
-        ThisNode::from_parts(release_node, release_name)
+        ThisNode::from_parts(release_node, release_name).short_named(distribution == Some("sname"))
     }
 
     /// [`ThisNode::from_release`] with this process's environment.
@@ -156,17 +217,20 @@ impl ThisNode {
                 Some((base, host)) if !base.is_empty() && !host.is_empty() => ThisNode {
                     name: Some(n.to_string()),
                     basename: Some(base.to_string()),
+                    short_names: false,
                 },
                 _ => ThisNode {
                     name: None,
                     basename: Some(n.trim_end_matches('@').to_string())
                         .filter(|b| !b.is_empty())
                         .or(fallback),
+                    short_names: false,
                 },
             },
             None => ThisNode {
                 name: None,
                 basename: fallback,
+                short_names: false,
             },
         }
     }
@@ -244,6 +308,18 @@ pub(super) fn parse(top: &mut Fields, this: &ThisNode) -> Result<Naming, Error> 
             ));
         }
     }
+    if this.short_names {
+        if let Some(key) = node.long_names_key() {
+            let example = node
+                .render("10.0.1.6".parse().expect("an IPv4 literal"), "eu-west-2")
+                .unwrap_or_else(|| "app@10.0.1.6".into());
+            let base = this.basename.as_deref().unwrap_or("app");
+            return Err(Error::config(
+                key,
+                format!("this node runs with short names (RELEASE_DISTRIBUTION=sname, or -sname), but peers are named with long names (e.g. {example:?}), which a short-named node cannot connect to; use long names: RELEASE_DISTRIBUTION=name and RELEASE_NODE={base}@<this task's IP> (in rel/env.sh.eex), or name peers by a plain host that resolves, e.g. node_name = \"{base}@ip-{{ip_dashed}}\""),
+            ));
+        }
+    }
     Ok(Naming {
         node,
         local_node: local_node.or_else(|| this.name.clone()),
@@ -278,10 +354,10 @@ fn validate_template(t: &str) -> Result<String, Error> {
             format!("{t:?} must be name@host with exactly one @, e.g. \"app@{{ip}}\""),
         ));
     }
-    if !host.contains("{ip}") && !host.contains("{ip_dashed}") {
+    if !host.contains("{ip}") && !host.contains("{ip_dashed}") && !host.contains(PRIVATE_DNS_NAME) {
         return Err(Error::config(
             "node_name",
-            format!("{t:?} must contain {{ip}} or {{ip_dashed}} after the @, or every peer gets the same name"),
+            format!("{t:?} must contain {{ip}}, {{ip_dashed}} or {{private_dns_name}} after the @, or every peer gets the same name"),
         ));
     }
     let mut rest = t;
@@ -291,10 +367,10 @@ fn validate_template(t: &str) -> Result<String, Error> {
             .map(|e| start + e)
             .ok_or_else(|| Error::config("node_name", format!("{t:?} has an unclosed {{")))?;
         let ph = &rest[start + 1..end];
-        if !matches!(ph, "ip" | "ip_dashed" | "region") {
+        if !matches!(ph, "ip" | "ip_dashed" | "region" | "private_dns_name") {
             return Err(Error::config(
                 "node_name",
-                format!("{{{ph}}} in {t:?} is not a placeholder; expected {{ip}}, {{ip_dashed}} or {{region}}"),
+                format!("{{{ph}}} in {t:?} is not a placeholder; expected {{ip}}, {{ip_dashed}}, {{region}} or {{private_dns_name}}"),
             ));
         }
         rest = &rest[end + 1..];
@@ -333,6 +409,75 @@ mod tests {
         assert_eq!(
             (console.name, console.basename.as_deref()),
             (None, Some("my_app"))
+        );
+    }
+
+    #[test]
+    fn a_short_named_node_is_refused_long_peer_names() {
+        let src = json!([{"type":"ecs","region":"eu-west-2","cluster":"web"}]);
+        let from_env = ThisNode::from_release(Some("app@ip-10-0-1-5"), Some("sname"), None);
+        let from_beam = ThisNode::from_erlang("app@ip-10-0-1-5", None).short_named(true);
+        assert_eq!(from_env, from_beam, "one rule for the CLI and the strategy");
+        for (cfg, key) in [
+            (json!({ "sources": src }), "node_basename"),
+            (
+                json!({"node_name": "app@{ip}", "sources": src}),
+                "node_name",
+            ),
+            (
+                json!({"node_name": "app@ip-{ip_dashed}.ec2.internal", "sources": src}),
+                "node_name",
+            ),
+            (
+                json!({"node_name": "app@{private_dns_name}", "sources": src}),
+                "node_name",
+            ),
+            (json!({"node_names": "epmd", "sources": src}), "node_names"),
+        ] {
+            let e = Config::from_value_for(cfg.clone(), &from_env)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("{key}: this node runs with short names (RELEASE_DISTRIBUTION=sname, or -sname)"))
+                    && e.contains("RELEASE_DISTRIBUTION=name and RELEASE_NODE=app@<this task's IP>"),
+                "{cfg}: {e}"
+            );
+        }
+        let c = Config::from_value_for(
+            json!({"node_name": "app@ip-{ip_dashed}", "sources": src}),
+            &from_env,
+        )
+        .unwrap();
+        assert_eq!(c.local_node.as_deref(), Some("app@ip-10-0-1-5"));
+        // Long names, or not distributed: as before.
+        let long = ThisNode::from_release(Some("app@10.0.1.5"), Some("name"), None);
+        assert!(Config::from_value_for(json!({ "sources": src }), &long).is_ok());
+        assert!(!ThisNode::from_release(Some("app"), Some("none"), None).short_names);
+    }
+
+    #[test]
+    fn private_dns_name_is_a_placeholder_of_ecs_sources_only() {
+        let ecs = json!({"type":"ecs","region":"us-east-1","cluster":"web"});
+        let c =
+            Config::from_value(json!({"node_name": "app@{private_dns_name}", "sources": [ecs]}))
+                .unwrap();
+        let ip = "10.1.0.5".parse().unwrap();
+        assert_eq!(
+            c.node
+                .render_with(ip, "us-east-1", Some("ip-10-1-0-5.ec2.internal")),
+            Some("app@ip-10-1-0-5.ec2.internal".into())
+        );
+        assert_eq!(c.node.render(ip, "us-east-1"), None, "never computed");
+        let cm = json!({"type":"cloudmap","region":"us-east-1","namespace":"n","service":"s"});
+        let e = Config::from_value(
+            json!({"node_name": "app@{private_dns_name}", "sources": [ecs, cm]}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("node_name: {private_dns_name} is the private DNS name ECS reports")
+                && e.contains("sources[1] (cloudmap:us-east-1/n/s) is Cloud Map"),
+            "{e}"
         );
     }
 

@@ -48,9 +48,16 @@ pub(crate) fn decode_task(task: &Task, filter: &EcsSourceConfig) -> Decision {
             );
         }
     }
-    if let Some(family) = &filter.family {
-        if task_family(task) != Some(family.as_str()) {
+    if let Some(family) = filter.family_name() {
+        let (task_fam, task_rev) = task_family(task);
+        if task_fam != Some(family) {
             return Decision::Skip("its task definition is of another family");
+        }
+        if filter
+            .family_revision()
+            .is_some_and(|r| task_rev != Some(r))
+        {
+            return Decision::Skip("its task definition is another revision of the family");
         }
     }
     if let Some(container) = &filter.container {
@@ -93,15 +100,35 @@ fn found(task: &Task, ip: IpAddr) -> Found {
             .started_at()
             .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
         health: task.health_status().map(|h| h.as_str().to_string()),
+        private_dns_name: eni_detail(task, "privateDnsName").map(str::to_string),
         ..Found::at(ip)
     }
 }
 
-/// `arn:aws:ecs:r:a:task-definition/FAMILY:REV` → `FAMILY`.
-fn task_family(task: &Task) -> Option<&str> {
-    let def = task.task_definition_arn()?;
-    let name = def.rsplit('/').next()?;
-    Some(name.rsplit_once(':').map_or(name, |(f, _)| f))
+/// A detail of the task's ENI attachment (`privateDnsName`, …), as ECS reports it.
+fn eni_detail<'a>(task: &'a Task, name: &str) -> Option<&'a str> {
+    task.attachments()
+        .iter()
+        .filter(|a| a.r#type() == Some("ElasticNetworkInterface"))
+        .flat_map(|a| a.details())
+        .find(|kv| kv.name() == Some(name))
+        .and_then(|kv| kv.value())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// `arn:aws:ecs:r:a:task-definition/FAMILY:REV` → (`FAMILY`, `REV`).
+fn task_family(task: &Task) -> (Option<&str>, Option<&str>) {
+    let Some(name) = task
+        .task_definition_arn()
+        .and_then(|def| def.rsplit('/').next())
+    else {
+        return (None, None);
+    };
+    match name.rsplit_once(':') {
+        Some((f, rev)) => (Some(f), Some(rev)),
+        None => (Some(name), None),
+    }
 }
 
 /// The one address a task (or a Cloud Map instance) is known by, among those AWS reports for it:
@@ -244,7 +271,9 @@ impl EcsSource {
                 .set_next_token(token.clone());
             req = match (&self.cfg.service, &self.cfg.family) {
                 (Some(s), _) => req.service_name(s),
-                (None, Some(f)) => req.family(f),
+                // ListTasks' family filter takes a family only; a revision is checked on the
+                // described tasks (decode_task).
+                (None, Some(_)) => req.set_family(self.cfg.family_name().map(str::to_string)),
                 (None, None) => req,
             };
             let page = req
@@ -399,7 +428,7 @@ pub(crate) struct AutoEcsSource {
     resolved: Option<(
         EcsSource,
         crate::metadata::TaskMetadata,
-        crate::peer::SourceId,
+        crate::SourceConfig,
     )>,
 }
 
@@ -426,11 +455,11 @@ impl AutoEcsSource {
             let md = crate::metadata::fetch(self.metadata_url.as_deref()).await?;
             let mut cfg = self.cfg.clone();
             cfg.resolve(&md);
-            let id = crate::SourceConfig::Ecs(cfg.clone()).id();
-            tracing::info!(source = %id, "cluster \"auto\" resolved from the task metadata");
+            let resolved = crate::SourceConfig::Ecs(cfg.clone());
+            tracing::info!(source = %resolved.id(), region = %cfg.region, "cluster \"auto\" resolved from the task metadata");
             let client = self.clients.ecs(&cfg.region);
             let source = EcsSource::new(client, cfg, self.draining, self.calls.clone());
-            self.resolved = Some((source, md, id));
+            self.resolved = Some((source, md, resolved));
         }
         let Some((source, _, _)) = self.resolved.as_mut() else {
             return Ok(Vec::new());
@@ -448,8 +477,8 @@ impl Source for AutoEcsSource {
         self.resolved.as_ref().and_then(|(_, md, _)| md.private_ip)
     }
 
-    fn resolved_id(&self) -> Option<crate::peer::SourceId> {
-        self.resolved.as_ref().map(|(_, _, id)| id.clone())
+    fn resolved(&self) -> Option<&crate::SourceConfig> {
+        self.resolved.as_ref().map(|(_, _, cfg)| cfg)
     }
 }
 
@@ -464,7 +493,8 @@ pub fn bench_decode(
         .iter()
         .filter_map(|t| match decode_task(t, filter) {
             Decision::Peer(f) => {
-                let node = naming.render(f.ip, &filter.region)?;
+                let node =
+                    naming.render_with(f.ip, &filter.region, f.private_dns_name.as_deref())?;
                 Some(f.into_peer(node, &filter.region, &id))
             }
             _ => None,

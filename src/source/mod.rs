@@ -32,8 +32,11 @@ pub(crate) trait Source: Send + 'static {
         None
     }
 
-    /// The source's id once it is known better than configured (`cluster = "auto"` resolved).
-    fn resolved_id(&self) -> Option<crate::peer::SourceId> {
+    /// The source as it is known once its placeholders are resolved (`cluster = "auto"`: this
+    /// task's cluster, region and service, from the task metadata); `None` while unresolved or
+    /// when nothing was a placeholder. The poller describes the source, its peers and this node
+    /// by it from then on (id, region, and the `{region}` of node names).
+    fn resolved(&self) -> Option<&SourceConfig> {
         None
     }
 }

@@ -45,7 +45,12 @@ polls = :atomics.new(1, [])
 
     sources =
       for src <- metadata.sources,
-          do: %{id: Map.get(src, :id), ok: Map.get(src, :ok), peers: Map.get(src, :peers)}
+          do: %{
+            id: Map.get(src, :id),
+            region: Map.get(src, :region),
+            ok: Map.get(src, :ok),
+            peers: Map.get(src, :peers)
+          }
 
     :persistent_term.put(:e2e_last_poll, %{peers: measurements.peers, sources: sources})
   end,

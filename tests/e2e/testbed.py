@@ -11,6 +11,13 @@
                              the emulator's task metadata endpoint v4 for that task
                              (http://10.200.0.1:5000/v4/<task id>), reached over the same route.
 
+IPv6 (Bed(ipv6=True)): the same bridges also carry IPv6-only "VPCs" (fdec:5ee5:201::/64 and
+fdec:5ee5:202::/64, gateway ::1), the emulator also answers on [fdec:5ee5:200::1]:5000 (it listens
+on [::], dual-stack, in the router namespace only), and IPv6 task namespaces (add_host6) have only
+an IPv6 address and one route, to the IPv6 test prefix fdec:5ee5::/32, which the router
+black-holes below its bridge routes exactly like the IPv4 supernet (a ULA prefix: never routed on
+the internet). IPv6 forwarding is on in the router namespace only.
+
 Safety: the root namespace is not changed at all; the router namespace black-holes the whole
 supernet below its bridge routes; no namespace has a default route, so test traffic cannot leave
 the machine. Every name carries a run-unique prefix, and teardown (also on errors and signals)
@@ -35,6 +42,11 @@ ENDPOINT = f"http://{EMU_IP}:{EMU_PORT}"
 SUPERNET = "10.200.0.0/14"
 VPCS = {"eu-west-2": ("bra", "10.201.0"), "us-west-2": ("brb", "10.202.0")}
 COOKIE = "ecs-peers-e2e-" + secrets.token_hex(4)
+# IPv6 (Bed(ipv6=True)): a ULA prefix of the bed's own, black-holed in the router.
+SUPERNET6 = "fdec:5ee5::/32"
+EMU_IP6 = "fdec:5ee5:200::1"
+ENDPOINT6 = f"http://[{EMU_IP6}]:{EMU_PORT}"
+VPCS6 = {"eu-west-2": "fdec:5ee5:201", "us-west-2": "fdec:5ee5:202"}
 
 
 def run(*args, check=True, **kw):
@@ -42,7 +54,8 @@ def run(*args, check=True, **kw):
 
 
 class Bed:
-    def __init__(self, interval_ms=1000):
+    def __init__(self, interval_ms=1000, ipv6=False):
+        self.ipv6 = ipv6
         self.prefix = "ep" + secrets.token_hex(2)
         self.router = self.prefix + "r"
         self.hosts = {}  # ip -> {"ns", "proc", "status", "log"}
@@ -92,6 +105,17 @@ class Bed:
             self.ns_exec(r, "ip", "addr", "add", f"{net}.1/24", "dev", bridge)
             self.ns_exec(r, "ip", "link", "set", bridge, "up")
         self.ns_exec(r, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        if self.ipv6:
+            self._setup_router6()
+
+    def _setup_router6(self):
+        r = self.router
+        # nodad: the addresses are usable at once (no duplicate detection wait on a private bridge).
+        self.ns_exec(r, "ip", "-6", "addr", "add", f"{EMU_IP6}/128", "dev", "lo", "nodad")
+        self.ns_exec(r, "ip", "-6", "route", "add", "blackhole", SUPERNET6)
+        for region, net in VPCS6.items():
+            self.ns_exec(r, "ip", "-6", "addr", "add", f"{net}::1/64", "dev", VPCS[region][0], "nodad")
+        self.ns_exec(r, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
 
     def _start_emulator(self):
         for path, what in ((EMULATOR, "the emulator's command"), (PYTHON, "the emulator's venv")):
@@ -100,7 +124,9 @@ class Bed:
         log = open(os.path.join(self.work, "awsemu.log"), "w")
         # Its own process group: pausing and killing it reaches the server process, whatever
         # the command runs it under.
-        self.emu = subprocess.Popen(["ip", "netns", "exec", self.router, EMULATOR, "-H", EMU_IP, "-p", str(EMU_PORT)],
+        # IPv6 beds: [::] answers on EMU_IP (dual-stack) and EMU_IP6, inside the router namespace.
+        host = "::" if self.ipv6 else EMU_IP
+        self.emu = subprocess.Popen(["ip", "netns", "exec", self.router, EMULATOR, "-H", host, "-p", str(EMU_PORT)],
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         probe = ("import sys,time,urllib.request\n"
                  "for _ in range(600):\n"
@@ -200,6 +226,22 @@ class Bed:
             self._remember(ts)
         return tasks
 
+    def seed6(self, tasks_per_region):
+        """IPv6-only service "api" tasks per region (a subnet with only an IPv6 CIDR). Returns
+        them per region; each task's "ipv6" is its address, and its metadata endpoint is
+        remembered at ENDPOINT6 (an IPv6-only task reaches the endpoint over IPv6)."""
+        assert self.ipv6, "Bed(ipv6=True) has the IPv6 VPCs"
+        spec = {"ecs": [{"region": region, "cluster": "web", "subnet": None, "subnet_ipv6": f"{VPCS6[region]}::/64",
+                         "tasks": [{"family": "api", "count": n, "group": "service:api"}]}
+                        for region, n in tasks_per_region.items()]}
+        world = self.world("seed", spec)
+        tasks = {region: world["ecs"][f"{region}/web"]["running"] for region in tasks_per_region}
+        for ts in tasks.values():
+            for t in ts:
+                assert t["ipv6"] and not t["ip"], f"an IPv6-only task: {t}"
+                self.metadata[t["ipv6"]] = t["metadata_uri"].replace(ENDPOINT, ENDPOINT6, 1)
+        return tasks
+
     def run_task(self, region):
         tasks = self.world("run", {"region": region, "cluster": "web", "subnet": f"{VPCS[region][1]}.0/24",
                                    "family": "api", "count": 1, "group": "service:api"})
@@ -238,6 +280,25 @@ class Bed:
         self.hosts[ip] = {"ns": ns, "region": region}
         return ns
 
+    def add_host6(self, region, ip6):
+        """A namespace for one IPv6-only task: eth0 with only `ip6`, wired into its region's
+        bridge, one route (to the bed's IPv6 prefix) and no default route."""
+        assert ip6.startswith(VPCS6[region] + ":"), f"{ip6} is not in {region}'s IPv6 test subnet"
+        self._n += 1
+        ns = f"{self.prefix}h{self._n}"
+        self._add_ns(ns)
+        veth = f"{self.prefix}v{self._n}"
+        run("ip", "link", "add", veth, "netns", self.router, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        self.ns_exec(self.router, "ip", "link", "set", veth, "master", VPCS[region][0])
+        self.ns_exec(self.router, "ip", "link", "set", veth, "up")
+        # The link first: an IPv6 address added while it is down may be dropped when it comes up.
+        self.ns_exec(ns, "sysctl", "-qw", "net.ipv6.conf.eth0.keep_addr_on_down=1")
+        self.ns_exec(ns, "ip", "link", "set", "eth0", "up")
+        self.ns_exec(ns, "ip", "-6", "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad")
+        self.ns_exec(ns, "ip", "-6", "route", "add", SUPERNET6, "via", f"{VPCS6[region]}::1")
+        self.hosts[ip6] = {"ns": ns, "region": region}
+        return ns
+
     def add_doctor_host(self, ip="10.201.0.250"):
         """A host in eu-west-2 to run `ecs-peers doctor` from (like exec'ing into a task). Its
         routes model the VPC's route table: the emulator, its own subnet, and the peering route
@@ -249,7 +310,8 @@ class Bed:
         self.ns_exec(ns, "ip", "route", "add", "10.203.0.0/24", "via", "10.201.0.1")
         return ns
 
-    def start_node(self, ip, basename="app", cookie=None, node_names=None, sources=None, metadata_uri=None):
+    def start_node(self, ip, basename="app", cookie=None, node_names=None, sources=None, metadata_uri=None,
+                   endpoint=ENDPOINT, proto_dist=None):
         """`sources`: the strategy's sources as Elixir source text (node.exs has a default).
         The node's ECS_CONTAINER_METADATA_URI_V4 is its task's metadata endpoint, as the ECS agent
         sets it in every container, unless `metadata_uri` says otherwise ("" leaves it unset)."""
@@ -263,11 +325,15 @@ class Bed:
         uri = self.metadata.get(ip) if metadata_uri is None else metadata_uri
         if uri:
             env["ECS_CONTAINER_METADATA_URI_V4"] = uri
+        # proto_dist="inet6_tcp": Erlang distribution over IPv6 (an IPv6-only task's nodes).
+        erl = "-kernel inet_dist_listen_min 9100 inet_dist_listen_max 9110"
+        if proto_dist:
+            erl += f" -proto_dist {proto_dist}"
         h["proc"] = subprocess.Popen(
             ["ip", "netns", "exec", h["ns"], "elixir", "--name", f"{basename}@{ip}", "--cookie", cookie or COOKIE,
-             "--erl", "-kernel inet_dist_listen_min 9100 inet_dist_listen_max 9110",
+             "--erl", erl,
              "-pa", EBIN, os.path.join(ROOT, "tests", "e2e", "node.exs"),
-             h["status"], ENDPOINT, str(self.interval_ms)],
+             h["status"], endpoint, str(self.interval_ms)],
             stdout=open(h["log"], "w"), stderr=subprocess.STDOUT, env=env)
 
     def terminate_node(self, ip, timeout=30):

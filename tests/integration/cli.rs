@@ -456,3 +456,137 @@ fn credentials_tokens_and_cookies_never_appear_in_output_or_logs() {
         assert!(n > 2000, "the runs logged and printed something to search");
     }
 }
+
+/// `ecs-peers ARGS` against the emulator with no naming flag of the harness's own.
+fn bare(emu: &Emu, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ecs-peers"));
+    c.args(args)
+        .args(["--endpoint-url", &emu.endpoint, "--max-attempts", "1"])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("RELEASE_NODE")
+        .env_remove("RELEASE_NAME")
+        .env_remove("RELEASE_DISTRIBUTION");
+    c
+}
+
+#[test]
+fn private_dns_name_names_peers_as_aws_reports_them_in_each_region() {
+    // Issue 10: `RELEASE_NODE=app@$(hostname -f)` fleets are `…ec2.internal` in us-east-1 and
+    // `….REGION.compute.internal` elsewhere; {private_dns_name} is the name ECS reports.
+    let emu = Emu::start();
+    let w = emu.seed(json!({"ecs": [
+        {"region": "us-east-1", "cluster": "web", "subnet": "10.211.0.0/24", "tasks": [{"family": "api", "count": 2}]},
+        {"region": "eu-west-2", "cluster": "web", "subnet": "10.212.0.0/24", "tasks": [{"family": "api", "count": 2}]}
+    ]}));
+    let o = bare(
+        &emu,
+        &[
+            "list",
+            "--json",
+            "--node-name",
+            "app@{private_dns_name}",
+            "--ecs",
+            "us-east-1/web",
+            "--ecs",
+            "eu-west-2/web",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut got: Vec<(String, String)> = s["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["node"].as_str().unwrap().to_string(),
+                p["private_dns_name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want = Vec::new();
+    for (key, suffix) in [
+        ("us-east-1/web", ".ec2.internal"),
+        ("eu-west-2/web", ".eu-west-2.compute.internal"),
+    ] {
+        for t in w["ecs"][key]["running"].as_array().unwrap() {
+            let dns = t["dns"].as_str().unwrap();
+            let dashed = t["ip"].as_str().unwrap().replace('.', "-");
+            assert_eq!(dns, format!("ip-{dashed}{suffix}"), "the emulator's names");
+            want.push((format!("app@{dns}"), dns.to_string()));
+        }
+    }
+    want.sort();
+    assert_eq!(got, want);
+
+    // Cloud Map reports no DNS name: refused at start, naming the key and the source.
+    let o = bare(
+        &emu,
+        &[
+            "list",
+            "--node-name",
+            "app@{private_dns_name}",
+            "--ecs",
+            "us-east-1/web",
+            "--cloudmap",
+            "us-west-2/internal/api",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains(
+            "node_name (--node-name): {private_dns_name} is the private DNS name ECS reports"
+        ) && e.contains(
+            "sources[1] (cloudmap:us-west-2/internal/api) is Cloud Map, which reports none"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_short_named_release_is_refused_with_the_setting_and_the_fix() {
+    // Issue 10: with RELEASE_DISTRIBUTION=sname peers were handed out as app@10.0.1.6, long
+    // names a short-named node cannot connect to, without a word.
+    let emu = Emu::start();
+    world(&emu);
+    let run = |extra: &[&str]| {
+        let mut args = vec!["list", "--ecs", "eu-west-2/web/api"];
+        args.extend_from_slice(extra);
+        bare(&emu, &args)
+            .env("RELEASE_DISTRIBUTION", "sname")
+            .env("RELEASE_NODE", "app@ip-10-201-0-9")
+            .output()
+            .unwrap()
+    };
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("this node runs with short names (RELEASE_DISTRIBUTION=sname")
+            && e.contains("\"app@10.0.1.6\"")
+            && e.contains("RELEASE_DISTRIBUTION=name and RELEASE_NODE=app@<this task's IP>"),
+        "{e}"
+    );
+    // A plain host is a short name: allowed.
+    let o = run(&["--node-name", "app@ip-{ip_dashed}"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(text(&o).contains("app@ip-10-201-0-4"), "{}", text(&o));
+}

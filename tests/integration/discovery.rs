@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::emu::{arns, ips, Emu};
 use crate::{calls, config, peer_ips};
@@ -246,4 +246,116 @@ async fn cloudmap_query_filters_instances_and_local_node_is_excluded() {
     assert_eq!(p.instance_id.as_deref(), Some("p1"));
     assert_eq!(p.availability_zone.as_deref(), Some("us-west-2a"));
     assert_eq!(p.health.as_deref(), Some("HEALTHY"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_cluster_describes_peers_local_node_and_source_by_the_resolved_region() {
+    // Issue 10: `cluster = "auto"` once resolved from the task metadata is the task's own region
+    // everywhere the source is described: its peers, this node, the source status, `{region}`.
+    // A Cloud Map service of the same tasks in the same region is the same peers, no conflict.
+    let emu = Emu::start();
+    let w = emu.seed(
+        json!({"ecs": [{"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24",
+        "tasks": [{"family": "api", "count": 3}]}]}),
+    );
+    let running = w["ecs"]["eu-west-2/web"]["running"].as_array().unwrap();
+    let instances: Vec<Value> = running
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"id": format!("i{i}"), "ipv4": t["ip"]}))
+        .collect();
+    emu.seed(
+        json!({"cloudmap": [{"region": "eu-west-2", "namespace": "internal", "service": "api",
+        "instances": instances}]}),
+    );
+    let cfg = ecs_peers::Config::from_value(json!({
+        "node_name": "app@ip-{ip_dashed}.{region}.compute.internal",
+        "endpoint_url": emu.endpoint,
+        "metadata_url": running[0]["metadata_uri"],
+        "max_attempts": 1,
+        "poll_timeout": "10s",
+        "sources": [
+            {"type": "ecs", "cluster": "auto"},
+            {"type": "cloudmap", "region": "eu-west-2", "namespace": "internal", "service": "api"}
+        ],
+    }))
+    .unwrap();
+    let s = ecs_peers::discover(cfg).await;
+    assert!(s.sources.iter().all(|x| x.ok), "{:#?}", s.sources);
+    assert!(
+        s.conflicts.is_empty(),
+        "no false conflict: {:#?}",
+        s.conflicts
+    );
+    assert_eq!(s.sources[0].id.as_str(), "ecs:eu-west-2/web/family:api");
+    assert_eq!(s.sources[0].region, "eu-west-2");
+    let me = s.local.as_ref().expect("this task is recognised");
+    assert_eq!(me.ip.to_string(), running[0]["ip"].as_str().unwrap());
+    assert_eq!(me.region, "eu-west-2");
+    assert_eq!(s.peers.len(), 2, "{:#?}", s.peers);
+    for p in &s.peers {
+        assert_eq!(p.region, "eu-west-2");
+        let dashed = p.ip.to_string().replace('.', "-");
+        assert_eq!(
+            p.node,
+            format!("app@ip-{dashed}.eu-west-2.compute.internal")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn family_with_a_revision_sees_only_that_revisions_tasks() {
+    // Issue 10: `family = "api:1"` validated, then found 0 peers (ListTasks takes a family
+    // only). It now lists the family and keeps the tasks of that revision.
+    let emu = Emu::start();
+    let w = emu.seed(json!({"ecs": [{"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24",
+        "tasks": [{"family": "api", "count": 2}, {"family": "api", "count": 1, "new_revision": true},
+                  {"family": "worker", "count": 1}]}]}));
+    let running = w["ecs"]["eu-west-2/web"]["running"].as_array().unwrap();
+    let of_revision = |rev: &str| -> Vec<String> {
+        let mut v: Vec<String> = running
+            .iter()
+            .filter(|t| {
+                t["task_definition"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(&format!("/api:{rev}"))
+            })
+            .map(|t| t["ip"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        (of_revision("1").len(), of_revision("2").len()),
+        (2, 1),
+        "{w}"
+    );
+    let cfg = config(
+        &emu,
+        json!([
+            {"type": "ecs", "region": "eu-west-2", "cluster": "web", "family": "api:1"},
+            {"type": "ecs", "region": "eu-west-2", "cluster": "web", "family": "api:2"},
+            {"type": "ecs", "region": "eu-west-2", "cluster": "web", "family": "api"}
+        ]),
+    );
+    let s = ecs_peers::discover(cfg).await;
+    assert!(s.sources.iter().all(|x| x.ok), "{:#?}", s.sources);
+    let of_source = |i: usize| -> Vec<String> {
+        let id = &s.sources[i].id;
+        let mut v: Vec<String> = s
+            .peers
+            .iter()
+            .filter(|p| &p.source == id)
+            .map(|p| p.ip.to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(s.sources[0].peers, 2);
+    assert_eq!(s.sources[1].peers, 1);
+    assert_eq!(s.sources[2].peers, 3, "a family alone is every revision");
+    assert_eq!(of_source(0), of_revision("1"));
+    assert_eq!(s.sources[1].id.as_str(), "ecs:eu-west-2/web/family:api:2");
+    assert_eq!(peer_ips(&s).len(), 3, "the worker is in no source");
 }

@@ -81,9 +81,18 @@ async fn throttled_source_keeps_peers_and_backs_off() {
     assert_eq!(u.snapshot.peers.len(), 3);
     assert!(u.changes.is_empty());
 
-    // Backing off: the next polls do not call ListTasks at all.
-    poller.poll().await;
-    poller.poll().await;
+    assert_eq!(src.api_calls, 1, "the throttled call is this round's");
+    let total = src.api_calls_total;
+
+    // Backing off: the next polls do not call ListTasks at all, and say so: every per-round
+    // figure is of its own round (issue 10: a backed-off round reported the last poll's calls).
+    for _ in 0..2 {
+        let u = poller.poll().await;
+        let src = &u.snapshot.sources[0];
+        assert_eq!(src.api_calls, 0, "no call was made this round: {src:?}");
+        assert!(src.api_calls_by_action.is_empty(), "{src:?}");
+        assert_eq!(src.api_calls_total, total);
+    }
     assert_eq!(
         emu.faults()[0]["hits"],
         1,

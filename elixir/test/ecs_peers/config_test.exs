@@ -123,6 +123,34 @@ defmodule EcsPeers.ConfigTest do
     assert {:error, "node_basename: is required" <> _} = validate.([sources: src], :nonode@nohost)
   end
 
+  test "a short-named node (-sname) is refused long peer names, with the setting and the fix" do
+    # The third element is :net_kernel.longnames(), as EcsPeers.this_node/0 passes it.
+    src = [[type: :ecs, region: "eu-west-2", cluster: "web"]]
+    me = :"app@ip-10-0-1-5"
+
+    assert {:error, "node_basename: this node runs with short names" <> rest} =
+             EcsPeers.Native.validate([sources: src], {me, nil, false})
+
+    assert rest =~ ~s(e.g. "app@10.0.1.6")
+    assert rest =~ "RELEASE_DISTRIBUTION=name and RELEASE_NODE=app@<this task's IP>"
+
+    assert {:ok, %{local_node: "app@ip-10-0-1-5"}} =
+             EcsPeers.Native.validate(
+               [node_name: "app@ip-{ip_dashed}", sources: src],
+               {me, nil, false}
+             )
+
+    assert {:ok, _} = EcsPeers.Native.validate([sources: src], {:"app@10.0.1.5", nil, true})
+
+    assert {:ok, _} =
+             EcsPeers.Native.validate(
+               [node_basename: "app", sources: src],
+               {:nonode@nohost, nil, :ignored}
+             )
+
+    assert {:ok, _} = EcsPeers.validate(sources: src, node_basename: "app")
+  end
+
   test "the moduledoc documents every configuration key" do
     {:docs_v1, _, _, _, %{"en" => doc}, _, _} = Code.fetch_docs(EcsPeers.Strategy)
 

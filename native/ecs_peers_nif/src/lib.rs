@@ -249,12 +249,19 @@ fn to_config(term: Term, this: Term) -> Result<ecs_peers::Config, String> {
     ecs_peers::Config::from_value_for(value, &this_node(this)?).map_err(|e| e.to_string())
 }
 
-/// `{node(), release_name | nil}` → the core's description of this node.
+/// `{node(), release_name | nil}` or `{node(), release_name | nil, :net_kernel.longnames()}`
+/// → the core's description of this node (`longnames() == false`: short names, `-sname`).
 fn this_node(term: Term) -> Result<ecs_peers::config::ThisNode, String> {
-    let bad = || format!("this node: expected {{node(), release_name | nil}}, got {term:?}");
+    let bad =
+        || format!("this node: expected {{node(), release_name | nil, longnames}}, got {term:?}");
     let parts = get_tuple(term).map_err(|_| bad())?;
-    let [node, release] = parts.as_slice() else {
-        return Err(bad());
+    let (node, release, short) = match parts.as_slice() {
+        [node, release] => (node, release, false),
+        [node, release, longnames] => {
+            let l = longnames.atom_to_string().map_err(|_| bad())?;
+            (node, release, l == "false")
+        }
+        _ => return Err(bad()),
     };
     let node = node.atom_to_string().map_err(|_| bad())?;
     let release = match release.get_type() {
@@ -262,10 +269,7 @@ fn this_node(term: Term) -> Result<ecs_peers::config::ThisNode, String> {
         TermType::Atom => None,
         _ => return Err(bad()),
     };
-    Ok(ecs_peers::config::ThisNode::from_erlang(
-        &node,
-        release.as_deref(),
-    ))
+    Ok(ecs_peers::config::ThisNode::from_erlang(&node, release.as_deref()).short_named(short))
 }
 
 /// Converts configuration terms to a value tree: maps and keyword lists → maps, atoms → strings
