@@ -4,9 +4,11 @@ defmodule EcsPeers.MixProject do
   @version "0.1.0"
   @source_url "https://github.com/ecs-peers/ecs-peers"
 
-  # Hex users get libcluster and the precompiled NIF (rustler_precompiled; rustler when building
-  # from source). Where Hex cannot be reached (this project's CI), ECS_PEERS_OFFLINE=1 compiles
-  # against the libcluster contract double in test/support and loads a NIF built by cargo.
+  # Hex users get the precompiled NIF (rustler_precompiled; rustler when building from source).
+  # libcluster is optional: with it, EcsPeers.Strategy is compiled; without it (Phoenix apps with
+  # no libcluster) EcsPeers.Cluster clusters on its own. Where Hex cannot be reached (this
+  # project's CI), ECS_PEERS_OFFLINE=1 compiles against the libcluster contract double in
+  # test/support and loads a NIF built by cargo.
   @offline System.get_env("ECS_PEERS_OFFLINE") in ["1", "true"]
 
   def project do
@@ -19,7 +21,7 @@ defmodule EcsPeers.MixProject do
       deps: deps(),
       package: package(),
       description:
-        "libcluster strategy for AWS ECS and Cloud Map: nodes in every configured region find each other",
+        "Clustering for AWS ECS and Cloud Map, with or without libcluster: nodes in every configured region find each other",
       docs: [main: "EcsPeers.Strategy", source_url: @source_url]
     ]
   end
@@ -47,7 +49,7 @@ defmodule EcsPeers.MixProject do
       []
     else
       [
-        {:libcluster, "~> 3.3"},
+        {:libcluster, "~> 3.3", optional: true},
         {:rustler_precompiled, "~> 0.8"},
         # 0.36.x: rustler_mix 0.37.0 needs Elixir 1.15 (System.cmd's :lines) while still
         # declaring ~> 1.11, and 0.37.1+ declare ~> 1.15; Hex does not filter by the Elixir

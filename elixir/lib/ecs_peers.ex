@@ -2,8 +2,8 @@ defmodule EcsPeers do
   @moduledoc """
   Discover Erlang/Elixir peers on AWS ECS and Cloud Map, across regions.
 
-  The clustering strategy is `EcsPeers.Strategy` (libcluster). This module is for scripts and
-  remote consoles:
+  Clustering is `EcsPeers.Strategy` (with libcluster) or `EcsPeers.Cluster` (a child for apps
+  without libcluster); one rule serves both. This module is for scripts and remote consoles:
 
       iex> EcsPeers.discover(sources: [[type: :ecs, region: "eu-west-2", cluster: "web", service: "api"]])
       {:ok, %{peers: [%{node: "app@10.1.0.5", region: "eu-west-2", ...}], sources: [...], ...}}

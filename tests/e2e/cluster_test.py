@@ -21,7 +21,14 @@ DEACTIVATING/STOPPING until the test moves them on. It proves:
      and names the fix while the named region still answers;
   8. drain: a stopped task whose BEAM runs on stays connected on every other node for at least
      three polls while ECS reports it STOPPING (the CLI reports it draining on each poll), and is
-     dropped everywhere within two polls once ECS reports it STOPPED.
+     dropped everywhere within two polls once ECS reports it STOPPED; after ECS's stop sequence
+     (SIGTERM while STOPPING) the draining node, gone, is not connected anew, and is forgotten
+     once STOPPED.
+The third clusters without libcluster: every node runs the child EcsPeers.Cluster in its
+application's supervision tree (E2E_CLUSTER=child), as a Phoenix >= 1.7.11 app would. It proves:
+  9. the nodes mesh across both regions; a task stopped as ECS stops it (StopTask, SIGTERM to its
+     BEAM, STOPPED) leaves the others meshed and is dropped from their peers, and OTP's global cut
+     no link anywhere (no "prevent overlapping partitions" line in any node's log).
 
 Run as root, after `mix test` has compiled elixir/_build/test: python3 tests/e2e/cluster_test.py
 Prints one line per scenario and `N passed, N failed`; exits non-zero when any failed.
@@ -64,6 +71,7 @@ def main():
 
     named_sources(scenario)
     zero_config(scenario)
+    without_libcluster(scenario)
     passed, failed = results.count(True), results.count(False)
     print(f"{passed} passed, {failed} failed", flush=True)
     return 1 if failed else 0
@@ -395,30 +403,92 @@ def zero_config(scenario):
             bed.terminate_node(leaving)
 
             def attempts(ip):
-                """libcluster's failed connects to the leaving node, from the node's log."""
-                return bed.log(ip).count(f'unable to connect to :"{node(leaving)}"')
+                """Connects to the leaving node (made or failed), from the node's log since `mark`."""
+                log = bed.log(ip)[mark[ip]:]
+                return log.count(f'unable to connect to :"{node(leaving)}"') + log.count(f'connected to :"{node(leaving)}"')
 
+            # Its BEAM has exited. Two polls for every other node to see the task draining (one
+            # may have been in flight), then none of the next three may connect it anew: a
+            # draining peer whose node has gone (it left the cluster itself) is not pulled back
+            # in. Nobody crashes.
+            start = {ip: bed.status(ip)["poll"] for ip in others}
+            wait_until(lambda: all(bed.status(ip)["poll"] >= start[ip] + 2 for ip in others), 30, "two polls")
+            mark = {ip: len(bed.log(ip)) for ip in others}
             before = {ip: bed.status(ip)["poll"] for ip in others}
-            # Still a draining peer: libcluster keeps trying it, nobody crashes.
-            wait_until(lambda: all(attempts(ip) >= 2 for ip in others), 30,
-                       f"every other node to try the draining {node(leaving)} again")
+            wait_until(lambda: all(bed.status(ip)["poll"] >= before[ip] + 3 for ip in others), 30, "three polls")
             assert bed.describe_task("eu-west-2", t["arn"])["lastStatus"] != "STOPPED"
+            settled = {ip: attempts(ip) for ip in others}
             bed.advance_tasks("eu-west-2", [t["arn"]], "STOPPED")
             stopped = {ip: bed.status(ip)["poll"] for ip in others}
-            wait_until(lambda: all(bed.status(ip)["poll"] >= stopped[ip] + 2 for ip in others), 30, "two polls")
-            settled = {ip: attempts(ip) for ip in others}
-            wait_until(lambda: all(bed.status(ip)["poll"] >= stopped[ip] + 5 for ip in others), 30, "three more polls")
-            retried = {node(ip): attempts(ip) - settled[ip] for ip in others if attempts(ip) != settled[ip]}
-            assert not retried, f"still trying {node(leaving)} after it was STOPPED: {retried}"
+            draining_peers = {ip: bed.status(ip)["peers"] for ip in others}
+            wait_until(lambda: all(bed.status(ip)["poll"] >= stopped[ip] + 3 for ip in others), 30, "three polls")
+            wait_until(lambda: all(bed.status(ip)["peers"] == draining_peers[ip] - 1 for ip in others), 10,
+                       f"{node(leaving)} to be forgotten once STOPPED")
+            tried = {node(ip): attempts(ip) for ip in others if attempts(ip) > 0}
+            assert not tried, f"connected {node(leaving)} again after it left: {tried}"
             for ip in others:
                 s = bed.status(ip)
                 assert s["strategy"] and s["restarts"] == 0, f"{node(ip)}: strategy crashed: {s}"
             assert fully_meshed(bed, others)
-            return (f"tried while draining: {dict((node(i), settled[i]) for i in others)} times over "
-                    f"{dict((node(i), stopped[i] - before[i]) for i in others)} polls; none after STOPPED")
+            return (f"not connected again while draining ({dict((node(i), stopped[i] - before[i]) for i in others)} "
+                    f"polls) nor after STOPPED; reconnects: {settled}")
 
-        scenario("ECS's stop sequence (SIGTERM while STOPPING): retried while draining, forgotten once STOPPED",
+        scenario("ECS's stop sequence (SIGTERM while STOPPING): not connected again while draining, forgotten once STOPPED",
                  ecs_stop_sequence)
+
+
+def global_cuts(bed):
+    """Lines in which OTP global cut a link (prevent_overlapping_partitions), from every node's log."""
+    return [f"{ip}: {line}" for ip in bed.hosts for line in bed.log(ip).splitlines()
+            if "'global'" in line and "prevent overlapping partitions" in line]
+
+
+def without_libcluster(scenario):
+    with Bed(interval_ms=INTERVAL_MS) as bed:
+        print(f"test bed {bed.prefix} (EcsPeers.Cluster, no libcluster): logs in {bed.work}", flush=True)
+        bed.task_lifecycle(stop="hold")
+        tasks = bed.seed({"eu-west-2": 2, "us-west-2": 1})
+        live = {}
+        # testbed.start_node passes its environment on: E2E_CLUSTER=child makes node.exs start
+        # EcsPeers.Cluster instead of libcluster's Cluster.Supervisor.
+        os.environ["E2E_CLUSTER"] = "child"
+        try:
+            for region, ts in tasks.items():
+                for t in ts:
+                    bed.add_host(region, t["ip"])
+                    bed.start_node(t["ip"])
+                    live[t["ip"]] = (region, t["arn"])
+        finally:
+            os.environ.pop("E2E_CLUSTER", None)
+
+        def child_meshes_and_leaves_cleanly():
+            ips = list(live)
+            wait_until(lambda: fully_meshed(bed, ips), 90, "every node to see every other")
+            logs = "".join(bed.log(ip) for ip in ips)
+            assert "[ecs_peers:ecs] connected to :" in logs, "no node logged `[ecs_peers:ecs] connected to`"
+            assert "[libcluster:" not in logs, "a node logged through libcluster"
+            victim = tasks["eu-west-2"][1]["ip"]
+            region, arn = live.pop(victim)
+            others = list(live)
+            bed.stop_task(region, arn)
+            bed.terminate_node(victim)
+            bed.advance_tasks(region, [arn], "STOPPED")
+            stopped = {ip: bed.status(ip)["poll"] for ip in others}
+            wait_until(lambda: all(bed.status(ip)["peers"] == len(others) - 1 for ip in others), 30,
+                       f"{node(victim)} to be dropped from every node's peers")
+            polls = {node(ip): bed.status(ip)["poll"] - stopped[ip] for ip in others}
+            assert fully_meshed(bed, others), "the other nodes are not meshed"
+            for ip in others:
+                s = bed.status(ip)
+                assert s["strategy"] and s["restarts"] == 0, f"{node(ip)}: the child crashed: {s}"
+            cuts = global_cuts(bed)
+            assert not cuts, "OTP global cut links:\n" + "\n".join(cuts)
+            left = "left the cluster" in bed.log(victim) or "leaving the cluster" in bed.log(victim)
+            assert left, f"{node(victim)} did not log leaving the cluster"
+            return f"meshed: {', '.join(node(i) for i in ips)}; dropped within {polls} polls of STOPPED; 0 global cuts"
+
+        scenario("without libcluster (EcsPeers.Cluster): nodes mesh across both regions; a stopping task leaves with no "
+                 "link cut by OTP global", child_meshes_and_leaves_cleanly)
 
 
 if __name__ == "__main__":

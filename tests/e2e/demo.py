@@ -1,5 +1,7 @@
 """The README's demo: two "regions" of ECS tasks as network namespaces, three BEAM nodes clustering
-through EcsPeers.Strategy, a task stopped and a task started, then everything torn down.
+through EcsPeers.Strategy, a task stopped (as ECS stops one: draining, SIGTERM to its BEAM, then
+STOPPED) and a task started, then everything torn down. It ends with the lines in which OTP's
+global cut a link (prevent_overlapping_partitions), from every node's log: there should be none.
 Run as root via scripts/demo."""
 import os
 import sys
@@ -36,6 +38,8 @@ def main():
     with Bed(interval_ms=2000) as bed:
         say(f"two VPCs (eu-west-2 10.201.0.0/24, us-west-2 10.202.0.0/24) peered through namespace {bed.router}; "
             "AWS emulator on 10.200.0.1:5000")
+        # Stopped tasks go through ECS's stop sequence (DEACTIVATING until the test says STOPPED).
+        bed.task_lifecycle(stop="hold")
         tasks = bed.seed({"eu-west-2": 2, "us-west-2": 1})
         ips = []
         for region, ts in tasks.items():
@@ -54,15 +58,18 @@ def main():
         show_cluster(bed, ips)
 
         victim = tasks["eu-west-2"][1]
-        say(f"stopping task {victim['arn'].rsplit('/', 1)[-1]} (app@{victim['ip']}) in eu-west-2")
+        say(f"stopping task {victim['arn'].rsplit('/', 1)[-1]} (app@{victim['ip']}) in eu-west-2 as ECS does: "
+            "StopTask (the task drains), SIGTERM to its BEAM, then STOPPED")
         bed.stop_task("eu-west-2", victim["arn"])
+        print(f"  ECS reports it {bed.describe_task('eu-west-2', victim['arn'])['lastStatus']}; SIGTERM to app@{victim['ip']}",
+              flush=True)
+        bed.terminate_node(victim["ip"])
         rest = [ip for ip in ips if ip != victim["ip"]]
-        wait_until(lambda: all(f"app@{victim['ip']}" not in bed.status(ip)["nodes"] for ip in rest)
-                   and meshed(bed, rest) and bed.status(victim["ip"])["nodes"] == [], 30,
-                   "the stopped task's node to be dropped and the rest meshed")
-        show_cluster(bed, ips)
-        print(f"  (app@{victim['ip']} knows its task left: it stays out; ECS would now stop its container)", flush=True)
-        bed.kill_node(victim["ip"])
+        bed.advance_tasks("eu-west-2", [victim["arn"]], "STOPPED")
+        print(f"  its BEAM has exited; ECS reports it {bed.describe_task('eu-west-2', victim['arn'])['lastStatus']}", flush=True)
+        wait_until(lambda: all((bed.status(ip) or {}).get("peers") == len(rest) - 1 for ip in rest)
+                   and meshed(bed, rest), 30, "the stopped task to be dropped and the rest meshed")
+        show_cluster(bed, rest)
 
         new = bed.run_task("us-west-2")
         say(f"starting a new task in us-west-2 (app@{new['ip']})")
@@ -76,6 +83,11 @@ def main():
         for line in bed.log(rest[0]).splitlines():
             if "[libcluster:" in line or "'global'" in line:
                 print("  " + line, flush=True)
+        cuts = [f"  {ip}: {line}" for ip in bed.hosts for line in bed.log(ip).splitlines()
+                if "'global'" in line and "prevent overlapping partitions" in line]
+        say(f"links cut by OTP global (prevent_overlapping_partitions), in every node's log: {len(cuts)}")
+        for line in cuts:
+            print(line, flush=True)
         say("tearing the test bed down")
     print("demo done", flush=True)
     return 0

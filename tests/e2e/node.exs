@@ -1,5 +1,7 @@
 # One "ECS task" of the end-to-end test bed: a BEAM node that clusters with libcluster's
-# Cluster.Supervisor and EcsPeers.Strategy, and reports what it sees to a status file every 100 ms:
+# Cluster.Supervisor and EcsPeers.Strategy (or, with E2E_CLUSTER=child, with the libcluster-free
+# child EcsPeers.Cluster), started in an application's supervision tree as a release starts it
+# (so SIGTERM, init:stop, shuts it down in order), and reports what it sees to a status file every 100 ms:
 # its Node.list, whether the strategy runs, how often it was restarted, and from the strategy's
 # documented `[:ecs_peers, :poll, :stop]` telemetry: the polls so far, the peers of the last poll and
 # each source's id, ok and peers.
@@ -57,8 +59,39 @@ polls = :atomics.new(1, [])
   nil
 )
 
-{:ok, sup} =
-  Cluster.Supervisor.start_link([[ecs: [strategy: EcsPeers.Strategy, config: config]], [name: E2E.Cluster]])
+# E2E_CLUSTER=child: EcsPeers.Cluster in the app's tree (Phoenix >= 1.7.11, no libcluster);
+# otherwise libcluster's Cluster.Supervisor with the strategy.
+child = System.get_env("E2E_CLUSTER") == "child"
+
+defmodule E2E.App do
+  use Application
+
+  def start(_type, [child, config]) do
+    clustering =
+      if child,
+        do: {EcsPeers.Cluster, config},
+        else: {Cluster.Supervisor, [[ecs: [strategy: EcsPeers.Strategy, config: config]], [name: E2E.Cluster]]}
+
+    Supervisor.start_link([clustering], strategy: :one_for_one, name: E2E.Sup)
+  end
+end
+
+:ok = :application.load({:application, :e2e, [description: ~c"e2e", vsn: ~c"0", modules: [E2E.App],
+                                              registered: [], applications: [:kernel, :stdlib, :logger],
+                                              mod: {E2E.App, [child, config]}]})
+{:ok, _} = Application.ensure_all_started(:e2e)
+
+# The clustering process: the strategy under Cluster.Supervisor, or the child itself.
+clustering = fn ->
+  try do
+    case Supervisor.which_children(if child, do: E2E.Sup, else: E2E.Cluster) do
+      [{_, pid, _, _}] when is_pid(pid) -> pid
+      _ -> nil
+    end
+  catch
+    :exit, _ -> nil
+  end
+end
 
 json = fn
   _json, v when is_binary(v) -> ~s(") <> String.replace(String.replace(v, "\\", "\\\\"), ~s("), ~s(\\")) <> ~s(")
@@ -70,11 +103,7 @@ json = fn
 end
 
 report = fn report, last_pid, restarts ->
-  pid =
-    case Supervisor.which_children(sup) do
-      [{:ecs, pid, _, _}] when is_pid(pid) -> pid
-      _ -> nil
-    end
+  pid = clustering.()
 
   restarts = if last_pid && pid && pid != last_pid, do: restarts + 1, else: restarts
   last = :persistent_term.get(:e2e_last_poll)

@@ -57,6 +57,13 @@ defmodule EcsPeers.StrategyTest do
     start_supervised!({EcsPeers.Strategy, [state]})
   end
 
+  # The strategy's links are libcluster's State (EcsPeers.Membership serves the strategy).
+  defp replace_connect(pid, mfa) do
+    :sys.replace_state(pid, fn %{links: {mod, state}} = s ->
+      %{s | links: {mod, %{state | connect: mfa}}}
+    end)
+  end
+
   defp node_of(task), do: String.to_atom("app@" <> task["ip"])
 
   # Waits for n polls. Every poll reconciles through disconnect_nodes/4 and then connect_nodes/4,
@@ -174,9 +181,7 @@ defmodule EcsPeers.StrategyTest do
     capture_log(fn ->
       pid = start(emu, rec, [[type: :ecs, region: "eu-west-2", cluster: c, service: "api"]])
 
-      :sys.replace_state(pid, fn s ->
-        put_in(s.cluster.connect, {Recorder, :connect, [rec, false]})
-      end)
+      replace_connect(pid, {Recorder, :connect, [rec, false]})
 
       for _ <- 1..3, do: assert_receive({:connect, ^node}, 5_000)
       assert Process.alive?(pid)
@@ -194,9 +199,7 @@ defmodule EcsPeers.StrategyTest do
       capture_log(fn ->
         pid = start(emu, rec, [[type: :ecs, region: "eu-west-2", cluster: c]])
 
-        :sys.replace_state(pid, fn s ->
-          put_in(s.cluster.connect, {Recorder, :raising_connect, []})
-        end)
+        replace_connect(pid, {Recorder, :raising_connect, []})
 
         polls(3)
         assert Process.alive?(pid)

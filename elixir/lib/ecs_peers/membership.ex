@@ -1,0 +1,322 @@
+defmodule EcsPeers.Membership do
+  @moduledoc false
+  # The one membership rule, served to both ways of clustering: `EcsPeers.Strategy` (libcluster)
+  # and `EcsPeers.Cluster` (a plain child, no libcluster). Both are thin: they start this process
+  # with their own `links` (how a list of nodes is connected or disconnected, and the log
+  # prefix), and everything else is decided here, once:
+  #
+  # - a poller per process (the NIF), restarted by a watchdog when it falls silent;
+  # - every update's events (the core's: source_failing / source_recovered / conflict_found /
+  #   local_left) logged with the core's sentence, and the poll's telemetry emitted;
+  # - only the newest of several queued updates is acted on (each is self-contained);
+  # - the nodes to connect are the update's membership (the core leaves this node out of it),
+  #   minus the peers that are draining (a leaving node is never pulled back in); a node is
+  #   disconnected only when the core no longer lists it at all (a draining peer stays
+  #   connected until ECS reports its task STOPPED, by which time its BEAM has left);
+  # - when the core says this node's task has left (`left`, the local_left event), this node
+  #   leaves the cluster itself, at once, with `:global.disconnect/0`, and connects to nobody
+  #   any more;
+  # - and when this process is stopped because the VM stops (init:stop, e.g. on ECS's SIGTERM),
+  #   it leaves the same way, before the distribution goes down link by link.
+  #
+  # Why: OTP's global (prevent_overlapping_partitions, on by default since OTP 25) treats a link
+  # lost between two nodes that are both up as a partition in the making: when A and B lose
+  # their link, A tells every node it still sees that it lost B, and each of them, still
+  # connected to B, disconnects B, although B is healthy (and B's global does the same to A).
+  # The test bed's logs (tests/e2e/soak.py) showed both ways it happens: a peer disconnecting a
+  # leaving node that is still up (its poll saw the task gone first), within 30 ms followed by
+  # the others cutting that peer; and a leaving node dropping its peers one by one. Hence: peers
+  # do not cut a draining node (it is gone by the time ECS reports STOPPED), and a leaving node
+  # leaves with `:global.disconnect/0` (OTP 25.1+), which isolates it in global first, so the
+  # others read its going as a node leaving, not as a partition.
+
+  use GenServer
+
+  require Logger
+
+  @typedoc """
+  How a list of nodes is connected and disconnected: `{module, context}`; `module.connect(context,
+  nodes)` and `module.disconnect(context, nodes)` return `:ok` or `{:error, [{node, reason}]}`
+  (libcluster's contract).
+  """
+  @type links :: {module(), term()}
+
+  defstruct [
+    :topology,
+    :prefix,
+    :links,
+    :config,
+    :poller,
+    :tag,
+    :timings,
+    :membership,
+    poll: 0,
+    members: MapSet.new(),
+    connected: MapSet.new(),
+    draining: MapSet.new(),
+    left: false,
+    last_update: nil
+  ]
+
+  @doc false
+  # opts: config (the keys of EcsPeers.Strategy), topology (atom), prefix (log prefix, e.g.
+  # "libcluster:ecs"), links, and optionally GenServer options (name:).
+  def start_link(opts, gen_opts \\ []), do: GenServer.start_link(__MODULE__, opts, gen_opts)
+
+  @doc false
+  def child_spec(opts), do: %{id: __MODULE__, start: {__MODULE__, :start_link, [opts]}}
+
+  @impl GenServer
+  def init(opts) do
+    # Trapping exits: terminate/2 runs when the supervisor stops this process (shutdown), so a
+    # stopping node leaves the cluster before the distribution goes down.
+    Process.flag(:trap_exit, true)
+    s = struct!(__MODULE__, Keyword.take(opts, [:topology, :prefix, :links, :config]))
+
+    with {:ok, timings} <- EcsPeers.validate(s.config),
+         {:ok, poller, tag} <- start_poller(s.config) do
+      schedule_watchdog(timings)
+
+      {:ok,
+       %{
+         s
+         | poller: poller,
+           tag: tag,
+           timings: timings,
+           last_update: System.monotonic_time(:millisecond)
+       }}
+    else
+      {:error, message} ->
+        Logger.error("[#{s.prefix}] #{Keyword.fetch!(opts, :who)} cannot start: #{message}")
+        {:stop, {:invalid_config, message}}
+    end
+  end
+
+  @impl GenServer
+  def handle_info({:ecs_peers, tag, {:update, update}}, %__MODULE__{tag: tag} = s) do
+    s = %{s | last_update: System.monotonic_time(:millisecond)}
+    s = report(s, update)
+    {s, update} = latest(s, tag, update)
+    {:noreply, apply_update(s, update)}
+  end
+
+  def handle_info(:watchdog, %__MODULE__{} = s) do
+    silent = System.monotonic_time(:millisecond) - s.last_update
+
+    s =
+      if silent > stall_limit(s.timings) do
+        warn(s, "no poll result for #{silent} ms; restarting the poller")
+        EcsPeers.native(fn -> EcsPeers.Native.stop(s.poller) end)
+
+        case start_poller(s.config) do
+          {:ok, poller, tag} ->
+            %{s | poller: poller, tag: tag, last_update: System.monotonic_time(:millisecond)}
+
+          {:error, message} ->
+            warn(s, "cannot restart the poller: #{message}")
+            s
+        end
+      else
+        s
+      end
+
+    schedule_watchdog(s.timings)
+    {:noreply, s}
+  end
+
+  # The parent going away (trap_exit) stops this process (then terminate/2).
+  def handle_info({:EXIT, _from, reason}, s), do: {:stop, reason, s}
+
+  # Updates of a replaced poller, and anything else, are ignored.
+  def handle_info(_other, s), do: {:noreply, s}
+
+  # Stopped while the VM stops (init:stop, which ECS's SIGTERM starts): this node leaves
+  # global's cluster before the distribution goes down link by link. Nothing else is called (the
+  # links' processes may be gone already). A crash, or a restart by the supervisor while the VM
+  # runs on, does not leave (the process carries on).
+  @impl GenServer
+  def terminate(reason, %__MODULE__{poller: poller} = s) do
+    EcsPeers.native(fn -> EcsPeers.Native.stop(poller) end)
+
+    if shutdown?(reason) and vm_stopping?() and not s.left and MapSet.size(s.connected) > 0 and
+         Node.alive?() do
+      Logger.info("[#{s.prefix}] stopping; leaving the cluster")
+      if global_disconnect?(), do: apply(:global, :disconnect, [])
+    end
+
+    :ok
+  end
+
+  def terminate(_reason, _s), do: :ok
+
+  defp shutdown?(reason), do: reason == :shutdown or match?({:shutdown, _}, reason)
+
+  defp vm_stopping?, do: match?({:stopping, _}, :init.get_status())
+
+  # :global.disconnect/0 is OTP 25.1+ (kernel 8.5); before OTP 25, prevent_overlapping_partitions
+  # is off by default and the links' disconnect is all there is.
+  defp global_disconnect?, do: function_exported?(:global, :disconnect, 0)
+
+  defp start_poller(config) do
+    tag = :erlang.unique_integer([:positive])
+    this = EcsPeers.this_node()
+
+    case EcsPeers.native(fn -> EcsPeers.Native.start(config, this, self(), tag) end) do
+      {:ok, poller} -> {:ok, poller, tag}
+      {:error, message} -> {:error, message}
+    end
+  end
+
+  # When several updates are queued (a slow connect), each is reported (its events logged, its
+  # telemetry emitted, its draining peers noted), but only the newest is acted on: every update
+  # is self-contained.
+  defp latest(s, tag, update) do
+    receive do
+      {:ecs_peers, ^tag, {:update, newer}} -> latest(report(s, newer), tag, newer)
+    after
+      0 -> {s, update}
+    end
+  end
+
+  # The membership comes whole in every update (`nodes`, one shared binary) with its fingerprint;
+  # atoms are made only when it differs from the one held. Draining peers are the core's
+  # `draining` changes, kept until the core stops listing them (`removed`) or lists them anew.
+  defp apply_update(s, update) do
+    s =
+      if update.membership == s.membership,
+        do: s,
+        else: %{s | membership: update.membership, members: members(update.nodes)}
+
+    # `left` stays set in the core until a source lists this node again; then it rejoins.
+    s = if update.left && not s.left, do: leave(s), else: %{s | left: update.left != nil}
+
+    # A draining peer stays connected if it is, but is never connected anew: it is leaving the
+    # cluster itself. Only a node the core no longer lists is disconnected.
+    keep = if s.left, do: MapSet.new(), else: s.members
+
+    join =
+      if s.left or MapSet.size(s.draining) == 0,
+        do: keep,
+        else: MapSet.reject(keep, &(Atom.to_string(&1) in s.draining))
+
+    %{reconcile(s, keep, join) | poll: update.poll}
+  end
+
+  # This node leaves the cluster: global first isolates it, then disconnects every node it
+  # knows, so no peer takes the going for a partition; then whatever global did not know
+  # (hidden nodes) is disconnected through the links.
+  defp leave(s) do
+    gone =
+      if Node.alive?() and global_disconnect?(), do: apply(:global, :disconnect, []), else: []
+
+    if gone != [] do
+      Logger.info("[#{s.prefix}] left the cluster: disconnected from #{inspect(Enum.sort(gone))}")
+    end
+
+    reconcile(%{s | left: true}, MapSet.new(), MapSet.new())
+  end
+
+  defp members(""), do: MapSet.new()
+
+  # Atoms are made only for the nodes handed to connect/disconnect.
+  defp members(nodes) do
+    for n <- :binary.split(nodes, "\n", [:global]), into: MapSet.new(), do: String.to_atom(n)
+  end
+
+  # libcluster's contract: disconnect what is gone (connected, and no longer in `keep`), connect
+  # the full list to join; failed disconnects stay in `connected` (tried again), failed connects
+  # leave it (tried again next poll).
+  defp reconcile(%__MODULE__{links: {mod, ctx}} = s, keep, join) do
+    removed = MapSet.difference(s.connected, keep) |> MapSet.to_list()
+    connected = s.connected |> MapSet.intersection(keep) |> MapSet.union(join)
+
+    connected =
+      case safely(s, fn -> mod.disconnect(ctx, removed) end) do
+        {:error, bad} -> MapSet.union(connected, MapSet.new(bad, fn {n, _} -> n end))
+        _ -> connected
+      end
+
+    connected =
+      case safely(s, fn -> mod.connect(ctx, MapSet.to_list(join)) end) do
+        {:error, bad} -> MapSet.difference(connected, MapSet.new(bad, fn {n, _} -> n end))
+        _ -> connected
+      end
+
+    %{s | connected: connected}
+  end
+
+  # A connect/disconnect function that raises (e.g. returns something libcluster does not
+  # expect) is logged, not allowed to crash this process (and with it, after 3 restarts, the
+  # application).
+  defp safely(s, fun) do
+    fun.()
+  rescue
+    e ->
+      Logger.error("[#{s.prefix}] connect/disconnect failed: #{Exception.message(e)}")
+      :ok
+  end
+
+  # The core's membership events, logged as they come (warnings for failures and conflicts),
+  # then the poll's telemetry; the draining peers are noted.
+  defp report(s, update) do
+    for event <- update.events do
+      case event.event do
+        e when e in ["source_failing", "conflict_found"] -> warn(s, event.message)
+        _ -> Logger.info("[#{s.prefix}] #{event.message}")
+      end
+    end
+
+    emit_poll(s, update)
+    names = fn key -> MapSet.new(Map.get(update, key, []), & &1.node) end
+
+    draining =
+      case {Map.get(update, :draining, []), MapSet.size(s.draining)} do
+        {[], 0} ->
+          s.draining
+
+        _ ->
+          s.draining
+          |> MapSet.difference(names.(:removed))
+          |> MapSet.difference(names.(:added))
+          |> MapSet.union(names.(:draining))
+      end
+
+    %{s | draining: draining}
+  end
+
+  defp emit_poll(s, update) do
+    if Code.ensure_loaded?(:telemetry) do
+      meta = %{topology: s.topology, sources: update.sources}
+
+      measurements = %{
+        duration: System.convert_time_unit(update.duration_ms, :millisecond, :native),
+        peers: update.peer_count,
+        added: length(update.added),
+        removed: length(update.removed),
+        api_calls: Enum.reduce(update.sources, 0, &(&1.api_calls + &2)),
+        failing_sources: Enum.count(update.sources, &(not &1.ok and not &1.pending))
+      }
+
+      apply(:telemetry, :execute, [[:ecs_peers, :poll, :stop], measurements, meta])
+
+      for src <- update.sources, not src.ok and not src.pending do
+        apply(:telemetry, :execute, [
+          [:ecs_peers, :source, :error],
+          %{consecutive_failures: src.consecutive_failures},
+          %{topology: s.topology, source: src.id, kind: src.error_kind, error: src.error}
+        ])
+      end
+    end
+
+    Logger.debug(fn ->
+      "[#{s.prefix}] poll #{update.poll}: #{update.peer_count} peers, " <>
+        "#{Enum.count(update.sources, & &1.ok)}/#{length(update.sources)} sources ok"
+    end)
+  end
+
+  defp warn(s, message), do: Logger.warning("[#{s.prefix}] #{message}")
+
+  defp stall_limit(%{polling_interval: i, poll_timeout: t}), do: max(3 * i + t, 10_000)
+
+  defp schedule_watchdog(timings), do: Process.send_after(self(), :watchdog, stall_limit(timings))
+end
