@@ -18,7 +18,7 @@ use crate::aws::{AwsClients, CallCounter};
 use crate::config::{Config, NodeNaming, SourceConfig};
 use crate::error::{ErrorKind, SourceError};
 use crate::namespace::{
-    merge, rfc3339, Changes, LocalNode, Snapshot, SourceStatus, SNAPSHOT_SCHEMA,
+    merged, rfc3339, Changes, LocalNode, Snapshot, SourcePeers, SourceStatus, SNAPSHOT_SCHEMA,
 };
 use crate::peer::{Address, Found, Peer, SourceId};
 use crate::source::{self, Source};
@@ -56,7 +56,7 @@ struct Slot {
     epmd_names: Arc<std::sync::Mutex<HashMap<Address, String>>>,
     calls_before: BTreeMap<String, u64>,
     calls_last: BTreeMap<String, u64>,
-    peers: Vec<Peer>,
+    peers: SourcePeers,
     polled: bool,
     ok: bool,
     error: Option<SourceError>,
@@ -138,6 +138,8 @@ pub struct Poller {
     poll_timeout: Duration,
     poll_no: u64,
     last: Arc<Snapshot>,
+    /// A source's answer (or who this node is) changed since `last` was merged.
+    changed: bool,
     /// The source that last listed this node's own task.
     local_source: Option<SourceId>,
     tx: mpsc::UnboundedSender<Done>,
@@ -182,7 +184,7 @@ impl Poller {
                     epmd_names: Arc::default(),
                     calls_before: BTreeMap::new(),
                     calls_last: BTreeMap::new(),
-                    peers: Vec::new(),
+                    peers: SourcePeers::default(),
                     polled: false,
                     ok: false,
                     error: None,
@@ -201,6 +203,7 @@ impl Poller {
             poll_timeout: config.poll_timeout,
             poll_no: 0,
             last: Arc::new(Snapshot::empty()),
+            changed: true,
             local_source: None,
             tx,
             rx,
@@ -263,8 +266,12 @@ impl Poller {
             }
         }
         self.poll_no += 1;
-        let (peers, conflicts, local) =
-            merge(self.slots.iter().map(|s| s.peers.as_slice()), &self.local);
+        let (peers, conflicts, local) = merged(
+            std::mem::take(&mut self.changed),
+            self.slots.iter().map(|s| s.peers.as_slice()),
+            &self.local,
+            &self.last,
+        );
         let left = self.leaving(&local);
         let snapshot = Snapshot {
             schema: SNAPSHOT_SCHEMA,
@@ -368,6 +375,7 @@ impl Poller {
         let slot = &mut self.slots[done.idx];
         if self.local.ip.is_none() {
             self.local.ip = done.source.local_ip();
+            self.changed |= self.local.ip.is_some();
         }
         if let Some(id) = done.source.resolved_id() {
             slot.id = id;
@@ -378,16 +386,7 @@ impl Poller {
         slot.count_calls();
         match done.result {
             Ok(found) => {
-                slot.peers = found
-                    .into_iter()
-                    .filter_map(|f| {
-                        let node = f
-                            .node
-                            .clone()
-                            .or_else(|| naming.render(f.ip, &slot.region))?;
-                        Some(f.into_peer(node, &slot.region, &slot.id))
-                    })
-                    .collect();
+                self.changed |= slot.peers.apply(found, naming, &slot.region, &slot.id);
                 slot.ok = true;
                 slot.error = None;
                 slot.last_success = Some(SystemTime::now());
@@ -710,6 +709,67 @@ mod tests {
         assert!(s0.backoff_until.is_some(), "throttling backs off");
         assert!(s0.last_success.is_some());
         assert!(second.snapshot.sources[1].ok);
+    }
+
+    /// The address of a peer, however the snapshot holds it.
+    fn at(p: &Peer) -> *const Peer {
+        p
+    }
+
+    fn shared(a: &Update, b: &Update) -> bool {
+        let (a, b) = (&a.snapshot.peers, &b.snapshot.peers);
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| at(x) == at(y))
+    }
+
+    #[tokio::test]
+    async fn a_round_in_which_no_answer_changed_reuses_the_peers_it_has() {
+        let cfg = config(2);
+        let draining = Found {
+            draining: true,
+            ..found("10.1.0.5")
+        };
+        let (mut p, _) = poller(
+            &cfg,
+            vec![
+                vec![
+                    Step::Answer(Ok(vec![found("10.1.0.4"), found("10.1.0.5")])),
+                    // The same answer in another order.
+                    Step::Answer(Ok(vec![found("10.1.0.5"), found("10.1.0.4")])),
+                    Step::Answer(Ok(vec![found("10.1.0.4"), draining])),
+                    Step::Answer(Err(throttled())),
+                ],
+                vec![Step::Answer(Ok(vec![found("10.2.0.4")]))],
+            ],
+        );
+        let first = p.poll().await;
+        let second = p.poll().await;
+        assert!(
+            shared(&first, &second),
+            "no answer changed: the same peers, not named and merged again"
+        );
+        assert!(second.changes.is_empty());
+        let third = p.poll().await;
+        assert!(!shared(&second, &third), "source 0 changed: rebuilt");
+        assert_eq!(nodes(&third), nodes(&second));
+        assert_eq!(third.changes.draining.len(), 1);
+        let unchanged_source = |u: &Update| {
+            at(u.snapshot
+                .peers
+                .iter()
+                .find(|p| p.node == "app@10.2.0.4")
+                .unwrap())
+        };
+        assert_eq!(
+            unchanged_source(&second),
+            unchanged_source(&third),
+            "source 1 did not change: its peer is shared"
+        );
+        let fourth = p.poll().await;
+        assert!(!fourth.snapshot.sources[0].ok);
+        assert!(
+            shared(&third, &fourth),
+            "a failed poll keeps the peers, as they were"
+        );
     }
 
     #[tokio::test]

@@ -453,23 +453,30 @@ impl Source for AutoEcsSource {
     }
 }
 
-/// Decodes DescribeTasks tasks into named peers exactly as a poll does (for the benchmarks).
+/// Decodes DescribeTasks tasks into a source's answer (for the benchmarks).
+pub fn bench_answer(tasks: &[Task], filter: &EcsSourceConfig) -> crate::namespace::BenchAnswer {
+    crate::namespace::BenchAnswer(
+        tasks
+            .iter()
+            .filter_map(|t| match decode_task(t, filter) {
+                Decision::Peer(f) => Some(f),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// Decodes DescribeTasks tasks into named peers exactly as a poll does: decoded, then applied
+/// as a new answer of the source (fingerprinted and named) (for the benchmarks).
 pub fn bench_decode(
     tasks: &[Task],
     filter: &EcsSourceConfig,
     naming: &crate::NodeNaming,
-) -> Vec<crate::Peer> {
+) -> Vec<std::sync::Arc<crate::Peer>> {
     let id = crate::SourceConfig::Ecs(filter.clone()).id();
-    tasks
-        .iter()
-        .filter_map(|t| match decode_task(t, filter) {
-            Decision::Peer(f) => {
-                let node = naming.render(f.ip, &filter.region)?;
-                Some(f.into_peer(node, &filter.region, &id))
-            }
-            _ => None,
-        })
-        .collect()
+    let mut peers = crate::namespace::SourcePeers::default();
+    peers.apply(bench_answer(tasks, filter).0, naming, &filter.region, &id);
+    peers.as_slice().to_vec()
 }
 
 #[cfg(test)]
