@@ -405,16 +405,18 @@ impl SourcePeers {
         if self.fingerprint == Some(fp) && same_id {
             return false;
         }
-        self.peers = found
-            .into_iter()
-            .filter_map(|mut f| {
-                let node = match f.node.take() {
-                    Some(learnt) => learnt,
-                    None => naming.render(f.ip, region)?,
-                };
-                Some(Arc::new(f.into_peer(node, region, id)))
-            })
-            .collect();
+        self.peers.clear();
+        self.peers.reserve(found.len());
+        for mut f in found {
+            let node = match f.node.take() {
+                Some(learnt) => learnt,
+                None => match naming.render(f.ip, region) {
+                    Some(rendered) => rendered,
+                    None => continue,
+                },
+            };
+            self.peers.push(Arc::new(f.into_peer(node, region, id)));
+        }
         self.fingerprint = Some(fp);
         true
     }

@@ -369,13 +369,11 @@ impl EcsSource {
             self.known.retain(|arn, _| listed.contains(arn.as_str()));
         }
 
-        let mut peers: Vec<Found> = running
-            .iter()
-            .filter_map(|arn| match self.known.get(arn) {
-                Some(Known::Peer(f)) => Some(f.clone()),
-                _ => None,
-            })
-            .collect();
+        let mut peers: Vec<Found> = Vec::with_capacity(running.len() + draining.len());
+        peers.extend(running.iter().filter_map(|arn| match self.known.get(arn) {
+            Some(Known::Peer(f)) => Some(f.clone()),
+            _ => None,
+        }));
         peers.extend(draining);
         Ok(peers)
     }
@@ -455,15 +453,13 @@ impl Source for AutoEcsSource {
 
 /// Decodes DescribeTasks tasks into a source's answer (for the benchmarks).
 pub fn bench_answer(tasks: &[Task], filter: &EcsSourceConfig) -> crate::namespace::BenchAnswer {
-    crate::namespace::BenchAnswer(
-        tasks
-            .iter()
-            .filter_map(|t| match decode_task(t, filter) {
-                Decision::Peer(f) => Some(f),
-                _ => None,
-            })
-            .collect(),
-    )
+    let mut found = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        if let Decision::Peer(f) = decode_task(t, filter) {
+            found.push(f);
+        }
+    }
+    crate::namespace::BenchAnswer(found)
 }
 
 /// Decodes DescribeTasks tasks into named peers exactly as a poll does: decoded, then applied
