@@ -1,12 +1,13 @@
 //! Decode + merge + diff at 100, 1k and 10k tasks: the CPU cost of one poll once the AWS answers
-//! are in. `cargo bench --bench merge` (figures in BENCHMARKS.md).
+//! are in; and whole rounds through the poller's own functions, with no answer changed and with
+//! one source's answer changed. `cargo bench --bench merge` (figures in BENCHMARKS.md).
 
 use std::hint::black_box;
 
 use aws_sdk_ecs::types::{Attachment, KeyValuePair, Task};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use ecs_peers::config::EcsSourceConfig;
-use ecs_peers::internals::{bench_decode, bench_merge};
+use ecs_peers::internals::{bench_answer, bench_decode, bench_merge, BenchRound};
 use ecs_peers::{NodeNaming, Snapshot};
 
 fn task(i: usize, region_octet: u8) -> Task {
@@ -89,6 +90,44 @@ fn benches(c: &mut Criterion) {
                 ];
                 black_box(bench_merge(&per, &previous))
             })
+        });
+        // Whole rounds, as the poller runs them (answers cloned outside the timing).
+        let sources = [
+            ("eu-west-2", "ecs:eu-west-2/web/api"),
+            ("us-west-2", "ecs:us-west-2/web/api"),
+        ];
+        let answers = vec![bench_answer(&eu, &eu_cfg), bench_answer(&us, &us_cfg)];
+        let shifted_answers = vec![
+            bench_answer(&eu[..n / 2 - n / 100], &eu_cfg),
+            bench_answer(&us, &us_cfg),
+        ];
+        // No source's answer changed since the last round.
+        let mut steady = BenchRound::new(naming.clone(), &sources);
+        steady.round(answers.clone());
+        group.bench_with_input(BenchmarkId::new("unchanged_round", n), &n, |b, _| {
+            b.iter_batched(
+                || answers.clone(),
+                |a| black_box(steady.round(a)),
+                BatchSize::LargeInput,
+            )
+        });
+        // One source's answer changed by 1 % (alternately losing and regaining n/100 tasks).
+        let mut churn = BenchRound::new(naming.clone(), &sources);
+        churn.round(answers.clone());
+        let mut flip = false;
+        group.bench_with_input(BenchmarkId::new("changed_round", n), &n, |b, _| {
+            b.iter_batched(
+                || {
+                    flip = !flip;
+                    if flip {
+                        shifted_answers.clone()
+                    } else {
+                        answers.clone()
+                    }
+                },
+                |a| black_box(churn.round(a)),
+                BatchSize::LargeInput,
+            )
         });
     }
     group.finish();

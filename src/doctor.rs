@@ -91,7 +91,7 @@ pub struct Report {
 
 /// Checks every peer of `snapshot` from this host and diagnoses what is wrong.
 pub async fn diagnose(snapshot: &Snapshot, opts: &DoctorOptions) -> Report {
-    let mut peers: Vec<PeerCheck> = stream::iter(snapshot.peers.iter().cloned())
+    let mut peers: Vec<PeerCheck> = stream::iter(snapshot.peers.iter().map(|p| Peer::clone(p)))
         .map(|p| check(p, opts))
         .buffer_unordered(opts.concurrency.max(1))
         .collect()

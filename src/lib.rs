@@ -35,6 +35,7 @@ pub mod config;
 pub mod doctor;
 pub mod epmd;
 mod error;
+mod fingerprint;
 #[cfg(test)]
 mod fuzz;
 pub mod metadata;
@@ -52,6 +53,6 @@ pub use poller::{discover, Poller, PollerHandle, Subscription, Update};
 /// Not part of the API: entry points for the benchmarks.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::namespace::bench_merge;
-    pub use crate::source::ecs::bench_decode;
+    pub use crate::namespace::{bench_merge, BenchAnswer, BenchRound};
+    pub use crate::source::ecs::{bench_answer, bench_decode};
 }

@@ -1,13 +1,17 @@
 //! The merge: many sources' peers become one deterministic snapshot; and the diff between two.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
+use crate::config::NodeNaming;
 use crate::error::{ErrorKind, SourceError};
-use crate::peer::{Address, Peer, SourceId};
+use crate::fingerprint;
+use crate::peer::{Address, Found, Peer, SourceId};
 
 /// The schema tag of [`Snapshot`]'s JSON form.
 pub const SNAPSHOT_SCHEMA: &str = "ecs-peers/snapshot/v1";
@@ -85,8 +89,11 @@ pub struct Snapshot {
     pub taken_at: String,
     /// How long the poll round took, in milliseconds.
     pub duration_ms: u64,
-    /// The peers, sorted by node name, without the local node and without conflicting IPs.
-    pub peers: Vec<Peer>,
+    /// The peers, sorted by node name (then address), without the local node and without
+    /// conflicting IPs. Shared: a peer no source changed is the same allocation in consecutive
+    /// snapshots (serialized as plain peer objects).
+    #[serde(serialize_with = "shared_peers")]
+    pub peers: Vec<Arc<Peer>>,
     /// One status per configured source, in configuration order.
     pub sources: Vec<SourceStatus>,
     /// Addresses claimed by several regions; no peer is emitted for them.
@@ -117,33 +124,7 @@ impl Snapshot {
     /// assert!(changes.is_empty());
     /// ```
     pub fn diff(&self, previous: &Snapshot) -> Changes {
-        fn key(p: &Peer) -> (Address, &str) {
-            (p.address(), p.node.as_str())
-        }
-        let before: BTreeMap<(Address, &str), &Peer> =
-            previous.peers.iter().map(|p| (key(p), p)).collect();
-        let after: BTreeSet<(Address, &str)> = self.peers.iter().map(key).collect();
-        let mut changes = Changes {
-            added: self
-                .peers
-                .iter()
-                .filter(|p| !before.contains_key(&key(p)))
-                .cloned()
-                .collect(),
-            removed: previous
-                .peers
-                .iter()
-                .filter(|p| !after.contains(&key(p)))
-                .cloned()
-                .collect(),
-            draining: self
-                .peers
-                .iter()
-                .filter(|p| p.draining && before.get(&key(p)).is_some_and(|b| !b.draining))
-                .cloned()
-                .collect(),
-            events: Vec::new(),
-        };
+        let mut changes = diff_peers(&self.peers, &previous.peers);
         for now in &self.sources {
             let was = previous.sources.iter().find(|s| s.id == now.id);
             let was_failing = was.filter(|w| w.is_failing()).map(|w| w.error_kind);
@@ -330,6 +311,140 @@ impl std::fmt::Display for Event {
     }
 }
 
+/// Serializes shared peers as the peer objects themselves (the schema's `peers` array).
+fn shared_peers<S: Serializer>(peers: &[Arc<Peer>], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(peers.iter().map(|p| &**p))
+}
+
+/// The order of [`Snapshot::peers`]: by node name, then address. Its equality is the diff's
+/// identity (same address, same node name).
+fn by_node(a: &Peer, b: &Peer) -> Ordering {
+    a.node
+        .as_str()
+        .cmp(b.node.as_str())
+        .then_with(|| a.address().cmp(&b.address()))
+}
+
+/// Peers added, removed and started draining from `before` to `now`, keyed on (address, node
+/// name). Both lists are in [`by_node`] order when the namespace made them, so this is one walk
+/// over both, and a peer shared by both (the same `Arc`) is not even compared; lists in any
+/// other order (a hand-made snapshot) are diffed through maps, with the same result.
+fn diff_peers(now: &[Arc<Peer>], before: &[Arc<Peer>]) -> Changes {
+    let mut c = Changes::default();
+    if now.len() == before.len() && now.iter().zip(before).all(|(a, b)| Arc::ptr_eq(a, b)) {
+        return c;
+    }
+    let strictly_sorted = |v: &[Arc<Peer>]| v.windows(2).all(|w| by_node(&w[0], &w[1]).is_lt());
+    if !strictly_sorted(now) || !strictly_sorted(before) {
+        fn key(p: &Peer) -> (Address, &str) {
+            (p.address(), p.node.as_str())
+        }
+        let was: BTreeMap<(Address, &str), &Peer> = before.iter().map(|p| (key(p), &**p)).collect();
+        let is: BTreeSet<(Address, &str)> = now.iter().map(|p| key(p)).collect();
+        for p in now {
+            match was.get(&key(p)) {
+                None => c.added.push(Peer::clone(p)),
+                Some(b) if p.draining && !b.draining => c.draining.push(Peer::clone(p)),
+                Some(_) => {}
+            }
+        }
+        c.removed = before
+            .iter()
+            .filter(|p| !is.contains(&key(p)))
+            .map(|p| Peer::clone(p))
+            .collect();
+        return c;
+    }
+    let (mut i, mut j) = (0, 0);
+    while let (Some(a), Some(b)) = (now.get(i), before.get(j)) {
+        if Arc::ptr_eq(a, b) {
+            (i, j) = (i + 1, j + 1);
+            continue;
+        }
+        match by_node(a, b) {
+            Ordering::Less => {
+                c.added.push(Peer::clone(a));
+                i += 1;
+            }
+            Ordering::Greater => {
+                c.removed.push(Peer::clone(b));
+                j += 1;
+            }
+            Ordering::Equal => {
+                if a.draining && !b.draining {
+                    c.draining.push(Peer::clone(a));
+                }
+                (i, j) = (i + 1, j + 1);
+            }
+        }
+    }
+    c.added.extend(now[i..].iter().map(|p| Peer::clone(p)));
+    c.removed.extend(before[j..].iter().map(|p| Peer::clone(p)));
+    c
+}
+
+/// One source's peers as of its last complete answer, named, and that answer's fingerprint.
+#[derive(Debug, Default)]
+pub(crate) struct SourcePeers {
+    fingerprint: Option<u64>,
+    peers: Vec<Arc<Peer>>,
+}
+
+impl SourcePeers {
+    /// Takes a source's complete answer. When it is the answer it already holds (the same
+    /// [`fingerprint::answer`], for the same source id), it keeps its peers (the same `Arc`s)
+    /// and returns `false`; otherwise it names every peer (`naming`, or the name learnt from
+    /// EPMD; a peer it cannot name is left out) and returns `true`.
+    pub(crate) fn apply(
+        &mut self,
+        mut found: Vec<Found>,
+        naming: &NodeNaming,
+        region: &str,
+        id: &SourceId,
+    ) -> bool {
+        let fp = fingerprint::answer(&mut found);
+        let same_id = self.peers.first().is_none_or(|p| &p.source == id);
+        if self.fingerprint == Some(fp) && same_id {
+            return false;
+        }
+        self.peers.clear();
+        self.peers.reserve(found.len());
+        let mut unnamed = 0usize;
+        for mut f in found {
+            let node = match f.node.take() {
+                Some(learnt) => learnt,
+                None => match naming.render_with(f.ip, region, f.private_dns_name.as_deref()) {
+                    Some(rendered) => rendered,
+                    None => {
+                        unnamed += usize::from(naming.needs_private_dns_name());
+                        continue;
+                    }
+                },
+            };
+            self.peers.push(Arc::new(f.into_peer(node, region, id)));
+        }
+        if unnamed > 0 {
+            tracing::warn!(
+                source = %id,
+                unnamed,
+                "peers left out: node_name uses {{private_dns_name}}, and AWS reports no private DNS name for them (only an awsvpc task's ENI has one); use {{ip}} or {{ip_dashed}} for such tasks"
+            );
+        }
+        self.fingerprint = Some(fp);
+        true
+    }
+
+    /// How many peers it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Its peers, in address order.
+    pub(crate) fn as_slice(&self) -> &[Arc<Peer>] {
+        &self.peers
+    }
+}
+
 /// Who this node is, so it can be left out of its own peers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct LocalNode {
@@ -351,27 +466,31 @@ impl LocalNode {
 /// region from several sources is one peer (the first source's, a non-draining report
 /// preferred); one IP with different ports is several peers. The same IP in different regions,
 /// whatever the ports, is a conflict (overlapping CIDRs), and no peer.
+///
+/// One sort of every claim by address (stable, so configuration order is kept within an
+/// address; each source's peers are already in address order, so it merges runs), one walk over
+/// it, and one sort of the result by node name. Peers are shared, never copied.
 pub(crate) fn merge<'a>(
-    per_source: impl IntoIterator<Item = &'a [Peer]>,
+    per_source: impl IntoIterator<Item = &'a [Arc<Peer>]>,
     local: &LocalNode,
-) -> (Vec<Peer>, Vec<Conflict>, Option<Peer>) {
-    let mut by_ip: BTreeMap<IpAddr, Vec<&Peer>> = BTreeMap::new();
-    for peers in per_source {
-        for p in peers {
-            by_ip.entry(p.ip).or_default().push(p);
-        }
-    }
-    let mut peers = Vec::with_capacity(by_ip.len());
+) -> (Vec<Arc<Peer>>, Vec<Conflict>, Option<Peer>) {
+    // (configuration order, claim)
+    let mut claims: Vec<(usize, &Arc<Peer>)> =
+        per_source.into_iter().flatten().enumerate().collect();
+    claims.sort_by_key(|(_, p)| p.address());
+    let mut peers = Vec::with_capacity(claims.len());
     let mut conflicts = Vec::new();
     let mut me = None;
-    for (ip, claims) in by_ip {
-        let regions: BTreeSet<&str> = claims.iter().map(|p| p.region.as_str()).collect();
-        if regions.len() > 1 {
+    for same_ip in claims.chunk_by(|(_, a), (_, b)| a.ip == b.ip) {
+        let region = &same_ip[0].1.region;
+        if same_ip.iter().any(|(_, p)| &p.region != region) {
+            let mut in_order = same_ip.to_vec();
+            in_order.sort_by_key(|(order, _)| *order);
             conflicts.push(Conflict {
-                ip,
-                claims: claims
+                ip: same_ip[0].1.ip,
+                claims: in_order
                     .iter()
-                    .map(|p| Claim {
+                    .map(|(_, p)| Claim {
                         source: p.source.clone(),
                         port: p.port,
                         region: p.region.clone(),
@@ -381,22 +500,36 @@ pub(crate) fn merge<'a>(
             });
             continue;
         }
-        let mut by_port: BTreeMap<Option<u16>, Vec<&Peer>> = BTreeMap::new();
-        for p in claims {
-            by_port.entry(p.port).or_default().push(p);
-        }
-        for same in by_port.into_values() {
-            let best = same.iter().find(|p| !p.draining).unwrap_or(&same[0]);
-            let peer = (*best).clone();
-            if local.is(&peer) {
-                me = Some(peer);
+        for same in same_ip.chunk_by(|(_, a), (_, b)| a.port == b.port) {
+            let (_, best) = same.iter().find(|(_, p)| !p.draining).unwrap_or(&same[0]);
+            if local.is(best) {
+                me = Some(Peer::clone(best));
             } else {
-                peers.push(peer);
+                peers.push(Arc::clone(best));
             }
         }
     }
-    peers.sort_by(|a, b| a.node.cmp(&b.node).then(a.address().cmp(&b.address())));
+    peers.sort_unstable_by(|a, b| by_node(a, b));
     (peers, conflicts, me)
+}
+
+/// The merged peers, conflicts and local node of a round: merged again only when a source's
+/// answer (or who this node is) `changed` since `last` was made; otherwise `last`'s, shared.
+pub(crate) fn merged<'a>(
+    changed: bool,
+    per_source: impl IntoIterator<Item = &'a [Arc<Peer>]>,
+    local: &LocalNode,
+    last: &Snapshot,
+) -> (Vec<Arc<Peer>>, Vec<Conflict>, Option<Peer>) {
+    if changed {
+        merge(per_source, local)
+    } else {
+        (
+            last.peers.clone(),
+            last.conflicts.clone(),
+            last.local.clone(),
+        )
+    }
 }
 
 /// Formats a time as RFC 3339 (UTC, seconds).
@@ -409,7 +542,7 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
 
 /// Merges per-source peers into a snapshot and diffs it against `previous`, exactly as a poll
 /// does (for the benchmarks).
-pub fn bench_merge(per_source: &[Vec<Peer>], previous: &Snapshot) -> (Snapshot, Changes) {
+pub fn bench_merge(per_source: &[Vec<Arc<Peer>>], previous: &Snapshot) -> (Snapshot, Changes) {
     let (peers, conflicts, local) =
         merge(per_source.iter().map(Vec::as_slice), &LocalNode::default());
     let snapshot = Snapshot {
@@ -423,9 +556,79 @@ pub fn bench_merge(per_source: &[Vec<Peer>], previous: &Snapshot) -> (Snapshot, 
     (snapshot, changes)
 }
 
+/// A source's complete answer, before naming (for the benchmarks).
+#[derive(Clone)]
+pub struct BenchAnswer(pub(crate) Vec<Found>);
+
+/// The poller's per-round CPU work on complete answers, through the poller's own functions (for
+/// the benchmarks): each source's answer applied ([`SourcePeers::apply`]), merged only when one
+/// changed ([`merged`]), diffed against the previous snapshot.
+pub struct BenchRound {
+    naming: NodeNaming,
+    sources: Vec<(String, SourceId, SourcePeers)>,
+    last: Snapshot,
+}
+
+impl BenchRound {
+    /// Sources as `(region, id)`, in configuration order.
+    pub fn new(naming: NodeNaming, sources: &[(&str, &str)]) -> BenchRound {
+        BenchRound {
+            naming,
+            sources: sources
+                .iter()
+                .map(|(r, id)| {
+                    (
+                        r.to_string(),
+                        SourceId::new(id.to_string()),
+                        SourcePeers::default(),
+                    )
+                })
+                .collect(),
+            last: Snapshot::empty(),
+        }
+    }
+
+    /// One round with these answers (one per source); returns what changed.
+    pub fn round(&mut self, answers: Vec<BenchAnswer>) -> Changes {
+        let mut changed = self.last.poll == 0;
+        for ((region, id, peers), answer) in self.sources.iter_mut().zip(answers) {
+            changed |= peers.apply(answer.0, &self.naming, region, id);
+        }
+        let (peers, conflicts, local) = merged(
+            changed,
+            self.sources.iter().map(|(_, _, p)| p.as_slice()),
+            &LocalNode::default(),
+            &self.last,
+        );
+        let snapshot = Snapshot {
+            peers,
+            conflicts,
+            local,
+            poll: self.last.poll + 1,
+            ..Snapshot::empty()
+        };
+        let changes = snapshot.diff(&self.last);
+        self.last = snapshot;
+        changes
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Merges unshared peers (each source's list as written).
+    fn merge<'a>(
+        per_source: impl IntoIterator<Item = &'a [Peer]>,
+        local: &LocalNode,
+    ) -> (Vec<Arc<Peer>>, Vec<Conflict>, Option<Peer>) {
+        let shared: Vec<Vec<Arc<Peer>>> = per_source.into_iter().map(arcs).collect();
+        super::merge(shared.iter().map(Vec::as_slice), local)
+    }
+
+    fn arcs(peers: &[Peer]) -> Vec<Arc<Peer>> {
+        peers.iter().cloned().map(Arc::new).collect()
+    }
 
     pub(crate) fn peer(ip: &str, region: &str, source: &str) -> Peer {
         Peer {
@@ -518,11 +721,11 @@ mod tests {
     #[test]
     fn diff_reports_added_removed_and_draining() {
         let mut before = Snapshot::empty();
-        before.peers = vec![peer("10.0.0.1", "r", "s"), peer("10.0.0.2", "r", "s")];
+        before.peers = arcs(&[peer("10.0.0.1", "r", "s"), peer("10.0.0.2", "r", "s")]);
         let mut after = Snapshot::empty();
         let mut drained = peer("10.0.0.2", "r", "s");
         drained.draining = true;
-        after.peers = vec![drained, peer("10.0.0.3", "r", "s")];
+        after.peers = arcs(&[drained, peer("10.0.0.3", "r", "s")]);
         let c = after.diff(&before);
         assert_eq!(
             c.added.iter().map(|p| p.node.as_str()).collect::<Vec<_>>(),
@@ -543,6 +746,56 @@ mod tests {
             ["app@10.0.0.2"]
         );
         assert!(before.diff(&before).is_empty());
+    }
+
+    #[test]
+    fn diff_of_hand_made_unsorted_snapshots_is_the_same_as_of_sorted_ones() {
+        let mut drained = peer("10.0.0.2", "r", "s");
+        drained.draining = true;
+        let before = [
+            peer("10.0.0.1", "r", "s"),
+            peer("10.0.0.2", "r", "s"),
+            peer("10.0.0.4", "r", "s"),
+        ];
+        let after = [
+            peer("10.0.0.4", "r", "s"),
+            peer("10.0.0.3", "r", "s"),
+            drained,
+        ];
+        let snap = |peers: &[Peer], rev: bool| {
+            let mut s = Snapshot::empty();
+            s.peers = arcs(peers);
+            s.peers
+                .sort_by(|a, b| if rev { by_node(b, a) } else { by_node(a, b) });
+            s
+        };
+        let sorted = snap(&after, false).diff(&snap(&before, false));
+        let unsorted = snap(&after, true).diff(&snap(&before, true));
+        let names = |v: &[Peer]| v.iter().map(|p| p.node.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&sorted.added), ["app@10.0.0.3"]);
+        assert_eq!(names(&sorted.removed), ["app@10.0.0.1"]);
+        assert_eq!(names(&sorted.draining), ["app@10.0.0.2"]);
+        assert_eq!(names(&unsorted.added), names(&sorted.added));
+        assert_eq!(names(&unsorted.removed), names(&sorted.removed));
+        assert_eq!(names(&unsorted.draining), names(&sorted.draining));
+    }
+
+    #[test]
+    fn conflict_claims_are_in_configuration_order_whatever_the_ports() {
+        let a = vec![at_port("10.0.0.5", 9002, "a")];
+        let b = vec![Peer {
+            region: "us-west-2".into(),
+            ..at_port("10.0.0.5", 9001, "b")
+        }];
+        let (_, conflicts, _) = merge([a.as_slice(), b.as_slice()], &LocalNode::default());
+        assert_eq!(
+            conflicts[0]
+                .claims
+                .iter()
+                .map(|c| c.port)
+                .collect::<Vec<_>>(),
+            [Some(9002), Some(9001)]
+        );
     }
 
     fn at_port(ip: &str, port: u16, task: &str) -> Peer {
@@ -572,7 +825,7 @@ mod tests {
         assert!(conflicts.is_empty());
         // And the diff keys on the address: the second one arriving is one peer added.
         let mut before = Snapshot::empty();
-        before.peers = vec![at_port("10.0.0.5", 9001, "a")];
+        before.peers = arcs(&[at_port("10.0.0.5", 9001, "a")]);
         let mut after = Snapshot::empty();
         after.peers = peers;
         let c = after.diff(&before);

@@ -2,23 +2,31 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 /// A source's stable, human-readable id: `ecs:eu-west-2/web/api` or
-/// `cloudmap:us-west-2/internal/api`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
-pub struct SourceId(String);
+/// `cloudmap:us-west-2/internal/api`. Shared, not copied: every peer of a source holds it, and
+/// cloning it is a reference count.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourceId(Arc<str>);
 
 impl SourceId {
     pub(crate) fn new(id: String) -> Self {
-        SourceId(id)
+        SourceId(id.into())
     }
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// As its text (a JSON string).
+impl Serialize for SourceId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
     }
 }
 
@@ -99,8 +107,9 @@ impl fmt::Display for Address {
     }
 }
 
-/// What a source reports about one peer, before the namespace names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a source reports about one peer, before the namespace names it. Ordered by address first
+/// (then every other field, so equal answers sort equal: see [`crate::fingerprint`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Found {
     pub ip: IpAddr,
     /// The distribution port, when the source knows it (`None`: the default one).

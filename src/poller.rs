@@ -18,7 +18,7 @@ use crate::aws::{AwsClients, CallCounter};
 use crate::config::{Config, NodeNaming, SourceConfig};
 use crate::error::{ErrorKind, SourceError};
 use crate::namespace::{
-    merge, rfc3339, Changes, LocalNode, Snapshot, SourceStatus, SNAPSHOT_SCHEMA,
+    merged, rfc3339, Changes, LocalNode, Snapshot, SourcePeers, SourceStatus, SNAPSHOT_SCHEMA,
 };
 use crate::peer::{Address, Found, Peer, SourceId};
 use crate::source::{self, Source};
@@ -58,7 +58,7 @@ struct Slot {
     calls_at_last_round: BTreeMap<String, u64>,
     /// This round's calls (totals now minus `calls_at_last_round`), by action.
     calls_last: BTreeMap<String, u64>,
-    peers: Vec<Peer>,
+    peers: SourcePeers,
     polled: bool,
     ok: bool,
     error: Option<SourceError>,
@@ -155,6 +155,8 @@ pub struct Poller {
     poll_timeout: Duration,
     poll_no: u64,
     last: Arc<Snapshot>,
+    /// A source's answer (or who this node is) changed since `last` was merged.
+    changed: bool,
     /// The source that last listed this node's own task.
     local_source: Option<SourceId>,
     tx: mpsc::UnboundedSender<Done>,
@@ -197,7 +199,7 @@ impl Poller {
                         epmd_names: Arc::default(),
                         calls_at_last_round: BTreeMap::new(),
                         calls_last: BTreeMap::new(),
-                        peers: Vec::new(),
+                        peers: SourcePeers::default(),
                         polled: false,
                         ok: false,
                         error: None,
@@ -219,6 +221,7 @@ impl Poller {
             poll_timeout: config.poll_timeout,
             poll_no: 0,
             last: Arc::new(Snapshot::empty()),
+            changed: true,
             local_source: None,
             tx,
             rx,
@@ -284,8 +287,12 @@ impl Poller {
         for slot in &mut self.slots {
             slot.count_round_calls();
         }
-        let (peers, conflicts, local) =
-            merge(self.slots.iter().map(|s| s.peers.as_slice()), &self.local);
+        let (peers, conflicts, local) = merged(
+            std::mem::take(&mut self.changed),
+            self.slots.iter().map(|s| s.peers.as_slice()),
+            &self.local,
+            &self.last,
+        );
         let left = self.leaving(&local);
         let snapshot = Snapshot {
             schema: SNAPSHOT_SCHEMA,
@@ -388,6 +395,7 @@ impl Poller {
         let slot = &mut self.slots[done.idx];
         if self.local.ip.is_none() {
             self.local.ip = done.source.local_ip();
+            self.changed |= self.local.ip.is_some();
         }
         if let Some(cfg) = done.source.resolved() {
             slot.describe(cfg);
@@ -397,26 +405,7 @@ impl Poller {
         slot.polled = true;
         match done.result {
             Ok(found) => {
-                let mut unnamed = 0usize;
-                slot.peers = found
-                    .into_iter()
-                    .filter_map(|f| {
-                        let node = f.node.clone().or_else(|| {
-                            naming.render_with(f.ip, &slot.region, f.private_dns_name.as_deref())
-                        });
-                        if node.is_none() && naming.needs_private_dns_name() {
-                            unnamed += 1;
-                        }
-                        Some(f.into_peer(node?, &slot.region, &slot.id))
-                    })
-                    .collect();
-                if unnamed > 0 {
-                    tracing::warn!(
-                        source = %slot.id,
-                        unnamed,
-                        "peers left out: node_name uses {{private_dns_name}}, and AWS reports no private DNS name for them (only an awsvpc task's ENI has one); use {{ip}} or {{ip_dashed}} for such tasks"
-                    );
-                }
+                self.changed |= slot.peers.apply(found, naming, &slot.region, &slot.id);
                 slot.ok = true;
                 slot.error = None;
                 slot.last_success = Some(SystemTime::now());
@@ -739,6 +728,67 @@ mod tests {
         assert!(s0.backoff_until.is_some(), "throttling backs off");
         assert!(s0.last_success.is_some());
         assert!(second.snapshot.sources[1].ok);
+    }
+
+    /// The address of a peer, however the snapshot holds it.
+    fn at(p: &Peer) -> *const Peer {
+        p
+    }
+
+    fn shared(a: &Update, b: &Update) -> bool {
+        let (a, b) = (&a.snapshot.peers, &b.snapshot.peers);
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| at(x) == at(y))
+    }
+
+    #[tokio::test]
+    async fn a_round_in_which_no_answer_changed_reuses_the_peers_it_has() {
+        let cfg = config(2);
+        let draining = Found {
+            draining: true,
+            ..found("10.1.0.5")
+        };
+        let (mut p, _) = poller(
+            &cfg,
+            vec![
+                vec![
+                    Step::Answer(Ok(vec![found("10.1.0.4"), found("10.1.0.5")])),
+                    // The same answer in another order.
+                    Step::Answer(Ok(vec![found("10.1.0.5"), found("10.1.0.4")])),
+                    Step::Answer(Ok(vec![found("10.1.0.4"), draining])),
+                    Step::Answer(Err(throttled())),
+                ],
+                vec![Step::Answer(Ok(vec![found("10.2.0.4")]))],
+            ],
+        );
+        let first = p.poll().await;
+        let second = p.poll().await;
+        assert!(
+            shared(&first, &second),
+            "no answer changed: the same peers, not named and merged again"
+        );
+        assert!(second.changes.is_empty());
+        let third = p.poll().await;
+        assert!(!shared(&second, &third), "source 0 changed: rebuilt");
+        assert_eq!(nodes(&third), nodes(&second));
+        assert_eq!(third.changes.draining.len(), 1);
+        let unchanged_source = |u: &Update| {
+            at(u.snapshot
+                .peers
+                .iter()
+                .find(|p| p.node == "app@10.2.0.4")
+                .unwrap())
+        };
+        assert_eq!(
+            unchanged_source(&second),
+            unchanged_source(&third),
+            "source 1 did not change: its peer is shared"
+        );
+        let fourth = p.poll().await;
+        assert!(!fourth.snapshot.sources[0].ok);
+        assert!(
+            shared(&third, &fourth),
+            "a failed poll keeps the peers, as they were"
+        );
     }
 
     #[tokio::test]

@@ -398,13 +398,11 @@ impl EcsSource {
             self.known.retain(|arn, _| listed.contains(arn.as_str()));
         }
 
-        let mut peers: Vec<Found> = running
-            .iter()
-            .filter_map(|arn| match self.known.get(arn) {
-                Some(Known::Peer(f)) => Some(f.clone()),
-                _ => None,
-            })
-            .collect();
+        let mut peers: Vec<Found> = Vec::with_capacity(running.len() + draining.len());
+        peers.extend(running.iter().filter_map(|arn| match self.known.get(arn) {
+            Some(Known::Peer(f)) => Some(f.clone()),
+            _ => None,
+        }));
         peers.extend(draining);
         Ok(peers)
     }
@@ -482,24 +480,28 @@ impl Source for AutoEcsSource {
     }
 }
 
-/// Decodes DescribeTasks tasks into named peers exactly as a poll does (for the benchmarks).
+/// Decodes DescribeTasks tasks into a source's answer (for the benchmarks).
+pub fn bench_answer(tasks: &[Task], filter: &EcsSourceConfig) -> crate::namespace::BenchAnswer {
+    let mut found = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        if let Decision::Peer(f) = decode_task(t, filter) {
+            found.push(f);
+        }
+    }
+    crate::namespace::BenchAnswer(found)
+}
+
+/// Decodes DescribeTasks tasks into named peers exactly as a poll does: decoded, then applied
+/// as a new answer of the source (fingerprinted and named) (for the benchmarks).
 pub fn bench_decode(
     tasks: &[Task],
     filter: &EcsSourceConfig,
     naming: &crate::NodeNaming,
-) -> Vec<crate::Peer> {
+) -> Vec<std::sync::Arc<crate::Peer>> {
     let id = crate::SourceConfig::Ecs(filter.clone()).id();
-    tasks
-        .iter()
-        .filter_map(|t| match decode_task(t, filter) {
-            Decision::Peer(f) => {
-                let node =
-                    naming.render_with(f.ip, &filter.region, f.private_dns_name.as_deref())?;
-                Some(f.into_peer(node, &filter.region, &id))
-            }
-            _ => None,
-        })
-        .collect()
+    let mut peers = crate::namespace::SourcePeers::default();
+    peers.apply(bench_answer(tasks, filter).0, naming, &filter.region, &id);
+    peers.as_slice().to_vec()
 }
 
 #[cfg(test)]
