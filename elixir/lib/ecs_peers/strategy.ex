@@ -214,24 +214,36 @@ defmodule EcsPeers.Strategy do
     end
   end
 
-  # The membership comes whole in every update (`nodes`, one shared binary) with its fingerprint;
-  # atoms are made only when it differs from the one held. The core leaves this node out of it,
+  # The membership comes whole in every update (`nodes`, a handle to the shared names) with its
+  # fingerprint; the names are read, and atoms made, only when it differs from the one held. The core leaves this node out of it,
   # and says when this node has left its source (`left`): then nobody is connected.
   defp apply_update(s, update) do
     s =
       if update.membership == s.membership,
         do: s,
-        else: %{s | membership: update.membership, members: members(update.nodes)}
+        else: with_members(s, update)
 
     want = if update.left, do: MapSet.new(), else: s.members
     %{s | cluster: reconcile(s.cluster, want), poll: update.poll}
   end
 
-  # Atoms are made only for the nodes handed to connect_nodes/4.
-  defp members(""), do: MapSet.new()
+  # Atoms are made only for the nodes handed to connect_nodes/4. The names cannot be read only if
+  # the NIF breaks: then the membership held is kept (nobody is disconnected for it).
+  defp with_members(s, update) do
+    case EcsPeers.native(fn -> {:ok, EcsPeers.Native.names(update.nodes)} end) do
+      {:ok, names} ->
+        members =
+          for n <- :binary.split(names, "\n", [:global]),
+              n != "",
+              into: MapSet.new(),
+              do: String.to_atom(n)
 
-  defp members(nodes) do
-    for n <- :binary.split(nodes, "\n", [:global]), into: MapSet.new(), do: String.to_atom(n)
+        %{s | membership: update.membership, members: members}
+
+      {:error, message} ->
+        warn(s, "cannot read the peers' node names: #{message}")
+        s
+    end
   end
 
   # libcluster's contract: disconnect what is gone, connect the full desired list; failed
