@@ -109,9 +109,58 @@ IO.puts("the strategy polls inside the VM:         " <> Probe.summary(during) <>
 added = fn p -> Probe.pct(during, p) - Probe.pct(baseline, p) end
 IO.puts("added latency: p50 #{added.(0.5)} µs, p99 #{added.(0.99)} µs, p99.9 #{added.(0.999)} µs")
 
+# Less sensitive to other load on the machine than timer lateness: what each poll costs in CPU
+# time on the NIF's runtime threads (taken from the schedulers' cores), and how long the strategy
+# process's garbage collections take (not preemptible).
+nif_cpu_ms = fn ->
+  {:ok, tasks_dir} = File.ls("/proc/self/task")
+
+  ticks =
+    for t <- tasks_dir,
+        String.trim(File.read!("/proc/self/task/#{t}/comm")) == "ecs-peers",
+        reduce: 0 do
+      acc ->
+        # utime and stime: fields 14 and 15 of stat, after the parenthesised comm.
+        [_, rest] = String.split(File.read!("/proc/self/task/#{t}/stat"), ") ", parts: 2)
+        fields = String.split(rest)
+        acc + String.to_integer(Enum.at(fields, 11)) + String.to_integer(Enum.at(fields, 12))
+    end
+
+  ticks * 10
+end
+
 {reductions_before, _} = {Process.info(pid, :reductions) |> elem(1), nil}
 p0 = :sys.get_state(pid).poll
-Process.sleep(5_000)
+cpu0 = nif_cpu_ms.()
+:erlang.trace(pid, true, [:garbage_collection, :monotonic_timestamp])
+
+gcs = fn gcs, until, open, acc ->
+  left = until - System.monotonic_time(:millisecond)
+
+  receive do
+    {:trace_ts, ^pid, start, _, t} when start in [:gc_minor_start, :gc_major_start] ->
+      gcs.(gcs, until, t, acc)
+
+    {:trace_ts, ^pid, stop, _, t} when stop in [:gc_minor_end, :gc_major_end] and open != nil ->
+      gcs.(gcs, until, nil, [System.convert_time_unit(t - open, :native, :microsecond) | acc])
+
+    {:trace_ts, _, _, _, _} ->
+      gcs.(gcs, until, open, acc)
+  after
+    max(left, 0) -> acc
+  end
+end
+
+pauses = gcs.(gcs, System.monotonic_time(:millisecond) + 10_000, nil, [])
+:erlang.trace(pid, false, [:garbage_collection])
+polls = max(:sys.get_state(pid).poll - p0, 1)
 reductions = (Process.info(pid, :reductions) |> elem(1)) - reductions_before
-IO.puts("strategy process: #{div(reductions, max(:sys.get_state(pid).poll - p0, 1))} reductions per poll of #{tasks} unchanged peers")
+IO.puts("strategy process: #{div(reductions, polls)} reductions per poll of #{tasks} unchanged peers")
+
+IO.puts(
+  "NIF runtime threads: #{div(nif_cpu_ms.() - cpu0, polls)} ms of CPU per poll (10 ms ticks); " <>
+    "strategy GCs: #{length(pauses)} in #{polls} polls, longest #{Enum.max(pauses, fn -> 0 end)} µs, " <>
+    "total #{div(Enum.sum(pauses), polls)} µs per poll"
+)
+
 GenServer.stop(pid)

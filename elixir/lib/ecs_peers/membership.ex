@@ -178,14 +178,14 @@ defmodule EcsPeers.Membership do
     end
   end
 
-  # The membership comes whole in every update (`nodes`, one shared binary) with its fingerprint;
-  # atoms are made only when it differs from the one held. Draining peers are the core's
+  # The membership comes whole in every update (`nodes`, a handle to the shared names) with its
+  # fingerprint; the names are read, and atoms made, only when it differs from the one held. Draining peers are the core's
   # `draining` changes, kept until the core stops listing them (`removed`) or lists them anew.
   defp apply_update(s, update) do
     s =
       if update.membership == s.membership,
         do: s,
-        else: %{s | membership: update.membership, members: members(update.nodes)}
+        else: with_members(s, update)
 
     # `left` stays set in the core until a source lists this node again; then it rejoins.
     s = if update.left && not s.left, do: leave(s), else: %{s | left: update.left != nil}
@@ -216,11 +216,23 @@ defmodule EcsPeers.Membership do
     reconcile(%{s | left: true}, MapSet.new(), MapSet.new())
   end
 
-  defp members(""), do: MapSet.new()
+  # Atoms are made only for the nodes handed to connect/disconnect. The names cannot be read only
+  # if the NIF breaks: then the membership held is kept (nobody is disconnected for it).
+  defp with_members(s, update) do
+    case EcsPeers.native(fn -> {:ok, EcsPeers.Native.names(update.nodes)} end) do
+      {:ok, names} ->
+        members =
+          for n <- :binary.split(names, "\n", [:global]),
+              n != "",
+              into: MapSet.new(),
+              do: String.to_atom(n)
 
-  # Atoms are made only for the nodes handed to connect/disconnect.
-  defp members(nodes) do
-    for n <- :binary.split(nodes, "\n", [:global]), into: MapSet.new(), do: String.to_atom(n)
+        %{s | membership: update.membership, members: members}
+
+      {:error, message} ->
+        warn(s, "cannot read the peers' node names: #{message}")
+        s
+    end
   end
 
   # libcluster's contract: disconnect what is gone (connected, and no longer in `keep`), connect

@@ -216,6 +216,7 @@ defmodule EcsPeers.Native do
 
   def start(_config, _this, _pid, _tag), do: :erlang.nif_error(:nif_not_loaded)
   def subscribe(_poller, _pid, _tag), do: :erlang.nif_error(:nif_not_loaded)
+  def names(_nodes), do: :erlang.nif_error(:nif_not_loaded)
   def stop(_poller), do: :erlang.nif_error(:nif_not_loaded)
   def discover(_config, _this, _pid, _tag), do: :erlang.nif_error(:nif_not_loaded)
   def validate(_config, _this), do: :erlang.nif_error(:nif_not_loaded)

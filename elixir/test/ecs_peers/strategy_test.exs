@@ -327,7 +327,11 @@ defmodule EcsPeers.StrategyTest do
 
     {:ok, poller} = EcsPeers.Native.start(config, EcsPeers.this_node(), self(), 1)
     {:ok, :ok} = EcsPeers.Native.subscribe(poller, slow, 2)
-    names = fn u -> u.nodes |> :binary.split("\n", [:global]) |> Enum.sort() end
+
+    names = fn u ->
+      u.nodes |> EcsPeers.Native.names() |> :binary.split("\n", [:global]) |> Enum.sort()
+    end
+
     two = Enum.sort(["app@" <> a["ip"], "app@" <> b["ip"]])
     assert_receive {:ecs_peers, 1, {:update, %{poll: 1} = first}}, 5_000
     assert names.(first) == two

@@ -10,11 +10,12 @@
 //! - `{:ecs_peers, tag, {:update, update}}` after every poll: `%{poll:, taken_at:, duration_ms:,
 //!   peer_count:, membership:, nodes:, sources: [status], conflicts:, local:, left:, added:
 //!   [peer], removed: [peer], draining: [peer], events: [event]}`. Every update is
-//!   self-contained, whatever the receiver skipped: `nodes` is every peer's node name, joined by
-//!   `"\n"`, in one binary that points into a resource shared by every message of the same
-//!   membership (no copy into the receiver's heap: a poll of 10,000 unchanged peers costs it a
-//!   few hundred bytes); `membership` is its fingerprint, so a receiver that already holds that
-//!   membership need not split it again. `added`/`removed`/`draining`/`events` are the changes
+//!   self-contained, whatever the receiver skipped: `nodes` is a handle to every peer's node
+//!   name (a resource shared by every message of the same membership; `names/1` turns it into
+//!   one `"\n"`-joined binary without copying), and `membership` is its fingerprint, so a
+//!   receiver that already holds that membership does nothing with it. A poll of 10,000
+//!   unchanged peers costs the receiver a few hundred bytes, and no binary that would make its
+//!   garbage collector run (an off-heap binary in every message did: measured). `added`/`removed`/`draining`/`events` are the changes
 //!   since the previous update sent to this subscriber; each event is the core's
 //!   (`%{event: "source_failing" | "source_recovered" | "conflict_found" | "local_left", ...}`)
 //!   with `message:`, the sentence to log.
@@ -173,6 +174,13 @@ async fn forward(mut subscription: ecs_peers::Subscription, pid: LocalPid, tag: 
             return;
         }
     }
+}
+
+/// The node names behind an update's `nodes` handle: one `"\n"`-joined binary that points into
+/// the shared resource (no copy; O(1)).
+#[rustler::nif]
+fn names(env: Env, nodes: ResourceArc<NodesResource>) -> rustler::Binary {
+    nodes.make_binary(env, |n| n.bytes.as_slice())
 }
 
 /// Stops a poller now (dropping the resource does the same, later).
@@ -423,9 +431,9 @@ fn encode_update<'a>(
             t.map_put(atoms::message(), e.to_string()).unwrap_or(t)
         })
         .collect();
-    let nodes = nodes.make_binary(env, |n| n.bytes.as_slice());
     let term = term.map_put(atoms::events(), events).unwrap_or(term);
-    term.map_put(atoms::nodes(), nodes).unwrap_or(term)
+    term.map_put(atoms::nodes(), nodes.encode(env))
+        .unwrap_or(term)
 }
 
 /// Value → term. Object keys that are plain lowercase identifiers (the snapshot's field names)
