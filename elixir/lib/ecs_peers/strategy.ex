@@ -55,6 +55,7 @@ defmodule EcsPeers.Strategy do
   | top | `node_basename` | string | - | Node names are `<node_basename>@<ip>`. One of node_basename or node_name is required. |
   | top | `node_name` | template | - | Node name template instead of node_basename, e.g. `app@{ip}` or `app@ip-{ip_dashed}.ec2.internal`. Placeholders: {ip}, {ip_dashed}, {region}. |
   | top | `node_names` | config or epmd | config | `epmd`: name each peer name@ip by what its EPMD (port 4369) has registered: its only name, or else the one equal to node_basename; a peer with several names and none chosen is left out (with a warning). |
+  | top | `distribution_port` | integer 1..65535 | 4370 | The port every node's Erlang distribution listens on (EcsPeers.Epmd's ECS_PEERS_DIST_PORT). ECS on EC2 (bridge or host network mode, no ENI): a task's peer is its instance's private IP and the hostPort its container maps this port to; a task with no such mapping is skipped (and reported). Its node name is `<node_basename>-<task id>@<instance ip>`. |
   | top | `polling_interval` | duration | 5s | Time between polls (milliseconds as an integer, or a string like `5s`, `500ms`, `1m`). At least 100ms. |
   | top | `jitter` | number 0..1 | 0.2 | Each wait is polling_interval scaled by a random factor in [1-jitter, 1+jitter], so a fleet does not poll in lock-step. |
   | top | `poll_timeout` | duration | 20s | Longest one source's poll may take; a slower poll fails (and keeps the source's last-known peers). |
@@ -116,7 +117,8 @@ defmodule EcsPeers.Strategy do
     :membership,
     poll: 0,
     members: MapSet.new(),
-    last_update: nil
+    last_update: nil,
+    dial: nil
   ]
 
   @impl Cluster.Strategy
@@ -224,8 +226,43 @@ defmodule EcsPeers.Strategy do
         else: %{s | membership: update.membership, members: members(update.nodes)}
 
     want = if update.left, do: MapSet.new(), else: s.members
+    s = put_dial(s, update)
     %{s | cluster: reconcile(s.cluster, want), poll: update.poll}
   end
+
+  # Where each peer is dialled (the update's `dial`: node, address, port per line, as the core
+  # reported them) goes to the EPMD-less distribution bridge before any connection is made, so
+  # a node that uses `-epmd_module Elixir.EcsPeers.Epmd` reaches each peer at the address and
+  # port ECS reports (the mapped host port in bridge mode). Handed over only when it changed;
+  # `:ignored` when this VM does not use EcsPeers.Epmd.
+  defp put_dial(%{dial: dial} = s, %{dial: dial}), do: s
+
+  defp put_dial(s, %{dial: dial}) do
+    peers =
+      for line <- :binary.split(dial, "\n", [:global]), line != "" do
+        [node, host, port] = :binary.split(line, "\t", [:global])
+        %{node: node, host: host, port: if(port == "", do: nil, else: String.to_integer(port))}
+      end
+
+    case EcsPeers.Epmd.put_peers(peers) do
+      result when result in [:ok, :ignored] ->
+        %{s | dial: dial}
+
+      {:error, message} ->
+        warn(s, "cannot hand the peers' addresses to EcsPeers.Epmd: #{message}")
+        s
+    end
+  rescue
+    e ->
+      warn(s, "cannot hand the peers' addresses to EcsPeers.Epmd: #{Exception.message(e)}")
+      s
+  catch
+    :exit, reason ->
+      warn(s, "cannot hand the peers' addresses to EcsPeers.Epmd: #{inspect(reason)}")
+      s
+  end
+
+  defp put_dial(s, _update), do: s
 
   # Atoms are made only for the nodes handed to connect_nodes/4.
   defp members(""), do: MapSet.new()

@@ -14,7 +14,11 @@
 //!   `"\n"`, in one binary that points into a resource shared by every message of the same
 //!   membership (no copy into the receiver's heap: a poll of 10,000 unchanged peers costs it a
 //!   few hundred bytes); `membership` is its fingerprint, so a receiver that already holds that
-//!   membership need not split it again. `added`/`removed`/`draining`/`events` are the changes
+//!   membership need not split it again. `dial` is where each of those peers is dialled, for
+//!   the EPMD-less distribution bridge (`EcsPeers.Epmd.put_peers/1`): one line per peer,
+//!   `"<node>\t<address>\t<port>"`, joined by `"\n"`, the port empty when the source reported
+//!   none (then the one configured distribution port applies); a shared binary too, reused
+//!   while it is byte-for-byte the same. `added`/`removed`/`draining`/`events` are the changes
 //!   since the previous update sent to this subscriber; each event is the core's
 //!   (`%{event: "source_failing" | "source_recovered" | "conflict_found" | "local_left", ...}`)
 //!   with `message:`, the sentence to log.
@@ -35,7 +39,7 @@ use serde_json::{Map, Number, Value};
 use tokio::runtime::Runtime;
 
 mod atoms {
-    rustler::atoms! { ok, error, ecs_peers, update, discovered, nodes, events, message, nil, r#true = "true", r#false = "false" }
+    rustler::atoms! { ok, error, ecs_peers, update, discovered, nodes, dial, events, message, nil, r#true = "true", r#false = "false" }
 }
 
 /// The runtime every poller of this VM runs on (two worker threads, created when the NIF loads).
@@ -80,8 +84,29 @@ impl rustler::Resource for PollerResource {}
 
 /// One membership's node names, `"\n"`-joined: the bytes behind the `nodes` binary of every
 /// update with that membership (a resource binary: shared, never copied into a process heap).
+/// The same type holds the `dial` lines (node, address, port) of every update that has them.
 pub struct NodesResource {
     bytes: Vec<u8>,
+}
+
+/// The `dial` lines of a snapshot: `"<node>\t<ip>\t<port>"` per peer (port empty when the
+/// source reported none), in the snapshot's order, joined by `"\n"`. What the distribution
+/// bridge needs to reach each peer, copied from the core's `Peer` (`node`, `ip`, `port`).
+fn dial_lines(snapshot: &ecs_peers::Snapshot) -> Vec<u8> {
+    let mut out = String::new();
+    for (i, p) in snapshot.peers.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&p.node);
+        out.push('\t');
+        out.push_str(&p.ip.to_string());
+        out.push('\t');
+        if let Some(port) = p.port {
+            out.push_str(&port.to_string());
+        }
+    }
+    out.into_bytes()
 }
 
 #[rustler::resource_impl]
@@ -146,6 +171,7 @@ fn subscribe(
 async fn forward(mut subscription: ecs_peers::Subscription, pid: LocalPid, tag: u64) {
     let mut env = OwnedEnv::new();
     let mut nodes: Option<(u64, ResourceArc<NodesResource>)> = None;
+    let mut dial: Option<ResourceArc<NodesResource>> = None;
     while let Some(update) = subscription.next().await {
         let membership = update.snapshot.membership();
         let shared = match &nodes {
@@ -164,8 +190,17 @@ async fn forward(mut subscription: ecs_peers::Subscription, pid: LocalPid, tag: 
                 shared
             }
         };
+        let lines = dial_lines(&update.snapshot);
+        let dial_shared = match &dial {
+            Some(d) if d.bytes == lines => d.clone(),
+            _ => {
+                let d = ResourceArc::new(NodesResource { bytes: lines });
+                dial = Some(d.clone());
+                d
+            }
+        };
         let sent = env.send_and_clear(&pid, |env| {
-            let update = encode_update(env, &update, membership, &shared);
+            let update = encode_update(env, &update, membership, &shared, &dial_shared);
             (atoms::ecs_peers(), tag, (atoms::update(), update)).encode(env)
         });
         if sent.is_err() {
@@ -393,6 +428,7 @@ fn encode_update<'a>(
     update: &ecs_peers::Update,
     membership: u64,
     nodes: &ResourceArc<NodesResource>,
+    dial: &ResourceArc<NodesResource>,
 ) -> Term<'a> {
     let s = &update.snapshot;
     let c = &update.changes;
@@ -420,7 +456,9 @@ fn encode_update<'a>(
         })
         .collect();
     let nodes = nodes.make_binary(env, |n| n.bytes.as_slice());
+    let dial = dial.make_binary(env, |d| d.bytes.as_slice());
     let term = term.map_put(atoms::events(), events).unwrap_or(term);
+    let term = term.map_put(atoms::dial(), dial).unwrap_or(term);
     term.map_put(atoms::nodes(), nodes).unwrap_or(term)
 }
 
