@@ -353,6 +353,8 @@ mod tests {
             api_calls_total: 1,
             peers,
             backoff_until: None,
+            skipped_tasks: 0,
+            skipped: Vec::new(),
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::error::{ErrorKind, SourceError};
-use crate::peer::{Address, Peer, SourceId};
+use crate::peer::{Address, Peer, Skipped, SourceId};
 
 /// The schema tag of [`Snapshot`]'s JSON form.
 pub const SNAPSHOT_SCHEMA: &str = "ecs-peers/snapshot/v1";
@@ -47,6 +47,10 @@ pub struct SourceStatus {
     pub peers: usize,
     /// The source is backing off after throttling and is not polled until then (RFC 3339).
     pub backoff_until: Option<String>,
+    /// RUNNING tasks the last successful poll found but could not turn into peers.
+    pub skipped_tasks: usize,
+    /// Those tasks by reason, each with its fix (empty when none were skipped).
+    pub skipped: Vec<Skipped>,
 }
 
 /// The same IP reported in two regions: overlapping VPC CIDRs, which peering cannot route.
@@ -214,6 +218,12 @@ impl SourceStatus {
     /// Its last poll failed (a source still waiting for its first answer is not failing).
     pub fn is_failing(&self) -> bool {
         !self.ok && !self.pending
+    }
+
+    /// It answered, but every RUNNING task it found was skipped (e.g. bridge-mode tasks with
+    /// no binding for the distribution port): no peers, and not healthy either.
+    pub fn only_skipped(&self) -> bool {
+        self.ok && self.peers == 0 && self.skipped_tasks > 0
     }
 }
 
@@ -437,6 +447,7 @@ mod tests {
             availability_zone: None,
             started_at: None,
             health: None,
+            ec2_instance_id: None,
             draining: false,
         }
     }
@@ -645,6 +656,8 @@ mod tests {
             api_calls_total: 0,
             peers: 2,
             backoff_until: None,
+            skipped_tasks: 0,
+            skipped: Vec::new(),
         }
     }
 

@@ -20,7 +20,7 @@ use crate::error::{ErrorKind, SourceError};
 use crate::namespace::{
     merge, rfc3339, Changes, LocalNode, Snapshot, SourceStatus, SNAPSHOT_SCHEMA,
 };
-use crate::peer::{Address, Found, Peer, SourceId};
+use crate::peer::{Address, Found, Peer, Skipped, SourceId};
 use crate::source::{self, Source};
 
 /// One poll's result: the new snapshot and what changed since the previous one (for a
@@ -63,6 +63,7 @@ struct Slot {
     last_success: Option<SystemTime>,
     consecutive_failures: u32,
     backoff_until: Option<Instant>,
+    skipped: Vec<Skipped>,
 }
 
 impl Slot {
@@ -107,6 +108,8 @@ impl Slot {
                 .backoff_until
                 .filter(|t| *t > now)
                 .map(|t| rfc3339(SystemTime::now() + (t - now))),
+            skipped_tasks: self.skipped.iter().map(|s| s.tasks).sum(),
+            skipped: self.skipped.clone(),
         }
     }
 }
@@ -189,6 +192,7 @@ impl Poller {
                     last_success: None,
                     consecutive_failures: 0,
                     backoff_until: None,
+                    skipped: Vec::new(),
                 })
                 .collect(),
             naming: config.node.clone(),
@@ -372,6 +376,7 @@ impl Poller {
         if let Some(id) = done.source.resolved_id() {
             slot.id = id;
         }
+        let skipped = done.source.skipped();
         slot.source = Some(done.source);
         slot.in_flight = None;
         slot.polled = true;
@@ -384,12 +389,19 @@ impl Poller {
                         let node = f
                             .node
                             .clone()
-                            .or_else(|| naming.render(f.ip, &slot.region))?;
+                            .or_else(|| naming.render_found(&f, &slot.region))?;
                         Some(f.into_peer(node, &slot.region, &slot.id))
                     })
                     .collect();
                 slot.ok = true;
                 slot.error = None;
+                // Said once when it changes, not on every poll.
+                if skipped != slot.skipped {
+                    for s in &skipped {
+                        tracing::warn!(source = %slot.id, reason = ?s.reason, tasks = s.tasks, example_task = %s.example_task, "{} running task(s) skipped: {}. Fix: {}", s.tasks, s.message, s.fix);
+                    }
+                }
+                slot.skipped = skipped;
                 slot.last_success = Some(SystemTime::now());
                 slot.consecutive_failures = 0;
                 slot.backoff_until = None;

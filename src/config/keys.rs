@@ -47,8 +47,9 @@ macro_rules! key {
 pub const KEYS: &[KeySpec] = &[
     key!(Top, "sources", "list of sources", "required", "Where peers come from: ECS and Cloud Map sources in any regions, merged into one namespace."),
     key!(Top, "node_basename", "string", "-", "Node names are `<node_basename>@<ip>`. One of node_basename or node_name is required."),
-    key!(Top, "node_name", "template", "-", "Node name template instead of node_basename, e.g. `app@{ip}` or `app@ip-{ip_dashed}.ec2.internal`. Placeholders: {ip}, {ip_dashed}, {region}."),
+    key!(Top, "node_name", "template", "-", "Node name template instead of node_basename, e.g. `app@{ip}` or `app@ip-{ip_dashed}.ec2.internal`. Placeholders: {ip}, {ip_dashed}, {region}, {task_id} (the last part of the task ARN)."),
     key!(Top, "node_names", "config or epmd", "config", "`epmd`: name each peer name@ip by what its EPMD (port 4369) has registered: its only name, or else the one equal to node_basename; a peer with several names and none chosen is left out (with a warning)."),
+    key!(Top, "distribution_port", "integer 1..65535", "4370", "The port every node's Erlang distribution listens on (EcsPeers.Epmd's ECS_PEERS_DIST_PORT). ECS on EC2 (bridge or host network mode, no ENI): a task's peer is its instance's private IP and the hostPort its container maps this port to; a task with no such mapping is skipped (and reported). Its node name is `<node_basename>-<task id>@<instance ip>`."),
     key!(Top, "polling_interval", "duration", "5s", "Time between polls (milliseconds as an integer, or a string like `5s`, `500ms`, `1m`). At least 100ms."),
     key!(Top, "jitter", "number 0..1", "0.2", "Each wait is polling_interval scaled by a random factor in [1-jitter, 1+jitter], so a fleet does not poll in lock-step."),
     key!(Top, "poll_timeout", "duration", "20s", "Longest one source's poll may take; a slower poll fails (and keeps the source's last-known peers)."),

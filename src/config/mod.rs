@@ -79,6 +79,10 @@ impl SourceConfig {
     }
 }
 
+/// The distribution port when none is configured: EcsPeers.Epmd's default
+/// (`ECS_PEERS_DIST_PORT`, docs/distribution.md).
+pub const DEFAULT_DISTRIBUTION_PORT: u16 = 4370;
+
 /// A validated namespace configuration.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -105,6 +109,9 @@ pub struct Config {
     pub local_ip: Option<IpAddr>,
     /// The task metadata endpoint (for `cluster = "auto"`); `None`: from the environment.
     pub metadata_url: Option<String>,
+    /// The container port every node's distribution listens on; ECS on EC2 peers are reached
+    /// at the host port their container maps it to (default 4370, EcsPeers.Epmd's).
+    pub distribution_port: u16,
 }
 
 impl Config {
@@ -206,6 +213,18 @@ impl Config {
             }
         };
         let draining = top.take_bool("draining")?.unwrap_or(true);
+        let distribution_port = match top.take("distribution_port") {
+            None => DEFAULT_DISTRIBUTION_PORT,
+            Some(v) => match v.as_u64() {
+                Some(n @ 1..=65535) => n as u16,
+                _ => {
+                    return Err(Error::config(
+                        "distribution_port",
+                        format!("{} is not a port number; expected an integer 1..65535, e.g. 4370 (the port the nodes' distribution listens on)", show(&v)),
+                    ))
+                }
+            },
+        };
         let local_ip = match top.take_string("local_ip")? {
             None => None,
             Some(s) => Some(s.parse::<IpAddr>().map_err(|_| {
@@ -271,6 +290,7 @@ impl Config {
             local_node,
             local_ip,
             metadata_url,
+            distribution_port,
         })
     }
 
@@ -653,6 +673,7 @@ mod tests {
             "node_basename": "app", "polling_interval": "1s", "jitter": 0.1, "poll_timeout": "3s",
             "max_attempts": 2, "endpoint_url": "http://127.0.0.1:1", "draining": false,
             "local_node": "app@10.0.0.1", "local_ip": "10.0.0.1", "metadata_url": "http://169.254.170.2/v4/x", "node_names": "config",
+            "distribution_port": 4370,
             "sources": [
                 {"type":"ecs","region":"eu-west-2","cluster":"web","service":"s","family":"f","container":"c"},
                 {"type":"cloudmap","region":"us-west-2","namespace":"n","service":"s","health":"all","query":{"a":"b"}}

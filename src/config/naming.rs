@@ -16,7 +16,7 @@ use crate::error::Error;
 pub enum NodeNaming {
     /// `basename@ip`.
     Basename(String),
-    /// A template with `{ip}`, `{ip_dashed}` and `{region}` placeholders.
+    /// A template with `{ip}`, `{ip_dashed}`, `{region}` and `{task_id}` placeholders.
     Template(String),
     /// `name@ip`, with the name the peer's EPMD has registered: its only name, or else the one
     /// equal to `prefer`; a peer with several names and none preferred is left out.
@@ -38,19 +38,61 @@ impl NodeNaming {
     /// assert_eq!(t.render(ip, "eu-west-2").unwrap(), "app@ip-10-0-1-5.eu-west-2.compute.internal");
     /// ```
     pub fn render(&self, ip: IpAddr, region: &str) -> Option<String> {
+        self.render_task(ip, region, None, false)
+    }
+
+    /// The node name of an ECS task: as [`NodeNaming::render`], plus its task id (the last part
+    /// of its task ARN) for the `{task_id}` placeholder, and whether the address is its EC2
+    /// instance's (bridge or host network mode), which it may share with other tasks.
+    ///
+    /// The one naming rule for tasks that share an address: with `Basename`, such a task is
+    /// `<basename>-<task id>@<instance ip>` (a node computes the same name for itself from its
+    /// task metadata, see docs/distribution.md); a task with an address of its own (awsvpc) stays
+    /// `<basename>@<ip>`. A template is used as written; one with `{task_id}` names nothing for
+    /// a peer without a task id (Cloud Map), which is then left out. `None` with EPMD naming.
+    ///
+    /// ```
+    /// use ecs_peers::NodeNaming;
+    /// let ip = "10.0.1.5".parse().unwrap();
+    /// let b = NodeNaming::Basename("app".into());
+    /// assert_eq!(b.render_task(ip, "eu-west-2", Some("4e3c"), true).unwrap(), "app-4e3c@10.0.1.5");
+    /// assert_eq!(b.render_task(ip, "eu-west-2", Some("4e3c"), false).unwrap(), "app@10.0.1.5");
+    /// let t = NodeNaming::Template("app-{task_id}@{ip}".into());
+    /// assert_eq!(t.render_task(ip, "eu-west-2", Some("4e3c"), false).unwrap(), "app-4e3c@10.0.1.5");
+    /// assert_eq!(t.render(ip, "eu-west-2"), None);
+    /// ```
+    pub fn render_task(
+        &self,
+        ip: IpAddr,
+        region: &str,
+        task_id: Option<&str>,
+        shares_instance_address: bool,
+    ) -> Option<String> {
         match self {
-            NodeNaming::Basename(b) => Some(format!("{b}@{ip}")),
+            NodeNaming::Basename(b) => match task_id {
+                Some(id) if shares_instance_address => Some(format!("{b}-{id}@{ip}")),
+                _ => Some(format!("{b}@{ip}")),
+            },
             NodeNaming::Template(t) => {
+                if t.contains("{task_id}") && task_id.is_none() {
+                    return None;
+                }
                 let ip_s = ip.to_string();
                 let dashed = ip_s.replace(['.', ':'], "-");
                 Some(
                     t.replace("{ip_dashed}", &dashed)
                         .replace("{ip}", &ip_s)
-                        .replace("{region}", region),
+                        .replace("{region}", region)
+                        .replace("{task_id}", task_id.unwrap_or_default()),
                 )
             }
             NodeNaming::Epmd { .. } => None,
         }
+    }
+
+    /// [`NodeNaming::render_task`] for what a source found.
+    pub(crate) fn render_found(&self, f: &crate::peer::Found, region: &str) -> Option<String> {
+        self.render_task(f.ip, region, f.task_id(), f.ec2_instance_id.is_some())
     }
 
     /// With EPMD naming: which of the names a host's EPMD has registered is its node, by the rule
@@ -291,10 +333,10 @@ fn validate_template(t: &str) -> Result<String, Error> {
             .map(|e| start + e)
             .ok_or_else(|| Error::config("node_name", format!("{t:?} has an unclosed {{")))?;
         let ph = &rest[start + 1..end];
-        if !matches!(ph, "ip" | "ip_dashed" | "region") {
+        if !matches!(ph, "ip" | "ip_dashed" | "region" | "task_id") {
             return Err(Error::config(
                 "node_name",
-                format!("{{{ph}}} in {t:?} is not a placeholder; expected {{ip}}, {{ip_dashed}} or {{region}}"),
+                format!("{{{ph}}} in {t:?} is not a placeholder; expected {{ip}}, {{ip_dashed}}, {{region}} or {{task_id}}"),
             ));
         }
         rest = &rest[end + 1..];
