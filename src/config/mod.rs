@@ -83,6 +83,21 @@ impl SourceConfig {
 /// (`ECS_PEERS_DIST_PORT`, docs/distribution.md).
 pub const DEFAULT_DISTRIBUTION_PORT: u16 = 4370;
 
+/// `distribution_port` when the key is not given: `ECS_PEERS_DIST_PORT` (the variable
+/// EcsPeers.Epmd and examples/rel/env.sh.eex read, so the node's listener and its peers' ports
+/// agree without configuring it twice), else [`DEFAULT_DISTRIBUTION_PORT`].
+fn distribution_port_from(env: Option<&str>) -> Result<u16, Error> {
+    match env.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(DEFAULT_DISTRIBUTION_PORT),
+        Some(v) => v.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+            Error::config(
+                "distribution_port",
+                format!("is not set, and ECS_PEERS_DIST_PORT={v:?} is not a port number; expected an integer 1..65535, e.g. 4370"),
+            )
+        }),
+    }
+}
+
 /// A validated namespace configuration.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -214,7 +229,7 @@ impl Config {
         };
         let draining = top.take_bool("draining")?.unwrap_or(true);
         let distribution_port = match top.take("distribution_port") {
-            None => DEFAULT_DISTRIBUTION_PORT,
+            None => distribution_port_from(std::env::var("ECS_PEERS_DIST_PORT").ok().as_deref())?,
             Some(v) => match v.as_u64() {
                 Some(n @ 1..=65535) => n as u16,
                 _ => {
@@ -664,6 +679,28 @@ mod tests {
             "README.md must contain these rows of the key table:\n{}",
             missing.join("\n")
         );
+    }
+
+    #[test]
+    fn the_distribution_port_defaults_to_the_one_the_node_listens_on() {
+        assert_eq!(distribution_port_from(None).unwrap(), 4370);
+        assert_eq!(distribution_port_from(Some("9100")).unwrap(), 9100);
+        let e = distribution_port_from(Some("70000"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("distribution_port: is not set, and ECS_PEERS_DIST_PORT=\"70000\" is not a port number"),
+            "{e}"
+        );
+        let with = |v| {
+            Config::from_value(json!({"node_basename": "a", "distribution_port": v,
+                "sources": [{"type":"ecs","region":"eu-west-2","cluster":"web"}]}))
+        };
+        assert_eq!(with(json!(4000)).unwrap().distribution_port, 4000);
+        assert!(with(json!(0))
+            .unwrap_err()
+            .to_string()
+            .starts_with("distribution_port: 0 is not a port number"));
     }
 
     #[test]

@@ -197,11 +197,11 @@ impl ThisNode {
             Some(n) => match n.split_once('@') {
                 Some((base, host)) if !base.is_empty() && !host.is_empty() => ThisNode {
                     name: Some(n.to_string()),
-                    basename: Some(base.to_string()),
+                    basename: Some(without_task_id(base).to_string()),
                 },
                 _ => ThisNode {
                     name: None,
-                    basename: Some(n.trim_end_matches('@').to_string())
+                    basename: Some(without_task_id(n.trim_end_matches('@')).to_string())
                         .filter(|b| !b.is_empty())
                         .or(fallback),
                 },
@@ -212,6 +212,35 @@ impl ThisNode {
             },
         }
     }
+}
+
+/// A node name's name part without the `-<task id>` that bridge- and host-mode tasks carry
+/// (see [`NodeNaming::render_task`]): `my_app-4e3cfb1a6d2a4b0f9d6c2f9f5b8a7c11` → `my_app`, so
+/// such a node and its peers share one basename. A task id is 32 hex digits (today's ARNs) or
+/// the older UUID form 8-4-4-4-12; anything else is left as it is (`my-app` stays `my-app`).
+fn without_task_id(name: &str) -> &str {
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let is_uuid = |s: &str| {
+        let parts: Vec<&str> = s.split('-').collect();
+        parts.len() == 5 && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| hex(p, n))
+    };
+    if name.len() > 33 {
+        let (base, tail) = name.split_at(name.len() - 33);
+        if let Some(id) = tail.strip_prefix('-') {
+            if hex(id, 32) && !base.is_empty() {
+                return base;
+            }
+        }
+    }
+    if name.len() > 37 {
+        let (base, tail) = name.split_at(name.len() - 37);
+        if let Some(id) = tail.strip_prefix('-') {
+            if is_uuid(id) && !base.is_empty() {
+                return base;
+            }
+        }
+    }
+    name
 }
 
 /// The naming keys, after they were read: how peers are named, and this node's own name.
@@ -376,6 +405,35 @@ mod tests {
             (console.name, console.basename.as_deref()),
             (None, Some("my_app"))
         );
+    }
+
+    /// A bridge-mode node is `<basename>-<task id>@<instance ip>`; its basename, the one its
+    /// peers are named by, is without the task id (else every node names peers after itself).
+    #[test]
+    fn a_task_id_suffix_is_not_part_of_the_basename() {
+        let base = |n: &str| ThisNode::from_erlang(n, None).basename;
+        let me = ThisNode::from_erlang("my_app-4e3cfb1a6d2a4b0f9d6c2f9f5b8a7c11@10.0.1.5", None);
+        assert_eq!(
+            me.name.as_deref(),
+            Some("my_app-4e3cfb1a6d2a4b0f9d6c2f9f5b8a7c11@10.0.1.5")
+        );
+        assert_eq!(me.basename.as_deref(), Some("my_app"));
+        assert_eq!(
+            base("my_app-54425c54-25ae-4721-9b09-8d635efb5b92@10.0.1.5").as_deref(),
+            Some("my_app")
+        );
+        assert_eq!(base("my-app@10.0.0.5").as_deref(), Some("my-app"));
+        assert_eq!(
+            base("a-4e3cfb1a6d2a4b0f9d6c2f9f5b8a7c1@10.0.0.5").as_deref(),
+            Some("a-4e3cfb1a6d2a4b0f9d6c2f9f5b8a7c1"),
+            "31 hex digits are not a task id"
+        );
+        let release = ThisNode::from_release(
+            Some("my_app-4e3cfb1a6d2a4b0f9d6c2f9f5b8a7c11@10.0.1.5"),
+            Some("name"),
+            None,
+        );
+        assert_eq!(release, me, "the CLI and the strategy agree");
     }
 
     #[test]
