@@ -127,4 +127,71 @@ defmodule EcsPeers.StrategyDialTest do
     assert Enum.map(expected, &hd(String.split(&1, "\t"))) ==
              :binary.split(u.nodes, "\n", [:global])
   end
+
+  test "a bridge-mode peer is dialled at its instance's address and mapped host port; a host-mode one at the container port",
+       %{emu: emu, rec: rec} do
+    c = "d#{System.unique_integer([:positive])}"
+
+    [bridge_ci, host_ci] =
+      Emu.world(emu, "instances", %{
+        region: "eu-west-2",
+        cluster: c,
+        subnet: "10.233.0.0/24",
+        instances: [%{ipv4: "10.233.0.10"}, %{ipv4: "10.233.0.11"}]
+      })
+
+    run = fn ci, family, mode ->
+      Emu.run_tasks(emu, %{
+        region: "eu-west-2",
+        cluster: c,
+        subnet: nil,
+        family: family,
+        count: 1,
+        launch_type: "EC2",
+        network_mode: mode,
+        container_instance: ci["container_instance"],
+        port_mappings: [%{containerPort: 4370}]
+      })
+    end
+
+    [b1] = run.(bridge_ci, "br", "bridge")
+    [b2] = run.(bridge_ci, "br", "bridge")
+    [h] = run.(host_ci, "hm", "host")
+    start_bridge()
+
+    id = fn t -> t["arn"] |> String.split("/") |> List.last() end
+    host_port = fn t -> hd(t["bindings"])["hostPort"] end
+
+    capture_log(fn ->
+      start_strategy(emu, rec, [[type: :ecs, region: "eu-west-2", cluster: c]])
+      for _ <- 1..3, do: assert_receive({:connect, _}, 5_000)
+    end)
+
+    # Two tasks share 10.233.0.10, each at its own dynamic host port (not 4370).
+    for t <- [b1, b2] do
+      assert host_port.(t) != 4370
+
+      assert EcsPeers.Epmd.lookup("app-#{id.(t)}@10.233.0.10") ==
+               {:ok, {{10, 233, 0, 10}, host_port.(t)}}
+    end
+
+    assert EcsPeers.Epmd.lookup("app-#{id.(h)}@10.233.0.11") == {:ok, {{10, 233, 0, 11}, 4370}}
+  end
+
+  test "a node named <basename>-<task id>@<instance ip> names its peers with <basename>" do
+    src = [[type: :ecs, region: "eu-west-2", cluster: "web"]]
+
+    for task_id <- ["4e3cfb1a6d2a4b0f9d6c2f9f5b8a7c11", "54425c54-25ae-4721-9b09-8d635efb5b92"] do
+      me = :"my_app-#{task_id}@10.0.1.5"
+
+      assert {:ok, %{node_basename: "my_app", local_node: local}} =
+               EcsPeers.Native.validate([sources: src], {me, nil})
+
+      assert local == Atom.to_string(me)
+    end
+
+    # A name part without a task id is the basename as it is.
+    assert {:ok, %{node_basename: "my-app"}} =
+             EcsPeers.Native.validate([sources: src], {:"my-app@10.0.1.5", nil})
+  end
 end
