@@ -198,10 +198,13 @@ def doctor(scenario, bed, live):
         t = bed.start_ec2_task("eu-west-2", ci["container_instance"], "br", "bridge", [{"containerPort": 8080}])
         r = run_doctor()
         assert r.returncode == 5, f"doctor exit {r.returncode}, expected 5 (problems found):\n{r.stdout[-3000:]}"
-        text = r.stdout
-        assert task_id(t["arn"]) in text and str(DIST_PORT) in text, \
-            f"the doctor does not name task {task_id(t['arn'])} and port {DIST_PORT}:\n{text[-3000:]}"
-        return "named the task without a binding for 4370"
+        tid = task_id(t["arn"])
+        diagnoses = json.loads(r.stdout)["diagnoses"]
+        named = [d for d in diagnoses if tid in json.dumps(d) and str(DIST_PORT) in json.dumps(d)]
+        assert named, f"no diagnosis names task {tid} and port {DIST_PORT}: {json.dumps(diagnoses, indent=1)[-3000:]}"
+        others = [d for d in diagnoses if d not in named]
+        assert not others, f"diagnoses besides the missing binding: {json.dumps(others, indent=1)[-3000:]}"
+        return f"[{named[0]['code']}] {named[0]['problem'][:100]}"
 
     scenario("EC2: ecs-peers doctor names a bridge-mode task with no binding for the distribution port",
              missing_binding)
