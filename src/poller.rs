@@ -395,12 +395,6 @@ impl Poller {
                     .collect();
                 slot.ok = true;
                 slot.error = None;
-                // Said once when it changes, not on every poll.
-                if skipped != slot.skipped {
-                    for s in &skipped {
-                        tracing::warn!(source = %slot.id, reason = ?s.reason, tasks = s.tasks, example_task = %s.example_task, "{} running task(s) skipped: {}. Fix: {}", s.tasks, s.message, s.fix);
-                    }
-                }
                 slot.skipped = skipped;
                 slot.last_success = Some(SystemTime::now());
                 slot.consecutive_failures = 0;

@@ -27,8 +27,9 @@ Exit status:
   0  every source answered
   1  internal error (I/O on stdout, runtime)
   2  bad flags or configuration (the message names the flag or key)
-  3  some sources failed (their last-known peers, if any, are shown)
-  4  every source failed";
+  3  some sources failed (their last-known peers, if any, are shown), or found running
+     tasks and could use none of them (STATUS SKIPPING: the DETAIL column says why and the fix)
+  4  every source failed (or skipped every task it found)";
 
 #[derive(Parser)]
 #[command(
@@ -343,7 +344,11 @@ fn init_logs(verbose: u8) {
 
 /// Exit status for a snapshot: which sources answered.
 fn status_of(snapshot: &ecs_peers::Snapshot) -> u8 {
-    let failing = snapshot.failing().count();
+    let failing = snapshot
+        .sources
+        .iter()
+        .filter(|s| s.is_failing() || s.only_skipped())
+        .count();
     if failing == 0 {
         exit::OK
     } else if failing == snapshot.sources.len() {

@@ -70,13 +70,15 @@ pub fn table(out: &mut impl Write, s: &Snapshot) -> io::Result<()> {
     if s.peers.is_empty() {
         writeln!(out, "No peers.")?;
     } else {
-        let mut rows = vec![["NODE", "IP", "REGION", "AZ", "STARTED", "STATE", "SOURCE"]
-            .map(String::from)
-            .to_vec()];
+        let mut rows = vec![[
+            "NODE", "ADDRESS", "REGION", "AZ", "STARTED", "STATE", "SOURCE",
+        ]
+        .map(String::from)
+        .to_vec()];
         for p in &s.peers {
             rows.push(vec![
                 p.node.clone(),
-                p.ip.to_string(),
+                p.address().to_string(),
                 p.region.clone(),
                 or_dash(&p.availability_zone),
                 or_dash(&p.started_at),
@@ -100,7 +102,9 @@ pub fn table(out: &mut impl Write, s: &Snapshot) -> io::Result<()> {
     for src in &s.sources {
         rows.push(vec![
             src.id.to_string(),
-            if src.ok {
+            if src.only_skipped() {
+                "SKIPPING".into()
+            } else if src.ok {
                 "ok".into()
             } else {
                 "FAILING".into()
@@ -128,13 +132,27 @@ pub fn table(out: &mut impl Write, s: &Snapshot) -> io::Result<()> {
 }
 
 fn source_detail(src: &SourceStatus) -> String {
-    match (&src.error, src.ok) {
+    let failure = match (&src.error, src.ok) {
         (Some(e), false) if src.peers > 0 => {
             format!("keeping {} last-known peers; {e}", src.peers)
         }
         (Some(e), false) => e.clone(),
         _ => String::new(),
-    }
+    };
+    let skipped = src.skipped.iter().map(|s| {
+        format!(
+            "{} running task(s) skipped (e.g. {}): {}. Fix: {}",
+            s.tasks,
+            s.example_task.rsplit('/').next().unwrap_or(&s.example_task),
+            s.message,
+            s.fix
+        )
+    });
+    std::iter::once(failure)
+        .filter(|f| !f.is_empty())
+        .chain(skipped)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// `watch`: prints one update's changes and membership events, as the core reports them.
