@@ -21,8 +21,10 @@ configured (the basename comes from the node's own name). It proves:
   3. a task stopped in the emulator is dropped by every other node (and, having left, drops
      them);
   4. a task started on an instance that already runs one joins everyone;
-  5. `ecs-peers doctor`, run in a namespace of the bed, finds no problem on the healthy bed, and
-     names a bridge-mode task whose container has no binding for the distribution port.
+  5. `ecs-peers list`, run in a namespace of the bed, shows every task at its instance address and
+     mapped host port (host mode: the container port);
+  6. `ecs-peers doctor`, run there too, finds no problem on the healthy bed, and names a
+     bridge-mode task whose container has no binding for the distribution port.
 
 Run as root, after `mix test` has compiled elixir/_build/test: python3 tests/e2e/ec2_test.py
 Prints one line per scenario (with its time) and `N passed, N failed`; exits non-zero on failure.
@@ -122,6 +124,7 @@ def ec2(scenario):
             bed.add_instance(region, ip)
         bed.add_instance("eu-west-2", host_ip)
         live = {}  # key -> (region, arn)
+        dialled = {}  # node name -> (instance ip, the port its distribution is reached at)
 
         def start_bridge_task(region, ci, instance_ip):
             t = bed.start_ec2_task(region, ci["container_instance"], "br", "bridge", [{"containerPort": DIST_PORT}])
@@ -133,6 +136,7 @@ def ec2(scenario):
             key = task_id(t["arn"])
             bed.start_epmdless_node(key, ns, f"app-{key}@{instance_ip}", metadata_uri=t["metadata_uri"])
             live[key] = (region, t["arn"])
+            dialled[bed.beams[key]["name"]] = (instance_ip, next(iter(ports)))
             return key
 
         for region, ci, ip in (("eu-west-2", eu_ci, eu_ip), ("us-west-2", us_ci, us_ip)):
@@ -144,6 +148,7 @@ def ec2(scenario):
         bed.start_epmdless_node(hkey, bed.instances[host_ip]["ns"], f"app-{hkey}@{host_ip}",
                                 metadata_uri=h["metadata_uri"])
         live[hkey] = ("eu-west-2", h["arn"])
+        dialled[bed.beams[hkey]["name"]] = (host_ip, DIST_PORT)
 
         def mesh():
             wait_meshed(bed, list(live), "the bridge- and host-mode nodes to mesh")
@@ -174,11 +179,23 @@ def ec2(scenario):
 
         scenario("EC2: a task started on an instance that already runs one joins", joins)
 
-        doctor(scenario, bed, live)
+        doctor(scenario, bed, live, dialled)
 
 
-def doctor(scenario, bed, live):
+def doctor(scenario, bed, live, dialled):
     ns = bed.add_doctor_host()
+
+    def listed():
+        r = subprocess.run(["ip", "netns", "exec", ns, BIN, "list", "--json", "--endpoint-url", ENDPOINT,
+                            "--basename", "app", "--max-attempts", "1", *SOURCES],
+                           capture_output=True, text=True, env=CLI_ENV, timeout=60)
+        assert r.returncode == 0, f"list exit {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}"
+        got = {p["node"]: (p["ip"], p.get("port")) for p in json.loads(r.stdout)["peers"]}
+        want = {bed.beams[k]["name"]: dialled[bed.beams[k]["name"]] for k in live}
+        assert got == want, f"ecs-peers list shows {got}, expected {want}"
+        return f"{len(got)} tasks at instance address and mapped port"
+
+    scenario("EC2: ecs-peers list shows every task at its instance address and mapped port", listed)
 
     def run_doctor():
         return subprocess.run(["ip", "netns", "exec", ns, BIN, "doctor", "--json", "--endpoint-url", ENDPOINT,
