@@ -82,8 +82,9 @@ defmodule EcsPeers.Strategy do
 
   Logs carry libcluster's prefix, `[libcluster:<topology>]`: libcluster logs each connect and
   disconnect; this strategy warns when a source starts failing (with the reason and the fix) and
-  when it recovers, and when the same IP is reported by two regions (overlapping VPC CIDRs, never
-  connected). These are the core's membership events, with the core's wording: the same ones
+  when it recovers, when the same IP is reported by two regions (overlapping VPC CIDRs, never
+  connected), and when a source's running tasks cannot be peers (e.g. a bridge-mode container with
+  no binding for the distribution port), with the fix. These are the core's membership events, with the core's wording: the same ones
   `ecs-peers watch` prints.
 
   When `:telemetry` is loaded it emits:
@@ -318,8 +319,11 @@ defmodule EcsPeers.Strategy do
   defp report(s, update) do
     for event <- update.events do
       case event.event do
-        e when e in ["source_failing", "conflict_found"] -> warn(s, event.message)
-        _ -> Logger.info("[libcluster:#{s.cluster.topology}] #{event.message}")
+        e when e in ["source_failing", "conflict_found", "tasks_skipped"] ->
+          warn(s, event.message)
+
+        _ ->
+          Logger.info("[libcluster:#{s.cluster.topology}] #{event.message}")
       end
     end
 

@@ -194,4 +194,50 @@ defmodule EcsPeers.StrategyDialTest do
     assert {:ok, %{node_basename: "my-app"}} =
              EcsPeers.Native.validate([sources: src], {:"my-app@10.0.1.5", nil})
   end
+
+  test "a bridge-mode task without a binding for the distribution port is logged as a warning, with the fix",
+       %{emu: emu, rec: rec} do
+    c = "d#{System.unique_integer([:positive])}"
+
+    [ci] =
+      Emu.world(emu, "instances", %{
+        region: "eu-west-2",
+        cluster: c,
+        subnet: "10.234.0.0/24",
+        instances: [%{ipv4: "10.234.0.10"}]
+      })
+
+    [t] =
+      Emu.run_tasks(emu, %{
+        region: "eu-west-2",
+        cluster: c,
+        subnet: nil,
+        family: "br",
+        count: 1,
+        launch_type: "EC2",
+        network_mode: "bridge",
+        container_instance: ci["container_instance"],
+        port_mappings: [%{containerPort: 8080}]
+      })
+
+    id = t["arn"] |> String.split("/") |> List.last()
+
+    log =
+      capture_log(fn ->
+        start_strategy(emu, rec, [[type: :ecs, region: "eu-west-2", cluster: c]])
+        polls(2)
+      end)
+
+    assert log =~ ~r/\[warn(ing)?\].*\[libcluster:ecs\].*1 running task\(s\) skipped/
+    assert log =~ "task #{id}"
+    assert log =~ "4370"
+    assert log =~ "Fix:"
+    # Once per change, not once per poll.
+    assert length(String.split(log, "skipped")) == 2
+  end
+
+  defp polls(n) do
+    for _ <- 1..(2 * n), do: assert_receive(:listed, 5_000)
+    :ok
+  end
 end
