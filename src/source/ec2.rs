@@ -204,7 +204,7 @@ impl InstanceAddresses {
                         e,
                         "ec2:DescribeInstances",
                         resource,
-                        "the instance is not in this region: check the source's region",
+                        "check that the container instances' EC2 instances are in the source's region",
                     )
                 })?;
             for i in out.reservations().iter().flat_map(|r| r.instances()) {
