@@ -474,7 +474,7 @@ pub fn bench_merge(per_source: &[Vec<Peer>], previous: &Snapshot) -> (Snapshot, 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn peer(ip: &str, region: &str, source: &str) -> Peer {

@@ -91,6 +91,11 @@ struct DoctorArgs {
     /// Print the report as JSON (schema ecs-peers/doctor/v1).
     #[arg(long)]
     json: bool,
+    /// The nodes run without EPMD (EcsPeers.Epmd): check peers at the distribution port
+    /// (distribution_port) instead of asking EPMD on 4369. Peers ECS reports with a port
+    /// (bridge and host mode) are always checked at that port.
+    #[arg(long)]
+    no_epmd: bool,
 }
 
 const WATCH_HELP: &str = "\
@@ -386,13 +391,16 @@ fn main() -> ExitCode {
                     return ExitCode::from(exit::BAD_CONFIG);
                 }
             };
-            let opts = ecs_peers::doctor::DoctorOptions {
+            let mut opts = ecs_peers::doctor::DoctorOptions {
                 timeout,
                 concurrency: args.concurrency,
                 cookie: args.cookie.clone(),
+                epmd_less: args.no_epmd,
+                ..Default::default()
             };
             let as_json = args.json;
             with_config(&args.sources, |config| async move {
+                opts.distribution_port = config.distribution_port;
                 let snapshot = ecs_peers::discover(config).await;
                 let report = ecs_peers::doctor::diagnose(&snapshot, &opts).await;
                 let mut out = std::io::stdout().lock();

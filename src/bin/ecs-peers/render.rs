@@ -270,14 +270,16 @@ pub fn doctor(out: &mut impl Write, r: &ecs_peers::doctor::Report) -> io::Result
         for p in &r.peers {
             let names: Vec<String> = p
                 .epmd
-                .names
                 .iter()
+                .flat_map(|e| &e.names)
                 .map(|(n, port)| format!("{n}:{port}"))
                 .collect();
             rows.push(vec![
                 p.node.clone(),
                 p.region.clone(),
-                reach(&p.epmd.reach),
+                p.epmd
+                    .as_ref()
+                    .map_or("not asked".into(), |e| reach(&e.reach)),
                 if names.is_empty() {
                     "-".into()
                 } else {
@@ -298,6 +300,11 @@ pub fn doctor(out: &mut impl Write, r: &ecs_peers::doctor::Report) -> io::Result
         columns(out, &rows)?;
     }
     writeln!(out)?;
+    writeln!(
+        out,
+        "Security group: the nodes need {}.\n",
+        r.security_group_rule
+    )?;
     if r.diagnoses.is_empty() {
         let ok = r.sources.iter().filter(|s| s.ok).count();
         writeln!(
