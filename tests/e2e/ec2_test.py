@@ -36,7 +36,7 @@ import sys
 import time
 import traceback
 
-from testbed import DIST_PORT, ENDPOINT, ROOT, Ec2Bed, require_root_and_netns, task_id, wait_until
+from testbed import COOKIE, DIST_PORT, ENDPOINT, ROOT, Ec2Bed, require_root_and_netns, task_id, wait_until
 
 INTERVAL_MS = 1000
 MESH_TIMEOUT = 60  # BEAM start-up on 2 shared cores dominates: several nodes boot at once
@@ -66,6 +66,24 @@ def main():
     passed, failed = results.count(True), results.count(False)
     print(f"{passed} passed, {failed} failed in {time.monotonic() - started:.1f}s", flush=True)
     return 1 if failed else 0
+
+
+def run_doctor(ns, *flags):
+    """`ecs-peers doctor --json` inside namespace `ns`, with the cookie (a real handshake)."""
+    return subprocess.run(["ip", "netns", "exec", ns, BIN, "doctor", "--json", "--endpoint-url", ENDPOINT,
+                           "--basename", "app", "--timeout", "3s", "--max-attempts", "1", "--cookie", COOKIE,
+                           *flags, *SOURCES], capture_output=True, text=True, env=CLI_ENV, timeout=60)
+
+
+def assert_healthy(r):
+    assert r.returncode == 0, f"doctor exit {r.returncode} on the healthy bed:\n{r.stdout[-3000:]}\n{r.stderr[-2000:]}"
+    report = json.loads(r.stdout)
+    assert report["diagnoses"] == [], report["diagnoses"]
+    # Not vacuous: every peer's distribution port was reached and a handshake made with the cookie.
+    for p in report["peers"]:
+        assert (p.get("dist") or {}).get("result") == "open", f"{p['node']}: distribution port {p.get('dist')}"
+        assert (p.get("handshake") or {}).get("result") == "ok", f"{p['node']}: handshake {p.get('handshake')}"
+    return report
 
 
 def no_epmd_anywhere(bed):
@@ -112,6 +130,12 @@ def fargate(scenario):
             return f"{len(keys)} nodes, only TCP {DIST_PORT} open and listening, no epmd"
 
         scenario("Fargate: the nodes mesh across regions on one port, with no EPMD", one_port_no_epmd)
+
+        def doctor_one_port():
+            report = assert_healthy(run_doctor(bed.add_doctor_host(), "--no-epmd"))
+            return f"{len(report.get('peers', []))} peers checked on TCP {DIST_PORT} only"
+
+        scenario("Fargate: ecs-peers doctor --no-epmd passes through the one open port", doctor_one_port)
 
 
 def ec2(scenario):
@@ -197,15 +221,8 @@ def doctor(scenario, bed, live, dialled):
 
     scenario("EC2: ecs-peers list shows every task at its instance address and mapped port", listed)
 
-    def run_doctor():
-        return subprocess.run(["ip", "netns", "exec", ns, BIN, "doctor", "--json", "--endpoint-url", ENDPOINT,
-                               "--basename", "app", "--timeout", "3s", "--max-attempts", "1", *SOURCES],
-                              capture_output=True, text=True, env=CLI_ENV, timeout=60)
-
     def healthy():
-        r = run_doctor()
-        assert r.returncode == 0, f"doctor exit {r.returncode} on the healthy bed:\n{r.stdout[-3000:]}\n{r.stderr[-2000:]}"
-        report = json.loads(r.stdout)
+        report = assert_healthy(run_doctor(ns))
         return f"{len(report.get('peers', []))} peers checked, no problem"
 
     scenario("EC2: ecs-peers doctor passes on the healthy bed", healthy)
@@ -213,7 +230,7 @@ def doctor(scenario, bed, live, dialled):
     def missing_binding():
         ci = bed.register_instances("eu-west-2", "web", ["10.201.0.12"])[0]
         t = bed.start_ec2_task("eu-west-2", ci["container_instance"], "br", "bridge", [{"containerPort": 8080}])
-        r = run_doctor()
+        r = run_doctor(ns)
         assert r.returncode == 5, f"doctor exit {r.returncode}, expected 5 (problems found):\n{r.stdout[-3000:]}"
         tid = task_id(t["arn"])
         diagnoses = json.loads(r.stdout)["diagnoses"]
