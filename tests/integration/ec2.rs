@@ -117,6 +117,24 @@ async fn bridge_host_and_awsvpc_tasks_on_ec2_are_peers_at_their_address_and_port
         [("ecs:ListTasks".to_string(), 1)].into_iter().collect()
     );
 
+    // A new task on a known instance: described, but its instance is not looked up again.
+    let known_ci =
+        running.iter().find(|t| t["family"] == "bridged").unwrap()["container_instance"].clone();
+    let started = emu.run_tasks(json!({"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24",
+        "family": "bridged", "count": 1, "launch_type": "EC2", "network_mode": "bridge",
+        "port_mappings": [{"containerPort": 80, "hostPort": 0}, {"containerPort": 4370, "hostPort": 0}],
+        "container_instance": known_ci}));
+    let u = poller.poll().await;
+    let s = &u.snapshot;
+    assert!(
+        view(s).contains(&expected_peer(&started[0])),
+        "{:?}",
+        view(s)
+    );
+    assert_eq!(calls(s, 0, "ecs:DescribeTasks"), 1);
+    assert_eq!(calls(s, 0, "ecs:DescribeContainerInstances"), 0);
+    assert_eq!(calls(s, 0, "ec2:DescribeInstances"), 0);
+
     // A new instance with a new task: one call of each, for that instance only.
     let new = emu.world(
         "instances",
@@ -135,7 +153,7 @@ async fn bridge_host_and_awsvpc_tasks_on_ec2_are_peers_at_their_address_and_port
         "{:?}",
         view(s)
     );
-    assert_eq!(s.peers.len(), 7);
+    assert_eq!(s.peers.len(), 8);
     assert_eq!(calls(s, 0, "ecs:DescribeContainerInstances"), 1);
     assert_eq!(calls(s, 0, "ec2:DescribeInstances"), 1);
     assert_eq!(calls(s, 0, "ecs:DescribeTasks"), 1);
