@@ -5,7 +5,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # The AWS emulator (tests/awsemu, started by tests/awsemu/run) and the venv it runs in.
 export AWSEMU_PYTHON="$ROOT/.venv-awsemu/bin/python"
 
-step() { printf '\n==> %s\n' "$*" >&2; }
+step() { CURRENT_STEP="$*"; printf '\n==> %s\n' "$*" >&2; }
 
 apt_install() {
   # apt_install PKG...: installs the Debian packages that are not installed yet.

@@ -27,6 +27,7 @@ pub(crate) struct AwsClients {
     endpoint_override: bool,
     ecs: Mutex<HashMap<String, aws_sdk_ecs::Client>>,
     cloudmap: Mutex<HashMap<String, aws_sdk_servicediscovery::Client>>,
+    ec2: Mutex<HashMap<String, aws_sdk_ec2::Client>>,
 }
 
 impl AwsClients {
@@ -67,6 +68,7 @@ impl AwsClients {
             endpoint_override,
             ecs: Mutex::default(),
             cloudmap: Mutex::default(),
+            ec2: Mutex::default(),
         }
     }
 
@@ -80,6 +82,20 @@ impl AwsClients {
                     .region(Region::new(region.to_string()))
                     .build();
                 aws_sdk_ecs::Client::from_conf(conf)
+            })
+            .clone()
+    }
+
+    /// The EC2 client for a region (ECS on EC2: instance addresses), shared in that region.
+    pub(crate) fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
+        let mut clients = self.ec2.lock().unwrap_or_else(|e| e.into_inner());
+        clients
+            .entry(region.to_string())
+            .or_insert_with(|| {
+                let conf = aws_sdk_ec2::config::Builder::from(&self.base)
+                    .region(Region::new(region.to_string()))
+                    .build();
+                aws_sdk_ec2::Client::from_conf(conf)
             })
             .clone()
     }

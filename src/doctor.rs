@@ -26,6 +26,12 @@ pub struct DoctorOptions {
     pub concurrency: usize,
     /// With a cookie, a real distribution handshake proves it matches. Never printed.
     pub cookie: Option<String>,
+    /// The port every node's distribution listens on (`distribution_port`).
+    pub distribution_port: u16,
+    /// The fleet runs without EPMD (EcsPeers.Epmd): a peer without a port of its own is checked
+    /// at ip:`distribution_port` instead of asking its EPMD. Peers ECS reports with a port
+    /// (bridge and host mode) are always checked at that port directly.
+    pub epmd_less: bool,
 }
 
 impl Default for DoctorOptions {
@@ -34,6 +40,8 @@ impl Default for DoctorOptions {
             timeout: Duration::from_secs(2),
             concurrency: 16,
             cookie: None,
+            distribution_port: crate::config::DEFAULT_DISTRIBUTION_PORT,
+            epmd_less: false,
         }
     }
 }
@@ -49,13 +57,17 @@ pub struct PeerCheck {
     pub region: String,
     /// The source that reported it.
     pub source: SourceId,
-    /// The answer of its EPMD (port 4369).
-    pub epmd: EpmdAnswer,
+    /// The port ECS reports for it (bridge: the mapped host port; host: the container port).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The answer of its EPMD (port 4369); `None`: not asked, the peer was checked at its
+    /// distribution port directly (a peer with a port, or `epmd_less`).
+    pub epmd: Option<EpmdAnswer>,
     /// The name part of `node` (what EPMD should have registered).
     pub expected_name: String,
-    /// EPMD has the expected name.
+    /// EPMD has the expected name (`false` when EPMD was not asked).
     pub registered: bool,
-    /// The expected node's distribution port, from EPMD.
+    /// The distribution port checked: from EPMD, or the peer's own port.
     pub dist_port: Option<u16>,
     /// How connecting to the distribution port went.
     pub dist: Option<Reach>,
@@ -87,6 +99,8 @@ pub struct Report {
     pub sources: Vec<SourceStatus>,
     /// Problems, most fundamental first (sources, addressing, routing, then per node).
     pub diagnoses: Vec<Diagnosis>,
+    /// The one inbound security-group rule this deployment's nodes need between them.
+    pub security_group_rule: String,
 }
 
 /// Checks every peer of `snapshot` from this host and diagnoses what is wrong.
@@ -103,11 +117,70 @@ pub async fn diagnose(snapshot: &Snapshot, opts: &DoctorOptions) -> Report {
         peers,
         sources: snapshot.sources.clone(),
         diagnoses,
+        security_group_rule: security_group_rule(snapshot, opts),
+    }
+}
+
+/// The ECS agent's default dynamic host port range on Linux (bridge mode, hostPort 0):
+/// <https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_PortMapping.html>.
+const DYNAMIC_PORTS: &str = "32768-60999";
+
+/// The one inbound rule the nodes need between them, by how they are reached: bridge mode the
+/// instances' dynamic host port range, host mode and EPMD-less awsvpc the distribution port,
+/// EPMD-based awsvpc EPMD's port and the distribution port range. The source is the security
+/// group itself (the nodes' group allows its own members).
+pub(crate) fn security_group_rule(snapshot: &Snapshot, opts: &DoctorOptions) -> String {
+    let port = opts.distribution_port;
+    let bridge = snapshot
+        .peers
+        .iter()
+        .any(|p| p.ec2_instance_id.is_some() && p.port.is_some_and(|q| q != port));
+    let on_instances = snapshot.peers.iter().any(|p| p.ec2_instance_id.is_some());
+    let from = "source: that same security group";
+    if bridge {
+        format!("inbound TCP {DYNAMIC_PORTS} (the ECS dynamic host ports the containers' port {port} is mapped to) on the container instances' security group, {from}")
+    } else if on_instances || opts.epmd_less {
+        format!(
+            "inbound TCP {port} (the distribution port) on the {} security group, {from}",
+            if on_instances {
+                "container instances'"
+            } else {
+                "tasks'"
+            }
+        )
+    } else {
+        format!("inbound TCP 4369 (EPMD) and the distribution port range (pin it with `-kernel inet_dist_listen_min {port} inet_dist_listen_max {port}`) on the tasks' security group, {from}; with EcsPeers.Epmd (no EPMD) only TCP {port}")
     }
 }
 
 async fn check(peer: Peer, opts: &DoctorOptions) -> PeerCheck {
     let expected_name = peer.node.split('@').next().unwrap_or_default().to_string();
+    // Reached at a known port: no EPMD to ask (EcsPeers.Epmd answers port_please locally).
+    let direct = peer
+        .port
+        .or(opts.epmd_less.then_some(opts.distribution_port));
+    if let Some(port) = direct {
+        let dist = epmd::connect((peer.ip, port).into(), opts.timeout).await.0;
+        let handshake = match &opts.cookie {
+            Some(cookie) if dist.is_open() => {
+                Some(epmd::handshake(peer.ip, port, cookie, opts.timeout).await)
+            }
+            _ => None,
+        };
+        return PeerCheck {
+            node: peer.node,
+            ip: peer.ip,
+            port: peer.port,
+            region: peer.region,
+            source: peer.source,
+            epmd: None,
+            expected_name,
+            registered: false,
+            dist_port: Some(port),
+            dist: Some(dist),
+            handshake,
+        };
+    }
     let epmd = epmd::names(peer.ip, opts.timeout).await;
     let dist_port = epmd
         .names
@@ -128,9 +201,10 @@ async fn check(peer: Peer, opts: &DoctorOptions) -> PeerCheck {
         registered: dist_port.is_some(),
         node: peer.node,
         ip: peer.ip,
+        port: peer.port,
         region: peer.region,
         source: peer.source,
-        epmd,
+        epmd: Some(epmd),
         expected_name,
         dist_port,
         dist,
@@ -167,6 +241,21 @@ pub(crate) fn diagnoses(snapshot: &Snapshot, peers: &[PeerCheck]) -> Vec<Diagnos
             problem,
             fix,
         });
+    }
+
+    for s in &snapshot.sources {
+        for k in &s.skipped {
+            let id = k.example_task.rsplit('/').next().unwrap_or(&k.example_task);
+            out.push(Diagnosis {
+                code: "tasks_skipped",
+                subject: s.id.to_string(),
+                problem: format!(
+                    "{} running task(s) are not peers (e.g. task {id}): {}",
+                    k.tasks, k.message
+                ),
+                fix: k.fix.clone(),
+            });
+        }
     }
 
     for c in &snapshot.conflicts {
@@ -217,15 +306,23 @@ pub(crate) fn diagnoses(snapshot: &Snapshot, peers: &[PeerCheck]) -> Vec<Diagnos
     for p in peers {
         per_region.entry(p.region.as_str()).or_default().push(p);
     }
-    let any_open = peers.iter().any(|p| p.epmd.reach.is_open());
+    // The first connection each check made: to EPMD, or to the distribution port directly.
+    fn first(p: &PeerCheck) -> &Reach {
+        match (&p.epmd, &p.dist) {
+            (Some(e), _) => &e.reach,
+            (None, Some(d)) => d,
+            (None, None) => &Reach::NoRoute,
+        }
+    }
+    let any_open = peers.iter().any(|p| first(p).is_open());
     let mut region_down: Vec<&str> = Vec::new();
     for (region, ps) in &per_region {
         let dead = ps
             .iter()
-            .all(|p| matches!(p.epmd.reach, Reach::TimedOut | Reach::NoRoute));
+            .all(|p| matches!(first(p), Reach::TimedOut | Reach::NoRoute));
         if dead && (any_open || ps.len() > 1) {
             region_down.push(region);
-            let how = if ps.iter().any(|p| p.epmd.reach == Reach::NoRoute) {
+            let how = if ps.iter().any(|p| *first(p) == Reach::NoRoute) {
                 "no route"
             } else {
                 "timed out"
@@ -234,8 +331,9 @@ pub(crate) fn diagnoses(snapshot: &Snapshot, peers: &[PeerCheck]) -> Vec<Diagnos
                 code: "region_unreachable",
                 subject: region.to_string(),
                 problem: format!(
-                    "none of the {} peers in {region} answers on port 4369 ({how}){}",
+                    "none of the {} peers in {region} answers on {} ({how}){}",
                     ps.len(),
+                    if ps.iter().all(|p| p.epmd.is_some()) { "port 4369".to_string() } else { "its distribution port".to_string() },
                     if any_open { " while peers in other regions do" } else { "" }
                 ),
                 fix: format!("no route to {region}'s VPC: check that the VPC peering connection is active and that the route tables on both sides send the other VPC's CIDR to it; then the security groups (TCP 4369 and the distribution port range)"),
@@ -254,7 +352,44 @@ pub(crate) fn diagnoses(snapshot: &Snapshot, peers: &[PeerCheck]) -> Vec<Diagnos
             problem,
             fix,
         };
-        match &p.epmd.reach {
+        let Some(epmd) = &p.epmd else {
+            // Checked at its distribution port directly (bridge/host mode, or EPMD-less).
+            let port = p.dist_port.unwrap_or_default();
+            match &p.dist {
+                Some(Reach::NoRoute) => out.push(d(
+                    "no_route",
+                    format!("this host has no route to {}", p.ip),
+                    "add a route to the peer's VPC CIDR through the VPC peering connection".into(),
+                )),
+                Some(Reach::TimedOut) => out.push(d(
+                    "dist_port_blocked",
+                    format!("{}:{port}, {}'s distribution port{}, does not answer: packets are dropped", p.ip, p.expected_name, if p.port.is_some() { " as ECS maps it" } else { "" }),
+                    format!("allow inbound TCP {port} from the peers in the security group of {} (see the rule below)", p.node),
+                )),
+                Some(Reach::Refused) => out.push(d(
+                    "dist_port_refused",
+                    format!("{}:{port} refuses connections: no node listens there", p.ip),
+                    "check the node is running with EcsPeers.Epmd on the distribution port (ECS_PEERS_DIST_PORT) and, in bridge mode, that its container maps that port; check its container logs".into(),
+                )),
+                Some(Reach::Failed { error }) => out.push(d("dist_port_unreachable", format!("connecting to {}:{port} failed: {error}", p.ip), "see the error".into())),
+                _ => {}
+            }
+            match &p.handshake {
+                Some(Handshake::CookieMismatch) => out.push(d(
+                    "cookie_mismatch",
+                    format!("{} rejected the handshake: its cookie differs from the one given", p.node),
+                    "use the same cookie on every node (RELEASE_COOKIE, or the release's COOKIE file) and in --cookie".into(),
+                )),
+                Some(Handshake::Failed { error }) => out.push(d(
+                    "handshake_failed",
+                    format!("the distribution handshake with {} failed: {error}", p.node),
+                    "check both nodes run compatible OTP versions and use long names (name@ip); the node name must be the one the node runs as".into(),
+                )),
+                _ => {}
+            }
+            continue;
+        };
+        match &epmd.reach {
             Reach::NoRoute => out.push(d(
                 "no_route",
                 format!("this host has no route to {}", p.ip),
@@ -272,17 +407,17 @@ pub(crate) fn diagnoses(snapshot: &Snapshot, peers: &[PeerCheck]) -> Vec<Diagnos
             )),
             Reach::Failed { error } => out.push(d("epmd_error", format!("connecting to {}:4369 failed: {error}", p.ip), "see the error".into())),
             Reach::Open { .. } => {
-                if let Some(e) = &p.epmd.error {
+                if let Some(e) = &epmd.error {
                     out.push(d("epmd_error", format!("EPMD on {} did not answer NAMES: {e}", p.ip), "is port 4369 EPMD there? check the task".into()));
-                } else if p.epmd.names.is_empty() {
+                } else if epmd.names.is_empty() {
                     out.push(d(
                         "no_node",
                         format!("EPMD on {} answers but no node is registered", p.ip),
                         "the BEAM is not running or not distributed there: start the release with RELEASE_DISTRIBUTION=name and RELEASE_NODE=<name>@<task ip>".into(),
                     ));
                 } else if !p.registered {
-                    let names: Vec<String> = p.epmd.names.iter().map(|(n, port)| format!("{n} (port {port})")).collect();
-                    let first = &p.epmd.names[0].0;
+                    let names: Vec<String> = epmd.names.iter().map(|(n, port)| format!("{n} (port {port})")).collect();
+                    let first = &epmd.names[0].0;
                     out.push(d(
                         "name_mismatch",
                         format!("EPMD on {} has {} but not {:?}", p.ip, names.join(", "), p.expected_name),
@@ -353,6 +488,8 @@ mod tests {
             api_calls_total: 1,
             peers,
             backoff_until: None,
+            skipped_tasks: 0,
+            skipped: Vec::new(),
         }
     }
 
@@ -369,13 +506,14 @@ mod tests {
         PeerCheck {
             node: format!("app@{ip}"),
             ip: ip.parse().unwrap(),
+            port: None,
             region: region.into(),
             source: SourceId::new(format!("ecs:{region}/web")),
-            epmd: EpmdAnswer {
+            epmd: Some(EpmdAnswer {
                 reach,
                 names,
                 error: None,
-            },
+            }),
             expected_name: "app".into(),
             registered: dist_port.is_some(),
             dist_port,
@@ -517,5 +655,100 @@ mod tests {
         );
         assert!(d[5].fix.contains("set node_basename to \"web\""));
         assert!(d[6].fix.contains("inet_dist_listen_min 9100"));
+    }
+
+    /// Bridge- and host-mode peers (and any peer of an EPMD-less fleet) are checked where the
+    /// bridge dials them, ip:port, never through EPMD (which such fleets do not run).
+    #[tokio::test]
+    async fn peers_with_a_port_are_checked_at_that_port_without_epmd() {
+        let listening = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open_port = listening.local_addr().unwrap().port();
+        let closed_port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let at = |port: u16, task: &str| Peer {
+            node: format!("app-{task}@127.0.0.1"),
+            port: Some(port),
+            ec2_instance_id: Some("i-0abc".into()),
+            ..crate::namespace::tests::peer("127.0.0.1", "eu-west-2", "ecs:eu-west-2/web")
+        };
+        let opts = DoctorOptions {
+            timeout: Duration::from_secs(2),
+            ..Default::default()
+        };
+        let healthy = Snapshot {
+            peers: vec![std::sync::Arc::new(at(open_port, "a"))],
+            sources: vec![status("ecs:eu-west-2/web", "eu-west-2", true, 1, None)],
+            ..Snapshot::empty()
+        };
+        let r = diagnose(&healthy, &opts).await;
+        assert_eq!(r.diagnoses, [], "{:?}", r.peers);
+        assert!(r.peers[0].epmd.is_none(), "EPMD is not asked");
+        assert_eq!(r.peers[0].dist_port, Some(open_port));
+        assert!(
+            r.security_group_rule.starts_with("inbound TCP 32768-60999"),
+            "{}",
+            r.security_group_rule
+        );
+
+        let closed = Snapshot {
+            peers: vec![std::sync::Arc::new(at(closed_port, "b"))],
+            ..healthy.clone()
+        };
+        let r = diagnose(&closed, &opts).await;
+        assert_eq!(
+            r.diagnoses.iter().map(|d| d.code).collect::<Vec<_>>(),
+            ["dist_port_refused"]
+        );
+        assert!(r.diagnoses[0]
+            .problem
+            .contains(&format!("127.0.0.1:{closed_port}")));
+
+        // Host mode (the port is the distribution port itself): that one port.
+        let host = Snapshot {
+            peers: vec![std::sync::Arc::new(at(4370, "c"))],
+            ..healthy.clone()
+        };
+        assert!(security_group_rule(&host, &opts)
+            .starts_with("inbound TCP 4370 (the distribution port) on the container instances'"));
+        drop(listening);
+    }
+
+    #[test]
+    fn skipped_tasks_are_a_problem_with_the_task_definition_fix() {
+        use crate::peer::{SkipReason, Skipped};
+        let mut src = status("ecs:eu-west-2/web", "eu-west-2", true, 0, None);
+        src.skipped_tasks = 2;
+        src.skipped = vec![Skipped {
+            reason: SkipReason::NoDistributionBinding,
+            tasks: 2,
+            example_task: "arn:aws:ecs:eu-west-2:1:task/web/4e3cfb1a6d2a4b0f9d6c2f9f5b8a7c11"
+                .into(),
+            message: SkipReason::NoDistributionBinding.message(4370),
+            fix: SkipReason::NoDistributionBinding.fix(4370),
+        }];
+        let snap = Snapshot {
+            sources: vec![src],
+            ..Snapshot::empty()
+        };
+        let d = diagnoses(&snap, &[]);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(
+            (d[0].code, d[0].subject.as_str()),
+            ("tasks_skipped", "ecs:eu-west-2/web")
+        );
+        assert!(
+            d[0].problem
+                .contains("task 4e3cfb1a6d2a4b0f9d6c2f9f5b8a7c11")
+                && d[0].problem.contains("4370"),
+            "{}",
+            d[0].problem
+        );
+        assert!(
+            d[0].fix.contains(r#""containerPort": 4370, "hostPort": 0"#),
+            "{}",
+            d[0].fix
+        );
     }
 }

@@ -408,6 +408,7 @@ fn kind_of_code(code: &str) -> Option<ErrorKind> {
         | "ServiceNotFoundException"
         | "ServiceNotFound"
         | "NamespaceNotFound"
+        | "InvalidInstanceID.NotFound"
         | "ResourceNotFoundException" => ErrorKind::NotFound,
         "InvalidParameterException" | "InvalidInput" | "ValidationException" => {
             ErrorKind::InvalidRequest

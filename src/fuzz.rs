@@ -168,7 +168,7 @@ mod tests {
         #[test]
         fn ecs_tasks_of_any_shape_decode_or_are_skipped(t in task(), service in proptest::option::of(".{0,8}"), container in proptest::option::of(".{0,6}")) {
             let cfg = EcsSourceConfig { region: "eu-west-2".into(), cluster: "web".into(), service, family: None, container };
-            let _ = decode_task(&t, &cfg);
+            let _ = decode_task(&t, &cfg, 4370);
         }
 
         #[test]
@@ -202,9 +202,15 @@ mod tests {
                 .retry_config(aws_sdk_ecs::config::retry::RetryConfig::disabled())
                 .http_client(StaticReplayClient::new(events))
                 .build();
+            let ec2 = aws_sdk_ec2::Config::builder()
+                .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+                .region(aws_sdk_ec2::config::Region::new("eu-west-2"))
+                .credentials_provider(aws_sdk_ec2::config::Credentials::new("a", "b", None, None, "test"))
+                .http_client(StaticReplayClient::new(vec![]))
+                .build();
             let cfg = EcsSourceConfig { region: "eu-west-2".into(), cluster: "web".into(), service: None, family: None, container: None };
             let calls = crate::aws::CountCalls(Arc::new(crate::aws::CallCounter::default()));
-            let mut src = crate::source::ecs::EcsSource::new(aws_sdk_ecs::Client::from_conf(conf), cfg, true, calls);
+            let mut src = crate::source::ecs::EcsSource::new(aws_sdk_ecs::Client::from_conf(conf), aws_sdk_ec2::Client::from_conf(ec2), cfg, true, 4370, calls);
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             use crate::source::Source;
             // What happened decides the kind: an error status is classified by its status

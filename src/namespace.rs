@@ -11,7 +11,7 @@ use serde::{Serialize, Serializer};
 use crate::config::NodeNaming;
 use crate::error::{ErrorKind, SourceError};
 use crate::fingerprint;
-use crate::peer::{Address, Found, Peer, SourceId};
+use crate::peer::{Address, Found, Peer, Skipped, SourceId};
 
 /// The schema tag of [`Snapshot`]'s JSON form.
 pub const SNAPSHOT_SCHEMA: &str = "ecs-peers/snapshot/v1";
@@ -53,6 +53,10 @@ pub struct SourceStatus {
     pub peers: usize,
     /// The source is backing off after throttling and is not polled until then (RFC 3339).
     pub backoff_until: Option<String>,
+    /// RUNNING tasks the last successful poll found but could not turn into peers.
+    pub skipped_tasks: usize,
+    /// Those tasks by reason, each with its fix (empty when none were skipped).
+    pub skipped: Vec<Skipped>,
 }
 
 /// The same IP reported in two regions: overlapping VPC CIDRs, which peering cannot route.
@@ -147,6 +151,17 @@ impl Snapshot {
                 }
                 _ => {}
             }
+            // Said again only when the reasons or counts change, not on every poll.
+            let counts = |s: &SourceStatus| -> Vec<(crate::peer::SkipReason, usize)> {
+                s.skipped.iter().map(|k| (k.reason, k.tasks)).collect()
+            };
+            if now.ok && !now.skipped.is_empty() && was.map(counts) != Some(counts(now)) {
+                changes.events.push(Event::TasksSkipped {
+                    source: now.id.clone(),
+                    region: now.region.clone(),
+                    skipped: now.skipped.clone(),
+                });
+            }
         }
         for c in &self.conflicts {
             if !previous.conflicts.iter().any(|p| p.ip == c.ip) {
@@ -197,6 +212,12 @@ impl SourceStatus {
     /// Its last poll failed (a source still waiting for its first answer is not failing).
     pub fn is_failing(&self) -> bool {
         !self.ok && !self.pending
+    }
+
+    /// It answered, but every RUNNING task it found was skipped (e.g. bridge-mode tasks with
+    /// no binding for the distribution port): no peers, and not healthy either.
+    pub fn only_skipped(&self) -> bool {
+        self.ok && self.peers == 0 && self.skipped_tasks > 0
     }
 }
 
@@ -261,6 +282,16 @@ pub enum Event {
         /// The source that listed it.
         source: SourceId,
     },
+    /// A source answered with RUNNING tasks it could not turn into peers, and which (or how
+    /// many) changed since the last snapshot (see [`SourceStatus::skipped`]).
+    TasksSkipped {
+        /// The source.
+        source: SourceId,
+        /// Its region.
+        region: String,
+        /// The skipped tasks by reason, each with its fix.
+        skipped: Vec<Skipped>,
+    },
 }
 
 impl Event {
@@ -268,7 +299,7 @@ impl Event {
     pub fn is_warning(&self) -> bool {
         matches!(
             self,
-            Event::SourceFailing { .. } | Event::ConflictFound { .. }
+            Event::SourceFailing { .. } | Event::ConflictFound { .. } | Event::TasksSkipped { .. }
         )
     }
 }
@@ -307,6 +338,27 @@ impl std::fmt::Display for Event {
                 f,
                 "this node's task has left {source}; not connecting to peers any more"
             ),
+            Event::TasksSkipped {
+                source, skipped, ..
+            } => {
+                let parts: Vec<String> = skipped
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{} running task(s) skipped ({}, e.g. task {}): {}. Fix: {}",
+                            s.tasks,
+                            serde_json::to_value(s.reason)
+                                .ok()
+                                .and_then(|v| v.as_str().map(str::to_string))
+                                .unwrap_or_default(),
+                            s.example_task.rsplit('/').next().unwrap_or(&s.example_task),
+                            s.message,
+                            s.fix
+                        )
+                    })
+                    .collect();
+                write!(f, "source {source}: {}", parts.join("; "))
+            }
         }
     }
 }
@@ -413,7 +465,7 @@ impl SourcePeers {
         for mut f in found {
             let node = match f.node.take() {
                 Some(learnt) => learnt,
-                None => match naming.render_with(f.ip, region, f.private_dns_name.as_deref()) {
+                None => match naming.render_found(&f, region) {
                     Some(rendered) => rendered,
                     None => {
                         unnamed += usize::from(naming.needs_private_dns_name());
@@ -614,7 +666,7 @@ impl BenchRound {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Merges unshared peers (each source's list as written).
@@ -643,6 +695,7 @@ mod tests {
             started_at: None,
             health: None,
             private_dns_name: None,
+            ec2_instance_id: None,
             draining: false,
         }
     }
@@ -901,6 +954,8 @@ mod tests {
             api_calls_total: 0,
             peers: 2,
             backoff_until: None,
+            skipped_tasks: 0,
+            skipped: Vec::new(),
         }
     }
 
@@ -985,6 +1040,52 @@ mod tests {
             recovered.diff(&ok).events[..],
             [Event::LocalLeft { .. }]
         ));
+    }
+
+    #[test]
+    fn skipped_tasks_are_an_event_once_per_change() {
+        use crate::peer::SkipReason;
+        let skipping = |n: usize| {
+            let mut st = status("ecs:a", None);
+            st.peers = 0;
+            if n > 0 {
+                st.skipped_tasks = n;
+                st.skipped = vec![Skipped {
+                    reason: SkipReason::NoDistributionBinding,
+                    tasks: n,
+                    example_task: "arn:aws:ecs:eu-west-2:1:task/web/4e3c".into(),
+                    message: SkipReason::NoDistributionBinding.message(4370),
+                    fix: SkipReason::NoDistributionBinding.fix(4370),
+                }];
+            }
+            Snapshot {
+                sources: vec![st],
+                ..Snapshot::empty()
+            }
+        };
+        let first = skipping(2).diff(&Snapshot::empty());
+        let [Event::TasksSkipped { skipped, .. }] = &first.events[..] else {
+            panic!("{:?}", first.events)
+        };
+        assert_eq!(skipped[0].tasks, 2);
+        assert!(first.events[0].is_warning());
+        let text = first.events[0].to_string();
+        assert!(
+            text.starts_with("source ecs:a: 2 running task(s) skipped (no_distribution_binding, e.g. task 4e3c): no container of the task maps the distribution port 4370")
+                && text.contains(r#"Fix: add to the app container of the task definition "portMappings": [{"containerPort": 4370, "hostPort": 0"#),
+            "{text}"
+        );
+        assert!(skipping(2).sources[0].only_skipped());
+        assert!(
+            skipping(2).diff(&skipping(2)).events.is_empty(),
+            "not again while unchanged"
+        );
+        assert_eq!(
+            skipping(3).diff(&skipping(2)).events.len(),
+            1,
+            "again when it changes"
+        );
+        assert!(skipping(0).diff(&skipping(2)).events.is_empty());
     }
 
     #[test]

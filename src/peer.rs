@@ -72,6 +72,10 @@ pub struct Peer {
     /// elsewhere); what `{private_dns_name}` in `node_name` is replaced by. Cloud Map reports none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub private_dns_name: Option<String>,
+    /// The EC2 instance whose address the task uses (ECS on EC2, bridge or host network mode:
+    /// the task has no address of its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ec2_instance_id: Option<String>,
     /// The task has left the RUNNING list but is not STOPPED yet.
     pub draining: bool,
 }
@@ -122,6 +126,11 @@ pub(crate) struct Found {
     pub started_at: Option<String>,
     pub health: Option<String>,
     pub private_dns_name: Option<String>,
+    /// The EC2 instance whose address this is (bridge or host mode): the task shares it with
+    /// the other tasks on that instance, so its node name carries its task id.
+    pub ec2_instance_id: Option<String>,
+    /// Its ECS container instance ARN (bridge or host mode), to keep the instance cache small.
+    pub container_instance: Option<String>,
     pub draining: bool,
 }
 
@@ -137,8 +146,15 @@ impl Found {
             started_at: None,
             health: None,
             private_dns_name: None,
+            ec2_instance_id: None,
+            container_instance: None,
             draining: false,
         }
+    }
+
+    /// The task id: the last part of the task ARN (32 hex digits for today's tasks).
+    pub(crate) fn task_id(&self) -> Option<&str> {
+        self.task_arn.as_deref().and_then(|a| a.rsplit('/').next())
     }
 
     /// Its identity, as [`Peer::address`].
@@ -162,7 +178,61 @@ impl Found {
             started_at: self.started_at,
             health: self.health,
             private_dns_name: self.private_dns_name,
+            ec2_instance_id: self.ec2_instance_id,
             draining: self.draining,
         }
     }
+}
+
+/// Why a RUNNING task that matched a source's filters could not be turned into a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// The task has no ENI attachment (not awsvpc) and no container instance (not on EC2).
+    NoAddress,
+    /// Bridge or host mode: no container of the task has a network binding for the
+    /// distribution port (`containers[].networkBindings[].containerPort`).
+    NoDistributionBinding,
+    /// ECS does not know the task's container instance, or EC2 does not know its instance
+    /// (DescribeContainerInstances `failures[]`, or no such instance in DescribeInstances).
+    InstanceNotFound,
+    /// The task's EC2 instance has no private address (e.g. it is stopped).
+    InstanceWithoutAddress,
+}
+
+impl SkipReason {
+    /// What is wrong, in words.
+    pub fn message(self, dist_port: u16) -> String {
+        match self {
+            SkipReason::NoAddress => "the task has no ENI attachment (awsvpc) and no container instance (EC2), so it has no address".into(),
+            SkipReason::NoDistributionBinding => format!("no container of the task maps the distribution port {dist_port} (containers[].networkBindings has no containerPort {dist_port})"),
+            SkipReason::InstanceNotFound => "its container instance or EC2 instance was not found (deregistered or terminated)".into(),
+            SkipReason::InstanceWithoutAddress => "its EC2 instance has no private IP address (stopped?)".into(),
+        }
+    }
+
+    /// What to do about it.
+    pub fn fix(self, dist_port: u16) -> String {
+        match self {
+            SkipReason::NoAddress => "run the task with networkMode awsvpc, or on EC2 container instances (bridge or host mode)".into(),
+            SkipReason::NoDistributionBinding => format!("add to the app container of the task definition \"portMappings\": [{{\"containerPort\": {dist_port}, \"hostPort\": 0, \"protocol\": \"tcp\"}}] (bridge mode: hostPort 0 is a dynamic port; host mode: hostPort {dist_port}), or set distribution_port to the port the nodes listen on"),
+            SkipReason::InstanceNotFound => "check the cluster's container instances (aws ecs list-container-instances); a task on a deregistered instance is replaced by its service".into(),
+            SkipReason::InstanceWithoutAddress => "check the instance's state (aws ec2 describe-instances --instance-ids <id>)".into(),
+        }
+    }
+}
+
+/// RUNNING tasks of one source skipped for one reason (see [`SkipReason`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// Why.
+    pub reason: SkipReason,
+    /// How many RUNNING tasks (at least 1).
+    pub tasks: usize,
+    /// One of them, for the look-up (its task ARN).
+    pub example_task: String,
+    /// [`SkipReason::message`] for this source's distribution port.
+    pub message: String,
+    /// [`SkipReason::fix`] for this source's distribution port.
+    pub fix: String,
 }

@@ -20,7 +20,7 @@ use crate::error::{ErrorKind, SourceError};
 use crate::namespace::{
     merged, rfc3339, Changes, LocalNode, Snapshot, SourcePeers, SourceStatus, SNAPSHOT_SCHEMA,
 };
-use crate::peer::{Address, Found, Peer, SourceId};
+use crate::peer::{Address, Found, Peer, Skipped, SourceId};
 use crate::source::{self, Source};
 
 /// One poll's result: the new snapshot and what changed since the previous one (for a
@@ -65,6 +65,7 @@ struct Slot {
     last_success: Option<SystemTime>,
     consecutive_failures: u32,
     backoff_until: Option<Instant>,
+    skipped: Vec<Skipped>,
 }
 
 impl Slot {
@@ -124,6 +125,8 @@ impl Slot {
                 .backoff_until
                 .filter(|t| *t > now)
                 .map(|t| rfc3339(SystemTime::now() + (t - now))),
+            skipped_tasks: self.skipped.iter().map(|s| s.tasks).sum(),
+            skipped: self.skipped.clone(),
         }
     }
 }
@@ -206,6 +209,7 @@ impl Poller {
                         last_success: None,
                         consecutive_failures: 0,
                         backoff_until: None,
+                        skipped: Vec::new(),
                     };
                     slot.describe(&cfg);
                     slot
@@ -400,6 +404,7 @@ impl Poller {
         if let Some(cfg) = done.source.resolved() {
             slot.describe(cfg);
         }
+        let skipped = done.source.skipped();
         slot.source = Some(done.source);
         slot.in_flight = None;
         slot.polled = true;
@@ -408,6 +413,7 @@ impl Poller {
                 self.changed |= slot.peers.apply(found, naming, &slot.region, &slot.id);
                 slot.ok = true;
                 slot.error = None;
+                slot.skipped = skipped;
                 slot.last_success = Some(SystemTime::now());
                 slot.consecutive_failures = 0;
                 slot.backoff_until = None;

@@ -10,7 +10,8 @@ defmodule EcsPeers do
 
   Configuration keys are documented in `EcsPeers.Strategy`; they are the same everywhere. Unless
   `node_basename` or `node_name` is given, peers are named after this node: `node()`'s name
-  part, or, in a console that is not distributed (`iex -S mix`), the release's name
+  part (without the `-<task id>` a bridge- or host-mode node carries: `my_app-4e3c…@10.0.1.5`
+  names its peers after `my_app`; the core's rule), or, in a console that is not distributed (`iex -S mix`), the release's name
   (`RELEASE_NAME`, else the Mix project's app: what a release names its node by default).
 
   ## Boot: a bad config or a missing NIF stops the application

@@ -79,6 +79,25 @@ impl SourceConfig {
     }
 }
 
+/// The distribution port when none is configured: EcsPeers.Epmd's default
+/// (`ECS_PEERS_DIST_PORT`, docs/distribution.md).
+pub const DEFAULT_DISTRIBUTION_PORT: u16 = 4370;
+
+/// `distribution_port` when the key is not given: `ECS_PEERS_DIST_PORT` (the variable
+/// EcsPeers.Epmd and examples/rel/env.sh.eex read, so the node's listener and its peers' ports
+/// agree without configuring it twice), else [`DEFAULT_DISTRIBUTION_PORT`].
+fn distribution_port_from(env: Option<&str>) -> Result<u16, Error> {
+    match env.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(DEFAULT_DISTRIBUTION_PORT),
+        Some(v) => v.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+            Error::config(
+                "distribution_port",
+                format!("is not set, and ECS_PEERS_DIST_PORT={v:?} is not a port number; expected an integer 1..65535, e.g. 4370"),
+            )
+        }),
+    }
+}
+
 /// A validated namespace configuration.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -105,6 +124,9 @@ pub struct Config {
     pub local_ip: Option<IpAddr>,
     /// The task metadata endpoint (for `cluster = "auto"`); `None`: from the environment.
     pub metadata_url: Option<String>,
+    /// The container port every node's distribution listens on; ECS on EC2 peers are reached
+    /// at the host port their container maps it to (default 4370, EcsPeers.Epmd's).
+    pub distribution_port: u16,
 }
 
 impl Config {
@@ -206,6 +228,18 @@ impl Config {
             }
         };
         let draining = top.take_bool("draining")?.unwrap_or(true);
+        let distribution_port = match top.take("distribution_port") {
+            None => distribution_port_from(std::env::var("ECS_PEERS_DIST_PORT").ok().as_deref())?,
+            Some(v) => match v.as_u64() {
+                Some(n @ 1..=65535) => n as u16,
+                _ => {
+                    return Err(Error::config(
+                        "distribution_port",
+                        format!("{} is not a port number; expected an integer 1..65535, e.g. 4370 (the port the nodes' distribution listens on)", show(&v)),
+                    ))
+                }
+            },
+        };
         let local_ip = match top.take_string("local_ip")? {
             None => None,
             Some(s) => Some(s.parse::<IpAddr>().map_err(|_| {
@@ -283,6 +317,7 @@ impl Config {
             local_node,
             local_ip,
             metadata_url,
+            distribution_port,
         })
     }
 
@@ -671,12 +706,35 @@ mod tests {
     }
 
     #[test]
+    fn the_distribution_port_defaults_to_the_one_the_node_listens_on() {
+        assert_eq!(distribution_port_from(None).unwrap(), 4370);
+        assert_eq!(distribution_port_from(Some("9100")).unwrap(), 9100);
+        let e = distribution_port_from(Some("70000"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("distribution_port: is not set, and ECS_PEERS_DIST_PORT=\"70000\" is not a port number"),
+            "{e}"
+        );
+        let with = |v| {
+            Config::from_value(json!({"node_basename": "a", "distribution_port": v,
+                "sources": [{"type":"ecs","region":"eu-west-2","cluster":"web"}]}))
+        };
+        assert_eq!(with(json!(4000)).unwrap().distribution_port, 4000);
+        assert!(with(json!(0))
+            .unwrap_err()
+            .to_string()
+            .starts_with("distribution_port: 0 is not a port number"));
+    }
+
+    #[test]
     fn every_key_parsed_is_in_the_table() {
         // A config that uses every key of the table must be accepted: the table and the parser agree.
         let full = json!({
             "node_basename": "app", "polling_interval": "1s", "jitter": 0.1, "poll_timeout": "3s",
             "max_attempts": 2, "endpoint_url": "http://127.0.0.1:1", "draining": false,
             "local_node": "app@10.0.0.1", "local_ip": "10.0.0.1", "metadata_url": "http://169.254.170.2/v4/x", "node_names": "config",
+            "distribution_port": 4370,
             "sources": [
                 {"type":"ecs","region":"eu-west-2","cluster":"web","service":"s","family":"f","container":"c"},
                 {"type":"cloudmap","region":"us-west-2","namespace":"n","service":"s","health":"all","query":{"a":"b"}}

@@ -16,7 +16,8 @@ use crate::error::Error;
 pub enum NodeNaming {
     /// `basename@ip`.
     Basename(String),
-    /// A template with `{ip}`, `{ip_dashed}`, `{region}` and `{private_dns_name}` placeholders.
+    /// A template with `{ip}`, `{ip_dashed}`, `{region}`, `{private_dns_name}` and `{task_id}`
+    /// placeholders.
     Template(String),
     /// `name@ip`, with the name the peer's EPMD has registered: its only name, or else the one
     /// equal to `prefer`; a peer with several names and none preferred is left out.
@@ -38,7 +39,7 @@ impl NodeNaming {
     /// assert_eq!(t.render(ip, "eu-west-2").unwrap(), "app@ip-10-0-1-5.eu-west-2.compute.internal");
     /// ```
     pub fn render(&self, ip: IpAddr, region: &str) -> Option<String> {
-        self.render_with(ip, region, None)
+        self.render_parts(ip, region, None, false, None)
     }
 
     /// [`NodeNaming::render`] for a peer AWS reports a private DNS name for (the `privateDnsName`
@@ -60,19 +61,69 @@ impl NodeNaming {
         region: &str,
         private_dns_name: Option<&str>,
     ) -> Option<String> {
+        self.render_parts(ip, region, None, false, private_dns_name)
+    }
+
+    /// The node name of an ECS task: as [`NodeNaming::render`], plus its task id (the last part
+    /// of its task ARN) for the `{task_id}` placeholder, and whether the address is its EC2
+    /// instance's (bridge or host network mode), which it may share with other tasks.
+    ///
+    /// The one naming rule for tasks that share an address: with `Basename`, such a task is
+    /// `<basename>-<task id>@<instance ip>` (a node computes the same name for itself from its
+    /// task metadata, see docs/distribution.md); a task with an address of its own (awsvpc) stays
+    /// `<basename>@<ip>`. A template is used as written; one with `{task_id}` names nothing for
+    /// a peer without a task id (Cloud Map), which is then left out. `None` with EPMD naming.
+    ///
+    /// ```
+    /// use ecs_peers::NodeNaming;
+    /// let ip = "10.0.1.5".parse().unwrap();
+    /// let b = NodeNaming::Basename("app".into());
+    /// assert_eq!(b.render_task(ip, "eu-west-2", Some("4e3c"), true).unwrap(), "app-4e3c@10.0.1.5");
+    /// assert_eq!(b.render_task(ip, "eu-west-2", Some("4e3c"), false).unwrap(), "app@10.0.1.5");
+    /// let t = NodeNaming::Template("app-{task_id}@{ip}".into());
+    /// assert_eq!(t.render_task(ip, "eu-west-2", Some("4e3c"), false).unwrap(), "app-4e3c@10.0.1.5");
+    /// assert_eq!(t.render(ip, "eu-west-2"), None);
+    /// ```
+    pub fn render_task(
+        &self,
+        ip: IpAddr,
+        region: &str,
+        task_id: Option<&str>,
+        shares_instance_address: bool,
+    ) -> Option<String> {
+        self.render_parts(ip, region, task_id, shares_instance_address, None)
+    }
+
+    /// The one rendering rule behind [`NodeNaming::render`], [`NodeNaming::render_with`] and
+    /// [`NodeNaming::render_task`].
+    fn render_parts(
+        &self,
+        ip: IpAddr,
+        region: &str,
+        task_id: Option<&str>,
+        shares_instance_address: bool,
+        private_dns_name: Option<&str>,
+    ) -> Option<String> {
         match self {
-            NodeNaming::Basename(b) => Some(format!("{b}@{ip}")),
+            NodeNaming::Basename(b) => match task_id {
+                Some(id) if shares_instance_address => Some(format!("{b}-{id}@{ip}")),
+                _ => Some(format!("{b}@{ip}")),
+            },
             NodeNaming::Template(t) => {
                 let mut name = t.clone();
                 if name.contains(PRIVATE_DNS_NAME) {
                     name = name.replace(PRIVATE_DNS_NAME, private_dns_name?);
+                }
+                if name.contains("{task_id}") && task_id.is_none() {
+                    return None;
                 }
                 let ip_s = ip.to_string();
                 let dashed = ip_s.replace(['.', ':'], "-");
                 Some(
                     name.replace("{ip_dashed}", &dashed)
                         .replace("{ip}", &ip_s)
-                        .replace("{region}", region),
+                        .replace("{region}", region)
+                        .replace("{task_id}", task_id.unwrap_or_default()),
                 )
             }
             NodeNaming::Epmd { .. } => None,
@@ -98,6 +149,18 @@ impl NodeNaming {
                     .then_some("node_name")
             }
         }
+    }
+
+    /// The node name of what a source found: [`NodeNaming::render_task`] with its task id, whether
+    /// it shares its EC2 instance's address, and its private DNS name.
+    pub(crate) fn render_found(&self, f: &crate::peer::Found, region: &str) -> Option<String> {
+        self.render_parts(
+            f.ip,
+            region,
+            f.task_id(),
+            f.ec2_instance_id.is_some(),
+            f.private_dns_name.as_deref(),
+        )
     }
 
     /// With EPMD naming: which of the names a host's EPMD has registered is its node, by the rule
@@ -216,12 +279,12 @@ impl ThisNode {
             Some(n) => match n.split_once('@') {
                 Some((base, host)) if !base.is_empty() && !host.is_empty() => ThisNode {
                     name: Some(n.to_string()),
-                    basename: Some(base.to_string()),
+                    basename: Some(without_task_id(base).to_string()),
                     short_names: false,
                 },
                 _ => ThisNode {
                     name: None,
-                    basename: Some(n.trim_end_matches('@').to_string())
+                    basename: Some(without_task_id(n.trim_end_matches('@')).to_string())
                         .filter(|b| !b.is_empty())
                         .or(fallback),
                     short_names: false,
@@ -234,6 +297,35 @@ impl ThisNode {
             },
         }
     }
+}
+
+/// A node name's name part without the `-<task id>` that bridge- and host-mode tasks carry
+/// (see [`NodeNaming::render_task`]): `my_app-4e3cfb1a6d2a4b0f9d6c2f9f5b8a7c11` → `my_app`, so
+/// such a node and its peers share one basename. A task id is 32 hex digits (today's ARNs) or
+/// the older UUID form 8-4-4-4-12; anything else is left as it is (`my-app` stays `my-app`).
+fn without_task_id(name: &str) -> &str {
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let is_uuid = |s: &str| {
+        let parts: Vec<&str> = s.split('-').collect();
+        parts.len() == 5 && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| hex(p, n))
+    };
+    if name.len() > 33 {
+        let (base, tail) = name.split_at(name.len() - 33);
+        if let Some(id) = tail.strip_prefix('-') {
+            if hex(id, 32) && !base.is_empty() {
+                return base;
+            }
+        }
+    }
+    if name.len() > 37 {
+        let (base, tail) = name.split_at(name.len() - 37);
+        if let Some(id) = tail.strip_prefix('-') {
+            if is_uuid(id) && !base.is_empty() {
+                return base;
+            }
+        }
+    }
+    name
 }
 
 /// The naming keys, after they were read: how peers are named, and this node's own name.
@@ -367,10 +459,13 @@ fn validate_template(t: &str) -> Result<String, Error> {
             .map(|e| start + e)
             .ok_or_else(|| Error::config("node_name", format!("{t:?} has an unclosed {{")))?;
         let ph = &rest[start + 1..end];
-        if !matches!(ph, "ip" | "ip_dashed" | "region" | "private_dns_name") {
+        if !matches!(
+            ph,
+            "ip" | "ip_dashed" | "region" | "private_dns_name" | "task_id"
+        ) {
             return Err(Error::config(
                 "node_name",
-                format!("{{{ph}}} in {t:?} is not a placeholder; expected {{ip}}, {{ip_dashed}}, {{region}} or {{private_dns_name}}"),
+                format!("{{{ph}}} in {t:?} is not a placeholder; expected {{ip}}, {{ip_dashed}}, {{region}}, {{private_dns_name}} or {{task_id}}"),
             ));
         }
         rest = &rest[end + 1..];
@@ -410,6 +505,35 @@ mod tests {
             (console.name, console.basename.as_deref()),
             (None, Some("my_app"))
         );
+    }
+
+    /// A bridge-mode node is `<basename>-<task id>@<instance ip>`; its basename, the one its
+    /// peers are named by, is without the task id (else every node names peers after itself).
+    #[test]
+    fn a_task_id_suffix_is_not_part_of_the_basename() {
+        let base = |n: &str| ThisNode::from_erlang(n, None).basename;
+        let me = ThisNode::from_erlang("my_app-4e3cfb1a6d2a4b0f9d6c2f9f5b8a7c11@10.0.1.5", None);
+        assert_eq!(
+            me.name.as_deref(),
+            Some("my_app-4e3cfb1a6d2a4b0f9d6c2f9f5b8a7c11@10.0.1.5")
+        );
+        assert_eq!(me.basename.as_deref(), Some("my_app"));
+        assert_eq!(
+            base("my_app-54425c54-25ae-4721-9b09-8d635efb5b92@10.0.1.5").as_deref(),
+            Some("my_app")
+        );
+        assert_eq!(base("my-app@10.0.0.5").as_deref(), Some("my-app"));
+        assert_eq!(
+            base("a-4e3cfb1a6d2a4b0f9d6c2f9f5b8a7c1@10.0.0.5").as_deref(),
+            Some("a-4e3cfb1a6d2a4b0f9d6c2f9f5b8a7c1"),
+            "31 hex digits are not a task id"
+        );
+        let release = ThisNode::from_release(
+            Some("my_app-4e3cfb1a6d2a4b0f9d6c2f9f5b8a7c11@10.0.1.5"),
+            Some("name"),
+            None,
+        );
+        assert_eq!(release, me, "the CLI and the strategy agree");
     }
 
     #[test]

@@ -14,7 +14,8 @@ use aws_sdk_ecs::types::{DesiredStatus, Task};
 use crate::aws::CountCalls;
 use crate::config::EcsSourceConfig;
 use crate::error::{classify, ErrorKind, SourceError};
-use crate::peer::Found;
+use crate::peer::{Found, SkipReason, Skipped};
+use crate::source::ec2::{self, InstanceAddresses, OnInstance};
 use crate::source::{PollFuture, Source};
 
 /// DescribeTasks accepts at most this many ARNs; ListTasks returns at most this many a page.
@@ -29,16 +30,21 @@ const LOOPING_LIST_FIX: &str = "the endpoint's paging does not end, which AWS's 
 pub(crate) enum Decision {
     /// A peer at this address.
     Peer(Found),
-    /// Not a peer, for good (filtered out, or running without a private address): cache it.
+    /// Not a peer, for good (filtered out): cache it.
     Skip(&'static str),
+    /// Bridge or host mode: a peer at its container instance's address, once that is known.
+    OnInstance(OnInstance),
+    /// Matches the filters and runs, but cannot be a peer (reported per source): cache it.
+    Unusable(SkipReason),
     /// Not a peer yet (still PROVISIONING/PENDING/ACTIVATING): describe it again next poll.
     NotYet(String),
     /// ECS reports it STOPPED.
     Stopped,
 }
 
-/// Decodes one DescribeTasks task against the source's filters.
-pub(crate) fn decode_task(task: &Task, filter: &EcsSourceConfig) -> Decision {
+/// Decodes one DescribeTasks task against the source's filters; a task without an ENI address
+/// is addressed by its container instance and the binding of `dist_port` (see [`super::ec2`]).
+pub(crate) fn decode_task(task: &Task, filter: &EcsSourceConfig, dist_port: u16) -> Decision {
     if let Some(service) = &filter.service {
         let want = service.rsplit('/').next().unwrap_or(service);
         let group = task.group().unwrap_or("");
@@ -79,16 +85,29 @@ pub(crate) fn decode_task(task: &Task, filter: &EcsSourceConfig) -> Decision {
                     draining: true,
                     ..found(task, ip)
                 }),
-                None => Decision::Stopped,
+                None => match on_instance(task, filter, dist_port) {
+                    Decision::OnInstance(mut t) => {
+                        t.found.draining = true;
+                        Decision::OnInstance(t)
+                    }
+                    _ => Decision::Stopped,
+                },
             };
         }
         other => return Decision::NotYet(other.unwrap_or("no lastStatus").to_string()),
     }
     match address(task, filter) {
         Some(ip) => Decision::Peer(found(task, ip)),
-        None => Decision::Skip(
-            "it has no private address (only awsvpc tasks have one: Fargate, or EC2 with networkMode awsvpc)",
-        ),
+        None => on_instance(task, filter, dist_port),
+    }
+}
+
+/// The hook to the EC2 backend: a task with no address of its own.
+fn on_instance(task: &Task, filter: &EcsSourceConfig, dist_port: u16) -> Decision {
+    let placeholder = found(task, IpAddr::from([0, 0, 0, 0]));
+    match ec2::decode(task, filter.container.as_deref(), dist_port, placeholder) {
+        Ok(t) => Decision::OnInstance(t),
+        Err(why) => Decision::Unusable(why),
     }
 }
 
@@ -186,9 +205,12 @@ fn address(task: &Task, filter: &EcsSourceConfig) -> Option<IpAddr> {
 
 /// What the cache remembers of a task that was RUNNING when described.
 #[derive(Debug, Clone)]
+// Most entries are peers: boxing them would cost an allocation each for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Known {
     Peer(Found),
     Skip,
+    Unusable(SkipReason),
 }
 
 /// The ECS backend of one source.
@@ -199,22 +221,54 @@ pub(crate) struct EcsSource {
     calls: CountCalls,
     /// Task ARN → decoded description, for tasks that were RUNNING when described.
     known: HashMap<String, Known>,
+    /// Bridge and host mode: container instance → EC2 instance → address, cached.
+    instances: InstanceAddresses,
+    /// The container port of Erlang distribution (`distribution_port`).
+    dist_port: u16,
+    /// The last successful poll's RUNNING tasks that could not be peers, by reason.
+    skipped: Vec<Skipped>,
 }
 
 impl EcsSource {
     pub(crate) fn new(
         client: aws_sdk_ecs::Client,
+        ec2: aws_sdk_ec2::Client,
         cfg: EcsSourceConfig,
         draining_enabled: bool,
+        dist_port: u16,
         calls: CountCalls,
     ) -> Self {
         EcsSource {
+            instances: InstanceAddresses::new(client.clone(), ec2, calls.clone()),
             client,
             cfg,
             draining_enabled,
             calls,
             known: HashMap::new(),
+            dist_port,
+            skipped: Vec::new(),
         }
+    }
+
+    /// Turns tasks addressed by their container instance into peers (or reasons they cannot
+    /// be), looking up the instances not seen before.
+    async fn place(
+        &mut self,
+        tasks: Vec<OnInstance>,
+    ) -> Result<Vec<Result<Found, SkipReason>>, SourceError> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let account = self.account().to_string();
+        self.instances
+            .learn(
+                tasks.iter().map(|t| t.container_instance.as_str()),
+                &self.cfg.cluster,
+                &self.cfg.region,
+                &account,
+            )
+            .await?;
+        Ok(tasks.into_iter().map(|t| self.instances.place(t)).collect())
     }
 
     fn account(&self) -> &str {
@@ -349,16 +403,39 @@ impl EcsSource {
             .filter(|a| !self.known.contains_key(a.as_str()))
             .cloned()
             .collect();
+        let mut decided = Vec::new();
+        let mut on_instance = Vec::new();
         for task in self.describe(&unknown).await? {
             let Some(arn) = task.task_arn().map(str::to_string) else {
                 continue;
             };
-            match decode_task(&task, &self.cfg) {
+            match decode_task(&task, &self.cfg, self.dist_port) {
+                Decision::OnInstance(t) if !t.found.draining => on_instance.push((arn, t)),
+                d => decided.push((arn, d)),
+            }
+        }
+        // Resolved before anything is cached: a failed look-up fails the poll as a whole.
+        let (arns, tasks): (Vec<String>, Vec<OnInstance>) = on_instance.into_iter().unzip();
+        for (arn, placed) in arns.into_iter().zip(self.place(tasks).await?) {
+            decided.push((
+                arn,
+                match placed {
+                    Ok(f) => Decision::Peer(f),
+                    Err(why) => Decision::Unusable(why),
+                },
+            ));
+        }
+        for (arn, decision) in decided {
+            match decision {
                 Decision::Peer(f) if !f.draining => {
                     self.known.insert(arn, Known::Peer(f));
                 }
-                Decision::Peer(_) | Decision::Stopped => {
+                Decision::Peer(_) | Decision::Stopped | Decision::OnInstance(_) => {
                     tracing::debug!(task = %arn, "listed as RUNNING but already leaving; not a peer");
+                }
+                Decision::Unusable(why) => {
+                    tracing::debug!(task = %arn, reason = ?why, "running task cannot be a peer: {}", why.message(self.dist_port));
+                    self.known.insert(arn, Known::Unusable(why));
                 }
                 Decision::Skip(why) => {
                     tracing::debug!(task = %arn, "task is not a peer: {why}");
@@ -382,9 +459,24 @@ impl EcsSource {
         let mut draining = Vec::new();
         if self.draining_enabled && !departed.is_empty() {
             let mut still_there = HashSet::new();
+            let mut leaving = Vec::new();
             for task in self.describe(&departed).await? {
                 let arn = task.task_arn().unwrap_or_default().to_string();
-                if let Decision::Peer(f) = decode_task(&task, &self.cfg) {
+                match decode_task(&task, &self.cfg, self.dist_port) {
+                    Decision::Peer(f) => {
+                        still_there.insert(arn);
+                        draining.push(Found {
+                            draining: true,
+                            ..f
+                        });
+                    }
+                    Decision::OnInstance(t) => leaving.push((arn, t)),
+                    _ => {}
+                }
+            }
+            let (arns, tasks): (Vec<String>, Vec<OnInstance>) = leaving.into_iter().unzip();
+            for (arn, placed) in arns.into_iter().zip(self.place(tasks).await?) {
+                if let Ok(f) = placed {
                     still_there.insert(arn);
                     draining.push(Found {
                         draining: true,
@@ -404,6 +496,34 @@ impl EcsSource {
             _ => None,
         }));
         peers.extend(draining);
+
+        // RUNNING tasks that cannot be peers, by reason (with one task to look at).
+        let mut by_reason: std::collections::BTreeMap<SkipReason, (usize, &str)> =
+            std::collections::BTreeMap::new();
+        for arn in &running {
+            if let Some(Known::Unusable(why)) = self.known.get(arn) {
+                by_reason.entry(*why).or_insert((0, arn.as_str())).0 += 1;
+            }
+        }
+        self.skipped = by_reason
+            .into_iter()
+            .map(|(reason, (tasks, example))| Skipped {
+                reason,
+                tasks,
+                example_task: example.to_string(),
+                message: reason.message(self.dist_port),
+                fix: reason.fix(self.dist_port),
+            })
+            .collect();
+        let in_use: HashSet<&str> = self
+            .known
+            .values()
+            .filter_map(|k| match k {
+                Known::Peer(f) => f.container_instance.as_deref(),
+                _ => None,
+            })
+            .collect();
+        self.instances.retain(&in_use);
         Ok(peers)
     }
 }
@@ -411,6 +531,10 @@ impl EcsSource {
 impl Source for EcsSource {
     fn poll(&mut self) -> PollFuture<'_> {
         Box::pin(self.poll_inner())
+    }
+
+    fn skipped(&self) -> Vec<Skipped> {
+        self.skipped.clone()
     }
 }
 
@@ -421,6 +545,7 @@ pub(crate) struct AutoEcsSource {
     clients: std::sync::Arc<crate::aws::AwsClients>,
     cfg: EcsSourceConfig,
     draining: bool,
+    dist_port: u16,
     calls: CountCalls,
     metadata_url: Option<String>,
     resolved: Option<(
@@ -435,6 +560,7 @@ impl AutoEcsSource {
         clients: std::sync::Arc<crate::aws::AwsClients>,
         cfg: EcsSourceConfig,
         draining: bool,
+        dist_port: u16,
         calls: CountCalls,
         metadata_url: Option<String>,
     ) -> Self {
@@ -442,6 +568,7 @@ impl AutoEcsSource {
             clients,
             cfg,
             draining,
+            dist_port,
             calls,
             metadata_url,
             resolved: None,
@@ -456,7 +583,15 @@ impl AutoEcsSource {
             let resolved = crate::SourceConfig::Ecs(cfg.clone());
             tracing::info!(source = %resolved.id(), region = %cfg.region, "cluster \"auto\" resolved from the task metadata");
             let client = self.clients.ecs(&cfg.region);
-            let source = EcsSource::new(client, cfg, self.draining, self.calls.clone());
+            let ec2 = self.clients.ec2(&cfg.region);
+            let source = EcsSource::new(
+                client,
+                ec2,
+                cfg,
+                self.draining,
+                self.dist_port,
+                self.calls.clone(),
+            );
             self.resolved = Some((source, md, resolved));
         }
         let Some((source, _, _)) = self.resolved.as_mut() else {
@@ -478,13 +613,21 @@ impl Source for AutoEcsSource {
     fn resolved(&self) -> Option<&crate::SourceConfig> {
         self.resolved.as_ref().map(|(_, _, cfg)| cfg)
     }
+
+    fn skipped(&self) -> Vec<Skipped> {
+        self.resolved
+            .as_ref()
+            .map(|(s, _, _)| s.skipped.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// Decodes DescribeTasks tasks into a source's answer (for the benchmarks).
 pub fn bench_answer(tasks: &[Task], filter: &EcsSourceConfig) -> crate::namespace::BenchAnswer {
     let mut found = Vec::with_capacity(tasks.len());
     for t in tasks {
-        if let Decision::Peer(f) = decode_task(t, filter) {
+        if let Decision::Peer(f) = decode_task(t, filter, crate::config::DEFAULT_DISTRIBUTION_PORT)
+        {
             found.push(f);
         }
     }
@@ -558,7 +701,7 @@ mod tests {
             .attachments(sc)
             .attachments(eni("10.0.1.5"))
             .build();
-        assert_eq!(ip_of(decode_task(&t, &cfg())), "10.0.1.5");
+        assert_eq!(ip_of(decode_task(&t, &cfg(), 4370)), "10.0.1.5");
     }
 
     #[test]
@@ -582,7 +725,7 @@ mod tests {
         let t = task("RUNNING").containers(side).containers(app).build();
         let mut c = cfg();
         c.container = Some("app".into());
-        assert_eq!(ip_of(decode_task(&t, &c)), "10.0.1.6");
+        assert_eq!(ip_of(decode_task(&t, &c, 4370)), "10.0.1.6");
     }
 
     #[test]
@@ -592,7 +735,7 @@ mod tests {
             .started_at(aws_smithy_types::DateTime::from_secs(1_700_000_000))
             .health_status(aws_sdk_ecs::types::HealthStatus::Healthy)
             .build();
-        let Decision::Peer(f) = decode_task(&t, &cfg()) else {
+        let Decision::Peer(f) = decode_task(&t, &cfg(), 4370) else {
             panic!()
         };
         assert_eq!(f.availability_zone.as_deref(), Some("eu-west-2a"));
@@ -610,35 +753,38 @@ mod tests {
         let t = task("RUNNING").attachments(eni("10.0.1.5")).build();
         let mut c = cfg();
         c.service = Some("arn:aws:ecs:eu-west-2:1:service/web/api".into());
-        assert!(matches!(decode_task(&t, &c), Decision::Peer(_)));
+        assert!(matches!(decode_task(&t, &c, 4370), Decision::Peer(_)));
         c.service = Some("worker".into());
-        assert!(matches!(decode_task(&t, &c), Decision::Skip(_)));
+        assert!(matches!(decode_task(&t, &c, 4370), Decision::Skip(_)));
         let mut c = cfg();
         c.family = Some("api".into());
-        assert!(matches!(decode_task(&t, &c), Decision::Peer(_)));
+        assert!(matches!(decode_task(&t, &c, 4370), Decision::Peer(_)));
         c.family = Some("batch".into());
-        assert!(matches!(decode_task(&t, &c), Decision::Skip(_)));
+        assert!(matches!(decode_task(&t, &c, 4370), Decision::Skip(_)));
         let mut c = cfg();
         c.container = Some("app".into());
-        assert!(matches!(decode_task(&t, &c), Decision::Skip(_)));
+        assert!(matches!(decode_task(&t, &c, 4370), Decision::Skip(_)));
     }
 
     #[test]
     fn statuses_decide_peer_not_yet_draining_or_stopped() {
         let pending = task("PROVISIONING").build();
         assert_eq!(
-            decode_task(&pending, &cfg()),
+            decode_task(&pending, &cfg(), 4370),
             Decision::NotYet("PROVISIONING".into())
         );
         let stopping = task("DEACTIVATING").attachments(eni("10.0.1.5")).build();
-        let Decision::Peer(f) = decode_task(&stopping, &cfg()) else {
+        let Decision::Peer(f) = decode_task(&stopping, &cfg(), 4370) else {
             panic!()
         };
         assert!(f.draining);
         let stopped = task("STOPPED").attachments(eni("10.0.1.5")).build();
-        assert_eq!(decode_task(&stopped, &cfg()), Decision::Stopped);
+        assert_eq!(decode_task(&stopped, &cfg(), 4370), Decision::Stopped);
         let no_ip = task("RUNNING").build();
-        assert!(matches!(decode_task(&no_ip, &cfg()), Decision::Skip(_)));
+        assert_eq!(
+            decode_task(&no_ip, &cfg(), 4370),
+            Decision::Unusable(SkipReason::NoAddress)
+        );
     }
 
     #[test]
@@ -648,7 +794,7 @@ mod tests {
             .details(kv("ipv6Address", "2001:db8::5"))
             .build();
         let t = task("RUNNING").attachments(a).build();
-        assert_eq!(ip_of(decode_task(&t, &cfg())), "2001:db8::5");
+        assert_eq!(ip_of(decode_task(&t, &cfg(), 4370)), "2001:db8::5");
     }
 
     /// A task finds itself among its peers: the address DescribeTasks gives a peer and the one
@@ -671,7 +817,7 @@ mod tests {
             .build();
         let t = task("RUNNING").attachments(v6_only).build();
         assert_eq!(
-            Some(ip_of(decode_task(&t, &cfg()))),
+            Some(ip_of(decode_task(&t, &cfg(), 4370))),
             metadata("", r#""2001:db8::5""#)
         );
         // Dual stack, IPv6 listed first by AWS: IPv4 in both places.
@@ -681,7 +827,7 @@ mod tests {
             .details(kv("privateIPv4Address", "10.0.1.5"))
             .build();
         let t = task("RUNNING").attachments(dual).build();
-        assert_eq!(ip_of(decode_task(&t, &cfg())), "10.0.1.5");
+        assert_eq!(ip_of(decode_task(&t, &cfg(), 4370)), "10.0.1.5");
         assert_eq!(
             metadata(r#""10.0.1.5""#, r#""2001:db8::5""#).as_deref(),
             Some("10.0.1.5")
@@ -696,7 +842,7 @@ mod tests {
             )
             .build();
         let t = task("RUNNING").containers(c).build();
-        assert_eq!(ip_of(decode_task(&t, &cfg())), "2001:db8::6");
+        assert_eq!(ip_of(decode_task(&t, &cfg(), 4370)), "2001:db8::6");
     }
 }
 
@@ -780,10 +926,19 @@ mod replay_tests {
             family: None,
             container: None,
         };
+        let ec2 = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new("eu-west-2"))
+            .credentials_provider(Credentials::new("a", "b", None, None, "test"))
+            .retry_config(aws_sdk_ec2::config::retry::RetryConfig::disabled())
+            .http_client(http.clone())
+            .build();
         let src = EcsSource::new(
             aws_sdk_ecs::Client::from_conf(conf),
+            aws_sdk_ec2::Client::from_conf(ec2),
             cfg,
             true,
+            4370,
             CountCalls(Arc::new(CallCounter::default())),
         );
         (src, http)

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use crate::aws::{AwsClients, CallCounter, CountCalls};
 use crate::config::{Config, SourceConfig};
 use crate::error::SourceError;
-use crate::peer::Found;
+use crate::peer::{Found, Skipped};
 
 pub(crate) mod cloudmap;
+pub(crate) mod ec2;
 pub(crate) mod ecs;
 #[cfg(test)]
 pub(crate) mod fixed;
@@ -39,6 +40,11 @@ pub(crate) trait Source: Send + 'static {
     fn resolved(&self) -> Option<&SourceConfig> {
         None
     }
+
+    /// RUNNING tasks the last successful poll saw but could not turn into peers, by reason.
+    fn skipped(&self) -> Vec<Skipped> {
+        Vec::new()
+    }
 }
 
 /// Builds the backend for one configured source. Its API calls are counted into `calls`.
@@ -54,13 +60,16 @@ pub(crate) fn build(
             clients.clone(),
             e.clone(),
             config.draining,
+            config.distribution_port,
             calls,
             config.metadata_url.clone(),
         )),
         SourceConfig::Ecs(e) => Box::new(ecs::EcsSource::new(
             clients.ecs(&e.region),
+            clients.ec2(&e.region),
             e.clone(),
             config.draining,
+            config.distribution_port,
             calls,
         )),
         SourceConfig::CloudMap(c) => Box::new(cloudmap::CloudMapSource::new(

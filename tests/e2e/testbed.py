@@ -410,3 +410,180 @@ def require_root_and_netns():
     if r.returncode != 0:
         sys.exit(f"network namespaces are unavailable here ({r.stderr.strip()}); the end-to-end test needs them")
     run("ip", "netns", "del", probe, check=False)
+
+
+# -- ECS on EC2, and the EPMD-less distribution bridge ---------------------------------------------
+DIST_PORT = 4370  # ECS_PEERS_DIST_PORT's default: the one port every node listens on
+DOCKER_NET = "172.17.0"  # each instance's own bridge network, as Docker's default bridge
+
+
+class Ec2Bed(Bed):
+    """The same two VPCs, with ECS on EC2 as well as awsvpc tasks, for BEAM nodes that run the
+    EPMD-less distribution bridge (`-start_epmd false -epmd_module Elixir.EcsPeers.Epmd`).
+
+        instance namespace  <P>iN   an "EC2 instance": eth0 with the instance's private IP on its
+                                    region's VPC bridge; IP forwarding on (in it only); a bridge
+                                    `docker0` (172.17.0.1/24, as Docker's) for its bridge-mode
+                                    containers; iptables nat: a DNAT rule per port mapping
+                                    (PREROUTING and OUTPUT, from the instance IP and the host port
+                                    the emulator assigned to the container's port, as Docker's
+                                    bridge driver writes them), and MASQUERADE for what the
+                                    containers send out (and for a container dialling a
+                                    neighbour through the instance address: the hairpin).
+                                    A host-mode task's BEAM runs in the instance namespace itself.
+        container namespace <P>cN   one bridge-mode container: eth0 172.17.0.x on its instance's
+                                    docker0, one route to the test supernet via the instance (no
+                                    default route).
+
+    Safety is the base bed's: everything lives in namespaces with the run's prefix (iptables
+    rules too: netfilter state is per namespace, the root namespace's is never touched), no
+    default routes, the supernet black-holed in the router, everything deleted at teardown.
+    """
+
+    def __init__(self, interval_ms=1000):
+        super().__init__(interval_ms)
+        self.instances = {}  # instance ip -> {"ns", "region", "containers": n}
+        self.beams = {}  # key (task id) -> {"ns", "proc", "status", "log", "name"}
+
+    # -- the network ----------------------------------------------------------------------------
+    def add_instance(self, region, ip):
+        """An EC2 instance's namespace, on its region's VPC, ready for bridge-mode containers."""
+        ns = self.add_host(region, ip)
+        ipt = ("iptables", "-w")
+        self.ns_exec(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.ns_exec(ns, "ip", "link", "add", "docker0", "type", "bridge")
+        self.ns_exec(ns, "ip", "addr", "add", f"{DOCKER_NET}.1/24", "dev", "docker0")
+        self.ns_exec(ns, "ip", "link", "set", "docker0", "up")
+        # What containers send out leaves with the instance's address (Docker's MASQUERADE), and
+        # a container reaching a neighbour through the instance address (the hairpin) is
+        # answered through the instance too.
+        self.ns_exec(ns, *ipt, "-t", "nat", "-A", "POSTROUTING", "-s", f"{DOCKER_NET}.0/24", "!", "-o", "docker0",
+                     "-j", "MASQUERADE")
+        self.ns_exec(ns, *ipt, "-t", "nat", "-A", "POSTROUTING", "-s", f"{DOCKER_NET}.0/24",
+                     "-d", f"{DOCKER_NET}.0/24", "-o", "docker0", "-j", "MASQUERADE")
+        self.instances[ip] = {"ns": ns, "region": region, "containers": 0}
+        return ns
+
+    def add_container(self, instance_ip, port_map):
+        """A bridge-mode container on the instance: its namespace behind the instance's docker0,
+        and a DNAT rule for each {host port: container port} of `port_map` (the task's
+        networkBindings as ECS reported them). Returns (namespace, container address)."""
+        inst = self.instances[instance_ip]
+        inst["containers"] += 1
+        self._n += 1
+        ns = f"{self.prefix}c{self._n}"
+        self._add_ns(ns)
+        addr = f"{DOCKER_NET}.{1 + inst['containers']}"
+        veth = f"{self.prefix}d{self._n}"
+        run("ip", "link", "add", veth, "netns", inst["ns"], "type", "veth", "peer", "name", "eth0", "netns", ns)
+        self.ns_exec(inst["ns"], "ip", "link", "set", veth, "master", "docker0")
+        # Hairpin, as Docker sets it: a container may reach itself through a mapped port.
+        self.ns_exec(inst["ns"], "ip", "link", "set", veth, "type", "bridge_slave", "hairpin", "on")
+        self.ns_exec(inst["ns"], "ip", "link", "set", veth, "up")
+        self.ns_exec(ns, "ip", "addr", "add", f"{addr}/24", "dev", "eth0")
+        self.ns_exec(ns, "ip", "link", "set", "eth0", "up")
+        self.ns_exec(ns, "ip", "route", "add", SUPERNET, "via", f"{DOCKER_NET}.1")
+        for host_port, container_port in port_map.items():
+            for chain in ("PREROUTING", "OUTPUT"):
+                self.ns_exec(inst["ns"], "iptables", "-w", "-t", "nat", "-A", chain, "-d", instance_ip, "-p", "tcp",
+                             "--dport", str(host_port), "-j", "DNAT", "--to-destination", f"{addr}:{container_port}")
+        return ns, addr
+
+    def only_port_open(self, ns, port=DIST_PORT):
+        """The namespace accepts new inbound TCP connections on `port` only (answers to its own
+        connections and loopback still pass): the one security-group rule of the EPMD-less setup."""
+        for rule in (("-i", "lo", "-j", "ACCEPT"),
+                     ("-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"),
+                     ("-p", "tcp", "--dport", str(port), "-j", "ACCEPT")):
+            self.ns_exec(ns, "iptables", "-w", "-A", "INPUT", *rule)
+        self.ns_exec(ns, "iptables", "-w", "-P", "INPUT", "DROP")
+
+    # -- the emulator ---------------------------------------------------------------------------
+    def register_instances(self, region, cluster, ips):
+        """EC2 instances with these private IPs, registered as the cluster's container instances."""
+        subnet = f"{VPCS[region][1]}.0/24"
+        return self.world("instances", {"region": region, "cluster": cluster, "subnet": subnet,
+                                        "instances": [{"ipv4": ip} for ip in ips]})
+
+    def start_ec2_task(self, region, container_instance, family, network_mode, port_mappings, cluster="web",
+                       group="service:api"):
+        """One task started on the named container instance (StartTask); world.py's output."""
+        return self.world("run", {"region": region, "cluster": cluster, "subnet": None, "family": family,
+                                  "count": 1, "group": group, "launch_type": "EC2",
+                                  "network_mode": network_mode, "container_instance": container_instance,
+                                  "port_mappings": port_mappings})[0]
+
+    # -- BEAM nodes over the EPMD-less bridge -----------------------------------------------------
+    def start_epmdless_node(self, key, ns, name, sources=None, metadata_uri=None, extra_env=None):
+        """A BEAM in `ns` named `name`, with no EPMD: `-start_epmd false -epmd_module
+        Elixir.EcsPeers.Epmd`, listening on ECS_PEERS_DIST_PORT; clustered by EcsPeers.Strategy
+        (tests/e2e/node.exs). `key` names it in `beams` (the task id)."""
+        b = {"ns": ns, "name": name, "status": os.path.join(self.work, f"{key}.json"),
+             "log": os.path.join(self.work, f"{key}.log")}
+        env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
+                   AWS_EC2_METADATA_DISABLED="true", HOME=self.work, E2E_NODE_NAMES="", E2E_SOURCES=sources or "",
+                   ECS_PEERS_DIST_PORT=str(DIST_PORT), **(extra_env or {}))
+        env.pop("ECS_CONTAINER_METADATA_URI_V4", None)
+        env.pop("ECS_PEERS_STATIC_PEERS", None)
+        if metadata_uri:
+            env["ECS_CONTAINER_METADATA_URI_V4"] = metadata_uri
+        b["proc"] = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "elixir", "--name", name, "--cookie", COOKIE,
+             "--erl", f"-start_epmd false -epmd_module Elixir.EcsPeers.Epmd -pa {EBIN}",
+             "-pa", EBIN, os.path.join(ROOT, "tests", "e2e", "node.exs"),
+             b["status"], ENDPOINT, str(self.interval_ms)],
+            stdout=open(b["log"], "w"), stderr=subprocess.STDOUT, env=env)
+        self.beams[key] = b
+        return b
+
+    def beam_status(self, key):
+        try:
+            with open(self.beams[key]["status"]) as f:
+                return json.load(f)
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            return None
+
+    def beam_log(self, key):
+        try:
+            with open(self.beams[key]["log"]) as f:
+                return f.read()
+        except (FileNotFoundError, KeyError):
+            return ""
+
+    def beam_sees(self, key, names):
+        """The BEAM `key` is connected to exactly the nodes `names`."""
+        s = self.beam_status(key)
+        return s is not None and set(s["nodes"]) == set(names)
+
+    def processes(self):
+        """{namespace: [command names of its processes]} for every namespace of the bed."""
+        out = {}
+        for ns in self.namespaces:
+            comms = []
+            for pid in run("ip", "netns", "pids", ns, check=False).stdout.split():
+                try:
+                    with open(f"/proc/{pid}/comm") as f:
+                        comms.append(f.read().strip())
+                except OSError:
+                    pass
+            out[ns] = comms
+        return out
+
+    def listening(self, ns):
+        """The TCP ports something listens on in `ns` (ss -ltn)."""
+        ports = set()
+        for line in self.ns_exec(ns, "ss", "-Hltn").stdout.splitlines():
+            local = line.split()[3]
+            ports.add(int(local.rsplit(":", 1)[1]))
+        return ports
+
+    def teardown(self):
+        for b in getattr(self, "beams", {}).values():
+            if b.get("proc") and b["proc"].poll() is None:
+                b["proc"].kill()
+        super().teardown()
+
+
+def task_id(arn):
+    """The task id: the last part of the task ARN (what a node reads from its task metadata)."""
+    return arn.rsplit("/", 1)[-1]

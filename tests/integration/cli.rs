@@ -590,3 +590,58 @@ fn a_short_named_release_is_refused_with_the_setting_and_the_fix() {
     );
     assert!(text(&o).contains("app@ip-10-201-0-4"), "{}", text(&o));
 }
+
+/// A bridge-mode cluster: every task is listed at its instance's address and the host port its
+/// container maps the distribution port to; tasks that map no such port are counted as skipped,
+/// and a source that could use none of its running tasks does not exit 0.
+#[test]
+fn list_shows_bridge_tasks_at_instance_address_and_mapped_port() {
+    let emu = Emu::start();
+    let bridge = |family: &str, count: u32, ports: Value| {
+        json!({"family": family, "count": count, "launch_type": "EC2", "network_mode": "bridge",
+               "port_mappings": ports, "group": format!("service:{family}")})
+    };
+    let w = emu.seed(
+        json!({"ecs": [{"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24",
+        "instances": [{"ipv4": "10.201.0.50"}, {"ipv4": "10.201.0.51"}],
+        "tasks": [bridge("api", 3, json!([{"containerPort": 4370, "hostPort": 0}])),
+                  bridge("web", 2, json!([{"containerPort": 8080, "hostPort": 0}]))]}]}),
+    );
+    let o = cli(&emu, &["list", "--ecs", "eu-west-2/web/api"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let t = text(&o);
+    assert!(t.starts_with("NODE "), "{t}");
+    let running = w["ecs"]["eu-west-2/web"]["running"].as_array().unwrap();
+    for task in running.iter().filter(|t| t["family"] == "api") {
+        let id = task["arn"].as_str().unwrap().rsplit('/').next().unwrap();
+        let ip = task["ip"].as_str().unwrap();
+        let port = task["bindings"][0]["hostPort"].as_u64().unwrap();
+        assert!(
+            t.contains(&format!("app-{id}@{ip}  {ip}:{port} ")),
+            "task {id} at {ip}:{port} missing from\n{t}"
+        );
+    }
+
+    let o = cli(&emu, &["list", "--ecs", "eu-west-2/web/web"]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{t}");
+    assert!(t.starts_with("No peers."), "{t}");
+    assert!(t.contains("SKIPPING"), "{t}");
+    assert!(
+        t.contains("2 running task(s) skipped")
+            && t.contains(r#""containerPort": 4370, "hostPort": 0"#),
+        "{t}"
+    );
+    let o = cli(&emu, &["list", "--json", "--ecs", "eu-west-2/web/web"]);
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["sources"][0]["skipped_tasks"], 2);
+    assert_eq!(
+        s["sources"][0]["skipped"][0]["reason"],
+        "no_distribution_binding"
+    );
+}

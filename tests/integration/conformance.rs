@@ -35,6 +35,11 @@ pub struct Subject {
     not_found_code: &'static str,
     /// The peers' IPs the seeded world yields, from the seed output.
     expected: fn(&Value) -> Vec<String>,
+    /// Changes the world after the first poll so that the next polls make `operation` (a
+    /// cached look-up is made only for something new); `None`: every poll makes it.
+    grow: Option<fn(&Emu)>,
+    /// The action an unreachable endpoint fails first (the first call of a poll).
+    first_action: &'static str,
 }
 
 fn ecs_with(tasks: u32) -> Subject {
@@ -47,7 +52,65 @@ fn ecs_with(tasks: u32) -> Subject {
         action: "ecs:ListTasks",
         not_found_code: "ClusterNotFoundException",
         expected: |w| ips(w, "eu-west-2/web", None),
+        grow: None,
+        first_action: "ecs:ListTasks",
     }
+}
+
+/// ECS on EC2, bridge mode: two instances with two tasks each.
+fn ec2_bridge(
+    operation: &'static str,
+    action: &'static str,
+    not_found_code: &'static str,
+) -> Subject {
+    let bridge = |count: u32| {
+        json!({"family": "api", "count": count, "group": "service:api", "launch_type": "EC2",
+               "network_mode": "bridge", "port_mappings": [{"containerPort": 4370, "hostPort": 0}]})
+    };
+    Subject {
+        world: json!({"ecs": [{"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24",
+            "instances": [{"ipv4": "10.201.0.50"}, {"ipv4": "10.201.0.51"}],
+            "tasks": [bridge(4)]}]}),
+        source: json!({"type": "ecs", "region": "eu-west-2", "cluster": "web", "service": "api"}),
+        region: "eu-west-2",
+        operation,
+        action,
+        not_found_code,
+        expected: |w| ips(w, "eu-west-2/web", None),
+        // A task on a new instance: the next poll must look that instance up.
+        grow: Some(|emu| {
+            let new = emu.world(
+                "instances",
+                &json!({"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24",
+                        "instances": [{"ipv4": "10.201.0.60"}]}),
+            );
+            emu.run_tasks(
+                json!({"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24",
+                "family": "api", "count": 1, "group": "service:api", "launch_type": "EC2",
+                "network_mode": "bridge", "port_mappings": [{"containerPort": 4370, "hostPort": 0}],
+                "container_instance": new[0]["container_instance"]}),
+            );
+        }),
+        first_action: "ecs:ListTasks",
+    }
+}
+
+/// ECS on EC2: container instance → EC2 instance (ecs:DescribeContainerInstances).
+fn ec2_container_instances() -> Subject {
+    ec2_bridge(
+        "DescribeContainerInstances",
+        "ecs:DescribeContainerInstances",
+        "ClusterNotFoundException",
+    )
+}
+
+/// ECS on EC2: EC2 instance → address (ec2:DescribeInstances).
+fn ec2_instances() -> Subject {
+    ec2_bridge(
+        "DescribeInstances",
+        "ec2:DescribeInstances",
+        "InvalidInstanceID.NotFound",
+    )
 }
 
 /// ECS: ListTasks → DescribeTasks.
@@ -81,6 +144,8 @@ fn cloudmap() -> Subject {
             v.sort();
             v
         },
+        grow: None,
+        first_action: "servicediscovery:DiscoverInstances",
     }
 }
 
@@ -116,6 +181,9 @@ async fn start(subject: Subject) -> Running {
             "no complete first poll: {:?}",
             u.snapshot.sources[0]
         );
+    }
+    if let Some(grow) = subject.grow {
+        grow(&emu);
     }
     Running {
         emu,
@@ -360,6 +428,7 @@ async fn unknown_client_error(s: Subject) {
 
 async fn unreachable(s: Subject) {
     let mut r = start(s).await;
+    r.subject.action = r.subject.first_action;
     r.emu.kill();
     let want = Expect {
         kind: ErrorKind::Unreachable,
@@ -466,4 +535,6 @@ macro_rules! conformance {
 conformance! {
     ecs => ecs(), paged ecs_paged();
     cloudmap => cloudmap();
+    ec2_container_instances => ec2_container_instances();
+    ec2_instances => ec2_instances();
 }

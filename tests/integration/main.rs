@@ -4,6 +4,7 @@
 mod cli;
 mod conformance;
 mod discovery;
+mod ec2;
 mod emu;
 mod failures;
 

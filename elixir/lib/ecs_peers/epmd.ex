@@ -68,7 +68,8 @@ defmodule EcsPeers.Epmd do
   @doc """
   Replaces the lookup with `peers` (the latest snapshot): `[%{node: "app@10.0.1.5", host:
   "10.0.1.5", port: 4370}]`, one entry per peer, `port` being the port to dial (the mapped host
-  port in bridge mode).
+  port in bridge mode), or `nil` when the source reported none: then `ECS_PEERS_DIST_PORT`, the
+  port every node listens on. `EcsPeers.Strategy` calls it with each update that changes it.
 
   Returns `:ok`; `:ignored` when this VM does not run with `-epmd_module Elixir.EcsPeers.Epmd`
   (nothing to update); `{:error, message}` naming the first bad entry (nothing is changed).
@@ -76,7 +77,13 @@ defmodule EcsPeers.Epmd do
   """
   @spec put_peers([peer]) :: :ok | :ignored | {:error, String.t()}
   def put_peers(peers) when is_list(peers) do
-    with {:ok, rows} <- rows(peers, 0, []) do
+    default_port =
+      case config() do
+        {:ok, config} -> config.dist_port
+        {:error, _} -> nil
+      end
+
+    with {:ok, rows} <- rows(peers, default_port, 0, []) do
       case GenServer.whereis(__MODULE__) do
         nil -> :ignored
         pid -> GenServer.call(pid, {:put, rows})
@@ -250,16 +257,16 @@ defmodule EcsPeers.Epmd do
 
   # Each peer is two rows: by node name (address_please) and by name and IP (port_please with
   # an address, names/1).
-  defp rows([], _index, acc), do: {:ok, acc}
+  defp rows([], _default_port, _index, acc), do: {:ok, acc}
 
-  defp rows([peer | rest], index, acc) do
-    case peer_rows(peer, nil) do
-      {:ok, rows} -> rows(rest, index + 1, rows ++ acc)
+  defp rows([peer | rest], default_port, index, acc) do
+    case peer_rows(peer, default_port) do
+      {:ok, rows} -> rows(rest, default_port, index + 1, rows ++ acc)
       {:error, message} -> {:error, "peers[#{index}]#{message}"}
     end
   end
 
-  defp rows(other, index, _acc),
+  defp rows(other, _default_port, index, _acc),
     do: {:error, "peers[#{index}..]: #{inspect(other)} is not a list"}
 
   defp peer_rows(%{node: node, host: host, port: port}, default_port) do

@@ -50,6 +50,7 @@ defmodule EcsPeers.Membership do
     :tag,
     :timings,
     :membership,
+    :dial,
     poll: 0,
     members: MapSet.new(),
     connected: MapSet.new(),
@@ -199,7 +200,46 @@ defmodule EcsPeers.Membership do
         do: keep,
         else: MapSet.reject(keep, &(Atom.to_string(&1) in s.draining))
 
+    s = put_dial(s, update)
     %{reconcile(s, keep, join) | poll: update.poll}
+  end
+
+  # Where each peer is dialled (the update's `dial`, a handle to lines of node, address and port
+  # as the core reported them) goes to the EPMD-less distribution bridge before any connection
+  # is made, so a node started with `-epmd_module Elixir.EcsPeers.Epmd` reaches each peer at the
+  # address and port ECS reports (the mapped host port in bridge mode). Read and handed over
+  # only when it changed (the NIF reuses the handle while the lines are the same; resource terms
+  # compare equal when they are the same resource); `:ignored` when the VM does not use
+  # EcsPeers.Epmd.
+  defp put_dial(%{dial: dial} = s, %{dial: dial}), do: s
+
+  defp put_dial(s, %{dial: dial}) do
+    with {:ok, lines} <- EcsPeers.native(fn -> {:ok, EcsPeers.Native.names(dial)} end),
+         peers = dial_peers(lines),
+         result when result in [:ok, :ignored] <- EcsPeers.Epmd.put_peers(peers) do
+      %{s | dial: dial}
+    else
+      {:error, message} ->
+        warn(s, "cannot hand the peers' addresses to EcsPeers.Epmd: #{message}")
+        s
+    end
+  rescue
+    e ->
+      warn(s, "cannot hand the peers' addresses to EcsPeers.Epmd: #{Exception.message(e)}")
+      s
+  catch
+    :exit, reason ->
+      warn(s, "cannot hand the peers' addresses to EcsPeers.Epmd: #{inspect(reason)}")
+      s
+  end
+
+  defp put_dial(s, _update), do: s
+
+  defp dial_peers(lines) do
+    for line <- :binary.split(lines, "\n", [:global]), line != "" do
+      [node, host, port] = :binary.split(line, "\t", [:global])
+      %{node: node, host: host, port: if(port == "", do: nil, else: String.to_integer(port))}
+    end
   end
 
   # This node leaves the cluster: global first isolates it, then disconnects every node it
@@ -273,7 +313,7 @@ defmodule EcsPeers.Membership do
   defp report(s, update) do
     for event <- update.events do
       case event.event do
-        e when e in ["source_failing", "conflict_found"] -> warn(s, event.message)
+        e when e in ["source_failing", "conflict_found", "tasks_skipped"] -> warn(s, event.message)
         _ -> Logger.info("[#{s.prefix}] #{event.message}")
       end
     end

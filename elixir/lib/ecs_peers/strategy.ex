@@ -47,6 +47,13 @@ if match?({:module, _}, Code.ensure_compiled(Cluster.Strategy)) do
     taken from the running node unless `node_basename` or `node_name` is given, and the running node
     is never connected to itself.
 
+    ECS on EC2 (bridge or host network mode), and any fleet that should need one open port: start
+    the VM with `-start_epmd false -epmd_module Elixir.EcsPeers.Epmd` (README, "ECS on EC2, and
+    Erlang distribution without EPMD"). Nodes are then `my_app-<task id>@<instance ip>` in bridge
+    and host mode (the basename is still `my_app`), and on every update that changes them the
+    strategy hands each peer's address and port (the mapped host port in bridge mode) to
+    `EcsPeers.Epmd.put_peers/1` before it connects.
+
     ## Configuration
 
     The keys are validated when the strategy starts; a bad key or value stops it from starting, with
@@ -58,8 +65,9 @@ if match?({:module, _}, Code.ensure_compiled(Cluster.Strategy)) do
     | --- | --- | --- | --- | --- |
     | top | `sources` | list of sources | required | Where peers come from: ECS and Cloud Map sources in any regions, merged into one namespace. |
     | top | `node_basename` | string | - | Node names are `<node_basename>@<ip>`. One of node_basename or node_name is required. |
-    | top | `node_name` | template | - | Node name template instead of node_basename, e.g. `app@{ip}` or `app@{private_dns_name}` (`app@ip-10-1-0-5.ec2.internal` in us-east-1, `app@ip-10-2-0-5.eu-west-2.compute.internal` elsewhere, as ECS reports it). Placeholders: {ip}, {ip_dashed}, {region}, {private_dns_name} (ECS sources only). |
+    | top | `node_name` | template | - | Node name template instead of node_basename, e.g. `app@{ip}` or `app@{private_dns_name}` (`app@ip-10-1-0-5.ec2.internal` in us-east-1, `app@ip-10-2-0-5.eu-west-2.compute.internal` elsewhere, as ECS reports it). Placeholders: {ip}, {ip_dashed}, {region}, {private_dns_name} (ECS sources only), {task_id} (the last part of the task ARN). |
     | top | `node_names` | config or epmd | config | `epmd`: name each peer name@ip by what its EPMD (port 4369) has registered: its only name, or else the one equal to node_basename; a peer with several names and none chosen is left out (with a warning). |
+    | top | `distribution_port` | integer 1..65535 | 4370 | The port every node's Erlang distribution listens on: ECS_PEERS_DIST_PORT when set (EcsPeers.Epmd reads it too), else 4370. ECS on EC2 (bridge or host network mode, no ENI): a task's peer is its instance's private IP and the hostPort its container maps this port to; a task with no such mapping is skipped (and reported). Its node name is `<node_basename>-<task id>@<instance ip>`. |
     | top | `polling_interval` | duration | 5s | Time between polls (milliseconds as an integer, or a string like `5s`, `500ms`, `1m`). At least 100ms. |
     | top | `jitter` | number 0..1 | 0.2 | Each wait is polling_interval scaled by a random factor in [1-jitter, 1+jitter], so a fleet does not poll in lock-step. |
     | top | `poll_timeout` | duration | 20s | Longest one source's poll may take; a slower poll fails (and keeps the source's last-known peers). |
@@ -86,8 +94,9 @@ if match?({:module, _}, Code.ensure_compiled(Cluster.Strategy)) do
 
     Logs carry libcluster's prefix, `[libcluster:<topology>]`: libcluster logs each connect and
     disconnect; this strategy warns when a source starts failing (with the reason and the fix) and
-    when it recovers, and when the same IP is reported by two regions (overlapping VPC CIDRs, never
-    connected). These are the core's membership events, with the core's wording: the same ones
+    when it recovers, when the same IP is reported by two regions (overlapping VPC CIDRs, never
+    connected), and when a source's running tasks cannot be peers (e.g. a bridge-mode container with
+    no binding for the distribution port), with the fix. These are the core's membership events, with the core's wording: the same ones
     `ecs-peers watch` prints.
 
     When `:telemetry` is loaded it emits:

@@ -15,7 +15,12 @@
 //!   one `"\n"`-joined binary without copying), and `membership` is its fingerprint, so a
 //!   receiver that already holds that membership does nothing with it. A poll of 10,000
 //!   unchanged peers costs the receiver a few hundred bytes, and no binary that would make its
-//!   garbage collector run (an off-heap binary in every message did: measured). `added`/`removed`/`draining`/`events` are the changes
+//!   garbage collector run (an off-heap binary in every message did: measured). `dial` is where each of those
+//!   peers is dialled, for the EPMD-less distribution bridge (`EcsPeers.Epmd.put_peers/1`): a
+//!   handle of the same kind (`names/1` reads it), one line per peer,
+//!   `"<node>\t<address>\t<port>"`, joined by `"\n"`, the port empty when the source reported
+//!   none (then the one configured distribution port applies), reused while it is byte-for-byte
+//!   the same. `added`/`removed`/`draining`/`events` are the changes
 //!   since the previous update sent to this subscriber; each event is the core's
 //!   (`%{event: "source_failing" | "source_recovered" | "conflict_found" | "local_left", ...}`)
 //!   with `message:`, the sentence to log.
@@ -36,7 +41,7 @@ use serde_json::{Map, Number, Value};
 use tokio::runtime::Runtime;
 
 mod atoms {
-    rustler::atoms! { ok, error, ecs_peers, update, discovered, nodes, events, message, nil, r#true = "true", r#false = "false" }
+    rustler::atoms! { ok, error, ecs_peers, update, discovered, nodes, dial, events, message, nil, r#true = "true", r#false = "false" }
 }
 
 /// The runtime every poller of this VM runs on (two worker threads, created when the NIF loads).
@@ -81,8 +86,29 @@ impl rustler::Resource for PollerResource {}
 
 /// One membership's node names, `"\n"`-joined: the bytes behind the `nodes` binary of every
 /// update with that membership (a resource binary: shared, never copied into a process heap).
+/// The same type holds the `dial` lines (node, address, port) of every update that has them.
 pub struct NodesResource {
     bytes: Vec<u8>,
+}
+
+/// The `dial` lines of a snapshot: `"<node>\t<ip>\t<port>"` per peer (port empty when the
+/// source reported none), in the snapshot's order, joined by `"\n"`. What the distribution
+/// bridge needs to reach each peer, copied from the core's `Peer` (`node`, `ip`, `port`).
+fn dial_lines(snapshot: &ecs_peers::Snapshot) -> Vec<u8> {
+    let mut out = String::new();
+    for (i, p) in snapshot.peers.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&p.node);
+        out.push('\t');
+        out.push_str(&p.ip.to_string());
+        out.push('\t');
+        if let Some(port) = p.port {
+            out.push_str(&port.to_string());
+        }
+    }
+    out.into_bytes()
 }
 
 #[rustler::resource_impl]
@@ -147,6 +173,7 @@ fn subscribe(
 async fn forward(mut subscription: ecs_peers::Subscription, pid: LocalPid, tag: u64) {
     let mut env = OwnedEnv::new();
     let mut nodes: Option<(u64, ResourceArc<NodesResource>)> = None;
+    let mut dial: Option<ResourceArc<NodesResource>> = None;
     while let Some(update) = subscription.next().await {
         let membership = update.snapshot.membership();
         let shared = match &nodes {
@@ -165,8 +192,17 @@ async fn forward(mut subscription: ecs_peers::Subscription, pid: LocalPid, tag: 
                 shared
             }
         };
+        let lines = dial_lines(&update.snapshot);
+        let dial_shared = match &dial {
+            Some(d) if d.bytes == lines => d.clone(),
+            _ => {
+                let d = ResourceArc::new(NodesResource { bytes: lines });
+                dial = Some(d.clone());
+                d
+            }
+        };
         let sent = env.send_and_clear(&pid, |env| {
-            let update = encode_update(env, &update, membership, &shared);
+            let update = encode_update(env, &update, membership, &shared, &dial_shared);
             (atoms::ecs_peers(), tag, (atoms::update(), update)).encode(env)
         });
         if sent.is_err() {
@@ -405,6 +441,7 @@ fn encode_update<'a>(
     update: &ecs_peers::Update,
     membership: u64,
     nodes: &ResourceArc<NodesResource>,
+    dial: &ResourceArc<NodesResource>,
 ) -> Term<'a> {
     let s = &update.snapshot;
     let c = &update.changes;
@@ -432,6 +469,9 @@ fn encode_update<'a>(
         })
         .collect();
     let term = term.map_put(atoms::events(), events).unwrap_or(term);
+    let term = term
+        .map_put(atoms::dial(), dial.encode(env))
+        .unwrap_or(term);
     term.map_put(atoms::nodes(), nodes.encode(env))
         .unwrap_or(term)
 }

@@ -27,8 +27,9 @@ Exit status:
   0  every source answered
   1  internal error (I/O on stdout, runtime)
   2  bad flags or configuration (the message names the flag or key)
-  3  some sources failed (their last-known peers, if any, are shown)
-  4  every source failed";
+  3  some sources failed (their last-known peers, if any, are shown), or found running
+     tasks and could use none of them (STATUS SKIPPING: the DETAIL column says why and the fix)
+  4  every source failed (or skipped every task it found)";
 
 #[derive(Parser)]
 #[command(
@@ -90,6 +91,11 @@ struct DoctorArgs {
     /// Print the report as JSON (schema ecs-peers/doctor/v1).
     #[arg(long)]
     json: bool,
+    /// The nodes run without EPMD (EcsPeers.Epmd): check peers at the distribution port
+    /// (distribution_port) instead of asking EPMD on 4369. Peers ECS reports with a port
+    /// (bridge and host mode) are always checked at that port.
+    #[arg(long)]
+    no_epmd: bool,
 }
 
 const WATCH_HELP: &str = "\
@@ -343,7 +349,11 @@ fn init_logs(verbose: u8) {
 
 /// Exit status for a snapshot: which sources answered.
 fn status_of(snapshot: &ecs_peers::Snapshot) -> u8 {
-    let failing = snapshot.failing().count();
+    let failing = snapshot
+        .sources
+        .iter()
+        .filter(|s| s.is_failing() || s.only_skipped())
+        .count();
     if failing == 0 {
         exit::OK
     } else if failing == snapshot.sources.len() {
@@ -381,13 +391,16 @@ fn main() -> ExitCode {
                     return ExitCode::from(exit::BAD_CONFIG);
                 }
             };
-            let opts = ecs_peers::doctor::DoctorOptions {
+            let mut opts = ecs_peers::doctor::DoctorOptions {
                 timeout,
                 concurrency: args.concurrency,
                 cookie: args.cookie.clone(),
+                epmd_less: args.no_epmd,
+                ..Default::default()
             };
             let as_json = args.json;
             with_config(&args.sources, |config| async move {
+                opts.distribution_port = config.distribution_port;
                 let snapshot = ecs_peers::discover(config).await;
                 let report = ecs_peers::doctor::diagnose(&snapshot, &opts).await;
                 let mut out = std::io::stdout().lock();

@@ -70,13 +70,15 @@ pub fn table(out: &mut impl Write, s: &Snapshot) -> io::Result<()> {
     if s.peers.is_empty() {
         writeln!(out, "No peers.")?;
     } else {
-        let mut rows = vec![["NODE", "IP", "REGION", "AZ", "STARTED", "STATE", "SOURCE"]
-            .map(String::from)
-            .to_vec()];
+        let mut rows = vec![[
+            "NODE", "ADDRESS", "REGION", "AZ", "STARTED", "STATE", "SOURCE",
+        ]
+        .map(String::from)
+        .to_vec()];
         for p in &s.peers {
             rows.push(vec![
                 p.node.clone(),
-                p.ip.to_string(),
+                p.address().to_string(),
                 p.region.clone(),
                 or_dash(&p.availability_zone),
                 or_dash(&p.started_at),
@@ -100,7 +102,9 @@ pub fn table(out: &mut impl Write, s: &Snapshot) -> io::Result<()> {
     for src in &s.sources {
         rows.push(vec![
             src.id.to_string(),
-            if src.ok {
+            if src.only_skipped() {
+                "SKIPPING".into()
+            } else if src.ok {
                 "ok".into()
             } else {
                 "FAILING".into()
@@ -128,13 +132,27 @@ pub fn table(out: &mut impl Write, s: &Snapshot) -> io::Result<()> {
 }
 
 fn source_detail(src: &SourceStatus) -> String {
-    match (&src.error, src.ok) {
+    let failure = match (&src.error, src.ok) {
         (Some(e), false) if src.peers > 0 => {
             format!("keeping {} last-known peers; {e}", src.peers)
         }
         (Some(e), false) => e.clone(),
         _ => String::new(),
-    }
+    };
+    let skipped = src.skipped.iter().map(|s| {
+        format!(
+            "{} running task(s) skipped (e.g. {}): {}. Fix: {}",
+            s.tasks,
+            s.example_task.rsplit('/').next().unwrap_or(&s.example_task),
+            s.message,
+            s.fix
+        )
+    });
+    std::iter::once(failure)
+        .filter(|f| !f.is_empty())
+        .chain(skipped)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// `watch`: prints one update's changes and membership events, as the core reports them.
@@ -252,14 +270,16 @@ pub fn doctor(out: &mut impl Write, r: &ecs_peers::doctor::Report) -> io::Result
         for p in &r.peers {
             let names: Vec<String> = p
                 .epmd
-                .names
                 .iter()
+                .flat_map(|e| &e.names)
                 .map(|(n, port)| format!("{n}:{port}"))
                 .collect();
             rows.push(vec![
                 p.node.clone(),
                 p.region.clone(),
-                reach(&p.epmd.reach),
+                p.epmd
+                    .as_ref()
+                    .map_or("not asked".into(), |e| reach(&e.reach)),
                 if names.is_empty() {
                     "-".into()
                 } else {
@@ -280,6 +300,11 @@ pub fn doctor(out: &mut impl Write, r: &ecs_peers::doctor::Report) -> io::Result
         columns(out, &rows)?;
     }
     writeln!(out)?;
+    writeln!(
+        out,
+        "Security group: the nodes need {}.\n",
+        r.security_group_rule
+    )?;
     if r.diagnoses.is_empty() {
         let ok = r.sources.iter().filter(|s| s.ok).count();
         writeln!(
