@@ -313,8 +313,11 @@ defmodule EcsPeers.Membership do
   defp report(s, update) do
     for event <- update.events do
       case event.event do
-        e when e in ["source_failing", "conflict_found", "tasks_skipped"] -> warn(s, event.message)
-        _ -> Logger.info("[#{s.prefix}] #{event.message}")
+        e when e in ["source_failing", "conflict_found", "tasks_skipped"] ->
+          warn(s, event.message)
+
+        _ ->
+          Logger.info("[#{s.prefix}] #{event.message}")
       end
     end
 
