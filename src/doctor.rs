@@ -213,6 +213,30 @@ async fn check(peer: Peer, opts: &DoctorOptions) -> PeerCheck {
 }
 
 /// Turns checks into diagnoses. Pure: tested without a network.
+/// What a failed distribution handshake with a peer means, whichever way its port was found
+/// (through EPMD, or from ECS directly).
+fn handshake_problem(p: &PeerCheck, who: &str) -> Option<Diagnosis> {
+    let (code, problem, fix) = match &p.handshake {
+        Some(Handshake::CookieMismatch) => (
+            "cookie_mismatch",
+            format!("{} rejected the handshake: its cookie differs from the one given", p.node),
+            "use the same cookie on every node (RELEASE_COOKIE, or the release's COOKIE file) and in --cookie",
+        ),
+        Some(Handshake::Failed { error }) => (
+            "handshake_failed",
+            format!("the distribution handshake with {} failed: {error}", p.node),
+            "check both nodes run compatible OTP versions and use long names (name@ip); the node name must be the one the node runs as",
+        ),
+        _ => return None,
+    };
+    Some(Diagnosis {
+        code,
+        subject: who.to_string(),
+        problem,
+        fix: fix.into(),
+    })
+}
+
 pub(crate) fn diagnoses(snapshot: &Snapshot, peers: &[PeerCheck]) -> Vec<Diagnosis> {
     let mut out = Vec::new();
 
@@ -374,19 +398,7 @@ pub(crate) fn diagnoses(snapshot: &Snapshot, peers: &[PeerCheck]) -> Vec<Diagnos
                 Some(Reach::Failed { error }) => out.push(d("dist_port_unreachable", format!("connecting to {}:{port} failed: {error}", p.ip), "see the error".into())),
                 _ => {}
             }
-            match &p.handshake {
-                Some(Handshake::CookieMismatch) => out.push(d(
-                    "cookie_mismatch",
-                    format!("{} rejected the handshake: its cookie differs from the one given", p.node),
-                    "use the same cookie on every node (RELEASE_COOKIE, or the release's COOKIE file) and in --cookie".into(),
-                )),
-                Some(Handshake::Failed { error }) => out.push(d(
-                    "handshake_failed",
-                    format!("the distribution handshake with {} failed: {error}", p.node),
-                    "check both nodes run compatible OTP versions and use long names (name@ip); the node name must be the one the node runs as".into(),
-                )),
-                _ => {}
-            }
+            out.extend(handshake_problem(p, &who));
             continue;
         };
         match &epmd.reach {
@@ -439,19 +451,7 @@ pub(crate) fn diagnoses(snapshot: &Snapshot, peers: &[PeerCheck]) -> Vec<Diagnos
                         )),
                         None => {}
                     }
-                    match &p.handshake {
-                        Some(Handshake::CookieMismatch) => out.push(d(
-                            "cookie_mismatch",
-                            format!("{} rejected the handshake: its cookie differs from the one given", p.node),
-                            "use the same cookie on every node (RELEASE_COOKIE, or the release's COOKIE file) and in --cookie".into(),
-                        )),
-                        Some(Handshake::Failed { error }) => out.push(d(
-                            "handshake_failed",
-                            format!("the distribution handshake with {} failed: {error}", p.node),
-                            "check both nodes run compatible OTP versions and use long names (name@ip)".into(),
-                        )),
-                        _ => {}
-                    }
+                    out.extend(handshake_problem(p, &who));
                 }
             }
         }
