@@ -418,9 +418,11 @@ def zero_config(scenario):
             wait_until(lambda: all(bed.status(ip)["poll"] >= before[ip] + 3 for ip in others), 30, "three polls")
             assert bed.describe_task("eu-west-2", t["arn"])["lastStatus"] != "STOPPED"
             settled = {ip: attempts(ip) for ip in others}
+            # The peer count while it drains, read before STOPPED: read after, a poll already in
+            # flight may have seen STOPPED and the count would already be one short.
+            draining_peers = {ip: bed.status(ip)["peers"] for ip in others}
             bed.advance_tasks("eu-west-2", [t["arn"]], "STOPPED")
             stopped = {ip: bed.status(ip)["poll"] for ip in others}
-            draining_peers = {ip: bed.status(ip)["peers"] for ip in others}
             wait_until(lambda: all(bed.status(ip)["poll"] >= stopped[ip] + 3 for ip in others), 30, "three polls")
             wait_until(lambda: all(bed.status(ip)["peers"] == draining_peers[ip] - 1 for ip in others), 10,
                        f"{node(leaving)} to be forgotten once STOPPED")
