@@ -330,7 +330,7 @@ pub(crate) struct SourceShare {
     /// The elected poller, when it is another node (`None`: this node polls the source).
     pub poller: Option<String>,
     /// Since when a fresh result is expected: the election, or the last result accepted.
-    pub fresh_since: Option<tokio::time::Instant>,
+    pub fresh_since: Option<std::time::Instant>,
     /// The elected poller sent nothing for more than two polling intervals: this node polls
     /// the source itself until a result arrives again.
     pub silent: bool,
@@ -363,29 +363,43 @@ impl SourceShare {
 
     /// Marks a result from the elected poller as fresh (now).
     pub(crate) fn refresh(&mut self) {
-        self.fresh_since = Some(tokio::time::Instant::now());
+        self.fresh_since = Some(std::time::Instant::now());
         self.silent = false;
     }
 
     /// Follows `poller` from now on (`None`: this node polls the source itself).
     pub(crate) fn follow(&mut self, poller: Option<String>) {
         if self.poller != poller {
+            if poller.is_none() {
+                // Polled here from now on: this node's own polls are the newest results (a
+                // former poller's clock may be ahead of this node's).
+                self.last_applied = None;
+                self.applied_base = None;
+            }
             self.poller = poller;
             self.silent = false;
-            self.fresh_since = Some(tokio::time::Instant::now());
+            self.fresh_since = Some(std::time::Instant::now());
         }
     }
 
     /// Whether the source is polled here this round: it is not followed, or its poller has
-    /// been silent for more than `2 × interval` (updates [`SourceShare::silent`]).
-    pub(crate) fn polls_here(&mut self, interval: std::time::Duration) -> bool {
+    /// been silent for more than `2 × interval` (updates [`SourceShare::silent`]), counted from
+    /// the last fresh result or, when that result was a failure that backs off, from the end
+    /// of that back-off (`backoff_until`: the poller waits as long before its next poll).
+    pub(crate) fn polls_here(
+        &mut self,
+        interval: std::time::Duration,
+        backoff_until: Option<std::time::Instant>,
+    ) -> bool {
         if self.poller.is_none() {
             self.silent = false;
             return true;
         }
-        self.silent = self
-            .fresh_since
-            .is_none_or(|t| t.elapsed() > interval.saturating_mul(2));
+        let since = match (self.fresh_since, backoff_until) {
+            (Some(f), Some(b)) => Some(f.max(b)),
+            (f, _) => f,
+        };
+        self.silent = since.is_none_or(|t| t.elapsed() > interval.saturating_mul(2));
         self.silent
     }
 
