@@ -30,7 +30,7 @@ defmodule EcsPeers.Test.SharingNode do
       })
 
     {:ok, _} = :peer.call(pid, Application, :ensure_all_started, [:logger])
-    :ok = :peer.call(pid, Logger, :configure, [[level: :warning]])
+    :ok = :peer.call(pid, Logger, :configure, [[level: :error]])
     %{pid: pid, node: node, os_pid: :peer.call(pid, :os, :getpid, []) |> List.to_string()}
   end
 
