@@ -185,6 +185,18 @@ defmodule EcsPeers.SharingTest do
 
     # Every node reported the group of three in telemetry.
     for node <- nodes, do: assert(3 in SharingNode.call(node, SharingNode, :events, []).members)
+
+    # Results from a node that is not a member of the group (yet) are held, not handed to the
+    # core, and at most 32 of them: the 33rd drops the oldest (counted).
+    [target | _] = nodes
+    group = {:ecs_peers, :share, hd(later).sharing.key, :erlang.phash2(:"sharing#{ctx.id}")}
+
+    for i <- 1..33 do
+      msg = {:ecs_peers_shared, group, :"ghost@127.0.0.1", "result #{i}"}
+      SharingNode.call(target, :erlang, :send, [target.cluster, msg])
+    end
+
+    eventually([target], 5_000, fn [st] -> st.sharing.dropped == 1 end)
   end
 
   test "the poller node killed: another node polls its sources within two intervals, nobody's peers empty",
