@@ -379,6 +379,8 @@ impl SourceShare {
             self.poller = poller;
             self.silent = false;
             self.fresh_since = Some(std::time::Instant::now());
+            // Whoever follows now holds none of this node's earlier full results.
+            self.sent_full = None;
         }
     }
 
