@@ -621,7 +621,12 @@ impl Poller {
                 !was_ok
             }
             SharedAnswer::Failed(e) => self.apply(idx, Err(e), Vec::new(), stamp, Some(from)),
-            SharedAnswer::Peers(found, skipped) => {
+            SharedAnswer::Peers(mut found, skipped) => {
+                // Names are this node's to make (its naming, or its own EPMD look-ups): a name
+                // in a received answer is never used.
+                for f in &mut found {
+                    f.node = None;
+                }
                 if matches!(self.naming, NodeNaming::Epmd { .. }) {
                     // Named by this node's own EPMD look-ups, then applied (Poller::accept).
                     slot.share.refresh();
@@ -1755,6 +1760,30 @@ mod sharing_tests {
         assert_eq!(u.snapshot.sources[0].shared_dropped, 3);
         // Same start, higher sequence: newer.
         assert!(p.receive_shared(&other, &peers_result(&cfg, 6, t + 10, &["10.1.0.4"])));
+        let u = p.poll().await;
+        assert_eq!(nodes(&u), ["app@10.1.0.4"]);
+    }
+
+    #[tokio::test]
+    async fn a_received_answer_is_named_by_this_nodes_naming_never_by_the_sender() {
+        let cfg = config(1, ME);
+        let id = cfg.sources[0].id();
+        let other = other_poller_of(&id);
+        let (mut p, _) = poller(&cfg, vec![vec![Step::Answer(Ok(vec![]))]]);
+        p.share(vec![ME.into(), other.clone()]);
+        let named = [Found {
+            node: Some("evil@203.0.113.9".into()),
+            ..found("10.1.0.4")
+        }];
+        let bytes = encode(
+            cfg.sharing_key(),
+            id.as_str(),
+            1,
+            now_ms() + 1,
+            Outgoing::Peers(&named, &[]),
+        )
+        .unwrap();
+        assert!(p.receive_shared(&other, &bytes));
         let u = p.poll().await;
         assert_eq!(nodes(&u), ["app@10.1.0.4"]);
     }
