@@ -183,8 +183,13 @@ defmodule EcsPeers.SharingTest do
 
     assert Enum.all?(later, &(&1.peers == peers))
 
-    # Every node reported the group of three in telemetry.
-    for node <- nodes, do: assert(3 in SharingNode.call(node, SharingNode, :events, []).members)
+    # Every node reported the group of three in telemetry (the sharing event, and the poll's
+    # sharing_with measurement).
+    for node <- nodes do
+      events = SharingNode.call(node, SharingNode, :events, [])
+      assert 3 in events.members
+      assert 3 in events.sharing_with
+    end
 
     # Results from a node that is not a member of the group (yet) are held, not handed to the
     # core, and at most 32 of them: the 33rd drops the oldest (counted).
