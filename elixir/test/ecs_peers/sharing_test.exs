@@ -202,6 +202,18 @@ defmodule EcsPeers.SharingTest do
     end
 
     eventually([target], 5_000, fn [st] -> st.sharing.dropped == 1 end)
+
+    # The watchdog restarts a follower's poller: the new poller is told the members again, so
+    # the follower goes on following (without that it would poll every source itself).
+    [fst | _] = for st <- later, Enum.all?(st.sources, &(&1.poller != nil)), do: st
+    follower = Enum.find(nodes, &(Atom.to_string(&1.node) == fst.node))
+    :ok = SharingNode.call(follower, SharingNode, :stall, [follower.cluster])
+    eventually([follower], 10 * @interval, fn [st] -> st.poll < fst.poll end)
+
+    eventually(nodes, 10 * @interval, fn sts ->
+      [st] = for st <- sts, st.node == fst.node, do: st
+      one_poller_each?(sts, 2) and Enum.all?(st.sources, &(&1.received_from != nil))
+    end)
   end
 
   test "the poller node killed: another node polls its sources within two intervals, nobody's peers empty",

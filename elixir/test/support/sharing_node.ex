@@ -110,6 +110,15 @@ defmodule EcsPeers.Test.SharingNode do
   def reset, do: :ets.delete_all_objects(@table)
 
   @doc false
+  # Makes the membership process's watchdog find its poller silent now (its last update an
+  # hour ago) and run: the poller is restarted, as when it falls silent.
+  def stall(pid) do
+    :sys.replace_state(pid, fn s -> %{s | last_update: s.last_update - 3_600_000} end)
+    send(pid, :watchdog)
+    :ok
+  end
+
+  @doc false
   def linked(_node), do: true
   @doc false
   def none, do: []
