@@ -10,6 +10,10 @@ defmodule EcsPeers.SharingTest do
   alias EcsPeers.Test.{Emu, SharingNode}
 
   @interval 1_500
+  # How long a fleet may take to converge at start: a follower that missed its poller's first
+  # full result (e.g. its own first poll was newer) gets the next one at the latest 8 results
+  # later (the core's FULL_EVERY), so twelve intervals, plus the nodes' start.
+  @converge 12 * @interval + 10_000
 
   setup do
     emu = Application.fetch_env!(:ecs_peers, :test_emu)
@@ -156,7 +160,7 @@ defmodule EcsPeers.SharingTest do
     all = names(nodes)
 
     statuses =
-      eventually(nodes, 15_000, fn sts ->
+      eventually(nodes, @converge, fn sts ->
         Enum.all?(sts, &(&1.sharing.members == all and &1.peers == peers)) and
           one_poller_each?(sts, 2)
       end)
@@ -224,7 +228,7 @@ defmodule EcsPeers.SharingTest do
     all = names(nodes)
 
     statuses =
-      eventually(nodes, 15_000, fn sts ->
+      eventually(nodes, @converge, fn sts ->
         Enum.all?(sts, &(&1.sharing.members == all and &1.peers == peers)) and
           one_poller_each?(sts, 2)
       end)
@@ -275,7 +279,7 @@ defmodule EcsPeers.SharingTest do
     nodes = fleet(ctx, 2, config(ctx.emu, c, false))
 
     statuses =
-      eventually(nodes, 15_000, fn sts ->
+      eventually(nodes, @converge, fn sts ->
         Enum.all?(sts, fn st ->
           st.peers == peers and
             Enum.all?(st.sources, &(&1.api_calls_total > 0 and &1.poller == nil))
