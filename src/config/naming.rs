@@ -140,7 +140,10 @@ impl NodeNaming {
                     name.push_str(id);
                 }
                 name.push('@');
-                name.push_str(IpText::new(ip).as_str());
+                match ip {
+                    IpAddr::V4(v4) => push_ipv4(name, v4),
+                    IpAddr::V6(_) => name.push_str(IpText::new(ip).as_str()),
+                }
                 true
             }
             NodeNaming::Template(t) => {
@@ -202,11 +205,17 @@ impl NodeNaming {
         region: &str,
         name: &mut String,
     ) -> bool {
+        // `<basename>@<ip>` needs no task id: not looked for in the ARN then.
+        let shares = f.ec2_instance_id.is_some();
+        let task_id = match self {
+            NodeNaming::Basename(_) if !shares => None,
+            _ => f.task_id(),
+        };
         self.render_into(
             f.ip,
             region,
-            f.task_id(),
-            f.ec2_instance_id.is_some(),
+            task_id,
+            shares,
             f.private_dns_name.as_deref(),
             name,
         )
@@ -243,8 +252,9 @@ const PRIVATE_DNS_NAME: &str = "{private_dns_name}";
 /// The longest text of an IP address (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`).
 const IP_MAX: usize = 45;
 
-/// An IP address as text (its `Display` form), on the stack: IPv4 written digit by digit, IPv6
-/// through `Display` (rare, and with rules for `::` and embedded IPv4 not worth repeating).
+/// An IP address as text (its `Display` form), on the stack, for templates (`{ip}` and
+/// `{ip_dashed}`); a basename's IPv4 address is written straight into the name
+/// ([`push_ipv4`]).
 struct IpText {
     buf: [u8; IP_MAX],
     len: usize,
@@ -256,33 +266,10 @@ impl IpText {
             buf: [0; IP_MAX],
             len: 0,
         };
-        match ip {
-            IpAddr::V4(v4) => {
-                for (i, octet) in v4.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        t.push(b'.');
-                    }
-                    if octet >= 100 {
-                        t.push(b'0' + octet / 100);
-                    }
-                    if octet >= 10 {
-                        t.push(b'0' + octet / 10 % 10);
-                    }
-                    t.push(b'0' + octet % 10);
-                }
-            }
-            IpAddr::V6(v6) => {
-                use std::fmt::Write;
-                // At most IP_MAX bytes: the writer cannot fail.
-                let _ = write!(t, "{v6}");
-            }
-        }
+        use std::fmt::Write;
+        // At most IP_MAX bytes: the writer cannot fail.
+        let _ = write!(t, "{ip}");
         t
-    }
-
-    fn push(&mut self, b: u8) {
-        self.buf[self.len] = b;
-        self.len += 1;
     }
 
     /// With `.` and `:` replaced by `-` (`{ip_dashed}`).
@@ -313,6 +300,30 @@ impl std::fmt::Write for IpText {
         self.len = end;
         Ok(())
     }
+}
+
+/// Appends an IPv4 address as its `Display` form writes it (`10.0.1.5`), digit by digit.
+fn push_ipv4(name: &mut String, ip: std::net::Ipv4Addr) {
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    // Only ASCII digits and dots were written.
+    name.push_str(std::str::from_utf8(&text[..len]).unwrap_or_default());
 }
 
 /// `*text = text.replace(pat, with)`, building into `scratch` (kept for the next replacement)
@@ -893,6 +904,11 @@ mod tests {
         ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(IpText::new(ip).as_str(), ip.to_string());
+            if let IpAddr::V4(v4) = ip {
+                let mut name = String::from("app@");
+                push_ipv4(&mut name, v4);
+                assert_eq!(name, format!("app@{ip}"));
+            }
             assert_eq!(
                 IpText::new(ip).dashed().as_str(),
                 ip.to_string().replace(['.', ':'], "-")

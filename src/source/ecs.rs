@@ -133,26 +133,23 @@ fn rfc3339(t: &aws_smithy_types::DateTime) -> Option<String> {
     let Some(d) = whole else {
         return t.fmt(aws_smithy_types::date_time::Format::DateTime).ok();
     };
+    let (year, month, day) = d.to_calendar_date();
     let (h, m, s) = d.to_hms();
-    let digits = |n: u32, width: usize| {
-        (0..width)
-            .rev()
-            .map(move |i| char::from(b'0' + (n / 10u32.pow(i as u32) % 10) as u8))
-    };
-    let mut out = String::with_capacity(20);
-    out.extend(digits(d.year() as u32, 4));
-    for (sep, n) in [
-        ('-', u8::from(d.month())),
-        ('-', d.day()),
-        ('T', h),
-        (':', m),
-        (':', s),
+    let mut out = *b"0000-00-00T00:00:00Z";
+    for (at, n) in [
+        (0, (year / 100) as u8),
+        (2, (year % 100) as u8),
+        (5, u8::from(month)),
+        (8, day),
+        (11, h),
+        (14, m),
+        (17, s),
     ] {
-        out.push(sep);
-        out.extend(digits(u32::from(n), 2));
+        out[at] = b'0' + n / 10;
+        out[at + 1] = b'0' + n % 10;
     }
-    out.push('Z');
-    Some(out)
+    // Only ASCII digits and separators were written.
+    std::str::from_utf8(&out).ok().map(str::to_string)
 }
 
 /// A detail of the task's ENI attachment (`privateDnsName`, …), as ECS reports it.
