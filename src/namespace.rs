@@ -544,7 +544,10 @@ pub(crate) fn merge<'a>(
     let mut claims: Vec<(usize, &Arc<Peer>)> =
         Vec::with_capacity(lists.iter().map(|l| l.len()).sum());
     claims.extend(lists.iter().copied().flatten().enumerate());
-    claims.sort_by_key(|(_, p)| p.address());
+    // Sources in different address ranges (one VPC CIDR each) are often in order already.
+    if !claims.is_sorted_by_key(|(_, p)| p.address()) {
+        claims.sort_by_key(|(_, p)| p.address());
+    }
     // Each peer's place in the node-name order is found by sorting plain numbers: the first 12
     // bytes of its node name after the prefix every name shares (`app@10.`), big-endian, above
     // its index. That order is `by_node`'s, except among names equal in those 12 bytes, which
