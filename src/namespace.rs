@@ -531,20 +531,33 @@ impl SourcePeers {
         if self.fingerprint == Some(fp) && same_id {
             return false;
         }
-        self.peers.clear();
-        self.peers.reserve(found.len());
+        // The last answer's peers, in address order like `found`: a peer reported exactly as
+        // before (same fields, same name) is kept as it is, the same `Arc`, so an answer that
+        // changed by a few tasks names and allocates only those, and the diff skips the rest.
+        let last = std::mem::replace(&mut self.peers, Vec::with_capacity(found.len()));
+        let mut next_last = 0;
+        let mut rendered = String::new();
         let mut unnamed = 0usize;
         for mut f in found {
-            let node = match f.node.take() {
-                Some(learnt) => learnt,
-                None => match naming.render_found(&f, region) {
-                    Some(rendered) => rendered,
-                    None => {
-                        unnamed += usize::from(naming.needs_private_dns_name());
-                        continue;
-                    }
-                },
-            };
+            let learnt = f.node.take();
+            if learnt.is_none() && !naming.render_found_into(&f, region, &mut rendered) {
+                unnamed += usize::from(naming.needs_private_dns_name());
+                continue;
+            }
+            let node = learnt.as_deref().unwrap_or(&rendered);
+            let address = f.address();
+            while last.get(next_last).is_some_and(|p| p.address() < address) {
+                next_last += 1;
+            }
+            if let Some(p) = last
+                .get(next_last)
+                .filter(|p| f.is_reported_as(p, node, region, id))
+            {
+                self.peers.push(Arc::clone(p));
+                next_last += 1;
+                continue;
+            }
+            let node = learnt.unwrap_or_else(|| rendered.clone());
             self.peers.push(Arc::new(f.into_peer(node, region, id)));
         }
         if unnamed > 0 {
@@ -598,16 +611,45 @@ pub(crate) fn merge<'a>(
     per_source: impl IntoIterator<Item = &'a [Arc<Peer>]>,
     local: &LocalNode,
 ) -> (Vec<Arc<Peer>>, Vec<Conflict>, Option<Peer>) {
+    let lists: Vec<&[Arc<Peer>]> = per_source.into_iter().collect();
     // (configuration order, claim)
     let mut claims: Vec<(usize, &Arc<Peer>)> =
-        per_source.into_iter().flatten().enumerate().collect();
-    claims.sort_by_key(|(_, p)| p.address());
-    let mut peers = Vec::with_capacity(claims.len());
+        Vec::with_capacity(lists.iter().map(|l| l.len()).sum());
+    claims.extend(lists.iter().copied().flatten().enumerate());
+    // Sources in different address ranges (one VPC CIDR each) are often in order already.
+    if !claims.is_sorted_by_key(|(_, p)| p.address()) {
+        claims.sort_by_key(|(_, p)| p.address());
+    }
+    // Each peer's place in the node-name order is found by sorting plain numbers: the first 12
+    // bytes of its node name after the prefix every name shares (`app@10.`), big-endian, above
+    // its index. That order is `by_node`'s, except among names equal in those 12 bytes, which
+    // are put in `by_node` order afterwards; sorting numbers instead of strings is most of what
+    // makes the merge cheap.
+    let shared = claims.first().map_or(0, |(_, first)| {
+        claims.iter().fold(first.node.len(), |n, (_, p)| {
+            first.node.as_bytes()[..n]
+                .iter()
+                .zip(p.node.as_bytes())
+                .take_while(|(a, b)| a == b)
+                .count()
+        })
+    });
+    let key = |p: &Peer, index: usize| {
+        let mut k = [0u8; 16];
+        let rest = p.node.as_bytes().get(shared..).unwrap_or_default();
+        let n = rest.len().min(12);
+        k[..n].copy_from_slice(&rest[..n]);
+        // Fewer than 2³² peers: the index fits in the low 4 bytes.
+        k[12..].copy_from_slice(&(index as u32).to_be_bytes());
+        u128::from_be_bytes(k)
+    };
+    let mut peers: Vec<&Arc<Peer>> = Vec::with_capacity(claims.len());
+    let mut keys: Vec<u128> = Vec::with_capacity(claims.len());
     let mut conflicts = Vec::new();
     let mut me = None;
     for same_ip in claims.chunk_by(|(_, a), (_, b)| a.ip == b.ip) {
         let region = &same_ip[0].1.region;
-        if same_ip.iter().any(|(_, p)| &p.region != region) {
+        if same_ip[1..].iter().any(|(_, p)| &p.region != region) {
             let mut in_order = same_ip.to_vec();
             in_order.sort_by_key(|(order, _)| *order);
             conflicts.push(Conflict {
@@ -629,12 +671,24 @@ pub(crate) fn merge<'a>(
             if local.is(best) {
                 me = Some(Peer::clone(best));
             } else {
-                peers.push(Arc::clone(best));
+                keys.push(key(best, peers.len()));
+                peers.push(best);
             }
         }
     }
-    peers.sort_unstable_by(|a, b| by_node(a, b));
-    (peers, conflicts, me)
+    keys.sort_unstable();
+    for run in keys.chunk_by_mut(|a, b| a >> 32 == b >> 32) {
+        if run.len() > 1 {
+            run.sort_unstable_by(|a, b| {
+                by_node(peers[*a as u32 as usize], peers[*b as u32 as usize])
+            });
+        }
+    }
+    let sorted = keys
+        .iter()
+        .map(|k| Arc::clone(peers[*k as u32 as usize]))
+        .collect();
+    (sorted, conflicts, me)
 }
 
 /// The merged peers, conflicts and local node of a round: merged again only when a source's
@@ -799,6 +853,112 @@ pub(crate) mod tests {
         let (peers, _, _) = merge([vec![d].as_slice(), b.as_slice()], &LocalNode::default());
         assert!(!peers[0].draining);
         assert_eq!(peers[0].source.as_str(), "cloudmap:b");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn merged_peers_are_in_node_name_order_whatever_the_names(
+            // Names sharing long prefixes, equal in their first bytes after the shared part,
+            // of any length (empty too), and the same name at two addresses.
+            names in proptest::collection::vec(
+                "(a|app|app-4e3cfb1a6d2a4b0f9d6c2f9f5b8a7c11)@(10\\.0\\.0\\.1|ip-10-0-0-1-x)?[0-9.]{0,3}",
+                0..40,
+            ),
+            draining in proptest::collection::vec(proptest::prelude::any::<bool>(), 40),
+        ) {
+            let a: Vec<Peer> = names
+                .iter()
+                .enumerate()
+                .map(|(i, name)| Peer {
+                    node: name.clone(),
+                    draining: draining[i],
+                    ..peer(&format!("10.1.{}.{}", i % 3, i), "eu-west-2", "ecs:a")
+                })
+                .collect();
+            let (peers, _, _) = merge([a.as_slice()], &LocalNode::default());
+            let mut expected: Vec<Peer> = a.clone();
+            expected.sort_by(by_node);
+            let got: Vec<Peer> = peers.iter().map(|p| Peer::clone(p)).collect();
+            proptest::prop_assert_eq!(got, expected);
+        }
+    }
+
+    #[test]
+    fn a_changed_answer_keeps_the_peers_it_reports_as_before_and_names_the_rest() {
+        let id = SourceId::new("ecs:a".into());
+        let app = NodeNaming::Basename("app".into());
+        let found = |ip: &str, arn: &str| Found {
+            task_arn: Some(format!("arn:task/{arn}")),
+            ..Found::at(ip.parse().unwrap())
+        };
+        let first = vec![
+            found("10.0.0.1", "a"),
+            found("10.0.0.2", "b"),
+            found("10.0.0.3", "c"),
+        ];
+        let mut source = SourcePeers::default();
+        assert!(source.apply(first, &app, "eu-west-2", &id));
+        let before = source.as_slice().to_vec();
+        // In another order; 10.0.0.2 starts draining, 10.0.0.3 is another task at the same
+        // address, 10.0.0.4 is new.
+        let second = vec![
+            found("10.0.0.4", "d"),
+            found("10.0.0.3", "e"),
+            Found {
+                draining: true,
+                ..found("10.0.0.2", "b")
+            },
+            found("10.0.0.1", "a"),
+        ];
+        assert!(source.apply(second.clone(), &app, "eu-west-2", &id));
+        let after = source.as_slice();
+        assert!(
+            Arc::ptr_eq(&after[0], &before[0]),
+            "reported as before: kept"
+        );
+        assert!(!Arc::ptr_eq(&after[1], &before[1]) && after[1].draining);
+        assert!(!Arc::ptr_eq(&after[2], &before[2]));
+        assert_eq!(after[2].task_arn.as_deref(), Some("arn:task/e"));
+        let mut fresh = SourcePeers::default();
+        fresh.apply(second.clone(), &app, "eu-west-2", &id);
+        let peers = |s: &SourcePeers| {
+            s.as_slice()
+                .iter()
+                .map(|p| Peer::clone(p))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            peers(&source),
+            peers(&fresh),
+            "the same peers as named afresh"
+        );
+
+        // Named another way, in another region, or learnt: nothing is kept that would differ.
+        let kept = source.as_slice().to_vec();
+        let mut third = second.clone();
+        third.pop();
+        let web = NodeNaming::Basename("web".into());
+        assert!(source.apply(third.clone(), &web, "eu-west-2", &id));
+        assert!(source.as_slice().iter().all(|p| p.node.starts_with("web@")));
+        assert!(!kept
+            .iter()
+            .any(|k| source.as_slice().iter().any(|p| Arc::ptr_eq(k, p))));
+        third.pop();
+        assert!(source.apply(third.clone(), &web, "us-west-2", &id));
+        assert!(source.as_slice().iter().all(|p| p.region == "us-west-2"));
+        let learnt: Vec<Found> = third
+            .iter()
+            .map(|f| Found {
+                node: Some(format!("other@{}", f.ip)),
+                ..f.clone()
+            })
+            .collect();
+        let epmd = NodeNaming::Epmd { prefer: None };
+        assert!(source.apply(learnt, &epmd, "us-west-2", &id));
+        assert!(source
+            .as_slice()
+            .iter()
+            .all(|p| p.node.starts_with("other@")));
     }
 
     #[test]

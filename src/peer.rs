@@ -168,6 +168,59 @@ impl Found {
         }
     }
 
+    /// Whether [`Found::into_peer`] with these arguments would make a peer equal to `p`
+    /// (without making it). Every field of both is named: a field added to either must be decided here.
+    pub(crate) fn is_reported_as(
+        &self,
+        p: &Peer,
+        node: &str,
+        region: &str,
+        source: &SourceId,
+    ) -> bool {
+        let Found {
+            ip,
+            port,
+            node: _,
+            task_arn,
+            instance_id,
+            availability_zone,
+            started_at,
+            health,
+            private_dns_name,
+            ec2_instance_id,
+            container_instance: _,
+            draining,
+        } = self;
+        let Peer {
+            node: p_node,
+            ip: p_ip,
+            port: p_port,
+            region: p_region,
+            source: p_source,
+            task_arn: p_task_arn,
+            instance_id: p_instance_id,
+            availability_zone: p_availability_zone,
+            started_at: p_started_at,
+            health: p_health,
+            private_dns_name: p_private_dns_name,
+            ec2_instance_id: p_ec2_instance_id,
+            draining: p_draining,
+        } = p;
+        p_ip == ip
+            && p_port == port
+            && p_draining == draining
+            && p_node == node
+            && p_task_arn == task_arn
+            && p_started_at == started_at
+            && p_availability_zone == availability_zone
+            && p_instance_id == instance_id
+            && p_health == health
+            && p_private_dns_name == private_dns_name
+            && p_ec2_instance_id == ec2_instance_id
+            && p_region == region
+            && p_source == source
+    }
+
     pub(crate) fn into_peer(self, node: String, region: &str, source: &SourceId) -> Peer {
         Peer {
             node,

@@ -104,29 +104,73 @@ impl NodeNaming {
         shares_instance_address: bool,
         private_dns_name: Option<&str>,
     ) -> Option<String> {
+        let mut name = String::new();
+        self.render_into(
+            ip,
+            region,
+            task_id,
+            shares_instance_address,
+            private_dns_name,
+            &mut name,
+        )
+        .then_some(name)
+    }
+
+    /// [`NodeNaming::render_parts`] into `name`, replacing what it held: `false` (and `name`
+    /// meaningless) for `None`. Built in place, without `format!` or a `String` per step: this
+    /// runs for every peer of every changed answer (10,000 at a time), and `format!` and chains
+    /// of `replace` were most of the cost of naming.
+    fn render_into(
+        &self,
+        ip: IpAddr,
+        region: &str,
+        task_id: Option<&str>,
+        shares_instance_address: bool,
+        private_dns_name: Option<&str>,
+        name: &mut String,
+    ) -> bool {
+        name.clear();
         match self {
-            NodeNaming::Basename(b) => match task_id {
-                Some(id) if shares_instance_address => Some(format!("{b}-{id}@{ip}")),
-                _ => Some(format!("{b}@{ip}")),
-            },
+            NodeNaming::Basename(b) => {
+                let id = task_id.filter(|_| shares_instance_address);
+                name.reserve(b.len() + id.map_or(0, |i| i.len() + 1) + 1 + IP_MAX);
+                name.push_str(b);
+                if let Some(id) = id {
+                    name.push('-');
+                    name.push_str(id);
+                }
+                name.push('@');
+                match ip {
+                    IpAddr::V4(v4) => push_ipv4(name, v4),
+                    IpAddr::V6(_) => name.push_str(IpText::new(ip).as_str()),
+                }
+                true
+            }
             NodeNaming::Template(t) => {
-                let mut name = t.clone();
+                // The same replacements, in the same order, as `str::replace` would make them
+                // one after the other (a value that happens to contain a later placeholder is
+                // replaced too), but between two buffers, and only for placeholders present.
+                name.reserve(t.len() + IP_MAX);
+                name.push_str(t);
+                let mut scratch = String::new();
                 if name.contains(PRIVATE_DNS_NAME) {
-                    name = name.replace(PRIVATE_DNS_NAME, private_dns_name?);
+                    let Some(dns) = private_dns_name else {
+                        return false;
+                    };
+                    replace_in(name, &mut scratch, PRIVATE_DNS_NAME, dns);
                 }
                 if name.contains("{task_id}") && task_id.is_none() {
-                    return None;
+                    return false;
                 }
-                let ip_s = ip.to_string();
-                let dashed = ip_s.replace(['.', ':'], "-");
-                Some(
-                    name.replace("{ip_dashed}", &dashed)
-                        .replace("{ip}", &ip_s)
-                        .replace("{region}", region)
-                        .replace("{task_id}", task_id.unwrap_or_default()),
-                )
+                let ip_s = IpText::new(ip);
+                let dashed = ip_s.dashed();
+                replace_in(name, &mut scratch, "{ip_dashed}", dashed.as_str());
+                replace_in(name, &mut scratch, "{ip}", ip_s.as_str());
+                replace_in(name, &mut scratch, "{region}", region);
+                replace_in(name, &mut scratch, "{task_id}", task_id.unwrap_or_default());
+                true
             }
-            NodeNaming::Epmd { .. } => None,
+            NodeNaming::Epmd { .. } => false,
         }
     }
 
@@ -151,15 +195,29 @@ impl NodeNaming {
         }
     }
 
-    /// The node name of what a source found: [`NodeNaming::render_task`] with its task id, whether
-    /// it shares its EC2 instance's address, and its private DNS name.
-    pub(crate) fn render_found(&self, f: &crate::peer::Found, region: &str) -> Option<String> {
-        self.render_parts(
+    /// The node name of what a source found, into `name` (replacing what it held, keeping its
+    /// capacity): [`NodeNaming::render_task`] with its task id, whether it shares its EC2
+    /// instance's address, and its private DNS name; `false` (and `name` meaningless) where that
+    /// is `None`.
+    pub(crate) fn render_found_into(
+        &self,
+        f: &crate::peer::Found,
+        region: &str,
+        name: &mut String,
+    ) -> bool {
+        // `<basename>@<ip>` needs no task id: not looked for in the ARN then.
+        let shares = f.ec2_instance_id.is_some();
+        let task_id = match self {
+            NodeNaming::Basename(_) if !shares => None,
+            _ => f.task_id(),
+        };
+        self.render_into(
             f.ip,
             region,
-            f.task_id(),
-            f.ec2_instance_id.is_some(),
+            task_id,
+            shares,
             f.private_dns_name.as_deref(),
+            name,
         )
     }
 
@@ -190,6 +248,100 @@ impl NodeNaming {
 
 /// The placeholder for the private DNS name AWS reports for a task.
 const PRIVATE_DNS_NAME: &str = "{private_dns_name}";
+
+/// The longest text of an IP address (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`).
+const IP_MAX: usize = 45;
+
+/// An IP address as text (its `Display` form), on the stack, for templates (`{ip}` and
+/// `{ip_dashed}`); a basename's IPv4 address is written straight into the name
+/// ([`push_ipv4`]).
+struct IpText {
+    buf: [u8; IP_MAX],
+    len: usize,
+}
+
+impl IpText {
+    fn new(ip: IpAddr) -> IpText {
+        let mut t = IpText {
+            buf: [0; IP_MAX],
+            len: 0,
+        };
+        use std::fmt::Write;
+        // At most IP_MAX bytes: the writer cannot fail.
+        let _ = write!(t, "{ip}");
+        t
+    }
+
+    /// With `.` and `:` replaced by `-` (`{ip_dashed}`).
+    fn dashed(&self) -> IpText {
+        let mut d = IpText {
+            buf: self.buf,
+            len: self.len,
+        };
+        for b in &mut d.buf[..d.len] {
+            if matches!(*b, b'.' | b':') {
+                *b = b'-';
+            }
+        }
+        d
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII is ever written into it.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let room = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Appends an IPv4 address as its `Display` form writes it (`10.0.1.5`), digit by digit.
+fn push_ipv4(name: &mut String, ip: std::net::Ipv4Addr) {
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    // Only ASCII digits and dots were written.
+    name.push_str(std::str::from_utf8(&text[..len]).unwrap_or_default());
+}
+
+/// `*text = text.replace(pat, with)`, building into `scratch` (kept for the next replacement)
+/// and only when `pat` occurs.
+fn replace_in(text: &mut String, scratch: &mut String, pat: &str, with: &str) {
+    if !text.contains(pat) {
+        return;
+    }
+    scratch.clear();
+    let mut last = 0;
+    for (at, _) in text.match_indices(pat) {
+        scratch.push_str(&text[last..at]);
+        scratch.push_str(with);
+        last = at + pat.len();
+    }
+    scratch.push_str(&text[last..]);
+    std::mem::swap(text, scratch);
+}
 
 /// Who this node is, as the adapter running ecs-peers knows it. Built by one rule from either
 /// the running Erlang node ([`ThisNode::from_erlang`]) or a release's environment
@@ -648,5 +800,119 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("node_basename: is required"), "{e}");
+    }
+
+    /// How names were rendered before they were built in place (`format!` and a chain of
+    /// `str::replace`): the reference the new rendering must equal, byte for byte.
+    fn rendered_as_before(
+        naming: &NodeNaming,
+        ip: IpAddr,
+        region: &str,
+        task_id: Option<&str>,
+        shares: bool,
+        dns: Option<&str>,
+    ) -> Option<String> {
+        match naming {
+            NodeNaming::Basename(b) => match task_id {
+                Some(id) if shares => Some(format!("{b}-{id}@{ip}")),
+                _ => Some(format!("{b}@{ip}")),
+            },
+            NodeNaming::Template(t) => {
+                let mut name = t.clone();
+                if name.contains(PRIVATE_DNS_NAME) {
+                    name = name.replace(PRIVATE_DNS_NAME, dns?);
+                }
+                if name.contains("{task_id}") && task_id.is_none() {
+                    return None;
+                }
+                let ip_s = ip.to_string();
+                let dashed = ip_s.replace(['.', ':'], "-");
+                Some(
+                    name.replace("{ip_dashed}", &dashed)
+                        .replace("{ip}", &ip_s)
+                        .replace("{region}", region)
+                        .replace("{task_id}", task_id.unwrap_or_default()),
+                )
+            }
+            NodeNaming::Epmd { .. } => None,
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn names_are_rendered_exactly_as_format_and_replace_rendered_them(
+            v4 in proptest::prelude::any::<[u8; 4]>(),
+            v6 in proptest::prelude::any::<[u16; 8]>(),
+            use_v6 in proptest::prelude::any::<bool>(),
+            basename in "[a-z_-]{1,8}",
+            // Placeholders, repeated, adjacent, broken, and text that becomes one only once a
+            // value is put next to it ("{ta" + "sk_id}").
+            parts in proptest::collection::vec(proptest::prop_oneof![
+                proptest::strategy::Just("{ip}".to_string()),
+                proptest::strategy::Just("{ip_dashed}".to_string()),
+                proptest::strategy::Just("{region}".to_string()),
+                proptest::strategy::Just("{task_id}".to_string()),
+                proptest::strategy::Just("{private_dns_name}".to_string()),
+                proptest::strategy::Just("{ta".to_string()),
+                proptest::strategy::Just("{".to_string()),
+                proptest::strategy::Just("}".to_string()),
+                "[a-z@.-]{0,4}",
+            ], 0..8),
+            region in proptest::prop_oneof![
+                proptest::strategy::Just("eu-west-2".to_string()),
+                proptest::strategy::Just("sk_id}".to_string()),
+                "[a-z{}_-]{0,6}",
+            ],
+            task_id in proptest::option::of("[0-9a-f{}]{0,32}"),
+            shares in proptest::prelude::any::<bool>(),
+            dns in proptest::option::of(proptest::prop_oneof![
+                proptest::strategy::Just("ip-10-1-0-5.ec2.internal".to_string()),
+                proptest::strategy::Just("{ip}.{region}".to_string()),
+                "[a-z{}._-]{0,8}",
+            ]),
+        ) {
+            let ip = if use_v6 {
+                IpAddr::from(std::net::Ipv6Addr::from(v6))
+            } else {
+                IpAddr::from(v4)
+            };
+            for naming in [
+                NodeNaming::Basename(basename.clone()),
+                NodeNaming::Template(parts.concat()),
+                NodeNaming::Epmd { prefer: None },
+            ] {
+                proptest::prop_assert_eq!(
+                    naming.render_parts(ip, &region, task_id.as_deref(), shares, dns.as_deref()),
+                    rendered_as_before(&naming, ip, &region, task_id.as_deref(), shares, dns.as_deref()),
+                    "{:?}", naming
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ip_text_is_the_display_form_for_every_ipv4_shape_and_ipv6() {
+        for ip in [
+            "0.0.0.0",
+            "10.0.1.5",
+            "255.255.255.255",
+            "100.99.10.9",
+            "::",
+            "::ffff:10.0.0.1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "2001:db8::1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::new(ip).as_str(), ip.to_string());
+            if let IpAddr::V4(v4) = ip {
+                let mut name = String::from("app@");
+                push_ipv4(&mut name, v4);
+                assert_eq!(name, format!("app@{ip}"));
+            }
+            assert_eq!(
+                IpText::new(ip).dashed().as_str(),
+                ip.to_string().replace(['.', ':'], "-")
+            );
+        }
     }
 }

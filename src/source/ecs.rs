@@ -115,13 +115,41 @@ fn found(task: &Task, ip: IpAddr) -> Found {
     Found {
         task_arn: task.task_arn().map(str::to_string),
         availability_zone: task.availability_zone().map(str::to_string),
-        started_at: task
-            .started_at()
-            .and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
+        started_at: task.started_at().and_then(rfc3339),
         health: task.health_status().map(|h| h.as_str().to_string()),
         private_dns_name: eni_detail(task, "privateDnsName").map(str::to_string),
         ..Found::at(ip)
     }
+}
+
+/// `startedAt` as RFC 3339, exactly as the SDK's `Format::DateTime` writes it
+/// (`2023-11-14T22:13:20Z`; `None` outside the years 1 to 9999). Whole seconds, what ECS
+/// reports, are written here digit by digit (the SDK's `write!` was a fifth of decoding a
+/// task); a time with a fraction of a second goes to the SDK.
+fn rfc3339(t: &aws_smithy_types::DateTime) -> Option<String> {
+    let whole = time::OffsetDateTime::from_unix_timestamp(t.secs())
+        .ok()
+        .filter(|d| t.subsec_nanos() == 0 && (1..=9_999).contains(&d.year()));
+    let Some(d) = whole else {
+        return t.fmt(aws_smithy_types::date_time::Format::DateTime).ok();
+    };
+    let (year, month, day) = d.to_calendar_date();
+    let (h, m, s) = d.to_hms();
+    let mut out = *b"0000-00-00T00:00:00Z";
+    for (at, n) in [
+        (0, (year / 100) as u8),
+        (2, (year % 100) as u8),
+        (5, u8::from(month)),
+        (8, day),
+        (11, h),
+        (14, m),
+        (17, s),
+    ] {
+        out[at] = b'0' + n / 10;
+        out[at + 1] = b'0' + n % 10;
+    }
+    // Only ASCII digits and separators were written.
+    std::str::from_utf8(&out).ok().map(str::to_string)
 }
 
 /// A detail of the task's ENI attachment (`privateDnsName`, …), as ECS reports it.
@@ -843,6 +871,51 @@ mod tests {
             .build();
         let t = task("RUNNING").containers(c).build();
         assert_eq!(ip_of(decode_task(&t, &cfg(), 4370)), "2001:db8::6");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn started_at_is_written_exactly_as_the_sdk_writes_it(
+            // Years -9999 to 9999 and beyond (the SDK refuses what is not 1 to 9999), and
+            // times with and without a fraction of a second.
+            secs in proptest::prop_oneof![
+                -400_000_000_000i64..400_000_000_000,
+                0i64..4_102_444_800,
+                proptest::prelude::any::<i64>(),
+            ],
+            nanos in proptest::prop_oneof![
+                proptest::strategy::Just(0u32),
+                0u32..1_000_000_000,
+                0u32..1_000,
+            ],
+        ) {
+            let t = aws_smithy_types::DateTime::from_secs_and_nanos(secs, nanos);
+            proptest::prop_assert_eq!(
+                rfc3339(&t),
+                t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()
+            );
+        }
+    }
+
+    #[test]
+    fn started_at_at_the_edges_of_what_rfc_3339_can_say() {
+        for secs in [
+            -62_135_596_800, // 0001-01-01T00:00:00Z
+            -62_135_596_801,
+            253_402_300_799, // 9999-12-31T23:59:59Z
+            253_402_300_800,
+            0,
+            951_782_400, // 2000-02-29
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let t = aws_smithy_types::DateTime::from_secs(secs);
+            assert_eq!(
+                rfc3339(&t),
+                t.fmt(aws_smithy_types::date_time::Format::DateTime).ok(),
+                "{secs}"
+            );
+        }
     }
 }
 
