@@ -26,8 +26,14 @@ cut restored within 100 ms can slip between two samples), every line in which gl
 between two nodes neither of which is stopping is counted from the nodes' logs: it must be 0.
 Crashes (BEAM exits, strategy restarts) must be 0.
 
-  python3 tests/e2e/soak.py            # the short version CI runs (about 2 minutes)
+Every node runs with fleet-shared polling on (`share_polling: true`, issue 13): one node per source
+calls AWS and the others apply its results, so a fault hits the one poller and reaches the others
+as its failed result (or as its silence, after which they poll themselves); `--sharing off`
+runs the same soak with every node polling on its own (the key left out, the default).
+
+  python3 tests/e2e/soak.py            # the short version CI runs (about 2 minutes), sharing on
   python3 tests/e2e/soak.py --long     # several minutes per phase (scripts/soak)
+  python3 tests/e2e/soak.py --sharing off
 Prints the figures and `N passed, N failed`.
 """
 import datetime
@@ -39,6 +45,19 @@ import time
 from testbed import Bed, fully_meshed, node, require_root_and_netns, wait_until
 
 LONG = "--long" in sys.argv
+
+
+def _sharing(argv):
+    """`--sharing on|off` (default on)."""
+    if "--sharing" not in argv:
+        return True
+    value = argv[argv.index("--sharing") + 1:][:1]
+    if value not in (["on"], ["off"]):
+        sys.exit(f"soak.py: --sharing takes on or off, not {' '.join(value) or 'nothing'}")
+    return value == ["on"]
+
+
+SHARING = _sharing(sys.argv) if __name__ == "__main__" else True
 PHASES = ({"baseline": 60, "throttle": 180, "stall": 60, "blackhole": 60, "5xx": 30, "recover": 20} if LONG
           else {"baseline": 10, "throttle": 25, "stall": 15, "blackhole": 20, "5xx": 10, "recover": 10})
 INTERVAL_MS = 1000
@@ -94,7 +113,7 @@ class Soak:
     # -- the cluster ---------------------------------------------------------------------------
     def start(self, region, task):
         self.bed.add_host(region, task["ip"])
-        self.bed.start_node(task["ip"], sources=SOURCES)
+        self.bed.start_node(task["ip"], sources=SOURCES, share_polling=True if SHARING else None)
         self.live[task["ip"]] = (region, task["arn"])
         self.started_at[task["ip"]] = time.monotonic()
 
@@ -218,7 +237,8 @@ def main():
     with Bed(interval_ms=INTERVAL_MS) as bed:
         bed.task_lifecycle(stop="hold")
         soak = Soak(bed)
-        print(f"soak on test bed {bed.prefix} ({'long' if LONG else 'short'}: {PHASES}); logs in {bed.work}", flush=True)
+        print(f"soak on test bed {bed.prefix} ({'long' if LONG else 'short'}: {PHASES}; sharing "
+              f"{'on' if SHARING else 'off'}); logs in {bed.work}", flush=True)
         tasks = bed.seed({"eu-west-2": 2, "us-west-2": 2},
                          others={"eu-west-2": [{"family": "batch", "count": OTHER_TASKS, "container": "worker"}]})
         for region in REGIONS:
