@@ -490,6 +490,11 @@ mod tests {
             backoff_until: None,
             skipped_tasks: 0,
             skipped: Vec::new(),
+            poller: None,
+            received_from: None,
+            received_at: None,
+            shared_dropped: 0,
+            poller_silent: false,
         }
     }
 

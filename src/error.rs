@@ -50,7 +50,7 @@ impl Error {
 /// AWS SDKs and the ECS and Cloud Map API references document), and otherwise by its HTTP status
 /// ([`ErrorKind::from_http_status`]): an unknown code with a 4xx status is a [`ErrorKind::Client`]
 /// error, not a server fault. In JSON each kind is its [`as_str`](ErrorKind::as_str) name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorKind {

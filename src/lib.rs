@@ -42,13 +42,14 @@ pub mod metadata;
 mod namespace;
 mod peer;
 mod poller;
+mod sharing;
 mod source;
 
 pub use config::{Config, NodeNaming, SourceConfig, KEYS};
 pub use error::{Error, ErrorKind, SourceError};
 pub use namespace::{Changes, Claim, Conflict, Event, Snapshot, SourceStatus, SNAPSHOT_SCHEMA};
 pub use peer::{Address, Peer, SkipReason, Skipped, SourceId};
-pub use poller::{discover, Poller, PollerHandle, Subscription, Update};
+pub use poller::{discover, Poller, PollerHandle, Stopped, Subscription, Update};
 
 /// Not part of the API: entry points for the benchmarks.
 #[doc(hidden)]

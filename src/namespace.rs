@@ -57,6 +57,20 @@ pub struct SourceStatus {
     pub skipped_tasks: usize,
     /// Those tasks by reason, each with its fix (empty when none were skipped).
     pub skipped: Vec<Skipped>,
+    /// Fleet-shared polling (`share_polling`): the node elected to poll this source, when it is
+    /// another one (`None`: this node polls it).
+    pub poller: Option<String>,
+    /// The node whose shared result is the one applied (`None`: polled here).
+    pub received_from: Option<String>,
+    /// When that result was applied (RFC 3339; `None`: polled here).
+    pub received_at: Option<String>,
+    /// Shared results for this source dropped since start: another sharing key, not from its
+    /// elected poller, not newer than the last one applied, or a "same" result naming a full one
+    /// this node did not apply.
+    pub shared_dropped: u64,
+    /// The elected poller sent no result for more than two polling intervals, so this node
+    /// polls the source itself until one arrives.
+    pub poller_silent: bool,
 }
 
 /// The same IP reported in two regions: overlapping VPC CIDRs, which peering cannot route.
@@ -108,6 +122,12 @@ pub struct Snapshot {
     /// complete, successful poll of it no longer lists it (its task is stopping). Stays set
     /// until a source lists this node again.
     pub left: Option<SourceId>,
+    /// Fleet-shared polling: the members of the sharing group, this node included (0: not
+    /// sharing).
+    pub sharing_with: usize,
+    /// Shared results dropped since start that name no source of this node or do not decode
+    /// (those for a known source are counted in its [`SourceStatus::shared_dropped`]).
+    pub shared_dropped: u64,
 }
 
 impl Snapshot {
@@ -155,6 +175,21 @@ impl Snapshot {
             let counts = |s: &SourceStatus| -> Vec<(crate::peer::SkipReason, usize)> {
                 s.skipped.iter().map(|k| (k.reason, k.tasks)).collect()
             };
+            if let Some(was) = was {
+                if was.poller != now.poller {
+                    changes.events.push(Event::PollerChanged {
+                        source: now.id.clone(),
+                        poller: now.poller.clone(),
+                        members: self.sharing_with,
+                    });
+                }
+                if now.poller_silent && !was.poller_silent {
+                    changes.events.push(Event::PollerSilent {
+                        source: now.id.clone(),
+                        poller: now.poller.clone().unwrap_or_default(),
+                    });
+                }
+            }
             if now.ok && !now.skipped.is_empty() && was.map(counts) != Some(counts(now)) {
                 changes.events.push(Event::TasksSkipped {
                     source: now.id.clone(),
@@ -190,6 +225,8 @@ impl Snapshot {
             conflicts: Vec::new(),
             local: None,
             left: None,
+            sharing_with: 0,
+            shared_dropped: 0,
         }
     }
 
@@ -292,6 +329,24 @@ pub enum Event {
         /// The skipped tasks by reason, each with its fix.
         skipped: Vec<Skipped>,
     },
+    /// Fleet-shared polling: another member now polls this source, or this node does again
+    /// (`poller: None`): the sharing group changed, or a member's region became known.
+    PollerChanged {
+        /// The source.
+        source: SourceId,
+        /// The node that polls it now; `None`: this node.
+        poller: Option<String>,
+        /// Members of the sharing group, this node included.
+        members: usize,
+    },
+    /// Fleet-shared polling: the elected poller of a source sent no result for more than two
+    /// polling intervals, so this node polls the source itself until results arrive again.
+    PollerSilent {
+        /// The source.
+        source: SourceId,
+        /// The silent poller.
+        poller: String,
+    },
 }
 
 impl Event {
@@ -299,7 +354,10 @@ impl Event {
     pub fn is_warning(&self) -> bool {
         matches!(
             self,
-            Event::SourceFailing { .. } | Event::ConflictFound { .. } | Event::TasksSkipped { .. }
+            Event::SourceFailing { .. }
+                | Event::ConflictFound { .. }
+                | Event::TasksSkipped { .. }
+                | Event::PollerSilent { .. }
         )
     }
 }
@@ -359,6 +417,20 @@ impl std::fmt::Display for Event {
                     .collect();
                 write!(f, "source {source}: {}", parts.join("; "))
             }
+            Event::PollerChanged {
+                source,
+                poller: Some(poller),
+                members,
+            } => write!(
+                f,
+                "{source}: polled by {poller} (sharing with {} nodes)",
+                members.saturating_sub(1)
+            ),
+            Event::PollerChanged { source, .. } => write!(f, "{source}: polled here"),
+            Event::PollerSilent { source, poller } => write!(
+                f,
+                "{source}: {poller} sent no result for more than two polling intervals; polling it here until its results arrive again"
+            ),
         }
     }
 }
@@ -956,6 +1028,11 @@ pub(crate) mod tests {
             backoff_until: None,
             skipped_tasks: 0,
             skipped: Vec::new(),
+            poller: None,
+            received_from: None,
+            received_at: None,
+            shared_dropped: 0,
+            poller_silent: false,
         }
     }
 

@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 /// A source's stable, human-readable id: `ecs:eu-west-2/web/api` or
 /// `cloudmap:us-west-2/internal/api`. Shared, not copied: every peer of a source holds it, and
@@ -113,7 +113,10 @@ impl fmt::Display for Address {
 
 /// What a source reports about one peer, before the namespace names it. Ordered by address first
 /// (then every other field, so equal answers sort equal: see [`crate::fingerprint`]).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// Also a shared result's wire form of a peer (see [`crate::sharing`]): its fields, in this
+/// order, are the wire format.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub(crate) struct Found {
     pub ip: IpAddr,
     /// The distribution port, when the source knows it (`None`: the default one).
@@ -185,7 +188,7 @@ impl Found {
 }
 
 /// Why a RUNNING task that matched a source's filters could not be turned into a peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SkipReason {
     /// The task has no ENI attachment (not awsvpc) and no container instance (not on EC2).
@@ -223,7 +226,7 @@ impl SkipReason {
 }
 
 /// RUNNING tasks of one source skipped for one reason (see [`SkipReason`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skipped {
     /// Why.
     pub reason: SkipReason,

@@ -17,10 +17,12 @@ use tokio::task::AbortHandle;
 use crate::aws::{AwsClients, CallCounter};
 use crate::config::{Config, NodeNaming, SourceConfig};
 use crate::error::{ErrorKind, SourceError};
+use crate::fingerprint;
 use crate::namespace::{
     merged, rfc3339, Changes, LocalNode, Snapshot, SourcePeers, SourceStatus, SNAPSHOT_SCHEMA,
 };
 use crate::peer::{Address, Found, Peer, Skipped, SourceId};
+use crate::sharing::{self, Outgoing, SharedAnswer, SourceShare};
 use crate::source::{self, Source};
 
 /// One poll's result: the new snapshot and what changed since the previous one (for a
@@ -35,6 +37,11 @@ pub struct Update {
     /// Peers added, removed, or started draining, and membership events, since the previous
     /// snapshot.
     pub changes: Changes,
+    /// Fleet-shared polling: the encoded results of the sources this node polled for the
+    /// sharing group since the previous update (empty when not sharing, alone, or nothing was
+    /// polled). Opaque bytes for the adapter to send, unchanged, to every other member, whose
+    /// poller takes them with [`PollerHandle::receive_shared`].
+    pub shared: Vec<Arc<[u8]>>,
 }
 
 /// A finished poll of one source, sent back by its task.
@@ -42,6 +49,47 @@ struct Done {
     idx: usize,
     source: Box<dyn Source>,
     result: Result<Vec<Found>, SourceError>,
+    /// When the poll started, unix ms (orders it against shared results).
+    started_ms: u64,
+    /// The answer before EPMD naming, kept when it is sent to the sharing group.
+    raw: Option<Vec<Found>>,
+}
+
+/// A shared result ready to apply (named through this node's EPMD cache where needed).
+struct Received {
+    idx: usize,
+    from: String,
+    stamp: (u64, u64),
+    found: Vec<Found>,
+    skipped: Vec<Skipped>,
+}
+
+/// What an adapter asks of a running poller (see [`PollerHandle::share`]).
+enum Command {
+    Share(Vec<String>),
+    Receive { from: String, result: Vec<u8> },
+}
+
+/// The poller's side of fleet-shared polling (see `src/sharing.rs`).
+struct Sharing {
+    /// `share_polling`: off, a share request is ignored.
+    enabled: bool,
+    /// This configuration's sharing key.
+    key: u64,
+    /// This node's name; without one it cannot share.
+    me: Option<String>,
+    /// The group, sorted, this node included; fewer than two: not sharing.
+    members: Vec<String>,
+    /// Results dropped that name no source of this node or do not decode.
+    dropped: u64,
+    /// Results encoded since the last update, for [`Update::shared`].
+    outbox: Vec<Arc<[u8]>>,
+}
+
+impl Sharing {
+    fn active(&self) -> bool {
+        self.me.is_some() && self.members.len() > 1
+    }
 }
 
 struct Slot {
@@ -66,6 +114,9 @@ struct Slot {
     consecutive_failures: u32,
     backoff_until: Option<Instant>,
     skipped: Vec<Skipped>,
+    /// Its id is final (not an unresolved `cluster = "auto"`), so it can be shared.
+    final_id: bool,
+    share: SourceShare,
 }
 
 impl Slot {
@@ -79,6 +130,16 @@ impl Slot {
             SourceConfig::Ecs(_) => "ecs",
             SourceConfig::CloudMap(_) => "cloudmap",
         };
+        self.final_id = !matches!(cfg, SourceConfig::Ecs(e) if e.is_auto());
+    }
+
+    /// Marks a complete answer (polled here or received): healthy, not backing off.
+    fn succeeded(&mut self) {
+        self.ok = true;
+        self.error = None;
+        self.last_success = Some(SystemTime::now());
+        self.consecutive_failures = 0;
+        self.backoff_until = None;
     }
 
     fn total_calls(&self) -> u64 {
@@ -127,6 +188,11 @@ impl Slot {
                 .map(|t| rfc3339(SystemTime::now() + (t - now))),
             skipped_tasks: self.skipped.iter().map(|s| s.tasks).sum(),
             skipped: self.skipped.clone(),
+            poller: self.share.poller.clone(),
+            received_from: self.share.received_from.clone(),
+            received_at: self.share.received_at.map(rfc3339),
+            shared_dropped: self.share.dropped,
+            poller_silent: self.share.silent,
         }
     }
 }
@@ -164,6 +230,11 @@ pub struct Poller {
     local_source: Option<SourceId>,
     tx: mpsc::UnboundedSender<Done>,
     rx: mpsc::UnboundedReceiver<Done>,
+    sharing: Sharing,
+    commands_tx: mpsc::UnboundedSender<Command>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    received_tx: mpsc::UnboundedSender<Received>,
+    received: mpsc::UnboundedReceiver<Received>,
 }
 
 impl Poller {
@@ -188,6 +259,8 @@ impl Poller {
         sources: Vec<(SourceConfig, Box<dyn Source>, Arc<CallCounter>)>,
     ) -> Poller {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (commands_tx, commands) = mpsc::unbounded_channel();
+        let (received_tx, received) = mpsc::unbounded_channel();
         Poller {
             slots: sources
                 .into_iter()
@@ -210,6 +283,8 @@ impl Poller {
                         consecutive_failures: 0,
                         backoff_until: None,
                         skipped: Vec::new(),
+                        final_id: false,
+                        share: SourceShare::default(),
                     };
                     slot.describe(&cfg);
                     slot
@@ -229,6 +304,18 @@ impl Poller {
             local_source: None,
             tx,
             rx,
+            sharing: Sharing {
+                enabled: config.share_polling,
+                key: config.sharing_key(),
+                me: config.local_node.clone(),
+                members: Vec::new(),
+                dropped: 0,
+                outbox: Vec::new(),
+            },
+            commands_tx,
+            commands,
+            received_tx,
+            received,
         }
     }
 
@@ -241,9 +328,12 @@ impl Poller {
     /// Runs the poller in the background on the current tokio runtime: a round every
     /// `polling_interval` (± jitter); the first one once every source has answered or failed (at
     /// most `poll_timeout`). Each round is published to every [`Subscription`]
-    /// ([`PollerHandle::subscribe`]; the handle itself is one). Dropping the handle stops it.
+    /// ([`PollerHandle::subscribe`]; the handle itself is one), and so is, at once, every
+    /// shared result or sharing-group change that changes anything. Dropping the handle stops
+    /// it.
     pub fn spawn(mut self) -> PollerHandle {
         let (tx, rx) = watch::channel(None::<Published>);
+        let commands = self.commands_tx.clone();
         let task = tokio::spawn(async move {
             loop {
                 let started = tokio::time::Instant::now();
@@ -261,12 +351,27 @@ impl Poller {
                     // Every subscriber is gone.
                     return;
                 }
-                tokio::time::sleep_until(started + jittered(self.interval, self.jitter)).await;
+                let next = started + jittered(self.interval, self.jitter);
+                loop {
+                    let changed = tokio::select! {
+                        _ = tokio::time::sleep_until(next) => break,
+                        Some(c) = self.commands.recv() => self.command(c),
+                        Some(r) = self.received.recv() => self.accept(r),
+                    };
+                    if changed {
+                        let previous = self.last.clone();
+                        let update = self.publish(Instant::now());
+                        if tx.send(Some(Published { update, previous })).is_err() {
+                            return;
+                        }
+                    }
+                }
             }
         });
         PollerHandle {
             first: Subscription::new(rx),
             task: Some(task),
+            commands,
         }
     }
 
@@ -277,16 +382,35 @@ impl Poller {
         while let Ok(done) = self.rx.try_recv() {
             self.finish(done);
         }
+        while let Ok(r) = self.received.try_recv() {
+            self.accept(r);
+        }
         for idx in 0..self.slots.len() {
             self.start(idx, start);
         }
-        let deadline = tokio::time::Instant::from_std(start + wait);
+        let deadline = tokio::time::Instant::now() + wait;
         while self.slots.iter().any(|s| s.in_flight.is_some()) {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(done)) => self.finish(done),
-                Ok(None) | Err(_) => break,
+            tokio::select! {
+                done = tokio::time::timeout_at(deadline, self.rx.recv()) => match done {
+                    Ok(Some(done)) => self.finish(done),
+                    Ok(None) | Err(_) => break,
+                },
+                Some(c) = self.commands.recv() => {
+                    self.command(c);
+                }
+                Some(r) = self.received.recv() => {
+                    self.accept(r);
+                }
             }
         }
+        self.publish(start)
+    }
+
+    /// Makes the snapshot of the state now (merged again only if something changed), diffs it
+    /// against the last one, logs its events, and returns it as the next update with the
+    /// results encoded for the sharing group since the last one.
+    fn publish(&mut self, start: Instant) -> Update {
+        self.elect();
         self.poll_no += 1;
         for slot in &mut self.slots {
             slot.count_round_calls();
@@ -308,6 +432,12 @@ impl Poller {
             conflicts,
             local,
             left,
+            sharing_with: if self.sharing.active() {
+                self.sharing.members.len()
+            } else {
+                0
+            },
+            shared_dropped: self.sharing.dropped,
         };
         let changes = snapshot.diff(&self.last);
         for event in &changes.events {
@@ -329,9 +459,187 @@ impl Poller {
         Update {
             snapshot: self.last.clone(),
             changes,
+            shared: std::mem::take(&mut self.sharing.outbox),
         }
     }
 
+    /// Fleet-shared polling: `members` (node names, this node included) are the nodes sharing
+    /// polls with this one now. Elects, per source, the member that polls it (see
+    /// `src/sharing.rs`); this node stops polling the sources elected elsewhere while their
+    /// results arrive ([`Poller::receive_shared`]). An empty list, or this node alone, makes it
+    /// poll every source itself. Ignored when `share_polling` is off or this node's name is
+    /// unknown (`local_node`). Returns whether any source changed poller.
+    pub fn share(&mut self, members: Vec<String>) -> bool {
+        if !self.sharing.enabled || self.sharing.me.is_none() {
+            tracing::debug!("share_polling is off (or this node's name is unknown): not sharing");
+            return false;
+        }
+        let mut members = members;
+        members.sort_unstable();
+        members.dedup();
+        if let Some(me) = &self.sharing.me {
+            if !members.is_empty() && members.binary_search(me).is_err() {
+                members.push(me.clone());
+                members.sort_unstable();
+            }
+        }
+        if members != self.sharing.members {
+            tracing::debug!(members = members.len(), "sharing group changed");
+            self.sharing.members = members;
+            // A new member has none of the full results sent so far.
+            for slot in &mut self.slots {
+                slot.share.sent_full = None;
+            }
+        }
+        self.elect()
+    }
+
+    /// Elects each source's poller among the members, with their regions as the last snapshot
+    /// knows them; returns whether any changed.
+    fn elect(&mut self) -> bool {
+        let active = self.sharing.active();
+        let me = self.sharing.me.as_deref();
+        let last = &self.last;
+        let region_of = |node: &str| -> Option<String> {
+            if Some(node) == me {
+                return last.local.as_ref().map(|p| p.region.clone());
+            }
+            let i = last.peers.partition_point(|p| p.node.as_str() < node);
+            last.peers
+                .get(i)
+                .filter(|p| p.node == node)
+                .map(|p| p.region.clone())
+        };
+        let mut any = false;
+        for slot in &mut self.slots {
+            let poller = if active && slot.final_id {
+                sharing::elect(
+                    slot.id.as_str(),
+                    &slot.region,
+                    &self.sharing.members,
+                    region_of,
+                )
+                .filter(|w| Some(*w) != me)
+                .map(str::to_string)
+            } else {
+                None
+            };
+            if slot.share.poller != poller {
+                tracing::debug!(source = %slot.id, poller = ?poller, "poller elected");
+                slot.share.follow(poller);
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// Fleet-shared polling: takes a result `from` another member (the bytes of its
+    /// [`Update::shared`]). Applied through the same rule as a poll here (a failure keeps the
+    /// source's peers) when it is for a source of this node, with this node's sharing key, from
+    /// the source's elected poller, and newer than the last result applied; otherwise dropped
+    /// and counted ([`SourceStatus::shared_dropped`], or [`Snapshot::shared_dropped`] when it
+    /// names no source or does not decode). With EPMD naming its peers are named through this
+    /// node's own EPMD cache first (asynchronously). Returns whether it changed anything now.
+    pub fn receive_shared(&mut self, from: &str, bytes: &[u8]) -> bool {
+        let result = match sharing::decode(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                self.sharing.dropped += 1;
+                tracing::debug!(from, "shared result dropped: {e}");
+                return false;
+            }
+        };
+        let Some(idx) = self
+            .slots
+            .iter()
+            .position(|s| s.id.as_str() == result.source)
+        else {
+            self.sharing.dropped += 1;
+            tracing::debug!(
+                from,
+                source = result.source,
+                "shared result dropped: no such source here"
+            );
+            return false;
+        };
+        let stamp = (result.started_ms, result.seq);
+        let slot = &mut self.slots[idx];
+        let why = if result.key != self.sharing.key {
+            Some("another sharing key (other sources or naming)")
+        } else if slot.share.poller.as_deref() != Some(from) {
+            Some("not from the source's elected poller")
+        } else if slot.share.is_stale(stamp) {
+            Some("not newer than the last result applied")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            slot.share.dropped += 1;
+            tracing::debug!(from, source = %slot.id, "shared result dropped: {why}");
+            return false;
+        }
+        match result.answer {
+            SharedAnswer::Same { base } => {
+                if slot.share.applied_base.as_ref() != Some(&(from.to_string(), base)) {
+                    slot.share.dropped += 1;
+                    tracing::debug!(from, source = %slot.id, base, "shared result dropped: the same as a result not applied here");
+                    return false;
+                }
+                let was_ok = slot.ok;
+                slot.share.last_applied = Some(stamp);
+                slot.share.refresh();
+                slot.share.received_from = Some(from.to_string());
+                slot.share.received_at = Some(SystemTime::now());
+                slot.polled = true;
+                slot.succeeded();
+                !was_ok
+            }
+            SharedAnswer::Failed(e) => self.apply(idx, Err(e), Vec::new(), stamp, Some(from)),
+            SharedAnswer::Peers(found, skipped) => {
+                if matches!(self.naming, NodeNaming::Epmd { .. }) {
+                    // Named by this node's own EPMD look-ups, then applied (Poller::accept).
+                    slot.share.refresh();
+                    let (tx, naming, cache, timeout) = (
+                        self.received_tx.clone(),
+                        self.naming.clone(),
+                        slot.epmd_names.clone(),
+                        self.poll_timeout,
+                    );
+                    let from = from.to_string();
+                    tokio::spawn(async move {
+                        let found = name_from_epmd(found, &naming, &cache, timeout).await;
+                        let _ = tx.send(Received {
+                            idx,
+                            from,
+                            stamp,
+                            found,
+                            skipped,
+                        });
+                    });
+                    false
+                } else {
+                    self.apply(idx, Ok(found), skipped, stamp, Some(from))
+                }
+            }
+        }
+    }
+
+    /// Applies a received result named through EPMD, unless a newer one was applied meanwhile.
+    fn accept(&mut self, r: Received) -> bool {
+        let share = &mut self.slots[r.idx].share;
+        if share.is_stale(r.stamp) || share.poller.as_deref() != Some(r.from.as_str()) {
+            share.dropped += 1;
+            return false;
+        }
+        self.apply(r.idx, Ok(r.found), r.skipped, r.stamp, Some(&r.from))
+    }
+
+    fn command(&mut self, c: Command) -> bool {
+        match c {
+            Command::Share(members) => self.share(members),
+            Command::Receive { from, result } => self.receive_shared(&from, &result),
+        }
+    }
     /// Whether this node has left its source (see [`Snapshot::left`]): its task was listed by a
     /// source, and a complete, successful poll of that source no longer lists it.
     fn leaving(&mut self, local: &Option<Peer>) -> Option<SourceId> {
@@ -349,11 +657,18 @@ impl Poller {
             .then(|| source.clone())
     }
 
-    /// Starts a poll of a source, unless it is in flight or backing off.
+    /// Starts a poll of a source, unless it is in flight, backing off, or followed (another
+    /// member polls it and its results are fresh).
     fn start(&mut self, idx: usize, now: Instant) {
         let timeout = self.poll_timeout;
         let tx = self.tx.clone();
+        let interval = self.interval;
+        let leads = self.leads(idx);
         let slot = &mut self.slots[idx];
+        if slot.in_flight.is_none() && !slot.share.polls_here(interval, slot.backoff_until) {
+            tracing::debug!(source = %slot.id, poller = ?slot.share.poller, "polled by another member; not polled here");
+            return;
+        }
         if slot.backoff_until.is_some_and(|t| t > now) {
             tracing::debug!(source = %slot.id, "backing off; not polled this round");
             return;
@@ -363,12 +678,17 @@ impl Poller {
         };
         let epmd = matches!(self.naming, NodeNaming::Epmd { .. })
             .then(|| (self.naming.clone(), slot.epmd_names.clone()));
+        let started_ms = sharing::unix_ms(SystemTime::now());
         let task = tokio::spawn(async move {
             let polled =
                 tokio::time::timeout(timeout, AssertUnwindSafe(source.poll()).catch_unwind()).await;
+            let mut raw = None;
             let result = match polled {
                 Ok(Ok(Ok(found))) => match &epmd {
-                    Some((naming, cache)) => Ok(name_from_epmd(found, naming, cache, timeout).await),
+                    Some((naming, cache)) => {
+                        raw = leads.then(|| found.clone());
+                        Ok(name_from_epmd(found, naming, cache, timeout).await)
+                    }
                     None => Ok(found),
                 },
                 Ok(Ok(r)) => r,
@@ -388,14 +708,20 @@ impl Poller {
                 idx,
                 source,
                 result,
+                started_ms,
+                raw,
             });
         });
         slot.in_flight = Some(task.abort_handle());
     }
 
+    /// This node polls the source for other members of the sharing group.
+    fn leads(&self, idx: usize) -> bool {
+        let slot = &self.slots[idx];
+        self.sharing.active() && slot.final_id && slot.share.poller.is_none()
+    }
+
     fn finish(&mut self, done: Done) {
-        let naming = &self.naming;
-        let interval = self.interval;
         let slot = &mut self.slots[done.idx];
         if self.local.ip.is_none() {
             self.local.ip = done.source.local_ip();
@@ -407,17 +733,74 @@ impl Poller {
         let skipped = done.source.skipped();
         slot.source = Some(done.source);
         slot.in_flight = None;
+        slot.share.seq += 1;
+        let stamp = (done.started_ms, slot.share.seq);
+        if slot.share.is_stale(stamp) {
+            tracing::debug!(source = %slot.id, "a newer shared result was applied while this poll ran; its answer is ignored");
+            return;
+        }
+        let mut result = done.result;
+        if self.leads(done.idx) {
+            let key = self.sharing.key;
+            let slot = &mut self.slots[done.idx];
+            let mut raw = done.raw;
+            let bytes = match &mut result {
+                Ok(found) => {
+                    let answer = raw.as_mut().unwrap_or(found);
+                    let fp = fingerprint::answer(answer) ^ skipped_fingerprint(&skipped);
+                    let out = match slot.share.send_same(fp, stamp.1) {
+                        Some(base) => Outgoing::Same { base },
+                        None => Outgoing::Peers(answer, &skipped),
+                    };
+                    sharing::encode(key, slot.id.as_str(), stamp.1, stamp.0, out)
+                }
+                Err(e) => {
+                    sharing::encode(key, slot.id.as_str(), stamp.1, stamp.0, Outgoing::Failed(e))
+                }
+            };
+            self.sharing.outbox.extend(bytes.map(Arc::from));
+        }
+        self.apply(done.idx, result, skipped, stamp, None);
+    }
+
+    /// The one rule for a source's result, polled here (`from: None`) or received from the
+    /// member that polled it: a complete answer replaces the source's peers (named by this
+    /// node's naming); a failure keeps them and marks the source failing (backing off when
+    /// throttled). Returns whether it changed the peers or whether the source is failing.
+    fn apply(
+        &mut self,
+        idx: usize,
+        result: Result<Vec<Found>, SourceError>,
+        skipped: Vec<Skipped>,
+        stamp: (u64, u64),
+        from: Option<&str>,
+    ) -> bool {
+        let naming = &self.naming;
+        let interval = self.interval;
+        let slot = &mut self.slots[idx];
+        let was = (slot.polled, slot.ok);
         slot.polled = true;
-        match done.result {
+        slot.share.last_applied = Some(stamp);
+        match from {
+            Some(from) => {
+                slot.share.refresh();
+                slot.share.received_from = Some(from.to_string());
+                slot.share.received_at = Some(SystemTime::now());
+            }
+            None => {
+                slot.share.received_from = None;
+                slot.share.received_at = None;
+            }
+        }
+        let mut changed = false;
+        match result {
             Ok(found) => {
-                self.changed |= slot.peers.apply(found, naming, &slot.region, &slot.id);
-                slot.ok = true;
-                slot.error = None;
+                changed = slot.peers.apply(found, naming, &slot.region, &slot.id);
+                self.changed |= changed;
+                slot.share.applied_base = from.map(|f| (f.to_string(), stamp.1));
                 slot.skipped = skipped;
-                slot.last_success = Some(SystemTime::now());
-                slot.consecutive_failures = 0;
-                slot.backoff_until = None;
-                tracing::debug!(source = %slot.id, peers = slot.peers.len(), api_calls_total = slot.total_calls(), "source polled");
+                slot.succeeded();
+                tracing::debug!(source = %slot.id, peers = slot.peers.len(), api_calls_total = slot.total_calls(), from, "source polled");
             }
             Err(e) => {
                 slot.consecutive_failures += 1;
@@ -433,13 +816,26 @@ impl Poller {
                     kind = %e.kind,
                     failures = slot.consecutive_failures,
                     kept_peers = slot.peers.len(),
+                    from,
                     "source poll failed; keeping its last-known peers: {e}"
                 );
+                let same_failure = !slot.ok && slot.error.as_ref().map(|x| x.kind) == Some(e.kind);
+                changed |= !same_failure;
                 slot.ok = false;
                 slot.error = Some(e);
             }
         }
+        changed || was != (slot.polled, slot.ok)
     }
+}
+
+/// A fingerprint of the skipped tasks (reasons and counts), so a "same" shared result also
+/// means the same skipped tasks.
+fn skipped_fingerprint(skipped: &[Skipped]) -> u64 {
+    use std::hash::BuildHasher;
+    let v: Vec<(crate::peer::SkipReason, usize)> =
+        skipped.iter().map(|s| (s.reason, s.tasks)).collect();
+    foldhash::quality::FixedState::default().hash_one(&v)
 }
 
 impl Drop for Poller {
@@ -465,7 +861,20 @@ struct Published {
 pub struct PollerHandle {
     first: Subscription,
     task: Option<tokio::task::JoinHandle<()>>,
+    commands: mpsc::UnboundedSender<Command>,
 }
+
+/// The poller has stopped, so it takes no more requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the poller has stopped")
+    }
+}
+
+impl std::error::Error for Stopped {}
 
 impl PollerHandle {
     /// The next update; `None` once the poller has stopped.
@@ -480,6 +889,30 @@ impl PollerHandle {
         let mut rx = self.first.rx.clone();
         rx.mark_changed();
         Subscription::new(rx)
+    }
+
+    /// Fleet-shared polling: the node names (this node included) in the sharing group now
+    /// ([`Poller::share`]). Returns at once; the poller elects on its own task.
+    ///
+    /// # Errors
+    /// [`Stopped`] when the poller has stopped.
+    pub fn share(&self, members: Vec<String>) -> Result<(), Stopped> {
+        self.commands
+            .send(Command::Share(members))
+            .map_err(|_| Stopped)
+    }
+
+    /// Fleet-shared polling: a result (one binary of another member's [`Update::shared`])
+    /// `from` that member's node ([`Poller::receive_shared`]). Returns at once; decoding and
+    /// applying happen on the poller's task, and an update is published at once when it
+    /// changes anything.
+    ///
+    /// # Errors
+    /// [`Stopped`] when the poller has stopped.
+    pub fn receive_shared(&self, from: String, result: Vec<u8>) -> Result<(), Stopped> {
+        self.commands
+            .send(Command::Receive { from, result })
+            .map_err(|_| Stopped)
     }
 
     /// Stops the poller (and any poll in flight) and waits until it has.
@@ -536,6 +969,7 @@ impl Subscription {
             return Some(Update {
                 snapshot: update.snapshot,
                 changes,
+                shared: update.shared,
             });
         }
     }
@@ -1065,6 +1499,525 @@ mod tests {
                 j >= Duration::from_secs(4) && j <= Duration::from_secs(6),
                 "{j:?}"
             );
+        }
+    }
+}
+
+/// Fleet-shared polling: the poller's side (election effects, freshness, the one apply rule for
+/// received results, drops), against in-memory sources.
+#[cfg(test)]
+mod sharing_tests {
+    use super::*;
+    use crate::namespace::Event;
+    use crate::sharing::{elect, encode, unix_ms, Outgoing};
+    use crate::source::fixed::{FixedSource, Step};
+    use serde_json::json;
+
+    const ME: &str = "app@10.9.0.1";
+
+    fn found(ip: &str) -> Found {
+        Found::at(ip.parse().unwrap())
+    }
+
+    fn config(n: usize, me: &str) -> Config {
+        let sources: Vec<_> = (0..n)
+            .map(|i| json!({"type":"ecs","region":"eu-west-2","cluster": format!("c{i}")}))
+            .collect();
+        Config::from_value(
+            json!({"node_basename":"app","polling_interval":"100ms","poll_timeout":"300ms",
+            "share_polling": true, "local_node": me, "sources":sources}),
+        )
+        .unwrap()
+    }
+
+    fn poller(cfg: &Config, scripts: Vec<Vec<Step>>) -> (Poller, Vec<FixedSource>) {
+        let fixed: Vec<FixedSource> = scripts.into_iter().map(FixedSource::new).collect();
+        let sources = cfg
+            .sources
+            .iter()
+            .zip(&fixed)
+            .map(|(c, f)| {
+                (
+                    c.clone(),
+                    Box::new(f.clone()) as Box<dyn Source>,
+                    Arc::new(CallCounter::default()),
+                )
+            })
+            .collect();
+        (Poller::with_sources(cfg, sources), fixed)
+    }
+
+    /// A member name that the election makes the poller of `source` (in a group with ME).
+    fn other_poller_of(source: &SourceId) -> String {
+        (2..200)
+            .map(|k| format!("app@10.9.0.{k}"))
+            .find(|o| {
+                let members = vec![ME.to_string(), o.clone()];
+                elect(source.as_str(), "eu-west-2", &members, |_| None) == Some(o.as_str())
+            })
+            .unwrap()
+    }
+
+    /// Makes every source's last fresh result (or election) `ms` older: time passing, without
+    /// waiting for it.
+    fn age(p: &mut Poller, ms: u64) {
+        for slot in &mut p.slots {
+            if let Some(t) = &mut slot.share.fresh_since {
+                *t = t.checked_sub(Duration::from_millis(ms)).unwrap();
+            }
+        }
+    }
+
+    fn polls(f: &FixedSource) -> u32 {
+        *f.polls.lock().unwrap()
+    }
+
+    fn nodes(u: &Update) -> Vec<&str> {
+        u.snapshot.peers.iter().map(|p| p.node.as_str()).collect()
+    }
+
+    fn now_ms() -> u64 {
+        unix_ms(SystemTime::now())
+    }
+
+    fn peers_result(cfg: &Config, seq: u64, started_ms: u64, ips: &[&str]) -> Vec<u8> {
+        let found: Vec<Found> = ips.iter().map(|ip| found(ip)).collect();
+        let id = cfg.sources[0].id();
+        encode(
+            cfg.sharing_key(),
+            id.as_str(),
+            seq,
+            started_ms,
+            Outgoing::Peers(&found, &[]),
+        )
+        .unwrap()
+    }
+
+    fn throttled() -> SourceError {
+        SourceError::new(
+            ErrorKind::Throttled,
+            "ecs:ListTasks",
+            "ThrottlingException: Rate exceeded",
+        )
+    }
+
+    #[tokio::test]
+    async fn a_follower_does_not_poll_while_fresh_results_arrive_and_polls_after_two_silent_intervals(
+    ) {
+        let cfg = config(1, ME);
+        let other = other_poller_of(&cfg.sources[0].id());
+        let (mut p, fixed) = poller(&cfg, vec![vec![Step::Answer(Ok(vec![found("10.1.0.4")]))]]);
+        p.poll().await;
+        assert_eq!(polls(&fixed[0]), 1, "alone: polled here");
+        assert!(p.share(vec![other.clone(), ME.into()]));
+        let u = p.poll().await;
+        assert_eq!(polls(&fixed[0]), 1, "followed: not polled here");
+        let s = &u.snapshot.sources[0];
+        assert_eq!(s.poller.as_deref(), Some(other.as_str()));
+        assert_eq!(u.snapshot.sharing_with, 2);
+        assert!(
+            matches!(&u.changes.events[..], [Event::PollerChanged { poller: Some(o), members: 2, .. }] if *o == other),
+            "{:?}",
+            u.changes.events
+        );
+        assert_eq!(
+            u.changes.events[0].to_string(),
+            format!("ecs:eu-west-2/c0: polled by {other} (sharing with 1 nodes)")
+        );
+        // Started after this node's own poll (same millisecond at most).
+        let t0 = now_ms() + 1;
+        assert!(p.receive_shared(
+            &other,
+            &peers_result(&cfg, 1, t0, &["10.1.0.4", "10.1.0.5"])
+        ));
+        age(&mut p, 150);
+        let u = p.poll().await;
+        assert_eq!(nodes(&u), ["app@10.1.0.4", "app@10.1.0.5"]);
+        assert_eq!(
+            u.snapshot.sources[0].received_from.as_deref(),
+            Some(other.as_str())
+        );
+        assert!(u.snapshot.sources[0].received_at.is_some());
+        assert!(u.changes.events.is_empty(), "{:?}", u.changes.events);
+        p.receive_shared(
+            &other,
+            &peers_result(&cfg, 2, t0 + 1, &["10.1.0.4", "10.1.0.5"]),
+        );
+        age(&mut p, 150);
+        let u = p.poll().await;
+        assert_eq!(polls(&fixed[0]), 1, "fresh results: still not polled here");
+        assert!(!u.snapshot.sources[0].poller_silent);
+        // Silent for more than two intervals (200 ms): polled here again, said once.
+        age(&mut p, 250);
+        let u = p.poll().await;
+        assert_eq!(polls(&fixed[0]), 2, "silent poller: polled here");
+        assert!(u.snapshot.sources[0].poller_silent);
+        assert!(
+            matches!(&u.changes.events[..], [Event::PollerSilent { poller, .. }] if *poller == other),
+            "{:?}",
+            u.changes.events
+        );
+        assert!(u.changes.events[0].is_warning());
+        let u = p.poll().await;
+        assert_eq!(polls(&fixed[0]), 3, "still silent: polled here every round");
+        assert!(
+            u.changes.events.is_empty(),
+            "said once: {:?}",
+            u.changes.events
+        );
+        // Results flow again: followed again.
+        assert!(p.receive_shared(
+            &other,
+            &peers_result(&cfg, 3, now_ms() + 1000, &["10.1.0.6"])
+        ));
+        let u = p.poll().await;
+        assert_eq!(polls(&fixed[0]), 3);
+        assert!(!u.snapshot.sources[0].poller_silent);
+        assert_eq!(nodes(&u), ["app@10.1.0.6"]);
+        // Alone again: polled here, said once.
+        assert!(p.share(vec![ME.into()]));
+        let u = p.poll().await;
+        assert_eq!(polls(&fixed[0]), 4);
+        assert!(u.snapshot.sources[0].poller.is_none());
+        assert!(u.snapshot.sources[0].received_from.is_none());
+        assert!(
+            matches!(
+                &u.changes.events[..],
+                [Event::PollerChanged { poller: None, .. }]
+            ),
+            "{:?}",
+            u.changes.events
+        );
+        assert_eq!(
+            u.changes.events[0].to_string(),
+            "ecs:eu-west-2/c0: polled here"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_older_or_repeated_result_never_removes_a_peer() {
+        let cfg = config(1, ME);
+        let other = other_poller_of(&cfg.sources[0].id());
+        let (mut p, _) = poller(&cfg, vec![vec![Step::Answer(Ok(vec![]))]]);
+        p.share(vec![ME.into(), other.clone()]);
+        let t = now_ms();
+        assert!(p.receive_shared(
+            &other,
+            &peers_result(&cfg, 5, t + 10, &["10.1.0.4", "10.1.0.5"])
+        ));
+        // Older (earlier start, whatever its sequence), then the same one again.
+        assert!(!p.receive_shared(&other, &peers_result(&cfg, 9, t, &["10.1.0.4"])));
+        assert!(!p.receive_shared(&other, &peers_result(&cfg, 5, t + 10, &["10.1.0.4"])));
+        // Same start, lower sequence.
+        assert!(!p.receive_shared(&other, &peers_result(&cfg, 4, t + 10, &[])));
+        let u = p.poll().await;
+        assert_eq!(nodes(&u), ["app@10.1.0.4", "app@10.1.0.5"]);
+        assert_eq!(u.snapshot.sources[0].shared_dropped, 3);
+        // Same start, higher sequence: newer.
+        assert!(p.receive_shared(&other, &peers_result(&cfg, 6, t + 10, &["10.1.0.4"])));
+        let u = p.poll().await;
+        assert_eq!(nodes(&u), ["app@10.1.0.4"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_shared_result_keeps_the_peers_and_marks_the_source_failing() {
+        let cfg = config(1, ME);
+        let other = other_poller_of(&cfg.sources[0].id());
+        let (mut p, fixed) = poller(&cfg, vec![vec![Step::Answer(Ok(vec![]))]]);
+        p.share(vec![ME.into(), other.clone()]);
+        let t = now_ms();
+        p.receive_shared(&other, &peers_result(&cfg, 1, t, &["10.1.0.4", "10.1.0.5"]));
+        let u = p.poll().await;
+        assert_eq!(nodes(&u), ["app@10.1.0.4", "app@10.1.0.5"]);
+        let id = cfg.sources[0].id();
+        let failed = encode(
+            cfg.sharing_key(),
+            id.as_str(),
+            2,
+            t + 1,
+            Outgoing::Failed(&throttled()),
+        )
+        .unwrap();
+        assert!(p.receive_shared(&other, &failed));
+        let u = p.poll().await;
+        assert_eq!(nodes(&u), ["app@10.1.0.4", "app@10.1.0.5"], "kept");
+        assert!(u.changes.removed.is_empty());
+        let s = &u.snapshot.sources[0];
+        assert!(!s.ok && s.stale);
+        assert_eq!(s.peers, 2);
+        assert_eq!(s.error_kind, Some(ErrorKind::Throttled));
+        assert!(s.error.as_deref().unwrap().contains("Rate exceeded"));
+        assert_eq!(s.consecutive_failures, 1);
+        assert_eq!(s.received_from.as_deref(), Some(other.as_str()));
+        assert!(
+            matches!(
+                &u.changes.events[..],
+                [Event::SourceFailing { kept_peers: 2, .. }]
+            ),
+            "{:?}",
+            u.changes.events
+        );
+        assert_eq!(polls(&fixed[0]), 0, "no AWS call here");
+    }
+
+    #[tokio::test]
+    async fn results_with_another_key_from_another_node_or_for_no_source_are_dropped_and_counted() {
+        let cfg = config(1, ME);
+        let id = cfg.sources[0].id();
+        let other = other_poller_of(&id);
+        let (mut p, _) = poller(&cfg, vec![vec![Step::Answer(Ok(vec![]))]]);
+        p.share(vec![ME.into(), other.clone(), "app@10.9.0.250".into()]);
+        let elected = p.slots[0].share.poller.clone().unwrap();
+        let not_elected = [ME, other.as_str(), "app@10.9.0.250"]
+            .into_iter()
+            .find(|m| *m != elected && *m != ME)
+            .unwrap();
+        let t = now_ms();
+        let found = [found("10.1.0.4")];
+        let with_key = |key: u64, source: &str| {
+            encode(key, source, 1, t, Outgoing::Peers(&found, &[])).unwrap()
+        };
+        let key = cfg.sharing_key();
+        assert!(!p.receive_shared(&elected, &with_key(key ^ 1, id.as_str())));
+        assert!(!p.receive_shared(not_elected, &with_key(key, id.as_str())));
+        assert!(
+            !p.receive_shared(ME, &with_key(key, id.as_str())),
+            "from itself"
+        );
+        assert!(!p.receive_shared(&elected, &with_key(key, "ecs:eu-west-2/elsewhere")));
+        assert!(!p.receive_shared(&elected, b"\xff\xff\xff garbage"));
+        let u = p.poll().await;
+        assert!(u.snapshot.peers.is_empty());
+        assert_eq!(u.snapshot.sources[0].shared_dropped, 3);
+        assert_eq!(u.snapshot.shared_dropped, 2, "no such source, undecodable");
+        assert!(u.snapshot.sources[0].received_from.is_none());
+        // The right one is applied.
+        assert!(p.receive_shared(&elected, &with_key(key, id.as_str())));
+    }
+
+    #[tokio::test]
+    async fn a_same_result_refreshes_freshness_without_merging_again() {
+        let cfg = config(1, ME);
+        let id = cfg.sources[0].id();
+        let other = other_poller_of(&id);
+        let (mut p, fixed) = poller(&cfg, vec![vec![Step::Answer(Ok(vec![]))]]);
+        p.share(vec![ME.into(), other.clone()]);
+        let t = now_ms();
+        p.receive_shared(&other, &peers_result(&cfg, 1, t, &["10.1.0.4", "10.1.0.5"]));
+        let first = p.poll().await;
+        let same = |seq: u64, base: u64| {
+            encode(
+                cfg.sharing_key(),
+                id.as_str(),
+                seq,
+                t + seq,
+                Outgoing::Same { base },
+            )
+            .unwrap()
+        };
+        for seq in 2..6 {
+            age(&mut p, 150);
+            assert!(!p.receive_shared(&other, &same(seq, 1)), "nothing changed");
+            assert!(!p.changed, "not merged again");
+            let u = p.poll().await;
+            let shared_peers = first
+                .snapshot
+                .peers
+                .iter()
+                .zip(&u.snapshot.peers)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+            assert!(shared_peers && u.snapshot.peers.len() == 2);
+            assert!(!u.snapshot.sources[0].poller_silent, "kept fresh");
+        }
+        assert_eq!(
+            polls(&fixed[0]),
+            0,
+            "600 ms of 'same' results: never polled here"
+        );
+        // A "same" naming a full result this node never applied is dropped.
+        assert!(!p.receive_shared(&other, &same(7, 6)));
+        let u = p.poll().await;
+        assert_eq!(u.snapshot.sources[0].shared_dropped, 1);
+    }
+
+    #[tokio::test]
+    async fn two_pollers_wired_to_each_other_agree_and_the_follower_never_calls_aws() {
+        let cfg_me = config(2, ME);
+        let ids: Vec<SourceId> = cfg_me.sources.iter().map(SourceConfig::id).collect();
+        // A partner that polls source 0 (source 1 goes to whichever the election says).
+        let other = other_poller_of(&ids[0]);
+        let cfg_other = config(2, &other);
+        let scripts = || {
+            vec![
+                vec![
+                    Step::Answer(Ok(vec![found("10.1.0.4")])),
+                    Step::Answer(Ok(vec![found("10.1.0.4"), found("10.1.0.5")])),
+                    Step::Answer(Ok(vec![found("10.1.0.5")])),
+                    Step::Answer(Err(throttled())),
+                ],
+                vec![
+                    Step::Answer(Ok(vec![found("10.2.0.4")])),
+                    Step::Answer(Ok(vec![found("10.2.0.4"), found("10.2.0.6")])),
+                ],
+            ]
+        };
+        let (mut me, my_sources) = poller(&cfg_me, scripts());
+        let (mut them, their_sources) = poller(&cfg_other, scripts());
+        let members = vec![ME.to_string(), other.clone()];
+        me.share(members.clone());
+        them.share(members);
+        let mut full = 0;
+        let mut same = 0;
+        for round in 0..6 {
+            let a = them.poll().await;
+            for r in &a.shared {
+                match crate::sharing::decode(r).unwrap().answer {
+                    crate::sharing::SharedAnswer::Same { .. } => same += 1,
+                    _ => full += 1,
+                }
+                me.receive_shared(&other, r);
+            }
+            let b = me.poll().await;
+            for r in &b.shared {
+                match crate::sharing::decode(r).unwrap().answer {
+                    crate::sharing::SharedAnswer::Same { .. } => same += 1,
+                    _ => full += 1,
+                }
+                them.receive_shared(ME, r);
+            }
+            // Their state with my results applied (published without polling).
+            let a = them.publish(Instant::now());
+            assert_eq!(
+                nodes(&a),
+                nodes(&b),
+                "round {round}: both nodes see the same peers"
+            );
+            assert_eq!(
+                a.snapshot.sources.iter().map(|s| s.ok).collect::<Vec<_>>(),
+                b.snapshot.sources.iter().map(|s| s.ok).collect::<Vec<_>>()
+            );
+        }
+        assert_eq!(
+            polls(&my_sources[0]),
+            0,
+            "the follower made no call for source 0"
+        );
+        assert!(
+            polls(&their_sources[0]) >= 4,
+            "the poller polled it (backing off once throttled)"
+        );
+        for (i, id) in ids.iter().enumerate() {
+            let led_by_me = me.slots[i].share.poller.is_none();
+            assert_eq!(
+                led_by_me,
+                them.slots[i].share.poller.is_some(),
+                "{id}: one poller, agreed"
+            );
+            let follower = if led_by_me {
+                &their_sources[i]
+            } else {
+                &my_sources[i]
+            };
+            assert_eq!(polls(follower), 0, "{id}: its follower made no call");
+        }
+        assert!(
+            full >= 3 && same >= 1,
+            "changes sent in full, repeats as 'same': {full} full, {same} same"
+        );
+        let me_last = me.poll().await;
+        assert!(
+            !me_last.snapshot.sources[0].ok,
+            "the poller's failure reached the follower"
+        );
+        assert_eq!(
+            nodes(&me_last),
+            ["app@10.1.0.5", "app@10.2.0.4", "app@10.2.0.6"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_received_result_is_published_at_once_without_a_call() {
+        let mut cfg = config(1, ME);
+        cfg.polling_interval = Duration::from_secs(3600);
+        let other = other_poller_of(&cfg.sources[0].id());
+        let (p, fixed) = poller(&cfg, vec![vec![Step::Answer(Ok(vec![found("10.1.0.4")]))]]);
+        let mut h = p.spawn();
+        let first = tokio::time::timeout(Duration::from_secs(5), h.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(nodes(&first), ["app@10.1.0.4"]);
+        h.share(vec![ME.into(), other.clone()]).unwrap();
+        h.receive_shared(
+            other.clone(),
+            peers_result(&cfg, 1, now_ms() + 1000, &["10.1.0.4", "10.1.0.7"]),
+        )
+        .unwrap();
+        // The next round is an hour away: an update within seconds is the received result's.
+        let u = loop {
+            let u = tokio::time::timeout(Duration::from_secs(5), h.next())
+                .await
+                .unwrap()
+                .unwrap();
+            if !u.changes.added.is_empty() {
+                break u;
+            }
+        };
+        assert_eq!(nodes(&u), ["app@10.1.0.4", "app@10.1.0.7"]);
+        assert_eq!(
+            u.snapshot.sources[0].received_from.as_deref(),
+            Some(other.as_str())
+        );
+        assert_eq!(polls(&fixed[0]), 1, "no call for it");
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn the_poller_sends_changed_answers_in_full_and_repeats_as_same() {
+        let cfg = config(1, ME);
+        let id = cfg.sources[0].id();
+        // A partner that does NOT poll the source: this node does.
+        let other = (2..200)
+            .map(|k| format!("app@10.9.0.{k}"))
+            .find(|o| {
+                let m = vec![ME.to_string(), o.clone()];
+                elect(id.as_str(), "eu-west-2", &m, |_| None) == Some(ME)
+            })
+            .unwrap();
+        let (mut p, _) = poller(
+            &cfg,
+            vec![vec![
+                Step::Answer(Ok(vec![found("10.1.0.4")])),
+                Step::Answer(Ok(vec![found("10.1.0.4")])),
+                Step::Answer(Ok(vec![found("10.1.0.4")])),
+                Step::Answer(Ok(vec![found("10.1.0.5")])),
+            ]],
+        );
+        let alone = p.poll().await;
+        assert!(alone.shared.is_empty(), "alone: nothing to share");
+        p.share(vec![ME.into(), other.clone()]);
+        let decoded = |u: &Update| {
+            assert_eq!(u.shared.len(), 1);
+            crate::sharing::decode(&u.shared[0]).unwrap()
+        };
+        let r1 = decoded(&p.poll().await);
+        assert!(matches!(&r1.answer, SharedAnswer::Peers(f, _) if f.len() == 1));
+        assert_eq!(
+            (r1.key, r1.source.as_str()),
+            (cfg.sharing_key(), id.as_str())
+        );
+        let r2 = decoded(&p.poll().await);
+        assert_eq!(r2.answer, SharedAnswer::Same { base: r1.seq });
+        assert!(r2.seq > r1.seq);
+        let r3 = decoded(&p.poll().await);
+        assert!(
+            matches!(&r3.answer, SharedAnswer::Peers(f, _) if f[0].ip.to_string() == "10.1.0.5")
+        );
+        // A new member gets a full result, though the answer did not change.
+        p.share(vec![ME.into(), other, "app@10.9.0.250".into()]);
+        if p.slots[0].share.poller.is_none() {
+            let r4 = decoded(&p.poll().await);
+            assert!(matches!(r4.answer, SharedAnswer::Peers(..)));
         }
     }
 }

@@ -66,6 +66,52 @@ defmodule EcsPeers do
     end
   end
 
+  @typedoc """
+  What a running topology knows: `%{topology: atom, node: binary, poll: integer, sources:
+  [status], peers: [node binary], sharing: %{enabled: boolean, key: binary | nil, members:
+  [node binary], dropped: integer}}`. Each source status is the core's, as in `update()`, with
+  the sharing fields `poller` (the node that polls the source, `nil` when this node does),
+  `received_from` (whose result was applied, `nil` when polled here), `received_at` and
+  `shared_dropped`; `api_calls_total` counts this node's own AWS calls since start.
+  """
+  @type status :: %{atom() => term()}
+
+  @doc """
+  The status of a running `EcsPeers.Strategy` or `EcsPeers.Cluster` on this node, by topology
+  name (the libcluster topology, or the child's `name`) or by pid: the last poll's sources
+  (who polls each one and whether its result was polled here or received, and from whom), its
+  peers, and the members of the sharing group (`share_polling`).
+
+      iex> EcsPeers.status(:ecs)
+      {:ok, %{poll: 42, peers: ["app@10.0.1.7"], sharing: %{members: ["app@10.0.1.5", ...]},
+              sources: [%{id: "ecs:eu-west-2/web/api", poller: "app@10.0.1.5", ...}], ...}}
+
+  `{:error, message}` when no such process runs here, when two do (a strategy and a child with
+  the same topology name: pass the pid), or when it does not answer within 5 s.
+  """
+  @spec status(atom() | pid()) :: {:ok, status()} | {:error, String.t()}
+  def status(pid) when is_pid(pid) do
+    {:ok, EcsPeers.Membership.status(pid)}
+  catch
+    :exit, reason ->
+      {:error, "#{inspect(pid)} did not answer the status call: #{inspect(reason)}"}
+  end
+
+  def status(topology) when is_atom(topology) do
+    case EcsPeers.Sharing.whereis(topology) do
+      [pid] ->
+        status(pid)
+
+      [] ->
+        {:error,
+         "no EcsPeers.Strategy or EcsPeers.Cluster of topology #{inspect(topology)} runs on this node"}
+
+      pids ->
+        {:error,
+         "#{length(pids)} processes run topology #{inspect(topology)} (#{inspect(pids)}); pass the pid"}
+    end
+  end
+
   @doc """
   Validates a configuration: `{:ok, %{polling_interval: ms, poll_timeout: ms}}`, or
   `{:error, message}` naming the key, the bad value and what is expected.

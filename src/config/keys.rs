@@ -59,6 +59,7 @@ pub const KEYS: &[KeySpec] = &[
     key!(Top, "local_node", "string", "-", "This node's name; it is left out of the peers. Defaults to the running node (the strategy) or RELEASE_NODE (the CLI)."),
     key!(Top, "local_ip", "IP address", "-", "This node's IP; the peer at this IP (unless reported with a distribution port of its own) is left out of the peers. Filled from the task metadata when a source uses cluster \"auto\"."),
     key!(Top, "metadata_url", "URL", "-", "The task metadata endpoint v4, for cluster \"auto\". Defaults to ECS_CONTAINER_METADATA_URI_V4, which the ECS agent sets."),
+    key!(Top, "share_polling", "boolean", "false", "Share polling across the cluster over Erlang distribution: nodes with the same sources and cookie elect, per source, one poller (rendezvous hashing, a node in the source's region preferred) that polls AWS and sends each result to the others; they stop calling AWS for it while fresh results arrive, and poll it themselves again after two polling intervals without one. Each source's status says who polls it and where its result came from."),
     key!(Ecs, "type", "\"ecs\"", "required", "An ECS source: running tasks of one cluster."),
     key!(Ecs, "region", "AWS region", "required", "The cluster's region, e.g. `eu-west-2` (optional when cluster is an ARN or \"auto\")."),
     key!(Ecs, "cluster", "name, ARN or \"auto\"", "required", "The ECS cluster. \"auto\": this task's own cluster and region, from the task metadata endpoint; then service defaults to the task's service (EC2) or family (Fargate)."),

@@ -127,6 +127,9 @@ pub struct Config {
     /// The container port every node's distribution listens on; ECS on EC2 peers are reached
     /// at the host port their container maps it to (default 4370, EcsPeers.Epmd's).
     pub distribution_port: u16,
+    /// Fleet-shared polling (`share_polling`, default `false`): this node offers to share its
+    /// polls with the nodes that run the same sources (see [`Config::sharing_key`]).
+    pub share_polling: bool,
 }
 
 impl Config {
@@ -228,6 +231,7 @@ impl Config {
             }
         };
         let draining = top.take_bool("draining")?.unwrap_or(true);
+        let share_polling = top.take_bool("share_polling")?.unwrap_or(false);
         let distribution_port = match top.take("distribution_port") {
             None => distribution_port_from(std::env::var("ECS_PEERS_DIST_PORT").ok().as_deref())?,
             Some(v) => match v.as_u64() {
@@ -318,7 +322,31 @@ impl Config {
             local_ip,
             metadata_url,
             distribution_port,
+            share_polling,
         })
+    }
+
+    /// The key two nodes must share to share poll results: XXH3-64 (seed 0) of the canonical
+    /// form of everything that changes what a poll result means (the sources after defaults,
+    /// node naming, `draining`, `distribution_port`, and the wire format's version; `src/sharing.rs`). The same on every node and every build for the same configuration;
+    /// independent of this node's identity (`local_node`, `local_ip`) and of timings.
+    ///
+    /// ```
+    /// let cfg = |port: u16| ecs_peers::Config::from_value(serde_json::json!({
+    ///     "node_basename": "app", "distribution_port": port,
+    ///     "sources": [{"type": "ecs", "region": "eu-west-2", "cluster": "web"}]
+    /// })).unwrap();
+    /// assert_eq!(cfg(4370).sharing_key(), cfg(4370).sharing_key());
+    /// assert_ne!(cfg(4370).sharing_key(), cfg(9100).sharing_key());
+    /// assert_eq!(cfg(4370).sharing_key_hex().len(), 16);
+    /// ```
+    pub fn sharing_key(&self) -> u64 {
+        crate::sharing::key(self)
+    }
+
+    /// [`Config::sharing_key`] as 16 lowercase hex digits (what `validate/2` returns to Elixir).
+    pub fn sharing_key_hex(&self) -> String {
+        format!("{:016x}", self.sharing_key())
     }
 
     /// Fills what `cluster = "auto"` leaves open from this task's metadata: the cluster, the
@@ -734,7 +762,7 @@ mod tests {
             "node_basename": "app", "polling_interval": "1s", "jitter": 0.1, "poll_timeout": "3s",
             "max_attempts": 2, "endpoint_url": "http://127.0.0.1:1", "draining": false,
             "local_node": "app@10.0.0.1", "local_ip": "10.0.0.1", "metadata_url": "http://169.254.170.2/v4/x", "node_names": "config",
-            "distribution_port": 4370,
+            "distribution_port": 4370, "share_polling": true,
             "sources": [
                 {"type":"ecs","region":"eu-west-2","cluster":"web","service":"s","family":"f","container":"c"},
                 {"type":"cloudmap","region":"us-west-2","namespace":"n","service":"s","health":"all","query":{"a":"b"}}

@@ -6,7 +6,13 @@ defmodule EcsPeers.Cluster do
   (`EcsPeers.Membership` serves both): the same polling, the same failure rule (a node is
   disconnected only when a complete, successful poll of its source no longer lists it), the
   same leaving, the same log lines (prefixed `[ecs_peers:<name>]`) and the same telemetry
-  (`[:ecs_peers, :poll, :stop]`, `[:ecs_peers, :source, :error]`, with `topology: <name>`).
+  (`[:ecs_peers, :poll, :stop]`, `[:ecs_peers, :source, :error]`, `[:ecs_peers, :sharing,
+  :members]`, with `topology: <name>`).
+
+  `share_polling: true` shares the polling across the cluster exactly as for the strategy (one
+  node polls each source and hands its results to the others; see "Fleet-shared polling" in
+  `EcsPeers.Strategy`); the group is keyed by `name`, so give every node the same `name`.
+  `EcsPeers.status(name)` shows who polls each source and the group's members.
 
   ## Phoenix ≥ 1.7.11: `lib/my_app/application.ex`
 

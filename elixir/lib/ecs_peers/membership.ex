@@ -17,7 +17,11 @@ defmodule EcsPeers.Membership do
   #   leaves the cluster itself, at once, with `:global.disconnect/0`, and connects to nobody
   #   any more;
   # - and when this process is stopped because the VM stops (init:stop, e.g. on ECS's SIGTERM),
-  #   it leaves the same way, before the distribution goes down link by link.
+  #   it leaves the same way, before the distribution goes down link by link;
+  # - with `share_polling`, this process is the member of the sharing group (`EcsPeers.Sharing`:
+  #   who is in it goes to the core, the results the core hands out go to the other members);
+  #   it leaves the group before it leaves the cluster, and on terminate;
+  # - `status/1` answers with the last update's sources and peers and the sharing members.
   #
   # Why: OTP's global (prevent_overlapping_partitions, on by default since OTP 25) treats a link
   # lost between two nodes that are both up as a partition in the making: when A and B lose
@@ -51,12 +55,14 @@ defmodule EcsPeers.Membership do
     :timings,
     :membership,
     :dial,
+    :sharing,
     poll: 0,
     members: MapSet.new(),
     connected: MapSet.new(),
     draining: MapSet.new(),
     left: false,
-    last_update: nil
+    last_update: nil,
+    last: %{poll: 0, sources: [], nodes: nil}
   ]
 
   @doc false
@@ -84,7 +90,8 @@ defmodule EcsPeers.Membership do
          | poller: poller,
            tag: tag,
            timings: timings,
-           last_update: System.monotonic_time(:millisecond)
+           last_update: System.monotonic_time(:millisecond),
+           sharing: EcsPeers.Sharing.start(s.topology, s.prefix, timings, poller)
        }}
     else
       {:error, message} ->
@@ -111,7 +118,15 @@ defmodule EcsPeers.Membership do
 
         case start_poller(s.config) do
           {:ok, poller, tag} ->
-            %{s | poller: poller, tag: tag, last_update: System.monotonic_time(:millisecond)}
+            sharing = EcsPeers.Sharing.poller_started(s.sharing, poller)
+
+            %{
+              s
+              | poller: poller,
+                tag: tag,
+                sharing: sharing,
+                last_update: System.monotonic_time(:millisecond)
+            }
 
           {:error, message} ->
             warn(s, "cannot restart the poller: #{message}")
@@ -128,8 +143,39 @@ defmodule EcsPeers.Membership do
   # The parent going away (trap_exit) stops this process (then terminate/2).
   def handle_info({:EXIT, _from, reason}, s), do: {:stop, reason, s}
 
-  # Updates of a replaced poller, and anything else, are ignored.
-  def handle_info(_other, s), do: {:noreply, s}
+  # Sharing's messages (group changes, results from other members); updates of a replaced
+  # poller, and anything else, are ignored.
+  def handle_info(other, s) do
+    case EcsPeers.Sharing.handle_info(other, s.sharing, s.poller) do
+      {:handled, sharing} -> {:noreply, %{s | sharing: sharing}}
+      :unhandled -> {:noreply, s}
+    end
+  end
+
+  @doc false
+  # The last update's `sources` (each with `poller`/`received_from`: who polls it, whose result
+  # was applied), its `peers` (node-name binaries, sorted), `poll` (its number), and `sharing`
+  # (`EcsPeers.Sharing.status/1`): `%{topology:, node:, poll:, sources:, peers:, sharing:}`.
+  def status(pid, timeout \\ 5_000), do: GenServer.call(pid, :status, timeout)
+
+  @impl GenServer
+  def handle_call(:status, _from, s) do
+    peers =
+      case s.last.nodes && EcsPeers.native(fn -> {:ok, EcsPeers.Native.names(s.last.nodes)} end) do
+        {:ok, names} -> for n <- :binary.split(names, "\n", [:global]), n != "", do: n
+        _ -> []
+      end
+
+    {:reply,
+     %{
+       topology: s.topology,
+       node: Atom.to_string(node()),
+       poll: s.last.poll,
+       sources: s.last.sources,
+       peers: peers,
+       sharing: EcsPeers.Sharing.status(s.sharing)
+     }, s}
+  end
 
   # Stopped while the VM stops (init:stop, which ECS's SIGTERM starts): this node leaves
   # global's cluster before the distribution goes down link by link. Nothing else is called (the
@@ -137,6 +183,7 @@ defmodule EcsPeers.Membership do
   # runs on, does not leave (the process carries on).
   @impl GenServer
   def terminate(reason, %__MODULE__{poller: poller} = s) do
+    EcsPeers.Sharing.leave(s.sharing, nil)
     EcsPeers.native(fn -> EcsPeers.Native.stop(poller) end)
 
     if shutdown?(reason) and vm_stopping?() and not s.left and MapSet.size(s.connected) > 0 and
@@ -188,8 +235,14 @@ defmodule EcsPeers.Membership do
         do: s,
         else: with_members(s, update)
 
-    # `left` stays set in the core until a source lists this node again; then it rejoins.
-    s = if update.left && not s.left, do: leave(s), else: %{s | left: update.left != nil}
+    # `left` stays set in the core until a source lists this node again; then it rejoins (and
+    # joins the sharing group again).
+    s =
+      cond do
+        update.left && not s.left -> leave(s)
+        s.left and update.left == nil -> %{s | left: false, sharing: share_again(s)}
+        true -> %{s | left: update.left != nil}
+      end
 
     # A draining peer stays connected if it is, but is never connected anew: it is leaving the
     # cluster itself. Only a node the core no longer lists is disconnected.
@@ -211,6 +264,8 @@ defmodule EcsPeers.Membership do
   # only when it changed (the NIF reuses the handle while the lines are the same; resource terms
   # compare equal when they are the same resource); `:ignored` when the VM does not use
   # EcsPeers.Epmd.
+  defp share_again(s), do: EcsPeers.Sharing.join(s.sharing, s.poller)
+
   defp put_dial(%{dial: dial} = s, %{dial: dial}), do: s
 
   defp put_dial(s, %{dial: dial}) do
@@ -246,6 +301,8 @@ defmodule EcsPeers.Membership do
   # knows, so no peer takes the going for a partition; then whatever global did not know
   # (hidden nodes) is disconnected through the links.
   defp leave(s) do
+    s = %{s | sharing: EcsPeers.Sharing.leave(s.sharing, s.poller)}
+
     gone =
       if Node.alive?() and global_disconnect?(), do: apply(:global, :disconnect, []), else: []
 
@@ -308,12 +365,14 @@ defmodule EcsPeers.Membership do
       :ok
   end
 
-  # The core's membership events, logged as they come (warnings for failures and conflicts),
-  # then the poll's telemetry; the draining peers are noted.
+  # The core's membership events, logged as they come (warnings for failures, conflicts and a
+  # silent poller), then the poll's telemetry; the results this node polled for the sharing
+  # group are sent on (every update's: a source polled in a skipped round may not be in the
+  # newest); the draining peers are noted, and the update's status is kept for status/1.
   defp report(s, update) do
     for event <- update.events do
       case event.event do
-        e when e in ["source_failing", "conflict_found", "tasks_skipped"] ->
+        e when e in ["source_failing", "conflict_found", "tasks_skipped", "poller_silent"] ->
           warn(s, event.message)
 
         _ ->
@@ -322,6 +381,8 @@ defmodule EcsPeers.Membership do
     end
 
     emit_poll(s, update)
+    EcsPeers.Sharing.forward(s.sharing, update)
+    s = %{s | last: %{poll: update.poll, sources: update.sources, nodes: update.nodes}}
     names = fn key -> MapSet.new(Map.get(update, key, []), & &1.node) end
 
     draining =

@@ -77,6 +77,7 @@ if match?({:module, _}, Code.ensure_compiled(Cluster.Strategy)) do
     | top | `local_node` | string | - | This node's name; it is left out of the peers. Defaults to the running node (the strategy) or RELEASE_NODE (the CLI). |
     | top | `local_ip` | IP address | - | This node's IP; the peer at this IP (unless reported with a distribution port of its own) is left out of the peers. Filled from the task metadata when a source uses cluster "auto". |
     | top | `metadata_url` | URL | - | The task metadata endpoint v4, for cluster "auto". Defaults to ECS_CONTAINER_METADATA_URI_V4, which the ECS agent sets. |
+    | top | `share_polling` | boolean | false | Share polling across the cluster over Erlang distribution: nodes with the same sources and cookie elect, per source, one poller (rendezvous hashing, a node in the source's region preferred) that polls AWS and sends each result to the others; they stop calling AWS for it while fresh results arrive, and poll it themselves again after two polling intervals without one. Each source's status says who polls it and where its result came from. |
     | ecs | `type` | "ecs" | required | An ECS source: running tasks of one cluster. |
     | ecs | `region` | AWS region | required | The cluster's region, e.g. `eu-west-2` (optional when cluster is an ARN or "auto"). |
     | ecs | `cluster` | name, ARN or "auto" | required | The ECS cluster. "auto": this task's own cluster and region, from the task metadata endpoint; then service defaults to the task's service (EC2) or family (Fargate). |
@@ -106,7 +107,47 @@ if match?({:module, _}, Code.ensure_compiled(Cluster.Strategy)) do
       by every source, 0 in a round where every source was backing off), metadata
       `%{topology:, sources: [status]}`;
     - `[:ecs_peers, :source, :error]`, measurements `%{consecutive_failures:}`, metadata
-      `%{topology:, source:, kind:, error:}`, for each failing source on each poll.
+      `%{topology:, source:, kind:, error:}`, for each failing source on each poll;
+    - `[:ecs_peers, :sharing, :members]` (with `share_polling`), measurements `%{count:}` (the
+      nodes in the sharing group, this node included; 0 when it left the group), metadata
+      `%{topology:, key:, nodes: [node binary]}`, each time the group's nodes change.
+
+    Each source status in `sources` carries, besides the poll's outcome and `api_calls` /
+    `api_calls_total` (this node's own AWS calls), `poller` (the node polling it, `nil` when this
+    node does), `received_from` (whose result was applied, `nil` when polled here),
+    `received_at` and `shared_dropped`. `EcsPeers.status/1` returns the same from a console.
+
+    ## Fleet-shared polling (`share_polling: true`)
+
+    Off by default. With it on, the nodes of a cluster that run the same sources stop all
+    asking AWS the same question: per source, one node polls and hands its result to the
+    others over Erlang distribution, so a fleet's ECS/Cloud Map call rate stays about one
+    poller's per source however many nodes it has.
+
+    - **Who shares.** Nodes join a `:pg` group `{:ecs_peers, topology, sharing_key,
+      :erlang.phash2(Node.get_cookie())}` (a scope of this package's, `EcsPeers.Sharing`).
+      `sharing_key` is the core's hash of everything that changes what a poll result means
+      (the sources after defaults, node naming, `draining`, `distribution_port`): nodes with
+      other sources, another topology name or another cookie never share. A node that is not
+      distributed (`Node.alive?/0` false) never joins: it polls every source itself.
+    - **Who polls.** The core elects, per source, one of the group's nodes (rendezvous hashing,
+      a node in the source's region preferred); every node computes the same answer from the
+      same members. The others apply the poller's results with the same rule as their own
+      polls (the failure rule included: a failed poll keeps the source's peers everywhere).
+    - **Safety.** A follower never drops a peer because sharing broke: without a fresh result
+      for more than two polling intervals (a poller killed, a partition) it polls the source
+      itself (`poller_silent`, a warning) until results flow again; a node leaving the group
+      (killed, partitioned, stopping) makes the others elect again at once. A result older than
+      the last one applied, from a node that is not the source's poller, or for another
+      `sharing_key` is dropped (counted in `shared_dropped`). No atom is made from a received
+      result: a follower names peers itself.
+    - **Seeing it.** `poller_changed` events are logged (info: `ecs:eu-west-2/web/api: polled
+      by app@10.0.1.5 (sharing with 4 nodes)` / `...: polled here`), the group's changes too
+      (`sharing polling with app@10.0.1.5, app@10.0.1.6`), and `EcsPeers.status(:ecs)` shows
+      each source's `poller` and `received_from` and the group's `members`.
+
+    A node leaves the group before it leaves the cluster (`local_left`, or the VM stopping) and
+    whenever the strategy stops; it joins again when its sources list it again.
 
     ## Leaving
 

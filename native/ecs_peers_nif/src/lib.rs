@@ -22,8 +22,12 @@
 //!   none (then the one configured distribution port applies), reused while it is byte-for-byte
 //!   the same. `added`/`removed`/`draining`/`events` are the changes
 //!   since the previous update sent to this subscriber; each event is the core's
-//!   (`%{event: "source_failing" | "source_recovered" | "conflict_found" | "local_left", ...}`)
-//!   with `message:`, the sentence to log.
+//!   (`%{event: "source_failing" | "source_recovered" | "conflict_found" | "local_left" |
+//!   "tasks_skipped" | "poller_changed" | "poller_silent", ...}`) with `message:`, the sentence
+//!   to log. `shared: [binary]` are the encoded results of the sources this node polled for its
+//!   sharing group since the previous update (fleet-shared polling; empty when not sharing):
+//!   opaque bytes to send, unchanged, to every other member, whose NIF takes them with
+//!   `receive_shared/3`.
 //! - `{:ecs_peers, tag, {:discovered, snapshot}}` once, for `discover/4`, with every peer in full
 //!   (`peers: [peer]`) and no changes.
 //!
@@ -41,7 +45,7 @@ use serde_json::{Map, Number, Value};
 use tokio::runtime::Runtime;
 
 mod atoms {
-    rustler::atoms! { ok, error, ecs_peers, update, discovered, nodes, dial, events, message, nil, r#true = "true", r#false = "false" }
+    rustler::atoms! { ok, error, ecs_peers, update, discovered, nodes, dial, events, message, shared, nil, r#true = "true", r#false = "false" }
 }
 
 /// The runtime every poller of this VM runs on (two worker threads, created when the NIF loads).
@@ -63,8 +67,18 @@ fn runtime() -> Result<&'static Runtime, String> {
 /// A running poller. Dropping it (the owner exits, or the term is garbage-collected) stops it.
 pub struct PollerResource {
     task: Mutex<Option<tokio::task::AbortHandle>>,
-    /// Adds a subscriber (pid, tag) to the running poller.
-    subscribe: tokio::sync::mpsc::UnboundedSender<(LocalPid, u64)>,
+    /// Requests to the running poller.
+    requests: tokio::sync::mpsc::UnboundedSender<Request>,
+}
+
+/// What a NIF asks of a running poller; forwarded to the core's [`ecs_peers::PollerHandle`].
+enum Request {
+    /// Add a subscriber (pid, tag).
+    Subscribe(LocalPid, u64),
+    /// The sharing group's members now (node names).
+    Share(Vec<String>),
+    /// A result from another member: (its node name, the bytes).
+    Receive(String, Vec<u8>),
 }
 
 impl PollerResource {
@@ -126,7 +140,7 @@ fn start(
 ) -> Result<ResourceArc<PollerResource>, String> {
     let config = to_config(config, this)?;
     let rt = runtime()?;
-    let (subscribe, mut requests) = tokio::sync::mpsc::unbounded_channel();
+    let (sender, mut requests) = tokio::sync::mpsc::unbounded_channel();
     let task = rt.spawn(async move {
         let running = ecs_peers::Poller::new(config).await.spawn();
         let mut forwards = tokio::task::JoinSet::new();
@@ -134,8 +148,14 @@ fn start(
         loop {
             tokio::select! {
                 request = requests.recv() => match request {
-                    Some((pid, tag)) => {
+                    Some(Request::Subscribe(pid, tag)) => {
                         forwards.spawn(forward(running.subscribe(), pid, tag));
+                    }
+                    Some(Request::Share(members)) => {
+                        let _ = running.share(members);
+                    }
+                    Some(Request::Receive(from, result)) => {
+                        let _ = running.receive_shared(from, result);
                     }
                     None => break,
                 },
@@ -150,7 +170,7 @@ fn start(
     });
     Ok(ResourceArc::new(PollerResource {
         task: Mutex::new(Some(task.abort_handle())),
-        subscribe,
+        requests: sender,
     }))
 }
 
@@ -163,10 +183,81 @@ fn subscribe(
     tag: u64,
 ) -> Result<Atom, String> {
     resource
-        .subscribe
-        .send((pid, tag))
+        .requests
+        .send(Request::Subscribe(pid, tag))
         .map(|_| atoms::ok())
         .map_err(|_| "the poller has stopped".to_string())
+}
+
+/// `:ok`, or `{:error, message}` when the request could not be sent or its arguments are not
+/// what the NIF takes.
+fn sent<'a>(env: Env<'a>, result: Result<(), String>) -> Term<'a> {
+    match result {
+        Ok(()) => atoms::ok().encode(env),
+        Err(message) => (atoms::error(), message).encode(env),
+    }
+}
+
+/// Fleet-shared polling: `members` (a list of node-name binaries, this node included) are the
+/// nodes sharing polls with this one now; the core elects who polls each source. Returns `:ok`
+/// at once, or `{:error, message}` (the poller has stopped, or `members` is not a list of
+/// binaries).
+#[rustler::nif]
+fn share<'a>(env: Env<'a>, resource: ResourceArc<PollerResource>, members: Term<'a>) -> Term<'a> {
+    let members = members
+        .decode::<Vec<Term>>()
+        .map_err(|_| {
+            format!("share: members must be a list of node-name binaries, got {members:?}")
+        })
+        .and_then(|items| {
+            items
+                .into_iter()
+                .map(|m| {
+                    m.decode::<String>().map_err(|_| {
+                        format!("share: each member must be a node-name binary, got {m:?}")
+                    })
+                })
+                .collect::<Result<Vec<String>, String>>()
+        });
+    sent(
+        env,
+        members.and_then(|m| {
+            resource
+                .requests
+                .send(Request::Share(m))
+                .map_err(|_| "the poller has stopped".to_string())
+        }),
+    )
+}
+
+/// Fleet-shared polling: a result (a binary of another member's `update.shared`) `from` that
+/// member (its node-name binary). Returns `:ok` at once (or `{:error, message}` when the poller
+/// has stopped or the arguments are not binaries); the core decodes, checks and applies it on
+/// its own threads, and drops (and counts) what it must not apply. Nothing it carries becomes
+/// an atom.
+#[rustler::nif]
+fn receive_shared<'a>(
+    env: Env<'a>,
+    resource: ResourceArc<PollerResource>,
+    from: Term<'a>,
+    result: Term<'a>,
+) -> Term<'a> {
+    let from = from
+        .decode::<String>()
+        .map_err(|_| format!("receive_shared: from must be a node-name binary, got {from:?}"));
+    let bytes = result
+        .decode::<rustler::Binary>()
+        .map(|b| b.as_slice().to_vec())
+        .map_err(|_| "receive_shared: result must be a binary".to_string());
+    sent(
+        env,
+        from.and_then(|f| bytes.map(|b| (f, b))).and_then(|(f, b)| {
+            resource
+                .requests
+                .send(Request::Receive(f, b))
+                .map_err(|_| "the poller has stopped".to_string())
+        }),
+    )
 }
 
 /// Sends one subscription's updates to `pid` until it exits (or the poller stops).
@@ -247,8 +338,10 @@ fn discover(config: Term, this: Term, pid: LocalPid, tag: u64) -> Result<Atom, S
 }
 
 /// Validates a configuration without starting anything: `{:ok, %{polling_interval: ms,
-/// poll_timeout: ms, local_node: name | nil, node_basename: name | nil}}` (this node's name and
-/// the basename peers are named by, as the core derived them) or `{:error, message}`.
+/// poll_timeout: ms, local_node: name | nil, node_basename: name | nil, share_polling: boolean,
+/// sharing_key: binary}}` (this node's name and the basename peers are named by, as the core
+/// derived them; `sharing_key`: 16 lowercase hex digits, equal on nodes that may share poll
+/// results, see `Config::sharing_key`) or `{:error, message}`.
 #[rustler::nif]
 fn validate<'a>(env: Env<'a>, config: Term<'a>, this: Term<'a>) -> Result<Term<'a>, String> {
     let c = to_config(config, this)?;
@@ -262,6 +355,8 @@ fn validate<'a>(env: Env<'a>, config: Term<'a>, this: Term<'a>) -> Result<Term<'
         "poll_timeout": c.poll_timeout.as_millis() as u64,
         "local_node": c.local_node,
         "node_basename": basename,
+        "share_polling": c.share_polling,
+        "sharing_key": c.sharing_key_hex(),
     });
     Ok(value_to_term(env, &timings))
 }
@@ -469,6 +564,16 @@ fn encode_update<'a>(
         })
         .collect();
     let term = term.map_put(atoms::events(), events).unwrap_or(term);
+    let shared: Vec<Term> = update
+        .shared
+        .iter()
+        .map(|bytes| {
+            let mut b = rustler::NewBinary::new(env, bytes.len());
+            b.as_mut_slice().copy_from_slice(bytes);
+            rustler::Binary::from(b).to_term(env)
+        })
+        .collect();
+    let term = term.map_put(atoms::shared(), shared).unwrap_or(term);
     let term = term
         .map_put(atoms::dial(), dial.encode(env))
         .unwrap_or(term);

@@ -1,0 +1,265 @@
+defmodule EcsPeers.Sharing do
+  @moduledoc false
+  # Fleet-shared polling, the Elixir half (issue 13). It decides nothing about who polls what:
+  # it tells the core who is in the sharing group (`EcsPeers.Native.share/2`), carries the
+  # results the core hands out (`update.shared`) to the other members, and hands what arrives to
+  # the core (`EcsPeers.Native.receive_shared/3`). The core elects the poller of each source,
+  # applies or drops a result and falls back to polling itself (one rule, in the core).
+  #
+  # Its state lives in the membership process (`EcsPeers.Membership`, which serves both
+  # `EcsPeers.Strategy` and `EcsPeers.Cluster`): that process is the group member, so results
+  # arrive in its mailbox next to the poller's updates.
+  #
+  # - The group: `{:ecs_peers, topology, sharing_key, :erlang.phash2(Node.get_cookie())}`, where
+  #   `sharing_key` comes from the core (`validate/2`; equal only for nodes whose sources,
+  #   naming, draining and distribution port mean the same). Joined only when `share_polling`
+  #   is true and the node is alive; otherwise nothing here joins or calls the core.
+  # - The scope: a `:pg` scope registered as `EcsPeers.Sharing`, on every node. This package has
+  #   no application process to own it, so the first membership process that needs it starts it
+  #   unlinked (`:pg.start/1`): a membership process or topology that crashes or restarts does
+  #   not take the scope, or the other topologies' groups, down with it. Every membership process
+  #   monitors it; should it stop anyway, each starts it again and joins again (the core polls
+  #   alone in between: `share(poller, [])`). The same scope also holds one node-local group per
+  #   topology, `{:ecs_peers, :topology, topology}`, so `EcsPeers.status/1` finds a topology's
+  #   process without registered names (a strategy and a child may share a topology name).
+  # - Members: the nodes of the group's pids, this node included, sorted and deduplicated; the
+  #   core is told on every change, after the poller starts or is restarted, `[]` when this node
+  #   leaves the group (on `local_left`, before `:global.disconnect/0`, and on terminate).
+  # - Sending: each binary of `update.shared` goes, unchanged, to every other member pid as
+  #   `{:ecs_peers_shared, group, node(), binary}`, with `:noconnect` (sharing never opens a
+  #   connection: who is connected is the membership rule's decision alone).
+  # - Receiving: a message for this node's own group goes to the core with the sender's node
+  #   name as a binary; anything else (another group, a node that left its group, a malformed
+  #   message) is dropped, counted (`dropped` in the status) and logged at debug. Nothing
+  #   received becomes an atom here.
+
+  require Logger
+
+  @scope __MODULE__
+
+  @typedoc """
+  `enabled`: sharing is configured and the node is alive; `key`: the core's `sharing_key`
+  (16 hex digits) or nil; `group`: the `:pg` group; `ref`: the `:pg.monitor/2` reference while
+  joined (nil when not); `pids`/`nodes`: the members (nodes as binaries, sorted); `dropped`:
+  messages dropped since start; `scope_ref`: the monitor of the scope process.
+  """
+  @type t :: %__MODULE__{
+          topology: atom(),
+          prefix: String.t(),
+          enabled: boolean(),
+          key: String.t() | nil,
+          group: tuple() | nil,
+          ref: reference() | nil,
+          scope_ref: reference() | nil,
+          pids: [pid()],
+          nodes: [String.t()],
+          dropped: non_neg_integer()
+        }
+
+  defstruct [
+    :topology,
+    :prefix,
+    :key,
+    :group,
+    :ref,
+    :scope_ref,
+    enabled: false,
+    pids: [],
+    nodes: [],
+    dropped: 0
+  ]
+
+  @doc """
+  The sharing state of a topology's membership process, from the core's validated config
+  (`timings`: the map `validate/2` returns, with `share_polling` and `sharing_key`). Registers
+  the process under its topology (for `EcsPeers.status/1`) and joins the sharing group when
+  sharing is on and the node is alive; `poller` is told the members.
+  """
+  @spec start(atom(), String.t(), map(), term()) :: t()
+  def start(topology, prefix, timings, poller) do
+    wanted = Map.get(timings, :share_polling) == true
+    key = Map.get(timings, :sharing_key)
+    enabled = wanted and is_binary(key) and Node.alive?()
+
+    if wanted and not enabled do
+      Logger.info(
+        "[#{prefix}] share_polling is on but this node is not distributed " <>
+          "(or the core gave no sharing_key): it polls every source itself"
+      )
+    end
+
+    group = if enabled, do: {:ecs_peers, topology, key, :erlang.phash2(Node.get_cookie())}
+    sh = %__MODULE__{topology: topology, prefix: prefix, enabled: enabled, key: key, group: group}
+
+    sh |> watch_scope() |> join(poller)
+  end
+
+  @doc "Joins the sharing group again (this node is listed by its sources again)."
+  @spec join(t(), term()) :: t()
+  def join(%__MODULE__{enabled: true, ref: nil} = sh, poller) do
+    {ref, _pids} = :pg.monitor(@scope, sh.group)
+    :ok = :pg.join(@scope, sh.group, self())
+    members(%{sh | ref: ref}, poller, true)
+  catch
+    :exit, reason ->
+      Logger.warning("[#{sh.prefix}] cannot join the sharing group: #{inspect(reason)}")
+      sh
+  end
+
+  def join(sh, _poller), do: sh
+
+  @doc """
+  Leaves the sharing group (this node leaves the cluster, or stops); `poller` (nil when it
+  has stopped) then polls every source itself.
+  """
+  @spec leave(t(), term()) :: t()
+  def leave(%__MODULE__{ref: ref} = sh, poller) when ref != nil do
+    try do
+      :pg.demonitor(@scope, ref)
+      :pg.leave(@scope, sh.group, self())
+    catch
+      :exit, _ -> :ok
+    end
+
+    sh = %{sh | ref: nil, pids: []}
+    if poller, do: tell(sh, poller, []), else: %{sh | nodes: []}
+  end
+
+  def leave(sh, _poller), do: sh
+
+  @doc "Tells a (re)started poller the current members."
+  @spec poller_started(t(), term()) :: t()
+  def poller_started(%__MODULE__{ref: ref} = sh, poller) when ref != nil,
+    do: tell(sh, poller, sh.nodes)
+
+  def poller_started(sh, _poller), do: sh
+
+  @doc """
+  Handles a message meant for sharing: `{:handled, t()}`, or `:unhandled` for anything else.
+  Group changes (`:pg.monitor/2` notifications), the scope's going down, and results sent by
+  other members.
+  """
+  @spec handle_info(term(), t(), term()) :: {:handled, t()} | :unhandled
+  def handle_info({ref, kind, _group, _pids}, %__MODULE__{ref: ref} = sh, poller)
+      when ref != nil and kind in [:join, :leave],
+      do: {:handled, members(sh, poller, false)}
+
+  def handle_info({:DOWN, ref, :process, _, reason}, %__MODULE__{scope_ref: ref} = sh, poller) do
+    Logger.warning("[#{sh.prefix}] the sharing scope stopped (#{inspect(reason)}); joining again")
+    sh = if sh.ref, do: tell(%{sh | ref: nil, pids: []}, poller, []), else: sh
+    {:handled, sh |> watch_scope() |> join(poller)}
+  end
+
+  def handle_info({:ecs_peers_shared, group, from, result}, sh, poller) do
+    if sh.ref != nil and group == sh.group and is_atom(from) and is_binary(result) do
+      case EcsPeers.native(fn ->
+             EcsPeers.Native.receive_shared(poller, Atom.to_string(from), result)
+           end) do
+        :ok -> :ok
+        other -> Logger.debug("[#{sh.prefix}] shared result not taken: #{inspect(other)}")
+      end
+
+      {:handled, sh}
+    else
+      Logger.debug(fn ->
+        "[#{sh.prefix}] dropped a shared result for another group (or while not in the group)"
+      end)
+
+      {:handled, %{sh | dropped: sh.dropped + 1}}
+    end
+  end
+
+  def handle_info(_msg, _sh, _poller), do: :unhandled
+
+  @doc """
+  Sends each binary of `update.shared` (the results this node polled for the others) to every
+  other member. Nothing is sent when not in a group.
+  """
+  @spec forward(t(), map()) :: :ok
+  def forward(%__MODULE__{ref: ref} = sh, update) when ref != nil do
+    me = self()
+
+    for result <- Map.get(update, :shared, []), pid <- sh.pids, pid != me do
+      :erlang.send(pid, {:ecs_peers_shared, sh.group, node(), result}, [:noconnect])
+    end
+
+    :ok
+  end
+
+  def forward(_sh, _update), do: :ok
+
+  @doc """
+  The sharing part of `EcsPeers.status/1`: `%{enabled: boolean, key: binary | nil, members:
+  [node binary], dropped: integer}` (`members` empty when not in a group).
+  """
+  @spec status(t()) :: map()
+  def status(sh),
+    do: %{enabled: sh.enabled, key: sh.key, members: sh.nodes, dropped: sh.dropped}
+
+  @doc "The membership processes of `topology` on this node (for `EcsPeers.status/1`)."
+  @spec whereis(atom()) :: [pid()]
+  def whereis(topology) do
+    if Process.whereis(@scope),
+      do: :pg.get_local_members(@scope, {:ecs_peers, :topology, topology}),
+      else: []
+  catch
+    :exit, _ -> []
+  end
+
+  # Starts the scope if no one has, monitors it, and registers this process by topology.
+  defp watch_scope(sh) do
+    pid =
+      case Process.whereis(@scope) || :pg.start(@scope) do
+        {:ok, pid} -> pid
+        {:error, {:already_started, pid}} -> pid
+        pid when is_pid(pid) -> pid
+      end
+
+    ref = Process.monitor(pid)
+    :pg.join(@scope, {:ecs_peers, :topology, sh.topology}, self())
+    %{sh | scope_ref: ref}
+  catch
+    :exit, reason ->
+      Logger.warning("[#{sh.prefix}] cannot start the sharing scope: #{inspect(reason)}")
+      sh
+  end
+
+  # Reads the group's members and tells the core when the set of nodes changed (or `force`).
+  defp members(sh, poller, force) do
+    pids = :pg.get_members(@scope, sh.group)
+    nodes = pids |> Enum.map(&Atom.to_string(node(&1))) |> Enum.uniq() |> Enum.sort()
+    sh = %{sh | pids: pids}
+    if force or nodes != sh.nodes, do: tell(sh, poller, nodes), else: sh
+  end
+
+  defp tell(sh, poller, nodes) do
+    case EcsPeers.native(fn -> EcsPeers.Native.share(poller, nodes) end) do
+      :ok ->
+        :ok
+
+      {:error, message} ->
+        Logger.warning("[#{sh.prefix}] cannot tell the poller the sharing members: #{message}")
+    end
+
+    if nodes != sh.nodes do
+      case nodes do
+        [] -> Logger.info("[#{sh.prefix}] left the sharing group: every source is polled here")
+        _ -> Logger.info("[#{sh.prefix}] sharing polling with #{Enum.join(nodes, ", ")}")
+      end
+
+      emit(sh, nodes)
+    end
+
+    %{sh | nodes: nodes}
+  end
+
+  defp emit(sh, nodes) do
+    if Code.ensure_loaded?(:telemetry) do
+      apply(:telemetry, :execute, [
+        [:ecs_peers, :sharing, :members],
+        %{count: length(nodes)},
+        %{topology: sh.topology, key: sh.key, nodes: nodes}
+      ])
+    end
+  end
+end
