@@ -6,7 +6,8 @@ everywhere) and the bed's memory at each size.
 Each mode (sharing off: the key left out, the default; sharing on: `share_polling: true`) gets
 one bed that grows: at each size the missing tasks are started (half per region, eu-west-2 first)
 and their BEAMs booted; once every node sees every other (and, with sharing on, the nodes agree on
-one poller per source, read from their telemetry, or 60 s have passed), every AWS call the
+one poller per source and no follower has reported its poller silent for ten intervals, read
+from their telemetry, or 120 s have passed), every AWS call the
 emulator logs over a window of `--window` seconds is counted (`/_emu/calls`: the caller's
 address, the operation, the region). Then the convergence probe: a task started PROVISIONING (the
 emulator holds it), its BEAM booted and polling, the task made RUNNING; the seconds until every
@@ -18,7 +19,7 @@ Every node polls both regions (one ECS service source each), `polling_interval` 
 is one ListTasks per source, so one node alone makes 2 x 60 = 120 calls a minute.
 
 Run as root (scripts build the NIF and compile the Elixir package first):
-  benches/sharing_calls.sh [--sizes 2,5,10,20] [--modes off,on] [--window 30] [--interval-ms 1000]
+  benches/sharing_calls.sh [--sizes 2,5,10,20] [--modes off,on] [--window 30] [--interval-ms 1000] [--callers]
 Prints one row per mode and size, then the ratios (sharing on: calls at the largest size over
 calls at the smallest; on / off per size).
 """
@@ -28,6 +29,7 @@ import statistics
 import sys
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in tests/e2e
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "e2e"))
 
 from testbed import VPCS, Bed, fully_meshed, node, require_root_and_netns, wait_until  # noqa: E402
@@ -52,6 +54,11 @@ def agreed(bed, ips):
         if any((source(bed.status(ip), region) or {}).get("poller") != node(here[0]) for ip in ips if ip != here[0]):
             return False
     return True
+
+
+def silent(bed, ips):
+    """The nodes whose telemetry says a source's poller went silent (they poll it themselves)."""
+    return [ip for ip in ips for r in REGIONS if (source(bed.status(ip), r) or {}).get("poller_silent")]
 
 
 class Fleet:
@@ -83,18 +90,39 @@ class Fleet:
         self.bed.start_node(t["ip"], share_polling=True if self.share else None)
         self.ips.append(t["ip"])
 
-    def settle(self):
+    def settle(self, steady=True):
         started = time.monotonic()
         wait_until(lambda: all(self.bed.status(ip) for ip in self.ips) and fully_meshed(self.bed, self.ips), 300,
                    f"{len(self.ips)} nodes to mesh")
         meshed = time.monotonic() - started
         agreement = None
-        if self.share:
+        if self.share and not steady:
             try:
                 wait_until(lambda: agreed(self.bed, self.ips), 60, "one poller per source", step=0.5)
                 agreement = round(time.monotonic() - started, 1)
             except AssertionError:
                 agreement = "none in 60 s"
+        elif self.share:
+            # Agreed, and no follower polling on its own because its poller went silent (a
+            # member that just joined follows once it has a complete result from the poller).
+            # A joining member drops the poller's "same as result N" results until a complete one
+            # reaches it (at least every 8th result), and polls on its own meanwhile: the steady
+            # state is ten quiet intervals in a row.
+            quiet = {"since": None}
+
+            def steady():
+                now = time.monotonic()
+                if not agreed(self.bed, self.ips) or silent(self.bed, self.ips):
+                    quiet["since"] = None
+                    return False
+                quiet["since"] = quiet["since"] or now
+                return now - quiet["since"] >= 10 * self.bed.interval_ms / 1000
+
+            try:
+                wait_until(steady, 120, "one poller per source, no follower silent for ten intervals", step=0.2)
+                agreement = round(time.monotonic() - started, 1)
+            except AssertionError:
+                agreement = "none in 120 s"
         # Two more polls everywhere: a node that just took a source over has made its first call.
         start = {ip: self.bed.status(ip)["poll"] for ip in self.ips}
         wait_until(lambda: all(self.bed.status(ip)["poll"] >= start[ip] + 2 for ip in self.ips), 60, "two polls")
@@ -149,6 +177,9 @@ def main():
     ap.add_argument("--modes", default="off,on")
     ap.add_argument("--window", type=float, default=30.0, help="seconds of calls counted per size")
     ap.add_argument("--interval-ms", type=int, default=1000)
+    ap.add_argument("--callers", action="store_true", help="also print each region's callers and their calls")
+    ap.add_argument("--no-settle", action="store_true",
+                    help="sharing on: count from the moment the nodes agree on the pollers (joiners' transient included)")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     modes = args.modes.split(",")
@@ -158,7 +189,7 @@ def main():
     require_root_and_netns()
     rows = []
     header = (f"{'sharing':<7}  {'nodes':>5}  {'fleet calls/min':>15}  {'per node/min':>12}  {'callers eu/us':>13}  "
-              f"{'meshed s':>8}  {'agreed s':>8}  {'BEAM RSS MiB':>12}  {'per BEAM':>8}  {'emu MiB':>7}  "
+              f"{'meshed s':>8}  {'settled s':>9}  {'BEAM RSS MiB':>12}  {'per BEAM':>8}  {'emu MiB':>7}  "
               f"{'load':>4}  {'known max/med s':>15}  {'connected s':>11}")
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, nproc {os.cpu_count()}, interval "
           f"{args.interval_ms} ms, window {args.window:g} s, two regions, one ECS source per region", flush=True)
@@ -169,7 +200,7 @@ def main():
             fleet.pending = bed.seed({r: 1 for r in REGIONS})
             for n in sizes:
                 fleet.grow(n)
-                meshed, agreement = fleet.settle()
+                meshed, agreement = fleet.settle(steady=not args.no_settle)
                 calls, secs, rss = fleet.window(args.window)
                 total = sum(calls.values())
                 per_min = total * 60 / secs
@@ -183,9 +214,14 @@ def main():
                        "load": load, "known": (known_max, known_med), "connected": conn}
                 rows.append(row)
                 print(f"{mode:<7}  {nodes:>5}  {per_min:>15.0f}  {per_min / nodes:>12.1f}  "
-                      f"{who['eu-west-2']:>6}/{who['us-west-2']:<6}  {meshed:>8}  {str(agreement or '-'):>8}  "
+                      f"{who['eu-west-2']:>6}/{who['us-west-2']:<6}  {meshed:>8}  {str(agreement or '-'):>9}  "
                       f"{row['beam_mib']:>12.0f}  {row['per_beam']:>8.0f}  {row['emu_mib']:>7.0f}  {load:>4.1f}  "
                       f"{known_max:>7}/{known_med:<7}  {conn:>11}", flush=True)
+                if args.callers:
+                    for r in REGIONS:
+                        per = sorted(((n, ip) for (ip, reg), n in calls.items() if reg == r), reverse=True)
+                        print(f"         {r} callers (calls in the window): "
+                              + ", ".join(f"{node(ip)} {n}" for n, ip in per), flush=True)
     on = [r for r in rows if r["mode"] == "on"]
     off = {r["nodes"]: r for r in rows if r["mode"] == "off"}
     if len(on) >= 2:

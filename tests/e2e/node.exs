@@ -6,7 +6,7 @@
 # documented `[:ecs_peers, :poll, :stop]` telemetry: the polls so far, the peers of the last poll and
 # each source's id, ok and peers, and with fleet-shared polling (E2E_SHARE_POLLING=1, issue 13) who
 # polls it: `poller` (nil: this node), `received_from` (nil: polled here), `received_at` and
-# `shared_dropped`, as the telemetry metadata carries them.
+# `shared_dropped` and `poller_silent`, as the telemetry metadata carries them.
 #
 #   elixir --name app@IP --cookie C -pa EBIN tests/e2e/node.exs STATUS_FILE ENDPOINT INTERVAL_MS
 [status_file, endpoint, interval] = System.argv()
@@ -67,7 +67,8 @@ polls = :atomics.new(1, [])
             poller: Map.get(src, :poller),
             received_from: Map.get(src, :received_from),
             received_at: Map.get(src, :received_at),
-            shared_dropped: Map.get(src, :shared_dropped)
+            shared_dropped: Map.get(src, :shared_dropped),
+            poller_silent: Map.get(src, :poller_silent)
           }
 
     :persistent_term.put(:e2e_last_poll, %{peers: measurements.peers, sources: sources})

@@ -34,6 +34,8 @@ import sys
 import time
 import traceback
 
+sys.dont_write_bytecode = True  # no __pycache__ beside soak.py and testbed.py
+
 from soak import Soak, now_of_day
 from testbed import Bed, fully_meshed, node, require_root_and_netns, wait_until
 
@@ -188,29 +190,39 @@ def main():
             polls0 = {ip: bed.status(ip)["poll"] for ip in olds}
             t0 = time.time()
             bed.advance_tasks("eu-west-2", [t["arn"]], "RUNNING")
-            known, connected = {}, {}
+            known, connected = {}, {}  # ip -> (seconds, unix time, who polled eu-west-2 for it)
 
             def everyone_knows():
                 now = time.time()
                 for ip in olds:
                     s = bed.status(ip)
-                    if ip not in known and source(s, "eu-west-2")["peers"] > before[ip]:
-                        known[ip] = (round(now - t0, 2), s["poll"] - polls0[ip])
+                    src = source(s, "eu-west-2")
+                    if ip not in known and src["peers"] > before[ip]:
+                        poller = src.get("poller")
+                        known[ip] = (round(now - t0, 2), now, poller.split("@", 1)[1] if poller else ip)
                     if ip not in connected and node(new) in s["nodes"]:
                         connected[ip] = round(now - t0, 2)
                 return len(known) == len(olds) and len(connected) == len(olds)
 
             sample_until(everyone_knows, 30, f"every node to know and connect {node(new)}")
-            late = {node(ip): p for ip, (_, p) in known.items() if p > 2}
-            assert not late, f"learnt the new task after more than two of their own polls: {late}"
+            # "Within two polls", counted at the emulator: the eu-west-2 ListTasks calls of the
+            # node whose poll this node applied (itself, or its poller) between RUNNING and the
+            # moment it knew. (A follower's own poll counter also counts the updates its received
+            # results publish at once, so it is not a count of polls.)
+            log = bed.calls(t0)[0]
+            polls = {ip: sum(1 for t, c, op, r in log if c == who and r == "eu-west-2" and op == "ListTasks" and t <= at)
+                     for ip, (_, at, who) in known.items()}
+            late = {node(ip): n for ip, n in polls.items() if n > 2}
+            assert not late, (f"learnt the new task after more than two polls of its source: {late}; (seconds, polled by) "
+                              f"per node: { {node(ip): (k[0], node(k[2])) for ip, k in known.items()} }")
             group.append(new)
             sharing = [known[ip][0] for ip in olds if ip in group]
             alone = {node(ip): known[ip][0] for ip in (off, other)}
             figures["convergence_s"] = {"sharing_max": max(sharing), "sharing": sorted(sharing), "polling_alone": alone,
                                         "connected_everywhere": max(connected.values())}
-            return (f"known on every node within {max(known.values(), key=lambda k: k[0])[0]} s; seconds on the sharing "
-                    f"nodes {sorted(sharing)}, on the nodes polling alone {alone}; connected everywhere after "
-                    f"{max(connected.values())} s")
+            return (f"known on every node within {max(k[0] for k in known.values())} s, after at most "
+                    f"{max(polls.values())} polls of the source; seconds on the sharing nodes {sorted(sharing)}, on the "
+                    f"nodes polling alone {alone}; connected everywhere after {max(connected.values())} s")
 
         scenario("b. a new task is known (within two polls) and connected on every node", new_task_converges)
 
