@@ -38,9 +38,10 @@ pub struct Update {
     /// snapshot.
     pub changes: Changes,
     /// Fleet-shared polling: the encoded results of the sources this node polled for the
-    /// sharing group since the previous update (empty when not sharing, alone, or nothing was
-    /// polled). Opaque bytes for the adapter to send, unchanged, to every other member, whose
-    /// poller takes them with [`PollerHandle::receive_shared`].
+    /// sharing group since the previous update (for a [`Subscription`]: since the previous
+    /// update *it* received, as far back as the last 16 updates), empty when not sharing,
+    /// alone, or nothing was polled. Opaque bytes for the adapter to send, unchanged, to every
+    /// other member, whose poller takes them with [`PollerHandle::receive_shared`].
     pub shared: Vec<Arc<[u8]>>,
 }
 
@@ -84,7 +85,13 @@ struct Sharing {
     dropped: u64,
     /// Results encoded since the last update, for [`Update::shared`].
     outbox: Vec<Arc<[u8]>>,
+    /// The results of the last [`RECENT_UPDATES`] updates, by update (poll) number, so a
+    /// subscriber that skipped updates still gets the results they carried.
+    recent: std::collections::VecDeque<(u64, Arc<[u8]>)>,
 }
+
+/// How many updates' shared results a subscriber that skips updates can still catch up on.
+const RECENT_UPDATES: u64 = 16;
 
 impl Sharing {
     fn active(&self) -> bool {
@@ -311,6 +318,7 @@ impl Poller {
                 members: Vec::new(),
                 dropped: 0,
                 outbox: Vec::new(),
+                recent: Default::default(),
             },
             commands_tx,
             commands,
@@ -347,7 +355,7 @@ impl Poller {
                 };
                 let previous = self.last.clone();
                 let update = self.round(wait).await;
-                if tx.send(Some(Published { update, previous })).is_err() {
+                if tx.send(Some(self.published(update, previous))).is_err() {
                     // Every subscriber is gone.
                     return;
                 }
@@ -361,7 +369,7 @@ impl Poller {
                     if changed {
                         let previous = self.last.clone();
                         let update = self.publish(Instant::now());
-                        if tx.send(Some(Published { update, previous })).is_err() {
+                        if tx.send(Some(self.published(update, previous))).is_err() {
                             return;
                         }
                     }
@@ -456,10 +464,28 @@ impl Poller {
             "poll done"
         );
         self.last = Arc::new(snapshot);
+        let shared = std::mem::take(&mut self.sharing.outbox);
+        let recent = &mut self.sharing.recent;
+        recent.extend(shared.iter().map(|r| (self.poll_no, r.clone())));
+        while recent
+            .front()
+            .is_some_and(|(n, _)| *n + RECENT_UPDATES <= self.poll_no)
+        {
+            recent.pop_front();
+        }
         Update {
             snapshot: self.last.clone(),
             changes,
-            shared: std::mem::take(&mut self.sharing.outbox),
+            shared,
+        }
+    }
+
+    /// An update as published to subscribers, with the shared results of recent updates.
+    fn published(&self, update: Update, previous: Arc<Snapshot>) -> Published {
+        Published {
+            update,
+            previous,
+            recent: Arc::new(self.sharing.recent.iter().cloned().collect()),
         }
     }
 
@@ -595,7 +621,12 @@ impl Poller {
                 !was_ok
             }
             SharedAnswer::Failed(e) => self.apply(idx, Err(e), Vec::new(), stamp, Some(from)),
-            SharedAnswer::Peers(found, skipped) => {
+            SharedAnswer::Peers(mut found, skipped) => {
+                // Names are this node's to make (its naming, or its own EPMD look-ups): a name
+                // in a received answer is never used.
+                for f in &mut found {
+                    f.node = None;
+                }
                 if matches!(self.naming, NodeNaming::Epmd { .. }) {
                     // Named by this node's own EPMD look-ups, then applied (Poller::accept).
                     slot.share.refresh();
@@ -854,6 +885,8 @@ impl Drop for Poller {
 struct Published {
     update: Update,
     previous: Arc<Snapshot>,
+    /// Shared results of the recent updates, by update number (see [`Update::shared`]).
+    recent: Arc<Vec<(u64, Arc<[u8]>)>>,
 }
 
 /// A poller running in the background. It is itself a [`Subscription`] ([`PollerHandle::next`]);
@@ -959,17 +992,29 @@ impl Subscription {
             let Some(published) = self.rx.borrow_and_update().clone() else {
                 continue;
             };
-            let Published { update, previous } = published;
-            let changes = if Arc::ptr_eq(&previous, &self.last) {
-                update.changes
+            let Published {
+                update,
+                previous,
+                recent,
+            } = published;
+            let (changes, shared) = if Arc::ptr_eq(&previous, &self.last) {
+                (update.changes, update.shared)
             } else {
-                update.snapshot.diff(&self.last)
+                // Skipped updates: their net changes, and every shared result they carried
+                // (as far back as the poller keeps them).
+                let seen = self.last.poll;
+                let shared = recent
+                    .iter()
+                    .filter(|(n, _)| *n > seen)
+                    .map(|(_, r)| r.clone())
+                    .collect();
+                (update.snapshot.diff(&self.last), shared)
             };
             self.last = update.snapshot.clone();
             return Some(Update {
                 snapshot: update.snapshot,
                 changes,
-                shared: update.shared,
+                shared,
             });
         }
     }
@@ -1720,6 +1765,30 @@ mod sharing_tests {
     }
 
     #[tokio::test]
+    async fn a_received_answer_is_named_by_this_nodes_naming_never_by_the_sender() {
+        let cfg = config(1, ME);
+        let id = cfg.sources[0].id();
+        let other = other_poller_of(&id);
+        let (mut p, _) = poller(&cfg, vec![vec![Step::Answer(Ok(vec![]))]]);
+        p.share(vec![ME.into(), other.clone()]);
+        let named = [Found {
+            node: Some("evil@203.0.113.9".into()),
+            ..found("10.1.0.4")
+        }];
+        let bytes = encode(
+            cfg.sharing_key(),
+            id.as_str(),
+            1,
+            now_ms() + 1,
+            Outgoing::Peers(&named, &[]),
+        )
+        .unwrap();
+        assert!(p.receive_shared(&other, &bytes));
+        let u = p.poll().await;
+        assert_eq!(nodes(&u), ["app@10.1.0.4"]);
+    }
+
+    #[tokio::test]
     async fn a_failed_shared_result_keeps_the_peers_and_marks_the_source_failing() {
         let cfg = config(1, ME);
         let other = other_poller_of(&cfg.sources[0].id());
@@ -1970,6 +2039,45 @@ mod sharing_tests {
         );
         assert_eq!(polls(&fixed[0]), 1, "no call for it");
         h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_skips_updates_still_gets_their_shared_results() {
+        let (tx, rx) = watch::channel(None::<Published>);
+        let mut sub = Subscription::new(rx);
+        let snapshot = |poll| {
+            Arc::new(Snapshot {
+                poll,
+                ..Snapshot::empty()
+            })
+        };
+        let result = |b: u8| -> Arc<[u8]> { Arc::from(vec![b]) };
+        let mut recent = Vec::new();
+        let mut previous = snapshot(0);
+        let mut publish = |poll: u64, shared: Vec<Arc<[u8]>>| {
+            recent.extend(shared.iter().map(|r| (poll, r.clone())));
+            let now = snapshot(poll);
+            let update = Update {
+                snapshot: now.clone(),
+                changes: Changes::default(),
+                shared,
+            };
+            tx.send(Some(Published {
+                update,
+                previous: std::mem::replace(&mut previous, now),
+                recent: Arc::new(recent.clone()),
+            }))
+            .unwrap();
+        };
+        // Two updates before the subscriber looks: it gets both updates' results.
+        publish(1, vec![result(1)]);
+        publish(2, vec![result(2), result(3)]);
+        let u = sub.next().await.unwrap();
+        assert_eq!(u.snapshot.poll, 2);
+        assert_eq!(u.shared, vec![result(1), result(2), result(3)]);
+        // The next one only: its own results, not again the earlier ones.
+        publish(3, vec![result(4)]);
+        assert_eq!(sub.next().await.unwrap().shared, vec![result(4)]);
     }
 
     #[tokio::test]

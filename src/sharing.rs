@@ -379,6 +379,8 @@ impl SourceShare {
             self.poller = poller;
             self.silent = false;
             self.fresh_since = Some(std::time::Instant::now());
+            // Whoever follows now holds none of this node's earlier full results.
+            self.sent_full = None;
         }
     }
 
@@ -417,6 +419,24 @@ impl SourceShare {
                 self.sent_since_full = 0;
                 None
             }
+        }
+    }
+}
+
+impl crate::namespace::BenchAnswer {
+    /// This answer as the elected poller sends it to the other members: the bytes of a full
+    /// shared result for `source` (for the benchmarks: the sender's encoding cost and size).
+    pub fn shared(&self, source: &str) -> Vec<u8> {
+        encode(0, source, 1, 0, Outgoing::Peers(&self.0, &[])).unwrap_or_default()
+    }
+
+    /// A shared result's bytes decoded back into the answer, as a follower does before applying
+    /// it (for the benchmarks: decode, then [`crate::internals::BenchRound::round`] is a
+    /// follower's whole cost). `None` when the bytes are not a full result.
+    pub fn from_shared(bytes: &[u8]) -> Option<crate::namespace::BenchAnswer> {
+        match decode(bytes).ok()?.answer {
+            SharedAnswer::Peers(found, _) => Some(crate::namespace::BenchAnswer(found)),
+            _ => None,
         }
     }
 }
@@ -564,6 +584,15 @@ mod tests {
             decode(&vec![0; MAX_RESULT_BYTES + 1]),
             Err(DecodeError::TooLarge(MAX_RESULT_BYTES + 1))
         );
+    }
+
+    #[test]
+    fn the_benchmark_hooks_round_trip_an_answer() {
+        let answer = crate::namespace::BenchAnswer(vec![found("10.0.0.1"), found("10.0.0.2")]);
+        let bytes = answer.shared("ecs:eu-west-2/web");
+        let back = crate::namespace::BenchAnswer::from_shared(&bytes).unwrap();
+        assert_eq!(back.0, answer.0);
+        assert!(crate::namespace::BenchAnswer::from_shared(b"nope").is_none());
     }
 
     #[test]

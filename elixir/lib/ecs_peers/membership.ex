@@ -62,7 +62,7 @@ defmodule EcsPeers.Membership do
     draining: MapSet.new(),
     left: false,
     last_update: nil,
-    last: %{poll: 0, sources: [], nodes: nil}
+    last: %{poll: 0, sources: [], nodes: nil, shared_dropped: 0}
   ]
 
   @doc false
@@ -155,7 +155,9 @@ defmodule EcsPeers.Membership do
   @doc false
   # The last update's `sources` (each with `poller`/`received_from`: who polls it, whose result
   # was applied), its `peers` (node-name binaries, sorted), `poll` (its number), and `sharing`
-  # (`EcsPeers.Sharing.status/1`): `%{topology:, node:, poll:, sources:, peers:, sharing:}`.
+  # (`EcsPeers.Sharing.status/1`, plus `core_dropped`: received results the core dropped that
+  # named no source here or did not decode): `%{topology:, node:, poll:, sources:, peers:,
+  # sharing:}`.
   def status(pid, timeout \\ 5_000), do: GenServer.call(pid, :status, timeout)
 
   @impl GenServer
@@ -173,7 +175,7 @@ defmodule EcsPeers.Membership do
        poll: s.last.poll,
        sources: s.last.sources,
        peers: peers,
-       sharing: EcsPeers.Sharing.status(s.sharing)
+       sharing: Map.put(EcsPeers.Sharing.status(s.sharing), :core_dropped, s.last.shared_dropped)
      }, s}
   end
 
@@ -382,7 +384,17 @@ defmodule EcsPeers.Membership do
 
     emit_poll(s, update)
     EcsPeers.Sharing.forward(s.sharing, update)
-    s = %{s | last: %{poll: update.poll, sources: update.sources, nodes: update.nodes}}
+
+    s = %{
+      s
+      | last: %{
+          poll: update.poll,
+          sources: update.sources,
+          nodes: update.nodes,
+          shared_dropped: Map.get(update, :shared_dropped, 0)
+        }
+    }
+
     names = fn key -> MapSet.new(Map.get(update, key, []), & &1.node) end
 
     draining =
@@ -410,7 +422,8 @@ defmodule EcsPeers.Membership do
         added: length(update.added),
         removed: length(update.removed),
         api_calls: Enum.reduce(update.sources, 0, &(&1.api_calls + &2)),
-        failing_sources: Enum.count(update.sources, &(not &1.ok and not &1.pending))
+        failing_sources: Enum.count(update.sources, &(not &1.ok and not &1.pending)),
+        sharing_with: Map.get(update, :sharing_with, 0)
       }
 
       apply(:telemetry, :execute, [[:ecs_peers, :poll, :stop], measurements, meta])

@@ -29,18 +29,22 @@ defmodule EcsPeers.Sharing do
   #   `{:ecs_peers_shared, group, node(), binary}`, with `:noconnect` (sharing never opens a
   #   connection: who is connected is the membership rule's decision alone).
   # - Receiving: a message for this node's own group goes to the core with the sender's node
-  #   name as a binary; anything else (another group, a node that left its group, a malformed
-  #   message) is dropped, counted (`dropped` in the status) and logged at debug. Nothing
-  #   received becomes an atom here.
+  #   name as a binary (one from a node not yet known as a member is held until the group's
+  #   notification arrives: see take/4); anything else (another group, this node out of its
+  #   group, a malformed message) is dropped, counted (`dropped` in the status) and logged at
+  #   debug. Nothing received becomes an atom here.
 
   require Logger
 
   @scope __MODULE__
+  # Results held from nodes not (yet) known as members.
+  @held 32
 
   @typedoc """
   `enabled`: sharing is configured and the node is alive; `key`: the core's `sharing_key`
   (16 hex digits) or nil; `group`: the `:pg` group; `ref`: the `:pg.monitor/2` reference while
-  joined (nil when not); `pids`/`nodes`: the members (nodes as binaries, sorted); `dropped`:
+  joined (nil when not); `pids`/`nodes`: the members (nodes as binaries, sorted); `held`:
+  results from nodes not yet known as members (`{node, result}`, oldest first); `dropped`:
   messages dropped since start; `scope_ref`: the monitor of the scope process.
   """
   @type t :: %__MODULE__{
@@ -53,6 +57,7 @@ defmodule EcsPeers.Sharing do
           scope_ref: reference() | nil,
           pids: [pid()],
           nodes: [String.t()],
+          held: [{String.t(), binary()}],
           dropped: non_neg_integer()
         }
 
@@ -64,6 +69,7 @@ defmodule EcsPeers.Sharing do
     :ref,
     :scope_ref,
     enabled: false,
+    held: [],
     pids: [],
     nodes: [],
     dropped: 0
@@ -121,7 +127,7 @@ defmodule EcsPeers.Sharing do
       :exit, _ -> :ok
     end
 
-    sh = %{sh | ref: nil, pids: []}
+    sh = %{sh | ref: nil, pids: [], held: []}
     if poller, do: tell(sh, poller, []), else: %{sh | nodes: []}
   end
 
@@ -152,14 +158,7 @@ defmodule EcsPeers.Sharing do
 
   def handle_info({:ecs_peers_shared, group, from, result}, sh, poller) do
     if sh.ref != nil and group == sh.group and is_atom(from) and is_binary(result) do
-      case EcsPeers.native(fn ->
-             EcsPeers.Native.receive_shared(poller, Atom.to_string(from), result)
-           end) do
-        :ok -> :ok
-        other -> Logger.debug("[#{sh.prefix}] shared result not taken: #{inspect(other)}")
-      end
-
-      {:handled, sh}
+      {:handled, take(sh, poller, Atom.to_string(from), result)}
     else
       Logger.debug(fn ->
         "[#{sh.prefix}] dropped a shared result for another group (or while not in the group)"
@@ -170,6 +169,38 @@ defmodule EcsPeers.Sharing do
   end
 
   def handle_info(_msg, _sh, _poller), do: :unhandled
+
+  # A result from a member the core has been told about goes to the core. One from a node this
+  # process does not know as a member yet overtook the group's join notification (it comes from
+  # the local scope, another sender, so nothing orders the two; seen in the tests, where the core
+  # then dropped the poller's full result and could not resolve the "same as" results after it):
+  # the members are read again first, and if the node is still not one, the result is held
+  # until the group changes (at most @held, the oldest dropped and counted).
+  defp take(sh, poller, from, result) do
+    sh = if from in sh.nodes, do: sh, else: members(sh, poller, false)
+
+    if from in sh.nodes do
+      case EcsPeers.native(fn -> EcsPeers.Native.receive_shared(poller, from, result) end) do
+        :ok -> :ok
+        other -> Logger.debug("[#{sh.prefix}] shared result not taken: #{inspect(other)}")
+      end
+
+      sh
+    else
+      held = sh.held ++ [{from, result}]
+      over = max(length(held) - @held, 0)
+      %{sh | held: Enum.drop(held, over), dropped: sh.dropped + over}
+    end
+  end
+
+  # Hands the held results of nodes that are now members to the core, in arrival order.
+  defp release(%{held: []} = sh, _poller), do: sh
+
+  defp release(sh, poller) do
+    {now, later} = Enum.split_with(sh.held, fn {from, _} -> from in sh.nodes end)
+    sh = %{sh | held: later}
+    Enum.reduce(now, sh, fn {from, result}, sh -> take(sh, poller, from, result) end)
+  end
 
   @doc """
   Sends each binary of `update.shared` (the results this node polled for the others) to every
@@ -229,7 +260,7 @@ defmodule EcsPeers.Sharing do
     pids = :pg.get_members(@scope, sh.group)
     nodes = pids |> Enum.map(&Atom.to_string(node(&1))) |> Enum.uniq() |> Enum.sort()
     sh = %{sh | pids: pids}
-    if force or nodes != sh.nodes, do: tell(sh, poller, nodes), else: sh
+    if force or nodes != sh.nodes, do: sh |> tell(poller, nodes) |> release(poller), else: sh
   end
 
   defp tell(sh, poller, nodes) do

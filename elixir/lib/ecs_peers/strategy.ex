@@ -103,9 +103,12 @@ if match?({:module, _}, Code.ensure_compiled(Cluster.Strategy)) do
     When `:telemetry` is loaded it emits:
 
     - `[:ecs_peers, :poll, :stop]`, measurements `%{duration: native_time, peers:, added:,
-      removed:, api_calls:, failing_sources:}` (`api_calls`: the AWS calls made in this poll round
-      by every source, 0 in a round where every source was backing off), metadata
-      `%{topology:, sources: [status]}`;
+      removed:, api_calls:, failing_sources:, sharing_with:}` (`api_calls`: the AWS calls made in
+      this poll round by every source, 0 in a round where every source was backing off or was
+      polled by another node; `sharing_with`: the sharing group's size, 0 when not sharing),
+      metadata `%{topology:, sources: [status]}`. With `share_polling` it fires for every update,
+      also one published at once because a received result changed something (then
+      `api_calls` is 0): it counts updates, not AWS polls;
     - `[:ecs_peers, :source, :error]`, measurements `%{consecutive_failures:}`, metadata
       `%{topology:, source:, kind:, error:}`, for each failing source on each poll;
     - `[:ecs_peers, :sharing, :members]` (with `share_polling`), measurements `%{count:}` (the

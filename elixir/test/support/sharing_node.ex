@@ -30,7 +30,7 @@ defmodule EcsPeers.Test.SharingNode do
       })
 
     {:ok, _} = :peer.call(pid, Application, :ensure_all_started, [:logger])
-    :ok = :peer.call(pid, Logger, :configure, [[level: :warning]])
+    :ok = :peer.call(pid, Logger, :configure, [[level: :error]])
     %{pid: pid, node: node, os_pid: :peer.call(pid, :os, :getpid, []) |> List.to_string()}
   end
 
@@ -88,14 +88,22 @@ defmodule EcsPeers.Test.SharingNode do
   end
 
   @doc false
-  def record(_event, %{peers: n}, _meta, :poll), do: :ets.insert(@table, {:poll, n})
+  def record(_event, %{peers: n} = m, _meta, :poll),
+    do: :ets.insert(@table, [{:poll, n}, {:sharing_with, Map.get(m, :sharing_with)}])
+
   def record(_event, %{count: n}, _meta, :members), do: :ets.insert(@table, {:members, n})
 
   @doc false
-  # What this peer recorded since the last reset: `%{poll: [peer counts], members: [counts]}`.
+  # What this peer recorded since the last reset: `%{poll: [peer counts], members: [group
+  # sizes], sharing_with: [the poll events' group sizes]}`.
   def events do
     all = :ets.tab2list(@table)
-    %{poll: for({:poll, n} <- all, do: n), members: for({:members, n} <- all, do: n)}
+
+    %{
+      poll: for({:poll, n} <- all, do: n),
+      members: for({:members, n} <- all, do: n),
+      sharing_with: for({:sharing_with, n} <- all, do: n)
+    }
   end
 
   @doc false

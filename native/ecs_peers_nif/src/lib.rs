@@ -27,7 +27,9 @@
 //!   to log. `shared: [binary]` are the encoded results of the sources this node polled for its
 //!   sharing group since the previous update (fleet-shared polling; empty when not sharing):
 //!   opaque bytes to send, unchanged, to every other member, whose NIF takes them with
-//!   `receive_shared/3`.
+//!   `receive_shared/3`. `sharing_with` is the sharing group's size (0: not sharing) and
+//!   `shared_dropped` the received results dropped that named no source here or did not decode
+//!   (those for a source are in its status's `shared_dropped`).
 //! - `{:ecs_peers, tag, {:discovered, snapshot}}` once, for `discover/4`, with every peer in full
 //!   (`peers: [peer]`) and no changes.
 //!
@@ -550,6 +552,8 @@ fn encode_update<'a>(
         "conflicts": s.conflicts,
         "local": s.local,
         "left": s.left,
+        "sharing_with": s.sharing_with,
+        "shared_dropped": s.shared_dropped,
         "added": c.added,
         "removed": c.removed,
         "draining": c.draining,

@@ -181,68 +181,6 @@ fn sharing_detail(src: &SourceStatus) -> String {
     parts.join(", ")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn status() -> SourceStatus {
-        SourceStatus {
-            id: ecs_peers::Config::from_value(serde_json::json!({"node_basename": "app",
-                "sources": [{"type": "ecs", "region": "eu-west-2", "cluster": "web"}]}))
-            .unwrap()
-            .sources[0]
-                .id(),
-            kind: "ecs",
-            region: "eu-west-2".into(),
-            ok: true,
-            stale: false,
-            pending: false,
-            error: None,
-            error_kind: None,
-            failure: None,
-            last_success: None,
-            consecutive_failures: 0,
-            api_calls: 0,
-            api_calls_by_action: Default::default(),
-            api_calls_total: 0,
-            peers: 2,
-            backoff_until: None,
-            skipped_tasks: 0,
-            skipped: Vec::new(),
-            poller: None,
-            received_from: None,
-            received_at: None,
-            shared_dropped: 0,
-            poller_silent: false,
-        }
-    }
-
-    #[test]
-    fn the_detail_says_who_polls_a_source_and_where_its_result_came_from() {
-        assert_eq!(source_detail(&status()), "");
-        let followed = SourceStatus {
-            poller: Some("app@10.0.1.5".into()),
-            received_from: Some("app@10.0.1.5".into()),
-            received_at: Some("2026-11-30T00:00:00Z".into()),
-            shared_dropped: 2,
-            ..status()
-        };
-        assert_eq!(
-            source_detail(&followed),
-            "polled by app@10.0.1.5, result from app@10.0.1.5 at 2026-11-30T00:00:00Z, 2 shared result(s) dropped"
-        );
-        let silent = SourceStatus {
-            poller: Some("app@10.0.1.5".into()),
-            poller_silent: true,
-            ..status()
-        };
-        assert_eq!(
-            source_detail(&silent),
-            "app@10.0.1.5 (its poller) sent nothing for two intervals: polled here"
-        );
-    }
-}
-
 /// `watch`: prints one update's changes and membership events, as the core reports them.
 pub fn watch(out: &mut impl Write, u: &Update, as_json: bool, every_poll: bool) -> io::Result<()> {
     {
@@ -414,4 +352,66 @@ pub fn doctor(out: &mut impl Write, r: &ecs_peers::doctor::Report) -> io::Result
         writeln!(out, "   Fix: {}", d.fix)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> SourceStatus {
+        SourceStatus {
+            id: ecs_peers::Config::from_value(serde_json::json!({"node_basename": "app",
+                "sources": [{"type": "ecs", "region": "eu-west-2", "cluster": "web"}]}))
+            .unwrap()
+            .sources[0]
+                .id(),
+            kind: "ecs",
+            region: "eu-west-2".into(),
+            ok: true,
+            stale: false,
+            pending: false,
+            error: None,
+            error_kind: None,
+            failure: None,
+            last_success: None,
+            consecutive_failures: 0,
+            api_calls: 0,
+            api_calls_by_action: Default::default(),
+            api_calls_total: 0,
+            peers: 2,
+            backoff_until: None,
+            skipped_tasks: 0,
+            skipped: Vec::new(),
+            poller: None,
+            received_from: None,
+            received_at: None,
+            shared_dropped: 0,
+            poller_silent: false,
+        }
+    }
+
+    #[test]
+    fn the_detail_says_who_polls_a_source_and_where_its_result_came_from() {
+        assert_eq!(source_detail(&status()), "");
+        let followed = SourceStatus {
+            poller: Some("app@10.0.1.5".into()),
+            received_from: Some("app@10.0.1.5".into()),
+            received_at: Some("2026-11-30T00:00:00Z".into()),
+            shared_dropped: 2,
+            ..status()
+        };
+        assert_eq!(
+            source_detail(&followed),
+            "polled by app@10.0.1.5, result from app@10.0.1.5 at 2026-11-30T00:00:00Z, 2 shared result(s) dropped"
+        );
+        let silent = SourceStatus {
+            poller: Some("app@10.0.1.5".into()),
+            poller_silent: true,
+            ..status()
+        };
+        assert_eq!(
+            source_detail(&silent),
+            "app@10.0.1.5 (its poller) sent nothing for two intervals: polled here"
+        );
+    }
 }
