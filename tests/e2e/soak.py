@@ -213,8 +213,13 @@ class Soak:
             pages = PAGES[d["region"]]
             out[victim] = {}
             for o, (at, who) in d["dropped_at"].items():
-                n = sum(1 for t, c, op, r in log
-                        if c == who and r == d["region"] and op == "ListTasks" and d["stopped_at"] < t <= at)
+                per = {}
+                for t, c, op, r in log:
+                    if r == d["region"] and op == "ListTasks" and d["stopped_at"] < t <= at:
+                        per[c] = per.get(c, 0) + 1
+                # A node still naming the stopped node as its poller: count the busiest caller's
+                # polls (an upper bound on whoever it got the result from).
+                n = per.get(who, 0) if who != victim else max(per.values(), default=0)
                 out[victim][o] = -(-n // pages)
         return out
 
