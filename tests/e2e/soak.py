@@ -79,6 +79,15 @@ GLOBAL_CUT = re.compile(r"^(\d\d:\d\d:\d\d\.\d\d\d) \[warning\] 'global' at node
                         r'(?:requested disconnect from|disconnected) node :"app@([\d.]+)" in order to prevent overlapping partitions')
 
 
+def one_poller(bed, ips, region):
+    """With sharing: exactly one of `ips` polls `region`'s source here and every other names it."""
+    srcs = {ip: next((x for x in (bed.status(ip) or {}).get("sources", []) if x.get("region") == region), None)
+            for ip in ips}
+    here = [ip for ip, x in srcs.items() if x is not None and x.get("poller") is None]
+    return len(here) == 1 and all(x is not None and x.get("poller") == node(here[0])
+                                  for ip, x in srcs.items() if ip != here[0])
+
+
 def time_of_day(hms):
     h, m, s = hms.split(":")
     return int(h) * 3600 + int(m) * 60 + float(s)
@@ -282,6 +291,19 @@ def main():
             for t in tasks[region]:
                 soak.start(region, t)
         wait_until(lambda: fully_meshed(bed, list(soak.live)), 90, "the cluster to form")
+        if SHARING:
+            # The baseline is the steady state: one poller per source, and no follower polling on
+            # its own (a member that just joined does until the poller's results reach it).
+            quiet = {"since": None}
+
+            def settled():
+                now = time.monotonic()
+                ok = soak.sample() or all(one_poller(bed, list(soak.live), r) for r in REGIONS) and not any(
+                    s.get("poller_silent") for ip in soak.live for s in (bed.status(ip) or {}).get("sources", []))
+                quiet["since"] = (quiet["since"] or now) if ok else None
+                return ok and now - quiet["since"] >= 10 * INTERVAL_MS / 1000
+
+            wait_until(settled, 120, "one poller per source and no silent follower for ten intervals")
         rates, stalled = {}, {}
 
         def phase(name, faults, during=None):
