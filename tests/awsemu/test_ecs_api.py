@@ -118,3 +118,26 @@ def test_a_fault_for_one_region_leaves_the_others_alone(emu):
     assert len(emu.client("ecs", R).list_tasks(cluster="web")["taskArns"]) == 1
     with pytest.raises(botocore.exceptions.ClientError):
         emu.client("ecs", "us-west-2").list_tasks(cluster="web")
+
+
+def test_the_call_log_records_client_operation_and_region_of_every_aws_call_faulted_or_not(emu):
+    world.seed({"ecs": [{"region": R, "cluster": "web", "subnet": "10.201.0.0/24", "tasks": [{"family": "api", "count": 1}]},
+                        {"region": "us-west-2", "cluster": "web", "subnet": "10.202.0.0/24", "tasks": [{"family": "api", "count": 1}]}]})
+    emu.ok("DELETE", "/_emu/calls")
+    start = emu.ok("GET", "/_emu/calls")["now"]
+    assert emu.ok("GET", "/_emu/calls")["calls"] == [], "control requests are not AWS calls"
+    emu.ok("POST", "/_fault", {"operation": "ListTasks", "region": "us-west-2", "count": 1, "status": 400,
+                               "code": "ThrottlingException"})
+    arns = emu.client("ecs", R).list_tasks(cluster="web")["taskArns"]
+    emu.client("ecs", R).describe_tasks(cluster="web", tasks=arns)
+    with pytest.raises(botocore.exceptions.ClientError):
+        emu.client("ecs", "us-west-2").list_tasks(cluster="web")
+    log = emu.ok("GET", f"/_emu/calls?since={start}")
+    assert [c[1:] for c in log["calls"]] == [["127.0.0.1", "ListTasks", R], ["127.0.0.1", "DescribeTasks", R],
+                                             ["127.0.0.1", "ListTasks", "us-west-2"]]
+    assert all(start <= c[0] <= log["now"] for c in log["calls"])
+    assert emu.ok("GET", f"/_emu/calls?since={log['now'] + 1}")["calls"] == []
+    status, text = emu.http("GET", "/_emu/calls?since=yesterday")
+    assert status == 400 and "since='yesterday'" in text and "unix time" in text
+    emu.ok("DELETE", "/_emu/calls")
+    assert emu.ok("GET", "/_emu/calls")["calls"] == []

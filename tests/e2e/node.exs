@@ -4,7 +4,9 @@
 # (so SIGTERM, init:stop, shuts it down in order), and reports what it sees to a status file every 100 ms:
 # its Node.list, whether the strategy runs, how often it was restarted, and from the strategy's
 # documented `[:ecs_peers, :poll, :stop]` telemetry: the polls so far, the peers of the last poll and
-# each source's id, ok and peers.
+# each source's id, ok and peers, and with fleet-shared polling (E2E_SHARE_POLLING=1, issue 13) who
+# polls it: `poller` (nil: this node), `received_from` (nil: polled here), `received_at` and
+# `shared_dropped` and `poller_silent`, as the telemetry metadata carries them.
 #
 #   elixir --name app@IP --cookie C -pa EBIN tests/e2e/node.exs STATUS_FILE ENDPOINT INTERVAL_MS
 [status_file, endpoint, interval] = System.argv()
@@ -26,7 +28,16 @@ sources =
       text |> Code.eval_string() |> elem(0)
   end
 
-config = naming ++ [
+# E2E_SHARE_POLLING=1: `share_polling: true` (fleet-shared polling); unset or 0: the key is not
+# passed at all (the default, off), so a build without the key runs the bed unchanged.
+sharing =
+  case System.get_env("E2E_SHARE_POLLING", "0") do
+    "1" -> [share_polling: true]
+    "0" -> []
+    other -> raise "E2E_SHARE_POLLING=#{inspect(other)}: expected 1 (on) or 0 / unset (off)"
+  end
+
+config = naming ++ sharing ++ [
   endpoint_url: endpoint,
   polling_interval: String.to_integer(interval),
   poll_timeout: 2_000,
@@ -51,7 +62,13 @@ polls = :atomics.new(1, [])
             id: Map.get(src, :id),
             region: Map.get(src, :region),
             ok: Map.get(src, :ok),
-            peers: Map.get(src, :peers)
+            peers: Map.get(src, :peers),
+            api_calls: Map.get(src, :api_calls),
+            poller: Map.get(src, :poller),
+            received_from: Map.get(src, :received_from),
+            received_at: Map.get(src, :received_at),
+            shared_dropped: Map.get(src, :shared_dropped),
+            poller_silent: Map.get(src, :poller_silent)
           }
 
     :persistent_term.put(:e2e_last_poll, %{peers: measurements.peers, sources: sources})

@@ -26,8 +26,18 @@ cut restored within 100 ms can slip between two samples), every line in which gl
 between two nodes neither of which is stopping is counted from the nodes' logs: it must be 0.
 Crashes (BEAM exits, strategy restarts) must be 0.
 
-  python3 tests/e2e/soak.py            # the short version CI runs (about 2 minutes)
+Every node runs with fleet-shared polling on (`share_polling: true`, issue 13): one node per source
+calls AWS and the others apply its results, so a fault hits the one poller and reaches the others
+as its failed result (or as its silence, after which they poll themselves); `--sharing off`
+runs the same soak with every node polling on its own (the key left out, the default). With
+sharing, the call rates compared are the fleet's per minute (they do not grow with the nodes), and
+"within two polls" is counted in the polls of the node whose result each node applied (itself or
+its poller), from the emulator's call log: a follower's own poll counter also counts the updates
+its received results publish.
+
+  python3 tests/e2e/soak.py            # the short version CI runs (about 2 minutes), sharing on
   python3 tests/e2e/soak.py --long     # several minutes per phase (scripts/soak)
+  python3 tests/e2e/soak.py --sharing off
 Prints the figures and `N passed, N failed`.
 """
 import datetime
@@ -39,6 +49,20 @@ import time
 from testbed import Bed, fully_meshed, node, require_root_and_netns, wait_until
 
 LONG = "--long" in sys.argv
+
+
+def _sharing(argv):
+    """`--sharing on|off` (default on)."""
+    if "--sharing" not in argv:
+        return True
+    value = argv[argv.index("--sharing") + 1:][:1]
+    if value not in (["on"], ["off"]):
+        sys.exit(f"soak.py: --sharing takes on or off, not {' '.join(value) or 'nothing'}")
+    return value == ["on"]
+
+
+SHARING = _sharing(sys.argv) if __name__ == "__main__" else True
+RATE = "fleet calls per minute" if SHARING else "calls per node per minute"
 PHASES = ({"baseline": 60, "throttle": 180, "stall": 60, "blackhole": 60, "5xx": 30, "recover": 20} if LONG
           else {"baseline": 10, "throttle": 25, "stall": 15, "blackhole": 20, "5xx": 10, "recover": 10})
 INTERVAL_MS = 1000
@@ -46,12 +70,22 @@ REGIONS = ("eu-west-2", "us-west-2")
 OTHER_TASKS = 120
 # eu-west-2's cluster is shared: the whole cluster is listed (two pages) and the app's tasks are
 # told apart by container name; us-west-2 lists the service.
+PAGES = {"eu-west-2": 2, "us-west-2": 1}  # ListTasks pages per poll of each source
 SOURCES = ('[[type: :ecs, region: "eu-west-2", cluster: "web", container: "app"], '
            '[type: :ecs, region: "us-west-2", cluster: "web", service: "api"]]')
 # Lines that explain a lost link (Logger's console format: local time of day first).
 STRATEGY_CUT = re.compile(r'^(\d\d:\d\d:\d\d\.\d\d\d) \[info\] \[libcluster:ecs\] disconnected from :"app@([\d.]+)"')
 GLOBAL_CUT = re.compile(r"^(\d\d:\d\d:\d\d\.\d\d\d) \[warning\] 'global' at node :\"app@[\d.]+\" "
                         r'(?:requested disconnect from|disconnected) node :"app@([\d.]+)" in order to prevent overlapping partitions')
+
+
+def one_poller(bed, ips, region):
+    """With sharing: exactly one of `ips` polls `region`'s source here and every other names it."""
+    srcs = {ip: next((x for x in (bed.status(ip) or {}).get("sources", []) if x.get("region") == region), None)
+            for ip in ips}
+    here = [ip for ip, x in srcs.items() if x is not None and x.get("poller") is None]
+    return len(here) == 1 and all(x is not None and x.get("poller") == node(here[0])
+                                  for ip, x in srcs.items() if ip != here[0])
 
 
 def time_of_day(hms):
@@ -94,7 +128,7 @@ class Soak:
     # -- the cluster ---------------------------------------------------------------------------
     def start(self, region, task):
         self.bed.add_host(region, task["ip"])
-        self.bed.start_node(task["ip"], sources=SOURCES)
+        self.bed.start_node(task["ip"], sources=SOURCES, share_polling=True if SHARING else None)
         self.live[task["ip"]] = (region, task["arn"])
         self.started_at[task["ip"]] = time.monotonic()
 
@@ -110,7 +144,8 @@ class Soak:
         # Polls counted from here: the one in flight (begun before STOPPED) and the next.
         at = {o: (self.bed.status(o) or {}).get("poll", 0) for o in self.live
               if time.monotonic() - self.started_at[o] > 3}
-        self.drops[ip] = {"phase": self.phase, "polls_at_stop": at, "dropped": {}, "reappeared": []}
+        self.drops[ip] = {"phase": self.phase, "polls_at_stop": at, "dropped": {}, "reappeared": [],
+                          "region": region, "stopped_at": time.time(), "dropped_at": {}}
 
     def running(self):
         """BEAMs running: a task stopped in the API whose BEAM runs on still polls AWS."""
@@ -128,6 +163,11 @@ class Soak:
                 if (o in statuses and o not in d["dropped"] and statuses[o]["poll"] > p0
                         and statuses[o]["peers"] <= len(self.live) - 1):
                     d["dropped"][o] = statuses[o]["poll"] - p0
+                    # Whose poll it applied: with sharing, the source's poller (a follower's poll
+                    # counter also counts the updates its received results publish).
+                    src = next((x for x in statuses[o].get("sources", []) if x.get("region") == d["region"]), {})
+                    poller = src.get("poller")
+                    d["dropped_at"][o] = (time.time(), poller.split("@", 1)[1] if poller else o)
                 elif o in d["dropped"] and o in views and node(victim) in views[o] and statuses[o]["poll"] - p0 > 2:
                     # Within two polls a node whose own poll has not yet seen the stop may still
                     # reconnect the leaving node; after that, never.
@@ -156,6 +196,7 @@ class Soak:
         end = time.monotonic() + seconds
         actions = sorted((during or {}).items())
         t0 = last = time.monotonic()
+        self.wall_minutes = seconds / 60
         node_seconds = 0.0
         while time.monotonic() < end:
             while actions and time.monotonic() - t0 >= actions[0][0]:
@@ -165,7 +206,31 @@ class Soak:
             now = time.monotonic()
             node_seconds += self.running() * (now - last)
             last = now
+        self.wall_minutes = (time.monotonic() - t0) / 60
         return node_seconds / 60
+
+    def polls_until_dropped(self):
+        """With sharing: {victim: {node: polls}}, the polls of the victim's region made by the node
+        whose result each node applied (itself, or its poller), from STOPPED until the node
+        dropped the victim, counted in the emulator's call log (`/_emu/calls`): ListTasks calls
+        divided by the listing's pages (eu-west-2 lists the shared cluster: two pages), rounded
+        up, so the second page of the poll in flight at STOPPED counts as that poll, as the
+        status counter counts it without sharing."""
+        log = self.bed.calls(min(d["stopped_at"] for d in self.drops.values()))[0]
+        out = {}
+        for victim, d in self.drops.items():
+            pages = PAGES[d["region"]]
+            out[victim] = {}
+            for o, (at, who) in d["dropped_at"].items():
+                per = {}
+                for t, c, op, r in log:
+                    if r == d["region"] and op == "ListTasks" and d["stopped_at"] < t <= at:
+                        per[c] = per.get(c, 0) + 1
+                # A node still naming the stopped node as its poller: count the busiest caller's
+                # polls (an upper bound on whoever it got the result from).
+                n = per.get(who, 0) if who != victim else max(per.values(), default=0)
+                out[victim][o] = -(-n // pages)
+        return out
 
     # -- why links were lost ---------------------------------------------------------------------
     def explain(self):
@@ -218,13 +283,27 @@ def main():
     with Bed(interval_ms=INTERVAL_MS) as bed:
         bed.task_lifecycle(stop="hold")
         soak = Soak(bed)
-        print(f"soak on test bed {bed.prefix} ({'long' if LONG else 'short'}: {PHASES}); logs in {bed.work}", flush=True)
+        print(f"soak on test bed {bed.prefix} ({'long' if LONG else 'short'}: {PHASES}; sharing "
+              f"{'on' if SHARING else 'off'}); logs in {bed.work}", flush=True)
         tasks = bed.seed({"eu-west-2": 2, "us-west-2": 2},
                          others={"eu-west-2": [{"family": "batch", "count": OTHER_TASKS, "container": "worker"}]})
         for region in REGIONS:
             for t in tasks[region]:
                 soak.start(region, t)
         wait_until(lambda: fully_meshed(bed, list(soak.live)), 90, "the cluster to form")
+        if SHARING:
+            # The baseline is the steady state: one poller per source, and no follower polling on
+            # its own (a member that just joined does until the poller's results reach it).
+            quiet = {"since": None}
+
+            def settled():
+                now = time.monotonic()
+                ok = soak.sample() or all(one_poller(bed, list(soak.live), r) for r in REGIONS) and not any(
+                    s.get("poller_silent") for ip in soak.live for s in (bed.status(ip) or {}).get("sources", []))
+                quiet["since"] = (quiet["since"] or now) if ok else None
+                return ok and now - quiet["since"] >= 10 * INTERVAL_MS / 1000
+
+            wait_until(settled, 120, "one poller per source and no silent follower for ten intervals")
         rates, stalled = {}, {}
 
         def phase(name, faults, during=None):
@@ -232,11 +311,14 @@ def main():
             soak.set_faults(faults)
             node_minutes = soak.run_for(PHASES[name], during)
             calls = soak.calls()
-            # Every node polls every region: calls to a region per node per minute.
-            rates[name] = {r: round(calls.get(r, 0) / node_minutes) for r in REGIONS}
+            # Without sharing every node polls every region: calls to a region per node per
+            # minute. With sharing one node per source does, whatever the number of nodes: the
+            # fleet's calls to a region per minute.
+            per = node_minutes if not SHARING else soak.wall_minutes
+            rates[name] = {r: round(calls.get(r, 0) / per) for r in REGIONS}
             if name == "stall":
                 stalled["calls"] = sum(f.get("hits", 0) for f in bed.faults() if f.get("tag") == "stall")
-            print(f"  phase {name:<9} {PHASES[name]:>4}s  calls per node per minute, per region: {rates[name]}  "
+            print(f"  phase {name:<9} {PHASES[name]:>4}s  {RATE}, per region: {rates[name]}  "
                   f"links lost so far: {len(soak.losses)}", flush=True)
 
         phase("baseline", [])
@@ -276,6 +358,9 @@ def main():
                    30, "the stopped task to be dropped")
         soak.run_for(PHASES["recover"])
         restarts = sum((bed.status(ip) or {}).get("restarts", 0) for ip in soak.live)
+        if SHARING:
+            for v, polls in soak.polls_until_dropped().items():
+                soak.drops[v]["dropped"] = polls
         drops = {f"{node(v)} stopped during {d['phase']}": d["dropped"] for v, d in soak.drops.items()}
         not_dropped = {v: sorted(set(d["polls_at_stop"]) - set(d["dropped"])) for v, d in soak.drops.items()}
         losses = soak.explain()
@@ -284,7 +369,7 @@ def main():
         healthy_cuts = [c for c in cuts if c[3]]
 
         print("figures: " + json.dumps({
-            "calls_per_min_per_node": rates, "stalled_listing_calls": stalled.get("calls"),
+            ("fleet_calls_per_min" if SHARING else "calls_per_min_per_node"): rates, "stalled_listing_calls": stalled.get("calls"),
             "links_lost": {c: len(v) for c, v in by_cause.items()},
             "global_cut_lines": {"between_healthy_nodes": len(healthy_cuts), "with_a_stopping_node": len(cuts) - len(healthy_cuts)},
             "longest_loss_s": max((x["restored_after"] or 0 for x in losses), default=0),
@@ -314,10 +399,10 @@ def main():
         check("a black-holed region delays nobody: an eu-west-2 task stopped meanwhile is dropped within two polls",
               max(during.values()) <= 2, str(during))
         storms = {f"{p}/{r}": v[r] for p, v in rates.items() for r in REGIONS if v[r] > rates["baseline"][r] * 1.5}
-        check("no retry storm: no region's calls per node per minute exceed 1.5x its fault-free rate", not storms,
+        check(f"no retry storm: no region's {RATE} exceed 1.5x its fault-free rate", not storms,
               f"baseline {rates['baseline']}, over: {storms or 'none'}")
         check("throttling backs off", all(rates["throttle"][r] < rates["baseline"][r] for r in REGIONS),
-              f"{rates['throttle']} per node per minute under 30% throttling vs {rates['baseline']} fault-free")
+              f"{rates['throttle']} {RATE} under 30% throttling vs {rates['baseline']} fault-free")
         check("the cluster is whole at the end", fully_meshed(bed, list(soak.live)), ", ".join(node(ip) for ip in soak.live))
 
     print(f"{checks.count(True)} passed, {checks.count(False)} failed", flush=True)

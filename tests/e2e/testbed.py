@@ -256,6 +256,67 @@ class Bed:
     def stop_task(self, region, arn):
         self.world("stop", {"region": region, "cluster": "web", "tasks": [arn]})
 
+    def calls(self, since=0.0):
+        """The emulator's own log of AWS calls since `since` (unix seconds, the emulator's clock:
+        this machine's): ([(t, client ip, operation, region)], the emulator's time now). Every
+        node has its own address, so this is each node's calls as AWS would count them."""
+        out = self.emulator("GET", f"/_emu/calls?since={since}")
+        return [tuple(c) for c in out["calls"]], out["now"]
+
+    def calls_per_client(self, since, until=None):
+        """{(client ip, region): ECS/Cloud Map calls} in [since, until) from the emulator's log."""
+        counts = {}
+        for t, client, _op, region in self.calls(since)[0]:
+            if until is None or t < until:
+                counts[(client, region)] = counts.get((client, region), 0) + 1
+        return counts
+
+    def partition(self, a="eu-west-2", b="us-west-2"):
+        """Cuts the "VPC peering" between two regions: the router drops everything forwarded
+        between their bridges (iptables in the router namespace, whose netfilter state is its own).
+        Both sides still reach the emulator (the router itself), as each region still reaches its
+        own AWS endpoint in a real partition. Established TCP connections (Erlang distribution)
+        stall rather than reset: a node learns of it only from net_ticktime."""
+        for x, y in ((a, b), (b, a)):
+            self.ns_exec(self.router, "iptables", "-w", "-I", "FORWARD", "-i", VPCS[x][0], "-o", VPCS[y][0],
+                         "-j", "DROP")
+
+    def heal(self, a="eu-west-2", b="us-west-2"):
+        """Undoes `partition`."""
+        for x, y in ((a, b), (b, a)):
+            self.ns_exec(self.router, "iptables", "-w", "-D", "FORWARD", "-i", VPCS[x][0], "-o", VPCS[y][0],
+                         "-j", "DROP")
+
+    def rss_kib(self):
+        """{"beam": KiB, "emulator": KiB}: resident memory of every BEAM of the bed (summed over
+        the task namespaces) and of the emulator, from /proc/<pid>/status VmRSS."""
+        def rss(pid):
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmRSS:"):
+                            return int(line.split()[1])
+            except OSError:
+                pass
+            return 0
+
+        def comm(pid):
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    return f.read().strip()
+            except OSError:
+                return ""
+
+        out = {"beam": 0, "emulator": 0, "beams": 0}
+        for ns in self.namespaces:
+            for pid in run("ip", "netns", "pids", ns, check=False).stdout.split():
+                if ns == self.router:
+                    out["emulator"] += rss(pid)
+                elif comm(pid).startswith("beam"):
+                    out["beam"] += rss(pid)
+                    out["beams"] += 1
+        return out
+
     def pause_emulator(self):
         self._signal_emulator(signal.SIGSTOP)
 
@@ -311,8 +372,10 @@ class Bed:
         return ns
 
     def start_node(self, ip, basename="app", cookie=None, node_names=None, sources=None, metadata_uri=None,
-                   endpoint=ENDPOINT, proto_dist=None):
+                   endpoint=ENDPOINT, proto_dist=None, share_polling=None):
         """`sources`: the strategy's sources as Elixir source text (node.exs has a default).
+        `share_polling`: True/False sets the strategy's `share_polling` (fleet-shared polling);
+        None leaves the key out (the default, off) unless E2E_SHARE_POLLING is set.
         The node's ECS_CONTAINER_METADATA_URI_V4 is its task's metadata endpoint, as the ECS agent
         sets it in every container, unless `metadata_uri` says otherwise ("" leaves it unset)."""
         h = self.hosts[ip]
@@ -322,6 +385,8 @@ class Bed:
                    AWS_EC2_METADATA_DISABLED="true", HOME=self.work, E2E_NODE_NAMES=node_names or "",
                    E2E_SOURCES=sources or "")
         env.pop("ECS_CONTAINER_METADATA_URI_V4", None)
+        if share_polling is not None:
+            env["E2E_SHARE_POLLING"] = "1" if share_polling else "0"
         uri = self.metadata.get(ip) if metadata_uri is None else metadata_uri
         if uri:
             env["ECS_CONTAINER_METADATA_URI_V4"] = uri

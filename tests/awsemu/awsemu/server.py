@@ -12,7 +12,7 @@ from moto.moto_api._internal.models import MotoAPIBackend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import run_simple
 
-from . import cloudmap, ec2_instances, ecs_lifecycle, ecs_tasks, faults, metadata, state
+from . import calls, cloudmap, ec2_instances, ecs_lifecycle, ecs_tasks, faults, metadata, state
 
 assert ec2_instances  # imported for its patches of moto's EC2 addresses
 
@@ -119,12 +119,16 @@ class App:
         try:
             if path == "/_fault":
                 return self._answer(start_response, *faults.handle_control(environ))
+            if path == "/_emu/calls":
+                return self._answer(start_response, 200, [("Content-Type", "application/json")],
+                                    json.dumps(calls.handle_control(environ)))
             if path.startswith("/_emu/"):
                 return self._answer(start_response, *control(environ))
             if path.startswith("/v4/"):
                 return self._answer(start_response, *metadata.handle(environ))
         except state.EmuError as e:
             return self._answer(start_response, 400, [("Content-Type", "text/plain")], str(e))
+        calls.record(environ)
         fault = faults.match(environ)
         if fault:
             answered = faults.apply(fault, start_response)
