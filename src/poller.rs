@@ -590,11 +590,12 @@ impl Poller {
         };
         let stamp = (result.started_ms, result.seq);
         let slot = &mut self.slots[idx];
+        let waiting = matches!(result.answer, SharedAnswer::Waiting(_));
         let why = if result.key != self.sharing.key {
             Some("another sharing key (other sources or naming)")
         } else if slot.share.poller.as_deref() != Some(from) {
             Some("not from the source's elected poller")
-        } else if slot.share.is_stale(stamp) {
+        } else if !waiting && slot.share.is_stale(stamp) {
             Some("not newer than the last result applied")
         } else {
             None
@@ -605,6 +606,13 @@ impl Poller {
             return false;
         }
         match result.answer {
+            SharedAnswer::Waiting(why) => {
+                // The poller is alive and keeps the source: not silent. Nothing is applied.
+                tracing::debug!(from, source = %slot.id, ?why, "the source's poller did not poll it this round");
+                let was_silent = slot.share.silent;
+                slot.share.refresh();
+                was_silent
+            }
             SharedAnswer::Same { base } => {
                 if slot.share.applied_base.as_ref() != Some(&(from.to_string(), base)) {
                     slot.share.dropped += 1;
@@ -700,8 +708,26 @@ impl Poller {
             tracing::debug!(source = %slot.id, poller = ?slot.share.poller, "polled by another member; not polled here");
             return;
         }
-        if slot.backoff_until.is_some_and(|t| t > now) {
+        let waiting = if slot.backoff_until.is_some_and(|t| t > now) {
             tracing::debug!(source = %slot.id, "backing off; not polled this round");
+            Some(sharing::Waiting::BackingOff)
+        } else if slot.source.is_none() {
+            Some(sharing::Waiting::InFlight)
+        } else {
+            None
+        };
+        if let Some(waiting) = waiting {
+            // Its followers hear that this poller is alive and keeps the source.
+            if leads {
+                let bytes = sharing::encode(
+                    self.sharing.key,
+                    slot.id.as_str(),
+                    slot.share.seq,
+                    sharing::unix_ms(SystemTime::now()),
+                    Outgoing::Waiting(waiting),
+                );
+                self.sharing.outbox.extend(bytes.map(Arc::from));
+            }
             return;
         }
         let Some(mut source) = slot.source.take() else {
@@ -1907,6 +1933,81 @@ mod sharing_tests {
         assert!(!p.receive_shared(&other, &same(7, 6)));
         let u = p.poll().await;
         assert_eq!(u.snapshot.sources[0].shared_dropped, 1);
+    }
+
+    /// A poller that backs off after throttling (or whose poll is still running) tells its
+    /// followers it is alive each round, so none of them takes it for silent and polls on its
+    /// own: that would multiply the calls exactly when AWS throttles. The short soak with
+    /// sharing found it: followers polled us-west-2 while its poller backed off (65-69 calls a
+    /// minute under throttling against ~60 fault-free). Without the word from the poller, the
+    /// follower below polls in the third round of the poller's back-off.
+    #[tokio::test]
+    async fn a_poller_backing_off_keeps_its_followers_from_polling() {
+        let leader_cfg = config(1, ME);
+        let id = leader_cfg.sources[0].id();
+        let follower = (2..200)
+            .map(|k| format!("app@10.9.0.{k}"))
+            .find(|o| {
+                let members = vec![ME.to_string(), o.clone()];
+                elect(id.as_str(), "eu-west-2", &members, |_| None) == Some(ME)
+            })
+            .unwrap();
+        let follower_cfg = config(1, &follower);
+        let members = vec![ME.to_string(), follower.clone()];
+        let (mut l, lf) = poller(
+            &leader_cfg,
+            vec![vec![
+                Step::Answer(Ok(vec![found("10.1.0.4")])),
+                Step::Answer(Err(throttled())),
+            ]],
+        );
+        let (mut f, ff) = poller(&follower_cfg, vec![vec![Step::Answer(Ok(vec![]))]]);
+        l.share(members.clone());
+        f.share(members);
+        async fn relay(l: &mut Poller, f: &mut Poller) -> usize {
+            let u = l.poll().await;
+            for b in &u.shared {
+                f.receive_shared(ME, b);
+            }
+            u.shared.len()
+        }
+        // The poller's first poll answers; its second is throttled: it backs off (held far in
+        // the future here, as a long back-off would).
+        assert_eq!(relay(&mut l, &mut f).await, 1);
+        assert_eq!(nodes(&f.poll().await), ["app@10.1.0.4"]);
+        assert_eq!(relay(&mut l, &mut f).await, 1);
+        assert_eq!(polls(&lf[0]), 2);
+        l.slots[0].backoff_until = Some(Instant::now() + Duration::from_secs(60));
+        let u = f.poll().await;
+        assert!(
+            !u.snapshot.sources[0].ok,
+            "the poller's failure is the follower's"
+        );
+        assert_eq!(nodes(&u), ["app@10.1.0.4"], "a failure keeps the peers");
+        for round in 0..4 {
+            // Time passes on the follower: its last result, and its own back-off after the
+            // received failure, grow older than two intervals.
+            age(&mut f, 250);
+            f.slots[0].backoff_until = None;
+            assert_eq!(
+                relay(&mut l, &mut f).await,
+                1,
+                "round {round}: a word from the poller"
+            );
+            let u = f.poll().await;
+            assert_eq!(
+                polls(&ff[0]),
+                0,
+                "round {round}: the follower polled on its own"
+            );
+            assert!(!u.snapshot.sources[0].poller_silent);
+            assert_eq!(nodes(&u), ["app@10.1.0.4"]);
+        }
+        assert_eq!(polls(&lf[0]), 2, "the poller itself waits out its back-off");
+        // Gone quiet for real (no word at all): the follower polls the source itself.
+        age(&mut f, 250);
+        f.poll().await;
+        assert_eq!(polls(&ff[0]), 1);
     }
 
     #[tokio::test]

@@ -190,6 +190,18 @@ enum WireAnswer<'a> {
     Failed(WireError),
     /// The same answer as the sender's full result with sequence number `base`.
     Same { base: u64 },
+    /// The sender is alive and still this source's poller, but did not poll it this round.
+    Waiting(Waiting),
+}
+
+/// Why the elected poller did not poll a source this round (see [`SharedAnswer::Waiting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Waiting {
+    /// It is backing off after a failure that backs off (throttling, 5xx), as every node
+    /// polling alone would.
+    BackingOff,
+    /// Its previous poll of the source is still running (bounded by `poll_timeout`).
+    InFlight,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,6 +240,12 @@ pub(crate) enum SharedAnswer {
         /// The sequence number of that full result.
         base: u64,
     },
+    /// No answer this round: the poller is alive and keeps the source, but is backing off or
+    /// still polling. Its followers hear from it every round, so "silent" (two intervals
+    /// without a word) means the poller is gone, never that it is waiting as a lone poller
+    /// would: followers that polled on their own then would multiply the calls exactly when
+    /// AWS throttles.
+    Waiting(Waiting),
 }
 
 /// What to encode: borrowed from the poller's slot, so encoding copies nothing but bytes.
@@ -235,6 +253,7 @@ pub(crate) enum Outgoing<'a> {
     Peers(&'a [Found], &'a [Skipped]),
     Failed(&'a SourceError),
     Same { base: u64 },
+    Waiting(Waiting),
 }
 
 /// Encodes a result (postcard). `None` only if serialization fails, which it cannot for these
@@ -253,6 +272,7 @@ pub(crate) fn encode(
         },
         Outgoing::Failed(e) => WireAnswer::Failed(WireError::from_error(e)),
         Outgoing::Same { base } => WireAnswer::Same { base },
+        Outgoing::Waiting(w) => WireAnswer::Waiting(w),
     };
     let wire = Wire {
         key,
@@ -313,6 +333,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<SharedResult, DecodeError> {
             }
             WireAnswer::Failed(e) => SharedAnswer::Failed(e.into_error()),
             WireAnswer::Same { base } => SharedAnswer::Same { base },
+            WireAnswer::Waiting(w) => SharedAnswer::Waiting(w),
         },
     })
 }
