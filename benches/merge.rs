@@ -111,6 +111,42 @@ fn benches(c: &mut Criterion) {
                 BatchSize::LargeInput,
             )
         });
+        // Fleet-shared polling: the complete result a poller sends for one source (its size on
+        // the wire is printed once), and what a follower does with it: decode, then the round.
+        let wire = answers[0].shared(sources[0].1);
+        eprintln!(
+            "shared result, {} tasks of one source: {} bytes ({:.0} bytes a task)",
+            n / 2,
+            wire.len(),
+            wire.len() as f64 / (n / 2) as f64
+        );
+        group.bench_with_input(BenchmarkId::new("shared_encode", n / 2), &n, |b, _| {
+            b.iter(|| black_box(answers[0].shared(black_box(sources[0].1))))
+        });
+        let mut follower = BenchRound::new(naming.clone(), &sources);
+        follower.round(answers.clone());
+        let mut flip_shared = false;
+        let shifted_wire = shifted_answers[0].shared(sources[0].1);
+        group.bench_with_input(
+            BenchmarkId::new("shared_decode_round", n / 2),
+            &n,
+            |b, _| {
+                b.iter_batched(
+                    || {
+                        // The other source's answer is this node's own (cloned outside the timing).
+                        flip_shared = !flip_shared;
+                        (flip_shared, answers[1].clone())
+                    },
+                    |(shifted, own)| {
+                        let bytes = if shifted { &shifted_wire } else { &wire };
+                        let received = ecs_peers::internals::BenchAnswer::from_shared(bytes)
+                            .expect("a complete result");
+                        black_box(follower.round(vec![received, own]))
+                    },
+                    BatchSize::LargeInput,
+                )
+            },
+        );
         // One source's answer changed by 1 % (alternately losing and regaining n/100 tasks).
         let mut churn = BenchRound::new(naming.clone(), &sources);
         churn.round(answers.clone());
