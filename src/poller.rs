@@ -1157,11 +1157,11 @@ mod tests {
     use crate::source::fixed::{FixedSource, Step};
     use serde_json::json;
 
-    fn found(ip: &str) -> Found {
+    pub(super) fn found(ip: &str) -> Found {
         Found::at(ip.parse().unwrap())
     }
 
-    fn throttled() -> SourceError {
+    pub(super) fn throttled() -> SourceError {
         SourceError::new(
             ErrorKind::Throttled,
             "ecs:ListTasks",
@@ -1176,7 +1176,7 @@ mod tests {
         Config::from_value(json!({"node_basename":"app","polling_interval":"100ms","poll_timeout":"300ms","sources":sources})).unwrap()
     }
 
-    fn poller(cfg: &Config, scripts: Vec<Vec<Step>>) -> (Poller, Vec<FixedSource>) {
+    pub(super) fn poller(cfg: &Config, scripts: Vec<Vec<Step>>) -> (Poller, Vec<FixedSource>) {
         let fixed: Vec<FixedSource> = scripts.into_iter().map(FixedSource::new).collect();
         let sources = cfg
             .sources
@@ -1193,7 +1193,7 @@ mod tests {
         (Poller::with_sources(cfg, sources), fixed)
     }
 
-    fn nodes(u: &Update) -> Vec<&str> {
+    pub(super) fn nodes(u: &Update) -> Vec<&str> {
         u.snapshot.peers.iter().map(|p| p.node.as_str()).collect()
     }
 
@@ -1584,11 +1584,11 @@ mod sharing_tests {
     use crate::source::fixed::{FixedSource, Step};
     use serde_json::json;
 
-    const ME: &str = "app@10.9.0.1";
+    // The poller test module's helpers: sources answering from a script, and how to read an
+    // update.
+    use super::tests::{found, nodes, poller, throttled};
 
-    fn found(ip: &str) -> Found {
-        Found::at(ip.parse().unwrap())
-    }
+    const ME: &str = "app@10.9.0.1";
 
     fn config(n: usize, me: &str) -> Config {
         let sources: Vec<_> = (0..n)
@@ -1599,23 +1599,6 @@ mod sharing_tests {
             "share_polling": true, "local_node": me, "sources":sources}),
         )
         .unwrap()
-    }
-
-    fn poller(cfg: &Config, scripts: Vec<Vec<Step>>) -> (Poller, Vec<FixedSource>) {
-        let fixed: Vec<FixedSource> = scripts.into_iter().map(FixedSource::new).collect();
-        let sources = cfg
-            .sources
-            .iter()
-            .zip(&fixed)
-            .map(|(c, f)| {
-                (
-                    c.clone(),
-                    Box::new(f.clone()) as Box<dyn Source>,
-                    Arc::new(CallCounter::default()),
-                )
-            })
-            .collect();
-        (Poller::with_sources(cfg, sources), fixed)
     }
 
     /// A member name that the election makes the poller of `source` (in a group with ME).
@@ -1643,10 +1626,6 @@ mod sharing_tests {
         *f.polls.lock().unwrap()
     }
 
-    fn nodes(u: &Update) -> Vec<&str> {
-        u.snapshot.peers.iter().map(|p| p.node.as_str()).collect()
-    }
-
     fn now_ms() -> u64 {
         unix_ms(SystemTime::now())
     }
@@ -1662,14 +1641,6 @@ mod sharing_tests {
             Outgoing::Peers(&found, &[]),
         )
         .unwrap()
-    }
-
-    fn throttled() -> SourceError {
-        SourceError::new(
-            ErrorKind::Throttled,
-            "ecs:ListTasks",
-            "ThrottlingException: Rate exceeded",
-        )
     }
 
     #[tokio::test]
