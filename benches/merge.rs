@@ -10,6 +10,10 @@ use ecs_peers::config::EcsSourceConfig;
 use ecs_peers::internals::{bench_answer, bench_decode, bench_merge, BenchRound};
 use ecs_peers::{NodeNaming, Snapshot};
 
+/// The shipped binaries' allocator (the NIF's and the CLI's), so the figures are theirs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn task(i: usize, region_octet: u8) -> Task {
     let ip = format!("10.{region_octet}.{}.{}", i / 250, i % 250 + 4);
     Task::builder()

@@ -41,4 +41,93 @@ mod tests {
         assert_ne!(answer(&mut other_task), answer(&mut b));
         assert_ne!(answer(&mut b[..1]), answer(&mut b));
     }
+
+    #[test]
+    fn every_field_and_where_text_ends_counts() {
+        let base = Found {
+            task_arn: Some("arn/a".into()),
+            ..Found::at("10.0.0.1".parse().unwrap())
+        };
+        let fp = |f: &Found| answer(&mut [f.clone()]);
+        let text = Some("x".to_string());
+        let variants = [
+            Found {
+                ip: "10.0.0.2".parse().unwrap(),
+                ..base.clone()
+            },
+            Found {
+                ip: "::ffff:10.0.0.1".parse().unwrap(),
+                ..base.clone()
+            },
+            Found {
+                port: Some(0),
+                ..base.clone()
+            },
+            Found {
+                port: Some(9000),
+                ..base.clone()
+            },
+            Found {
+                node: text.clone(),
+                ..base.clone()
+            },
+            Found {
+                task_arn: None,
+                ..base.clone()
+            },
+            Found {
+                task_arn: Some("arn/b".into()),
+                ..base.clone()
+            },
+            Found {
+                instance_id: text.clone(),
+                ..base.clone()
+            },
+            Found {
+                availability_zone: text.clone(),
+                ..base.clone()
+            },
+            Found {
+                started_at: text.clone(),
+                ..base.clone()
+            },
+            Found {
+                health: text.clone(),
+                ..base.clone()
+            },
+            Found {
+                private_dns_name: text.clone(),
+                ..base.clone()
+            },
+            Found {
+                ec2_instance_id: text.clone(),
+                ..base.clone()
+            },
+            Found {
+                container_instance: text.clone(),
+                ..base.clone()
+            },
+            Found {
+                draining: true,
+                ..base.clone()
+            },
+            // The same bytes split differently between two fields.
+            Found {
+                node: Some("arn".into()),
+                task_arn: Some("/a".into()),
+                ..base.clone()
+            },
+            Found {
+                node: Some("arn/".into()),
+                task_arn: Some("a".into()),
+                ..base.clone()
+            },
+        ];
+        let mut seen = vec![fp(&base)];
+        for v in &variants {
+            let f = fp(v);
+            assert!(!seen.contains(&f), "{v:?} has a fingerprint already seen");
+            seen.push(f);
+        }
+    }
 }

@@ -44,6 +44,13 @@ use std::sync::{Mutex, OnceLock};
 use rustler::types::tuple::get_tuple;
 use rustler::{Atom, Encoder, Env, LocalPid, NifResult, OwnedEnv, ResourceArc, Term, TermType};
 use serde_json::{Map, Number, Value};
+
+/// The NIF's allocator: mimalloc, as the Explorer/Polars NIFs ship. A poll decodes and names
+/// thousands of small strings; with the system allocator `malloc`/`free` were about 45 % of the
+/// decode's instructions (BENCHMARKS.md, CPU per poll). Only this cdylib's own Rust allocations
+/// use it; the BEAM's allocators are untouched.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio::runtime::Runtime;
 
 mod atoms {

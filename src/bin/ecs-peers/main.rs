@@ -7,6 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// The CLI's allocator: mimalloc, the same as the NIF's, so `watch` spends what a node spends
+/// (BENCHMARKS.md, CPU per poll). The library sets none; applications embedding it choose.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Map, Value};
 
