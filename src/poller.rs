@@ -140,6 +140,25 @@ impl Slot {
         self.final_id = !matches!(cfg, SourceConfig::Ecs(e) if e.is_auto());
     }
 
+    /// Notes a result taken for this source, polled here (`from: None`) or received from
+    /// `from`: the source has been polled, the result's `(started_ms, seq)` is the last applied,
+    /// and where it came from (a received one also proves its poller is not silent).
+    fn took(&mut self, stamp: (u64, u64), from: Option<&str>) {
+        self.polled = true;
+        self.share.last_applied = Some(stamp);
+        match from {
+            Some(from) => {
+                self.share.refresh();
+                self.share.received_from = Some(from.to_string());
+                self.share.received_at = Some(SystemTime::now());
+            }
+            None => {
+                self.share.received_from = None;
+                self.share.received_at = None;
+            }
+        }
+    }
+
     /// Marks a complete answer (polled here or received): healthy, not backing off.
     fn succeeded(&mut self) {
         self.ok = true;
@@ -620,11 +639,7 @@ impl Poller {
                     return false;
                 }
                 let was_ok = slot.ok;
-                slot.share.last_applied = Some(stamp);
-                slot.share.refresh();
-                slot.share.received_from = Some(from.to_string());
-                slot.share.received_at = Some(SystemTime::now());
-                slot.polled = true;
+                slot.took(stamp, Some(from));
                 slot.succeeded();
                 !was_ok
             }
@@ -836,19 +851,7 @@ impl Poller {
         let interval = self.interval;
         let slot = &mut self.slots[idx];
         let was = (slot.polled, slot.ok);
-        slot.polled = true;
-        slot.share.last_applied = Some(stamp);
-        match from {
-            Some(from) => {
-                slot.share.refresh();
-                slot.share.received_from = Some(from.to_string());
-                slot.share.received_at = Some(SystemTime::now());
-            }
-            None => {
-                slot.share.received_from = None;
-                slot.share.received_at = None;
-            }
-        }
+        slot.took(stamp, from);
         let mut changed = false;
         match result {
             Ok(found) => {
