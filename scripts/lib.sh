@@ -26,6 +26,18 @@ ensure_rust() {
   fi
 }
 
+# The test command lints while it builds (scripts/clippy-rustc).
+ensure_clippy() {
+  command -v clippy-driver >/dev/null && return 0
+  if command -v rustup >/dev/null; then
+    step "rustup component add clippy rustfmt"
+    rustup component add clippy rustfmt
+  else
+    echo "clippy-driver is not installed: install clippy with your Rust toolchain (rustup component add clippy)" >&2
+    exit 1
+  fi
+}
+
 ensure_awsemu_venv() {
   # .venv-awsemu at the repository root, from tests/awsemu/requirements.txt (moto pinned, boto3,
   # pytest for the emulator's self-test); reinstalled when that file changes.
