@@ -168,7 +168,7 @@ mod tests {
         #[test]
         fn ecs_tasks_of_any_shape_decode_or_are_skipped(t in task(), service in proptest::option::of(".{0,8}"), container in proptest::option::of(".{0,6}")) {
             let cfg = EcsSourceConfig { region: "eu-west-2".into(), cluster: "web".into(), service, family: None, container };
-            let _ = decode_task(&t, &cfg, 4370);
+            let _ = decode_task(&t, &crate::source::ecs::TaskFilter::new(&cfg, 4370));
         }
 
         #[test]

@@ -42,11 +42,40 @@ pub(crate) enum Decision {
     Stopped,
 }
 
+/// A source's filters as each described task is checked against them: worked out once per poll
+/// (the service's name out of its ARN, the family and revision), not once per task.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TaskFilter<'a> {
+    /// The service's name (`api` of `arn:aws:ecs:…:service/web/api`): a task of it has the
+    /// group `service:api`.
+    service: Option<&'a str>,
+    family: Option<&'a str>,
+    revision: Option<&'a str>,
+    container: Option<&'a str>,
+    /// The container port of Erlang distribution (`distribution_port`).
+    dist_port: u16,
+}
+
+impl<'a> TaskFilter<'a> {
+    pub(crate) fn new(cfg: &'a EcsSourceConfig, dist_port: u16) -> Self {
+        TaskFilter {
+            service: cfg
+                .service
+                .as_deref()
+                .map(|s| s.rsplit_once('/').map_or(s, |(_, name)| name)),
+            family: cfg.family_name(),
+            revision: cfg.family_revision(),
+            container: cfg.container.as_deref(),
+            dist_port,
+        }
+    }
+}
+
 /// Decodes one DescribeTasks task against the source's filters; a task without an ENI address
-/// is addressed by its container instance and the binding of `dist_port` (see [`super::ec2`]).
-pub(crate) fn decode_task(task: &Task, filter: &EcsSourceConfig, dist_port: u16) -> Decision {
-    if let Some(service) = &filter.service {
-        let want = service.rsplit('/').next().unwrap_or(service);
+/// is addressed by its container instance and the binding of the distribution port (see
+/// [`super::ec2`]).
+pub(crate) fn decode_task(task: &Task, filter: &TaskFilter<'_>) -> Decision {
+    if let Some(want) = filter.service {
         let group = task.group().unwrap_or("");
         if group.strip_prefix("service:") != Some(want) {
             return Decision::Skip(
@@ -54,19 +83,16 @@ pub(crate) fn decode_task(task: &Task, filter: &EcsSourceConfig, dist_port: u16)
             );
         }
     }
-    if let Some(family) = filter.family_name() {
+    if let Some(family) = filter.family {
         let (task_fam, task_rev) = task_family(task);
         if task_fam != Some(family) {
             return Decision::Skip("its task definition is of another family");
         }
-        if filter
-            .family_revision()
-            .is_some_and(|r| task_rev != Some(r))
-        {
+        if filter.revision.is_some_and(|r| task_rev != Some(r)) {
             return Decision::Skip("its task definition is another revision of the family");
         }
     }
-    if let Some(container) = &filter.container {
+    if let Some(container) = filter.container {
         if !task
             .containers()
             .iter()
@@ -75,49 +101,50 @@ pub(crate) fn decode_task(task: &Task, filter: &EcsSourceConfig, dist_port: u16)
             return Decision::Skip("it has no container of the configured name");
         }
     }
-    match task.last_status() {
-        Some("RUNNING") => {}
+    let draining = match task.last_status() {
+        Some("RUNNING") => false,
         Some("STOPPED") => return Decision::Stopped,
-        Some("DEACTIVATING" | "STOPPING" | "DEPROVISIONING") => {
-            // Described while leaving: still reachable, draining.
-            return match address(task, filter) {
-                Some(ip) => Decision::Peer(Found {
-                    draining: true,
-                    ..found(task, ip)
-                }),
-                None => match on_instance(task, filter, dist_port) {
-                    Decision::OnInstance(mut t) => {
-                        t.found.draining = true;
-                        Decision::OnInstance(t)
-                    }
-                    _ => Decision::Stopped,
-                },
-            };
-        }
+        // Described while leaving: still reachable, draining.
+        Some("DEACTIVATING" | "STOPPING" | "DEPROVISIONING") => true,
         other => return Decision::NotYet(other.unwrap_or("no lastStatus").to_string()),
-    }
-    match address(task, filter) {
-        Some(ip) => Decision::Peer(found(task, ip)),
-        None => on_instance(task, filter, dist_port),
+    };
+    let eni = Eni::of(task);
+    let address = eni
+        .address
+        .or_else(|| container_address(task, filter.container));
+    match address {
+        Some(ip) => Decision::Peer(Found {
+            draining,
+            ..found(task, ip, eni.private_dns_name)
+        }),
+        None => match on_instance(task, filter, eni.private_dns_name) {
+            Decision::OnInstance(mut t) if draining => {
+                t.found.draining = true;
+                Decision::OnInstance(t)
+            }
+            // A leaving task that cannot be placed is as good as gone.
+            _ if draining => Decision::Stopped,
+            d => d,
+        },
     }
 }
 
 /// The hook to the EC2 backend: a task with no address of its own.
-fn on_instance(task: &Task, filter: &EcsSourceConfig, dist_port: u16) -> Decision {
-    let placeholder = found(task, IpAddr::from([0, 0, 0, 0]));
-    match ec2::decode(task, filter.container.as_deref(), dist_port, placeholder) {
+fn on_instance(task: &Task, filter: &TaskFilter<'_>, dns: Option<&str>) -> Decision {
+    let placeholder = found(task, IpAddr::from([0, 0, 0, 0]), dns);
+    match ec2::decode(task, filter.container, filter.dist_port, placeholder) {
         Ok(t) => Decision::OnInstance(t),
         Err(why) => Decision::Unusable(why),
     }
 }
 
-fn found(task: &Task, ip: IpAddr) -> Found {
+fn found(task: &Task, ip: IpAddr, private_dns_name: Option<&str>) -> Found {
     Found {
         task_arn: task.task_arn().map(str::to_string),
         availability_zone: task.availability_zone().map(str::to_string),
         started_at: task.started_at().and_then(rfc3339),
         health: task.health_status().map(|h| h.as_str().to_string()),
-        private_dns_name: eni_detail(task, "privateDnsName").map(str::to_string),
+        private_dns_name: private_dns_name.map(str::to_string),
         ..Found::at(ip)
     }
 }
@@ -152,16 +179,48 @@ fn rfc3339(t: &aws_smithy_types::DateTime) -> Option<String> {
     std::str::from_utf8(&out).ok().map(str::to_string)
 }
 
-/// A detail of the task's ENI attachment (`privateDnsName`, …), as ECS reports it.
-fn eni_detail<'a>(task: &'a Task, name: &str) -> Option<&'a str> {
-    task.attachments()
-        .iter()
-        .filter(|a| a.r#type() == Some("ElasticNetworkInterface"))
-        .flat_map(|a| a.details())
-        .find(|kv| kv.name() == Some(name))
-        .and_then(|kv| kv.value())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
+/// What a task's ENI attachment reports (never blindly `attachments[0]`: Service Connect and
+/// other features add attachments of other types), read in one walk over its details.
+struct Eni<'a> {
+    /// Its address: the first IPv4 address (`privateIPv4Address`), else the first IPv6 one
+    /// (`ipv6Address`), as [`task_address`] picks.
+    address: Option<IpAddr>,
+    /// Its `privateDnsName`, trimmed; `None` when absent or empty.
+    private_dns_name: Option<&'a str>,
+}
+
+impl<'a> Eni<'a> {
+    fn of(task: &'a Task) -> Eni<'a> {
+        let (mut v4, mut v6, mut dns) = (None, None, None);
+        let mut dns_seen = false;
+        for kv in task
+            .attachments()
+            .iter()
+            .filter(|a| a.r#type() == Some("ElasticNetworkInterface"))
+            .flat_map(|a| a.details())
+        {
+            match kv.name() {
+                // The first IPv4 address ends the search for one (`task_address`).
+                Some("privateIPv4Address" | "ipv6Address") if v4.is_none() => {
+                    match kv.value().and_then(|v| v.trim().parse::<IpAddr>().ok()) {
+                        Some(ip) if ip.is_ipv4() => v4 = Some(ip),
+                        Some(ip) => v6 = v6.or(Some(ip)),
+                        None => {}
+                    }
+                }
+                // The first privateDnsName counts, as AWS reports one per ENI.
+                Some("privateDnsName") if !dns_seen => {
+                    dns_seen = true;
+                    dns = kv.value().map(str::trim).filter(|v| !v.is_empty());
+                }
+                _ => {}
+            }
+        }
+        Eni {
+            address: v4.or(v6),
+            private_dns_name: dns,
+        }
+    }
 }
 
 /// `arn:aws:ecs:r:a:task-definition/FAMILY:REV` → (`FAMILY`, `REV`).
@@ -197,26 +256,12 @@ pub(crate) fn task_address(candidates: impl IntoIterator<Item = IpAddr>) -> Opti
     v6
 }
 
-/// The task's private address: the ENI attachment's (never blindly `attachments[0]`: Service
-/// Connect and other features add attachments of other types), else a container network
-/// interface (the configured container's first); [`task_address`] picks between IPv4 and IPv6.
-fn address(task: &Task, filter: &EcsSourceConfig) -> Option<IpAddr> {
-    let eni = task_address(
-        task.attachments()
-            .iter()
-            .filter(|a| a.r#type() == Some("ElasticNetworkInterface"))
-            .flat_map(|a| a.details())
-            .filter_map(|kv| match kv.name() {
-                Some("privateIPv4Address") | Some("ipv6Address") => kv.value()?.trim().parse().ok(),
-                _ => None,
-            }),
-    );
-    if eni.is_some() {
-        return eni;
-    }
+/// The address of a task with no ENI address: a container network interface's (the configured
+/// container's first); [`task_address`] picks between IPv4 and IPv6.
+fn container_address(task: &Task, container: Option<&str>) -> Option<IpAddr> {
     let mut containers: Vec<_> = task.containers().iter().collect();
-    if let Some(name) = &filter.container {
-        containers.sort_by_key(|c| c.name() != Some(name.as_str()));
+    if let Some(name) = container {
+        containers.sort_by_key(|c| c.name() != Some(name));
     }
     containers
         .iter()
@@ -433,11 +478,13 @@ impl EcsSource {
             .collect();
         let mut decided = Vec::new();
         let mut on_instance = Vec::new();
-        for task in self.describe(&unknown).await? {
+        let described = self.describe(&unknown).await?;
+        let filter = TaskFilter::new(&self.cfg, self.dist_port);
+        for task in described {
             let Some(arn) = task.task_arn().map(str::to_string) else {
                 continue;
             };
-            match decode_task(&task, &self.cfg, self.dist_port) {
+            match decode_task(&task, &filter) {
                 Decision::OnInstance(t) if !t.found.draining => on_instance.push((arn, t)),
                 d => decided.push((arn, d)),
             }
@@ -488,9 +535,11 @@ impl EcsSource {
         if self.draining_enabled && !departed.is_empty() {
             let mut still_there = HashSet::new();
             let mut leaving = Vec::new();
-            for task in self.describe(&departed).await? {
+            let described = self.describe(&departed).await?;
+            let filter = TaskFilter::new(&self.cfg, self.dist_port);
+            for task in described {
                 let arn = task.task_arn().unwrap_or_default().to_string();
-                match decode_task(&task, &self.cfg, self.dist_port) {
+                match decode_task(&task, &filter) {
                     Decision::Peer(f) => {
                         still_there.insert(arn);
                         draining.push(Found {
@@ -653,9 +702,9 @@ impl Source for AutoEcsSource {
 /// Decodes DescribeTasks tasks into a source's answer (for the benchmarks).
 pub fn bench_answer(tasks: &[Task], filter: &EcsSourceConfig) -> crate::namespace::BenchAnswer {
     let mut found = Vec::with_capacity(tasks.len());
+    let filter = TaskFilter::new(filter, crate::config::DEFAULT_DISTRIBUTION_PORT);
     for t in tasks {
-        if let Decision::Peer(f) = decode_task(t, filter, crate::config::DEFAULT_DISTRIBUTION_PORT)
-        {
+        if let Decision::Peer(f) = decode_task(t, &filter) {
             found.push(f);
         }
     }
@@ -729,7 +778,10 @@ mod tests {
             .attachments(sc)
             .attachments(eni("10.0.1.5"))
             .build();
-        assert_eq!(ip_of(decode_task(&t, &cfg(), 4370)), "10.0.1.5");
+        assert_eq!(
+            ip_of(decode_task(&t, &TaskFilter::new(&cfg(), 4370))),
+            "10.0.1.5"
+        );
     }
 
     #[test]
@@ -753,7 +805,10 @@ mod tests {
         let t = task("RUNNING").containers(side).containers(app).build();
         let mut c = cfg();
         c.container = Some("app".into());
-        assert_eq!(ip_of(decode_task(&t, &c, 4370)), "10.0.1.6");
+        assert_eq!(
+            ip_of(decode_task(&t, &TaskFilter::new(&c, 4370))),
+            "10.0.1.6"
+        );
     }
 
     #[test]
@@ -763,7 +818,7 @@ mod tests {
             .started_at(aws_smithy_types::DateTime::from_secs(1_700_000_000))
             .health_status(aws_sdk_ecs::types::HealthStatus::Healthy)
             .build();
-        let Decision::Peer(f) = decode_task(&t, &cfg(), 4370) else {
+        let Decision::Peer(f) = decode_task(&t, &TaskFilter::new(&cfg(), 4370)) else {
             panic!()
         };
         assert_eq!(f.availability_zone.as_deref(), Some("eu-west-2a"));
@@ -781,36 +836,54 @@ mod tests {
         let t = task("RUNNING").attachments(eni("10.0.1.5")).build();
         let mut c = cfg();
         c.service = Some("arn:aws:ecs:eu-west-2:1:service/web/api".into());
-        assert!(matches!(decode_task(&t, &c, 4370), Decision::Peer(_)));
+        assert!(matches!(
+            decode_task(&t, &TaskFilter::new(&c, 4370)),
+            Decision::Peer(_)
+        ));
         c.service = Some("worker".into());
-        assert!(matches!(decode_task(&t, &c, 4370), Decision::Skip(_)));
+        assert!(matches!(
+            decode_task(&t, &TaskFilter::new(&c, 4370)),
+            Decision::Skip(_)
+        ));
         let mut c = cfg();
         c.family = Some("api".into());
-        assert!(matches!(decode_task(&t, &c, 4370), Decision::Peer(_)));
+        assert!(matches!(
+            decode_task(&t, &TaskFilter::new(&c, 4370)),
+            Decision::Peer(_)
+        ));
         c.family = Some("batch".into());
-        assert!(matches!(decode_task(&t, &c, 4370), Decision::Skip(_)));
+        assert!(matches!(
+            decode_task(&t, &TaskFilter::new(&c, 4370)),
+            Decision::Skip(_)
+        ));
         let mut c = cfg();
         c.container = Some("app".into());
-        assert!(matches!(decode_task(&t, &c, 4370), Decision::Skip(_)));
+        assert!(matches!(
+            decode_task(&t, &TaskFilter::new(&c, 4370)),
+            Decision::Skip(_)
+        ));
     }
 
     #[test]
     fn statuses_decide_peer_not_yet_draining_or_stopped() {
         let pending = task("PROVISIONING").build();
         assert_eq!(
-            decode_task(&pending, &cfg(), 4370),
+            decode_task(&pending, &TaskFilter::new(&cfg(), 4370)),
             Decision::NotYet("PROVISIONING".into())
         );
         let stopping = task("DEACTIVATING").attachments(eni("10.0.1.5")).build();
-        let Decision::Peer(f) = decode_task(&stopping, &cfg(), 4370) else {
+        let Decision::Peer(f) = decode_task(&stopping, &TaskFilter::new(&cfg(), 4370)) else {
             panic!()
         };
         assert!(f.draining);
         let stopped = task("STOPPED").attachments(eni("10.0.1.5")).build();
-        assert_eq!(decode_task(&stopped, &cfg(), 4370), Decision::Stopped);
+        assert_eq!(
+            decode_task(&stopped, &TaskFilter::new(&cfg(), 4370)),
+            Decision::Stopped
+        );
         let no_ip = task("RUNNING").build();
         assert_eq!(
-            decode_task(&no_ip, &cfg(), 4370),
+            decode_task(&no_ip, &TaskFilter::new(&cfg(), 4370)),
             Decision::Unusable(SkipReason::NoAddress)
         );
     }
@@ -822,7 +895,10 @@ mod tests {
             .details(kv("ipv6Address", "2001:db8::5"))
             .build();
         let t = task("RUNNING").attachments(a).build();
-        assert_eq!(ip_of(decode_task(&t, &cfg(), 4370)), "2001:db8::5");
+        assert_eq!(
+            ip_of(decode_task(&t, &TaskFilter::new(&cfg(), 4370))),
+            "2001:db8::5"
+        );
     }
 
     /// A task finds itself among its peers: the address DescribeTasks gives a peer and the one
@@ -845,7 +921,7 @@ mod tests {
             .build();
         let t = task("RUNNING").attachments(v6_only).build();
         assert_eq!(
-            Some(ip_of(decode_task(&t, &cfg(), 4370))),
+            Some(ip_of(decode_task(&t, &TaskFilter::new(&cfg(), 4370)))),
             metadata("", r#""2001:db8::5""#)
         );
         // Dual stack, IPv6 listed first by AWS: IPv4 in both places.
@@ -855,7 +931,10 @@ mod tests {
             .details(kv("privateIPv4Address", "10.0.1.5"))
             .build();
         let t = task("RUNNING").attachments(dual).build();
-        assert_eq!(ip_of(decode_task(&t, &cfg(), 4370)), "10.0.1.5");
+        assert_eq!(
+            ip_of(decode_task(&t, &TaskFilter::new(&cfg(), 4370))),
+            "10.0.1.5"
+        );
         assert_eq!(
             metadata(r#""10.0.1.5""#, r#""2001:db8::5""#).as_deref(),
             Some("10.0.1.5")
@@ -870,7 +949,10 @@ mod tests {
             )
             .build();
         let t = task("RUNNING").containers(c).build();
-        assert_eq!(ip_of(decode_task(&t, &cfg(), 4370)), "2001:db8::6");
+        assert_eq!(
+            ip_of(decode_task(&t, &TaskFilter::new(&cfg(), 4370))),
+            "2001:db8::6"
+        );
     }
 
     proptest::proptest! {
