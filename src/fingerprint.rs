@@ -88,7 +88,9 @@ mod tests {
                 ..base.clone()
             },
             Found {
-                started_at: text.clone(),
+                started_at: crate::peer::StartedAt::from_sdk(
+                    &aws_smithy_types::DateTime::from_secs(1),
+                ),
                 ..base.clone()
             },
             Found {

@@ -48,7 +48,7 @@ mod source;
 pub use config::{Config, NodeNaming, SourceConfig, KEYS};
 pub use error::{Error, ErrorKind, SourceError};
 pub use namespace::{Changes, Claim, Conflict, Event, Snapshot, SourceStatus, SNAPSHOT_SCHEMA};
-pub use peer::{Address, Peer, SkipReason, Skipped, SourceId};
+pub use peer::{Address, Peer, Region, SkipReason, Skipped, SourceId, StartedAt};
 pub use poller::{discover, Poller, PollerHandle, Stopped, Subscription, Update};
 
 /// Not part of the API: entry points for the benchmarks.

@@ -88,7 +88,7 @@ pub fn parse(json: &str) -> Result<TaskMetadata, String> {
             .iter()
             .flat_map(|c| &c.networks)
             .flat_map(|n| n.ipv4.iter().chain(&n.ipv6))
-            .filter_map(|a| a.trim().parse().ok()),
+            .filter_map(|a| crate::peer::parse_ip(a)),
     );
     Ok(TaskMetadata {
         cluster: raw.cluster,

@@ -11,7 +11,7 @@ use serde::{Serialize, Serializer};
 use crate::config::NodeNaming;
 use crate::error::{ErrorKind, SourceError};
 use crate::fingerprint;
-use crate::peer::{Address, Found, Peer, Skipped, SourceId};
+use crate::peer::{Address, Found, Peer, Region, Skipped, SourceId};
 
 /// The schema tag of [`Snapshot`]'s JSON form.
 pub const SNAPSHOT_SCHEMA: &str = "ecs-peers/snapshot/v1";
@@ -156,7 +156,7 @@ impl Snapshot {
                 (Some(error), true) if was_failing != Some(now.error_kind) => {
                     changes.events.push(Event::SourceFailing {
                         source: now.id.clone(),
-                        region: now.region.clone(),
+                        region: now.region.to_string(),
                         error: error.clone(),
                         kept_peers: now.peers,
                         consecutive_failures: now.consecutive_failures,
@@ -165,7 +165,7 @@ impl Snapshot {
                 _ if now.ok && was_failing.is_some() => {
                     changes.events.push(Event::SourceRecovered {
                         source: now.id.clone(),
-                        region: now.region.clone(),
+                        region: now.region.to_string(),
                         peers: now.peers,
                     })
                 }
@@ -193,7 +193,7 @@ impl Snapshot {
             if now.ok && !now.skipped.is_empty() && was.map(counts) != Some(counts(now)) {
                 changes.events.push(Event::TasksSkipped {
                     source: now.id.clone(),
-                    region: now.region.clone(),
+                    region: now.region.to_string(),
                     skipped: now.skipped.clone(),
                 });
             }
@@ -523,7 +523,7 @@ impl SourcePeers {
         &mut self,
         mut found: Vec<Found>,
         naming: &NodeNaming,
-        region: &str,
+        region: &Region,
         id: &SourceId,
     ) -> bool {
         let fp = fingerprint::answer(&mut found);
@@ -579,6 +579,11 @@ impl SourcePeers {
     /// Its peers, in address order.
     pub(crate) fn as_slice(&self) -> &[Arc<Peer>] {
         &self.peers
+    }
+
+    /// Its peers, in address order, taken.
+    pub(crate) fn into_peers(self) -> Vec<Arc<Peer>> {
+        self.peers
     }
 }
 
@@ -659,7 +664,7 @@ pub(crate) fn merge<'a>(
                     .map(|(_, p)| Claim {
                         source: p.source.clone(),
                         port: p.port,
-                        region: p.region.clone(),
+                        region: p.region.to_string(),
                         task: p.task_arn.clone().or_else(|| p.instance_id.clone()),
                     })
                     .collect(),
@@ -743,7 +748,7 @@ pub struct BenchAnswer(pub(crate) Vec<Found>);
 /// changed ([`merged`]), diffed against the previous snapshot.
 pub struct BenchRound {
     naming: NodeNaming,
-    sources: Vec<(String, SourceId, SourcePeers)>,
+    sources: Vec<(Region, SourceId, SourcePeers)>,
     last: Snapshot,
 }
 
@@ -756,7 +761,7 @@ impl BenchRound {
                 .iter()
                 .map(|(r, id)| {
                     (
-                        r.to_string(),
+                        Region::from(*r),
                         SourceId::new(id.to_string()),
                         SourcePeers::default(),
                     )
@@ -897,7 +902,7 @@ pub(crate) mod tests {
             found("10.0.0.3", "c"),
         ];
         let mut source = SourcePeers::default();
-        assert!(source.apply(first, &app, "eu-west-2", &id));
+        assert!(source.apply(first, &app, &"eu-west-2".into(), &id));
         let before = source.as_slice().to_vec();
         // In another order; 10.0.0.2 starts draining, 10.0.0.3 is another task at the same
         // address, 10.0.0.4 is new.
@@ -910,7 +915,7 @@ pub(crate) mod tests {
             },
             found("10.0.0.1", "a"),
         ];
-        assert!(source.apply(second.clone(), &app, "eu-west-2", &id));
+        assert!(source.apply(second.clone(), &app, &"eu-west-2".into(), &id));
         let after = source.as_slice();
         assert!(
             Arc::ptr_eq(&after[0], &before[0]),
@@ -920,7 +925,7 @@ pub(crate) mod tests {
         assert!(!Arc::ptr_eq(&after[2], &before[2]));
         assert_eq!(after[2].task_arn.as_deref(), Some("arn:task/e"));
         let mut fresh = SourcePeers::default();
-        fresh.apply(second.clone(), &app, "eu-west-2", &id);
+        fresh.apply(second.clone(), &app, &"eu-west-2".into(), &id);
         let peers = |s: &SourcePeers| {
             s.as_slice()
                 .iter()
@@ -938,13 +943,13 @@ pub(crate) mod tests {
         let mut third = second.clone();
         third.pop();
         let web = NodeNaming::Basename("web".into());
-        assert!(source.apply(third.clone(), &web, "eu-west-2", &id));
+        assert!(source.apply(third.clone(), &web, &"eu-west-2".into(), &id));
         assert!(source.as_slice().iter().all(|p| p.node.starts_with("web@")));
         assert!(!kept
             .iter()
             .any(|k| source.as_slice().iter().any(|p| Arc::ptr_eq(k, p))));
         third.pop();
-        assert!(source.apply(third.clone(), &web, "us-west-2", &id));
+        assert!(source.apply(third.clone(), &web, &"us-west-2".into(), &id));
         assert!(source.as_slice().iter().all(|p| p.region == "us-west-2"));
         let learnt: Vec<Found> = third
             .iter()
@@ -954,7 +959,7 @@ pub(crate) mod tests {
             })
             .collect();
         let epmd = NodeNaming::Epmd { prefer: None };
-        assert!(source.apply(learnt, &epmd, "us-west-2", &id));
+        assert!(source.apply(learnt, &epmd, &"us-west-2".into(), &id));
         assert!(source
             .as_slice()
             .iter()

@@ -36,6 +36,125 @@ impl fmt::Display for SourceId {
     }
 }
 
+/// An AWS region's name (`eu-west-2`), shared: every peer of a source holds its region, and
+/// cloning it is a reference count, not a copy. Reads as a `&str` (`Deref`), compares with
+/// one, and serializes as its text.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Region(Arc<str>);
+
+impl Region {
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Region {
+    fn from(name: &str) -> Self {
+        Region(name.into())
+    }
+}
+
+impl std::ops::Deref for Region {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for Region {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Region {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// As its text (a JSON string).
+impl Serialize for Region {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// When a task started (ECS `startedAt`): seconds and nanoseconds since the Unix epoch, within
+/// the years 1 to 9999 (what RFC 3339 can write). Displayed and serialized as RFC 3339 exactly
+/// as the AWS SDK writes a `DateTime` (`2023-11-14T22:13:20Z`, a fraction of a second only when
+/// there is one); kept as numbers, so a poll neither formats nor allocates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "(i64, u32)")]
+pub struct StartedAt {
+    secs: i64,
+    nanos: u32,
+}
+
+impl StartedAt {
+    /// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z, in seconds since the epoch.
+    const FIRST: i64 = -62_135_596_800;
+    const LAST: i64 = 253_402_300_799;
+
+    /// The time the SDK reports, when RFC 3339 can write it (years 1 to 9999; the SDK refuses
+    /// to format others) and its nanoseconds are below a second; otherwise `None`.
+    pub fn from_sdk(t: &aws_smithy_types::DateTime) -> Option<StartedAt> {
+        StartedAt::new(t.secs(), t.subsec_nanos())
+    }
+
+    fn new(secs: i64, nanos: u32) -> Option<StartedAt> {
+        ((Self::FIRST..=Self::LAST).contains(&secs) && nanos < 1_000_000_000)
+            .then_some(StartedAt { secs, nanos })
+    }
+
+    /// Whole seconds since the Unix epoch.
+    pub fn secs(&self) -> i64 {
+        self.secs
+    }
+
+    /// The fraction of a second, in nanoseconds.
+    pub fn subsec_nanos(&self) -> u32 {
+        self.nanos
+    }
+}
+
+impl TryFrom<(i64, u32)> for StartedAt {
+    type Error = &'static str;
+    fn try_from((secs, nanos): (i64, u32)) -> Result<Self, Self::Error> {
+        StartedAt::new(secs, nanos).ok_or("a startedAt outside the years 1 to 9999")
+    }
+}
+
+/// As a pair of numbers: the wire form of a shared result ([`crate::sharing`]).
+impl Serialize for StartedAt {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            (self.secs, self.nanos).serialize(s)
+        }
+    }
+}
+
+/// RFC 3339, as the AWS SDK's `Format::DateTime` writes it.
+impl fmt::Display for StartedAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = aws_smithy_types::DateTime::from_secs_and_nanos(self.secs, self.nanos);
+        // Within the years 1 to 9999 the SDK always formats (`StartedAt::new`).
+        match t.fmt(aws_smithy_types::date_time::Format::DateTime) {
+            Ok(text) => f.write_str(&text),
+            Err(_) => write!(f, "{}", self.secs),
+        }
+    }
+}
+
 /// One discovered peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Peer {
@@ -49,7 +168,7 @@ pub struct Peer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// The AWS region it was found in.
-    pub region: String,
+    pub region: Region,
     /// The source that reported it.
     pub source: SourceId,
     /// The ECS task ARN (ECS sources).
@@ -61,9 +180,9 @@ pub struct Peer {
     /// Availability zone, where reported.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub availability_zone: Option<String>,
-    /// When the task started (RFC 3339), where reported.
+    /// When the task started (RFC 3339 when displayed or serialized), where reported.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<String>,
+    pub started_at: Option<StartedAt>,
     /// Health as reported by ECS (`HEALTHY`, `UNHEALTHY`, `UNKNOWN`) or Cloud Map.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<String>,
@@ -90,6 +209,13 @@ impl Peer {
             port: self.port,
         }
     }
+}
+
+/// An address as AWS writes it in a task's ENI details, a container's network interface, an EC2
+/// instance, a Cloud Map attribute or the task metadata: what `IpAddr`'s `FromStr` accepts,
+/// surrounding whitespace ignored. The one rule every source reads addresses by.
+pub(crate) fn parse_ip(text: &str) -> Option<IpAddr> {
+    text.trim().parse().ok()
 }
 
 /// Where a peer's node listens: an IP and, when the source reports one, a distribution port.
@@ -126,7 +252,7 @@ pub(crate) struct Found {
     pub task_arn: Option<String>,
     pub instance_id: Option<String>,
     pub availability_zone: Option<String>,
-    pub started_at: Option<String>,
+    pub started_at: Option<StartedAt>,
     pub health: Option<String>,
     pub private_dns_name: Option<String>,
     /// The EC2 instance whose address this is (bridge or host mode): the task shares it with
@@ -174,7 +300,7 @@ impl Found {
         &self,
         p: &Peer,
         node: &str,
-        region: &str,
+        region: &Region,
         source: &SourceId,
     ) -> bool {
         let Found {
@@ -221,12 +347,12 @@ impl Found {
             && p_source == source
     }
 
-    pub(crate) fn into_peer(self, node: String, region: &str, source: &SourceId) -> Peer {
+    pub(crate) fn into_peer(self, node: String, region: &Region, source: &SourceId) -> Peer {
         Peer {
             node,
             ip: self.ip,
             port: self.port,
-            region: region.to_string(),
+            region: region.clone(),
             source: source.clone(),
             task_arn: self.task_arn,
             instance_id: self.instance_id,
@@ -291,4 +417,36 @@ pub struct Skipped {
     pub message: String,
     /// [`SkipReason::fix`] for this source's distribution port.
     pub fix: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_read_as_std_reads_them() {
+        for (text, want) in [
+            ("10.0.1.5", Some("10.0.1.5")),
+            (" 10.0.1.5\n", Some("10.0.1.5")),
+            ("\u{a0}10.0.1.5", Some("10.0.1.5")),
+            ("255.255.255.255", Some("255.255.255.255")),
+            ("0.0.0.0", Some("0.0.0.0")),
+            ("2001:db8::5", Some("2001:db8::5")),
+            ("::ffff:10.0.0.1", Some("::ffff:10.0.0.1")),
+            ("256.0.0.1", None),
+            ("10.0.01.5", None),
+            ("10.0.1", None),
+            ("10.0.1.5.6", None),
+            ("10..1.5", None),
+            ("1000.0.0.1", None),
+            ("", None),
+            ("+1.0.0.1", None),
+        ] {
+            assert_eq!(
+                parse_ip(text).map(|ip| ip.to_string()).as_deref(),
+                want,
+                "{text:?}"
+            );
+        }
+    }
 }

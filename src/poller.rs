@@ -21,7 +21,7 @@ use crate::fingerprint;
 use crate::namespace::{
     merged, rfc3339, Changes, LocalNode, Snapshot, SourcePeers, SourceStatus, SNAPSHOT_SCHEMA,
 };
-use crate::peer::{Address, Found, Peer, Skipped, SourceId};
+use crate::peer::{Address, Found, Peer, Region, Skipped, SourceId};
 use crate::sharing::{self, Outgoing, SharedAnswer, SourceShare};
 use crate::source::{self, Source};
 
@@ -102,7 +102,7 @@ impl Sharing {
 struct Slot {
     id: SourceId,
     kind: &'static str,
-    region: String,
+    region: Region,
     calls: Arc<CallCounter>,
     /// `None` while a poll is in flight (the task owns it then).
     source: Option<Box<dyn Source>>,
@@ -132,7 +132,7 @@ impl Slot {
     /// its region, its peers' region and their `{region}` all name the resolved source.
     fn describe(&mut self, cfg: &SourceConfig) {
         self.id = cfg.id();
-        self.region = cfg.region().to_string();
+        self.region = Region::from(cfg.region());
         self.kind = match cfg {
             SourceConfig::Ecs(_) => "ecs",
             SourceConfig::CloudMap(_) => "cloudmap",
@@ -195,7 +195,7 @@ impl Slot {
         SourceStatus {
             id: self.id.clone(),
             kind: self.kind,
-            region: self.region.clone(),
+            region: self.region.to_string(),
             ok: self.ok,
             stale: !self.ok && self.polled,
             pending: !self.polled,
@@ -294,7 +294,7 @@ impl Poller {
                     let mut slot = Slot {
                         id: cfg.id(),
                         kind: "",
-                        region: String::new(),
+                        region: Region::default(),
                         calls,
                         source: Some(backend),
                         in_flight: None,
@@ -547,13 +547,13 @@ impl Poller {
         let last = &self.last;
         let region_of = |node: &str| -> Option<String> {
             if Some(node) == me {
-                return last.local.as_ref().map(|p| p.region.clone());
+                return last.local.as_ref().map(|p| p.region.to_string());
             }
             let i = last.peers.partition_point(|p| p.node.as_str() < node);
             last.peers
                 .get(i)
                 .filter(|p| p.node == node)
-                .map(|p| p.region.clone())
+                .map(|p| p.region.to_string())
         };
         let mut any = false;
         for slot in &mut self.slots {

@@ -32,7 +32,7 @@ use crate::peer::{Found, Skipped};
 
 /// The version of the wire form and of the canonical configuration form; part of the key, so
 /// nodes that encode differently never exchange results.
-const WIRE_VERSION: &str = "ecs-peers/shared/v1";
+const WIRE_VERSION: &str = "ecs-peers/shared/v2";
 
 /// The largest encoded result accepted (bytes): 64 MiB, about 30 times the encoding of 10,000
 /// peers with every field set. Anything larger is dropped before decoding.
@@ -678,11 +678,11 @@ mod tests {
         // Pinned: the canonical form and XXH3-64 are specified, so every build agrees.
         assert_eq!(
             canonical(&cfg(base)),
-            "ecs-peers/shared/v1\nnode basename \"app\"\ndraining true\ndistribution_port 4370\nsource ecs region \"eu-west-2\" cluster \"web\" service \"api\" family - container -\n"
+            "ecs-peers/shared/v2\nnode basename \"app\"\ndraining true\ndistribution_port 4370\nsource ecs region \"eu-west-2\" cluster \"web\" service \"api\" family - container -\n"
         );
         assert_eq!(format!("{k:016x}"), PINNED_KEY);
     }
 
     /// The key of the base configuration above, computed once.
-    const PINNED_KEY: &str = "aac004a2a0632da2";
+    const PINNED_KEY: &str = "c21ce707339210d8";
 }

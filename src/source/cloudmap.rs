@@ -26,7 +26,7 @@ pub(crate) fn decode_instance(i: &HttpInstanceSummary) -> Result<Found, String> 
     let ip: Option<IpAddr> = crate::source::ecs::task_address(
         ["AWS_INSTANCE_IPV4", "AWS_INSTANCE_IPV6"]
             .iter()
-            .filter_map(|k| attrs.get(*k).and_then(|v| v.trim().parse().ok())),
+            .filter_map(|k| attrs.get(*k).and_then(|v| crate::peer::parse_ip(v))),
     );
     let Some(ip) = ip else {
         return Err(

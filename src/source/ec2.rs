@@ -209,12 +209,12 @@ impl InstanceAddresses {
                 })?;
             for i in out.reservations().iter().flat_map(|r| r.instances()) {
                 let Some(id) = i.instance_id() else { continue };
-                let v4 = i.private_ip_address().and_then(|a| a.trim().parse().ok());
+                let v4 = i.private_ip_address().and_then(crate::peer::parse_ip);
                 let v6 = i
                     .network_interfaces()
                     .iter()
                     .flat_map(|n| n.ipv6_addresses())
-                    .filter_map(|a| a.ipv6_address()?.trim().parse().ok());
+                    .filter_map(|a| crate::peer::parse_ip(a.ipv6_address()?));
                 let ip = task_address(v4.into_iter().chain(v6));
                 self.instances.insert(id.to_string(), Some(Instance { ip }));
             }

@@ -14,7 +14,7 @@ use aws_sdk_ecs::types::{DesiredStatus, Task};
 use crate::aws::CountCalls;
 use crate::config::EcsSourceConfig;
 use crate::error::{classify, ErrorKind, SourceError};
-use crate::peer::{Found, SkipReason, Skipped};
+use crate::peer::{parse_ip, Found, SkipReason, Skipped, StartedAt};
 use crate::source::ec2::{self, InstanceAddresses, OnInstance};
 use crate::source::{PollFuture, Source};
 
@@ -142,41 +142,11 @@ fn found(task: &Task, ip: IpAddr, private_dns_name: Option<&str>) -> Found {
     Found {
         task_arn: task.task_arn().map(str::to_string),
         availability_zone: task.availability_zone().map(str::to_string),
-        started_at: task.started_at().and_then(rfc3339),
+        started_at: task.started_at().and_then(StartedAt::from_sdk),
         health: task.health_status().map(|h| h.as_str().to_string()),
         private_dns_name: private_dns_name.map(str::to_string),
         ..Found::at(ip)
     }
-}
-
-/// `startedAt` as RFC 3339, exactly as the SDK's `Format::DateTime` writes it
-/// (`2023-11-14T22:13:20Z`; `None` outside the years 1 to 9999). Whole seconds, what ECS
-/// reports, are written here digit by digit (the SDK's `write!` was a fifth of decoding a
-/// task); a time with a fraction of a second goes to the SDK.
-fn rfc3339(t: &aws_smithy_types::DateTime) -> Option<String> {
-    let whole = time::OffsetDateTime::from_unix_timestamp(t.secs())
-        .ok()
-        .filter(|d| t.subsec_nanos() == 0 && (1..=9_999).contains(&d.year()));
-    let Some(d) = whole else {
-        return t.fmt(aws_smithy_types::date_time::Format::DateTime).ok();
-    };
-    let (year, month, day) = d.to_calendar_date();
-    let (h, m, s) = d.to_hms();
-    let mut out = *b"0000-00-00T00:00:00Z";
-    for (at, n) in [
-        (0, (year / 100) as u8),
-        (2, (year % 100) as u8),
-        (5, u8::from(month)),
-        (8, day),
-        (11, h),
-        (14, m),
-        (17, s),
-    ] {
-        out[at] = b'0' + n / 10;
-        out[at + 1] = b'0' + n % 10;
-    }
-    // Only ASCII digits and separators were written.
-    std::str::from_utf8(&out).ok().map(str::to_string)
 }
 
 /// What a task's ENI attachment reports (never blindly `attachments[0]`: Service Connect and
@@ -202,7 +172,7 @@ impl<'a> Eni<'a> {
             match kv.name() {
                 // The first IPv4 address ends the search for one (`task_address`).
                 Some("privateIPv4Address" | "ipv6Address") if v4.is_none() => {
-                    match kv.value().and_then(|v| v.trim().parse::<IpAddr>().ok()) {
+                    match kv.value().and_then(parse_ip) {
                         Some(ip) if ip.is_ipv4() => v4 = Some(ip),
                         Some(ip) => v6 = v6.or(Some(ip)),
                         None => {}
@@ -271,7 +241,7 @@ fn container_address(task: &Task, container: Option<&str>) -> Option<IpAddr> {
                 [ni.private_ipv4_address(), ni.ipv6_address()]
                     .into_iter()
                     .flatten()
-                    .filter_map(|a| a.trim().parse().ok()),
+                    .filter_map(parse_ip),
             )
         })
 }
@@ -720,8 +690,13 @@ pub fn bench_decode(
 ) -> Vec<std::sync::Arc<crate::Peer>> {
     let id = crate::SourceConfig::Ecs(filter.clone()).id();
     let mut peers = crate::namespace::SourcePeers::default();
-    peers.apply(bench_answer(tasks, filter).0, naming, &filter.region, &id);
-    peers.as_slice().to_vec()
+    peers.apply(
+        bench_answer(tasks, filter).0,
+        naming,
+        &crate::peer::Region::from(filter.region.as_str()),
+        &id,
+    );
+    peers.into_peers()
 }
 
 #[cfg(test)]
@@ -822,7 +797,10 @@ mod tests {
             panic!()
         };
         assert_eq!(f.availability_zone.as_deref(), Some("eu-west-2a"));
-        assert_eq!(f.started_at.as_deref(), Some("2023-11-14T22:13:20Z"));
+        assert_eq!(
+            f.started_at.map(|t| t.to_string()).as_deref(),
+            Some("2023-11-14T22:13:20Z")
+        );
         assert_eq!(f.health.as_deref(), Some("HEALTHY"));
         assert_eq!(
             f.task_arn.as_deref(),
@@ -957,7 +935,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn started_at_is_written_exactly_as_the_sdk_writes_it(
+        fn started_at_is_kept_exactly_when_the_sdk_can_write_it(
             // Years -9999 to 9999 and beyond (the SDK refuses what is not 1 to 9999), and
             // times with and without a fraction of a second.
             secs in proptest::prop_oneof![
@@ -973,7 +951,7 @@ mod tests {
         ) {
             let t = aws_smithy_types::DateTime::from_secs_and_nanos(secs, nanos);
             proptest::prop_assert_eq!(
-                rfc3339(&t),
+                StartedAt::from_sdk(&t).map(|s| s.to_string()),
                 t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()
             );
         }
@@ -993,7 +971,7 @@ mod tests {
         ] {
             let t = aws_smithy_types::DateTime::from_secs(secs);
             assert_eq!(
-                rfc3339(&t),
+                StartedAt::from_sdk(&t).map(|s| s.to_string()),
                 t.fmt(aws_smithy_types::date_time::Format::DateTime).ok(),
                 "{secs}"
             );

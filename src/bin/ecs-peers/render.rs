@@ -79,9 +79,9 @@ pub fn table(out: &mut impl Write, s: &Snapshot) -> io::Result<()> {
             rows.push(vec![
                 p.node.clone(),
                 p.address().to_string(),
-                p.region.clone(),
+                p.region.to_string(),
                 or_dash(&p.availability_zone),
-                or_dash(&p.started_at),
+                p.started_at.map_or_else(|| "-".into(), |t| t.to_string()),
                 if p.draining {
                     "draining".into()
                 } else {
