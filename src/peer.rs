@@ -132,7 +132,9 @@ impl TryFrom<(i64, u32)> for StartedAt {
     }
 }
 
-/// As a pair of numbers: the wire form of a shared result ([`crate::sharing`]).
+/// As RFC 3339 text in human-readable formats (JSON: the CLI's output, the NIF's maps), as a
+/// pair of numbers (seconds, nanoseconds) in binary ones (a shared result's wire form, see
+/// [`crate::sharing`]).
 impl Serialize for StartedAt {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if s.is_human_readable() {
