@@ -133,8 +133,8 @@ impl TryFrom<(i64, u32)> for StartedAt {
 }
 
 /// As RFC 3339 text in human-readable formats (JSON: the CLI's output, the NIF's maps), as a
-/// pair of numbers (seconds, nanoseconds) in binary ones (a shared result's wire form, see
-/// [`crate::sharing`]).
+/// pair of numbers (seconds, nanoseconds) in binary ones (a shared result's wire form with
+/// `share_polling`).
 impl Serialize for StartedAt {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if s.is_human_readable() {
