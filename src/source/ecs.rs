@@ -161,8 +161,9 @@ struct Eni<'a> {
 
 impl<'a> Eni<'a> {
     fn of(task: &'a Task) -> Eni<'a> {
-        let (mut v4, mut v6, mut dns) = (None, None, None);
-        let mut dns_seen = false;
+        let mut address = AddressPick::default();
+        // The first privateDnsName detail (AWS reports one per ENI), even when it is empty.
+        let mut dns: Option<Option<&str>> = None;
         for kv in task
             .attachments()
             .iter()
@@ -170,25 +171,20 @@ impl<'a> Eni<'a> {
             .flat_map(|a| a.details())
         {
             match kv.name() {
-                // The first IPv4 address ends the search for one (`task_address`).
-                Some("privateIPv4Address" | "ipv6Address") if v4.is_none() => {
-                    match kv.value().and_then(parse_ip) {
-                        Some(ip) if ip.is_ipv4() => v4 = Some(ip),
-                        Some(ip) => v6 = v6.or(Some(ip)),
-                        None => {}
+                Some("privateIPv4Address" | "ipv6Address") if !address.done() => {
+                    if let Some(ip) = kv.value().and_then(parse_ip) {
+                        address.offer(ip);
                     }
                 }
-                // The first privateDnsName counts, as AWS reports one per ENI.
-                Some("privateDnsName") if !dns_seen => {
-                    dns_seen = true;
-                    dns = kv.value().map(str::trim).filter(|v| !v.is_empty());
+                Some("privateDnsName") if dns.is_none() => {
+                    dns = Some(kv.value().map(str::trim).filter(|v| !v.is_empty()));
                 }
                 _ => {}
             }
         }
         Eni {
-            address: v4.or(v6),
-            private_dns_name: dns,
+            address: address.picked(),
+            private_dns_name: dns.flatten(),
         }
     }
 }
@@ -216,14 +212,44 @@ fn task_family(task: &Task) -> (Option<&str>, Option<&str>) {
 /// endpoint, Cloud Map's `AWS_INSTANCE_IPV4`/`AWS_INSTANCE_IPV6`) picks with this rule, so a task
 /// reading its own metadata finds the same address its peers see.
 pub(crate) fn task_address(candidates: impl IntoIterator<Item = IpAddr>) -> Option<IpAddr> {
-    let mut v6 = None;
+    let mut pick = AddressPick::default();
     for ip in candidates {
-        if ip.is_ipv4() {
-            return Some(ip);
+        pick.offer(ip);
+        if pick.done() {
+            break;
         }
-        v6 = v6.or(Some(ip));
     }
-    v6
+    pick.picked()
+}
+
+/// [`task_address`]'s rule, offered one candidate at a time (for a walk that reads other
+/// details too).
+#[derive(Default)]
+struct AddressPick {
+    v4: Option<IpAddr>,
+    v6: Option<IpAddr>,
+}
+
+impl AddressPick {
+    fn offer(&mut self, ip: IpAddr) {
+        if self.v4.is_some() {
+            return;
+        }
+        if ip.is_ipv4() {
+            self.v4 = Some(ip);
+        } else {
+            self.v6 = self.v6.or(Some(ip));
+        }
+    }
+
+    /// An IPv4 address was offered: nothing offered later can change the pick.
+    fn done(&self) -> bool {
+        self.v4.is_some()
+    }
+
+    fn picked(self) -> Option<IpAddr> {
+        self.v4.or(self.v6)
+    }
 }
 
 /// The address of a task with no ENI address: a container network interface's (the configured
