@@ -61,8 +61,8 @@ fn columns(out: &mut impl Write, rows: &[Vec<String>]) -> io::Result<()> {
     Ok(())
 }
 
-fn or_dash(s: &Option<String>) -> String {
-    s.clone().unwrap_or_else(|| "-".into())
+fn or_dash(v: &Option<impl std::fmt::Display>) -> String {
+    v.as_ref().map_or_else(|| "-".into(), |v| v.to_string())
 }
 
 /// `list`: peers, then sources, then conflicts.
@@ -81,7 +81,7 @@ pub fn table(out: &mut impl Write, s: &Snapshot) -> io::Result<()> {
                 p.address().to_string(),
                 p.region.to_string(),
                 or_dash(&p.availability_zone),
-                p.started_at.map_or_else(|| "-".into(), |t| t.to_string()),
+                or_dash(&p.started_at),
                 if p.draining {
                     "draining".into()
                 } else {
