@@ -40,7 +40,7 @@ import sys
 import time
 import traceback
 
-from testbed import ENDPOINT, ROOT, Bed, fully_meshed, node, require_root_and_netns, sees, wait_until
+from testbed import ENDPOINT, ROOT, Bed, fully_meshed, joined, knows, node, require_root_and_netns, sees, wait_until
 
 INTERVAL_MS = 1000
 BIN = os.path.join(ROOT, "target", "debug", "ecs-peers")
@@ -92,7 +92,7 @@ def named_sources(scenario):
 
         def all_connect():
             ips = list(live)
-            wait_until(lambda: fully_meshed(bed, ips), 90, "every node to see every other")
+            wait_until(lambda: joined(bed, ips), 90, "every node to see every other and find it in its own poll")
             return "nodes: " + ", ".join(node(i) for i in ips)
 
         scenario("all nodes connect across both regions", all_connect)
@@ -102,7 +102,8 @@ def named_sources(scenario):
             bed.add_host("us-west-2", t["ip"])
             bed.start_node(t["ip"])
             live[t["ip"]] = ("us-west-2", t["arn"])
-            wait_until(lambda: fully_meshed(bed, list(live)), 90, f"{node(t['ip'])} to join everyone")
+            # Found by every other node's own poll, not only connected (it dials them itself).
+            wait_until(lambda: joined(bed, list(live)), 90, f"{node(t['ip'])} to join everyone")
             return f"{node(t['ip'])} joined"
 
         scenario("a new task joins", new_task_joins)
@@ -272,7 +273,7 @@ def zero_config(scenario):
         def zero_config_nodes_mesh():
             # Meshed, and every node has polled its own region (a node that has not polled yet can
             # look meshed because the others connected to it).
-            wait_until(lambda: fully_meshed(bed, ips) and all(own_source(ip) for ip in ips), 90,
+            wait_until(lambda: joined(bed, ips) and all(own_source(ip) for ip in ips), 90,
                        "every zero-config node to see every other, each through its own-region source")
             resolved = {node(ip): own_source(ip) for ip in ips}
             # The CLI, zero-config inside a task namespace, finds the same peers and itself.
@@ -398,7 +399,10 @@ def zero_config(scenario):
             bed.add_host("eu-west-2", leaving)
             bed.start_node(leaving, sources=AUTO_SOURCES["eu-west-2"])
             others = [eu_a["ip"], us_a["ip"]]
-            wait_until(lambda: fully_meshed(bed, others + [leaving]), 60, f"{node(leaving)} to join")
+            # Joined, not only connected: the new node dials the others, so it is in their
+            # Node.list before their own polls list its task; a task a node's poll never saw
+            # RUNNING is no peer of that node, so it is neither drained nor dropped there.
+            wait_until(lambda: joined(bed, others + [leaving]), 60, f"{node(leaving)} to join, found by every poll")
             bed.stop_task("eu-west-2", t["arn"])
             bed.terminate_node(leaving)
 
@@ -418,22 +422,39 @@ def zero_config(scenario):
             wait_until(lambda: all(bed.status(ip)["poll"] >= before[ip] + 3 for ip in others), 30, "three polls")
             assert bed.describe_task("eu-west-2", t["arn"])["lastStatus"] != "STOPPED"
             settled = {ip: attempts(ip) for ip in others}
-            # The peer count while it drains, read before STOPPED: read after, a poll already in
-            # flight may have seen STOPPED and the count would already be one short.
-            draining_peers = {ip: bed.status(ip)["peers"] for ip in others}
+            # Still every other node's (draining) peer: its task is STOPPING.
+            kept = {node(ip): knows(bed, ip, [leaving]) for ip in others}
+            assert all(kept.values()), f"{node(leaving)} was dropped while its task was STOPPING: {kept}"
+            draining = {node(ip): bed.status(ip)["poll"] - before[ip] for ip in others}
             bed.advance_tasks("eu-west-2", [t["arn"]], "STOPPED")
-            stopped = {ip: bed.status(ip)["poll"] for ip in others}
-            wait_until(lambda: all(bed.status(ip)["poll"] >= stopped[ip] + 3 for ip in others), 30, "three polls")
-            wait_until(lambda: all(bed.status(ip)["peers"] == draining_peers[ip] - 1 for ip in others), 10,
-                       f"{node(leaving)} to be forgotten once STOPPED")
+            # The last poll each node had finished by then (a status written after the advance).
+            stopped = {ip: bed.fresh_status(ip)["known_poll"] for ip in others}
+            forgotten = {}  # ip -> polls after STOPPED until its poll no longer listed the node
+
+            def forgotten_everywhere():
+                for ip in others:
+                    s = bed.status(ip)
+                    if ip not in forgotten and node(leaving) not in s["known"]:
+                        forgotten[ip] = s["known_poll"] - stopped[ip]
+                return len(forgotten) == len(others)
+
+            wait_until(forgotten_everywhere, 30, f"{node(leaving)} to be forgotten once STOPPED")
+            # The poll in flight when STOPPED came, and the next one, which began after it.
+            late = {node(ip): n for ip, n in forgotten.items() if n > 2}
+            assert not late, f"still a peer more than two polls after STOPPED (polls): {late}"
+            after = {ip: bed.status(ip)["poll"] for ip in others}
+            wait_until(lambda: all(bed.status(ip)["poll"] >= after[ip] + 2 for ip in others), 30, "two more polls")
+            back = {node(ip): bed.status(ip)["known"] for ip in others if node(leaving) in bed.status(ip)["known"]}
+            assert not back, f"{node(leaving)} listed again after it was forgotten: {back}"
             tried = {node(ip): attempts(ip) for ip in others if attempts(ip) > 0}
             assert not tried, f"connected {node(leaving)} again after it left: {tried}"
             for ip in others:
                 s = bed.status(ip)
                 assert s["strategy"] and s["restarts"] == 0, f"{node(ip)}: strategy crashed: {s}"
             assert fully_meshed(bed, others)
-            return (f"not connected again while draining ({dict((node(i), stopped[i] - before[i]) for i in others)} "
-                    f"polls) nor after STOPPED; reconnects: {settled}")
+            return (f"not connected again while draining ({draining} polls) "
+                    f"polls) nor after STOPPED; forgotten within {dict((node(i), n) for i, n in forgotten.items())} "
+                    f"polls of STOPPED; reconnects: {settled}")
 
         scenario("ECS's stop sequence (SIGTERM while STOPPING): not connected again while draining, forgotten once STOPPED",
                  ecs_stop_sequence)
@@ -465,7 +486,7 @@ def without_libcluster(scenario):
 
         def child_meshes_and_leaves_cleanly():
             ips = list(live)
-            wait_until(lambda: fully_meshed(bed, ips), 90, "every node to see every other")
+            wait_until(lambda: joined(bed, ips), 90, "every node to see every other and find it in its own poll")
             logs = "".join(bed.log(ip) for ip in ips)
             assert "[ecs_peers:ecs] connected to :" in logs, "no node logged `[ecs_peers:ecs] connected to`"
             assert "[libcluster:" not in logs, "a node logged through libcluster"

@@ -6,7 +6,11 @@
 # documented `[:ecs_peers, :poll, :stop]` telemetry: the polls so far, the peers of the last poll and
 # each source's id, ok and peers, and with fleet-shared polling (E2E_SHARE_POLLING=1, issue 13) who
 # polls it: `poller` (nil: this node), `received_from` (nil: polled here), `received_at` and
-# `shared_dropped` and `poller_silent`, as the telemetry metadata carries them.
+# `shared_dropped` and `poller_silent`, as the telemetry metadata carries them. From
+# `EcsPeers.status/1`: `known`, the peers' node names the strategy's last poll found, and
+# `known_poll`, that poll's number (the core's count, read in the same call). Node.list alone
+# cannot tell that a node's own poll found a peer: a new node that dials the others shows in
+# their Node.list before their polls list its task.
 #
 #   elixir --name app@IP --cookie C -pa EBIN tests/e2e/node.exs STATUS_FILE ENDPOINT INTERVAL_MS
 [status_file, endpoint, interval] = System.argv()
@@ -125,6 +129,12 @@ report = fn report, last_pid, restarts ->
   restarts = if last_pid && pid && pid != last_pid, do: restarts + 1, else: restarts
   last = :persistent_term.get(:e2e_last_poll)
 
+  {known, known_poll} =
+    case pid && EcsPeers.status(pid) do
+      {:ok, st} -> {st.peers, st.poll}
+      _ -> {[], nil}
+    end
+
   status = %{
     node: node(),
     nodes: Node.list() |> Enum.map(&Atom.to_string/1) |> Enum.sort(),
@@ -132,7 +142,9 @@ report = fn report, last_pid, restarts ->
     poll: :atomics.get(polls, 1),
     restarts: restarts,
     peers: last.peers,
-    sources: last.sources
+    sources: last.sources,
+    known: known,
+    known_poll: known_poll
   }
 
   File.write!(status_file <> ".tmp", json.(json, status))

@@ -434,6 +434,23 @@ class Bed:
         except (FileNotFoundError, json.JSONDecodeError, KeyError):
             return None
 
+    def fresh_status(self, ip, timeout=10):
+        """The node's status as written after this call began (each write renames a new file
+        into place, so a new inode is a new write): nothing in it is older than the call."""
+        path = self.hosts[ip]["status"]
+        try:
+            old = os.stat(path).st_ino
+        except FileNotFoundError:
+            old = None
+
+        def written():
+            try:
+                return os.stat(path).st_ino != old and self.status(ip)
+            except FileNotFoundError:
+                return None
+
+        return wait_until(written, timeout, f"{node(ip)} to write its status", step=0.02)
+
     def log(self, ip):
         try:
             with open(self.hosts[ip]["log"]) as f:
@@ -454,6 +471,20 @@ def sees(bed, ip, others):
 
 def fully_meshed(bed, ips):
     return all(sees(bed, ip, [o for o in ips if o != ip]) for ip in ips)
+
+
+def knows(bed, ip, others):
+    """The strategy at `ip` has found every node at `others` in its own last poll (its status's
+    `known`). Being connected is not that: a new node dials the others, so it shows in their
+    Node.list before their polls list its task."""
+    s = bed.status(ip)
+    return s is not None and {node(o) for o in others} <= set(s.get("known") or [])
+
+
+def joined(bed, ips):
+    """Every node at `ips` is connected to every other and has found every other in its own poll:
+    from here on each of them treats the others as peers (drains them, drops them when they stop)."""
+    return fully_meshed(bed, ips) and all(knows(bed, ip, [o for o in ips if o != ip]) for ip in ips)
 
 
 def wait_until(pred, timeout, what, step=0.1):
