@@ -466,7 +466,7 @@ impl Poller {
             },
             shared_dropped: self.sharing.dropped,
         };
-        let changes = snapshot.diff(&self.last);
+        let changes = snapshot.diff_merged(&self.last);
         for event in &changes.events {
             if event.is_warning() {
                 tracing::warn!(%event, "{event}");
@@ -1037,7 +1037,7 @@ impl Subscription {
                     .filter(|(n, _)| *n > seen)
                     .map(|(_, r)| r.clone())
                     .collect();
-                (update.snapshot.diff(&self.last), shared)
+                (update.snapshot.diff_merged(&self.last), shared)
             };
             self.last = update.snapshot.clone();
             return Some(Update {
