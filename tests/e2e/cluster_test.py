@@ -453,7 +453,7 @@ def zero_config(scenario):
                 assert s["strategy"] and s["restarts"] == 0, f"{node(ip)}: strategy crashed: {s}"
             assert fully_meshed(bed, others)
             return (f"not connected again while draining ({draining} polls) "
-                    f"polls) nor after STOPPED; forgotten within {dict((node(i), n) for i, n in forgotten.items())} "
+                    f"nor after STOPPED; forgotten within {dict((node(i), n) for i, n in forgotten.items())} "
                     f"polls of STOPPED; reconnects: {settled}")
 
         scenario("ECS's stop sequence (SIGTERM while STOPPING): not connected again while draining, forgotten once STOPPED",
