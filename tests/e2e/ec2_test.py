@@ -92,12 +92,20 @@ def no_epmd_anywhere(bed):
 
 
 def meshed(bed, keys):
+    """Every BEAM is connected to every other and has found every other in its own poll (a new
+    node dials the others, so it is in their Node.list before their polls list its task)."""
     names = {k: bed.beams[k]["name"] for k in keys}
-    return all(bed.beam_sees(k, [n for o, n in names.items() if o != k]) for k in keys)
+
+    def found_all(k):
+        s = bed.beam_status(k) or {}
+        return {n for o, n in names.items() if o != k} <= set(s.get("known") or [])
+
+    return all(bed.beam_sees(k, [n for o, n in names.items() if o != k]) and found_all(k) for k in keys)
 
 
 def explain(bed, keys):
-    return "; ".join(f"{bed.beams[k]['name']} sees {(bed.beam_status(k) or {}).get('nodes')}" for k in keys)
+    return "; ".join(f"{bed.beams[k]['name']} sees {(bed.beam_status(k) or {}).get('nodes')}, "
+                     f"its poll found {(bed.beam_status(k) or {}).get('known')}" for k in keys)
 
 
 def wait_meshed(bed, keys, what):
