@@ -7,10 +7,12 @@
 # each source's id, ok and peers, and with fleet-shared polling (E2E_SHARE_POLLING=1, issue 13) who
 # polls it: `poller` (nil: this node), `received_from` (nil: polled here), `received_at` and
 # `shared_dropped` and `poller_silent`, as the telemetry metadata carries them. From
-# `EcsPeers.status/1`: `known`, the peers' node names the strategy's last poll found, and
-# `known_poll`, that poll's number (the core's count, read in the same call). Node.list alone
-# cannot tell that a node's own poll found a peer: a new node that dials the others shows in
-# their Node.list before their polls list its task.
+# `EcsPeers.status/1`: `known`, the peers' node names the strategy's last poll found,
+# `known_poll`, that poll's number (the core's count, read in the same call), and `known_at`,
+# when that call began (OS time, ms). Node.list alone cannot tell that a node's own poll found a
+# peer: a new node that dials the others shows in their Node.list before their polls list its
+# task. The call is made by a process of its own: it waits while the strategy connects nodes
+# (seconds, to an address that drops packets), and the status file must not.
 #
 #   elixir --name app@IP --cookie C -pa EBIN tests/e2e/node.exs STATUS_FILE ENDPOINT INTERVAL_MS
 [status_file, endpoint, interval] = System.argv()
@@ -114,6 +116,30 @@ clustering = fn ->
   end
 end
 
+:persistent_term.put(:e2e_known, %{known: [], known_poll: nil, known_at: 0})
+
+spawn(fn ->
+  read_known = fn read_known ->
+    at = System.os_time(:millisecond)
+
+    case clustering.() do
+      nil ->
+        :ok
+
+      pid ->
+        case EcsPeers.status(pid) do
+          {:ok, st} -> :persistent_term.put(:e2e_known, %{known: st.peers, known_poll: st.poll, known_at: at})
+          {:error, _} -> :ok
+        end
+    end
+
+    Process.sleep(100)
+    read_known.(read_known)
+  end
+
+  read_known.(read_known)
+end)
+
 json = fn
   _json, v when is_binary(v) -> ~s(") <> String.replace(String.replace(v, "\\", "\\\\"), ~s("), ~s(\\")) <> ~s(")
   _json, v when is_boolean(v) or is_integer(v) -> to_string(v)
@@ -129,11 +155,7 @@ report = fn report, last_pid, restarts ->
   restarts = if last_pid && pid && pid != last_pid, do: restarts + 1, else: restarts
   last = :persistent_term.get(:e2e_last_poll)
 
-  {known, known_poll} =
-    case pid && EcsPeers.status(pid) do
-      {:ok, st} -> {st.peers, st.poll}
-      _ -> {[], nil}
-    end
+  known = :persistent_term.get(:e2e_known)
 
   status = %{
     node: node(),
@@ -143,8 +165,9 @@ report = fn report, last_pid, restarts ->
     restarts: restarts,
     peers: last.peers,
     sources: last.sources,
-    known: known,
-    known_poll: known_poll
+    known: known.known,
+    known_poll: known.known_poll,
+    known_at: known.known_at
   }
 
   File.write!(status_file <> ".tmp", json.(json, status))

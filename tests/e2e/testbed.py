@@ -435,21 +435,15 @@ class Bed:
             return None
 
     def fresh_status(self, ip, timeout=10):
-        """The node's status as written after this call began (each write renames a new file
-        into place, so a new inode is a new write): nothing in it is older than the call."""
-        path = self.hosts[ip]["status"]
-        try:
-            old = os.stat(path).st_ino
-        except FileNotFoundError:
-            old = None
+        """The node's status with its strategy's own peers (`known`) from a status call begun
+        after this call began (`known_at`, OS time in ms; a file written before could not hold it)."""
+        since = time.time() * 1000
 
-        def written():
-            try:
-                return os.stat(path).st_ino != old and self.status(ip)
-            except FileNotFoundError:
-                return None
+        def fresh():
+            s = self.status(ip)
+            return s if s and (s.get("known_at") or 0) >= since else None
 
-        return wait_until(written, timeout, f"{node(ip)} to write its status", step=0.02)
+        return wait_until(fresh, timeout, f"{node(ip)} to write a status read after {since:.0f}", step=0.02)
 
     def log(self, ip):
         try:
