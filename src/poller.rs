@@ -614,8 +614,6 @@ impl Poller {
             Some("another sharing key (other sources or naming)")
         } else if slot.share.poller.as_deref() != Some(from) {
             Some("not from the source's elected poller")
-        } else if !waiting && slot.share.is_stale(stamp) {
-            Some("not newer than the last result applied")
         } else {
             None
         };
@@ -624,19 +622,34 @@ impl Poller {
             tracing::debug!(from, source = %slot.id, "shared result dropped: {why}");
             return false;
         }
+        // From the elected poller, with this node's key: the poller is alive and polls the
+        // source, whatever becomes of this result, so this node does not poll it too. Liveness
+        // must not wait for a result this node can apply: a follower that polled the source
+        // itself while its poller seemed silent (a restart, a late join) holds its own, newer
+        // stamp, and if its polls start just after the poller's, every result the poller sends
+        // is older than its own last one; polling on because of that, it would never follow
+        // again. Once it stops, the poller's next result is newer and applies.
+        let was_silent = slot.share.silent;
+        slot.share.refresh();
+        if !waiting && slot.share.is_stale(stamp) {
+            slot.share.dropped += 1;
+            tracing::debug!(from, source = %slot.id, "shared result dropped: not newer than the last result applied");
+            return was_silent;
+        }
         match result.answer {
             SharedAnswer::Waiting(why) => {
-                // The poller is alive and keeps the source: not silent. Nothing is applied.
+                // The poller keeps the source but did not poll it this round. Nothing is applied.
                 tracing::debug!(from, source = %slot.id, ?why, "the source's poller did not poll it this round");
-                let was_silent = slot.share.silent;
-                slot.share.refresh();
                 was_silent
             }
             SharedAnswer::Same { base } => {
                 if slot.share.applied_base.as_ref() != Some(&(from.to_string(), base)) {
+                    // Not applied here (missed, or polled here since): the poller sends a full
+                    // result at least every FULL_EVERY results; until then this node keeps the
+                    // peers it has.
                     slot.share.dropped += 1;
                     tracing::debug!(from, source = %slot.id, base, "shared result dropped: the same as a result not applied here");
-                    return false;
+                    return was_silent;
                 }
                 let was_ok = slot.ok;
                 slot.took(stamp, Some(from));
@@ -652,7 +665,6 @@ impl Poller {
                 }
                 if matches!(self.naming, NodeNaming::Epmd { .. }) {
                     // Named by this node's own EPMD look-ups, then applied (Poller::accept).
-                    slot.share.refresh();
                     let (tx, naming, cache, timeout) = (
                         self.received_tx.clone(),
                         self.naming.clone(),
@@ -670,7 +682,7 @@ impl Poller {
                             skipped,
                         });
                     });
-                    false
+                    was_silent
                 } else {
                     self.apply(idx, Ok(found), skipped, stamp, Some(from))
                 }
@@ -1644,6 +1656,62 @@ mod sharing_tests {
             Outgoing::Peers(&found, &[]),
         )
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_follower_whose_own_poll_is_newer_still_hears_its_poller_and_follows_again() {
+        let cfg = config(1, ME);
+        let other = other_poller_of(&cfg.sources[0].id());
+        let (mut p, fixed) = poller(&cfg, vec![vec![Step::Answer(Ok(vec![found("10.1.0.4")]))]]);
+        assert!(p.share(vec![other.clone(), ME.into()]));
+        // Nothing heard for more than two intervals (a restart, a late join): polled here.
+        age(&mut p, 250);
+        let u = p.poll().await;
+        assert_eq!(polls(&fixed[0]), 1);
+        assert!(u.snapshot.sources[0].poller_silent);
+        // The poller's result started before this node's own poll: not applied (older), but
+        // the poller is alive, so this node stops polling the source.
+        let older = now_ms() - 60_000;
+        p.receive_shared(&other, &peers_result(&cfg, 7, older, &["10.1.0.9"]));
+        let u = p.poll().await;
+        assert_eq!(polls(&fixed[0]), 1, "the poller is heard: not polled here");
+        assert!(!u.snapshot.sources[0].poller_silent);
+        assert_eq!(
+            nodes(&u),
+            ["app@10.1.0.4"],
+            "the older result is not applied"
+        );
+        assert_eq!(u.snapshot.sources[0].shared_dropped, 1);
+        // A "same as" result this node never applied is not applied either, and keeps it
+        // following too.
+        let key = cfg.sharing_key();
+        let id = cfg.sources[0].id();
+        let same = encode(
+            key,
+            id.as_str(),
+            8,
+            now_ms() + 1,
+            Outgoing::Same { base: 7 },
+        )
+        .unwrap();
+        age(&mut p, 150);
+        p.receive_shared(&other, &same);
+        age(&mut p, 150);
+        let u = p.poll().await;
+        assert_eq!(polls(&fixed[0]), 1, "still heard: not polled here");
+        assert_eq!(u.snapshot.sources[0].shared_dropped, 2);
+        // The poller's next full result is newer than this node's own poll: applied.
+        assert!(p.receive_shared(
+            &other,
+            &peers_result(&cfg, 9, now_ms() + 2, &["10.1.0.4", "10.1.0.5"])
+        ));
+        let u = p.poll().await;
+        assert_eq!(polls(&fixed[0]), 1);
+        assert_eq!(nodes(&u), ["app@10.1.0.4", "app@10.1.0.5"]);
+        assert_eq!(
+            u.snapshot.sources[0].received_from.as_deref(),
+            Some(other.as_str())
+        );
     }
 
     #[tokio::test]
