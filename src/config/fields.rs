@@ -84,7 +84,8 @@ pub(super) fn describe(v: &Value) -> String {
 pub(super) fn show(v: &Value) -> String {
     let s = v.to_string();
     if s.len() > 80 {
-        format!("{}...", &s[..77])
+        // Cut on a character boundary: a value's text may be any Unicode.
+        format!("{}...", &s[..s.floor_char_boundary(77)])
     } else {
         s
     }

@@ -448,6 +448,15 @@ mod tests {
     }
 
     #[test]
+    fn a_long_bad_value_of_any_text_is_shown_cut_on_a_character_boundary() {
+        // More than 80 bytes of text, with a 3-byte character across byte 77.
+        let value = format!("{}\u{feff}{}", "x".repeat(74), "é".repeat(20));
+        let e = err(json!({"node_basename": "app", "distribution_port": value}));
+        assert!(e.contains("distribution_port"), "{e}");
+        assert!(e.contains(&format!("\"{}...", "x".repeat(74))), "{e}");
+    }
+
+    #[test]
     fn defaults_apply() {
         let c = Config::from_value(base(
             json!([{"type":"ecs","region":"eu-west-2","cluster":"web"}]),
