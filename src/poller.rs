@@ -1658,6 +1658,18 @@ mod sharing_tests {
         .unwrap()
     }
 
+    fn same_result(cfg: &Config, seq: u64, started_ms: u64, base: u64) -> Vec<u8> {
+        let id = cfg.sources[0].id();
+        encode(
+            cfg.sharing_key(),
+            id.as_str(),
+            seq,
+            started_ms,
+            Outgoing::Same { base },
+        )
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn a_follower_whose_own_poll_is_newer_still_hears_its_poller_and_follows_again() {
         let cfg = config(1, ME);
@@ -1684,18 +1696,8 @@ mod sharing_tests {
         assert_eq!(u.snapshot.sources[0].shared_dropped, 1);
         // A "same as" result this node never applied is not applied either, and keeps it
         // following too.
-        let key = cfg.sharing_key();
-        let id = cfg.sources[0].id();
-        let same = encode(
-            key,
-            id.as_str(),
-            8,
-            now_ms() + 1,
-            Outgoing::Same { base: 7 },
-        )
-        .unwrap();
         age(&mut p, 150);
-        p.receive_shared(&other, &same);
+        p.receive_shared(&other, &same_result(&cfg, 8, now_ms() + 1, 7));
         age(&mut p, 150);
         let u = p.poll().await;
         assert_eq!(polls(&fixed[0]), 1, "still heard: not polled here");
@@ -1942,16 +1944,7 @@ mod sharing_tests {
         let t = now_ms();
         p.receive_shared(&other, &peers_result(&cfg, 1, t, &["10.1.0.4", "10.1.0.5"]));
         let first = p.poll().await;
-        let same = |seq: u64, base: u64| {
-            encode(
-                cfg.sharing_key(),
-                id.as_str(),
-                seq,
-                t + seq,
-                Outgoing::Same { base },
-            )
-            .unwrap()
-        };
+        let same = |seq: u64, base: u64| same_result(&cfg, seq, t + seq, base);
         for seq in 2..6 {
             age(&mut p, 150);
             assert!(!p.receive_shared(&other, &same(seq, 1)), "nothing changed");
