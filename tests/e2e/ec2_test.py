@@ -95,12 +95,8 @@ def meshed(bed, keys):
     """Every BEAM is connected to every other and has found every other in its own poll (a new
     node dials the others, so it is in their Node.list before their polls list its task)."""
     names = {k: bed.beams[k]["name"] for k in keys}
-
-    def found_all(k):
-        s = bed.beam_status(k) or {}
-        return {n for o, n in names.items() if o != k} <= set(s.get("known") or [])
-
-    return all(bed.beam_sees(k, [n for o, n in names.items() if o != k]) and found_all(k) for k in keys)
+    others = {k: [n for o, n in names.items() if o != k] for k in keys}
+    return all(bed.beam_sees(k, others[k]) and bed.beam_knows(k, others[k]) for k in keys)
 
 
 def explain(bed, keys):

@@ -54,7 +54,10 @@ config = naming ++ sharing ++ [
 
 # The strategy's poll telemetry: what a user's handler sees (not the strategy's internal state).
 polls = :atomics.new(1, [])
-:persistent_term.put(:e2e_last_poll, %{peers: 0, sources: []})
+# What the report loop writes, kept in a public ETS table (written by the telemetry handler and
+# the peers reader below): replacing a persistent term runs a global GC, too often for this.
+:ets.new(:e2e, [:named_table, :public, read_concurrency: true])
+:ets.insert(:e2e, {:last_poll, %{peers: 0, sources: []}})
 
 :telemetry.attach(
   "e2e-status",
@@ -77,7 +80,7 @@ polls = :atomics.new(1, [])
             poller_silent: Map.get(src, :poller_silent)
           }
 
-    :persistent_term.put(:e2e_last_poll, %{peers: measurements.peers, sources: sources})
+    :ets.insert(:e2e, {:last_poll, %{peers: measurements.peers, sources: sources}})
   end,
   nil
 )
@@ -116,7 +119,7 @@ clustering = fn ->
   end
 end
 
-:persistent_term.put(:e2e_known, %{known: [], known_poll: nil, known_at: 0})
+:ets.insert(:e2e, {:known, %{known: [], known_poll: nil, known_at: 0}})
 
 spawn(fn ->
   read_known = fn read_known ->
@@ -128,7 +131,7 @@ spawn(fn ->
 
       pid ->
         case EcsPeers.status(pid) do
-          {:ok, st} -> :persistent_term.put(:e2e_known, %{known: st.peers, known_poll: st.poll, known_at: at})
+          {:ok, st} -> :ets.insert(:e2e, {:known, %{known: st.peers, known_poll: st.poll, known_at: at}})
           {:error, _} -> :ok
         end
     end
@@ -153,9 +156,8 @@ report = fn report, last_pid, restarts ->
   pid = clustering.()
 
   restarts = if last_pid && pid && pid != last_pid, do: restarts + 1, else: restarts
-  last = :persistent_term.get(:e2e_last_poll)
-
-  known = :persistent_term.get(:e2e_known)
+  [{:last_poll, last}] = :ets.lookup(:e2e, :last_poll)
+  [{:known, known}] = :ets.lookup(:e2e, :known)
 
   status = %{
     node: node(),

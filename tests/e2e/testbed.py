@@ -645,6 +645,12 @@ class Ec2Bed(Bed):
         s = self.beam_status(key)
         return s is not None and set(s["nodes"]) == set(names)
 
+    def beam_knows(self, key, names):
+        """The strategy of BEAM `key` has found every node in `names` in its own last poll (as
+        `knows()` for the hosts' nodes)."""
+        s = self.beam_status(key)
+        return s is not None and set(names) <= set(s.get("known") or [])
+
     def processes(self):
         """{namespace: [command names of its processes]} for every namespace of the bed."""
         out = {}
