@@ -716,10 +716,22 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// The README's key table is generated from KEYS; this fails when they drift.
+    /// The key tables of the README and of the strategy's moduledoc (what `h EcsPeers.Strategy`
+    /// and HexDocs show) are generated from KEYS; this fails when either drifts.
     #[test]
-    fn readme_documents_every_key() {
-        let readme = include_str!("../../README.md");
+    fn readme_and_strategy_moduledoc_document_every_key() {
+        for (file, text) in [
+            ("README.md", include_str!("../../README.md")),
+            (
+                "elixir/lib/ecs_peers/strategy.ex",
+                include_str!("../../elixir/lib/ecs_peers/strategy.ex"),
+            ),
+        ] {
+            documents_every_key(file, text);
+        }
+    }
+
+    fn documents_every_key(file: &str, text: &str) {
         let mut missing = Vec::new();
         for k in KEYS {
             let scope = match k.scope {
@@ -731,13 +743,13 @@ mod tests {
                 "| {scope} | `{}` | {} | {} | {} |",
                 k.key, k.kind, k.default, k.doc
             );
-            if !readme.contains(&row) {
+            if !text.contains(&row) {
                 missing.push(row);
             }
         }
         assert!(
             missing.is_empty(),
-            "README.md must contain these rows of the key table:\n{}",
+            "{file} must contain these rows of the key table:\n{}",
             missing.join("\n")
         );
     }
