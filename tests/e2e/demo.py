@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from testbed import ENDPOINT, ROOT, Bed, require_root_and_netns, wait_until
+from testbed import ENDPOINT, ROOT, Bed, cuts_a_link_of, global_cuts, require_root_and_netns, wait_until
 
 BIN = os.path.join(ROOT, "target", "debug", "ecs-peers")
 
@@ -87,10 +87,8 @@ def main():
         for line in bed.log(new["ip"]).splitlines():
             if "[libcluster:" in line or "'global'" in line:
                 print("  " + line, flush=True)
-        cuts = [(ip, line) for ip in bed.hosts for line in bed.log(ip).splitlines()
-                if "'global'" in line and "prevent overlapping partitions" in line]
-        stopped = '"app@%s"' % victim["ip"]
-        leaving = [(ip, line) for ip, line in cuts if ip == victim["ip"] or stopped in line]
+        cuts = global_cuts(bed)
+        leaving = [c for c in cuts if cuts_a_link_of(c, victim["ip"])]
         say(f"links cut by OTP global (prevent_overlapping_partitions), in every node's log: "
             f"{len(cuts) - len(leaving)} between running nodes, {len(leaving)} with the stopped task's node")
         for ip, line in cuts:

@@ -457,6 +457,20 @@ def node(ip, basename="app"):
     return f"{basename}@{ip}"
 
 
+def global_cuts(bed):
+    """Every line in which OTP global cut a link (prevent_overlapping_partitions), from every
+    node's log, as (ip of the node that logged it, line)."""
+    return [(ip, line) for ip in bed.hosts for line in bed.log(ip).splitlines()
+            if "'global'" in line and "prevent overlapping partitions" in line]
+
+
+def cuts_a_link_of(cut, ip):
+    """Whether a cut from `global_cuts` is of a link of the node at `ip`: logged by that node, or
+    naming it (`... disconnect from node :"app@<ip>"`)."""
+    at, line = cut
+    return at == ip or f'"{node(ip)}"' in line
+
+
 def sees(bed, ip, others):
     """The node at `ip` is connected to exactly the nodes at `others`."""
     s = bed.status(ip)
