@@ -133,10 +133,7 @@ impl Slot {
     fn describe(&mut self, cfg: &SourceConfig) {
         self.id = cfg.id();
         self.region = Region::from(cfg.region());
-        self.kind = match cfg {
-            SourceConfig::Ecs(_) => "ecs",
-            SourceConfig::CloudMap(_) => "cloudmap",
-        };
+        self.kind = cfg.kind();
         self.final_id = !matches!(cfg, SourceConfig::Ecs(e) if e.is_auto());
     }
 

@@ -1,11 +1,12 @@
-//! Reading a map of keys: typed takes that name the key path in every error, and the check that
-//! nothing unknown is left (with a suggestion from the key table).
+//! Reading a map of keys: typed takes that name the key path in every error, takes that apply a
+//! key's bounds and default from the key table, and the check that nothing unknown is left (with
+//! a suggestion from the key table).
 
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::keys::{Scope, KEYS};
+use super::keys::{show_ms, KeySpec, Scope, Type, KEYS};
 use crate::error::Error;
 
 /// Checks an AWS region name such as `eu-west-2`, `us-gov-west-1` or `cn-north-1`.
@@ -160,6 +161,106 @@ impl Fields {
     pub(super) fn take_duration(&mut self, k: &str) -> Result<Option<Duration>, Error> {
         let key = self.key(k);
         self.take(k).map(|v| parse_duration(&key, &v)).transpose()
+    }
+
+    /// The error for a key whose row in the key table has another type than its parser reads:
+    /// a bug in this crate, named as such rather than a panic.
+    fn not_in_table_as(&self, spec: &KeySpec, want: &str) -> Error {
+        Error::config(
+            self.key(spec.key),
+            format!(
+                "the key table (src/config/keys.rs) describes this key as {}, but it is read as {want}: a bug in ecs-peers; please report it",
+                spec.kind()
+            ),
+        )
+    }
+
+    /// A boolean key: its value, or the table's default.
+    pub(super) fn bool_key(&mut self, spec: &KeySpec) -> Result<bool, Error> {
+        let Type::Bool { default } = spec.ty else {
+            return Err(self.not_in_table_as(spec, "a boolean"));
+        };
+        Ok(self.take_bool(spec.key)?.unwrap_or(default))
+    }
+
+    /// A duration key: its value (at least the table's minimum), or the table's default.
+    pub(super) fn duration_key(&mut self, spec: &KeySpec) -> Result<Duration, Error> {
+        let Type::Duration { min_ms, default_ms } = spec.ty else {
+            return Err(self.not_in_table_as(spec, "a duration"));
+        };
+        let d = self
+            .take_duration(spec.key)?
+            .unwrap_or(Duration::from_millis(default_ms));
+        if d < Duration::from_millis(min_ms) {
+            return Err(Error::config(
+                self.key(spec.key),
+                format!(
+                    "{} is too short; expected at least {} (the default is {})",
+                    show_ms(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                    show_ms(min_ms),
+                    show_ms(default_ms)
+                ),
+            ));
+        }
+        Ok(d)
+    }
+
+    /// A whole-number key: its value within the table's bounds, or the table's default.
+    pub(super) fn integer_key(&mut self, spec: &KeySpec) -> Result<u64, Error> {
+        let Type::Integer { min, max, default } = spec.ty else {
+            return Err(self.not_in_table_as(spec, "an integer"));
+        };
+        match self.take(spec.key) {
+            None => Ok(default),
+            Some(v) => match v.as_u64() {
+                Some(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(Error::config(
+                    self.key(spec.key),
+                    format!("{} is not a whole number from {min} to {max}", show(&v)),
+                )),
+            },
+        }
+    }
+
+    /// A number key: its value within the table's bounds, or the table's default.
+    pub(super) fn number_key(&mut self, spec: &KeySpec) -> Result<f64, Error> {
+        let Type::Number { min, max, default } = spec.ty else {
+            return Err(self.not_in_table_as(spec, "a number"));
+        };
+        match self.take(spec.key) {
+            None => Ok(default),
+            Some(v) => match v.as_f64() {
+                Some(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(Error::config(
+                    self.key(spec.key),
+                    format!(
+                        "{} is not a number between {min} and {max} (e.g. {default})",
+                        show(&v)
+                    ),
+                )),
+            },
+        }
+    }
+
+    /// A port key: its value, or `None` when not given (the caller applies its default, which
+    /// may come from the environment before the table's).
+    pub(super) fn port_key(&mut self, spec: &KeySpec) -> Result<Option<u16>, Error> {
+        let Type::Port { default } = spec.ty else {
+            return Err(self.not_in_table_as(spec, "a port"));
+        };
+        match self.take(spec.key) {
+            None => Ok(None),
+            Some(v) => match v.as_u64().and_then(|n| u16::try_from(n).ok()) {
+                Some(n) if n > 0 => Ok(Some(n)),
+                _ => Err(Error::config(
+                    self.key(spec.key),
+                    format!(
+                        "{} is not a port number; expected an integer 1..65535, e.g. {default}",
+                        show(&v)
+                    ),
+                )),
+            },
+        }
     }
 
     /// Fails on the first key that was not consumed, suggesting the closest valid key.

@@ -5,9 +5,9 @@
 //! names the key path (`sources[1].region`), the bad value and what is expected. Everything
 //! downstream takes the typed [`Config`].
 //!
-//! Split by concern: [`KEYS`] (`keys.rs`) is the single table of keys: it drives unknown-key
-//! errors, `ecs-peers keys`, and the docs (tests fail when the README or the strategy's moduledoc
-//! drifts from it); top-level keys are parsed here; each backend's source keys in its own file
+//! Split by concern: [`KEYS`] (`keys.rs`) is the single table of keys: each key's type, bounds
+//! and default, which validation reads; it drives unknown-key errors, `ecs-peers keys`, and the
+//! generated key tables of the docs; top-level keys are parsed here; each backend's source keys in its own file
 //! (`ecs.rs`, `cloudmap.rs`); node naming and this node's identity in `naming.rs`. Adding a key
 //! touches the table and one file; adding a backend, the table, its file and [`SourceConfig`].
 
@@ -29,7 +29,7 @@ mod naming;
 pub use cloudmap::{CloudMapSourceConfig, HealthFilter};
 pub use ecs::EcsSourceConfig;
 pub use fields::parse_duration;
-pub use keys::{KeySpec, Scope, KEYS};
+pub use keys::{markdown_table, KeySpec, Scope, Type, DEFAULT_DISTRIBUTION_PORT, KEYS};
 pub use naming::{NodeNaming, ThisNode};
 
 use fields::{describe, show, Fields};
@@ -70,6 +70,20 @@ impl SourceConfig {
         }
     }
 
+    /// The scope of the source's keys; its name is the source's `type` and `kind`.
+    pub fn scope(&self) -> Scope {
+        match self {
+            SourceConfig::Ecs(_) => Scope::Ecs,
+            SourceConfig::CloudMap(_) => Scope::CloudMap,
+        }
+    }
+
+    /// The source's kind, `ecs` or `cloudmap`: its `type` in the configuration (spelled once,
+    /// by [`Scope::name`]).
+    pub fn kind(&self) -> &'static str {
+        self.scope().name()
+    }
+
     /// The source's region.
     pub fn region(&self) -> &str {
         match self {
@@ -78,10 +92,6 @@ impl SourceConfig {
         }
     }
 }
-
-/// The distribution port when none is configured: EcsPeers.Epmd's default
-/// (`ECS_PEERS_DIST_PORT`, docs/distribution.md).
-pub const DEFAULT_DISTRIBUTION_PORT: u16 = 4370;
 
 /// `distribution_port` when the key is not given: `ECS_PEERS_DIST_PORT` (the variable
 /// EcsPeers.Epmd and examples/rel/env.sh.eex read, so the node's listener and its peers' ports
@@ -176,48 +186,11 @@ impl Config {
 
         let naming::Naming { node, local_node } = naming::parse(&mut top, this)?;
 
-        let polling_interval = top
-            .take_duration("polling_interval")?
-            .unwrap_or(Duration::from_secs(5));
-        if polling_interval < Duration::from_millis(100) {
-            return Err(Error::config(
-                "polling_interval",
-                format!("{polling_interval:?} is too short; expected at least 100ms (5s is a good start)"),
-            ));
-        }
-        let jitter = match top.take("jitter") {
-            None => 0.2,
-            Some(v) => match v.as_f64() {
-                Some(j) if (0.0..=1.0).contains(&j) => j,
-                _ => {
-                    return Err(Error::config(
-                        "jitter",
-                        format!("{} is not a number between 0 and 1 (e.g. 0.2)", show(&v)),
-                    ))
-                }
-            },
-        };
-        let poll_timeout = top
-            .take_duration("poll_timeout")?
-            .unwrap_or(Duration::from_secs(20));
-        if poll_timeout.is_zero() {
-            return Err(Error::config(
-                "poll_timeout",
-                "must be more than 0 (e.g. \"20s\")",
-            ));
-        }
-        let max_attempts = match top.take("max_attempts") {
-            None => 3,
-            Some(v) => match v.as_u64() {
-                Some(n @ 1..=10) => n as u32,
-                _ => {
-                    return Err(Error::config(
-                        "max_attempts",
-                        format!("{} is not a whole number from 1 to 10", show(&v)),
-                    ))
-                }
-            },
-        };
+        let polling_interval = top.duration_key(&keys::POLLING_INTERVAL)?;
+        let jitter = top.number_key(&keys::JITTER)?;
+        let poll_timeout = top.duration_key(&keys::POLL_TIMEOUT)?;
+        let max_attempts = u32::try_from(top.integer_key(&keys::MAX_ATTEMPTS)?)
+            .map_err(|_| Error::config("max_attempts", "is too large"))?;
         let endpoint_url = match top.take_string("endpoint_url")? {
             None => None,
             Some(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u),
@@ -230,19 +203,11 @@ impl Config {
                 ))
             }
         };
-        let draining = top.take_bool("draining")?.unwrap_or(true);
-        let share_polling = top.take_bool("share_polling")?.unwrap_or(false);
-        let distribution_port = match top.take("distribution_port") {
+        let draining = top.bool_key(&keys::DRAINING)?;
+        let share_polling = top.bool_key(&keys::SHARE_POLLING)?;
+        let distribution_port = match top.port_key(&keys::DISTRIBUTION_PORT)? {
+            Some(port) => port,
             None => distribution_port_from(std::env::var("ECS_PEERS_DIST_PORT").ok().as_deref())?,
-            Some(v) => match v.as_u64() {
-                Some(n @ 1..=65535) => n as u16,
-                _ => {
-                    return Err(Error::config(
-                        "distribution_port",
-                        format!("{} is not a port number; expected an integer 1..65535, e.g. 4370 (the port the nodes' distribution listens on)", show(&v)),
-                    ))
-                }
-            },
         };
         let local_ip = match top.take_string("local_ip")? {
             None => None,
@@ -406,30 +371,40 @@ fn parse_source(i: usize, v: Value) -> Result<SourceConfig, Error> {
             ),
         ));
     };
-    let kind = match map.get("type") {
-        Some(Value::String(s)) => s.clone(),
+    let types = || {
+        Scope::ALL
+            .into_iter()
+            .filter(|s| *s != Scope::Top)
+            .map(|s| format!("{:?}", s.name()))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
+    let scope = match map.get("type") {
+        Some(Value::String(s)) => Scope::of_source_type(s).ok_or_else(|| {
+            Error::config(
+                format!("{path}.type"),
+                format!("{s:?} is not a source type; expected {}", types()),
+            )
+        })?,
         Some(other) => {
             return Err(Error::config(
                 format!("{path}.type"),
-                format!(
-                    "{} is not a source type; expected \"ecs\" or \"cloudmap\"",
-                    show(other)
-                ),
+                format!("{} is not a source type; expected {}", show(other), types()),
             ))
         }
         None => {
             return Err(Error::config(
                 format!("{path}.type"),
-                "is required: \"ecs\" or \"cloudmap\"",
+                format!("is required: {}", types()),
             ))
         }
     };
-    match kind.as_str() {
-        "ecs" => ecs::parse(map, path),
-        "cloudmap" => cloudmap::parse(map, path),
-        other => Err(Error::config(
+    match scope {
+        Scope::Ecs => ecs::parse(map, path),
+        Scope::CloudMap => cloudmap::parse(map, path),
+        Scope::Top => Err(Error::config(
             format!("{path}.type"),
-            format!("{other:?} is not a source type; expected \"ecs\" or \"cloudmap\""),
+            format!("\"top\" is not a source type; expected {}", types()),
         )),
     }
 }
@@ -716,42 +691,52 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// The key tables of the README and of the strategy's moduledoc (what `h EcsPeers.Strategy`
-    /// and HexDocs show) are generated from KEYS; this fails when either drifts.
+    /// The defaults the parsers of other files apply (naming, Cloud Map) are the key table's,
+    /// and every choice the table lists is accepted.
     #[test]
-    fn readme_and_strategy_moduledoc_document_every_key() {
-        for (file, text) in [
-            ("README.md", include_str!("../../README.md")),
-            (
-                "elixir/lib/ecs_peers/strategy.ex",
-                include_str!("../../elixir/lib/ecs_peers/strategy.ex"),
-            ),
-        ] {
-            documents_every_key(file, text);
-        }
-    }
-
-    fn documents_every_key(file: &str, text: &str) {
-        let mut missing = Vec::new();
-        for k in KEYS {
-            let scope = match k.scope {
-                Scope::Top => "top",
-                Scope::Ecs => "ecs",
-                Scope::CloudMap => "cloudmap",
+    fn the_table_s_choices_and_defaults_are_the_parsers() {
+        let src = json!([{"type":"ecs","region":"eu-west-2","cluster":"web"}]);
+        let plain = Config::from_value(base(src.clone())).unwrap();
+        for spec in KEYS {
+            let Type::OneOf { choices, default } = spec.ty else {
+                continue;
             };
-            let row = format!(
-                "| {scope} | `{}` | {} | {} | {} |",
-                k.key, k.kind, k.default, k.doc
-            );
-            if !text.contains(&row) {
-                missing.push(row);
+            let with = |v: &str| {
+                let mut c = base(src.clone());
+                match spec.scope {
+                    Scope::Top => c[spec.key] = json!(v),
+                    Scope::Ecs => c["sources"][0][spec.key] = json!(v),
+                    Scope::CloudMap => {
+                        c["sources"] = json!([{"type":"cloudmap","region":"us-west-2","namespace":"n","service":"s", spec.key: v}]);
+                    }
+                }
+                Config::from_value(c)
+            };
+            for choice in choices {
+                assert!(with(choice).is_ok(), "{}: {choice}", spec.key);
             }
+            assert!(with("nonsense").is_err(), "{}", spec.key);
+            let defaulted = match spec.scope {
+                Scope::CloudMap => {
+                    let mut c = base(src.clone());
+                    c["sources"] = json!([{"type":"cloudmap","region":"us-west-2","namespace":"n","service":"s"}]);
+                    Config::from_value(c).unwrap()
+                }
+                Scope::Top | Scope::Ecs => plain.clone(),
+            };
+            assert_eq!(
+                with(default).unwrap(),
+                defaulted,
+                "{}: default {default}",
+                spec.key
+            );
         }
-        assert!(
-            missing.is_empty(),
-            "{file} must contain these rows of the key table:\n{}",
-            missing.join("\n")
-        );
+        let d = |spec: &KeySpec| match spec.ty {
+            Type::Duration { default_ms, .. } => Duration::from_millis(default_ms),
+            _ => unreachable!(),
+        };
+        assert_eq!(plain.polling_interval, d(&keys::POLLING_INTERVAL));
+        assert_eq!(plain.poll_timeout, d(&keys::POLL_TIMEOUT));
     }
 
     #[test]

@@ -38,6 +38,43 @@ defmodule EcsPeers.Cluster do
 
   `:ignore` (no config, e.g. in dev and test) starts nothing.
 
+  ## Configuration
+
+  The same keys as `EcsPeers.Strategy`'s, validated when the child starts (generated from the
+  core's key table, `src/config/keys.rs`):
+
+  <!-- keys:begin -->
+  | scope | key | type | default | meaning |
+  | --- | --- | --- | --- | --- |
+  | top | `sources` | list of sources | required | Where peers come from: ECS and Cloud Map sources in any regions, merged into one namespace. |
+  | top | `node_basename` | string | - | Node names are `<node_basename>@<ip>`. Default: the name part of this node's own name (`my_app` of `my_app@10.0.1.5`: the Elixir adapters read the running node, the CLI reads RELEASE_NODE); required only where neither is known. Give node_basename or node_name, not both. |
+  | top | `node_name` | template | - | Node name template instead of node_basename, e.g. `app@{ip}` or `app@{private_dns_name}` (`app@ip-10-1-0-5.ec2.internal` in us-east-1, `app@ip-10-2-0-5.eu-west-2.compute.internal` elsewhere, as ECS reports it). Placeholders: {ip}, {ip_dashed}, {region}, {private_dns_name} (ECS sources only), {task_id} (the last part of the task ARN). |
+  | top | `node_names` | config or epmd | config | `epmd`: name each peer name@ip by what its EPMD (port 4369) has registered: its only name, or else the one equal to node_basename; a peer with several names and none chosen is left out (with a warning). |
+  | top | `distribution_port` | integer 1..65535 | 4370 | The port every node's Erlang distribution listens on: ECS_PEERS_DIST_PORT when set (EcsPeers.Epmd reads it too), else the default. ECS on EC2 (bridge or host network mode, no ENI): a task's peer is its instance's private IP and the hostPort its container maps this port to; a task with no such mapping is skipped (and reported). Its node name is `<node_basename>-<task id>@<instance ip>`. |
+  | top | `polling_interval` | duration ≥ 100ms | 5s | Time between polls (milliseconds as an integer, or a string like `5s`, `500ms`, `1m`). |
+  | top | `jitter` | number 0..1 | 0.2 | Each wait is polling_interval scaled by a random factor in [1-jitter, 1+jitter], so a fleet does not poll in lock-step. |
+  | top | `poll_timeout` | duration ≥ 1ms | 20s | Longest one source's poll may take; a slower poll fails (and keeps the source's last-known peers). |
+  | top | `max_attempts` | integer 1..10 | 3 | AWS SDK attempts per API call (1 = no retries). |
+  | top | `endpoint_url` | URL | - | Send every AWS call to this endpoint (an emulator, a VPC endpoint). Defaults to AWS_ENDPOINT_URL, else AWS itself. |
+  | top | `draining` | boolean | true | Keep a task that has left the RUNNING list as a (draining) peer until ECS reports it STOPPED. |
+  | top | `local_node` | string | - | This node's name; it is left out of the peers. Defaults to the running node (the strategy) or RELEASE_NODE (the CLI). |
+  | top | `local_ip` | IP address | - | This node's IP; the peer at this IP (unless reported with a distribution port of its own) is left out of the peers. Filled from the task metadata when a source uses cluster "auto". |
+  | top | `metadata_url` | URL | - | The task metadata endpoint v4, for cluster "auto". Defaults to ECS_CONTAINER_METADATA_URI_V4, which the ECS agent sets. |
+  | top | `share_polling` | boolean | false | Share polling across the cluster over Erlang distribution: nodes with the same sources and cookie elect, per source, one poller (rendezvous hashing, a node in the source's region preferred) that polls AWS and sends each result to the others; they stop calling AWS for it while fresh results arrive, and poll it themselves again after two polling intervals without a word from it (a result, or its note that it is backing off or still polling). Each source's status says who polls it and where its result came from. |
+  | ecs | `type` | "ecs" | required | An ECS source: running tasks of one cluster. |
+  | ecs | `region` | AWS region | required | The cluster's region, e.g. `eu-west-2` (optional when cluster is an ARN or "auto"). |
+  | ecs | `cluster` | name, ARN or "auto" | required | The ECS cluster. "auto": this task's own cluster and region, from the task metadata endpoint; then service defaults to the task's service (EC2) or family (Fargate). |
+  | ecs | `service` | name or ARN | - | Only tasks of this service (ListTasks serviceName, and each task's group is checked to be `service:<name>`). |
+  | ecs | `family` | FAMILY or FAMILY:REVISION | - | Only tasks of this task-definition family (`api`: every revision), or of one revision of it (`api:3`). |
+  | ecs | `container` | string | - | Only tasks that have a container of this name; its network interface is used when the task has no ENI attachment. |
+  | cloudmap | `type` | "cloudmap" | required | A Cloud Map source: registered instances of one service (DiscoverInstances). |
+  | cloudmap | `region` | AWS region | required | The namespace's region. |
+  | cloudmap | `namespace` | string | required | The Cloud Map namespace name, e.g. `internal.local`. |
+  | cloudmap | `service` | string | required | The Cloud Map service name. |
+  | cloudmap | `health` | healthy, all or healthy_or_else_all | healthy | Which instances to return, by health status. |
+  | cloudmap | `query` | map of string to string | - | Only instances whose custom attributes match all of these (DiscoverInstances QueryParameters). |
+  <!-- keys:end -->
+
   ## Options besides the configuration keys
 
   - `name`: the name in logs and telemetry (`topology`), default `:ecs`;

@@ -61,16 +61,20 @@ if match?({:module, _}, Code.ensure_compiled(Cluster.Strategy)) do
     `sources[0].region: "eu-west" is not an AWS region name; expected e.g. "eu-west-2"`).
     Sources are keyword lists (or maps); atoms and strings are both accepted for values.
 
+    The table is generated from the core's key table (`src/config/keys.rs`); `EcsPeers.keys/0`
+    returns it.
+
+    <!-- keys:begin -->
     | scope | key | type | default | meaning |
     | --- | --- | --- | --- | --- |
     | top | `sources` | list of sources | required | Where peers come from: ECS and Cloud Map sources in any regions, merged into one namespace. |
     | top | `node_basename` | string | - | Node names are `<node_basename>@<ip>`. Default: the name part of this node's own name (`my_app` of `my_app@10.0.1.5`: the Elixir adapters read the running node, the CLI reads RELEASE_NODE); required only where neither is known. Give node_basename or node_name, not both. |
     | top | `node_name` | template | - | Node name template instead of node_basename, e.g. `app@{ip}` or `app@{private_dns_name}` (`app@ip-10-1-0-5.ec2.internal` in us-east-1, `app@ip-10-2-0-5.eu-west-2.compute.internal` elsewhere, as ECS reports it). Placeholders: {ip}, {ip_dashed}, {region}, {private_dns_name} (ECS sources only), {task_id} (the last part of the task ARN). |
     | top | `node_names` | config or epmd | config | `epmd`: name each peer name@ip by what its EPMD (port 4369) has registered: its only name, or else the one equal to node_basename; a peer with several names and none chosen is left out (with a warning). |
-    | top | `distribution_port` | integer 1..65535 | 4370 | The port every node's Erlang distribution listens on: ECS_PEERS_DIST_PORT when set (EcsPeers.Epmd reads it too), else 4370. ECS on EC2 (bridge or host network mode, no ENI): a task's peer is its instance's private IP and the hostPort its container maps this port to; a task with no such mapping is skipped (and reported). Its node name is `<node_basename>-<task id>@<instance ip>`. |
-    | top | `polling_interval` | duration | 5s | Time between polls (milliseconds as an integer, or a string like `5s`, `500ms`, `1m`). At least 100ms. |
+    | top | `distribution_port` | integer 1..65535 | 4370 | The port every node's Erlang distribution listens on: ECS_PEERS_DIST_PORT when set (EcsPeers.Epmd reads it too), else the default. ECS on EC2 (bridge or host network mode, no ENI): a task's peer is its instance's private IP and the hostPort its container maps this port to; a task with no such mapping is skipped (and reported). Its node name is `<node_basename>-<task id>@<instance ip>`. |
+    | top | `polling_interval` | duration ≥ 100ms | 5s | Time between polls (milliseconds as an integer, or a string like `5s`, `500ms`, `1m`). |
     | top | `jitter` | number 0..1 | 0.2 | Each wait is polling_interval scaled by a random factor in [1-jitter, 1+jitter], so a fleet does not poll in lock-step. |
-    | top | `poll_timeout` | duration | 20s | Longest one source's poll may take; a slower poll fails (and keeps the source's last-known peers). |
+    | top | `poll_timeout` | duration ≥ 1ms | 20s | Longest one source's poll may take; a slower poll fails (and keeps the source's last-known peers). |
     | top | `max_attempts` | integer 1..10 | 3 | AWS SDK attempts per API call (1 = no retries). |
     | top | `endpoint_url` | URL | - | Send every AWS call to this endpoint (an emulator, a VPC endpoint). Defaults to AWS_ENDPOINT_URL, else AWS itself. |
     | top | `draining` | boolean | true | Keep a task that has left the RUNNING list as a (draining) peer until ECS reports it STOPPED. |
@@ -90,6 +94,7 @@ if match?({:module, _}, Code.ensure_compiled(Cluster.Strategy)) do
     | cloudmap | `service` | string | required | The Cloud Map service name. |
     | cloudmap | `health` | healthy, all or healthy_or_else_all | healthy | Which instances to return, by health status. |
     | cloudmap | `query` | map of string to string | - | Only instances whose custom attributes match all of these (DiscoverInstances QueryParameters). |
+    <!-- keys:end -->
 
     ## What it logs and measures
 

@@ -151,15 +151,6 @@ defmodule EcsPeers.ConfigTest do
     assert {:ok, _} = EcsPeers.validate(sources: src, node_basename: "app")
   end
 
-  test "the moduledoc documents every configuration key" do
-    {:docs_v1, _, _, _, %{"en" => doc}, _, _} = Code.fetch_docs(EcsPeers.Strategy)
-
-    for k <- EcsPeers.keys() do
-      assert doc =~ "| #{k.scope} | `#{k.key}` | #{k.kind} | #{k.default} |",
-             "moduledoc lacks #{k.scope}.#{k.key}"
-    end
-  end
-
   # Random terms of every kind, with real key names mixed in so validation goes deep.
   defp random_term(0), do: random_leaf()
 

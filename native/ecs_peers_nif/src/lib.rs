@@ -378,13 +378,9 @@ fn keys(env: Env) -> NifResult<Term> {
         .map(|k| {
             serde_json::json!({
                 "key": k.key,
-                "scope": match k.scope {
-                    ecs_peers::config::Scope::Top => "top",
-                    ecs_peers::config::Scope::Ecs => "ecs",
-                    ecs_peers::config::Scope::CloudMap => "cloudmap",
-                },
-                "kind": k.kind,
-                "default": k.default,
+                "scope": k.scope.name(),
+                "kind": k.kind(),
+                "default": k.default_text(),
                 "doc": k.doc,
             })
         })

@@ -8,20 +8,16 @@ use serde_json::json;
 
 /// `ecs-peers keys`: the key table that also drives validation errors and the docs.
 pub fn keys(out: &mut impl Write) -> io::Result<()> {
-    for (scope, title) in [
-        (Scope::Top, "Top-level keys"),
-        (
-            Scope::Ecs,
-            "ECS source keys (an entry of sources with type = \"ecs\")",
-        ),
-        (
-            Scope::CloudMap,
-            "Cloud Map source keys (an entry of sources with type = \"cloudmap\")",
-        ),
-    ] {
-        writeln!(out, "{title}:")?;
+    for scope in Scope::ALL {
+        writeln!(out, "{}:", scope.title())?;
         for k in KEYS.iter().filter(|k| k.scope == scope) {
-            writeln!(out, "  {:<17} {:<38} default: {}", k.key, k.kind, k.default)?;
+            writeln!(
+                out,
+                "  {:<17} {:<38} default: {}",
+                k.key,
+                k.kind(),
+                k.default_text()
+            )?;
             writeln!(out, "  {:<17} {}", "", k.doc)?;
         }
         writeln!(out)?;
@@ -357,6 +353,35 @@ pub fn doctor(out: &mut impl Write, r: &ecs_peers::doctor::Report) -> io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_lists_every_key_under_its_scope_with_type_and_default() {
+        let mut out = Vec::new();
+        keys(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let mut scope = None;
+        let mut seen = Vec::new();
+        for line in text.lines() {
+            if let Some(s) = Scope::ALL
+                .into_iter()
+                .find(|s| line == format!("{}:", s.title()))
+            {
+                scope = Some(s);
+            } else if let Some(k) = KEYS
+                .iter()
+                .find(|k| Some(k.scope) == scope && line.split_whitespace().next() == Some(k.key))
+            {
+                assert!(line.contains(&k.kind()), "{line}");
+                assert!(
+                    line.ends_with(&format!("default: {}", k.default_text())),
+                    "{line}"
+                );
+                seen.push((k.scope, k.key));
+            }
+        }
+        assert_eq!(seen.len(), KEYS.len(), "{text}");
+        assert!(text.contains("  max_attempts      integer 1..10"), "{text}");
+    }
 
     fn status() -> SourceStatus {
         SourceStatus {
