@@ -32,6 +32,8 @@
 
 mod aws;
 pub mod config;
+#[cfg(test)]
+mod docs_links;
 pub mod doctor;
 pub mod epmd;
 mod error;
