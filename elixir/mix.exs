@@ -11,6 +11,12 @@ defmodule EcsPeers.MixProject do
   # test/support and loads a NIF built by cargo.
   @offline System.get_env("ECS_PEERS_OFFLINE") in ["1", "true"]
 
+  # The README and the guides (docs/*.md) live at the repository's top, outside this directory,
+  # and a Hex package ships only files under its own root: scripts/package-hex copies them into
+  # the package beside this file. So they are here in the assembled package, and one level up in
+  # the repository; ExDoc reads them from either.
+  @guides_root if File.dir?(Path.join(__DIR__, "docs")), do: ".", else: ".."
+
   def project do
     [
       app: :ecs_peers,
@@ -22,7 +28,7 @@ defmodule EcsPeers.MixProject do
       package: package(),
       description:
         "Clustering for AWS ECS and Cloud Map, with or without libcluster: nodes in every configured region find each other",
-      docs: [main: "EcsPeers.Strategy", source_url: @source_url]
+      docs: docs()
     ]
   end
 
@@ -61,11 +67,26 @@ defmodule EcsPeers.MixProject do
     end
   end
 
+  # ExDoc (a :dev dependency from Hex): the README as the main page, every guide of docs/ as an
+  # extra beside the API (the key reference in docs/configuration.md is generated from the core's
+  # key table).
+  defp docs do
+    readme = Path.join(@guides_root, "README.md")
+    guides = Path.wildcard(Path.join(@guides_root, "docs/*.md"))
+
+    [
+      main: "readme",
+      source_url: @source_url,
+      extras: [readme | guides],
+      groups_for_extras: [Guides: guides]
+    ]
+  end
+
   defp package do
     [
       licenses: ["Apache-2.0"],
       links: %{"GitHub" => @source_url},
-      files: ~w(lib native checksum-*.exs mix.exs README.md)
+      files: ~w(lib native checksum-*.exs mix.exs README.md docs)
     ]
   end
 end

@@ -173,6 +173,13 @@ defmodule EcsPeers.ReleaseTest do
 
     assert File.read!(Path.join(dir, "out/checksum-Elixir.EcsPeers.Native.exs")) ==
              File.read!(complete)
+
+    # The docs mix.exs ships (`files`) and ExDoc lists (`extras`): the README and every guide.
+    assert File.read!(Path.join(dir, "out/README.md")) ==
+             File.read!(Path.join(@root, "README.md"))
+
+    assert Enum.sort(File.ls!(Path.join(dir, "out/docs"))) ==
+             Enum.sort(File.ls!(Path.join(@root, "docs")))
   end
 
   # scripts/test runs `scripts/release-nif --host --debug --out DIR` and then this test with
