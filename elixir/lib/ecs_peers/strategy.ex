@@ -48,8 +48,8 @@ if match?({:module, _}, Code.ensure_compiled(Cluster.Strategy)) do
     is never connected to itself.
 
     ECS on EC2 (bridge or host network mode), and any fleet that should need one open port: start
-    the VM with `-start_epmd false -epmd_module Elixir.EcsPeers.Epmd` (README, "ECS on EC2, and
-    Erlang distribution without EPMD"). Nodes are then `my_app-<task id>@<instance ip>` in bridge
+    the VM with `-start_epmd false -epmd_module Elixir.EcsPeers.Epmd` (the guide "ECS on EC2, and
+    Erlang distribution without EPMD", docs/distribution.md). Nodes are then `my_app-<task id>@<instance ip>` in bridge
     and host mode (the basename is still `my_app`), and on every update that changes them the
     strategy hands each peer's address and port (the mapped host port in bridge mode) to
     `EcsPeers.Epmd.put_peers/1` before it connects.

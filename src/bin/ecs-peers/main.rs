@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 
 mod render;
 
-/// Exit codes (documented in `--help` and the README).
+/// Exit codes (documented in `--help` and docs/cli.md).
 mod exit {
     pub const OK: u8 = 0;
     pub const INTERNAL: u8 = 1;
@@ -117,7 +117,7 @@ Exit status: as for `list`, from the last poll when --count ends the watch; 0 wh
 struct ListArgs {
     #[command(flatten)]
     sources: SourceArgs,
-    /// Print the snapshot as JSON (schema ecs-peers/snapshot/v1, see README).
+    /// Print the snapshot as JSON (schema ecs-peers/snapshot/v1, see docs/cli.md).
     #[arg(long)]
     json: bool,
 }
