@@ -46,13 +46,14 @@ pub enum SourceConfig {
 }
 
 impl SourceConfig {
-    /// The source's stable, human-readable id, e.g. `ecs:eu-west-2/web/app`.
+    /// The source's stable, human-readable id, e.g. `ecs:eu-west-2/web/app`: its kind, then
+    /// what names it within the kind.
     pub fn id(&self) -> SourceId {
-        match self {
-            SourceConfig::Ecs(e) if e.is_auto() => SourceId::new(format!("ecs:{}/auto", e.region)),
+        let name = match self {
+            SourceConfig::Ecs(e) if e.is_auto() => format!("{}/auto", e.region),
             SourceConfig::Ecs(e) => {
                 let cluster = e.cluster.rsplit('/').next().unwrap_or(&e.cluster);
-                let mut id = format!("ecs:{}/{}", e.region, cluster);
+                let mut id = format!("{}/{}", e.region, cluster);
                 if let Some(s) = &e.service {
                     id.push('/');
                     id.push_str(s.rsplit('/').next().unwrap_or(s));
@@ -61,13 +62,11 @@ impl SourceConfig {
                     id.push_str("/family:");
                     id.push_str(f);
                 }
-                SourceId::new(id)
+                id
             }
-            SourceConfig::CloudMap(c) => SourceId::new(format!(
-                "cloudmap:{}/{}/{}",
-                c.region, c.namespace, c.service
-            )),
-        }
+            SourceConfig::CloudMap(c) => format!("{}/{}/{}", c.region, c.namespace, c.service),
+        };
+        SourceId::new(format!("{}:{name}", self.kind()))
     }
 
     /// The scope of the source's keys; its name is the source's `type` and `kind`.
