@@ -190,87 +190,16 @@ impl Config {
         let poll_timeout = top.duration_key(&keys::POLL_TIMEOUT)?;
         let max_attempts = u32::try_from(top.integer_key(&keys::MAX_ATTEMPTS)?)
             .map_err(|_| Error::config("max_attempts", "is too large"))?;
-        let endpoint_url = match top.take_string("endpoint_url")? {
-            None => None,
-            Some(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u),
-            Some(u) => {
-                return Err(Error::config(
-                    "endpoint_url",
-                    format!(
-                        "{u:?} is not an http:// or https:// URL (e.g. \"http://127.0.0.1:5000\")"
-                    ),
-                ))
-            }
-        };
+        let endpoint_url = endpoint_url(&mut top)?;
         let draining = top.bool_key(&keys::DRAINING)?;
         let share_polling = top.bool_key(&keys::SHARE_POLLING)?;
         let distribution_port = match top.port_key(&keys::DISTRIBUTION_PORT)? {
             Some(port) => port,
             None => distribution_port_from(std::env::var("ECS_PEERS_DIST_PORT").ok().as_deref())?,
         };
-        let local_ip = match top.take_string("local_ip")? {
-            None => None,
-            Some(s) => Some(s.parse::<IpAddr>().map_err(|_| {
-                Error::config(
-                    "local_ip",
-                    format!("{s:?} is not an IP address (e.g. \"10.0.1.5\")"),
-                )
-            })?),
-        };
-
-        let metadata_url = match top.take_string("metadata_url")? {
-            Some(u) if !u.starts_with("http://") => {
-                return Err(Error::config(
-                    "metadata_url",
-                    format!("{u:?} is not an http:// URL (the endpoint is plain http, e.g. \"http://169.254.170.2/v4/<id>\")"),
-                ))
-            }
-            other => other,
-        };
-
-        let sources = match top.take("sources") {
-            None => {
-                return Err(Error::config(
-                    "sources",
-                    "is required: a list of at least one source, e.g. [{type = \"ecs\", region = \"eu-west-2\", cluster = \"web\"}]",
-                ))
-            }
-            Some(Value::Array(items)) if items.is_empty() => {
-                return Err(Error::config("sources", "is empty; give at least one source"))
-            }
-            Some(Value::Array(items)) => items
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| parse_source(i, v))
-                .collect::<Result<Vec<_>, _>>()?,
-            Some(other) => {
-                return Err(Error::config(
-                    "sources",
-                    format!("expected a list of sources, got {}", describe(&other)),
-                ))
-            }
-        };
-        let mut seen = BTreeSet::new();
-        for (i, s) in sources.iter().enumerate() {
-            if !seen.insert(s.id()) {
-                return Err(Error::config(
-                    format!("sources[{i}]"),
-                    format!("{} is listed twice; remove the duplicate", s.id()),
-                ));
-            }
-        }
-        if node.needs_private_dns_name() {
-            if let Some((i, s)) = sources
-                .iter()
-                .enumerate()
-                .find(|(_, s)| matches!(s, SourceConfig::CloudMap(_)))
-            {
-                return Err(Error::config(
-                    "node_name",
-                    format!("{{private_dns_name}} is the private DNS name ECS reports for a task (its ENI's privateDnsName), but sources[{i}] ({}) is Cloud Map, which reports none, so its peers could not be named; use {{ip}} or {{ip_dashed}}, or list those tasks with an ECS source", s.id()),
-                ));
-            }
-        }
+        let local_ip = local_ip(&mut top)?;
+        let metadata_url = metadata_url(&mut top)?;
+        let sources = sources(&mut top, &node)?;
         top.finish()?;
 
         Ok(Config {
@@ -357,6 +286,90 @@ fn parse_text(path: &std::path::Path, text: &str) -> Result<Value, Error> {
     } else {
         serde_json::from_str(text).map_err(|e| file_err(e.to_string()))
     }
+}
+
+/// `endpoint_url`: an http(s) URL, if given.
+fn endpoint_url(top: &mut Fields) -> Result<Option<String>, Error> {
+    match top.take_string("endpoint_url")? {
+        Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => Err(Error::config(
+            "endpoint_url",
+            format!("{u:?} is not an http:// or https:// URL (e.g. \"http://127.0.0.1:5000\")"),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// `local_ip`: an IP address, if given.
+fn local_ip(top: &mut Fields) -> Result<Option<IpAddr>, Error> {
+    top.take_string("local_ip")?
+        .map(|s| {
+            s.parse::<IpAddr>().map_err(|_| {
+                Error::config(
+                    "local_ip",
+                    format!("{s:?} is not an IP address (e.g. \"10.0.1.5\")"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// `metadata_url`: a plain http URL (the task metadata endpoint is never https), if given.
+fn metadata_url(top: &mut Fields) -> Result<Option<String>, Error> {
+    match top.take_string("metadata_url")? {
+        Some(u) if !u.starts_with("http://") => Err(Error::config(
+            "metadata_url",
+            format!("{u:?} is not an http:// URL (the endpoint is plain http, e.g. \"http://169.254.170.2/v4/<id>\")"),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// `sources`: at least one, none listed twice, and each able to name its peers with `node`.
+fn sources(top: &mut Fields, node: &NodeNaming) -> Result<Vec<SourceConfig>, Error> {
+    let sources = match top.take("sources") {
+        None => {
+            return Err(Error::config(
+                "sources",
+                "is required: a list of at least one source, e.g. [{type = \"ecs\", region = \"eu-west-2\", cluster = \"web\"}]",
+            ))
+        }
+        Some(Value::Array(items)) if items.is_empty() => {
+            return Err(Error::config("sources", "is empty; give at least one source"))
+        }
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| parse_source(i, v))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(other) => {
+            return Err(Error::config(
+                "sources",
+                format!("expected a list of sources, got {}", describe(&other)),
+            ))
+        }
+    };
+    let mut seen = BTreeSet::new();
+    for (i, s) in sources.iter().enumerate() {
+        if !seen.insert(s.id()) {
+            return Err(Error::config(
+                format!("sources[{i}]"),
+                format!("{} is listed twice; remove the duplicate", s.id()),
+            ));
+        }
+    }
+    if node.needs_private_dns_name() {
+        if let Some((i, s)) = sources
+            .iter()
+            .enumerate()
+            .find(|(_, s)| matches!(s, SourceConfig::CloudMap(_)))
+        {
+            return Err(Error::config(
+                "node_name",
+                format!("{{private_dns_name}} is the private DNS name ECS reports for a task (its ENI's privateDnsName), but sources[{i}] ({}) is Cloud Map, which reports none, so its peers could not be named; use {{ip}} or {{ip_dashed}}, or list those tasks with an ECS source", s.id()),
+            ));
+        }
+    }
+    Ok(sources)
 }
 
 fn parse_source(i: usize, v: Value) -> Result<SourceConfig, Error> {
