@@ -151,6 +151,17 @@ defmodule EcsPeers.ConfigTest do
     assert {:ok, _} = EcsPeers.validate(sources: src, node_basename: "app")
   end
 
+  test "keys/0 returns the core's key table, each key with its scope, type, default and doc" do
+    keys = EcsPeers.keys()
+
+    assert %{scope: "top", kind: "duration ≥ 100ms", default: "5s", doc: "Time between" <> _} =
+             Enum.find(keys, &(&1.key == "polling_interval"))
+
+    assert %{scope: "cloudmap", default: "healthy"} = Enum.find(keys, &(&1.key == "health"))
+
+    assert Enum.count(keys, &(&1.key == "type")) == 2
+  end
+
   # Random terms of every kind, with real key names mixed in so validation goes deep.
   defp random_term(0), do: random_leaf()
 
