@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use crate::aws::{AwsClients, CallCounter, CountCalls};
 use crate::config::{Config, EcsSourceConfig, SourceConfig};
 use crate::error::{classify, ErrorKind, SourceError};
-use crate::metadata;
+use crate::metadata::{self, TaskMetadata};
 use crate::source::ec2::InstanceAddresses;
 use crate::source::ecs::{decode_task, Decision, TaskFilter};
 
@@ -51,14 +51,24 @@ pub struct ThisTask {
 /// mode); or EPMD naming (`node_names: "epmd"`), which names a node by what it registers, so it
 /// cannot name itself before it starts.
 pub async fn this_task(config: &Config) -> Result<ThisTask, SourceError> {
-    const ACTION: &str = "ecs:DescribeTasks";
     let md = metadata::fetch(config.metadata_url.as_deref()).await?;
+    let clients = AwsClients::load(config).await;
+    let (ecs, ec2) = (clients.ecs(&md.region), clients.ec2(&md.region));
+    name(md, ecs, ec2, config).await
+}
+
+/// [`this_task`] once the task metadata is read, with the region's clients.
+async fn name(
+    md: TaskMetadata,
+    ecs: aws_sdk_ecs::Client,
+    ec2: aws_sdk_ec2::Client,
+    config: &Config,
+) -> Result<ThisTask, SourceError> {
+    const ACTION: &str = "ecs:DescribeTasks";
     let cluster = md.cluster.as_str();
     let cluster_name = cluster.rsplit('/').next().unwrap_or(cluster);
     // arn:aws:ecs:REGION:ACCOUNT:task/CLUSTER/ID
     let account = md.task_arn.split(':').nth(4).unwrap_or("*");
-    let clients = AwsClients::load(config).await;
-    let ecs = clients.ecs(&md.region);
     let calls = CountCalls(std::sync::Arc::new(CallCounter::default()));
     let resource = format!(
         "Resource \"arn:aws:ecs:{}:{account}:task/{cluster_name}/*\"",
@@ -117,7 +127,7 @@ pub async fn this_task(config: &Config) -> Result<ThisTask, SourceError> {
     let found = match decode_task(&task, &filter) {
         Decision::Peer(found) => found,
         Decision::OnInstance(on) => {
-            let mut instances = InstanceAddresses::new(ecs, clients.ec2(&md.region), calls);
+            let mut instances = InstanceAddresses::new(ecs, ec2, calls);
             instances
                 .learn(
                     [on.container_instance.as_str()],
@@ -187,4 +197,106 @@ fn cannot_be_a_peer(why: crate::SkipReason, task_arn: &str, dist_port: u16) -> S
         format!("this task {task_arn}: {}", why.message(dist_port)),
     )
     .with_fix(why.fix(dist_port))
+}
+
+/// The naming against hand-written ECS answers, through the real SDK (its replay HTTP client):
+/// the shapes a booting task meets that the e2e bed does not make, a task ECS still reports
+/// PENDING and one it does not know.
+#[cfg(test)]
+mod tests {
+    use aws_sdk_ecs::config::{BehaviorVersion, Credentials, Region};
+    use aws_smithy_http_client::test_util::{ReplayEvent, StaticReplayClient};
+    use aws_smithy_types::body::SdkBody;
+    use serde_json::json;
+
+    use super::*;
+
+    const ARN: &str = "arn:aws:ecs:eu-west-2:1:task/web/4e3cfb1a6d2a4b0f9d6c2f9f5b8a7c11";
+
+    fn metadata() -> TaskMetadata {
+        metadata::parse(&format!(
+            r#"{{"Cluster": "web", "TaskARN": "{ARN}",
+                 "Containers": [{{"Networks": [{{"NetworkMode": "awsvpc", "IPv6Addresses": ["2001:db8:1::5"]}}]}}]}}"#
+        ))
+        .unwrap()
+    }
+
+    fn clients(describe_tasks: &str) -> (aws_sdk_ecs::Client, aws_sdk_ec2::Client) {
+        let http = StaticReplayClient::new(vec![ReplayEvent::new(
+            http::Request::builder()
+                .uri("https://ecs.eu-west-2.amazonaws.com/")
+                .body(SdkBody::empty())
+                .unwrap(),
+            http::Response::builder()
+                .status(200)
+                .header("content-type", "application/x-amz-json-1.1")
+                .body(SdkBody::from(describe_tasks.to_string()))
+                .unwrap(),
+        )]);
+        let ecs = aws_sdk_ecs::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("eu-west-2"))
+            .credentials_provider(Credentials::new("a", "b", None, None, "test"))
+            .http_client(http.clone())
+            .build();
+        let ec2 = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new("eu-west-2"))
+            .credentials_provider(Credentials::new("a", "b", None, None, "test"))
+            .http_client(http)
+            .build();
+        (
+            aws_sdk_ecs::Client::from_conf(ecs),
+            aws_sdk_ec2::Client::from_conf(ec2),
+        )
+    }
+
+    fn config() -> Config {
+        Config::from_value(
+            json!({"node_basename": "app", "sources": [{"type": "ecs", "cluster": "auto"}]}),
+        )
+        .unwrap()
+    }
+
+    /// At boot the task's own containers run before ECS reports it RUNNING; it is named from
+    /// its ENI as its peers will name it (here IPv6-only: the address the metadata also gives).
+    #[tokio::test]
+    async fn a_task_still_pending_is_named_as_its_peers_will_name_it() {
+        let task = json!({"tasks": [{"taskArn": ARN, "lastStatus": "PENDING", "desiredStatus": "RUNNING",
+            "attachments": [{"type": "ElasticNetworkInterface",
+                             "details": [{"name": "ipv6Address", "value": "2001:db8:1::5"}]}]}], "failures": []});
+        let (ecs, ec2) = clients(&task.to_string());
+        let me = name(metadata(), ecs, ec2, &config()).await.unwrap();
+        assert_eq!(me.node, "app@2001:db8:1::5");
+        assert_eq!((me.ip.to_string(), me.port), ("2001:db8:1::5".into(), None));
+        assert_eq!(
+            (me.task_arn.as_str(), me.region.as_str()),
+            (ARN, "eu-west-2")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_task_ecs_does_not_know_is_an_error_naming_the_endpoint() {
+        let missing = json!({"tasks": [], "failures": [{"arn": ARN, "reason": "MISSING"}]});
+        let (ecs, ec2) = clients(&missing.to_string());
+        let e = name(metadata(), ecs, ec2, &config()).await.unwrap_err();
+        assert_eq!(
+            (e.kind, e.action),
+            (ErrorKind::NotFound, "ecs:DescribeTasks")
+        );
+        assert!(e.message.contains("MISSING"), "{e}");
+        assert!(
+            e.fix.as_deref().unwrap().contains("AWS_ENDPOINT_URL"),
+            "{e}"
+        );
+    }
+
+    /// A stopping task is not named: it would boot under a name its peers are dropping.
+    #[tokio::test]
+    async fn a_stopping_task_is_not_named() {
+        let task = json!({"tasks": [{"taskArn": ARN, "lastStatus": "STOPPED", "desiredStatus": "STOPPED"}], "failures": []});
+        let (ecs, ec2) = clients(&task.to_string());
+        let e = name(metadata(), ecs, ec2, &config()).await.unwrap_err();
+        assert!(e.message.contains("is STOPPED in ECS"), "{e}");
+    }
 }
