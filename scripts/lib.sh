@@ -26,6 +26,12 @@ ensure_rust() {
   fi
 }
 
+# Every crate of Cargo.lock, for every platform: the Hex package's build resolves the lock
+# offline, Windows-only crates included. A no-op (well under a second) once they are cached.
+ensure_crates() {
+  cargo fetch --locked --quiet
+}
+
 # The test command lints while it builds (scripts/clippy-rustc).
 ensure_clippy() {
   command -v clippy-driver >/dev/null && return 0

@@ -46,12 +46,14 @@ mod peer;
 mod poller;
 mod sharing;
 mod source;
+mod this_task;
 
 pub use config::{Config, NodeNaming, SourceConfig, KEYS};
 pub use error::{Error, ErrorKind, SourceError};
 pub use namespace::{Changes, Claim, Conflict, Event, Snapshot, SourceStatus, SNAPSHOT_SCHEMA};
 pub use peer::{Address, Peer, Region, SkipReason, Skipped, SourceId, StartedAt};
 pub use poller::{discover, Poller, PollerHandle, Stopped, Subscription, Update};
+pub use this_task::{this_task, ThisTask};
 
 /// Not part of the API: entry points for the benchmarks.
 #[doc(hidden)]

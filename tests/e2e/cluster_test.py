@@ -38,8 +38,8 @@ import os
 import subprocess
 import sys
 import time
-import traceback
 
+from scenarios import Scenarios
 from testbed import (ENDPOINT, ROOT, Bed, cuts_a_link_of, fully_meshed, global_cuts, joined, knows, node,
                      require_root_and_netns, sees, wait_until)
 
@@ -57,25 +57,11 @@ OTHER_REGION = {"eu-west-2": "us-west-2", "us-west-2": "eu-west-2"}
 
 def main():
     require_root_and_netns()
-    results = []
-
-    def scenario(name, fn):
-        started = time.monotonic()
-        try:
-            detail = fn() or ""
-            results.append(True)
-            print(f"PASS {name} ({time.monotonic() - started:.1f}s) {detail}", flush=True)
-        except Exception as e:  # noqa: BLE001 - report every failure and go on
-            results.append(False)
-            print(f"FAIL {name}: {e}", flush=True)
-            traceback.print_exc(limit=3)
-
+    scenario = Scenarios()
     named_sources(scenario)
     zero_config(scenario)
     without_libcluster(scenario)
-    passed, failed = results.count(True), results.count(False)
-    print(f"{passed} passed, {failed} failed", flush=True)
-    return 1 if failed else 0
+    return scenario.summary()
 
 
 def named_sources(scenario):

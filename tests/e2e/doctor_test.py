@@ -11,8 +11,8 @@ With --show, also prints the doctor's text report for each case (pasted in the R
 import json
 import os
 import sys
-import traceback
 
+from scenarios import Scenarios
 from testbed import COOKIE, ENDPOINT, ROOT, Bed, require_root_and_netns, wait_until
 
 BIN = os.path.join(ROOT, "target", "debug", "ecs-peers")
@@ -35,7 +35,7 @@ def doctor(bed, ns, extra=(), cookie=COOKIE, text=False):
 
 def main():
     require_root_and_netns()
-    results = []
+    scenario = Scenarios(trace_limit=2)
     with Bed(interval_ms=1000) as bed:
         print(f"test bed {bed.prefix}: logs in {bed.work}", flush=True)
         tasks = bed.seed({"eu-west-2": 2, "us-west-2": 2})
@@ -51,24 +51,21 @@ def main():
         eu5, us5 = ips["eu-west-2"][1], ips["us-west-2"][1]
 
         def case(name, expected, setup=lambda: None, restore=lambda: None, extra=()):
-            try:
-                setup()
-                code, report = doctor(bed, doc, extra)
-                got = [(d["code"], d["subject"]) for d in report["diagnoses"]]
-                if SHOW:
-                    print(f"\n$ ecs-peers doctor {' '.join(SOURCES + list(extra))} --basename app --cookie …")
-                    print(doctor(bed, doc, extra, text=True)[1])
-                assert got == expected, f"expected {expected}, got {got}: {json.dumps(report['diagnoses'], indent=1)}"
-                assert code == (5 if expected else 0), f"exit status {code}"
-                results.append(True)
-                print(f"PASS {name}: {[c for c, _ in got] or 'no problems'}", flush=True)
-                return report
-            except Exception as e:  # noqa: BLE001 - report every case
-                results.append(False)
-                print(f"FAIL {name}: {e}", flush=True)
-                traceback.print_exc(limit=2)
-            finally:
-                restore()
+            def diagnose():
+                try:
+                    setup()
+                    code, report = doctor(bed, doc, extra)
+                    got = [(d["code"], d["subject"]) for d in report["diagnoses"]]
+                    if SHOW:
+                        print(f"\n$ ecs-peers doctor {' '.join(SOURCES + list(extra))} --basename app --cookie …")
+                        print(doctor(bed, doc, extra, text=True)[1])
+                    assert got == expected, f"expected {expected}, got {got}: {json.dumps(report['diagnoses'], indent=1)}"
+                    assert code == (5 if expected else 0), f"exit status {code}"
+                    return report
+                finally:
+                    restore()
+
+            return scenario(name, diagnose, describe=lambda r: str([d["code"] for d in r["diagnoses"]] or "no problems"))
 
         def restart(ip, **kw):
             bed.kill_node(ip)
@@ -114,9 +111,7 @@ def main():
 
         case("healthy again after every repair", [])
 
-    passed, failed = results.count(True), results.count(False)
-    print(f"{passed} passed, {failed} failed", flush=True)
-    return 1 if failed else 0
+    return scenario.summary()
 
 
 if __name__ == "__main__":

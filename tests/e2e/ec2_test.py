@@ -33,9 +33,8 @@ import json
 import os
 import subprocess
 import sys
-import time
-import traceback
 
+from scenarios import Scenarios
 from testbed import COOKIE, DIST_PORT, ENDPOINT, ROOT, Ec2Bed, require_root_and_netns, task_id, wait_until
 
 INTERVAL_MS = 1000
@@ -47,25 +46,10 @@ SOURCES = ["--ecs", "eu-west-2/web/api", "--ecs", "us-west-2/web/api"]
 
 def main():
     require_root_and_netns()
-    results = []
-    started = time.monotonic()
-
-    def scenario(name, fn, *args):
-        t0 = time.monotonic()
-        try:
-            detail = fn(*args) or ""
-            results.append(True)
-            print(f"PASS {name} ({time.monotonic() - t0:.1f}s) {detail}", flush=True)
-        except Exception as e:  # noqa: BLE001 - report every failure and go on
-            results.append(False)
-            print(f"FAIL {name}: {e}", flush=True)
-            traceback.print_exc(limit=3)
-
+    scenario = Scenarios()
     fargate(scenario)
     ec2(scenario)
-    passed, failed = results.count(True), results.count(False)
-    print(f"{passed} passed, {failed} failed in {time.monotonic() - started:.1f}s", flush=True)
-    return 1 if failed else 0
+    return scenario.summary()
 
 
 def run_doctor(ns, *flags):

@@ -13,8 +13,8 @@ line per check and `N passed, N failed`; exits non-zero when any failed.
 import json
 import os
 import sys
-import traceback
 
+from scenarios import Scenarios
 from testbed import COOKIE, ENDPOINT6, ROOT, Bed, fully_meshed, node, require_root_and_netns, wait_until
 
 BIN = os.path.join(ROOT, "target", "debug", "ecs-peers")
@@ -29,17 +29,7 @@ def sources_for(region):
 
 def main():
     require_root_and_netns()
-    results = []
-
-    def check(name, fn):
-        try:
-            fn()
-            results.append(True)
-            print(f"PASS {name}", flush=True)
-        except Exception as e:  # noqa: BLE001 - report every check
-            results.append(False)
-            print(f"FAIL {name}: {e}", flush=True)
-            traceback.print_exc(limit=3)
+    check = Scenarios()
 
     with Bed(interval_ms=500, ipv6=True) as bed:
         print(f"test bed {bed.prefix} (IPv6-only): logs in {bed.work}", flush=True)
@@ -90,9 +80,7 @@ def main():
 
         check("ecs-peers doctor from an IPv6-only host: every IPv6 peer registered and its handshake ok", doctor)
 
-    passed = sum(results)
-    print(f"{passed} passed, {len(results) - passed} failed", flush=True)
-    sys.exit(0 if passed == len(results) else 1)
+    sys.exit(check.summary())
 
 
 if __name__ == "__main__":

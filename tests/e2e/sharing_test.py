@@ -32,10 +32,10 @@ Prints one line per scenario, the figures, and `N passed, N failed`; exits non-z
 import json
 import sys
 import time
-import traceback
 
 sys.dont_write_bytecode = True  # no __pycache__ beside soak.py and testbed.py
 
+from scenarios import Scenarios
 from soak import Soak, now_of_day
 from testbed import Bed, fully_meshed, node, require_root_and_netns, wait_until
 
@@ -90,19 +90,8 @@ def wait_polls(bed, ips, n, timeout=30):
 
 def main():
     require_root_and_netns()
-    results = []
+    scenario = Scenarios()
     figures = {}
-
-    def scenario(name, fn):
-        started = time.monotonic()
-        try:
-            detail = fn() or ""
-            results.append(True)
-            print(f"PASS {name} ({time.monotonic() - started:.1f}s) {detail}", flush=True)
-        except Exception as e:  # noqa: BLE001 - report every failure and go on
-            results.append(False)
-            print(f"FAIL {name}: {e}", flush=True)
-            traceback.print_exc(limit=3)
 
     with Bed(interval_ms=INTERVAL_MS) as bed:
         print(f"test bed {bed.prefix}: logs in {bed.work}", flush=True)
@@ -305,9 +294,7 @@ def main():
         scenario("nobody disconnected (sampled every 100 ms, explained from the logs as the soak does)", nobody_disconnected)
         print("figures: " + json.dumps(figures), flush=True)
 
-    passed, failed = results.count(True), results.count(False)
-    print(f"{passed} passed, {failed} failed", flush=True)
-    return 1 if failed else 0
+    return scenario.summary()
 
 
 if __name__ == "__main__":

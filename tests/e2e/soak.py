@@ -46,6 +46,7 @@ import re
 import sys
 import time
 
+from scenarios import Scenarios
 from testbed import Bed, fully_meshed, node, require_root_and_netns, wait_until
 
 LONG = "--long" in sys.argv
@@ -281,11 +282,8 @@ class Soak:
 
 def main():
     require_root_and_netns()
-    checks = []
-
-    def check(name, ok, detail):
-        checks.append(ok)
-        print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}", flush=True)
+    checks = Scenarios()
+    check = checks.check
 
     with Bed(interval_ms=INTERVAL_MS) as bed:
         bed.task_lifecycle(stop="hold")
@@ -412,8 +410,7 @@ def main():
               f"{rates['throttle']} {RATE} under 30% throttling vs {rates['baseline']} fault-free")
         check("the cluster is whole at the end", fully_meshed(bed, list(soak.live)), ", ".join(node(ip) for ip in soak.live))
 
-    print(f"{checks.count(True)} passed, {checks.count(False)} failed", flush=True)
-    return 0 if all(checks) else 1
+    return checks.summary()
 
 
 if __name__ == "__main__":

@@ -221,6 +221,7 @@ defmodule EcsPeers.Native do
   def discover(_config, _this, _pid, _tag), do: :erlang.nif_error(:nif_not_loaded)
   def validate(_config, _this), do: :erlang.nif_error(:nif_not_loaded)
   def keys, do: :erlang.nif_error(:nif_not_loaded)
+  def this_node(_basename), do: :erlang.nif_error(:nif_not_loaded)
   # Fleet-shared polling (issue 13): the sharing group's members (node-name binaries, this node
   # included), and a result another member polled (`from`: its node name as a binary).
   def share(_poller, _members), do: :erlang.nif_error(:nif_not_loaded)

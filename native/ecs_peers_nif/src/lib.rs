@@ -53,6 +53,8 @@ use serde_json::{Map, Number, Value};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio::runtime::Runtime;
 
+mod boot;
+
 mod atoms {
     rustler::atoms! { ok, error, ecs_peers, update, discovered, nodes, dial, events, message, shared, nil, r#true = "true", r#false = "false" }
 }

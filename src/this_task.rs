@@ -1,0 +1,302 @@
+//! This task's own node name, by the rule every peer's name comes from: the name its peers give
+//! it. A release computes it once at boot (`EcsPeers.Release`, called from rel/env.sh) to set
+//! `RELEASE_NODE` before the VM starts, so `start`, `remote` and `rpc` agree with the fleet.
+//!
+//! The task metadata endpoint v4 names this task (its ARN, cluster and region); one
+//! ecs:DescribeTasks of that ARN describes it as its peers see it, and it is decoded and named
+//! exactly as a peer is: the ENI's address (IPv4, else IPv6) in awsvpc mode; in bridge or host
+//! mode its EC2 instance's address (ecs:DescribeContainerInstances → ec2:DescribeInstances) and
+//! `<basename>-<task id>`. Nothing about the address is read from the container itself, which in
+//! bridge mode sees only Docker's network.
+
+use std::net::IpAddr;
+
+use crate::aws::{AwsClients, CallCounter, CountCalls};
+use crate::config::{Config, EcsSourceConfig, SourceConfig};
+use crate::error::{classify, ErrorKind, SourceError};
+use crate::metadata::{self, TaskMetadata};
+use crate::source::ec2::InstanceAddresses;
+use crate::source::ecs::{decode_task, Decision, TaskFilter};
+
+/// This task as its peers name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThisTask {
+    /// Its Erlang node name, e.g. `app@10.0.1.5` or `app-4e3c…@10.0.1.5` (bridge or host mode).
+    pub node: String,
+    /// The address in that name: the task's own (awsvpc) or its EC2 instance's.
+    pub ip: IpAddr,
+    /// The distribution port its peers dial when it is not the default one: the host port the
+    /// container maps `distribution_port` to (bridge mode); `None` in awsvpc mode.
+    pub port: Option<u16>,
+    /// Its task ARN.
+    pub task_arn: String,
+    /// Its region (from the task ARN).
+    pub region: String,
+}
+
+/// Names this task as its peers name it, from the task metadata endpoint v4
+/// (`config.metadata_url`, else `ECS_CONTAINER_METADATA_URI_V4`) and one ecs:DescribeTasks call
+/// (plus ecs:DescribeContainerInstances and ec2:DescribeInstances in bridge or host mode), made
+/// with the config's `endpoint_url` and `max_attempts`. Names come from `config.node` (the
+/// `node_basename` or `node_name` keys); the container filter, when set, is the first
+/// `cluster: auto` ECS source's `container`. The task may still be starting (PENDING,
+/// ACTIVATING): it is named as it will be once RUNNING.
+///
+/// # Errors
+///
+/// A [`SourceError`] naming the action and the fix: not in an ECS task, or the metadata
+/// endpoint failing (`ecs:task-metadata`, see [`metadata::fetch`]); an AWS call refused or
+/// failing (e.g. AccessDenied: grant ecs:DescribeTasks on the task); ECS not knowing this task;
+/// a task that cannot be a peer (no address, no binding of the distribution port in bridge
+/// mode); or EPMD naming (`node_names: "epmd"`), which names a node by what it registers, so it
+/// cannot name itself before it starts.
+pub async fn this_task(config: &Config) -> Result<ThisTask, SourceError> {
+    let md = metadata::fetch(config.metadata_url.as_deref()).await?;
+    let clients = AwsClients::load(config).await;
+    let (ecs, ec2) = (clients.ecs(&md.region), clients.ec2(&md.region));
+    name(md, ecs, ec2, config).await
+}
+
+/// [`this_task`] once the task metadata is read, with the region's clients.
+async fn name(
+    md: TaskMetadata,
+    ecs: aws_sdk_ecs::Client,
+    ec2: aws_sdk_ec2::Client,
+    config: &Config,
+) -> Result<ThisTask, SourceError> {
+    const ACTION: &str = "ecs:DescribeTasks";
+    let cluster = md.cluster.as_str();
+    let cluster_name = cluster.rsplit('/').next().unwrap_or(cluster);
+    // arn:aws:ecs:REGION:ACCOUNT:task/CLUSTER/ID
+    let account = md.task_arn.split(':').nth(4).unwrap_or("*");
+    let calls = CountCalls(std::sync::Arc::new(CallCounter::default()));
+    let resource = format!(
+        "Resource \"arn:aws:ecs:{}:{account}:task/{cluster_name}/*\"",
+        md.region
+    );
+    let not_found = format!(
+        "check that this task's cluster {cluster_name:?} exists in {} (the task metadata names it)",
+        md.region
+    );
+    let out = ecs
+        .describe_tasks()
+        .cluster(cluster)
+        .tasks(&md.task_arn)
+        .customize()
+        .interceptor(calls.clone())
+        .send()
+        .await
+        .map_err(|e| classify(e, ACTION, &resource, &not_found))?;
+    let Some(mut task) = out
+        .tasks()
+        .iter()
+        .find(|t| t.task_arn() == Some(md.task_arn.as_str()))
+        .cloned()
+    else {
+        let reason = out
+            .failures()
+            .first()
+            .and_then(|f| f.reason())
+            .unwrap_or("no such task");
+        return Err(SourceError::new(
+            ErrorKind::NotFound,
+            ACTION,
+            format!("ECS does not know this task {} in cluster {cluster:?}: {reason}", md.task_arn),
+        )
+        .with_fix(format!("the task metadata endpoint and the AWS endpoint disagree: check that AWS calls go to {} (AWS_ENDPOINT_URL or endpoint_url, when set, must be that region's ECS)", md.region)));
+    };
+    // Its own containers start before ECS reports the task RUNNING; its peers name it from
+    // the same description once it is.
+    if matches!(
+        task.last_status(),
+        Some("PROVISIONING" | "PENDING" | "ACTIVATING") | None
+    ) {
+        task.last_status = Some("RUNNING".into());
+    }
+    let source = EcsSourceConfig {
+        region: md.region.clone(),
+        cluster: md.cluster.clone(),
+        service: None,
+        family: None,
+        container: config.sources.iter().find_map(|s| match s {
+            SourceConfig::Ecs(e) if e.is_auto() => e.container.clone(),
+            _ => None,
+        }),
+    };
+    let filter = TaskFilter::new(&source, config.distribution_port);
+    let found = match decode_task(&task, &filter) {
+        Decision::Peer(found) => found,
+        Decision::OnInstance(on) => {
+            let mut instances = InstanceAddresses::new(ecs, ec2, calls);
+            instances
+                .learn(
+                    [on.container_instance.as_str()],
+                    cluster,
+                    &md.region,
+                    account,
+                )
+                .await?;
+            instances
+                .place(on)
+                .map_err(|why| cannot_be_a_peer(why, &md.task_arn, config.distribution_port))?
+        }
+        Decision::Unusable(why) => {
+            return Err(cannot_be_a_peer(
+                why,
+                &md.task_arn,
+                config.distribution_port,
+            ))
+        }
+        Decision::Skip(why) => {
+            return Err(SourceError::new(
+                ErrorKind::InvalidRequest,
+                ACTION,
+                format!("this task {} is not a peer: {why}", md.task_arn),
+            )
+            .with_fix("set container to the name of the container that runs the release"))
+        }
+        Decision::NotYet(_) | Decision::Stopped => {
+            return Err(SourceError::new(
+                ErrorKind::InvalidRequest,
+                ACTION,
+                format!(
+                    "this task {} is {} in ECS",
+                    md.task_arn,
+                    task.last_status().unwrap_or("in no status")
+                ),
+            )
+            .with_fix(
+                "a stopping task is not given a node name; ECS starts a new task in its place",
+            ))
+        }
+    };
+    let mut node = String::new();
+    if !config.node.render_found_into(&found, &md.region, &mut node) {
+        return Err(SourceError::new(
+            ErrorKind::InvalidRequest,
+            "node-name",
+            format!("{:?} names no node for this task {}", config.node, md.task_arn),
+        )
+        .with_fix("name this node with node_basename (ECS_PEERS_NODE_BASENAME), or set RELEASE_NODE yourself: EPMD naming, and a node_name template with a placeholder this task has no value for, cannot name a node before it starts"));
+    }
+    Ok(ThisTask {
+        node,
+        ip: found.ip,
+        port: found.port,
+        task_arn: md.task_arn,
+        region: md.region,
+    })
+}
+
+/// A task that its peers leave out (no address, no binding of the distribution port), as an
+/// error with the same message and fix the source reports for it.
+fn cannot_be_a_peer(why: crate::SkipReason, task_arn: &str, dist_port: u16) -> SourceError {
+    SourceError::new(
+        ErrorKind::InvalidRequest,
+        "ecs:DescribeTasks",
+        format!("this task {task_arn}: {}", why.message(dist_port)),
+    )
+    .with_fix(why.fix(dist_port))
+}
+
+/// The naming against hand-written ECS answers, through the real SDK (its replay HTTP client):
+/// the shapes a booting task meets that the e2e bed does not make, a task ECS still reports
+/// PENDING and one it does not know.
+#[cfg(test)]
+mod tests {
+    use aws_sdk_ecs::config::{BehaviorVersion, Credentials, Region};
+    use aws_smithy_http_client::test_util::{ReplayEvent, StaticReplayClient};
+    use aws_smithy_types::body::SdkBody;
+    use serde_json::json;
+
+    use super::*;
+
+    const ARN: &str = "arn:aws:ecs:eu-west-2:1:task/web/4e3cfb1a6d2a4b0f9d6c2f9f5b8a7c11";
+
+    fn metadata() -> TaskMetadata {
+        metadata::parse(&format!(
+            r#"{{"Cluster": "web", "TaskARN": "{ARN}",
+                 "Containers": [{{"Networks": [{{"NetworkMode": "awsvpc", "IPv6Addresses": ["2001:db8:1::5"]}}]}}]}}"#
+        ))
+        .unwrap()
+    }
+
+    fn clients(describe_tasks: &str) -> (aws_sdk_ecs::Client, aws_sdk_ec2::Client) {
+        let http = StaticReplayClient::new(vec![ReplayEvent::new(
+            http::Request::builder()
+                .uri("https://ecs.eu-west-2.amazonaws.com/")
+                .body(SdkBody::empty())
+                .unwrap(),
+            http::Response::builder()
+                .status(200)
+                .header("content-type", "application/x-amz-json-1.1")
+                .body(SdkBody::from(describe_tasks.to_string()))
+                .unwrap(),
+        )]);
+        let ecs = aws_sdk_ecs::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("eu-west-2"))
+            .credentials_provider(Credentials::new("a", "b", None, None, "test"))
+            .http_client(http.clone())
+            .build();
+        let ec2 = aws_sdk_ec2::Config::builder()
+            .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+            .region(aws_sdk_ec2::config::Region::new("eu-west-2"))
+            .credentials_provider(Credentials::new("a", "b", None, None, "test"))
+            .http_client(http)
+            .build();
+        (
+            aws_sdk_ecs::Client::from_conf(ecs),
+            aws_sdk_ec2::Client::from_conf(ec2),
+        )
+    }
+
+    fn config() -> Config {
+        Config::from_value(
+            json!({"node_basename": "app", "sources": [{"type": "ecs", "cluster": "auto"}]}),
+        )
+        .unwrap()
+    }
+
+    /// At boot the task's own containers run before ECS reports it RUNNING; it is named from
+    /// its ENI as its peers will name it (here IPv6-only: the address the metadata also gives).
+    #[tokio::test]
+    async fn a_task_still_pending_is_named_as_its_peers_will_name_it() {
+        let task = json!({"tasks": [{"taskArn": ARN, "lastStatus": "PENDING", "desiredStatus": "RUNNING",
+            "attachments": [{"type": "ElasticNetworkInterface",
+                             "details": [{"name": "ipv6Address", "value": "2001:db8:1::5"}]}]}], "failures": []});
+        let (ecs, ec2) = clients(&task.to_string());
+        let me = name(metadata(), ecs, ec2, &config()).await.unwrap();
+        assert_eq!(me.node, "app@2001:db8:1::5");
+        assert_eq!((me.ip.to_string(), me.port), ("2001:db8:1::5".into(), None));
+        assert_eq!(
+            (me.task_arn.as_str(), me.region.as_str()),
+            (ARN, "eu-west-2")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_task_ecs_does_not_know_is_an_error_naming_the_endpoint() {
+        let missing = json!({"tasks": [], "failures": [{"arn": ARN, "reason": "MISSING"}]});
+        let (ecs, ec2) = clients(&missing.to_string());
+        let e = name(metadata(), ecs, ec2, &config()).await.unwrap_err();
+        assert_eq!(
+            (e.kind, e.action),
+            (ErrorKind::NotFound, "ecs:DescribeTasks")
+        );
+        assert!(e.message.contains("MISSING"), "{e}");
+        assert!(
+            e.fix.as_deref().unwrap().contains("AWS_ENDPOINT_URL"),
+            "{e}"
+        );
+    }
+
+    /// A stopping task is not named: it would boot under a name its peers are dropping.
+    #[tokio::test]
+    async fn a_stopping_task_is_not_named() {
+        let task = json!({"tasks": [{"taskArn": ARN, "lastStatus": "STOPPED", "desiredStatus": "STOPPED"}], "failures": []});
+        let (ecs, ec2) = clients(&task.to_string());
+        let e = name(metadata(), ecs, ec2, &config()).await.unwrap_err();
+        assert!(e.message.contains("is STOPPED in ECS"), "{e}");
+    }
+}
