@@ -1,9 +1,11 @@
 defmodule EcsPeers.SharingTest do
-  # Fleet-shared polling (issue 13) with real BEAM nodes: three local peers (OTP's :peer, see
+  # Fleet-shared polling with real BEAM nodes: three local peers (OTP's :peer, see
   # EcsPeers.Test.SharingNode; this test VM stays non-distributed), each running
   # EcsPeers.Cluster against the emulator with the same two sources. Not async: the emulator is
   # shared.
   use ExUnit.Case, async: false
+  # Needs the AWS emulator: left out of the quick tier (mix test --exclude emulator).
+  @moduletag :emulator
 
   import ExUnit.CaptureLog
 
@@ -16,7 +18,7 @@ defmodule EcsPeers.SharingTest do
   @converge 12 * @interval + 10_000
 
   setup do
-    emu = Application.fetch_env!(:ecs_peers, :test_emu)
+    emu = Emu.shared()
     Emu.clear_faults(emu)
     {:ok, emu: emu, id: System.unique_integer([:positive])}
   end
