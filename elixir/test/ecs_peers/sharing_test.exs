@@ -334,6 +334,30 @@ defmodule EcsPeers.SharingTest do
     end
   end
 
+  test "a sharing scope that dies is restarted by the application; its member joins again",
+       ctx do
+    c = "s#{ctx.id}"
+    seed(ctx.emu, c)
+    nodes = fleet(ctx, 2, config(ctx.emu, c, true))
+    all = names(nodes)
+    eventually(nodes, @converge, fn sts -> Enum.all?(sts, &(&1.sharing.members == all)) end)
+
+    [first | _] = nodes
+    true = SharingNode.call(first, SharingNode, :reset, [])
+    scope = SharingNode.call(first, Process, :whereis, [EcsPeers.Sharing])
+    true = SharingNode.call(first, Process, :exit, [scope, :kill])
+
+    # The node saw its group go (members 0 in telemetry); its supervisor starts the scope
+    # again, the membership process joins again (members 2), and both nodes see both.
+    eventually(nodes, @converge, fn sts ->
+      members = SharingNode.call(first, SharingNode, :events, []).members
+
+      0 in members and List.last(members) == 2 and
+        SharingNode.call(first, Process, :whereis, [EcsPeers.Sharing]) not in [nil, scope] and
+        Enum.all?(sts, &(&1.sharing.members == all))
+    end)
+  end
+
   test "status/1 by topology; a result for another group is dropped and counted", ctx do
     c = "s#{ctx.id}"
     seed(ctx.emu, c)
