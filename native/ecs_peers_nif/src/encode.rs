@@ -232,15 +232,17 @@ pub fn snapshot<'a>(env: Env<'a>, snapshot: &ecs_peers::Snapshot) -> Term<'a> {
 
 /// The node names behind an update's `nodes` handle, as atoms (the names the links connect):
 /// `{:ok, [node()]}`, or `{:error, message}` for a name the VM cannot make an atom of (longer
-/// than 255 characters).
-#[rustler::nif]
+/// than 255 characters). A dirty NIF: making 10,000 atoms takes longer than a normal scheduler
+/// may be held, and it runs only when the membership changed.
+#[rustler::nif(schedule = "DirtyCpu")]
 fn nodes(env: Env, handle: ResourceArc<NodesResource>) -> Result<Vec<Atom>, String> {
     handle.names.iter().map(|n| node_atom(env, n)).collect()
 }
 
 /// The dial entries behind an update's `dial` handle: `{:ok, [{node(), :inet.ip_address(),
 /// port | nil}]}` (what `EcsPeers.Epmd.put_peers/1` takes), or `{:error, message}` as `nodes/1`.
-#[rustler::nif]
+/// Dirty, as `nodes/1`, for the same reason.
+#[rustler::nif(schedule = "DirtyCpu")]
 fn dial<'a>(env: Env<'a>, handle: ResourceArc<DialResource>) -> Result<Vec<Term<'a>>, String> {
     handle
         .entries
