@@ -101,19 +101,23 @@ defmodule EcsPeers.Update do
   """
   @spec check_nif() :: :ok | {:error, String.t()}
   def check_nif do
-    with {:ok, fields} <- EcsPeers.native(fn -> {:ok, EcsPeers.Native.update_fields()} end) do
-      ours = @fields
+    with {:ok, fields} <- EcsPeers.native(fn -> {:ok, EcsPeers.Native.update_fields()} end),
+         do: check_fields(fields)
+  end
 
-      case {fields -- ours, ours -- fields} do
-        {[], []} ->
-          :ok
+  @doc false
+  # `fields`: the field names a NIF encodes the struct with.
+  @spec check_fields([atom()]) :: :ok | {:error, String.t()}
+  def check_fields(fields) do
+    case {fields -- @fields, @fields -- fields} do
+      {[], []} ->
+        :ok
 
-        {extra, missing} ->
-          {:error,
-           "the loaded ecs-peers NIF speaks another update protocol than this EcsPeers " <>
-             "(fields only the NIF has: #{inspect(extra)}; only EcsPeers.Update has: " <>
-             "#{inspect(missing)}): load the NIF built from the same version"}
-      end
+      {extra, missing} ->
+        {:error,
+         "the loaded ecs-peers NIF speaks another update protocol than this EcsPeers " <>
+           "(fields only the NIF has: #{inspect(extra)}; only EcsPeers.Update has: " <>
+           "#{inspect(missing)}): load the NIF built from the same version"}
     end
   end
 end

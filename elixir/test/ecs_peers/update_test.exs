@@ -17,4 +17,11 @@ defmodule EcsPeers.UpdateTest do
       assert typedoc =~ "`#{field}`", "EcsPeers.Update's @typedoc does not document #{field}"
     end
   end
+
+  test "a NIF that names other fields is refused, naming them" do
+    fields = EcsPeers.Native.update_fields()
+
+    assert {:error, message} = EcsPeers.Update.check_fields([:new_field | fields -- [:dial]])
+    assert message =~ "fields only the NIF has: [:new_field]; only EcsPeers.Update has: [:dial]"
+  end
 end
