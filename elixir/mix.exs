@@ -32,8 +32,10 @@ defmodule EcsPeers.MixProject do
     ]
   end
 
+  # EcsPeers.Application supervises what every topology shares (the sharing scope, the status
+  # registry).
   def application do
-    [extra_applications: extra_applications(Mix.env())]
+    [mod: {EcsPeers.Application, []}, extra_applications: extra_applications(Mix.env())]
   end
 
   # :inets only for the tests' HTTP calls to the AWS emulator.

@@ -51,12 +51,10 @@ defmodule EcsPeers do
   """
   @spec discover(config(), keyword()) :: {:ok, update()} | {:error, String.t()}
   def discover(config, opts \\ []) do
-    this = this_node()
-
-    with {:ok, timings} <- validate(config),
+    with {:ok, {validated, settings}} <- configure(config),
          tag = :erlang.unique_integer([:positive]),
-         {:ok, :ok} <- native(fn -> EcsPeers.Native.discover(config, this, self(), tag) end) do
-      timeout = Keyword.get(opts, :timeout, timings.poll_timeout + 5_000)
+         {:ok, :ok} <- native(fn -> EcsPeers.Native.discover(validated, self(), tag) end) do
+      timeout = Keyword.get(opts, :timeout, settings.poll_timeout + 5_000)
 
       receive do
         {:ecs_peers, ^tag, {:discovered, update}} -> {:ok, update}
@@ -100,7 +98,7 @@ defmodule EcsPeers do
   end
 
   def status(topology) when is_atom(topology) do
-    case EcsPeers.Sharing.whereis(topology) do
+    case EcsPeers.Status.whereis(topology) do
       [pid] ->
         status(pid)
 
@@ -115,11 +113,21 @@ defmodule EcsPeers do
   end
 
   @doc """
-  Validates a configuration: `{:ok, %{polling_interval: ms, poll_timeout: ms}}`, or
-  `{:error, message}` naming the key, the bad value and what is expected.
+  Validates a configuration: `{:ok, %{polling_interval: ms, poll_timeout: ms, share_polling:
+  boolean, sharing_key: binary}}` (`sharing_key`: 16 hex digits, equal on the nodes that may
+  share poll results), or `{:error, message}` naming the key, the bad value and what is
+  expected.
   """
   @spec validate(config()) :: {:ok, map()} | {:error, String.t()}
-  def validate(config), do: native(fn -> EcsPeers.Native.validate(config, this_node()) end)
+  def validate(config) do
+    with {:ok, {_validated, settings}} <- configure(config), do: {:ok, settings}
+  end
+
+  @doc false
+  # The one validation of a configuration for this node: `{:ok, {validated, settings}}`, the
+  # validated config being the NIF's handle that starts pollers (so a running topology never
+  # validates again), or `{:error, message}`.
+  def configure(config), do: native(fn -> EcsPeers.Native.config(config, this_node()) end)
 
   @doc "Every configuration key: `%{key:, scope:, kind:, default:, doc:}`."
   @spec keys() :: [map()]

@@ -103,7 +103,7 @@ defmodule E2E.App do
 end
 
 :ok = :application.load({:application, :e2e, [description: ~c"e2e", vsn: ~c"0", modules: [E2E.App],
-                                              registered: [], applications: [:kernel, :stdlib, :logger],
+                                              registered: [], applications: [:kernel, :stdlib, :logger, :ecs_peers],
                                               mod: {E2E.App, [child, config]}]})
 {:ok, _} = Application.ensure_all_started(:e2e)
 

@@ -7,7 +7,7 @@ defmodule EcsPeers.Cluster do
   disconnected only when a complete, successful poll of its source no longer lists it), the
   same leaving, the same log lines (prefixed `[ecs_peers:<name>]`) and the same telemetry
   (`[:ecs_peers, :poll, :stop]`, `[:ecs_peers, :source, :error]`, `[:ecs_peers, :sharing,
-  :members]`, with `topology: <name>`).
+  :members]`, with `topology: <name>`; see `EcsPeers.Telemetry`).
 
   `share_polling: true` shares the polling across the cluster exactly as for the strategy (one
   node polls each source and hands its results to the others; see "Fleet-shared polling" in

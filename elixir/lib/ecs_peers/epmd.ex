@@ -59,17 +59,20 @@ defmodule EcsPeers.Epmd do
   @default_port 4370
   @dist_version 6
 
-  @typedoc "A peer as the strategy reports it: node name, address (IP or DNS name), distribution port."
-  @type peer :: %{node: String.t(), host: String.t(), port: 1..65535}
+  @typedoc """
+  Where a peer is dialled, as the NIF reports it (`EcsPeers.Update`'s `dial`): its node name,
+  its address, and the port to dial (the mapped host port in bridge mode), or `nil` when the
+  source reported none (then `ECS_PEERS_DIST_PORT`, the port every node listens on).
+  """
+  @type peer :: {node(), :inet.ip_address(), 1..65535 | nil}
 
   # ---------------------------------------------------------------------------------------------
   # Public API
 
   @doc """
-  Replaces the lookup with `peers` (the latest snapshot): `[%{node: "app@10.0.1.5", host:
-  "10.0.1.5", port: 4370}]`, one entry per peer, `port` being the port to dial (the mapped host
-  port in bridge mode), or `nil` when the source reported none: then `ECS_PEERS_DIST_PORT`, the
-  port every node listens on. `EcsPeers.Strategy` calls it with each update that changes it.
+  Replaces the lookup with `peers` (the latest snapshot): `[{:"app@10.0.1.5", {10, 0, 1, 5},
+  4370}]`, one entry per peer (`t:peer/0`). `EcsPeers.Strategy` and `EcsPeers.Cluster` call it
+  with each update that changes it, with the entries the NIF decoded (nothing is parsed here).
 
   Returns `:ok`; `:ignored` when this VM does not run with `-epmd_module Elixir.EcsPeers.Epmd`
   (nothing to update); `{:error, message}` naming the first bad entry (nothing is changed).
@@ -269,19 +272,24 @@ defmodule EcsPeers.Epmd do
   defp rows(other, _default_port, index, _acc),
     do: {:error, "peers[#{index}..]: #{inspect(other)} is not a list"}
 
-  defp peer_rows(%{node: node, host: host, port: port}, default_port) do
-    with {:ok, name} <- node_name(node),
-         {:ok, addr} <- address(host),
-         {:ok, port} <- port_number(port, default_port) do
-      by_addr = if is_tuple(addr), do: [{{:addr, name, addr}, addr, port}], else: []
-      {:ok, [{{:node, node}, addr, port} | by_addr]}
-    end
+  defp peer_rows({node, ip, port}, default_port) when is_atom(node) and is_tuple(ip) do
+    peer_rows(Atom.to_string(node), ip, port, default_port)
   end
 
   defp peer_rows(other, _),
     do:
       {:error,
-       ": #{inspect(other)} is not a peer; expected %{node: \"app@10.0.1.5\", host: \"10.0.1.5\", port: 4370}"}
+       ": #{inspect(other)} is not a peer; expected {node, ip_tuple, port | nil}, e.g. {:\"app@10.0.1.5\", {10, 0, 1, 5}, 4370}"}
+
+  # `addr`: an IP tuple, or (ECS_PEERS_STATIC_PEERS only) a host name charlist, resolved when a
+  # connection is set up, as erl_epmd does.
+  defp peer_rows(node, addr, port, default_port) do
+    with {:ok, name} <- node_name(node),
+         {:ok, port} <- port_number(port, default_port) do
+      by_addr = if is_tuple(addr), do: [{{:addr, name, addr}, addr, port}], else: []
+      {:ok, [{{:node, node}, addr, port} | by_addr]}
+    end
+  end
 
   defp node_name(node) when is_binary(node) do
     case String.split(node, "@") do
@@ -290,10 +298,7 @@ defmodule EcsPeers.Epmd do
     end
   end
 
-  defp node_name(node), do: {:error, ".node: #{inspect(node)} is not a string"}
-
-  # An IP literal is kept parsed; a DNS name is resolved when a connection is set up, as
-  # erl_epmd does.
+  # An IP literal is kept parsed; a DNS name is resolved when a connection is set up.
   defp address(host) when is_binary(host) and host != "" do
     case :inet.parse_address(String.to_charlist(host)) do
       {:ok, ip} -> {:ok, ip}
@@ -363,8 +368,9 @@ defmodule EcsPeers.Epmd do
 
   defp static_peer(entry, dist_port) do
     with [node, hostport] <- String.split(entry, "=", parts: 2),
-         {:ok, host, port} <- split_hostport(hostport) do
-      peer_rows(%{node: node, host: host, port: port}, dist_port)
+         {:ok, host, port} <- split_hostport(hostport),
+         {:ok, addr} <- address(host) do
+      peer_rows(node, addr, port, dist_port)
     else
       {:error, message} -> {:error, message}
       _ -> {:error, " has no ="}

@@ -212,17 +212,26 @@ end
 
 defmodule EcsPeers.Native do
   @moduledoc false
+  # The NIF (native/ecs_peers_nif). Its functions return at once; what waits runs on the NIF's
+  # own threads and answers by message. See native/ecs_peers_nif/src/lib.rs for the list.
   use EcsPeers.Native.Loader
 
-  def start(_config, _this, _pid, _tag), do: :erlang.nif_error(:nif_not_loaded)
-  def subscribe(_poller, _pid, _tag), do: :erlang.nif_error(:nif_not_loaded)
-  def names(_nodes), do: :erlang.nif_error(:nif_not_loaded)
+  # A validated configuration for this node: {:ok, {config, settings}} | {:error, message}.
+  def config(_config, _this), do: :erlang.nif_error(:nif_not_loaded)
+  # Polls with a validated config; updates go to pid as {:ecs_peers, tag, {:update, update}}.
+  def start(_config, _pid, _tag), do: :erlang.nif_error(:nif_not_loaded)
   def stop(_poller), do: :erlang.nif_error(:nif_not_loaded)
-  def discover(_config, _this, _pid, _tag), do: :erlang.nif_error(:nif_not_loaded)
-  def validate(_config, _this), do: :erlang.nif_error(:nif_not_loaded)
+  # One poll; the snapshot goes to pid as {:ecs_peers, tag, {:discovered, snapshot}}.
+  def discover(_config, _pid, _tag), do: :erlang.nif_error(:nif_not_loaded)
+  # An update's handles: {:ok, [node()]} and {:ok, [{node(), ip_tuple, port | nil}]}.
+  def nodes(_handle), do: :erlang.nif_error(:nif_not_loaded)
+  def dial(_handle), do: :erlang.nif_error(:nif_not_loaded)
+  # The field names the NIF encodes %EcsPeers.Update{} with (EcsPeers.Update.check_nif/0).
+  def update_fields, do: :erlang.nif_error(:nif_not_loaded)
   def keys, do: :erlang.nif_error(:nif_not_loaded)
+  # This task's node name by the core's rule (EcsPeers.Release, the boot step).
   def this_node(_basename), do: :erlang.nif_error(:nif_not_loaded)
-  # Fleet-shared polling (issue 13): the sharing group's members (node-name binaries, this node
+  # Fleet-shared polling: the sharing group's members (node-name binaries, this node
   # included), and a result another member polled (`from`: its node name as a binary).
   def share(_poller, _members), do: :erlang.nif_error(:nif_not_loaded)
   def receive_shared(_poller, _from, _result), do: :erlang.nif_error(:nif_not_loaded)

@@ -1,6 +1,6 @@
 defmodule EcsPeers.Sharing do
   @moduledoc false
-  # Fleet-shared polling, the Elixir half (issue 13). It decides nothing about who polls what:
+  # Fleet-shared polling, the Elixir half. It decides nothing about who polls what:
   # it tells the core who is in the sharing group (`EcsPeers.Native.share/2`), carries the
   # results the core hands out (`update.shared`) to the other members, and hands what arrives to
   # the core (`EcsPeers.Native.receive_shared/3`). The core elects the poller of each source,
@@ -14,14 +14,10 @@ defmodule EcsPeers.Sharing do
   #   `sharing_key` comes from the core (`validate/2`; equal only for nodes whose sources,
   #   naming, draining and distribution port mean the same). Joined only when `share_polling`
   #   is true and the node is alive; otherwise nothing here joins or calls the core.
-  # - The scope: a `:pg` scope registered as `EcsPeers.Sharing`, on every node. This package has
-  #   no application process to own it, so the first membership process that needs it starts it
-  #   unlinked (`:pg.start/1`): a membership process or topology that crashes or restarts does
-  #   not take the scope, or the other topologies' groups, down with it. Every membership process
-  #   monitors it; should it stop anyway, each starts it again and joins again (the core polls
-  #   alone in between: `share(poller, [])`). The same scope also holds one node-local group per
-  #   topology, `{:ecs_peers, :topology, topology}`, so `EcsPeers.status/1` finds a topology's
-  #   process without registered names (a strategy and a child may share a topology name).
+  # - The scope: a `:pg` scope registered as `EcsPeers.Sharing`, on every node (remote scopes
+  #   talk to it by that name), supervised by `EcsPeers.Application`. Every membership process
+  #   monitors it; should it restart, each joins again (the core polls alone in between:
+  #   `share(poller, [])`).
   # - Members: the nodes of the group's pids, this node included, sorted and deduplicated; the
   #   core is told on every change, after the poller starts or is restarted, `[]` when this node
   #   leaves the group (on `local_left`, before `:global.disconnect/0`, and on terminate).
@@ -39,6 +35,8 @@ defmodule EcsPeers.Sharing do
   @scope __MODULE__
   # Results held from nodes not (yet) known as members.
   @held 32
+  # How soon to look again for a restarting scope.
+  @rewatch_ms 100
 
   @typedoc """
   `enabled`: sharing is configured and the node is alive; `key`: the core's `sharing_key`
@@ -75,16 +73,20 @@ defmodule EcsPeers.Sharing do
     dropped: 0
   ]
 
+  @doc "The `:pg` scope's child spec (`EcsPeers.Application` supervises it)."
+  @spec scope_spec() :: Supervisor.child_spec()
+  def scope_spec, do: %{id: @scope, start: {:pg, :start_link, [@scope]}}
+
   @doc """
   The sharing state of a topology's membership process, from the core's validated config
-  (`timings`: the map `validate/2` returns, with `share_polling` and `sharing_key`). Registers
-  the process under its topology (for `EcsPeers.status/1`) and joins the sharing group when
-  sharing is on and the node is alive; `poller` is told the members.
+  (`settings`: what `EcsPeers.Native.config/2` returns, with `share_polling` and
+  `sharing_key`). Joins the sharing group when sharing is on and the node is alive; `poller` is
+  told the members.
   """
   @spec start(atom(), String.t(), map(), term()) :: t()
-  def start(topology, prefix, timings, poller) do
-    wanted = Map.get(timings, :share_polling) == true
-    key = Map.get(timings, :sharing_key)
+  def start(topology, prefix, settings, poller) do
+    wanted = settings.share_polling == true
+    key = settings.sharing_key
     enabled = wanted and is_binary(key) and Node.alive?()
 
     if wanted and not enabled do
@@ -97,7 +99,7 @@ defmodule EcsPeers.Sharing do
     group = if enabled, do: {:ecs_peers, topology, key, :erlang.phash2(Node.get_cookie())}
     sh = %__MODULE__{topology: topology, prefix: prefix, enabled: enabled, key: key, group: group}
 
-    sh |> watch_scope() |> join(poller)
+    if enabled, do: sh |> watch_scope() |> join(poller), else: sh
   end
 
   @doc "Joins the sharing group again (this node is listed by its sources again)."
@@ -153,8 +155,11 @@ defmodule EcsPeers.Sharing do
   def handle_info({:DOWN, ref, :process, _, reason}, %__MODULE__{scope_ref: ref} = sh, poller) do
     Logger.warning("[#{sh.prefix}] the sharing scope stopped (#{inspect(reason)}); joining again")
     sh = if sh.ref, do: tell(%{sh | ref: nil, pids: []}, poller, []), else: sh
-    {:handled, sh |> watch_scope() |> join(poller)}
+    {:handled, rewatch(%{sh | scope_ref: nil}, poller)}
   end
+
+  def handle_info({__MODULE__, :rewatch}, %__MODULE__{scope_ref: nil} = sh, poller),
+    do: {:handled, rewatch(sh, poller)}
 
   def handle_info({:ecs_peers_shared, group, from, result}, sh, poller) do
     if sh.ref != nil and group == sh.group and is_atom(from) and is_binary(result) do
@@ -171,11 +176,12 @@ defmodule EcsPeers.Sharing do
   def handle_info(_msg, _sh, _poller), do: :unhandled
 
   # A result from a member the core has been told about goes to the core. One from a node this
-  # process does not know as a member yet overtook the group's join notification (it comes from
-  # the local scope, another sender, so nothing orders the two; seen in the tests, where the core
-  # then dropped the poller's full result and could not resolve the "same as" results after it):
-  # the members are read again first, and if the node is still not one, the result is held
-  # until the group changes (at most @held, the oldest dropped and counted).
+  # process does not know as a member yet overtook the group's join notification (that comes
+  # from the local scope, another sender, so nothing orders the two); handed on at once, the
+  # core would drop the poller's full result as from a stranger and could not resolve the
+  # "same as" results after it. So the members are read again first, and if the node is still
+  # not one, the result is held until the group changes (at most @held, the oldest dropped and
+  # counted).
   defp take(sh, poller, from, result) do
     sh = if from in sh.nodes, do: sh, else: members(sh, poller, false)
 
@@ -227,32 +233,25 @@ defmodule EcsPeers.Sharing do
   def status(sh),
     do: %{enabled: sh.enabled, key: sh.key, members: sh.nodes, dropped: sh.dropped}
 
-  @doc "The membership processes of `topology` on this node (for `EcsPeers.status/1`)."
-  @spec whereis(atom()) :: [pid()]
-  def whereis(topology) do
-    if Process.whereis(@scope),
-      do: :pg.get_local_members(@scope, {:ecs_peers, :topology, topology}),
-      else: []
-  catch
-    :exit, _ -> []
+  # Monitors the scope, which EcsPeers.Application runs.
+  defp watch_scope(sh) do
+    case Process.whereis(@scope) do
+      nil -> sh
+      pid -> %{sh | scope_ref: Process.monitor(pid)}
+    end
   end
 
-  # Starts the scope if no one has, monitors it, and registers this process by topology.
-  defp watch_scope(sh) do
-    pid =
-      case Process.whereis(@scope) || :pg.start(@scope) do
-        {:ok, pid} -> pid
-        {:error, {:already_started, pid}} -> pid
-        pid when is_pid(pid) -> pid
-      end
+  # After the scope stopped: its supervisor restarts it, but nothing orders that restart before
+  # this process's :DOWN, so it looks again shortly until the scope is back, then joins.
+  defp rewatch(sh, poller) do
+    case watch_scope(sh) do
+      %{scope_ref: nil} = sh ->
+        Process.send_after(self(), {__MODULE__, :rewatch}, @rewatch_ms)
+        sh
 
-    ref = Process.monitor(pid)
-    :pg.join(@scope, {:ecs_peers, :topology, sh.topology}, self())
-    %{sh | scope_ref: ref}
-  catch
-    :exit, reason ->
-      Logger.warning("[#{sh.prefix}] cannot start the sharing scope: #{inspect(reason)}")
-      sh
+      sh ->
+        join(sh, poller)
+    end
   end
 
   # Reads the group's members and tells the core when the set of nodes changed (or `force`).
@@ -278,19 +277,9 @@ defmodule EcsPeers.Sharing do
         _ -> Logger.info("[#{sh.prefix}] sharing polling with #{Enum.join(nodes, ", ")}")
       end
 
-      emit(sh, nodes)
+      EcsPeers.Telemetry.sharing_members(sh.topology, sh.key, nodes)
     end
 
     %{sh | nodes: nodes}
-  end
-
-  defp emit(sh, nodes) do
-    if Code.ensure_loaded?(:telemetry) do
-      apply(:telemetry, :execute, [
-        [:ecs_peers, :sharing, :members],
-        %{count: length(nodes)},
-        %{topology: sh.topology, key: sh.key, nodes: nodes}
-      ])
-    end
   end
 end

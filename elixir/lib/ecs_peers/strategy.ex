@@ -105,20 +105,10 @@ if match?({:module, _}, Code.ensure_compiled(Cluster.Strategy)) do
     no binding for the distribution port), with the fix. These are the core's membership events, with the core's wording: the same ones
     `ecs-peers watch` prints.
 
-    When `:telemetry` is loaded it emits:
-
-    - `[:ecs_peers, :poll, :stop]`, measurements `%{duration: native_time, peers:, added:,
-      removed:, api_calls:, failing_sources:, sharing_with:}` (`api_calls`: the AWS calls made in
-      this poll round by every source, 0 in a round where every source was backing off or was
-      polled by another node; `sharing_with`: the sharing group's size, 0 when not sharing),
-      metadata `%{topology:, sources: [status]}`. With `share_polling` it fires for every update,
-      also one published at once because a received result changed something (then
-      `api_calls` is 0): it counts updates, not AWS polls;
-    - `[:ecs_peers, :source, :error]`, measurements `%{consecutive_failures:}`, metadata
-      `%{topology:, source:, kind:, error:}`, for each failing source on each poll;
-    - `[:ecs_peers, :sharing, :members]` (with `share_polling`), measurements `%{count:}` (the
-      nodes in the sharing group, this node included; 0 when it left the group), metadata
-      `%{topology:, key:, nodes: [node binary]}`, each time the group's nodes change.
+    When `:telemetry` is loaded it emits `[:ecs_peers, :poll, :stop]` for every update,
+    `[:ecs_peers, :source, :error]` for each failing source, and `[:ecs_peers, :sharing,
+    :members]` when the sharing group changes; `EcsPeers.Telemetry` documents their
+    measurements and metadata.
 
     Each source status in `sources` carries, besides the poll's outcome and `api_calls` /
     `api_calls_total` (this node's own AWS calls), `poller` (the node polling it, `nil` when this

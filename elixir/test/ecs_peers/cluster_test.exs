@@ -2,6 +2,8 @@ defmodule EcsPeers.ClusterTest do
   # EcsPeers.Cluster (the libcluster-free child) and the membership rule it shares with the
   # strategy (EcsPeers.Membership). Not async: the emulator's faults and stop mode are global.
   use ExUnit.Case, async: false
+  # Needs the AWS emulator: left out of the quick tier (mix test --exclude emulator).
+  @moduletag :emulator
 
   import ExUnit.CaptureLog
 
@@ -9,7 +11,7 @@ defmodule EcsPeers.ClusterTest do
   alias EcsPeers.Test.{Emu, Recorder}
 
   setup do
-    emu = Application.fetch_env!(:ecs_peers, :test_emu)
+    emu = Emu.shared()
     Emu.clear_faults(emu)
 
     on_exit(fn ->

@@ -106,49 +106,67 @@ defmodule EcsPeers.ConfigTest do
     end
   end
 
-  test "the basename and the local node come from the running node unless configured" do
-    # The core derives both from {node(), release_name}; the strategy passes node().
+  # What EcsPeers.this_node/0 passes: {node(), release_name | nil, :net_kernel.longnames()}.
+  defp config_for(config, this) do
+    case EcsPeers.Native.config(config, this) do
+      {:ok, {_validated, settings}} -> {:ok, settings}
+      {:error, message} -> {:error, message}
+    end
+  end
+
+  test "peers are named after the running node, else the release, unless configured" do
     src = [[type: :ecs, region: "eu-west-2", cluster: "web"]]
-    validate = fn config, node -> EcsPeers.Native.validate(config, {node, nil}) end
 
-    assert {:ok, %{local_node: "web@10.0.0.5", node_basename: "web"}} =
-             validate.([sources: src], :"web@10.0.0.5")
+    # A distributed node names its peers after itself; a node that is not distributed after
+    # its release; with neither, the basename must be given.
+    assert {:ok, _} = config_for([sources: src], {:"web@10.0.0.5", nil, true})
+    assert {:ok, _} = config_for([sources: src], {:nonode@nohost, "my_app", :ignored})
 
-    assert {:ok, %{local_node: "web@10.0.0.5", node_basename: nil}} =
-             validate.([node_name: "x@{ip}", sources: src], :"web@10.0.0.5")
+    assert {:ok, _} =
+             config_for([node_basename: "app", sources: src], {:nonode@nohost, nil, :ignored})
 
-    assert {:ok, %{local_node: nil, node_basename: "app"}} =
-             validate.([node_basename: "app", sources: src], :nonode@nohost)
+    assert {:error, "node_basename: is required" <> _} =
+             config_for([sources: src], {:nonode@nohost, nil, :ignored})
 
-    assert {:error, "node_basename: is required" <> _} = validate.([sources: src], :nonode@nohost)
+    # Only the three-element form is taken.
+    assert {:error, "this node: expected {node(), release_name | nil, longnames}" <> _} =
+             config_for([sources: src], {:"web@10.0.0.5", nil})
   end
 
   test "a short-named node (-sname) is refused long peer names, with the setting and the fix" do
-    # The third element is :net_kernel.longnames(), as EcsPeers.this_node/0 passes it.
     src = [[type: :ecs, region: "eu-west-2", cluster: "web"]]
     me = :"app@ip-10-0-1-5"
 
     assert {:error, "node_basename: this node runs with short names" <> rest} =
-             EcsPeers.Native.validate([sources: src], {me, nil, false})
+             config_for([sources: src], {me, nil, false})
 
     assert rest =~ ~s(e.g. "app@10.0.1.6")
     assert rest =~ "RELEASE_DISTRIBUTION=name and RELEASE_NODE=app@<this task's IP>"
 
-    assert {:ok, %{local_node: "app@ip-10-0-1-5"}} =
-             EcsPeers.Native.validate(
-               [node_name: "app@ip-{ip_dashed}", sources: src],
-               {me, nil, false}
-             )
-
-    assert {:ok, _} = EcsPeers.Native.validate([sources: src], {:"app@10.0.1.5", nil, true})
-
     assert {:ok, _} =
-             EcsPeers.Native.validate(
-               [node_basename: "app", sources: src],
-               {:nonode@nohost, nil, :ignored}
+             config_for([node_name: "app@ip-{ip_dashed}", sources: src], {me, nil, false})
+
+    assert {:ok, _} = config_for([sources: src], {:"app@10.0.1.5", nil, true})
+    assert {:ok, _} = EcsPeers.validate(sources: src, node_basename: "app")
+  end
+
+  test "validate/1 answers the settings the processes use, and nothing else" do
+    src = [[type: :ecs, region: "eu-west-2", cluster: "web"]]
+
+    assert {:ok, settings} =
+             EcsPeers.validate(
+               node_basename: "app",
+               sources: src,
+               polling_interval: "7s",
+               poll_timeout: 3_000,
+               share_polling: true
              )
 
-    assert {:ok, _} = EcsPeers.validate(sources: src, node_basename: "app")
+    assert %{polling_interval: 7_000, poll_timeout: 3_000, share_polling: true, sharing_key: key} =
+             settings
+
+    assert map_size(settings) == 4
+    assert key =~ ~r/\A[0-9a-f]{16}\z/
   end
 
   test "keys/0 returns the core's key table, each key with its scope, type, default and doc" do

@@ -32,7 +32,7 @@ defmodule EcsPeers.EpmdTest do
   # Any attempt to use an EPMD would have reached the trap (queued in its backlog).
   defp assert_no_epmd_used(trap), do: assert({:error, :timeout} = :gen_tcp.accept(trap, 0))
 
-  defp peer(node, port), do: %{node: Atom.to_string(node.name), host: "127.0.0.1", port: port}
+  defp peer(node, port), do: {node.name, {127, 0, 0, 1}, port}
 
   test "two nodes on different ports connect through the lookup, without any EPMD", ctx do
     [pa, pb, pc] = for _ <- 1..3, do: EpmdNode.free_port()
@@ -59,7 +59,7 @@ defmodule EcsPeers.EpmdTest do
 
     # A wrong entry (ghost's port is c's) never yields a connection to the wrong node: the
     # handshake checks the name.
-    put_peers!(a, [peer(b, pb), %{node: "ghost#{ctx.id}@127.0.0.1", host: "127.0.0.1", port: pc}])
+    put_peers!(a, [peer(b, pb), {:"ghost#{ctx.id}@127.0.0.1", {127, 0, 0, 1}, pc}])
     refute EpmdNode.eval(a, "Node.connect(:\"ghost#{ctx.id}@127.0.0.1\")")
     assert EpmdNode.eval(a, "Node.list()") == [b.name]
     assert_no_epmd_used(ctx.trap)
@@ -92,8 +92,7 @@ defmodule EcsPeers.EpmdTest do
     assert EcsPeers.Epmd.names(~c"127.0.0.1") == {:ok, []}
     assert EcsPeers.Epmd.lookup(:"app@10.0.1.5") == :error
 
-    assert EcsPeers.Epmd.put_peers([%{node: "app@10.0.1.5", host: "10.0.1.5", port: 4370}]) ==
-             :ignored
+    assert EcsPeers.Epmd.put_peers([{:"app@10.0.1.5", {10, 0, 1, 5}, 4370}]) == :ignored
 
     assert {:error, :nxdomain} =
              EcsPeers.Epmd.address_please(~c"app", ~c"no-such-host.invalid", :inet)
@@ -171,20 +170,21 @@ defmodule EcsPeers.EpmdTest do
   end
 
   test "put_peers replaces the whole lookup, and rejects a bad entry naming it", ctx do
-    a =
-      start!("a#{ctx.id}@127.0.0.1", [
-        {"ECS_PEERS_DIST_PORT", "#{EpmdNode.free_port()}"} | ctx.epmd_env
-      ])
+    dist = EpmdNode.free_port()
+    a = start!("a#{ctx.id}@127.0.0.1", [{"ECS_PEERS_DIST_PORT", "#{dist}"} | ctx.epmd_env])
 
-    put_peers!(a, [
-      %{node: "x@10.0.0.1", host: "10.0.0.1", port: 1001},
-      %{node: "y@10.0.0.2", host: "ip-10-0-0-2.ec2.internal", port: 1002}
-    ])
+    put_peers!(a, [{:"x@10.0.0.1", {10, 0, 0, 1}, 1001}, {:"y@10.0.0.2", {10, 0, 0, 2}, 1002}])
 
     assert EpmdNode.eval(a, "EcsPeers.Epmd.lookup(:\"y@10.0.0.2\")") ==
-             {:ok, {~c"ip-10-0-0-2.ec2.internal", 1002}}
+             {:ok, {{10, 0, 0, 2}, 1002}}
 
-    put_peers!(a, [%{node: "y@10.0.0.2", host: "10.0.0.2", port: 1003}])
+    # An IPv6 peer, with no port of its own: dialled at ECS_PEERS_DIST_PORT.
+    put_peers!(a, [{:"v6@fd00::5", {0xFD00, 0, 0, 0, 0, 0, 0, 5}, nil}])
+
+    assert EpmdNode.eval(a, "EcsPeers.Epmd.lookup(:\"v6@fd00::5\")") ==
+             {:ok, {{0xFD00, 0, 0, 0, 0, 0, 0, 5}, dist}}
+
+    put_peers!(a, [{:"y@10.0.0.2", {10, 0, 0, 2}, 1003}])
     assert EpmdNode.eval(a, "EcsPeers.Epmd.lookup(:\"x@10.0.0.1\")") == :error
 
     assert EpmdNode.eval(a, "EcsPeers.Epmd.port_please(~c\"y\", {10, 0, 0, 2})") ==
@@ -192,13 +192,16 @@ defmodule EcsPeers.EpmdTest do
 
     assert EpmdNode.eval(
              a,
-             ~s|EcsPeers.Epmd.put_peers([%{node: "z@10.0.0.3", host: "10.0.0.3", port: 1}, %{node: "w", host: "10.0.0.4", port: 1}])|
+             ~s|EcsPeers.Epmd.put_peers([{:"z@10.0.0.3", {10, 0, 0, 3}, 1}, {:w, {10, 0, 0, 4}, 1}])|
            ) ==
              {:error, ~s|peers[1].node: "w" is not a node name; expected name@host|}
 
+    assert {:error, "peers[0]: " <> _} =
+             EpmdNode.eval(a, ~s|EcsPeers.Epmd.put_peers([{"z@10.0.0.3", "10.0.0.3", 1}])|)
+
     assert EpmdNode.eval(
              a,
-             ~s|EcsPeers.Epmd.put_peers([%{node: "z@10.0.0.3", host: "10.0.0.3", port: 0}])|
+             ~s|EcsPeers.Epmd.put_peers([{:"z@10.0.0.3", {10, 0, 0, 3}, 0}])|
            ) ==
              {:error, "peers[0].port: 0 is not a port number; expected an integer 1..65535"}
 

@@ -1,9 +1,11 @@
 defmodule EcsPeers.SharingTest do
-  # Fleet-shared polling (issue 13) with real BEAM nodes: three local peers (OTP's :peer, see
+  # Fleet-shared polling with real BEAM nodes: three local peers (OTP's :peer, see
   # EcsPeers.Test.SharingNode; this test VM stays non-distributed), each running
   # EcsPeers.Cluster against the emulator with the same two sources. Not async: the emulator is
   # shared.
   use ExUnit.Case, async: false
+  # Needs the AWS emulator: left out of the quick tier (mix test --exclude emulator).
+  @moduletag :emulator
 
   import ExUnit.CaptureLog
 
@@ -16,7 +18,7 @@ defmodule EcsPeers.SharingTest do
   @converge 12 * @interval + 10_000
 
   setup do
-    emu = Application.fetch_env!(:ecs_peers, :test_emu)
+    emu = Emu.shared()
     Emu.clear_faults(emu)
     {:ok, emu: emu, id: System.unique_integer([:positive])}
   end
@@ -330,6 +332,30 @@ defmodule EcsPeers.SharingTest do
 
       assert log =~ "share_polling is on but this node is not distributed"
     end
+  end
+
+  test "a sharing scope that dies is restarted by the application; its member joins again",
+       ctx do
+    c = "s#{ctx.id}"
+    seed(ctx.emu, c)
+    nodes = fleet(ctx, 2, config(ctx.emu, c, true))
+    all = names(nodes)
+    eventually(nodes, @converge, fn sts -> Enum.all?(sts, &(&1.sharing.members == all)) end)
+
+    [first | _] = nodes
+    true = SharingNode.call(first, SharingNode, :reset, [])
+    scope = SharingNode.call(first, Process, :whereis, [EcsPeers.Sharing])
+    true = SharingNode.call(first, Process, :exit, [scope, :kill])
+
+    # The node saw its group go (members 0 in telemetry); its supervisor starts the scope
+    # again, the membership process joins again (members 2), and both nodes see both.
+    eventually(nodes, @converge, fn sts ->
+      members = SharingNode.call(first, SharingNode, :events, []).members
+
+      0 in members and List.last(members) == 2 and
+        SharingNode.call(first, Process, :whereis, [EcsPeers.Sharing]) not in [nil, scope] and
+        Enum.all?(sts, &(&1.sharing.members == all))
+    end)
   end
 
   test "status/1 by topology; a result for another group is dropped and counted", ctx do

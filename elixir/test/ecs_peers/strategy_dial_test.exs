@@ -5,6 +5,8 @@ defmodule EcsPeers.StrategyDialTest do
   # directly, as kernel would start it for -epmd_module), so the test reads what a node would
   # dial. Not async: the lookup is a named table, one per VM.
   use ExUnit.Case, async: false
+  # Needs the AWS emulator: left out of the quick tier (mix test --exclude emulator).
+  @moduletag :emulator
 
   import ExUnit.CaptureLog
 
@@ -12,7 +14,7 @@ defmodule EcsPeers.StrategyDialTest do
   alias EcsPeers.Test.{Emu, Recorder}
 
   setup do
-    emu = Application.fetch_env!(:ecs_peers, :test_emu)
+    emu = Emu.shared()
     rec = Recorder.start(self())
     {:ok, emu: emu, rec: rec}
   end
@@ -113,20 +115,23 @@ defmodule EcsPeers.StrategyDialTest do
       sources: [[type: :ecs, region: "eu-west-2", cluster: c]]
     ]
 
-    {:ok, poller} = EcsPeers.Native.start(config, EcsPeers.this_node(), self(), 7)
-    assert_receive {:ecs_peers, 7, {:update, u}}, 5_000
+    {:ok, {validated, _settings}} = EcsPeers.configure(config)
+    {:ok, poller} = EcsPeers.Native.start(validated, self(), 7)
+    assert_receive {:ecs_peers, 7, {:update, %EcsPeers.Update{} = u}}, 5_000
     EcsPeers.Native.stop(poller)
+    # A real update has exactly the struct's keys (the Rust and Elixir definitions agree).
+    assert Enum.sort(Map.keys(u)) == Enum.sort(Map.keys(EcsPeers.Update.__struct__()))
 
+    # awsvpc tasks report no port of their own: nil (the one configured port applies).
     expected =
       tasks
-      |> Enum.map(&"app@#{&1["ip"]}\t#{&1["ip"]}\t")
+      |> Enum.map(&{String.to_atom("app@" <> &1["ip"]), ip(&1["ip"]), nil})
       |> Enum.sort()
 
-    # Both are handles to shared names (read with names/1), as the membership rule reads them.
-    assert :binary.split(EcsPeers.Native.names(u.dial), "\n", [:global]) == expected
+    # Both are handles, read as the membership process reads them: typed terms, no text.
+    assert EcsPeers.Native.dial(u.dial) == {:ok, expected}
     # The same peers, in the same order, as the membership.
-    assert Enum.map(expected, &hd(String.split(&1, "\t"))) ==
-             :binary.split(EcsPeers.Native.names(u.nodes), "\n", [:global])
+    assert EcsPeers.Native.nodes(u.nodes) == {:ok, Enum.map(expected, &elem(&1, 0))}
   end
 
   test "a bridge-mode peer is dialled at its instance's address and mapped host port; a host-mode one at the container port",
@@ -179,21 +184,43 @@ defmodule EcsPeers.StrategyDialTest do
     assert EcsPeers.Epmd.lookup("app-#{id.(h)}@10.233.0.11") == {:ok, {{10, 233, 0, 11}, 4370}}
   end
 
-  test "a node named <basename>-<task id>@<instance ip> names its peers with <basename>" do
-    src = [[type: :ecs, region: "eu-west-2", cluster: "web"]]
+  test "a node named <basename>-<task id>@<instance ip> names its peers with <basename>",
+       %{emu: emu} do
+    c = "d#{System.unique_integer([:positive])}"
 
-    for task_id <- ["4e3cfb1a6d2a4b0f9d6c2f9f5b8a7c11", "54425c54-25ae-4721-9b09-8d635efb5b92"] do
-      me = :"my_app-#{task_id}@10.0.1.5"
+    world =
+      Emu.seed(emu, %{
+        ecs: [
+          %{
+            region: "eu-west-2",
+            cluster: c,
+            subnet: "10.234.0.0/24",
+            tasks: [%{family: "api", count: 1}]
+          }
+        ]
+      })
 
-      assert {:ok, %{node_basename: "my_app", local_node: local}} =
-               EcsPeers.Native.validate([sources: src], {me, nil})
+    [task] = world["ecs"]["eu-west-2/#{c}"]["running"]
 
-      assert local == Atom.to_string(me)
+    config = [
+      endpoint_url: emu.endpoint,
+      max_attempts: 1,
+      sources: [[type: :ecs, region: "eu-west-2", cluster: c]]
+    ]
+
+    # What this node is named, as EcsPeers.this_node/0 passes it (a bridge-mode node carries
+    # its task id; a name part without one is the basename as it is); the peers it discovers
+    # are named after the basename.
+    for {me, basename} <- [
+          {:"my_app-4e3cfb1a6d2a4b0f9d6c2f9f5b8a7c11@10.0.1.5", "my_app"},
+          {:"my_app-54425c54-25ae-4721-9b09-8d635efb5b92@10.0.1.5", "my_app"},
+          {:"my-app@10.0.1.5", "my-app"}
+        ] do
+      {:ok, {validated, _}} = EcsPeers.Native.config(config, {me, nil, true})
+      {:ok, :ok} = EcsPeers.Native.discover(validated, self(), 9)
+      assert_receive {:ecs_peers, 9, {:discovered, snapshot}}, 10_000
+      assert Enum.map(snapshot.peers, & &1.node) == ["#{basename}@#{task["ip"]}"]
     end
-
-    # A name part without a task id is the basename as it is.
-    assert {:ok, %{node_basename: "my-app"}} =
-             EcsPeers.Native.validate([sources: src], {:"my-app@10.0.1.5", nil})
   end
 
   test "a bridge-mode task without a binding for the distribution port is logged as a warning, with the fix",

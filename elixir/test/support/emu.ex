@@ -6,6 +6,51 @@ defmodule EcsPeers.Test.Emu do
   # region when they inject faults). Seeding goes through the real AWS APIs (tests/support/world.py).
 
   @root Path.expand("../../..", __DIR__)
+  @holder __MODULE__.Holder
+
+  @doc false
+  # Called by test_helper.exs: the holder of the one emulator of this run (started by the first
+  # test that needs it), stopped when the run ends.
+  def init do
+    {:ok, _} = Agent.start(fn -> nil end, name: @holder)
+
+    System.at_exit(fn _ ->
+      case Agent.get(@holder, & &1) do
+        nil -> :ok
+        emu -> stop(emu)
+      end
+    end)
+  end
+
+  @doc """
+  The emulator of this run, started on first use. Only tests tagged :emulator may use it: with
+  `--exclude emulator` (the quick tier) this raises, naming the fix.
+  """
+  def shared do
+    if :emulator in Keyword.get(ExUnit.configuration(), :exclude, []) do
+      raise "this test uses the AWS emulator: tag it @moduletag :emulator (or @tag :emulator), " <>
+              "so the quick tier (mix test --exclude emulator) leaves it out"
+    end
+
+    # The NIF reads the OS environment, which System.put_env/2 does not change (OTP keeps its
+    # own copy), so the credentials for the emulator must be exported before the VM starts.
+    for var <- ~w(AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY), System.get_env(var) in [nil, ""] do
+      raise "export #{var}=test (any value; the tests talk to a local AWS emulator), or run ../scripts/test"
+    end
+
+    Agent.get_and_update(
+      @holder,
+      fn
+        nil ->
+          emu = start()
+          {emu, emu}
+
+        emu ->
+          {emu, emu}
+      end,
+      :infinity
+    )
+  end
 
   def start do
     python = Path.join(@root, ".venv-awsemu/bin/python")

@@ -31,6 +31,8 @@ defmodule EcsPeers.Test.SharingNode do
 
     {:ok, _} = :peer.call(pid, Application, :ensure_all_started, [:logger])
     :ok = :peer.call(pid, Logger, :configure, [[level: :error]])
+    # The sharing scope and the status registry, as a release starts them with the app.
+    {:ok, _} = :peer.call(pid, Application, :ensure_all_started, [:ecs_peers])
     %{pid: pid, node: node, os_pid: :peer.call(pid, :os, :getpid, []) |> List.to_string()}
   end
 
@@ -113,7 +115,7 @@ defmodule EcsPeers.Test.SharingNode do
   # Makes the membership process's watchdog find its poller silent now (its last update an
   # hour ago) and run: the poller is restarted, as when it falls silent.
   def stall(pid) do
-    :sys.replace_state(pid, fn s -> %{s | last_update: s.last_update - 3_600_000} end)
+    :sys.replace_state(pid, fn s -> put_in(s.poller.heard_at, s.poller.heard_at - 3_600_000) end)
     send(pid, :watchdog)
     :ok
   end

@@ -1,0 +1,119 @@
+defmodule EcsPeers.Membership.Rules do
+  @moduledoc false
+  # The membership decisions, as plain functions of plain data (no process, no NIF, no AWS):
+  # which nodes to keep, join and disconnect given an update and what is connected, when this
+  # node leaves or rejoins, which peers are draining, and when the poller counts as silent.
+  # `EcsPeers.Membership` runs them and carries out what they return.
+  #
+  # Why these rules: OTP's global (prevent_overlapping_partitions, on by default since OTP 25)
+  # treats a link lost between two nodes that are both up as a partition in the making: when A
+  # and B lose their link, A tells every node it still sees that it lost B, and each of them,
+  # still connected to B, disconnects B, although B is healthy. So peers never cut a draining
+  # node (it is gone by the time ECS reports its task STOPPED), and a leaving node leaves with
+  # `:global.disconnect/0`, which isolates it in global first, so the others read its going as
+  # a node leaving, not as a partition.
+
+  @typedoc "Node atoms."
+  @type nodes :: MapSet.t(node())
+
+  @typedoc "Node-name binaries of the peers that are draining (their task is stopping)."
+  @type draining :: MapSet.t(String.t())
+
+  @doc """
+  What to do about this node's own task: `:leave` when the core says it has left (`left`, the
+  source's id) and this node had not; `:rejoin` when it had left and a source lists it again
+  (`left` back to `nil`); `:stay` otherwise (nothing changes).
+  """
+  @spec left_change(boolean(), String.t() | nil) :: :leave | :rejoin | :stay
+  def left_change(false, left) when left != nil, do: :leave
+  def left_change(true, nil), do: :rejoin
+  def left_change(_held, _left), do: :stay
+
+  @doc """
+  The nodes to keep connected and the nodes to join, from the membership (`members`: the
+  core's, this node left out), the draining peers and whether this node has left.
+
+  A node that has left keeps and joins nobody. A draining peer is kept connected if it is, but
+  never joined anew: it is leaving the cluster itself.
+  """
+  @spec targets(nodes(), draining(), boolean()) :: {keep :: nodes(), join :: nodes()}
+  def targets(_members, _draining, true), do: {MapSet.new(), MapSet.new()}
+
+  def targets(members, draining, false) do
+    if MapSet.size(draining) == 0,
+      do: {members, members},
+      else: {members, MapSet.reject(members, &(Atom.to_string(&1) in draining))}
+  end
+
+  @doc """
+  libcluster's contract applied to what is connected: disconnect the connected nodes no longer
+  kept (a sorted list), and the connected set assumed once `join` is connected.
+  """
+  @spec reconcile(nodes(), nodes(), nodes()) :: {disconnect :: [node()], connected :: nodes()}
+  def reconcile(connected, keep, join) do
+    disconnect = connected |> MapSet.difference(keep) |> Enum.sort()
+    {disconnect, connected |> MapSet.intersection(keep) |> MapSet.union(join)}
+  end
+
+  @doc """
+  The connected set after the links answered: a node whose disconnect failed is still
+  connected (tried again next update); a node whose connect failed is not (tried again next
+  update). `failed` is libcluster's `[{node, reason}]`.
+  """
+  @spec disconnect_failed(nodes(), [{node(), term()}]) :: nodes()
+  def disconnect_failed(connected, failed),
+    do: MapSet.union(connected, MapSet.new(failed, fn {n, _} -> n end))
+
+  @doc false
+  @spec connect_failed(nodes(), [{node(), term()}]) :: nodes()
+  def connect_failed(connected, failed),
+    do: MapSet.difference(connected, MapSet.new(failed, fn {n, _} -> n end))
+
+  @doc """
+  The draining peers after an update: those the core reports draining are added; those it no
+  longer lists (`removed`) or lists anew (`added`) are dropped. `update` has the core's
+  `added`/`removed`/`draining` peer lists (`%{node: binary}` each).
+  """
+  @spec draining(draining(), %{
+          added: [%{node: String.t()}],
+          removed: [%{node: String.t()}],
+          draining: [%{node: String.t()}]
+        }) :: draining()
+  def draining(held, %{draining: [], added: added, removed: removed}) do
+    if MapSet.size(held) == 0, do: held, else: drop(held, added, removed)
+  end
+
+  def draining(held, %{draining: now, added: added, removed: removed}),
+    do: held |> drop(added, removed) |> MapSet.union(names(now))
+
+  defp drop(held, added, removed),
+    do: held |> MapSet.difference(names(removed)) |> MapSet.difference(names(added))
+
+  defp names(peers), do: MapSet.new(peers, & &1.node)
+
+  @doc """
+  Whether a poller that sent nothing for `silent_ms` counts as silent (then it is restarted):
+  longer than three polling intervals plus a poll's timeout, and at least 10 s. `settings` has
+  the validated `polling_interval` and `poll_timeout` in milliseconds.
+  """
+  @spec silent?(non_neg_integer(), %{polling_interval: pos_integer(), poll_timeout: pos_integer()}) ::
+          boolean()
+  def silent?(silent_ms, settings), do: silent_ms > stall_limit(settings)
+
+  @doc "How often the watchdog looks, in milliseconds (the silence limit of `silent?/2`)."
+  @spec stall_limit(%{polling_interval: pos_integer(), poll_timeout: pos_integer()}) ::
+          pos_integer()
+  def stall_limit(%{polling_interval: i, poll_timeout: t}), do: max(3 * i + t, 10_000)
+
+  @doc """
+  Whether a stopping membership process leaves the cluster: only when it is shut down while
+  the VM stops (init:stop, which ECS's SIGTERM starts), it has not left already, and it is
+  connected to someone. A crash, or a restart by the supervisor while the VM runs on, does not
+  leave (the process carries on).
+  """
+  @spec leave_on_terminate?(term(), boolean(), boolean(), nodes()) :: boolean()
+  def leave_on_terminate?(reason, vm_stopping?, left?, connected) do
+    shutdown = reason == :shutdown or match?({:shutdown, _}, reason)
+    shutdown and vm_stopping? and not left? and MapSet.size(connected) > 0
+  end
+end
