@@ -31,6 +31,8 @@
 #![warn(missing_docs)]
 
 mod aws;
+#[doc(hidden)]
+pub mod bench;
 pub mod config;
 pub mod doctor;
 pub mod epmd;
@@ -50,10 +52,3 @@ pub use error::{Error, ErrorKind, SourceError};
 pub use namespace::{Changes, Claim, Conflict, Event, Snapshot, SourceStatus, SNAPSHOT_SCHEMA};
 pub use peer::{Address, Peer, Region, SkipReason, Skipped, SourceId, StartedAt};
 pub use poller::{discover, Poller, PollerHandle, Stopped, Subscription, Update};
-
-/// Not part of the API: entry points for the benchmarks.
-#[doc(hidden)]
-pub mod internals {
-    pub use crate::namespace::{bench_merge, BenchAnswer, BenchRound};
-    pub use crate::source::ecs::{bench_answer, bench_decode};
-}
