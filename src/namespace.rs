@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use serde::{Serialize, Serializer};
 
-use crate::config::NodeNaming;
+use crate::config::{NodeNaming, SourceConfig};
 use crate::error::{ErrorKind, SourceError};
 use crate::fingerprint;
 use crate::peer::{Address, Found, Peer, Region, Skipped, SourceId};
@@ -259,6 +259,44 @@ impl Snapshot {
 }
 
 impl SourceStatus {
+    /// The status of a configured source no poll of which has finished yet: what a snapshot
+    /// reports of it before its first answer (`pending`, no peers, no calls, no error).
+    ///
+    /// ```
+    /// let config = ecs_peers::Config::from_value(serde_json::json!({"node_basename": "app",
+    ///     "sources": [{"type": "ecs", "region": "eu-west-2", "cluster": "web"}]})).unwrap();
+    /// let status = ecs_peers::SourceStatus::pending(&config.sources[0]);
+    /// assert_eq!((status.id.as_str(), status.kind), ("ecs:eu-west-2/web", "ecs"));
+    /// assert!(status.pending && !status.ok && !status.is_failing());
+    /// ```
+    pub fn pending(source: &SourceConfig) -> SourceStatus {
+        SourceStatus {
+            id: source.id(),
+            kind: source.kind(),
+            region: source.region().to_string(),
+            ok: false,
+            stale: false,
+            pending: true,
+            error: None,
+            error_kind: None,
+            failure: None,
+            last_success: None,
+            consecutive_failures: 0,
+            api_calls: 0,
+            api_calls_by_action: BTreeMap::new(),
+            api_calls_total: 0,
+            peers: 0,
+            backoff_until: None,
+            skipped_tasks: 0,
+            skipped: Vec::new(),
+            poller: None,
+            received_from: None,
+            received_at: None,
+            shared_dropped: 0,
+            poller_silent: false,
+        }
+    }
+
     /// Its last poll failed (a source still waiting for its first answer is not failing).
     pub fn is_failing(&self) -> bool {
         !self.ok && !self.pending
@@ -1140,31 +1178,34 @@ pub(crate) mod tests {
         assert_eq!(me.unwrap().port, Some(9002));
     }
 
-    fn status(id: &str, failure: Option<SourceError>) -> SourceStatus {
+    /// A source's status after a poll (failed when `failure` is given), for the tests of this
+    /// module and of the doctor: an ECS source `id` in `region` with `peers` peers.
+    pub(crate) fn status(
+        id: &str,
+        region: &str,
+        peers: usize,
+        failure: Option<SourceError>,
+    ) -> SourceStatus {
+        let source = SourceConfig::Ecs(crate::config::EcsSourceConfig {
+            region: region.into(),
+            cluster: "web".into(),
+            service: None,
+            family: None,
+            container: None,
+        });
         SourceStatus {
             id: SourceId::new(id.into()),
-            kind: "ecs",
-            region: "eu-west-2".into(),
             ok: failure.is_none(),
             stale: failure.is_some(),
             pending: false,
             error: failure.as_ref().map(ToString::to_string),
             error_kind: failure.as_ref().map(|e| e.kind),
+            consecutive_failures: u32::from(failure.is_some()),
             failure,
-            last_success: None,
-            consecutive_failures: 0,
-            api_calls: 0,
-            api_calls_by_action: BTreeMap::new(),
-            api_calls_total: 0,
-            peers: 2,
-            backoff_until: None,
-            skipped_tasks: 0,
-            skipped: Vec::new(),
-            poller: None,
-            received_from: None,
-            received_at: None,
-            shared_dropped: 0,
-            poller_silent: false,
+            api_calls: 1,
+            api_calls_total: 1,
+            peers,
+            ..SourceStatus::pending(&source)
         }
     }
 
@@ -1178,7 +1219,7 @@ pub(crate) mod tests {
         .with_fix("grant ecs:ListTasks");
         let snap = |failure: Option<SourceError>, conflict: bool, left: bool| {
             let mut s = Snapshot::empty();
-            s.sources = vec![status("ecs:a", failure)];
+            s.sources = vec![status("ecs:a", "eu-west-2", 2, failure)];
             if conflict {
                 let (_, c, _) = merge(
                     [
@@ -1255,7 +1296,7 @@ pub(crate) mod tests {
     fn skipped_tasks_are_an_event_once_per_change() {
         use crate::peer::SkipReason;
         let skipping = |n: usize| {
-            let mut st = status("ecs:a", None);
+            let mut st = status("ecs:a", "eu-west-2", 2, None);
             st.peers = 0;
             if n > 0 {
                 st.skipped_tasks = n;

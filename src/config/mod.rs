@@ -68,6 +68,14 @@ impl SourceConfig {
         }
     }
 
+    /// The source's kind, as its `type` key names it: `ecs` or `cloudmap`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Ecs(_) => "ecs",
+            SourceConfig::CloudMap(_) => "cloudmap",
+        }
+    }
+
     /// The source's region.
     pub fn region(&self) -> &str {
         match self {
