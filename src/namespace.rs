@@ -154,8 +154,8 @@ impl Snapshot {
     /// [`Snapshot::diff`] of two snapshots the poller made, whose peers are in [`by_node`] order
     /// by construction ([`merge`] sorts them; an unchanged round shares the last round's list):
     /// the order is not checked again. Checking it is a walk over both lists comparing every
-    /// peer's node name with the next one's, a tenth of a full 10,000-peer round (measured:
-    /// callgrind and `cargo bench --bench merge`).
+    /// peer's node name with the next one's, a tenth of a full 10,000-peer round (see
+    /// BENCHMARKS.md; `cargo bench --bench merge` measures it).
     pub(crate) fn diff_merged(&self, previous: &Snapshot) -> Changes {
         self.diff_in(previous, Order::ByNode)
     }
