@@ -475,6 +475,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_task_is_known_by_its_first_ipv4_address_else_its_first_ipv6_one() {
+        let ips = |v: &[&str]| -> Vec<IpAddr> { v.iter().map(|a| a.parse().unwrap()).collect() };
+        let pick = |v: &[&str]| task_address(ips(v)).map(|ip| ip.to_string());
+        assert_eq!(
+            pick(&["2001:db8::5", "10.0.1.5", "10.0.1.6"]).as_deref(),
+            Some("10.0.1.5"),
+            "dual-stack: IPv4, wherever it comes"
+        );
+        assert_eq!(
+            pick(&["2001:db8::5", "2001:db8::6"]).as_deref(),
+            Some("2001:db8::5"),
+            "IPv6-only: the first"
+        );
+        assert_eq!(pick(&[]), None);
+        // Offered one at a time (a walk that reads other details too), the same pick.
+        let mut walk = AddressPick::default();
+        for ip in ips(&["2001:db8::5", "10.0.1.5"]) {
+            walk.offer(ip);
+        }
+        assert!(walk.done());
+        assert_eq!(
+            walk.picked(),
+            task_address(ips(&["2001:db8::5", "10.0.1.5"]))
+        );
+    }
+
+    #[test]
     fn addresses_are_read_as_std_reads_them() {
         for (text, want) in [
             ("10.0.1.5", Some("10.0.1.5")),
