@@ -6,8 +6,8 @@ use std::hint::black_box;
 
 use aws_sdk_ecs::types::{Attachment, KeyValuePair, Task};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use ecs_peers::bench::{bench_answer, bench_decode, bench_merge, BenchRound};
 use ecs_peers::config::EcsSourceConfig;
-use ecs_peers::internals::{bench_answer, bench_decode, bench_merge, BenchRound};
 use ecs_peers::{NodeNaming, Snapshot};
 
 /// The shipped binaries' allocator (the NIF's and the CLI's), so the figures are theirs.
@@ -143,7 +143,7 @@ fn benches(c: &mut Criterion) {
                     },
                     |(shifted, own)| {
                         let bytes = if shifted { &shifted_wire } else { &wire };
-                        let received = ecs_peers::internals::BenchAnswer::from_shared(bytes)
+                        let received = ecs_peers::bench::BenchAnswer::from_shared(bytes)
                             .expect("a complete result");
                         black_box(follower.round(vec![received, own]))
                     },

@@ -15,7 +15,7 @@ mod tests {
 
     use crate::config::{Config, EcsSourceConfig, KEYS};
     use crate::source::cloudmap::decode_instance;
-    use crate::source::ecs::decode_task;
+    use crate::source::ecs::decode::decode_task;
 
     /// Any JSON value, nested up to 4 levels.
     fn json() -> impl Strategy<Value = Value> {
@@ -168,7 +168,7 @@ mod tests {
         #[test]
         fn ecs_tasks_of_any_shape_decode_or_are_skipped(t in task(), service in proptest::option::of(".{0,8}"), container in proptest::option::of(".{0,6}")) {
             let cfg = EcsSourceConfig { region: "eu-west-2".into(), cluster: "web".into(), service, family: None, container };
-            let _ = decode_task(&t, &crate::source::ecs::TaskFilter::new(&cfg, 4370));
+            let _ = decode_task(&t, &crate::source::ecs::decode::TaskFilter::new(&cfg, 4370));
         }
 
         #[test]
@@ -217,9 +217,9 @@ mod tests {
             // (no generated body holds a documented AWS error code), never as malformed.
             if let Err(e) = rt.block_on(src.poll()) {
                 match status {
-                    500..=599 => prop_assert_eq!(e.kind, crate::ErrorKind::Service, "{}", e),
-                    429 => prop_assert_eq!(e.kind, crate::ErrorKind::Throttled, "{}", e),
-                    400..=499 => prop_assert!(!e.kind.backs_off() && e.kind != crate::ErrorKind::Malformed, "{}", e),
+                    500..=599 => prop_assert_eq!(e.kind, crate::error::ErrorKind::Service, "{}", e),
+                    429 => prop_assert_eq!(e.kind, crate::error::ErrorKind::Throttled, "{}", e),
+                    400..=499 => prop_assert!(!e.kind.backs_off() && e.kind != crate::error::ErrorKind::Malformed, "{}", e),
                     _ => {}
                 }
             }

@@ -31,6 +31,8 @@
 #![warn(missing_docs)]
 
 mod aws;
+#[doc(hidden)]
+pub mod bench;
 pub mod config;
 #[cfg(test)]
 mod docs_links;
@@ -54,10 +56,3 @@ pub use namespace::{Changes, Claim, Conflict, Event, Snapshot, SourceStatus, SNA
 pub use peer::{Address, Peer, Region, SkipReason, Skipped, SourceId, StartedAt};
 pub use poller::{discover, Poller, PollerHandle, Stopped, Subscription, Update};
 pub use this_task::{this_task, ThisTask};
-
-/// Not part of the API: entry points for the benchmarks.
-#[doc(hidden)]
-pub mod internals {
-    pub use crate::namespace::{bench_merge, BenchAnswer, BenchRound};
-    pub use crate::source::ecs::{bench_answer, bench_decode};
-}

@@ -83,7 +83,7 @@ pub fn parse(json: &str) -> Result<TaskMetadata, String> {
         .filter(|r| !r.is_empty())
         .ok_or_else(|| format!("TaskARN {:?} is not an ARN with a region", raw.task_arn))?
         .to_string();
-    let private_ip = crate::source::ecs::task_address(
+    let private_ip = crate::peer::task_address(
         raw.containers
             .iter()
             .flat_map(|c| &c.networks)

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use serde::{Serialize, Serializer};
 
-use crate::config::NodeNaming;
+use crate::config::{NodeNaming, SourceConfig};
 use crate::error::{ErrorKind, SourceError};
 use crate::fingerprint;
 use crate::peer::{Address, Found, Peer, Region, Skipped, SourceId};
@@ -154,8 +154,8 @@ impl Snapshot {
     /// [`Snapshot::diff`] of two snapshots the poller made, whose peers are in [`by_node`] order
     /// by construction ([`merge`] sorts them; an unchanged round shares the last round's list):
     /// the order is not checked again. Checking it is a walk over both lists comparing every
-    /// peer's node name with the next one's, a tenth of a full 10,000-peer round (measured:
-    /// callgrind and `cargo bench --bench merge`).
+    /// peer's node name with the next one's, a tenth of a full 10,000-peer round (see
+    /// BENCHMARKS.md; `cargo bench --bench merge` measures it).
     pub(crate) fn diff_merged(&self, previous: &Snapshot) -> Changes {
         self.diff_in(previous, Order::ByNode)
     }
@@ -259,6 +259,44 @@ impl Snapshot {
 }
 
 impl SourceStatus {
+    /// The status of a configured source no poll of which has finished yet: what a snapshot
+    /// reports of it before its first answer (`pending`, no peers, no calls, no error).
+    ///
+    /// ```
+    /// let config = ecs_peers::Config::from_value(serde_json::json!({"node_basename": "app",
+    ///     "sources": [{"type": "ecs", "region": "eu-west-2", "cluster": "web"}]})).unwrap();
+    /// let status = ecs_peers::SourceStatus::pending(&config.sources[0]);
+    /// assert_eq!((status.id.as_str(), status.kind), ("ecs:eu-west-2/web", "ecs"));
+    /// assert!(status.pending && !status.ok && !status.is_failing());
+    /// ```
+    pub fn pending(source: &SourceConfig) -> SourceStatus {
+        SourceStatus {
+            id: source.id(),
+            kind: source.kind(),
+            region: source.region().to_string(),
+            ok: false,
+            stale: false,
+            pending: true,
+            error: None,
+            error_kind: None,
+            failure: None,
+            last_success: None,
+            consecutive_failures: 0,
+            api_calls: 0,
+            api_calls_by_action: BTreeMap::new(),
+            api_calls_total: 0,
+            peers: 0,
+            backoff_until: None,
+            skipped_tasks: 0,
+            skipped: Vec::new(),
+            poller: None,
+            received_from: None,
+            received_at: None,
+            shared_dropped: 0,
+            poller_silent: false,
+        }
+    }
+
     /// Its last poll failed (a source still waiting for its first answer is not failing).
     pub fn is_failing(&self) -> bool {
         !self.ok && !self.pending
@@ -749,79 +787,6 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_else(|_| dt.secs().to_string())
 }
 
-/// Merges per-source peers into a snapshot and diffs it against `previous`, exactly as a poll
-/// does (for the benchmarks).
-pub fn bench_merge(per_source: &[Vec<Arc<Peer>>], previous: &Snapshot) -> (Snapshot, Changes) {
-    let (peers, conflicts, local) =
-        merge(per_source.iter().map(Vec::as_slice), &LocalNode::default());
-    let snapshot = Snapshot {
-        peers,
-        conflicts,
-        local,
-        poll: previous.poll + 1,
-        ..Snapshot::empty()
-    };
-    let changes = snapshot.diff_merged(previous);
-    (snapshot, changes)
-}
-
-/// A source's complete answer, before naming (for the benchmarks).
-#[derive(Clone)]
-pub struct BenchAnswer(pub(crate) Vec<Found>);
-
-/// The poller's per-round CPU work on complete answers, through the poller's own functions (for
-/// the benchmarks): each source's answer applied ([`SourcePeers::apply`]), merged only when one
-/// changed ([`merged`]), diffed against the previous snapshot.
-pub struct BenchRound {
-    naming: NodeNaming,
-    sources: Vec<(Region, SourceId, SourcePeers)>,
-    last: Snapshot,
-}
-
-impl BenchRound {
-    /// Sources as `(region, id)`, in configuration order.
-    pub fn new(naming: NodeNaming, sources: &[(&str, &str)]) -> BenchRound {
-        BenchRound {
-            naming,
-            sources: sources
-                .iter()
-                .map(|(r, id)| {
-                    (
-                        Region::from(*r),
-                        SourceId::new(id.to_string()),
-                        SourcePeers::default(),
-                    )
-                })
-                .collect(),
-            last: Snapshot::empty(),
-        }
-    }
-
-    /// One round with these answers (one per source); returns what changed.
-    pub fn round(&mut self, answers: Vec<BenchAnswer>) -> Changes {
-        let mut changed = self.last.poll == 0;
-        for ((region, id, peers), answer) in self.sources.iter_mut().zip(answers) {
-            changed |= peers.apply(answer.0, &self.naming, region, id);
-        }
-        let (peers, conflicts, local) = merged(
-            changed,
-            self.sources.iter().map(|(_, _, p)| p.as_slice()),
-            &LocalNode::default(),
-            &self.last,
-        );
-        let snapshot = Snapshot {
-            peers,
-            conflicts,
-            local,
-            poll: self.last.poll + 1,
-            ..Snapshot::empty()
-        };
-        let changes = snapshot.diff_merged(&self.last);
-        self.last = snapshot;
-        changes
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -1213,31 +1178,34 @@ pub(crate) mod tests {
         assert_eq!(me.unwrap().port, Some(9002));
     }
 
-    fn status(id: &str, failure: Option<SourceError>) -> SourceStatus {
+    /// A source's status after a poll (failed when `failure` is given), for the tests of this
+    /// module and of the doctor: an ECS source `id` in `region` with `peers` peers.
+    pub(crate) fn status(
+        id: &str,
+        region: &str,
+        peers: usize,
+        failure: Option<SourceError>,
+    ) -> SourceStatus {
+        let source = SourceConfig::Ecs(crate::config::EcsSourceConfig {
+            region: region.into(),
+            cluster: "web".into(),
+            service: None,
+            family: None,
+            container: None,
+        });
         SourceStatus {
             id: SourceId::new(id.into()),
-            kind: "ecs",
-            region: "eu-west-2".into(),
             ok: failure.is_none(),
             stale: failure.is_some(),
             pending: false,
             error: failure.as_ref().map(ToString::to_string),
             error_kind: failure.as_ref().map(|e| e.kind),
+            consecutive_failures: u32::from(failure.is_some()),
             failure,
-            last_success: None,
-            consecutive_failures: 0,
-            api_calls: 0,
-            api_calls_by_action: BTreeMap::new(),
-            api_calls_total: 0,
-            peers: 2,
-            backoff_until: None,
-            skipped_tasks: 0,
-            skipped: Vec::new(),
-            poller: None,
-            received_from: None,
-            received_at: None,
-            shared_dropped: 0,
-            poller_silent: false,
+            api_calls: 1,
+            api_calls_total: 1,
+            peers,
+            ..SourceStatus::pending(&source)
         }
     }
 
@@ -1251,7 +1219,7 @@ pub(crate) mod tests {
         .with_fix("grant ecs:ListTasks");
         let snap = |failure: Option<SourceError>, conflict: bool, left: bool| {
             let mut s = Snapshot::empty();
-            s.sources = vec![status("ecs:a", failure)];
+            s.sources = vec![status("ecs:a", "eu-west-2", 2, failure)];
             if conflict {
                 let (_, c, _) = merge(
                     [
@@ -1328,7 +1296,7 @@ pub(crate) mod tests {
     fn skipped_tasks_are_an_event_once_per_change() {
         use crate::peer::SkipReason;
         let skipping = |n: usize| {
-            let mut st = status("ecs:a", None);
+            let mut st = status("ecs:a", "eu-west-2", 2, None);
             st.peers = 0;
             if n > 0 {
                 st.skipped_tasks = n;

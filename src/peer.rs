@@ -220,6 +220,55 @@ pub(crate) fn parse_ip(text: &str) -> Option<IpAddr> {
     text.trim().parse().ok()
 }
 
+/// The one address a task (or a Cloud Map instance) is known by, among those AWS reports for it:
+/// the first IPv4 address when it has one, else the first IPv6 address (an IPv6-only task).
+///
+/// IPv4 wins on a dual-stack task because Erlang distribution listens on IPv4 by default
+/// (`inet_tcp`); an IPv6-only task's nodes run `-proto_dist inet6_tcp`. Every place that reads a
+/// task's address (DescribeTasks' ENI details and container interfaces, the task metadata
+/// endpoint, Cloud Map's `AWS_INSTANCE_IPV4`/`AWS_INSTANCE_IPV6`) picks with this rule, so a task
+/// reading its own metadata finds the same address its peers see.
+pub(crate) fn task_address(candidates: impl IntoIterator<Item = IpAddr>) -> Option<IpAddr> {
+    let mut pick = AddressPick::default();
+    for ip in candidates {
+        pick.offer(ip);
+        if pick.done() {
+            break;
+        }
+    }
+    pick.picked()
+}
+
+/// [`task_address`]'s rule, offered one candidate at a time (for a walk that reads other
+/// details too).
+#[derive(Default)]
+pub(crate) struct AddressPick {
+    v4: Option<IpAddr>,
+    v6: Option<IpAddr>,
+}
+
+impl AddressPick {
+    pub(crate) fn offer(&mut self, ip: IpAddr) {
+        if self.v4.is_some() {
+            return;
+        }
+        if ip.is_ipv4() {
+            self.v4 = Some(ip);
+        } else {
+            self.v6 = self.v6.or(Some(ip));
+        }
+    }
+
+    /// An IPv4 address was offered: nothing offered later can change the pick.
+    pub(crate) fn done(&self) -> bool {
+        self.v4.is_some()
+    }
+
+    pub(crate) fn picked(self) -> Option<IpAddr> {
+        self.v4.or(self.v6)
+    }
+}
+
 /// Where a peer's node listens: an IP and, when the source reports one, a distribution port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Address {
@@ -426,6 +475,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_task_is_known_by_its_first_ipv4_address_else_its_first_ipv6_one() {
+        let ips = |v: &[&str]| -> Vec<IpAddr> { v.iter().map(|a| a.parse().unwrap()).collect() };
+        let pick = |v: &[&str]| task_address(ips(v)).map(|ip| ip.to_string());
+        assert_eq!(
+            pick(&["2001:db8::5", "10.0.1.5", "10.0.1.6"]).as_deref(),
+            Some("10.0.1.5"),
+            "dual-stack: IPv4, wherever it comes"
+        );
+        assert_eq!(
+            pick(&["2001:db8::5", "2001:db8::6"]).as_deref(),
+            Some("2001:db8::5"),
+            "IPv6-only: the first"
+        );
+        assert_eq!(pick(&[]), None);
+        // Offered one at a time (a walk that reads other details too), the same pick.
+        let mut walk = AddressPick::default();
+        for ip in ips(&["2001:db8::5", "10.0.1.5"]) {
+            walk.offer(ip);
+        }
+        assert!(walk.done());
+        assert_eq!(
+            walk.picked(),
+            task_address(ips(&["2001:db8::5", "10.0.1.5"]))
+        );
+    }
+
+    #[test]
     fn addresses_are_read_as_std_reads_them() {
         for (text, want) in [
             ("10.0.1.5", Some("10.0.1.5")),
@@ -448,6 +524,51 @@ mod tests {
                 parse_ip(text).map(|ip| ip.to_string()).as_deref(),
                 want,
                 "{text:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn started_at_is_kept_exactly_when_the_sdk_can_write_it(
+            // Years -9999 to 9999 and beyond (the SDK refuses what is not 1 to 9999), and
+            // times with and without a fraction of a second.
+            secs in proptest::prop_oneof![
+                -400_000_000_000i64..400_000_000_000,
+                0i64..4_102_444_800,
+                proptest::prelude::any::<i64>(),
+            ],
+            nanos in proptest::prop_oneof![
+                proptest::strategy::Just(0u32),
+                0u32..1_000_000_000,
+                0u32..1_000,
+            ],
+        ) {
+            let t = aws_smithy_types::DateTime::from_secs_and_nanos(secs, nanos);
+            proptest::prop_assert_eq!(
+                StartedAt::from_sdk(&t).map(|s| s.to_string()),
+                t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()
+            );
+        }
+    }
+
+    #[test]
+    fn started_at_at_the_edges_of_what_rfc_3339_can_say() {
+        for secs in [
+            -62_135_596_800, // 0001-01-01T00:00:00Z
+            -62_135_596_801,
+            253_402_300_799, // 9999-12-31T23:59:59Z
+            253_402_300_800,
+            0,
+            951_782_400, // 2000-02-29
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let t = aws_smithy_types::DateTime::from_secs(secs);
+            assert_eq!(
+                StartedAt::from_sdk(&t).map(|s| s.to_string()),
+                t.fmt(aws_smithy_types::date_time::Format::DateTime).ok(),
+                "{secs}"
             );
         }
     }

@@ -444,7 +444,7 @@ impl SourceShare {
     }
 }
 
-impl crate::namespace::BenchAnswer {
+impl crate::bench::BenchAnswer {
     /// This answer as the elected poller sends it to the other members: the bytes of a full
     /// shared result for `source` (for the benchmarks: the sender's encoding cost and size).
     pub fn shared(&self, source: &str) -> Vec<u8> {
@@ -452,11 +452,11 @@ impl crate::namespace::BenchAnswer {
     }
 
     /// A shared result's bytes decoded back into the answer, as a follower does before applying
-    /// it (for the benchmarks: decode, then [`crate::internals::BenchRound::round`] is a
+    /// it (for the benchmarks: decode, then [`crate::bench::BenchRound::round`] is a
     /// follower's whole cost). `None` when the bytes are not a full result.
-    pub fn from_shared(bytes: &[u8]) -> Option<crate::namespace::BenchAnswer> {
+    pub fn from_shared(bytes: &[u8]) -> Option<crate::bench::BenchAnswer> {
         match decode(bytes).ok()?.answer {
-            SharedAnswer::Peers(found, _) => Some(crate::namespace::BenchAnswer(found)),
+            SharedAnswer::Peers(found, _) => Some(crate::bench::BenchAnswer(found)),
             _ => None,
         }
     }
@@ -609,11 +609,11 @@ mod tests {
 
     #[test]
     fn the_benchmark_hooks_round_trip_an_answer() {
-        let answer = crate::namespace::BenchAnswer(vec![found("10.0.0.1"), found("10.0.0.2")]);
+        let answer = crate::bench::BenchAnswer(vec![found("10.0.0.1"), found("10.0.0.2")]);
         let bytes = answer.shared("ecs:eu-west-2/web");
-        let back = crate::namespace::BenchAnswer::from_shared(&bytes).unwrap();
+        let back = crate::bench::BenchAnswer::from_shared(&bytes).unwrap();
         assert_eq!(back.0, answer.0);
-        assert!(crate::namespace::BenchAnswer::from_shared(b"nope").is_none());
+        assert!(crate::bench::BenchAnswer::from_shared(b"nope").is_none());
     }
 
     #[test]

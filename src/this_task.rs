@@ -15,8 +15,8 @@ use crate::aws::{AwsClients, CallCounter, CountCalls};
 use crate::config::{Config, EcsSourceConfig, SourceConfig};
 use crate::error::{classify, ErrorKind, SourceError};
 use crate::metadata::{self, TaskMetadata};
-use crate::source::ec2::InstanceAddresses;
-use crate::source::ecs::{decode_task, Decision, TaskFilter};
+use crate::source::ecs::decode::{decode_task, Decision, TaskFilter};
+use crate::source::ecs::host::InstanceAddresses;
 
 /// This task as its peers name it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::fields::{describe, show, validate_region, Fields};
-use super::{Scope, SourceConfig};
+use super::keys::Scope;
 use crate::error::Error;
 
 /// Which Cloud Map instances to return, by health.
@@ -35,7 +35,7 @@ pub struct CloudMapSourceConfig {
 }
 
 /// Parses the entry `sources[i]` (at `path`) whose `type` is `"cloudmap"`.
-pub(super) fn parse(map: Map<String, Value>, path: String) -> Result<SourceConfig, Error> {
+pub(super) fn parse(map: Map<String, Value>, path: String) -> Result<CloudMapSourceConfig, Error> {
     let mut f = Fields::new(map, path.clone(), Scope::CloudMap);
     f.take("type");
     let region = f.require_string("region", "an AWS region such as \"us-west-2\"")?;
@@ -79,11 +79,11 @@ pub(super) fn parse(map: Map<String, Value>, path: String) -> Result<SourceConfi
         }
     };
     f.finish()?;
-    Ok(SourceConfig::CloudMap(CloudMapSourceConfig {
+    Ok(CloudMapSourceConfig {
         region,
         namespace,
         service,
         health,
         query,
-    }))
+    })
 }

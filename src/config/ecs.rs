@@ -3,8 +3,13 @@
 use serde_json::{Map, Value};
 
 use super::fields::{validate_region, Fields};
-use super::{Scope, SourceConfig, AUTO};
+use super::keys::Scope;
 use crate::error::Error;
+use crate::metadata::TaskMetadata;
+
+/// The value of `cluster` (and of `region` beside it) that means "this task's own", from the
+/// task metadata endpoint.
+pub const AUTO: &str = "auto";
 
 /// An ECS source: running tasks of one cluster, optionally of one service or family.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +46,7 @@ impl EcsSourceConfig {
     }
 
     /// Resolves `cluster = "auto"` from this task's metadata.
-    pub(crate) fn resolve(&mut self, md: &crate::metadata::TaskMetadata) {
+    pub(crate) fn resolve(&mut self, md: &TaskMetadata) {
         self.cluster = md.cluster.clone();
         self.region = md.region.clone();
         if self.service.is_none() && self.family.is_none() {
@@ -54,7 +59,7 @@ impl EcsSourceConfig {
 }
 
 /// Parses the entry `sources[i]` (at `path`) whose `type` is `"ecs"`.
-pub(super) fn parse(map: Map<String, Value>, path: String) -> Result<SourceConfig, Error> {
+pub(super) fn parse(map: Map<String, Value>, path: String) -> Result<EcsSourceConfig, Error> {
     let mut f = Fields::new(map, path.clone(), Scope::Ecs);
     f.take("type");
     let cluster = f.require_string("cluster", "the ECS cluster name or ARN, or \"auto\"")?;
@@ -91,13 +96,13 @@ pub(super) fn parse(map: Map<String, Value>, path: String) -> Result<SourceConfi
     }
     let container = f.take_nonempty("container")?;
     f.finish()?;
-    Ok(SourceConfig::Ecs(EcsSourceConfig {
+    Ok(EcsSourceConfig {
         region,
         cluster,
         service,
         family,
         container,
-    }))
+    })
 }
 
 /// Validates a cluster name or ARN; returns the ARN's region when it is an ARN.

@@ -27,15 +27,13 @@ mod keys;
 mod naming;
 
 pub use cloudmap::{CloudMapSourceConfig, HealthFilter};
-pub use ecs::EcsSourceConfig;
+pub use ecs::{EcsSourceConfig, AUTO};
 pub use fields::parse_duration;
 pub use keys::{markdown_table, KeySpec, Scope, Type, DEFAULT_DISTRIBUTION_PORT, KEYS};
 pub use naming::{NodeNaming, ThisNode};
 
 use fields::{describe, show, Fields};
 
-/// The value of `cluster` that means "this task's own cluster" (from the task metadata endpoint).
-pub const AUTO: &str = "auto";
 /// One configured source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceConfig {
@@ -242,22 +240,6 @@ impl Config {
         format!("{:016x}", self.sharing_key())
     }
 
-    /// Fills what `cluster = "auto"` leaves open from this task's metadata: the cluster, the
-    /// region, the service (or else the family) unless one is configured, and `local_ip`.
-    pub fn with_metadata(mut self, md: &crate::metadata::TaskMetadata) -> Config {
-        for s in &mut self.sources {
-            if let SourceConfig::Ecs(e) = s {
-                if e.cluster == AUTO {
-                    e.resolve(md);
-                }
-            }
-        }
-        if self.local_ip.is_none() {
-            self.local_ip = md.private_ip;
-        }
-        self
-    }
-
     /// Reads and validates a TOML (`.toml`) or JSON (any other extension) file.
     pub fn from_file(path: &std::path::Path) -> Result<Config, Error> {
         Config::from_value(read_value(path)?)
@@ -412,8 +394,8 @@ fn parse_source(i: usize, v: Value) -> Result<SourceConfig, Error> {
         }
     };
     match scope {
-        Scope::Ecs => ecs::parse(map, path),
-        Scope::CloudMap => cloudmap::parse(map, path),
+        Scope::Ecs => ecs::parse(map, path).map(SourceConfig::Ecs),
+        Scope::CloudMap => cloudmap::parse(map, path).map(SourceConfig::CloudMap),
         Scope::Top => Err(Error::config(
             format!("{path}.type"),
             format!("\"top\" is not a source type; expected {}", types()),
@@ -596,18 +578,25 @@ mod tests {
             availability_zone: None,
             private_ip: Some("10.1.0.7".parse().unwrap()),
         };
-        let c = c.with_metadata(&md);
+        let resolved: Vec<String> = c
+            .sources
+            .into_iter()
+            .map(|s| match s {
+                SourceConfig::Ecs(mut e) => {
+                    e.resolve(&md);
+                    SourceConfig::Ecs(e).id().to_string()
+                }
+                other => other.id().to_string(),
+            })
+            .collect();
         assert_eq!(
-            c.sources[0].id().as_str(),
-            "ecs:eu-west-2/web/family:api-td",
+            resolved[0], "ecs:eu-west-2/web/family:api-td",
             "Fargate: no ServiceName, so the family"
         );
         assert_eq!(
-            c.sources[1].id().as_str(),
-            "ecs:eu-west-2/web/api",
+            resolved[1], "ecs:eu-west-2/web/api",
             "a configured service is kept"
         );
-        assert_eq!(c.local_ip, Some("10.1.0.7".parse().unwrap()));
         let e = err(
             json!({"node_basename": "app", "metadata_url": "169.254.170.2", "sources": [{"type":"ecs","cluster":"auto"}]}),
         );

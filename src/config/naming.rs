@@ -628,7 +628,7 @@ fn validate_template(t: &str) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Config;
+    use crate::config::Config;
     use serde_json::json;
 
     #[test]

@@ -12,7 +12,7 @@ use aws_sdk_servicediscovery::types::{HealthStatusFilter, HttpInstanceSummary};
 use crate::aws::CountCalls;
 use crate::config::{CloudMapSourceConfig, HealthFilter};
 use crate::error::{classify, SourceError};
-use crate::peer::Found;
+use crate::peer::{parse_ip, task_address, Found};
 use crate::source::{PollFuture, Source};
 
 /// DiscoverInstances returns at most this many instances (it has no paging).
@@ -23,10 +23,10 @@ pub(crate) fn decode_instance(i: &HttpInstanceSummary) -> Result<Found, String> 
     let empty = HashMap::new();
     let attrs = i.attributes().unwrap_or(&empty);
     // The same choice as for a task: IPv4 when the instance has one, else IPv6.
-    let ip: Option<IpAddr> = crate::source::ecs::task_address(
+    let ip: Option<IpAddr> = task_address(
         ["AWS_INSTANCE_IPV4", "AWS_INSTANCE_IPV6"]
             .iter()
-            .filter_map(|k| attrs.get(*k).and_then(|v| crate::peer::parse_ip(v))),
+            .filter_map(|k| attrs.get(*k).and_then(|v| parse_ip(v))),
     );
     let Some(ip) = ip else {
         return Err(

@@ -2,7 +2,7 @@
 //!
 //! A source answers one question — which peers does it see right now? — and either answers it
 //! completely or fails. It never answers partly: a failed page fails the whole poll, so the
-//! namespace keeps the source's last-known peers (see [`crate::Poller`]).
+//! namespace keeps the source's last-known peers (see the poller).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,7 +14,6 @@ use crate::error::SourceError;
 use crate::peer::{Found, Skipped};
 
 pub(crate) mod cloudmap;
-pub(crate) mod ec2;
 pub(crate) mod ecs;
 #[cfg(test)]
 pub(crate) mod fixed;
@@ -56,7 +55,7 @@ pub(crate) fn build(
 ) -> Box<dyn Source> {
     let calls = CountCalls(calls);
     match source {
-        SourceConfig::Ecs(e) if e.is_auto() => Box::new(ecs::AutoEcsSource::new(
+        SourceConfig::Ecs(e) if e.is_auto() => Box::new(ecs::auto::AutoEcsSource::new(
             clients.clone(),
             e.clone(),
             config.draining,

@@ -473,7 +473,7 @@ fn bare(emu: &Emu, args: &[&str]) -> Command {
 
 #[test]
 fn private_dns_name_names_peers_as_aws_reports_them_in_each_region() {
-    // Issue 10: `RELEASE_NODE=app@$(hostname -f)` fleets are `…ec2.internal` in us-east-1 and
+    // `RELEASE_NODE=app@$(hostname -f)` fleets are `…ec2.internal` in us-east-1 and
     // `….REGION.compute.internal` elsewhere; {private_dns_name} is the name ECS reports.
     let emu = Emu::start();
     let w = emu.seed(json!({"ecs": [
@@ -558,8 +558,8 @@ fn private_dns_name_names_peers_as_aws_reports_them_in_each_region() {
 
 #[test]
 fn a_short_named_release_is_refused_with_the_setting_and_the_fix() {
-    // Issue 10: with RELEASE_DISTRIBUTION=sname peers were handed out as app@10.0.1.6, long
-    // names a short-named node cannot connect to, without a word.
+    // With RELEASE_DISTRIBUTION=sname, peers named app@10.0.1.6 (long names) cannot be reached
+    // by a short-named node: refuse to start, naming the setting.
     let emu = Emu::start();
     world(&emu);
     let run = |extra: &[&str]| {

@@ -1,19 +1,20 @@
 //! One failure suite, run against every source (as object_store runs one suite against every
-//! store): throttling, a server fault, a malformed body, a stalled call, AccessDenied, expired
-//! credentials, a missing target, an unknown client error, an unreachable endpoint, and a stalled
-//! second page where the source pages.
+//! store): throttling, a server fault, a malformed body, a stalled call, AccessDenied, expired or
+//! invalid credentials, a missing target, an unknown client error, an unreachable endpoint,
+//! connections reset mid-call, and a stalled second page where the source pages.
 //!
 //! Every case asserts the same contract: the source keeps its last-known peers (nobody removed),
 //! it is reported failing with the right kind and AWS action, the message names the fix, and it
 //! backs off only for throttling and server faults (a backed-off source is not called again in
-//! the next round; any other failing source is).
+//! the next round, and that round reports no calls of its own; any other failing source is
+//! called again).
 //!
 //! A new source joins the suite with one line in [`conformance!`] at the bottom, naming a
 //! function that builds its [`Subject`].
 
 use std::time::Duration;
 
-use ecs_peers::{ErrorKind, Poller, SourceStatus, Update};
+use ecs_peers::{Config, ErrorKind, Poller, SourceStatus, Update};
 use serde_json::{json, Value};
 
 use crate::emu::{ips, Emu};
@@ -161,12 +162,19 @@ struct Running {
 const POLL_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn start(subject: Subject) -> Running {
+    start_with(subject, |_, _| {}).await
+}
+
+/// [`start`], with the configuration changed by `adjust` first (to reach the emulator through
+/// a proxy, say).
+async fn start_with(subject: Subject, adjust: impl FnOnce(&Emu, &mut Config)) -> Running {
     let emu = Emu::start();
     let world = emu.seed(subject.world.clone());
     let peers = (subject.expected)(&world);
     assert!(!peers.is_empty(), "the subject's world has peers");
     let mut cfg = config(&emu, json!([subject.source.clone()]));
     cfg.poll_timeout = POLL_TIMEOUT;
+    adjust(&emu, &mut cfg);
     let mut poller = Poller::new(cfg).await;
     // The first complete poll (a loaded machine may need more than one within POLL_TIMEOUT).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -261,6 +269,10 @@ impl Running {
         );
         assert!(u.changes.removed.is_empty(), "{:?}", u.changes.removed);
         assert_eq!(src.peers, self.peers.len());
+        assert!(
+            src.last_success.is_some(),
+            "the last success is still told: {src:?}"
+        );
         assert_eq!(
             src.backoff_until.is_some(),
             matches!(want.kind, ErrorKind::Throttled | ErrorKind::Service),
@@ -286,10 +298,16 @@ impl Running {
         self.assert_failed(&u, &want);
         let before = self.hits();
         assert!(before >= 1, "the fault was hit");
+        let total = u.snapshot.sources[0].api_calls_total;
         let u = self.poller.poll().await;
         let after = self.hits();
         if want.kind.backs_off() {
             assert_eq!(after, before, "a backed-off source was called again");
+            // Every per-round figure is of its own round: none of the failed round's calls.
+            let src = &u.snapshot.sources[0];
+            assert_eq!(src.api_calls, 0, "no call was made this round: {src:?}");
+            assert!(src.api_calls_by_action.is_empty(), "{src:?}");
+            assert_eq!(src.api_calls_total, total, "{src:?}");
         } else {
             assert!(
                 after > before,
@@ -343,18 +361,27 @@ async fn malformed_body(s: Subject) {
         .await;
 }
 
+/// The call is held far longer than the poll timeout: the poll ends at the timeout, not when
+/// the call would have answered.
 async fn stalled_call(s: Subject) {
-    start(s)
-        .await
-        .fails_with(
-            json!({"count": 2, "delay_ms": 6000}),
-            Expect {
-                kind: ErrorKind::Timeout,
-                says: "",
-                fix: "did not answer in time",
-            },
-        )
-        .await;
+    let mut r = start(s).await;
+    let started = std::time::Instant::now();
+    let u = r.poll_with(json!([{"count": 2, "delay_ms": 6000}])).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(5500),
+        "the stall held the poll: {:?}",
+        started.elapsed()
+    );
+    let want = Expect {
+        kind: ErrorKind::Timeout,
+        says: "",
+        fix: "did not answer in time",
+    };
+    r.assert_failed(&u, &want);
+    let before = r.hits();
+    let u = r.poller.poll().await;
+    assert!(r.hits() > before, "a timed-out source was not called again");
+    r.assert_failed(&u, &want);
 }
 
 async fn access_denied(s: Subject) {
@@ -373,19 +400,29 @@ async fn access_denied(s: Subject) {
         .await;
 }
 
-async fn expired_credentials(s: Subject) {
-    start(s)
-        .await
-        .fails_with(
-            json!({"count": 100, "status": 400, "code": "ExpiredTokenException",
-                   "message": "The security token included in the request is expired"}),
-            Expect {
+/// Expired, unknown or badly signed credentials: each names the same fix, and none backs the
+/// source off (new credentials are used on the very next round).
+async fn invalid_credentials(s: Subject) {
+    let mut r = start(s).await;
+    for code in [
+        "ExpiredTokenException",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+    ] {
+        r.emu.clear_faults();
+        let u = r
+            .poll_with(json!([{"count": 100, "status": 400, "code": code,
+                "message": "The security token included in the request is expired"}]))
+            .await;
+        r.assert_failed(
+            &u,
+            &Expect {
                 kind: ErrorKind::Credentials,
-                says: "ExpiredTokenException",
+                says: code,
                 fix: "the AWS credentials are invalid or expired",
             },
-        )
-        .await;
+        );
+    }
 }
 
 async fn not_found(s: Subject) {
@@ -443,6 +480,119 @@ async fn unreachable(s: Subject) {
             "an unreachable source is tried again every round"
         );
     }
+}
+
+/// Every connection to the endpoint is reset, the pooled ones too (a broken NAT or load
+/// balancer): the first call of each poll fails, as unreachable or as a cut-off answer.
+async fn connection_resets(s: Subject) {
+    let mut proxy = None;
+    let mut r = start_with(s, |emu, cfg| {
+        let p = ResetProxy::start(emu.port);
+        cfg.endpoint_url = Some(p.endpoint.clone());
+        proxy = Some(p);
+    })
+    .await;
+    r.subject.action = r.subject.first_action;
+    proxy.expect("started").reset_everything();
+    for _ in 0..3 {
+        let u = r.poller.poll().await;
+        let src = &u.snapshot.sources[0];
+        let kind = src.error_kind.unwrap_or_else(|| panic!("{src:?}"));
+        assert!(
+            matches!(kind, ErrorKind::Unreachable | ErrorKind::Malformed),
+            "{src:?}"
+        );
+        r.assert_failed(
+            &u,
+            &Expect {
+                kind,
+                says: "",
+                fix: "",
+            },
+        );
+        assert!(u.changes.is_empty(), "{:?}", u.changes);
+    }
+}
+
+/// A loopback TCP proxy in front of the emulator that can be switched to reset every connection
+/// (new ones, and the pooled ones it is carrying), like a broken NAT or load balancer.
+struct ResetProxy {
+    endpoint: String,
+    resetting: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl ResetProxy {
+    fn start(upstream: u16) -> ResetProxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let resetting = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (r, o) = (resetting.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if r.load(Ordering::SeqCst) {
+                    drop(reset_on_close(client));
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                o.lock().unwrap().push(client.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        ResetProxy {
+            endpoint,
+            resetting,
+            open,
+        }
+    }
+
+    fn reset_everything(&self) {
+        self.resetting
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for c in self.open.lock().unwrap().drain(..) {
+            drop(reset_on_close(c));
+        }
+    }
+}
+
+/// SO_LINGER 0: closing sends a reset (RST) instead of a FIN.
+fn reset_on_close(s: std::net::TcpStream) -> std::net::TcpStream {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct Linger {
+        l_onoff: i32,
+        l_linger: i32,
+    }
+    extern "C" {
+        fn setsockopt(fd: i32, level: i32, name: i32, value: *const Linger, len: u32) -> i32;
+    }
+    let l = Linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SOL_SOCKET = 1, SO_LINGER = 13 on Linux.
+    unsafe {
+        setsockopt(
+            s.as_raw_fd(),
+            1,
+            13,
+            &l,
+            std::mem::size_of::<Linger>() as u32,
+        )
+    };
+    s
 }
 
 /// The first page answers, the second stalls: the half-read listing replaces nobody.
@@ -503,8 +653,8 @@ macro_rules! conformance {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn expired_credentials_keep_peers_and_name_the_fix() {
-                expired_credentials($subject).await
+            async fn expired_or_invalid_credentials_keep_peers_and_name_the_fix() {
+                invalid_credentials($subject).await
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -520,6 +670,11 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn an_unreachable_endpoint_keeps_peers_without_back_off() {
                 unreachable($subject).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn connection_resets_keep_peers_and_say_unreachable() {
+                connection_resets($subject).await
             }
 
             $(

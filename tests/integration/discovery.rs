@@ -250,7 +250,7 @@ async fn cloudmap_query_filters_instances_and_local_node_is_excluded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_cluster_describes_peers_local_node_and_source_by_the_resolved_region() {
-    // Issue 10: `cluster = "auto"` once resolved from the task metadata is the task's own region
+    // `cluster = "auto"` once resolved from the task metadata is the task's own region
     // everywhere the source is described: its peers, this node, the source status, `{region}`.
     // A Cloud Map service of the same tasks in the same region is the same peers, no conflict.
     let emu = Emu::start();
@@ -305,8 +305,8 @@ async fn auto_cluster_describes_peers_local_node_and_source_by_the_resolved_regi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn family_with_a_revision_sees_only_that_revisions_tasks() {
-    // Issue 10: `family = "api:1"` validated, then found 0 peers (ListTasks takes a family
-    // only). It now lists the family and keeps the tasks of that revision.
+    // ListTasks' `family` filter takes a family only: `family = "api:1"` lists the family and
+    // keeps the tasks of that revision.
     let emu = Emu::start();
     let w = emu.seed(json!({"ecs": [{"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24",
         "tasks": [{"family": "api", "count": 2}, {"family": "api", "count": 1, "new_revision": true},

@@ -384,34 +384,14 @@ mod tests {
     }
 
     fn status() -> SourceStatus {
+        let config = ecs_peers::Config::from_value(serde_json::json!({"node_basename": "app",
+            "sources": [{"type": "ecs", "region": "eu-west-2", "cluster": "web"}]}))
+        .unwrap();
         SourceStatus {
-            id: ecs_peers::Config::from_value(serde_json::json!({"node_basename": "app",
-                "sources": [{"type": "ecs", "region": "eu-west-2", "cluster": "web"}]}))
-            .unwrap()
-            .sources[0]
-                .id(),
-            kind: "ecs",
-            region: "eu-west-2".into(),
             ok: true,
-            stale: false,
             pending: false,
-            error: None,
-            error_kind: None,
-            failure: None,
-            last_success: None,
-            consecutive_failures: 0,
-            api_calls: 0,
-            api_calls_by_action: Default::default(),
-            api_calls_total: 0,
             peers: 2,
-            backoff_until: None,
-            skipped_tasks: 0,
-            skipped: Vec::new(),
-            poller: None,
-            received_from: None,
-            received_at: None,
-            shared_dropped: 0,
-            poller_silent: false,
+            ..SourceStatus::pending(&config.sources[0])
         }
     }
 

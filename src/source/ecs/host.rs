@@ -20,8 +20,11 @@ use aws_sdk_ecs::types::Task;
 
 use crate::aws::CountCalls;
 use crate::error::{classify, SourceError};
-use crate::peer::{Found, SkipReason};
-use crate::source::ecs::{task_address, BATCH};
+use crate::peer::{task_address, Found, SkipReason};
+
+/// DescribeContainerInstances accepts at most this many ARNs a call; DescribeInstances is asked
+/// for as many instance ids a call (by its `instance-id` filter).
+const BATCH: usize = 100;
 
 /// A RUNNING (or draining) task addressed by its container instance, before that instance's
 /// address is known.
