@@ -31,6 +31,8 @@
 #![warn(missing_docs)]
 
 mod aws;
+#[doc(hidden)]
+pub mod bench;
 pub mod config;
 pub mod doctor;
 pub mod epmd;
@@ -50,6 +52,7 @@ pub use error::{Error, ErrorKind, SourceError};
 pub use namespace::{Changes, Claim, Conflict, Event, Snapshot, SourceStatus, SNAPSHOT_SCHEMA};
 pub use peer::{Address, Peer, Region, SkipReason, Skipped, SourceId, StartedAt};
 pub use poller::{discover, Poller, PollerHandle, Stopped, Subscription, Update};
+pub use sharing::sharing_key;
 
 /// Not part of the API: entry points for the benchmarks.
 #[doc(hidden)]

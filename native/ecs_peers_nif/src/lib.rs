@@ -350,7 +350,7 @@ fn discover(config: Term, this: Term, pid: LocalPid, tag: u64) -> Result<Atom, S
 /// poll_timeout: ms, local_node: name | nil, node_basename: name | nil, share_polling: boolean,
 /// sharing_key: binary}}` (this node's name and the basename peers are named by, as the core
 /// derived them; `sharing_key`: 16 lowercase hex digits, equal on nodes that may share poll
-/// results, see `Config::sharing_key`) or `{:error, message}`.
+/// results, see `ecs_peers::sharing_key`) or `{:error, message}`.
 #[rustler::nif]
 fn validate<'a>(env: Env<'a>, config: Term<'a>, this: Term<'a>) -> Result<Term<'a>, String> {
     let c = to_config(config, this)?;
@@ -365,7 +365,7 @@ fn validate<'a>(env: Env<'a>, config: Term<'a>, this: Term<'a>) -> Result<Term<'
         "local_node": c.local_node,
         "node_basename": basename,
         "share_polling": c.share_polling,
-        "sharing_key": c.sharing_key_hex(),
+        "sharing_key": format!("{:016x}", ecs_peers::sharing_key(&c)),
     });
     Ok(value_to_term(env, &timings))
 }
