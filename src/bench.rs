@@ -10,6 +10,7 @@ use aws_sdk_ecs::types::Task;
 use crate::config::{EcsSourceConfig, NodeNaming, SourceConfig, DEFAULT_DISTRIBUTION_PORT};
 use crate::namespace::{merge, merged, Changes, LocalNode, Snapshot, SourcePeers};
 use crate::peer::{Found, Peer, Region, SourceId};
+use crate::sharing::{decode, encode, Outgoing, SharedAnswer};
 use crate::source::ecs::decode::{decode_task, Decision, TaskFilter};
 
 /// Merges per-source peers into a snapshot and diffs it against `previous`, exactly as a poll
@@ -113,4 +114,40 @@ pub fn bench_decode(
         &id,
     );
     peers.into_peers()
+}
+
+impl BenchAnswer {
+    /// This answer as the elected poller sends it to the other members: the bytes of a full
+    /// shared result for `source` (the sender's encoding cost and size).
+    pub fn shared(&self, source: &str) -> Vec<u8> {
+        encode(0, source, 1, 0, Outgoing::Peers(&self.0, &[])).unwrap_or_default()
+    }
+
+    /// A shared result's bytes decoded back into the answer, as a follower does before applying
+    /// it (decode, then [`BenchRound::round`] is a follower's whole cost).
+    /// `None` when the bytes are not a full result.
+    pub fn from_shared(bytes: &[u8]) -> Option<BenchAnswer> {
+        match decode(bytes).ok()?.answer {
+            SharedAnswer::Peers(found, _) => Some(BenchAnswer(found)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_benchmark_hooks_round_trip_an_answer() {
+        let found = |ip: &str| Found {
+            task_arn: Some(format!("arn:aws:ecs:eu-west-2:1:task/web/{ip}")),
+            ..Found::at(ip.parse().unwrap())
+        };
+        let answer = BenchAnswer(vec![found("10.0.0.1"), found("10.0.0.2")]);
+        let bytes = answer.shared("ecs:eu-west-2/web");
+        let back = BenchAnswer::from_shared(&bytes).unwrap();
+        assert_eq!(back.0, answer.0);
+        assert!(BenchAnswer::from_shared(b"nope").is_none());
+    }
 }

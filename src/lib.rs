@@ -55,4 +55,5 @@ pub use error::{Error, ErrorKind, SourceError};
 pub use namespace::{Changes, Claim, Conflict, Event, Snapshot, SourceStatus, SNAPSHOT_SCHEMA};
 pub use peer::{Address, Peer, Region, SkipReason, Skipped, SourceId, StartedAt};
 pub use poller::{discover, Poller, PollerHandle, Stopped, Subscription, Update};
+pub use sharing::sharing_key;
 pub use this_task::{this_task, ThisTask};

@@ -133,8 +133,7 @@ impl TryFrom<(i64, u32)> for StartedAt {
 }
 
 /// As RFC 3339 text in human-readable formats (JSON: the CLI's output, the NIF's maps), as a
-/// pair of numbers (seconds, nanoseconds) in binary ones (a shared result's wire form with
-/// `share_polling`).
+/// pair of numbers (seconds, nanoseconds) in binary ones.
 impl Serialize for StartedAt {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if s.is_human_readable() {
@@ -289,11 +288,9 @@ impl fmt::Display for Address {
 }
 
 /// What a source reports about one peer, before the namespace names it. Ordered by address first
-/// (then every other field, so equal answers sort equal: see [`crate::fingerprint`]).
-///
-/// Also a shared result's wire form of a peer (see [`crate::sharing`]): its fields, in this
-/// order, are the wire format.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// (then every other field, so equal answers sort equal: see [`crate::fingerprint`]). Not a
+/// wire format: fleet-shared polling converts it to its own versioned type.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Found {
     pub ip: IpAddr,
     /// The distribution port, when the source knows it (`None`: the default one).

@@ -135,7 +135,7 @@ pub struct Config {
     /// at the host port their container maps it to (default 4370, EcsPeers.Epmd's).
     pub distribution_port: u16,
     /// Fleet-shared polling (`share_polling`, default `false`): this node offers to share its
-    /// polls with the nodes that run the same sources (see [`Config::sharing_key`]).
+    /// polls with the nodes that run the same sources (see [`crate::sharing_key`]).
     pub share_polling: bool,
 }
 
@@ -215,29 +215,6 @@ impl Config {
             distribution_port,
             share_polling,
         })
-    }
-
-    /// The key two nodes must share to share poll results: XXH3-64 (seed 0) of the canonical
-    /// form of everything that changes what a poll result means (the sources after defaults,
-    /// node naming, `draining`, `distribution_port`, and the wire format's version; `src/sharing.rs`). The same on every node and every build for the same configuration;
-    /// independent of this node's identity (`local_node`, `local_ip`) and of timings.
-    ///
-    /// ```
-    /// let cfg = |port: u16| ecs_peers::Config::from_value(serde_json::json!({
-    ///     "node_basename": "app", "distribution_port": port,
-    ///     "sources": [{"type": "ecs", "region": "eu-west-2", "cluster": "web"}]
-    /// })).unwrap();
-    /// assert_eq!(cfg(4370).sharing_key(), cfg(4370).sharing_key());
-    /// assert_ne!(cfg(4370).sharing_key(), cfg(9100).sharing_key());
-    /// assert_eq!(cfg(4370).sharing_key_hex().len(), 16);
-    /// ```
-    pub fn sharing_key(&self) -> u64 {
-        crate::sharing::key(self)
-    }
-
-    /// [`Config::sharing_key`] as 16 lowercase hex digits (what `validate/2` returns to Elixir).
-    pub fn sharing_key_hex(&self) -> String {
-        format!("{:016x}", self.sharing_key())
     }
 
     /// Reads and validates a TOML (`.toml`) or JSON (any other extension) file.

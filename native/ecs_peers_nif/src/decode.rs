@@ -18,7 +18,7 @@ impl rustler::Resource for ConfigResource {}
 
 /// What the Elixir side reads of a validated configuration: `%{polling_interval: ms,
 /// poll_timeout: ms, share_polling: boolean, sharing_key: binary}` (`sharing_key`: 16 lowercase
-/// hex digits, equal on nodes that may share poll results; see `Config::sharing_key`).
+/// hex digits, equal on nodes that may share poll results; see `ecs_peers::sharing_key`).
 #[derive(NifMap)]
 pub struct Settings {
     polling_interval: u64,
@@ -39,7 +39,7 @@ fn config(term: Term, this: Term) -> Result<(ResourceArc<ConfigResource>, Settin
         polling_interval: millis(config.polling_interval),
         poll_timeout: millis(config.poll_timeout),
         share_polling: config.share_polling,
-        sharing_key: config.sharing_key_hex(),
+        sharing_key: format!("{:016x}", ecs_peers::sharing_key(&config)),
     };
     Ok((ResourceArc::new(ConfigResource { config }), settings))
 }

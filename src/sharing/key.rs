@@ -1,0 +1,204 @@
+//! The sharing key: two nodes share poll results only when their keys are equal.
+//!
+//! The key is XXH3-64 (seed 0) of a canonical text of everything that changes what a poll result
+//! means. That text is built from an exhaustive destructuring of every configuration struct it
+//! covers (no `..`): a field added to [`Config`], [`EcsSourceConfig`] or
+//! [`CloudMapSourceConfig`] fails to compile here until it is either written into the key or
+//! named with `: _` and a reason. Otherwise two nodes with different filters could share
+//! results and no test would notice.
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::wire::WIRE_VERSION;
+use crate::config::{
+    CloudMapSourceConfig, Config, EcsSourceConfig, HealthFilter, NodeNaming, SourceConfig,
+};
+
+/// The sharing key of a configuration: equal on nodes that may share poll results
+/// (`share_polling`), different when anything that changes what a result means differs: the
+/// sources after defaults (region, cluster, service, family, container; namespace, service,
+/// health, query), node naming, `draining`, `distribution_port`, and the version of the
+/// sharing wire format. Independent of this node's identity (`local_node`, `local_ip`) and of
+/// timings. The same on every node and every build for the same configuration (XXH3-64, seed 0,
+/// is specified), so it can be compared across machines; never an error.
+///
+/// ```
+/// let cfg = |port: u16| ecs_peers::Config::from_value(serde_json::json!({
+///     "node_basename": "app", "distribution_port": port,
+///     "sources": [{"type": "ecs", "region": "eu-west-2", "cluster": "web"}]
+/// })).unwrap();
+/// assert_eq!(ecs_peers::sharing_key(&cfg(4370)), ecs_peers::sharing_key(&cfg(4370)));
+/// assert_ne!(ecs_peers::sharing_key(&cfg(4370)), ecs_peers::sharing_key(&cfg(9100)));
+/// ```
+pub fn sharing_key(config: &Config) -> u64 {
+    xxh3_64(canonical(config).as_bytes())
+}
+
+/// The canonical form the key hashes: the wire version, then one line per fact, strings
+/// JSON-quoted (so no value can forge a line), sources in configuration order.
+pub(crate) fn canonical(config: &Config) -> String {
+    let Config {
+        sources,
+        node,
+        draining,
+        distribution_port,
+        // How often and how patiently a node polls does not change what a result means.
+        polling_interval: _,
+        jitter: _,
+        poll_timeout: _,
+        max_attempts: _,
+        // Where this node's clients send their calls (an emulator, a VPC endpoint): the
+        // answers are AWS's either way.
+        endpoint_url: _,
+        // This node's identity: every member of a group differs in it, and each node leaves
+        // itself out of the peers when it merges (results travel before naming).
+        local_node: _,
+        local_ip: _,
+        // Only where `cluster = "auto"` is read from; the resolved source id is what travels.
+        metadata_url: _,
+        // Whether to share at all.
+        share_polling: _,
+    } = config;
+    let mut out = String::new();
+    out.push_str(WIRE_VERSION);
+    out.push('\n');
+    match node {
+        NodeNaming::Basename(b) => out.push_str(&format!("node basename {}\n", q(b))),
+        NodeNaming::Template(t) => out.push_str(&format!("node template {}\n", q(t))),
+        NodeNaming::Epmd { prefer } => out.push_str(&format!("node epmd {}\n", o(prefer))),
+    }
+    out.push_str(&format!("draining {draining}\n"));
+    out.push_str(&format!("distribution_port {distribution_port}\n"));
+    for s in sources {
+        match s {
+            SourceConfig::Ecs(e) => ecs_line(&mut out, e),
+            SourceConfig::CloudMap(c) => cloudmap_line(&mut out, c),
+        }
+    }
+    out
+}
+
+fn ecs_line(out: &mut String, source: &EcsSourceConfig) {
+    let EcsSourceConfig {
+        region,
+        cluster,
+        service,
+        family,
+        container,
+    } = source;
+    out.push_str(&format!(
+        "source ecs region {} cluster {} service {} family {} container {}\n",
+        q(region),
+        q(cluster),
+        o(service),
+        o(family),
+        o(container)
+    ));
+}
+
+fn cloudmap_line(out: &mut String, source: &CloudMapSourceConfig) {
+    let CloudMapSourceConfig {
+        region,
+        namespace,
+        service,
+        health,
+        query,
+    } = source;
+    let health = match health {
+        HealthFilter::Healthy => "healthy",
+        HealthFilter::All => "all",
+        HealthFilter::HealthyOrElseAll => "healthy_or_else_all",
+    };
+    let query: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{}={}", q(k), q(v)))
+        .collect();
+    out.push_str(&format!(
+        "source cloudmap region {} namespace {} service {} health {} query {}\n",
+        q(region),
+        q(namespace),
+        q(service),
+        health,
+        query.join(",")
+    ));
+}
+
+/// A string JSON-quoted (cannot fail for a `&str`).
+fn q(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// An optional string JSON-quoted, `-` when absent.
+fn o(s: &Option<String>) -> String {
+    s.as_deref().map(q).unwrap_or_else(|| "-".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cfg(v: serde_json::Value) -> Config {
+        Config::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn the_key_covers_what_a_result_means_and_nothing_else() {
+        let base = json!({"node_basename": "app", "distribution_port": 4370,
+            "sources": [{"type":"ecs","region":"eu-west-2","cluster":"web","service":"api"}]});
+        let k = sharing_key(&cfg(base.clone()));
+        let with = |k2: &str, v: serde_json::Value| {
+            let mut c = base.clone();
+            c[k2] = v;
+            sharing_key(&cfg(c))
+        };
+        // Not result-relevant: the same key.
+        assert_eq!(with("polling_interval", json!("1s")), k);
+        assert_eq!(with("local_node", json!("app@10.0.0.9")), k);
+        assert_eq!(with("share_polling", json!(true)), k);
+        // Result-relevant: another key.
+        assert_ne!(with("draining", json!(false)), k);
+        assert_ne!(with("distribution_port", json!(9000)), k);
+        assert_ne!(with("node_basename", json!("web")), k);
+        for other in [
+            json!({"type":"ecs","region":"eu-west-2","cluster":"web","service":"other"}),
+            json!({"type":"ecs","region":"eu-west-2","cluster":"web","service":"api","container":"app"}),
+            json!({"type":"ecs","region":"eu-west-2","cluster":"web","family":"api"}),
+            json!({"type":"ecs","region":"eu-west-1","cluster":"web","service":"api"}),
+        ] {
+            assert_ne!(with("sources", json!([other])), k, "{other}");
+        }
+        // Pinned: the canonical form and XXH3-64 are specified, so every build agrees.
+        assert_eq!(
+            canonical(&cfg(base)),
+            "ecs-peers/shared/v3\nnode basename \"app\"\ndraining true\ndistribution_port 4370\nsource ecs region \"eu-west-2\" cluster \"web\" service \"api\" family - container -\n"
+        );
+        assert_eq!(format!("{k:016x}"), PINNED_KEY);
+    }
+
+    #[test]
+    fn every_cloud_map_filter_is_in_the_key() {
+        let source = |extra: serde_json::Value| {
+            let mut s = json!({"type":"cloudmap","region":"us-west-2","namespace":"internal","service":"api"});
+            for (k, v) in extra.as_object().unwrap() {
+                s[k] = v.clone();
+            }
+            sharing_key(&cfg(json!({"node_basename": "app", "sources": [s]})))
+        };
+        let base = source(json!({}));
+        assert_eq!(source(json!({"health": "healthy"})), base, "the default");
+        for other in [
+            json!({"health": "all"}),
+            json!({"health": "healthy_or_else_all"}),
+            json!({"query": {"stage": "blue"}}),
+            json!({"namespace": "other"}),
+            json!({"service": "other"}),
+            json!({"region": "us-east-1"}),
+        ] {
+            assert_ne!(source(other.clone()), base, "{other}");
+        }
+    }
+
+    /// The key of the base configuration above, computed once.
+    const PINNED_KEY: &str = "1e57e1a175aba383";
+}
