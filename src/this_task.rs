@@ -190,7 +190,7 @@ async fn name(
 
 /// A task that its peers leave out (no address, no binding of the distribution port), as an
 /// error with the same message and fix the source reports for it.
-fn cannot_be_a_peer(why: crate::SkipReason, task_arn: &str, dist_port: u16) -> SourceError {
+fn cannot_be_a_peer(why: crate::peer::SkipReason, task_arn: &str, dist_port: u16) -> SourceError {
     SourceError::new(
         ErrorKind::InvalidRequest,
         "ecs:DescribeTasks",

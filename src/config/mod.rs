@@ -91,7 +91,7 @@ impl SourceConfig {
 }
 
 /// `distribution_port` when the key is not given: `ECS_PEERS_DIST_PORT` (the variable
-/// EcsPeers.Epmd and examples/rel/env.sh.eex read, so the node's listener and its peers' ports
+/// EcsPeers.Epmd and the release's boot step read, so the node's listener and its peers' ports
 /// agree without configuring it twice), else [`DEFAULT_DISTRIBUTION_PORT`].
 fn distribution_port_from(env: Option<&str>) -> Result<u16, Error> {
     match env.map(str::trim).filter(|v| !v.is_empty()) {
