@@ -1,4 +1,4 @@
-"""Fleet-wide AWS calls per minute with and without fleet-shared polling (issue 13), counted at the
+"""Fleet-wide AWS calls per minute with and without fleet-shared polling, counted at the
 emulator, for fleets of 2, 5, 10 and 20 real BEAM nodes over two regions in the namespace test bed
 (tests/e2e/testbed.py); plus convergence (a new task -> known on every node, and connected
 everywhere) and the bed's memory at each size.

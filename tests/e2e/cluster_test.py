@@ -47,7 +47,7 @@ INTERVAL_MS = 1000
 BIN = os.path.join(ROOT, "target", "debug", "ecs-peers")
 CLI_ENV = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test")
 # Zero-config: a node's own cluster, region and family come from its task metadata; it names only
-# the other region (the README's example).
+# the other region (the README's Phoenix example).
 AUTO_SOURCES = {
     "eu-west-2": '[[type: :ecs, cluster: :auto], [type: :ecs, region: "us-west-2", cluster: "web", service: "api"]]',
     "us-west-2": '[[type: :ecs, cluster: :auto], [type: :ecs, region: "eu-west-2", cluster: "web", service: "api"]]',

@@ -3,7 +3,7 @@ through EcsPeers.Strategy, a task stopped (as ECS stops one: draining, SIGTERM t
 STOPPED) and a task started, then everything torn down. It ends with the lines in which OTP's
 global cut a link (prevent_overlapping_partitions), from every node's log: there should be none
 between running nodes. One with the stopped task's node can appear (global on another node
-cutting its link to the node that is leaving: harmless, see the README's "Leaving without cuts").
+cutting its link to the node that is leaving: harmless, see docs/troubleshooting.md, "Leaving without cuts").
 Run as root via scripts/demo."""
 import os
 import sys

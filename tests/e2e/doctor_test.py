@@ -6,7 +6,7 @@ dropped by a firewall, the distribution ports dropped, the peering route missing
 regions, AccessDenied on ecs:ListTasks, a region with no tasks. Each must produce exactly its own
 diagnosis. Run as root after `mix test` has compiled elixir/_build/test.
 Prints one line per case and `N passed, N failed`; exits non-zero when any failed.
-With --show, also prints the doctor's text report for each case (pasted in the README).
+With --show, also prints the doctor's text report for each case (pasted in docs/troubleshooting.md).
 """
 import json
 import os

@@ -4,7 +4,7 @@
 # (so SIGTERM, init:stop, shuts it down in order), and reports what it sees to a status file every 100 ms:
 # its Node.list, whether the strategy runs, how often it was restarted, and from the strategy's
 # documented `[:ecs_peers, :poll, :stop]` telemetry: the polls so far, the peers of the last poll and
-# each source's id, ok and peers, and with fleet-shared polling (E2E_SHARE_POLLING=1, issue 13) who
+# each source's id, ok and peers, and with fleet-shared polling (E2E_SHARE_POLLING=1) who
 # polls it: `poller` (nil: this node), `received_from` (nil: polled here), `received_at` and
 # `shared_dropped` and `poller_silent`, as the telemetry metadata carries them. From
 # `EcsPeers.status/1`: `known`, the peers' node names the strategy's last poll found,

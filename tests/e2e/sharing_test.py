@@ -1,4 +1,4 @@
-"""End-to-end: fleet-shared polling (issue 13, `share_polling: true`) with real BEAM nodes in the
+"""End-to-end: fleet-shared polling (`share_polling: true`) with real BEAM nodes in the
 namespace test bed, two regions (eu-west-2, us-west-2), each node polling both (one ECS source per
 region), interval 1 s. The emulator's own call log (`/_emu/calls`: every AWS call with the
 caller's address; each node has its own) is the truth for who calls AWS; the nodes' telemetry

@@ -26,7 +26,7 @@ cut restored within 100 ms can slip between two samples), every line in which gl
 between two nodes neither of which is stopping is counted from the nodes' logs: it must be 0.
 Crashes (BEAM exits, strategy restarts) must be 0.
 
-Every node runs with fleet-shared polling on (`share_polling: true`, issue 13): one node per source
+Every node runs with fleet-shared polling on (`share_polling: true`): one node per source
 calls AWS and the others apply its results, so a fault hits the one poller and reaches the others
 as its failed result (or as its silence, after which they poll themselves); `--sharing off`
 runs the same soak with every node polling on its own (the key left out, the default). With
