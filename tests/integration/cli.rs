@@ -326,28 +326,6 @@ fn aws_endpoint_url_from_the_environment_redirects_every_client() {
     );
 }
 
-/// Serves a task metadata v4 `/task` document on loopback, as the ECS agent does.
-fn serve_metadata(doc: String) -> String {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut s = stream;
-            let mut buf = [0u8; 2048];
-            let n = s.read(&mut buf).unwrap_or(0);
-            let found = String::from_utf8_lossy(&buf[..n]).starts_with("GET /v4/t1/task ");
-            let resp = if found {
-                format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{doc}", doc.len())
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".into()
-            };
-            let _ = s.write_all(resp.as_bytes());
-        }
-    });
-    format!("http://{addr}/v4/t1")
-}
-
 #[test]
 fn from_metadata_polls_this_tasks_own_cluster_and_leaves_this_task_out() {
     let emu = Emu::start();
@@ -364,7 +342,7 @@ fn from_metadata_polls_this_tasks_own_cluster_and_leaves_this_task_out() {
         "DesiredStatus": "RUNNING", "KnownStatus": "RUNNING", "AvailabilityZone": "eu-west-2a", "LaunchType": "FARGATE",
         "Containers": [{"Name": "app", "Networks": [{"NetworkMode": "awsvpc", "IPv4Addresses": [my_ip]}]}]
     });
-    let url = serve_metadata(doc.to_string());
+    let url = crate::serve_metadata(doc.to_string());
     let o = cli(
         &emu,
         &["list", "--json", "--from-metadata", "--metadata-url", &url],

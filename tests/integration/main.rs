@@ -7,6 +7,7 @@ mod discovery;
 mod ec2;
 mod emu;
 mod failures;
+mod this_task;
 
 use ecs_peers::{Config, Snapshot};
 use serde_json::{json, Value};
@@ -39,4 +40,26 @@ pub fn calls(s: &Snapshot, source: usize, action: &str) -> u64 {
         .get(action)
         .copied()
         .unwrap_or(0)
+}
+
+/// Serves a task metadata v4 `/task` document on loopback, as the ECS agent does.
+pub fn serve_metadata(doc: String) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut s = stream;
+            let mut buf = [0u8; 2048];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let found = String::from_utf8_lossy(&buf[..n]).starts_with("GET /v4/t1/task ");
+            let resp = if found {
+                format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{doc}", doc.len())
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".into()
+            };
+            let _ = s.write_all(resp.as_bytes());
+        }
+    });
+    format!("http://{addr}/v4/t1")
 }
