@@ -44,6 +44,7 @@ mod fingerprint;
 mod fuzz;
 pub mod metadata;
 mod namespace;
+mod partition;
 mod peer;
 mod poller;
 mod sharing;

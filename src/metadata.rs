@@ -76,10 +76,8 @@ struct RawNetwork {
 pub fn parse(json: &str) -> Result<TaskMetadata, String> {
     let raw: Raw =
         serde_json::from_str(json).map_err(|e| format!("not a task metadata document: {e}"))?;
-    let region = raw
-        .task_arn
-        .strip_prefix("arn:")
-        .and_then(|r| r.split(':').nth(2))
+    let region = crate::partition::Arn::parse(&raw.task_arn)
+        .map(|a| a.region)
         .filter(|r| !r.is_empty())
         .ok_or_else(|| format!("TaskARN {:?} is not an ARN with a region", raw.task_arn))?
         .to_string();

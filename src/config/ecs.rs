@@ -105,21 +105,32 @@ pub(super) fn parse(map: Map<String, Value>, path: String) -> Result<EcsSourceCo
     })
 }
 
-/// Validates a cluster name or ARN; returns the ARN's region when it is an ARN.
+/// Validates a cluster name or ARN; returns the ARN's region when it is an ARN. An ARN of any
+/// partition is accepted when its partition is its region's.
 fn parse_cluster(key: &str, c: &str) -> Result<Option<String>, Error> {
-    if let Some(rest) = c.strip_prefix("arn:") {
-        // arn:PARTITION:ecs:REGION:ACCOUNT:cluster/NAME
-        let parts: Vec<&str> = rest.splitn(5, ':').collect();
-        let ok = parts.len() == 5
-            && parts[1] == "ecs"
-            && parts[4].strip_prefix("cluster/").is_some_and(valid_name);
-        if !ok {
+    if c.starts_with("arn:") {
+        let arn = crate::partition::Arn::parse(c).filter(|a| {
+            a.service == "ecs" && a.resource.strip_prefix("cluster/").is_some_and(valid_name)
+        });
+        let Some(arn) = arn else {
             return Err(Error::config(
                 key,
-                format!("{c:?} is not an ECS cluster ARN; expected arn:aws:ecs:REGION:ACCOUNT:cluster/NAME"),
+                format!("{c:?} is not an ECS cluster ARN; expected arn:PARTITION:ecs:REGION:ACCOUNT:cluster/NAME (PARTITION aws, aws-cn, aws-us-gov, ...: the region's)"),
+            ));
+        };
+        let region = validate_region(key, arn.region.to_string())?;
+        let partition = crate::partition::of_region(&region).id;
+        if crate::partition::known(&region).is_some() && arn.partition != partition {
+            return Err(Error::config(
+                key,
+                format!(
+                    "{c:?} names partition {:?}, but region {region} is in partition {partition:?}; expected {}",
+                    arn.partition,
+                    crate::partition::arn("ecs", &region, arn.account, arn.resource)
+                ),
             ));
         }
-        return validate_region(key, parts[2].to_string()).map(Some);
+        return Ok(Some(region));
     }
     if valid_name(c) {
         Ok(None)

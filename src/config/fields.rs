@@ -9,21 +9,12 @@ use serde_json::{Map, Value};
 use super::keys::{show_ms, KeySpec, Scope, Type, KEYS};
 use crate::error::Error;
 
-/// Checks an AWS region name such as `eu-west-2`, `us-gov-west-1` or `cn-north-1`.
+/// Checks an AWS region name such as `eu-west-2`, `us-gov-west-1`, `cn-north-1` or
+/// `eusc-de-east-1`: a region of an AWS partition (listed, or matching the partition's pattern,
+/// so a region launched after this build is accepted), or of the `xx-name-N` shape, which a
+/// partition launched after this build may use.
 pub(super) fn validate_region(key: &str, r: String) -> Result<String, Error> {
-    let parts: Vec<&str> = r.split('-').collect();
-    let ok = parts.len() >= 3
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        })
-        && parts[0].len() == 2
-        && parts[0].chars().all(|c| c.is_ascii_lowercase())
-        && parts
-            .last()
-            .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()));
-    if ok {
+    if crate::partition::is_region(&r) || has_region_shape(&r) {
         Ok(r)
     } else {
         Err(Error::config(
@@ -33,6 +24,22 @@ pub(super) fn validate_region(key: &str, r: String) -> Result<String, Error> {
             ),
         ))
     }
+}
+
+/// `xx-name-N`: two lowercase letters, then hyphen-separated lowercase words, the last a number.
+fn has_region_shape(r: &str) -> bool {
+    let parts: Vec<&str> = r.split('-').collect();
+    parts.len() >= 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+        && parts[0].len() == 2
+        && parts[0].chars().all(|c| c.is_ascii_lowercase())
+        && parts
+            .last()
+            .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// Parses `500ms`, `5s`, `2m`, `1h`, or an integer number of milliseconds; errors name `key`.

@@ -433,6 +433,43 @@ mod tests {
     }
 
     #[test]
+    fn regions_of_every_partition_are_accepted_by_name_and_in_an_arn() {
+        for (region, partition) in [
+            ("eusc-de-east-1", "aws-eusc"),
+            ("cn-north-1", "aws-cn"),
+            ("us-gov-west-1", "aws-us-gov"),
+            ("us-isob-east-1", "aws-iso-b"),
+            ("eu-isoe-west-1", "aws-iso-e"),
+        ] {
+            for src in [
+                json!({"type":"ecs","region":region,"cluster":"web"}),
+                json!({"type":"cloudmap","region":region,"namespace":"internal","service":"api"}),
+                json!({"type":"ecs","cluster":format!("arn:{partition}:ecs:{region}:1:cluster/web")}),
+            ] {
+                let c =
+                    Config::from_value(base(json!([src]))).unwrap_or_else(|e| panic!("{src}: {e}"));
+                assert_eq!(c.sources[0].region(), region, "{src}");
+            }
+        }
+        // A region shaped like one and accepted before any partition data was read stays so.
+        assert!(Config::from_value(base(
+            json!([{"type":"ecs","region":"xx-new-1","cluster":"web"}])
+        ))
+        .is_ok());
+    }
+
+    #[test]
+    fn a_cluster_arn_in_another_partition_than_its_region_names_the_right_arn() {
+        let e = err(base(
+            json!([{"type":"ecs","cluster":"arn:aws:ecs:cn-north-1:1:cluster/web"}]),
+        ));
+        assert!(
+            e.contains("partition \"aws\", but region cn-north-1 is in partition \"aws-cn\"; expected arn:aws-cn:ecs:cn-north-1:1:cluster/web"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn errors_name_key_value_and_expectation() {
         let cases = [
             (json!({"sources": []}), "node_basename: is required"),
