@@ -67,12 +67,19 @@ async fn name(
     const ACTION: &str = "ecs:DescribeTasks";
     let cluster = md.cluster.as_str();
     let cluster_name = cluster.rsplit('/').next().unwrap_or(cluster);
-    // arn:aws:ecs:REGION:ACCOUNT:task/CLUSTER/ID
-    let account = md.task_arn.split(':').nth(4).unwrap_or("*");
+    let account = crate::partition::Arn::parse(&md.task_arn)
+        .map(|a| a.account)
+        .filter(|a| !a.is_empty())
+        .unwrap_or("*");
     let calls = CountCalls(std::sync::Arc::new(CallCounter::default()));
     let resource = format!(
-        "Resource \"arn:aws:ecs:{}:{account}:task/{cluster_name}/*\"",
-        md.region
+        "Resource \"{}\"",
+        crate::partition::arn(
+            "ecs",
+            &md.region,
+            account,
+            &format!("task/{cluster_name}/*")
+        )
     );
     let not_found = format!(
         "check that this task's cluster {cluster_name:?} exists in {} (the task metadata names it)",

@@ -7,6 +7,7 @@ mod discovery;
 mod ec2;
 mod emu;
 mod failures;
+mod partitions;
 mod this_task;
 
 use ecs_peers::{Config, Snapshot};

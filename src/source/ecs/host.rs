@@ -124,7 +124,13 @@ impl InstanceAddresses {
         new.dedup();
         let cluster_name = cluster.rsplit('/').next().unwrap_or(cluster);
         let resource = format!(
-            "Resource \"arn:aws:ecs:{region}:{account}:container-instance/{cluster_name}/*\""
+            "Resource \"{}\"",
+            crate::partition::arn(
+                "ecs",
+                region,
+                account,
+                &format!("container-instance/{cluster_name}/*")
+            )
         );
         let not_found = format!(
             "check that cluster {cluster_name:?} exists in {region} (names are case-sensitive; region must be the cluster's)"

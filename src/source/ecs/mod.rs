@@ -17,6 +17,7 @@ use aws_sdk_ecs::types::{DesiredStatus, Task};
 use crate::aws::CountCalls;
 use crate::config::EcsSourceConfig;
 use crate::error::{classify, ErrorKind, SourceError};
+use crate::partition;
 use crate::peer::{Found, SkipReason, Skipped};
 use crate::source::{PollFuture, Source};
 
@@ -103,11 +104,9 @@ impl EcsSource {
     }
 
     fn account(&self) -> &str {
-        // arn:aws:ecs:REGION:ACCOUNT:cluster/NAME
-        self.cfg
-            .cluster
-            .strip_prefix("arn:")
-            .and_then(|r| r.split(':').nth(3))
+        crate::partition::Arn::parse(&self.cfg.cluster)
+            .map(|a| a.account)
+            .filter(|a| !a.is_empty())
             .unwrap_or("*")
     }
 
@@ -138,10 +137,13 @@ impl EcsSource {
         // Scoping ListTasks by container-instance ARN does not work for Fargate tasks; the
         // ecs:cluster condition does.
         let resource = format!(
-            "Resource \"*\" and Condition ArnEquals ecs:cluster \"arn:aws:ecs:{}:{}:cluster/{}\"",
-            self.cfg.region,
-            self.account(),
-            self.cluster_name()
+            "Resource \"*\" and Condition ArnEquals ecs:cluster \"{}\"",
+            partition::arn(
+                "ecs",
+                &self.cfg.region,
+                self.account(),
+                &format!("cluster/{}", self.cluster_name())
+            )
         );
         let mut arns = Vec::new();
         let mut token: Option<String> = None;
@@ -195,10 +197,13 @@ impl EcsSource {
     /// MISSING) are left out of the result.
     async fn describe(&self, arns: &[String]) -> Result<Vec<Task>, SourceError> {
         let resource = format!(
-            "Resource \"arn:aws:ecs:{}:{}:task/{}/*\"",
-            self.cfg.region,
-            self.account(),
-            self.cluster_name()
+            "Resource \"{}\"",
+            partition::arn(
+                "ecs",
+                &self.cfg.region,
+                self.account(),
+                &format!("task/{}/*", self.cluster_name())
+            )
         );
         let mut tasks = Vec::with_capacity(arns.len());
         for batch in arns.chunks(BATCH) {
@@ -458,17 +463,21 @@ mod replay_tests {
     }
 
     fn source(events: Vec<ReplayEvent>) -> (EcsSource, StaticReplayClient) {
+        source_in("eu-west-2", events)
+    }
+
+    fn source_in(region: &str, events: Vec<ReplayEvent>) -> (EcsSource, StaticReplayClient) {
         let http = StaticReplayClient::new(events);
         let conf = aws_sdk_ecs::Config::builder()
             .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("eu-west-2"))
+            .region(Region::new(region.to_string()))
             .credentials_provider(Credentials::new("a", "b", None, None, "test"))
             // One answer per call: a retried 5xx would consume the next scripted answer.
             .retry_config(aws_sdk_ecs::config::retry::RetryConfig::disabled())
             .http_client(http.clone())
             .build();
         let cfg = EcsSourceConfig {
-            region: "eu-west-2".into(),
+            region: region.into(),
             cluster: "web".into(),
             service: Some("api".into()),
             family: None,
@@ -476,7 +485,7 @@ mod replay_tests {
         };
         let ec2 = aws_sdk_ec2::Config::builder()
             .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
-            .region(aws_sdk_ec2::config::Region::new("eu-west-2"))
+            .region(aws_sdk_ec2::config::Region::new(region.to_string()))
             .credentials_provider(Credentials::new("a", "b", None, None, "test"))
             .retry_config(aws_sdk_ec2::config::retry::RetryConfig::disabled())
             .http_client(http.clone())
@@ -697,6 +706,67 @@ mod replay_tests {
             e.message.contains("HTTP 403") && e.message.contains("blocked by egress policy"),
             "the remote's own reason is kept: {e}"
         );
+    }
+
+    /// China and GovCloud ARNs are `arn:aws-cn:` and `arn:aws-us-gov:`: a fix naming
+    /// `arn:aws:ecs:cn-north-1:…` would be pasted into a policy that never matches.
+    #[tokio::test]
+    async fn access_denied_fixes_name_resources_in_the_regions_partition() {
+        let json = [("content-type", "application/x-amz-json-1.1")];
+        let denied = || {
+            answer(
+                400,
+                &json,
+                r#"{"__type":"AccessDeniedException","message":"User: x is not authorized"}"#,
+            )
+        };
+        for (region, partition) in [("cn-north-1", "aws-cn"), ("us-gov-west-1", "aws-us-gov")] {
+            let arn = |resource: &str| format!("arn:{partition}:ecs:{region}:1:{resource}");
+            let bridge_task = format!(
+                r#"{{"taskArn":"{}","lastStatus":"RUNNING","desiredStatus":"RUNNING","group":"service:api",
+                   "containerInstanceArn":"{}",
+                   "containers":[{{"networkBindings":[{{"containerPort":4370,"hostPort":32768}}]}}]}}"#,
+                arn("task/web/t1"),
+                arn("container-instance/web/ci1")
+            );
+            let (mut src, _) = source_in(
+                region,
+                vec![
+                    denied(),
+                    event(format!(r#"{{"taskArns":["{}"]}}"#, arn("task/web/t1"))),
+                    denied(),
+                    event(format!(r#"{{"taskArns":["{}"]}}"#, arn("task/web/t1"))),
+                    event(describe(&[bridge_task])),
+                    denied(),
+                ],
+            );
+            for (action, resource) in [
+                (
+                    "ecs:ListTasks",
+                    format!(
+                        "Resource \"*\" and Condition ArnEquals ecs:cluster \"arn:{partition}:ecs:{region}:*:cluster/web\""
+                    ),
+                ),
+                (
+                    "ecs:DescribeTasks",
+                    format!("Resource \"arn:{partition}:ecs:{region}:*:task/web/*\""),
+                ),
+                (
+                    "ecs:DescribeContainerInstances",
+                    format!(
+                        "Resource \"arn:{partition}:ecs:{region}:*:container-instance/web/*\""
+                    ),
+                ),
+            ] {
+                let e = src.poll().await.unwrap_err();
+                assert_eq!(e.kind, ErrorKind::AccessDenied, "{e}");
+                let text = e.to_string();
+                assert!(
+                    text.contains(&format!("Fix: grant {action} to the task role, with {resource}")),
+                    "{text}"
+                );
+            }
+        }
     }
 
     #[tokio::test]

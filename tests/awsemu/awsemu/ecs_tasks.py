@@ -11,13 +11,15 @@ What moto 5.2.5 gets wrong and this module does instead (each checked by tests/a
   container instance and get networkBindings; the lifecycle is ecs_lifecycle's.
 
 Task ids are 32 hex digits and task ARNs use the long format
-(`arn:aws:ecs:REGION:ACCOUNT:task/CLUSTER/ID`), as AWS has since 2021.
+(`arn:PARTITION:ecs:REGION:ACCOUNT:task/CLUSTER/ID`), as AWS has since 2021, in the region's
+partition (`aws-cn` in cn-north-1, `aws-us-gov` in us-gov-west-1), as moto writes its own ARNs.
 """
 import uuid
 
 from moto.core.responses import ActionResult
 from moto.ecs import responses as ecs_responses
 from moto.ecs.exceptions import ClusterNotFoundException, InvalidParameterException
+from moto.utilities.utils import get_partition
 
 from . import ec2_instances, ecs_lifecycle, state
 
@@ -62,7 +64,7 @@ class EmuContainer:
     def __init__(self, task, definition, launch_type):
         self.name = definition.get("name")
         self.image = definition.get("image")
-        self.container_arn = (f"arn:aws:ecs:{task.region}:{state.ACCOUNT}:container/{task.cluster_name}/"
+        self.container_arn = (f"arn:{get_partition(task.region)}:ecs:{task.region}:{state.ACCOUNT}:container/{task.cluster_name}/"
                               f"{task.id}/{uuid.uuid4()}")
         self.task_arn = task.task_arn
         # Fargate runtime ids are "<task id>-<number>"; on EC2 they are Docker container ids.
@@ -89,7 +91,7 @@ class EmuTask:
         self.region = region
         self.cluster_name = cluster.name
         self.cluster_arn = cluster.arn
-        self.task_arn = f"arn:aws:ecs:{region}:{state.ACCOUNT}:task/{cluster.name}/{self.id}"
+        self.task_arn = f"arn:{get_partition(region)}:ecs:{region}:{state.ACCOUNT}:task/{cluster.name}/{self.id}"
         self.task_definition_arn = task_def.arn
         self.family = task_def.family
         self.revision = task_def.revision
