@@ -36,6 +36,16 @@ def test_ipv6_only_tasks_have_no_ipv4_anywhere(emu):
                                                           "ipv6Address": "fd00:71::4"}
 
 
+def test_arns_are_in_the_regions_partition(emu):
+    [t] = world.run_spec({"region": "cn-north-1", "cluster": "web", "subnet": "10.75.0.0/24", "family": "api",
+                          "count": 1})
+    assert t["arn"].startswith("arn:aws-cn:ecs:cn-north-1:123456789012:task/web/")
+    [d] = describe(emu, "cn-north-1", [t["arn"]])
+    assert d["taskArn"] == t["arn"]
+    assert d["clusterArn"] == "arn:aws-cn:ecs:cn-north-1:123456789012:cluster/web"
+    assert d["containers"][0]["containerArn"].startswith("arn:aws-cn:ecs:cn-north-1:123456789012:container/web/")
+
+
 def test_health_status_is_unknown_until_set_and_set_per_task(emu):
     ts = world.run_spec({"region": "eu-west-2", "cluster": "web", "subnet": "10.72.0.0/24", "family": "api",
                          "count": 3, "health": "HEALTHY"})
