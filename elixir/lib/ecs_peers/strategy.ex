@@ -83,13 +83,13 @@ if match?({:module, _}, Code.ensure_compiled(Cluster.Strategy)) do
     | top | `metadata_url` | URL | - | The task metadata endpoint v4, for cluster "auto". Defaults to ECS_CONTAINER_METADATA_URI_V4, which the ECS agent sets. |
     | top | `share_polling` | boolean | false | Share polling across the cluster over Erlang distribution: nodes with the same sources and cookie elect, per source, one poller (rendezvous hashing, a node in the source's region preferred) that polls AWS and sends each result to the others; they stop calling AWS for it while fresh results arrive, and poll it themselves again after two polling intervals without a word from it (a result, or its note that it is backing off or still polling). Each source's status says who polls it and where its result came from. |
     | ecs | `type` | "ecs" | required | An ECS source: running tasks of one cluster. |
-    | ecs | `region` | AWS region | required | The cluster's region, e.g. `eu-west-2` (optional when cluster is an ARN or "auto"). |
+    | ecs | `region` | AWS region | required | The cluster's region, e.g. `eu-west-2` (optional when cluster is an ARN or "auto"). Any region of the AWS partitions the AWS SDK knows (`cn-north-1`, `us-gov-west-1`, `eusc-de-east-1`, ...), and a new one named as its partition names regions; IAM fixes name ARNs of the region's partition (`arn:aws-cn:ecs:…`). |
     | ecs | `cluster` | name, ARN or "auto" | required | The ECS cluster. "auto": this task's own cluster and region, from the task metadata endpoint; then service defaults to the task's service (EC2) or family (Fargate). |
     | ecs | `service` | name or ARN | - | Only tasks of this service (ListTasks serviceName, and each task's group is checked to be `service:<name>`). |
     | ecs | `family` | FAMILY or FAMILY:REVISION | - | Only tasks of this task-definition family (`api`: every revision), or of one revision of it (`api:3`). |
     | ecs | `container` | string | - | Only tasks that have a container of this name; its network interface is used when the task has no ENI attachment. |
     | cloudmap | `type` | "cloudmap" | required | A Cloud Map source: registered instances of one service (DiscoverInstances). |
-    | cloudmap | `region` | AWS region | required | The namespace's region. |
+    | cloudmap | `region` | AWS region | required | The namespace's region, of any AWS partition (as for an ECS source). |
     | cloudmap | `namespace` | string | required | The Cloud Map namespace name, e.g. `internal.local`. |
     | cloudmap | `service` | string | required | The Cloud Map service name. |
     | cloudmap | `health` | healthy, all or healthy_or_else_all | healthy | Which instances to return, by health status. |
