@@ -294,6 +294,23 @@ mod tests {
     }
 
     #[test]
+    fn the_region_is_read_from_a_task_arn_of_any_partition() {
+        for (partition, region) in [
+            ("aws-eusc", "eusc-de-east-1"),
+            ("aws-cn", "cn-north-1"),
+            ("aws-us-gov", "us-gov-west-1"),
+        ] {
+            let doc = format!(
+                r#"{{"Cluster": "web", "TaskARN": "arn:{partition}:ecs:{region}:1:task/web/x"}}"#
+            );
+            assert_eq!(parse(&doc).unwrap().region, region);
+        }
+        assert!(parse(r#"{"Cluster": "web", "TaskARN": "web/x"}"#)
+            .unwrap_err()
+            .contains("is not an ARN with a region"));
+    }
+
+    #[test]
     fn short_cluster_names_and_service_names_are_kept() {
         let md = parse(r#"{"Cluster": "default", "ServiceName": "MyService", "TaskARN": "arn:aws:ecs:eu-west-1:1:task/default/x"}"#).unwrap();
         assert_eq!(

@@ -32,7 +32,7 @@ pub(crate) enum Decision {
 /// (the service's name out of its ARN, the family and revision), not once per task.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TaskFilter<'a> {
-    /// The service's name (`api` of `arn:aws:ecs:…:service/web/api`): a task of it has the
+    /// The service's name (`api` of `arn:PARTITION:ecs:…:service/web/api`, any partition): a task of it has the
     /// group `service:api`.
     service: Option<&'a str>,
     family: Option<&'a str>,
@@ -175,7 +175,7 @@ impl<'a> Eni<'a> {
     }
 }
 
-/// `arn:aws:ecs:r:a:task-definition/FAMILY:REV` → (`FAMILY`, `REV`).
+/// `arn:PARTITION:ecs:r:a:task-definition/FAMILY:REV` → (`FAMILY`, `REV`), any partition.
 fn task_family(task: &Task) -> (Option<&str>, Option<&str>) {
     let Some(name) = task
         .task_definition_arn()
@@ -350,6 +350,42 @@ mod tests {
             decode_task(&t, &TaskFilter::new(&c, 4370)),
             Decision::Skip(_)
         ));
+    }
+
+    #[test]
+    fn service_and_task_definition_arns_of_every_partition_filter_alike() {
+        for (partition, region) in [
+            ("aws-eusc", "eusc-de-east-1"),
+            ("aws-cn", "cn-north-1"),
+            ("aws-us-gov", "us-gov-west-1"),
+        ] {
+            let t = task("RUNNING")
+                .task_arn(format!("arn:{partition}:ecs:{region}:1:task/web/abc"))
+                .task_definition_arn(format!(
+                    "arn:{partition}:ecs:{region}:1:task-definition/api:7"
+                ))
+                .attachments(eni("10.0.1.5"))
+                .build();
+            let mut c = cfg();
+            c.region = region.into();
+            c.service = Some(format!("arn:{partition}:ecs:{region}:1:service/web/api"));
+            c.family = Some("api:7".into());
+            assert!(
+                matches!(
+                    decode_task(&t, &TaskFilter::new(&c, 4370)),
+                    Decision::Peer(_)
+                ),
+                "{partition}"
+            );
+            c.family = Some("api:6".into());
+            assert!(
+                matches!(
+                    decode_task(&t, &TaskFilter::new(&c, 4370)),
+                    Decision::Skip(_)
+                ),
+                "{partition}"
+            );
+        }
     }
 
     #[test]
