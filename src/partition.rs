@@ -260,8 +260,9 @@ mod tests {
     }
 
     /// The SDK crate's partition data, as the `aws-sdk-ecs` that Cargo.lock pins ships it:
-    /// found through `cargo metadata` (offline: the build already fetched the crate), so it
-    /// works from any CARGO_HOME or vendored registry.
+    /// found through `cargo metadata`, so it works from any CARGO_HOME or vendored registry, and
+    /// offline: scripts/test runs `cargo fetch --locked` first, which fetches every locked crate
+    /// (`cargo metadata` reads them all, not only the host's).
     fn sdk_partitions() -> serde_json::Value {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = std::process::Command::new(cargo)
@@ -271,7 +272,7 @@ mod tests {
             .expect("cargo metadata runs");
         assert!(
             out.status.success(),
-            "cargo metadata: {}",
+            "cargo metadata (run `cargo fetch --locked` first): {}",
             String::from_utf8_lossy(&out.stderr)
         );
         let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
