@@ -156,6 +156,15 @@ pub(crate) fn arn(service: &str, region: &str, account: &str, resource: &str) ->
     )
 }
 
+/// The account of an ARN, or `*` (any account, as an IAM resource pattern writes it) when `s` is
+/// a plain name or an ARN without one: what an AccessDenied fix names.
+pub(crate) fn account_or_any(s: &str) -> &str {
+    Arn::parse(s)
+        .map(|a| a.account)
+        .filter(|a| !a.is_empty())
+        .unwrap_or("*")
+}
+
 /// The fields of an ARN `arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE`, any partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Arn<'a> {
@@ -224,6 +233,16 @@ mod tests {
             assert!(!is_region(not), "{not}");
         }
         assert_eq!(of_region("mars-east-1").id, "aws", "the SDK's fallback");
+    }
+
+    #[test]
+    fn the_account_of_an_arn_or_any() {
+        assert_eq!(
+            account_or_any("arn:aws-cn:ecs:cn-north-1:123456789012:cluster/web"),
+            "123456789012"
+        );
+        assert_eq!(account_or_any("web"), "*");
+        assert_eq!(account_or_any("arn:aws:ecs:eu-west-2::cluster/web"), "*");
     }
 
     #[test]

@@ -66,11 +66,8 @@ async fn name(
 ) -> Result<ThisTask, SourceError> {
     const ACTION: &str = "ecs:DescribeTasks";
     let cluster = md.cluster.as_str();
-    let cluster_name = cluster.rsplit('/').next().unwrap_or(cluster);
-    let account = crate::partition::Arn::parse(&md.task_arn)
-        .map(|a| a.account)
-        .filter(|a| !a.is_empty())
-        .unwrap_or("*");
+    let cluster_name = crate::config::cluster_name(cluster);
+    let account = crate::partition::account_or_any(&md.task_arn);
     let calls = CountCalls(std::sync::Arc::new(CallCounter::default()));
     let resource = format!(
         "Resource \"{}\"",

@@ -34,6 +34,11 @@ impl EcsSourceConfig {
         self.cluster == AUTO
     }
 
+    /// The cluster's name (`web` of `web` or of `arn:aws:ecs:eu-west-2:1:cluster/web`).
+    pub fn cluster_name(&self) -> &str {
+        cluster_name(&self.cluster)
+    }
+
     /// The family part of `family` (`api` of `api:3`): what ListTasks' `family` filter takes.
     pub fn family_name(&self) -> Option<&str> {
         let f = self.family.as_deref()?;
@@ -56,6 +61,12 @@ impl EcsSourceConfig {
             }
         }
     }
+}
+
+/// The name of an ECS cluster given by name or by ARN (the part after the last `/`, which is
+/// the whole of a name): what ECS ARNs and IAM resources write after `cluster/`.
+pub(crate) fn cluster_name(cluster: &str) -> &str {
+    cluster.rsplit('/').next().unwrap_or(cluster)
 }
 
 /// Parses the entry `sources[i]` (at `path`) whose `type` is `"ecs"`.

@@ -27,6 +27,7 @@ mod keys;
 mod naming;
 
 pub use cloudmap::{CloudMapSourceConfig, HealthFilter};
+pub(crate) use ecs::cluster_name;
 pub use ecs::{EcsSourceConfig, AUTO};
 pub use fields::parse_duration;
 pub use keys::{markdown_table, KeySpec, Scope, Type, DEFAULT_DISTRIBUTION_PORT, KEYS};
@@ -50,8 +51,7 @@ impl SourceConfig {
         let name = match self {
             SourceConfig::Ecs(e) if e.is_auto() => format!("{}/auto", e.region),
             SourceConfig::Ecs(e) => {
-                let cluster = e.cluster.rsplit('/').next().unwrap_or(&e.cluster);
-                let mut id = format!("{}/{}", e.region, cluster);
+                let mut id = format!("{}/{}", e.region, e.cluster_name());
                 if let Some(s) = &e.service {
                     id.push('/');
                     id.push_str(s.rsplit('/').next().unwrap_or(s));

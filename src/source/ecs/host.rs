@@ -122,7 +122,7 @@ impl InstanceAddresses {
             .collect();
         new.sort();
         new.dedup();
-        let cluster_name = cluster.rsplit('/').next().unwrap_or(cluster);
+        let cluster_name = crate::config::cluster_name(cluster);
         let resource = format!(
             "Resource \"{}\"",
             crate::partition::arn(

@@ -104,18 +104,11 @@ impl EcsSource {
     }
 
     fn account(&self) -> &str {
-        crate::partition::Arn::parse(&self.cfg.cluster)
-            .map(|a| a.account)
-            .filter(|a| !a.is_empty())
-            .unwrap_or("*")
+        crate::partition::account_or_any(&self.cfg.cluster)
     }
 
     fn cluster_name(&self) -> &str {
-        self.cfg
-            .cluster
-            .rsplit('/')
-            .next()
-            .unwrap_or(&self.cfg.cluster)
+        self.cfg.cluster_name()
     }
 
     fn not_found(&self) -> String {
