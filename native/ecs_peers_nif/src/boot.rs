@@ -18,15 +18,10 @@ fn this_node(basename: String) -> Result<String, String> {
         "sources": [{"type": "ecs", "cluster": "auto"}],
     }))
     .map_err(|e| e.to_string())?;
-    // The calls run on a worker thread of their own, never on this dirty scheduler's thread:
-    // the SDK's futures are deep, and the scheduler's stack is small (polled on it, the EC2
-    // calls of bridge mode overflowed it).
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("ecs-peers-boot")
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start a runtime to name this node: {e}"))?;
+    // The calls run on the NIF's runtime threads, never on this dirty scheduler's thread: the
+    // SDK's futures are deep, and the scheduler's stack is small (polled on it, the EC2 calls
+    // of bridge mode overflowed it). This thread only waits for the result.
+    let runtime = crate::runtime::runtime()?;
     let named = runtime
         .block_on(runtime.spawn(async move { ecs_peers::this_task(&config).await }))
         .map_err(|e| format!("naming this node failed: {e}"))?;
