@@ -25,6 +25,7 @@ mod ecs;
 mod fields;
 mod keys;
 mod naming;
+mod tags;
 
 pub use cloudmap::{CloudMapSourceConfig, HealthFilter};
 pub(crate) use ecs::cluster_name;

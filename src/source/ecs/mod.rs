@@ -6,13 +6,20 @@
 //! described again on each poll until ECS reports it STOPPED; until then it stays a peer, marked
 //! draining, so a node still handing off work is not cut off early.
 //!
+//! `tags`: a task's tags come with its first description (DescribeTasks `include: ["TAGS"]`), so
+//! a tag filter costs no call. Tags, unlike the address, can change on a running task
+//! (TagResource, UntagResource); the cache keeps what a task's tags were when it was first
+//! described RUNNING, so a change is seen when the source starts again, not while the task stays
+//! listed. A peer that leaves is described without tags and drains until STOPPED whatever its
+//! tags say by then.
+//!
 //! What a described task means (filters, status, address) is [`decode`]'s; a task without an
 //! address of its own (bridge or host mode) is placed on its container instance by [`host`];
 //! `cluster = "auto"` is [`auto`]'s.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use aws_sdk_ecs::types::{DesiredStatus, Task};
+use aws_sdk_ecs::types::{DesiredStatus, Task, TaskField};
 
 use crate::aws::CountCalls;
 use crate::config::EcsSourceConfig;
@@ -186,9 +193,10 @@ impl EcsSource {
         .with_fix(LOOPING_LIST_FIX))
     }
 
-    /// Describes tasks, at most [`BATCH`] a call. Tasks ECS does not know (failures, e.g.
-    /// MISSING) are left out of the result.
-    async fn describe(&self, arns: &[String]) -> Result<Vec<Task>, SourceError> {
+    /// Describes tasks, at most [`BATCH`] a call, with their tags when `with_tags`
+    /// (`include: ["TAGS"]`: the same calls, a longer answer). Tasks ECS does not know
+    /// (failures, e.g. MISSING) are left out of the result.
+    async fn describe(&self, arns: &[String], with_tags: bool) -> Result<Vec<Task>, SourceError> {
         let resource = format!(
             "Resource \"{}\"",
             partition::arn(
@@ -205,6 +213,7 @@ impl EcsSource {
                 .describe_tasks()
                 .cluster(&self.cfg.cluster)
                 .set_tasks(Some(batch.to_vec()))
+                .set_include(with_tags.then(|| vec![TaskField::Tags]))
                 .customize()
                 .interceptor(self.calls.clone())
                 .send()
@@ -252,8 +261,8 @@ impl EcsSource {
             .collect();
         let mut decided = Vec::new();
         let mut on_instance = Vec::new();
-        let described = self.describe(&unknown).await?;
         let filter = TaskFilter::new(&self.cfg, self.dist_port);
+        let described = self.describe(&unknown, filter.needs_tags()).await?;
         for task in described {
             let Some(arn) = task.task_arn().map(str::to_string) else {
                 continue;
@@ -317,8 +326,8 @@ impl EcsSource {
         let mut draining = Vec::new();
         let mut still_there = HashSet::new();
         let mut leaving = Vec::new();
-        let described = self.describe(&departed).await?;
-        let filter = TaskFilter::new(&self.cfg, self.dist_port);
+        let described = self.describe(&departed, false).await?;
+        let filter = TaskFilter::new(&self.cfg, self.dist_port).ignoring_tags();
         for task in described {
             let arn = task.task_arn().unwrap_or_default().to_string();
             match decode_task(&task, &filter) {
@@ -475,6 +484,7 @@ mod replay_tests {
             service: Some("api".into()),
             family: None,
             container: None,
+            tags: BTreeMap::new(),
         };
         let ec2 = aws_sdk_ec2::Config::builder()
             .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
