@@ -469,6 +469,14 @@ mod replay_tests {
     }
 
     fn source_in(region: &str, events: Vec<ReplayEvent>) -> (EcsSource, StaticReplayClient) {
+        source_tagged(region, BTreeMap::new(), events)
+    }
+
+    fn source_tagged(
+        region: &str,
+        tags: BTreeMap<String, String>,
+        events: Vec<ReplayEvent>,
+    ) -> (EcsSource, StaticReplayClient) {
         let http = StaticReplayClient::new(events);
         let conf = aws_sdk_ecs::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -484,7 +492,7 @@ mod replay_tests {
             service: Some("api".into()),
             family: None,
             container: None,
-            tags: BTreeMap::new(),
+            tags,
         };
         let ec2 = aws_sdk_ec2::Config::builder()
             .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
@@ -592,6 +600,65 @@ mod replay_tests {
             "{}",
             sent[0]
         );
+    }
+
+    /// A tag filter asks for the tags on the DescribeTasks calls the source makes anyway, and no
+    /// call more: steady state is one ListTasks, whatever a task's tags. A leaving peer is
+    /// described without them and drains.
+    #[tokio::test]
+    async fn a_tag_filter_reads_tags_on_the_first_description_and_costs_no_call() {
+        let tagged = |id: &str, status: &str, ip: &str, team: &str| {
+            task(id, status, ip).replacen(
+                '{',
+                &format!(r#"{{"tags":[{{"key":"team","value":"{team}"}},{{"key":"stage"}}],"#),
+                1,
+            )
+        };
+        let (mut src, http) = source_tagged(
+            "eu-west-2",
+            [("team".to_string(), "a".to_string())].into(),
+            vec![
+                // Poll 1: a (team a) and b (team b) described with their tags.
+                event(list(&["a", "b"])),
+                event(describe(&[
+                    tagged("a", "RUNNING", "10.0.0.1", "a"),
+                    tagged("b", "RUNNING", "10.0.0.2", "b"),
+                ])),
+                // Poll 2: steady: one ListTasks, b's skip cached like a's peer.
+                event(list(&["a", "b"])),
+                // Poll 3: a leaves; described again, without tags, and drains.
+                event(list(&["b"])),
+                event(describe(&[task("a", "DEACTIVATING", "10.0.0.1")])),
+            ],
+        );
+        assert_eq!(
+            view(&src.poll().await.unwrap()),
+            [("10.0.0.1".into(), false)]
+        );
+        assert_eq!(
+            view(&src.poll().await.unwrap()),
+            [("10.0.0.1".into(), false)]
+        );
+        assert_eq!(
+            view(&src.poll().await.unwrap()),
+            [("10.0.0.1".into(), true)]
+        );
+        let sent = bodies(&http);
+        assert_eq!(sent.len(), 5, "one request per scripted answer: {sent:#?}");
+        assert!(sent[1].contains(r#""include":["TAGS"]"#), "{}", sent[1]);
+        assert!(!sent[4].contains("include"), "{}", sent[4]);
+    }
+
+    /// An unfiltered source asks for no tags (a shorter answer).
+    #[tokio::test]
+    async fn a_source_without_tags_asks_for_none() {
+        let (mut src, http) = source(vec![
+            event(list(&["a"])),
+            event(describe(&[task("a", "RUNNING", "10.0.0.1")])),
+        ]);
+        src.poll().await.unwrap();
+        let sent = bodies(&http);
+        assert!(!sent[1].contains("include"), "{}", sent[1]);
     }
 
     #[tokio::test]
