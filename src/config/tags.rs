@@ -6,8 +6,9 @@
 //! (<https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Tag.html>): a key of 1 to 128
 //! Unicode characters, a value of 0 to 256, both of letters, numbers, spaces and `_ . : / = + -
 //! @` (the pattern `[\p{L}\p{Z}\p{N}_.:/=+\-@]*`), case-sensitive, at most 50 tags on a task, and
-//! no key or value beginning with `aws:` in any case, which AWS reserves for its own tags (a user
-//! cannot set them).
+//! no key or value beginning with `aws:` in any case, which AWS reserves for the tags it sets
+//! itself (ECS managed tags say a task's cluster and service, which `cluster` and `service`
+//! filter by already).
 
 use std::collections::BTreeMap;
 
@@ -99,7 +100,7 @@ fn check(at: &str, what: &str, s: &str, min: usize, max: usize) -> Result<(), Er
     if s.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:")) {
         return Err(Error::config(
             at,
-            format!("the tag {what} {s:?} begins with aws:, which AWS reserves for its own tags (no task carries a user tag so named); filter by service or family instead of aws:ecs:* tags"),
+            format!("the tag {what} {s:?} begins with aws:, which AWS reserves for the tags it sets itself (with ECS managed tags, aws:ecs:clusterName and aws:ecs:serviceName); filter by your own tags, or by cluster and service"),
         ));
     }
     Ok(())

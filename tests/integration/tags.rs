@@ -198,3 +198,57 @@ async fn tags_filter_an_auto_source() {
     assert_eq!(peer_ips(&s), ips(&[&a[1..].to_vec()]));
     assert!(!b.is_empty());
 }
+
+/// `ecs-peers list --ecs ...,tags.KEY=VALUE`: the same filter from a flag, and a tag ECS would
+/// refuse named with the flag.
+#[test]
+fn the_cli_takes_tags_in_an_ecs_spec() {
+    let emu = Emu::start();
+    let subnet = "10.215.0.0/24";
+    let a = run(&emu, "eu-west-2", subnet, 2, json!({"team": "a"}));
+    run(&emu, "eu-west-2", subnet, 1, json!({"team": "b"}));
+    let list = |spec: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ecs-peers"))
+            .args([
+                "list",
+                "--json",
+                "--ecs",
+                spec,
+                "--endpoint-url",
+                &emu.endpoint,
+            ])
+            .args(["--max-attempts", "1", "--basename", "app"])
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("RELEASE_NODE")
+            .output()
+            .unwrap()
+    };
+    let o = list("region=eu-west-2,cluster=web,tags.team=a");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut got: Vec<String> = s["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["ip"].as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    assert_eq!(got, ips(&[&a]));
+
+    let o = list("region=eu-west-2,cluster=web,tags.aws:ecs:clusterName=web");
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains(
+            "tags.aws:ecs:clusterName: the tag key \"aws:ecs:clusterName\" begins with aws:"
+        ),
+        "{e}"
+    );
+}
