@@ -786,7 +786,7 @@ mod tests {
             "local_node": "app@10.0.0.1", "local_ip": "10.0.0.1", "metadata_url": "http://169.254.170.2/v4/x", "node_names": "config",
             "distribution_port": 4370, "share_polling": true,
             "sources": [
-                {"type":"ecs","region":"eu-west-2","cluster":"web","service":"s","family":"f","container":"c"},
+                {"type":"ecs","region":"eu-west-2","cluster":"web","service":"s","family":"f","container":"c","tags":{"team":"a"}},
                 {"type":"cloudmap","region":"us-west-2","namespace":"n","service":"s","health":"all","query":{"a":"b"}}
             ]
         });

@@ -145,6 +145,25 @@ mod tests {
     }
 
     #[test]
+    fn an_ecs_source_reads_tags_and_names_their_path() {
+        let cfg = |tags: Value| {
+            crate::Config::from_value(json!({"node_basename": "app", "sources": [
+                {"type": "ecs", "region": "eu-west-2", "cluster": "web"},
+                {"type": "ecs", "region": "us-west-2", "cluster": "web", "tags": tags}]}))
+        };
+        let ok = cfg(json!({"team": "a"})).unwrap();
+        let crate::config::SourceConfig::Ecs(e) = &ok.sources[1] else {
+            panic!("{:?}", ok.sources[1])
+        };
+        assert_eq!(e.tags, BTreeMap::from([("team".into(), "a".into())]));
+        let e = cfg(json!({"team": ["a"]})).unwrap_err().to_string();
+        assert!(
+            e.starts_with("sources[1].tags.team: [\"a\"] is not a string"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn errors_name_the_tag_and_the_limit() {
         for (v, want) in [
             (json!("team=a"), "sources[0].tags: expected a map of tag key to value"),
