@@ -50,16 +50,27 @@ impl SourceConfig {
     /// what names it within the kind.
     pub fn id(&self) -> SourceId {
         let name = match self {
-            SourceConfig::Ecs(e) if e.is_auto() => format!("{}/auto", e.region),
             SourceConfig::Ecs(e) => {
-                let mut id = format!("{}/{}", e.region, e.cluster_name());
-                if let Some(s) = &e.service {
+                let mut id = if e.is_auto() {
+                    format!("{}/auto", e.region)
+                } else {
+                    format!("{}/{}", e.region, e.cluster_name())
+                };
+                if let Some(s) = e.service.as_ref().filter(|_| !e.is_auto()) {
                     id.push('/');
                     id.push_str(s.rsplit('/').next().unwrap_or(s));
                 }
-                if let Some(f) = &e.family {
+                if let Some(f) = e.family.as_ref().filter(|_| !e.is_auto()) {
                     id.push_str("/family:");
                     id.push_str(f);
+                }
+                // Sources of one cluster filtered by other tags are other sources (team a's
+                // tasks and team b's). A tag holds no `,`, so the entries cannot run together.
+                if !e.tags.is_empty() {
+                    let tags: Vec<String> =
+                        e.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    id.push_str("/tags:");
+                    id.push_str(&tags.join(","));
                 }
                 id
             }
@@ -544,6 +555,12 @@ mod tests {
                     json!([{"type":"ecs","region":"eu-west-2","cluster":"web"},{"type":"ecs","region":"eu-west-2","cluster":"web"}]),
                 ),
                 "sources[1]: ecs:eu-west-2/web is listed twice",
+            ),
+            (
+                base(
+                    json!([{"type":"ecs","region":"eu-west-2","cluster":"web","tags":{"team":"a"}},{"type":"ecs","region":"eu-west-2","cluster":"web","tags":{"team":"a"}}]),
+                ),
+                "sources[1]: ecs:eu-west-2/web/tags:team=a is listed twice",
             ),
         ];
         for (v, want) in cases {

@@ -156,6 +156,25 @@ mod tests {
             panic!("{:?}", ok.sources[1])
         };
         assert_eq!(e.tags, BTreeMap::from([("team".into(), "a".into())]));
+        // Team a's and team b's tasks of one cluster are two sources, each with its own id.
+        let two = crate::Config::from_value(json!({"node_basename": "app", "sources": [
+            {"type": "ecs", "region": "eu-west-2", "cluster": "web", "service": "api", "tags": {"team": "a", "stage": "blue"}},
+            {"type": "ecs", "region": "eu-west-2", "cluster": "web", "service": "api", "tags": {"team": "b"}},
+            {"type": "ecs", "region": "eu-west-2", "cluster": "auto", "tags": {"team": "b"}}]}))
+        .unwrap();
+        let ids: Vec<String> = two
+            .sources
+            .iter()
+            .map(|s| s.id().as_str().to_string())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "ecs:eu-west-2/web/api/tags:stage=blue,team=a",
+                "ecs:eu-west-2/web/api/tags:team=b",
+                "ecs:eu-west-2/auto/tags:team=b"
+            ]
+        );
         let e = cfg(json!({"team": ["a"]})).unwrap_err().to_string();
         assert!(
             e.starts_with("sources[1].tags.team: [\"a\"] is not a string"),
