@@ -36,6 +36,18 @@ pub use naming::{NodeNaming, ThisNode};
 
 use fields::{describe, show, Fields};
 
+/// `/tags:KEY=VALUE,...` of a source id, empty without tags: sources of one cluster filtered by
+/// other tags (team a's tasks and team b's) are other sources. A tag holds no `,`, so entries
+/// cannot run together; a `=` inside a key or value can make two tag sets read alike (`a=b`:`c`
+/// and `a`:`b=c`), and then they are refused as one source listed twice, never merged.
+fn tags_in_id(tags: &std::collections::BTreeMap<String, String>) -> String {
+    if tags.is_empty() {
+        return String::new();
+    }
+    let tags: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("/tags:{}", tags.join(","))
+}
+
 /// One configured source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceConfig {
@@ -50,28 +62,20 @@ impl SourceConfig {
     /// what names it within the kind.
     pub fn id(&self) -> SourceId {
         let name = match self {
+            SourceConfig::Ecs(e) if e.is_auto() => {
+                format!("{}/auto{}", e.region, tags_in_id(&e.tags))
+            }
             SourceConfig::Ecs(e) => {
-                let mut id = if e.is_auto() {
-                    format!("{}/auto", e.region)
-                } else {
-                    format!("{}/{}", e.region, e.cluster_name())
-                };
-                if let Some(s) = e.service.as_ref().filter(|_| !e.is_auto()) {
+                let mut id = format!("{}/{}", e.region, e.cluster_name());
+                if let Some(s) = &e.service {
                     id.push('/');
                     id.push_str(s.rsplit('/').next().unwrap_or(s));
                 }
-                if let Some(f) = e.family.as_ref().filter(|_| !e.is_auto()) {
+                if let Some(f) = &e.family {
                     id.push_str("/family:");
                     id.push_str(f);
                 }
-                // Sources of one cluster filtered by other tags are other sources (team a's
-                // tasks and team b's). A tag holds no `,`, so the entries cannot run together.
-                if !e.tags.is_empty() {
-                    let tags: Vec<String> =
-                        e.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    id.push_str("/tags:");
-                    id.push_str(&tags.join(","));
-                }
+                id.push_str(&tags_in_id(&e.tags));
                 id
             }
             SourceConfig::CloudMap(c) => format!("{}/{}/{}", c.region, c.namespace, c.service),
