@@ -56,6 +56,7 @@ fn source(region: &str) -> EcsSourceConfig {
         service: Some("api".into()),
         family: None,
         container: None,
+        tags: Default::default(),
     }
 }
 

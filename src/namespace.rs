@@ -1192,6 +1192,7 @@ pub(crate) mod tests {
             service: None,
             family: None,
             container: None,
+            tags: Default::default(),
         });
         SourceStatus {
             id: SourceId::new(id.into()),

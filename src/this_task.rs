@@ -126,6 +126,9 @@ async fn name(
             SourceConfig::Ecs(e) if e.is_auto() => e.container.clone(),
             _ => None,
         }),
+        // Like service and family, tags choose which tasks are peers, not how a task is named:
+        // this task gets the name its peers would give it whether or not it carries them.
+        tags: std::collections::BTreeMap::new(),
     };
     let filter = TaskFilter::new(&source, config.distribution_port);
     let found = match decode_task(&task, &filter) {

@@ -1,5 +1,7 @@
 //! ECS source keys (`type = "ecs"`): parsing and validation of one source entry.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Value};
 
 use super::fields::{validate_region, Fields};
@@ -26,6 +28,11 @@ pub struct EcsSourceConfig {
     pub family: Option<String>,
     /// Container name.
     pub container: Option<String>,
+    /// Task tags a task must carry, each with exactly this value (case-sensitive), to be a peer;
+    /// empty: any task. Read with DescribeTasks' `include: ["TAGS"]` when a task is first
+    /// described RUNNING. Keys and values within ECS's tag limits (1-128 and 0-256 characters,
+    /// no `aws:` prefix), at most 50.
+    pub tags: BTreeMap<String, String>,
 }
 
 impl EcsSourceConfig {
@@ -106,6 +113,7 @@ pub(super) fn parse(map: Map<String, Value>, path: String) -> Result<EcsSourceCo
         validate_family(&format!("{path}.family"), fam)?;
     }
     let container = f.take_nonempty("container")?;
+    let tags = super::tags::parse(&format!("{path}.tags"), f.take("tags"))?;
     f.finish()?;
     Ok(EcsSourceConfig {
         region,
@@ -113,6 +121,7 @@ pub(super) fn parse(map: Map<String, Value>, path: String) -> Result<EcsSourceCo
         service,
         family,
         container,
+        tags,
     })
 }
 

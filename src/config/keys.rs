@@ -302,6 +302,7 @@ pub const KEYS: &[KeySpec] = &[
     key!(Ecs, "service", text("name or ARN"), "Only tasks of this service (ListTasks serviceName, and each task's group is checked to be `service:<name>`)."),
     key!(Ecs, "family", text("FAMILY or FAMILY:REVISION"), "Only tasks of this task-definition family (`api`: every revision), or of one revision of it (`api:3`)."),
     key!(Ecs, "container", text("string"), "Only tasks that have a container of this name; its network interface is used when the task has no ENI attachment."),
+    key!(Ecs, "tags", text("map of string to string"), "Only tasks that carry all of these task tags, each with exactly this value (case-sensitive), e.g. `{team = \"payments\"}`. Read with DescribeTasks `include: TAGS` on the calls the source makes anyway: no extra call. Tags are read when a task is first described RUNNING; a tag added, changed or removed on a running task (TagResource, UntagResource) is seen when the source starts again, and a peer that leaves drains until STOPPED whatever its tags say then. Keys 1-128 and values 0-256 characters, no `aws:` prefix, at most 50."),
     key!(CloudMap, "type", Type::SourceType, "A Cloud Map source: registered instances of one service (DiscoverInstances)."),
     key!(CloudMap, "region", required("AWS region"), "The namespace's region, of any AWS partition (as for an ECS source)."),
     key!(CloudMap, "namespace", required("string"), "The Cloud Map namespace name, e.g. `internal.local`."),

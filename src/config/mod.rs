@@ -25,6 +25,7 @@ mod ecs;
 mod fields;
 mod keys;
 mod naming;
+mod tags;
 
 pub use cloudmap::{CloudMapSourceConfig, HealthFilter};
 pub(crate) use ecs::cluster_name;
@@ -34,6 +35,18 @@ pub use keys::{markdown_table, KeySpec, Scope, Type, DEFAULT_DISTRIBUTION_PORT, 
 pub use naming::{NodeNaming, ThisNode};
 
 use fields::{describe, show, Fields};
+
+/// `/tags:KEY=VALUE,...` of a source id, empty without tags: sources of one cluster filtered by
+/// other tags (team a's tasks and team b's) are other sources. A tag holds no `,`, so entries
+/// cannot run together; a `=` inside a key or value can make two tag sets read alike (`a=b`:`c`
+/// and `a`:`b=c`), and then they are refused as one source listed twice, never merged.
+fn tags_in_id(tags: &std::collections::BTreeMap<String, String>) -> String {
+    if tags.is_empty() {
+        return String::new();
+    }
+    let tags: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("/tags:{}", tags.join(","))
+}
 
 /// One configured source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +62,9 @@ impl SourceConfig {
     /// what names it within the kind.
     pub fn id(&self) -> SourceId {
         let name = match self {
-            SourceConfig::Ecs(e) if e.is_auto() => format!("{}/auto", e.region),
+            SourceConfig::Ecs(e) if e.is_auto() => {
+                format!("{}/auto{}", e.region, tags_in_id(&e.tags))
+            }
             SourceConfig::Ecs(e) => {
                 let mut id = format!("{}/{}", e.region, e.cluster_name());
                 if let Some(s) = &e.service {
@@ -60,6 +75,7 @@ impl SourceConfig {
                     id.push_str("/family:");
                     id.push_str(f);
                 }
+                id.push_str(&tags_in_id(&e.tags));
                 id
             }
             SourceConfig::CloudMap(c) => format!("{}/{}/{}", c.region, c.namespace, c.service),
@@ -544,6 +560,12 @@ mod tests {
                 ),
                 "sources[1]: ecs:eu-west-2/web is listed twice",
             ),
+            (
+                base(
+                    json!([{"type":"ecs","region":"eu-west-2","cluster":"web","tags":{"team":"a"}},{"type":"ecs","region":"eu-west-2","cluster":"web","tags":{"team":"a"}}]),
+                ),
+                "sources[1]: ecs:eu-west-2/web/tags:team=a is listed twice",
+            ),
         ];
         for (v, want) in cases {
             let e = err(v);
@@ -785,7 +807,7 @@ mod tests {
             "local_node": "app@10.0.0.1", "local_ip": "10.0.0.1", "metadata_url": "http://169.254.170.2/v4/x", "node_names": "config",
             "distribution_port": 4370, "share_polling": true,
             "sources": [
-                {"type":"ecs","region":"eu-west-2","cluster":"web","service":"s","family":"f","container":"c"},
+                {"type":"ecs","region":"eu-west-2","cluster":"web","service":"s","family":"f","container":"c","tags":{"team":"a"}},
                 {"type":"cloudmap","region":"us-west-2","namespace":"n","service":"s","health":"all","query":{"a":"b"}}
             ]
         });

@@ -16,8 +16,8 @@ use crate::config::{
 
 /// The sharing key of a configuration: equal on nodes that may share poll results
 /// (`share_polling`), different when anything that changes what a result means differs: the
-/// sources after defaults (region, cluster, service, family, container; namespace, service,
-/// health, query), node naming, `draining`, `distribution_port`, and the version of the
+/// sources after defaults (region, cluster, service, family, container, tags; namespace,
+/// service, health, query), node naming, `draining`, `distribution_port`, and the version of the
 /// sharing wire format. Independent of this node's identity (`local_node`, `local_ip`) and of
 /// timings. The same on every node and every build for the same configuration (XXH3-64, seed 0,
 /// is specified), so it can be compared across machines; never an error.
@@ -85,15 +85,26 @@ fn ecs_line(out: &mut String, source: &EcsSourceConfig) {
         service,
         family,
         container,
+        tags,
     } = source;
     out.push_str(&format!(
-        "source ecs region {} cluster {} service {} family {} container {}\n",
+        "source ecs region {} cluster {} service {} family {} container {}",
         q(region),
         q(cluster),
         o(service),
         o(family),
         o(container)
     ));
+    // Written only when given: the line of a source without tags, and so the key of every
+    // configuration without them, stays what it was.
+    if !tags.is_empty() {
+        let tags: Vec<String> = tags
+            .iter()
+            .map(|(k, v)| format!("{}={}", q(k), q(v)))
+            .collect();
+        out.push_str(&format!(" tags {}", tags.join(",")));
+    }
+    out.push('\n');
 }
 
 fn cloudmap_line(out: &mut String, source: &CloudMapSourceConfig) {
@@ -174,6 +185,35 @@ mod tests {
             "ecs-peers/shared/v3\nnode basename \"app\"\ndraining true\ndistribution_port 4370\nsource ecs region \"eu-west-2\" cluster \"web\" service \"api\" family - container -\n"
         );
         assert_eq!(format!("{k:016x}"), PINNED_KEY);
+    }
+
+    #[test]
+    fn task_tags_are_in_the_key_and_absent_tags_change_nothing() {
+        let source = |tags: serde_json::Value| {
+            let mut s = json!({"type":"ecs","region":"eu-west-2","cluster":"web","service":"api"});
+            if !tags.is_null() {
+                s["tags"] = tags;
+            }
+            cfg(json!({"node_basename": "app", "sources": [s]}))
+        };
+        let base = sharing_key(&source(serde_json::Value::Null));
+        assert_eq!(
+            sharing_key(&source(json!({}))),
+            base,
+            "no tags is no filter"
+        );
+        let team_a = sharing_key(&source(json!({"team": "a"})));
+        assert_ne!(team_a, base);
+        for other in [
+            json!({"team": "b"}),
+            json!({"Team": "a"}),
+            json!({"team": "a", "stage": "blue"}),
+            json!({"team": "a=stage"}),
+        ] {
+            assert_ne!(sharing_key(&source(other.clone())), team_a, "{other}");
+        }
+        assert!(canonical(&source(json!({"team": "a", "stage": "blue"})))
+            .ends_with(" container - tags \"stage\"=\"blue\",\"team\"=\"a\"\n"));
     }
 
     #[test]

@@ -66,6 +66,70 @@ def test_tags_come_back_only_with_include_tags(emu):
     assert sorted((x["key"], x["value"]) for x in tagged["tags"]) == [("ecs-peers", "yes"), ("team", "core")]
 
 
+def _tags(task):
+    return sorted((t["key"], t.get("value", "")) for t in task.get("tags", []))
+
+
+def test_a_running_tasks_tags_change_with_tag_and_untag_resource(emu):
+    ecs = emu.client("ecs", "eu-west-2")
+    [t] = world.run_spec({"region": "eu-west-2", "cluster": "web", "subnet": "10.73.1.0/24", "family": "api",
+                          "count": 1, "tags": {"team": "core", "stage": "blue"}})
+    ecs.tag_resource(resourceArn=t["arn"], tags=[{"key": "team", "value": "edge"}, {"key": "canary", "value": ""}])
+    [d] = describe(emu, "eu-west-2", [t["arn"]], include=["TAGS"])
+    assert _tags(d) == [("canary", ""), ("stage", "blue"), ("team", "edge")]
+    ecs.untag_resource(resourceArn=t["arn"], tagKeys=["stage", "canary"])
+    assert _tags(describe(emu, "eu-west-2", [t["arn"]], include=["TAGS"])[0]) == [("team", "edge")]
+    assert _tags(ecs.list_tags_for_resource(resourceArn=t["arn"])) == [("team", "edge")]
+    assert "tags" not in describe(emu, "eu-west-2", [t["arn"]])[0]
+    # Another region's client does not find it; an unknown task is not found either.
+    other = emu.client("ecs", "us-west-2")
+    for client, arn in [(other, t["arn"]), (ecs, t["arn"][:-4] + "0000")]:
+        try:
+            client.tag_resource(resourceArn=arn, tags=[{"key": "a", "value": "b"}])
+            raise AssertionError("tagged a task that is not there")
+        except client.exceptions.ResourceNotFoundException:
+            pass
+
+
+def test_tags_keep_ecs_limits(emu):
+    ecs = emu.client("ecs", "eu-west-2")
+    [t] = world.run_spec({"region": "eu-west-2", "cluster": "web", "subnet": "10.73.2.0/24", "family": "api",
+                          "count": 1, "tags": {f"k{i}": "v" for i in range(49)}})
+    ecs.tag_resource(resourceArn=t["arn"], tags=[{"key": "k0", "value": "w"}, {"key": "k49", "value": "v"}])
+    for bad in ([{"key": "k50", "value": "v"}], [{"key": "aws:ecs:clusterName", "value": "x"}],
+                [{"key": "k0", "value": "AWS:x"}], [{"key": "k" * 129, "value": "v"}]):
+        try:
+            ecs.tag_resource(resourceArn=t["arn"], tags=bad)
+            raise AssertionError(f"ECS would refuse {bad}")
+        except ecs.exceptions.InvalidParameterException:
+            pass
+    assert len(describe(emu, "eu-west-2", [t["arn"]], include=["TAGS"])[0]["tags"]) == 50
+
+
+def test_run_task_propagates_the_task_definitions_tags_only_when_asked(emu):
+    ecs = emu.client("ecs", "eu-west-2")
+    [t] = world.run_spec({"region": "eu-west-2", "cluster": "web", "subnet": "10.73.3.0/24", "family": "api",
+                          "count": 1})
+    td = ecs.describe_tasks(cluster="web", tasks=[t["arn"]])["tasks"][0]["taskDefinitionArn"]
+    ecs.tag_resource(resourceArn=td, tags=[{"key": "team", "value": "core"}, {"key": "stage", "value": "blue"}])
+    net = {"awsvpcConfiguration": {"subnets": [world.subnet("eu-west-2", "10.73.3.0/24")]}}
+    run = dict(cluster="web", taskDefinition=td, launchType="FARGATE", networkConfiguration=net)
+    [plain] = ecs.run_task(**run)["tasks"]
+    [copied] = ecs.run_task(**run, propagateTags="TASK_DEFINITION", tags=[{"key": "stage", "value": "green"}])["tasks"]
+    got = {x["taskArn"]: _tags(x) for x in describe(emu, "eu-west-2", [plain["taskArn"], copied["taskArn"]],
+                                                    include=["TAGS"])}
+    assert got == {plain["taskArn"]: [], copied["taskArn"]: [("stage", "green"), ("team", "core")]}
+    # Copied at creation: a later tag on the task definition does not reach the task.
+    ecs.tag_resource(resourceArn=td, tags=[{"key": "owner", "value": "x"}])
+    assert _tags(describe(emu, "eu-west-2", [copied["taskArn"]], include=["TAGS"])[0]) == \
+        [("stage", "green"), ("team", "core")]
+    try:
+        ecs.run_task(**run, propagateTags="SERVICE")
+        raise AssertionError("SERVICE outside a service")
+    except ecs.exceptions.InvalidParameterException:
+        pass
+
+
 def test_task_definition_revisions_are_in_the_arn_and_a_given_revision_runs(emu):
     base = {"region": "eu-west-2", "cluster": "web", "subnet": "10.74.0.0/24", "family": "api", "count": 1}
     [v1] = world.run_spec(base)

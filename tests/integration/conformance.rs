@@ -124,6 +124,31 @@ fn ecs_paged() -> Subject {
     ecs_with(150)
 }
 
+/// ECS filtered by task tags: its DescribeTasks calls ask for the tags (`include: TAGS`) and fail
+/// like any other. Team a's tasks are family api, team b's family worker, in one service.
+fn ecs_tagged() -> Subject {
+    Subject {
+        world: json!({"ecs": [{"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24",
+            "tasks": [{"family": "api", "count": 3, "group": "service:api", "tags": {"team": "a"}},
+                      {"family": "worker", "count": 2, "group": "service:api", "tags": {"team": "b"}}]}]}),
+        source: json!({"type": "ecs", "region": "eu-west-2", "cluster": "web", "service": "api",
+                       "tags": {"team": "a"}}),
+        region: "eu-west-2",
+        operation: "DescribeTasks",
+        action: "ecs:DescribeTasks",
+        not_found_code: "ClusterNotFoundException",
+        expected: |w| ips(w, "eu-west-2/web", Some("api")),
+        // A new team-a task: the next poll must describe it, with its tags.
+        grow: Some(|emu| {
+            emu.run_tasks(
+                json!({"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24",
+                "family": "api", "count": 1, "group": "service:api", "tags": {"team": "a"}}),
+            );
+        }),
+        first_action: "ecs:ListTasks",
+    }
+}
+
 /// Cloud Map: DiscoverInstances (no paging).
 fn cloudmap() -> Subject {
     Subject {
@@ -689,6 +714,7 @@ macro_rules! conformance {
 
 conformance! {
     ecs => ecs(), paged ecs_paged();
+    ecs_tagged => ecs_tagged();
     cloudmap => cloudmap();
     ec2_container_instances => ec2_container_instances();
     ec2_instances => ec2_instances();

@@ -8,6 +8,7 @@ mod ec2;
 mod emu;
 mod failures;
 mod partitions;
+mod tags;
 mod this_task;
 
 use ecs_peers::{Config, Snapshot};

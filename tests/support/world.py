@@ -10,6 +10,8 @@ Usage (JSON in on stdin, or as the third argument; JSON out on stdout):
   world.py ENDPOINT lifecycle  {"region", "cluster", "tasks": [ARN...], "lastStatus"}
   world.py ENDPOINT health     {"region", "cluster", "tasks": [ARN...], "healthStatus"}
   world.py ENDPOINT config     {"stop": "immediate"|"hold", "stop_hold_s"?, "start": "immediate"|"hold"}
+  world.py ENDPOINT tag        {"region", "task": ARN, "tags"?: {K: V}, "untag"?: [K...]}
+                               (TagResource, then UntagResource; out: the task's tags {K: V})
 
 RUN      = {"region", "cluster", "subnet": "10.201.0.0/24" | null, "family", "count", "group"?,
             "subnet_ipv6"?: "fd00:201::/64" (dual-stack; with "subnet": null IPv6-only),
@@ -285,6 +287,15 @@ def seed(spec):
     return world
 
 
+def tag_task(region, task, tags=None, untag=None):
+    ecs = client("ecs", region)
+    if tags:
+        ecs.tag_resource(resourceArn=task, tags=[{"key": k, "value": v} for k, v in tags.items()])
+    if untag:
+        ecs.untag_resource(resourceArn=task, tagKeys=list(untag))
+    return {t["key"]: t.get("value", "") for t in ecs.list_tags_for_resource(resourceArn=task)["tags"]}
+
+
 def stop_tasks(region, cluster, arns):
     ecs = client("ecs", region)
     for arn in arns:
@@ -325,8 +336,10 @@ def main():
         result = control("/_emu/tasks", spec)
     elif cmd == "config":
         result = control("/_emu/config", spec)
+    elif cmd == "tag":
+        result = tag_task(spec["region"], spec["task"], spec.get("tags"), spec.get("untag"))
     else:
-        sys.exit(f"world.py: unknown command {cmd!r}; expected seed, run, stop, instances, lifecycle, health or config")
+        sys.exit(f"world.py: unknown command {cmd!r}; expected seed, run, stop, instances, lifecycle, health, config or tag")
     if os.environ.get("WORLD_OUTPUT") == "erlang":
         sys.stdout.write(erlang_term(result) + ".")
     else:

@@ -88,6 +88,7 @@ if match?({:module, _}, Code.ensure_compiled(Cluster.Strategy)) do
     | ecs | `service` | name or ARN | - | Only tasks of this service (ListTasks serviceName, and each task's group is checked to be `service:<name>`). |
     | ecs | `family` | FAMILY or FAMILY:REVISION | - | Only tasks of this task-definition family (`api`: every revision), or of one revision of it (`api:3`). |
     | ecs | `container` | string | - | Only tasks that have a container of this name; its network interface is used when the task has no ENI attachment. |
+    | ecs | `tags` | map of string to string | - | Only tasks that carry all of these task tags, each with exactly this value (case-sensitive), e.g. `{team = "payments"}`. Read with DescribeTasks `include: TAGS` on the calls the source makes anyway: no extra call. Tags are read when a task is first described RUNNING; a tag added, changed or removed on a running task (TagResource, UntagResource) is seen when the source starts again, and a peer that leaves drains until STOPPED whatever its tags say then. Keys 1-128 and values 0-256 characters, no `aws:` prefix, at most 50. |
     | cloudmap | `type` | "cloudmap" | required | A Cloud Map source: registered instances of one service (DiscoverInstances). |
     | cloudmap | `region` | AWS region | required | The namespace's region, of any AWS partition (as for an ECS source). |
     | cloudmap | `namespace` | string | required | The Cloud Map namespace name, e.g. `internal.local`. |

@@ -43,7 +43,13 @@ defmodule EcsPeers.ConfigTest do
          sources: [
            [type: :cloudmap, region: "us-west-2", namespace: "n", service: "s", health: :sick]
          ]
-       ], ~s(sources[0].health: "sick" is not a health filter)}
+       ], ~s(sources[0].health: "sick" is not a health filter)},
+      {[node_basename: "app", sources: [source() ++ [tags: %{"team" => 1}]]],
+       "sources[0].tags.team: 1 is not a string"},
+      {[node_basename: "app", sources: [source() ++ [tags: ["aws:x": "a"]]]],
+       ~s(sources[0].tags.aws:x: the tag key "aws:x" begins with aws:)},
+      {[node_basename: "app", sources: [source() ++ [tags: "team=a"]]],
+       "sources[0].tags: expected a map of tag key to value"}
     ]
 
     for {config, want} <- cases do
@@ -84,6 +90,25 @@ defmodule EcsPeers.ConfigTest do
                  }
                ]
              })
+  end
+
+  test "task tags are a map or a keyword list, atoms and strings alike" do
+    for tags <- [%{"team" => "a"}, %{team: :a}, [team: "a"], [{:team, "a"}]] do
+      assert {:ok, %{sharing_key: key}} =
+               EcsPeers.validate(node_basename: "app", sources: [source() ++ [tags: tags]])
+
+      assert {:ok, %{sharing_key: ^key}} =
+               EcsPeers.validate(
+                 node_basename: "app",
+                 sources: [source() ++ [tags: %{"team" => "a"}]]
+               )
+    end
+
+    assert {:ok, %{sharing_key: untagged}} =
+             EcsPeers.validate(node_basename: "app", sources: [source()])
+
+    assert {:ok, %{sharing_key: ^untagged}} =
+             EcsPeers.validate(node_basename: "app", sources: [source() ++ [tags: []]])
   end
 
   test "the NIF turns any term into an error, never a crash" do
@@ -217,6 +242,7 @@ defmodule EcsPeers.ConfigTest do
       :service,
       :namespace,
       :query,
+      :tags,
       :polling_interval,
       :node_basename,
       :node_name,

@@ -139,7 +139,7 @@ struct WatchArgs {
 
 #[derive(Args)]
 struct SourceArgs {
-    /// An ECS source: REGION/CLUSTER[/SERVICE], a cluster ARN, or keys: region=..,cluster=..,service=..,family=..,container=..
+    /// An ECS source: REGION/CLUSTER[/SERVICE], a cluster ARN, or keys: region=..,cluster=..,service=..,family=..,container=..,tags.KEY=VALUE
     #[arg(long = "ecs", value_name = "SPEC")]
     ecs: Vec<String>,
     /// A Cloud Map source: REGION/NAMESPACE/SERVICE, or keys: region=..,namespace=..,service=..,health=all,query.KEY=VALUE
@@ -320,20 +320,32 @@ fn cloudmap_spec(spec: &str) -> Result<Value, String> {
 fn keyed(spec: &str, kind: &str) -> Result<Value, String> {
     let mut m = Map::new();
     m.insert("type".into(), kind.into());
-    let mut query = Map::new();
     for pair in spec.split(',').filter(|p| !p.is_empty()) {
         let Some((k, v)) = pair.split_once('=') else {
             return Err(format!("--{kind} {spec}: {pair:?} is not key=value"));
         };
         let k = k.trim();
-        if let Some(attr) = k.strip_prefix("query.") {
-            query.insert(attr.into(), v.into());
-        } else {
-            m.insert(k.into(), v.into());
+        // `MAP.KEY=VALUE` is one entry of a map key (`query.stage=prod`, `tags.team=a`); the
+        // entry's own key may hold dots (`tags.app.example.com/team=a`).
+        match k.split_once('.') {
+            Some((map, entry)) => {
+                let slot = m.entry(map).or_insert_with(|| Value::Object(Map::new()));
+                let Value::Object(entries) = slot else {
+                    return Err(format!(
+                        "--{kind} {spec}: {map} is given both as {map}=.. and as {map}.KEY=.."
+                    ));
+                };
+                entries.insert(entry.into(), v.into());
+            }
+            None if m.get(k).is_some_and(Value::is_object) => {
+                return Err(format!(
+                    "--{kind} {spec}: {k} is given both as {k}=.. and as {k}.KEY=.."
+                ));
+            }
+            None => {
+                m.insert(k.into(), v.into());
+            }
         }
-    }
-    if !query.is_empty() {
-        m.insert("query".into(), Value::Object(query));
     }
     Ok(Value::Object(m))
 }
@@ -531,6 +543,17 @@ mod tests {
                 ["query"],
             json!({"stage":"prod"})
         );
+        assert_eq!(
+            ecs_spec("region=eu-west-2,cluster=web,tags.team=a,tags.app.example.com/stage=blue")
+                .unwrap()["tags"],
+            json!({"team":"a","app.example.com/stage":"blue"})
+        );
+        assert!(ecs_spec("region=eu-west-2,cluster=web,tags=a,tags.team=a")
+            .unwrap_err()
+            .contains("tags is given both as tags=.. and as tags.KEY=.."));
+        assert!(ecs_spec("region=eu-west-2,cluster=web,tags.team=a,tags=a")
+            .unwrap_err()
+            .contains("tags is given both"));
         assert!(ecs_spec("web")
             .unwrap_err()
             .contains("expected REGION/CLUSTER"));

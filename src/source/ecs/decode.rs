@@ -2,6 +2,7 @@
 //! address, a task to place on its container instance (bridge or host mode, see [`super::host`]),
 //! a reason it cannot be a peer, or not a peer (yet, or at all). Pure: no AWS call.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use aws_sdk_ecs::types::Task;
@@ -38,6 +39,9 @@ pub(crate) struct TaskFilter<'a> {
     family: Option<&'a str>,
     revision: Option<&'a str>,
     container: Option<&'a str>,
+    /// Task tags a task must carry with these values; `None` when tags are not checked (no
+    /// `tags` configured, or a leaving peer, see [`TaskFilter::ignoring_tags`]).
+    tags: Option<&'a BTreeMap<String, String>>,
     /// The container port of Erlang distribution (`distribution_port`).
     dist_port: u16,
 }
@@ -52,8 +56,22 @@ impl<'a> TaskFilter<'a> {
             family: cfg.family_name(),
             revision: cfg.family_revision(),
             container: cfg.container.as_deref(),
+            tags: (!cfg.tags.is_empty()).then_some(&cfg.tags),
             dist_port,
         }
+    }
+
+    /// Whether a task must be described with its tags (DescribeTasks `include: ["TAGS"]`) to
+    /// be checked against this filter.
+    pub(crate) fn needs_tags(&self) -> bool {
+        self.tags.is_some()
+    }
+
+    /// The same filter without the tag check: for a peer that has left the RUNNING list, which
+    /// drains until STOPPED whatever its tags say by then (a tag can change on a running task,
+    /// and a node handing off work is not cut off early because of it).
+    pub(crate) fn ignoring_tags(self) -> Self {
+        TaskFilter { tags: None, ..self }
     }
 }
 
@@ -94,6 +112,13 @@ pub(crate) fn decode_task(task: &Task, filter: &TaskFilter<'_>) -> Decision {
         Some("DEACTIVATING" | "STOPPING" | "DEPROVISIONING") => true,
         other => return Decision::NotYet(other.unwrap_or("no lastStatus").to_string()),
     };
+    // Checked once the task runs, not while it starts: a task is described again until then,
+    // and its tags are judged when it is cached for good.
+    if let Some(want) = filter.tags {
+        if !carries(task, want) {
+            return Decision::Skip("it does not carry the configured tags with their values");
+        }
+    }
     let eni = Eni::of(task);
     let address = eni
         .address
@@ -113,6 +138,16 @@ pub(crate) fn decode_task(task: &Task, filter: &TaskFilter<'_>) -> Decision {
             d => d,
         },
     }
+}
+
+/// Whether the task carries every wanted tag with exactly its value (keys and values are
+/// case-sensitive, as ECS's are). A tag ECS reports without a value has the value "".
+fn carries(task: &Task, want: &BTreeMap<String, String>) -> bool {
+    want.iter().all(|(k, v)| {
+        task.tags()
+            .iter()
+            .any(|t| t.key() == Some(k.as_str()) && t.value().unwrap_or("") == v)
+    })
 }
 
 /// The hook to bridge and host mode: a task with no address of its own.
@@ -221,6 +256,7 @@ mod tests {
             service: None,
             family: None,
             container: None,
+            tags: BTreeMap::new(),
         }
     }
 
@@ -350,6 +386,68 @@ mod tests {
             decode_task(&t, &TaskFilter::new(&c, 4370)),
             Decision::Skip(_)
         ));
+    }
+
+    #[test]
+    fn tags_filter_by_every_key_and_exact_value_once_the_task_runs() {
+        let tag = |k: &str, v: Option<&str>| {
+            aws_sdk_ecs::types::Tag::builder()
+                .key(k)
+                .set_value(v.map(str::to_string))
+                .build()
+        };
+        let t = task("RUNNING")
+            .attachments(eni("10.0.1.5"))
+            .tags(tag("team", Some("payments")))
+            .tags(tag("stage", Some("blue")))
+            .tags(tag("canary", None))
+            .build();
+        let decide = |want: &[(&str, &str)], t: &Task| {
+            let mut c = cfg();
+            c.tags = want
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            decode_task(t, &TaskFilter::new(&c, 4370))
+        };
+        for want in [
+            &[][..],
+            &[("team", "payments")],
+            &[("team", "payments"), ("stage", "blue")],
+            &[("canary", "")],
+        ] {
+            assert!(matches!(decide(want, &t), Decision::Peer(_)), "{want:?}");
+        }
+        for want in [
+            &[("team", "Payments")][..],
+            &[("Team", "payments")],
+            &[("team", "payments"), ("stage", "green")],
+            &[("owner", "")],
+            &[("team", "")],
+        ] {
+            assert!(matches!(decide(want, &t), Decision::Skip(_)), "{want:?}");
+        }
+        // A task described before it runs is not judged by its tags yet: it is described again.
+        let starting = task("PROVISIONING").build();
+        assert_eq!(
+            decide(&[("team", "payments")], &starting),
+            Decision::NotYet("PROVISIONING".into())
+        );
+        // A leaving peer drains whatever its tags are.
+        let leaving = task("DEACTIVATING").attachments(eni("10.0.1.5")).build();
+        let mut c = cfg();
+        c.tags = [("team".to_string(), "payments".to_string())].into();
+        assert!(matches!(
+            decode_task(&leaving, &TaskFilter::new(&c, 4370)),
+            Decision::Skip(_)
+        ));
+        assert!(matches!(
+            decode_task(&leaving, &TaskFilter::new(&c, 4370).ignoring_tags()),
+            Decision::Peer(f) if f.draining
+        ));
+        assert!(TaskFilter::new(&c, 4370).needs_tags());
+        assert!(!TaskFilter::new(&c, 4370).ignoring_tags().needs_tags());
+        assert!(!TaskFilter::new(&cfg(), 4370).needs_tags());
     }
 
     #[test]

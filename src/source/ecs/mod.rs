@@ -6,13 +6,20 @@
 //! described again on each poll until ECS reports it STOPPED; until then it stays a peer, marked
 //! draining, so a node still handing off work is not cut off early.
 //!
+//! `tags`: a task's tags come with its first description (DescribeTasks `include: ["TAGS"]`), so
+//! a tag filter costs no call. Tags, unlike the address, can change on a running task
+//! (TagResource, UntagResource); the cache keeps what a task's tags were when it was first
+//! described RUNNING, so a change is seen when the source starts again, not while the task stays
+//! listed. A peer that leaves is described without tags and drains until STOPPED whatever its
+//! tags say by then.
+//!
 //! What a described task means (filters, status, address) is [`decode`]'s; a task without an
 //! address of its own (bridge or host mode) is placed on its container instance by [`host`];
 //! `cluster = "auto"` is [`auto`]'s.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use aws_sdk_ecs::types::{DesiredStatus, Task};
+use aws_sdk_ecs::types::{DesiredStatus, Task, TaskField};
 
 use crate::aws::CountCalls;
 use crate::config::EcsSourceConfig;
@@ -186,9 +193,10 @@ impl EcsSource {
         .with_fix(LOOPING_LIST_FIX))
     }
 
-    /// Describes tasks, at most [`BATCH`] a call. Tasks ECS does not know (failures, e.g.
-    /// MISSING) are left out of the result.
-    async fn describe(&self, arns: &[String]) -> Result<Vec<Task>, SourceError> {
+    /// Describes tasks, at most [`BATCH`] a call, with their tags when `with_tags`
+    /// (`include: ["TAGS"]`: the same calls, a longer answer). Tasks ECS does not know
+    /// (failures, e.g. MISSING) are left out of the result.
+    async fn describe(&self, arns: &[String], with_tags: bool) -> Result<Vec<Task>, SourceError> {
         let resource = format!(
             "Resource \"{}\"",
             partition::arn(
@@ -205,6 +213,7 @@ impl EcsSource {
                 .describe_tasks()
                 .cluster(&self.cfg.cluster)
                 .set_tasks(Some(batch.to_vec()))
+                .set_include(with_tags.then(|| vec![TaskField::Tags]))
                 .customize()
                 .interceptor(self.calls.clone())
                 .send()
@@ -252,8 +261,8 @@ impl EcsSource {
             .collect();
         let mut decided = Vec::new();
         let mut on_instance = Vec::new();
-        let described = self.describe(&unknown).await?;
         let filter = TaskFilter::new(&self.cfg, self.dist_port);
+        let described = self.describe(&unknown, filter.needs_tags()).await?;
         for task in described {
             let Some(arn) = task.task_arn().map(str::to_string) else {
                 continue;
@@ -317,8 +326,8 @@ impl EcsSource {
         let mut draining = Vec::new();
         let mut still_there = HashSet::new();
         let mut leaving = Vec::new();
-        let described = self.describe(&departed).await?;
-        let filter = TaskFilter::new(&self.cfg, self.dist_port);
+        let described = self.describe(&departed, false).await?;
+        let filter = TaskFilter::new(&self.cfg, self.dist_port).ignoring_tags();
         for task in described {
             let arn = task.task_arn().unwrap_or_default().to_string();
             match decode_task(&task, &filter) {
@@ -460,6 +469,14 @@ mod replay_tests {
     }
 
     fn source_in(region: &str, events: Vec<ReplayEvent>) -> (EcsSource, StaticReplayClient) {
+        source_tagged(region, BTreeMap::new(), events)
+    }
+
+    fn source_tagged(
+        region: &str,
+        tags: BTreeMap<String, String>,
+        events: Vec<ReplayEvent>,
+    ) -> (EcsSource, StaticReplayClient) {
         let http = StaticReplayClient::new(events);
         let conf = aws_sdk_ecs::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -475,6 +492,7 @@ mod replay_tests {
             service: Some("api".into()),
             family: None,
             container: None,
+            tags,
         };
         let ec2 = aws_sdk_ec2::Config::builder()
             .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
@@ -582,6 +600,65 @@ mod replay_tests {
             "{}",
             sent[0]
         );
+    }
+
+    /// A tag filter asks for the tags on the DescribeTasks calls the source makes anyway, and no
+    /// call more: steady state is one ListTasks, whatever a task's tags. A leaving peer is
+    /// described without them and drains.
+    #[tokio::test]
+    async fn a_tag_filter_reads_tags_on_the_first_description_and_costs_no_call() {
+        let tagged = |id: &str, status: &str, ip: &str, team: &str| {
+            task(id, status, ip).replacen(
+                '{',
+                &format!(r#"{{"tags":[{{"key":"team","value":"{team}"}},{{"key":"stage"}}],"#),
+                1,
+            )
+        };
+        let (mut src, http) = source_tagged(
+            "eu-west-2",
+            [("team".to_string(), "a".to_string())].into(),
+            vec![
+                // Poll 1: a (team a) and b (team b) described with their tags.
+                event(list(&["a", "b"])),
+                event(describe(&[
+                    tagged("a", "RUNNING", "10.0.0.1", "a"),
+                    tagged("b", "RUNNING", "10.0.0.2", "b"),
+                ])),
+                // Poll 2: steady: one ListTasks, b's skip cached like a's peer.
+                event(list(&["a", "b"])),
+                // Poll 3: a leaves; described again, without tags, and drains.
+                event(list(&["b"])),
+                event(describe(&[task("a", "DEACTIVATING", "10.0.0.1")])),
+            ],
+        );
+        assert_eq!(
+            view(&src.poll().await.unwrap()),
+            [("10.0.0.1".into(), false)]
+        );
+        assert_eq!(
+            view(&src.poll().await.unwrap()),
+            [("10.0.0.1".into(), false)]
+        );
+        assert_eq!(
+            view(&src.poll().await.unwrap()),
+            [("10.0.0.1".into(), true)]
+        );
+        let sent = bodies(&http);
+        assert_eq!(sent.len(), 5, "one request per scripted answer: {sent:#?}");
+        assert!(sent[1].contains(r#""include":["TAGS"]"#), "{}", sent[1]);
+        assert!(!sent[4].contains("include"), "{}", sent[4]);
+    }
+
+    /// An unfiltered source asks for no tags (a shorter answer).
+    #[tokio::test]
+    async fn a_source_without_tags_asks_for_none() {
+        let (mut src, http) = source(vec![
+            event(list(&["a"])),
+            event(describe(&[task("a", "RUNNING", "10.0.0.1")])),
+        ]);
+        src.poll().await.unwrap();
+        let sent = bodies(&http);
+        assert!(!sent[1].contains("include"), "{}", sent[1]);
     }
 
     #[tokio::test]

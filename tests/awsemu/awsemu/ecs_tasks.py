@@ -1,11 +1,14 @@
 """ECS tasks as AWS makes them: RunTask/StartTask/StopTask/ListTasks/DescribeTasks and
-DescribeContainerInstances, replacing moto's handlers for those operations.
+DescribeContainerInstances, replacing moto's handlers for those operations, and a task's tags
+(TagResource/UntagResource/ListTagsForResource on a task ARN).
 
 What moto 5.2.5 gets wrong and this module does instead (each checked by tests/awsemu):
 - moto builds one container per task (the first definition), IPs random 10.x whatever the subnet,
   no networkBindings, no IPv6, ENI DNS names always `*.ec2.internal`, tasks that advance a state
   on every DescribeTasks, ListTasks without paging / serviceName / the RUNNING default, and
-  DescribeTasks matching task ids as substrings across clusters without failures[].
+  DescribeTasks matching task ids as substrings across clusters without failures[], tags of
+  a task looked up by listing every task (a 500 for an unknown one), no propagateTags on RunTask,
+  no tag limits.
 - Here: one container per container definition; awsvpc tasks get an ENI with addresses from the
   subnet (IPv4, IPv6 or both, see ec2_instances); bridge and host tasks on EC2 are placed on a
   container instance and get networkBindings; the lifecycle is ecs_lifecycle's.
@@ -16,9 +19,9 @@ partition (`aws-cn` in cn-north-1, `aws-us-gov` in us-gov-west-1), as moto write
 """
 import uuid
 
-from moto.core.responses import ActionResult
+from moto.core.responses import ActionResult, EmptyResult
 from moto.ecs import responses as ecs_responses
-from moto.ecs.exceptions import ClusterNotFoundException, InvalidParameterException
+from moto.ecs.exceptions import ClusterNotFoundException, ECSException, InvalidParameterException
 from moto.utilities.utils import get_partition
 
 from . import ec2_instances, ecs_lifecycle, state
@@ -32,6 +35,13 @@ RESERVED_PORTS = (22, 2375, 2376, 51678, 51679)
 # picks a free one per container port; awsemu takes the next free port after the last one it gave
 # on that instance (the agent's own choice among free ports is not documented).
 DYNAMIC_RANGE = (32768, 60999)
+# Most user tags one ECS resource carries (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Tag.html).
+MAX_TAGS = 50
+
+
+class ResourceNotFoundException(ECSException):
+    def __init__(self, message):
+        super().__init__("ResourceNotFoundException", message)
 
 _tasks_by_id = {}  # task id -> EmuTask, for the metadata endpoint and /_emu control
 _ports = {}  # container instance ARN -> {host port: task id}
@@ -304,7 +314,7 @@ def _launch(resp, cluster, task_def, launch_type, count, instances):
             f"Network Configuration is not valid for the given networkMode of this task definition ({mode}).")
     group = resp._get_param("group")
     started_by = resp._get_param("startedBy")
-    tags = resp._get_param("tags") or []
+    tags = _launch_tags(resp, task_def)
     needed = _host_ports_needed(task_def, mode) if mode in ("bridge", "host") else []
     tasks, failures = [], []
     slots = instances if instances is not None else [None] * count
@@ -342,6 +352,40 @@ def _launch(resp, cluster, task_def, launch_type, count, instances):
         _tasks_by_id[task.id] = task
         tasks.append(task)
     return tasks, failures
+
+
+def _check_tags(tags):
+    """ECS's limits on user tags (API_Tag, TagResource): key 1-128 characters, value 0-256, no
+    `aws:` prefix in any case on a key or value, each key once, at most 50 on a resource."""
+    keys = [t.get("key") or "" for t in tags]
+    if len(set(keys)) != len(keys):
+        raise InvalidParameterException("Tag keys must be unique.")
+    if len(tags) > MAX_TAGS:
+        raise InvalidParameterException(f"A resource can have at most {MAX_TAGS} tags.")
+    for t in tags:
+        key, value = t.get("key") or "", t.get("value") or ""
+        if not 1 <= len(key) <= 128 or len(value) > 256:
+            raise InvalidParameterException("Tag keys take 1-128 characters and values 0-256.")
+        if key.lower().startswith("aws:") or value.lower().startswith("aws:"):
+            raise InvalidParameterException("Tag keys and values cannot begin with aws:; the prefix is reserved for AWS use.")
+
+
+def _launch_tags(resp, task_def):
+    """RunTask/StartTask `tags`, and with `propagateTags: TASK_DEFINITION` the task definition's
+    tags, copied once, at creation (API_RunTask: "Tags can only be propagated to the task during
+    task creation"; SERVICE is an error outside a service). On a key in both, the request's tag is
+    kept (AWS does not document it; an assumption)."""
+    tags = list(resp._get_param("tags") or [])
+    propagate = resp._get_param("propagateTags") or "NONE"
+    if propagate == "SERVICE":
+        raise InvalidParameterException("propagateTags SERVICE is only valid for tasks a service starts.")
+    if propagate not in ("NONE", "TASK_DEFINITION"):
+        raise InvalidParameterException(f"propagateTags must be TASK_DEFINITION or NONE, not {propagate!r}.")
+    if propagate == "TASK_DEFINITION":
+        given = {t.get("key") for t in tags}
+        tags += [dict(t) for t in (task_def.tags or []) if t.get("key") not in given]
+    _check_tags(tags)
+    return tags
 
 
 def _launch_type(resp, cluster):
@@ -472,6 +516,49 @@ def describe_tasks(self):
     return ActionResult({"tasks": found, "failures": failures})
 
 
+def _tagged_task(backend, arn):
+    """The task a TagResource/UntagResource/ListTagsForResource ARN names, None when the ARN is not
+    a task's; ResourceNotFoundException when it names no task of this region."""
+    if ":task/" not in (arn or ""):
+        return None
+    task = _tasks_by_id.get(arn.rsplit("/", 1)[-1])
+    if task is None or task.task_arn != arn or task.region != backend.region_name:
+        raise ResourceNotFoundException("The specified resource wasn't found.")
+    return task
+
+
+def tag_resource(self):
+    """On a task: adds the tags, a given key's value replaced (a running task's tags can change;
+    DescribeTasks with include TAGS reports them from then on). Other resources: moto's."""
+    task = _tagged_task(self.ecs_backend, self._get_param("resourceArn"))
+    if task is None:
+        return _MOTO["tag_resource"](self)
+    new = self._get_param("tags") or []
+    if not new:
+        raise InvalidParameterException("Tags cannot be empty.")
+    keys = {t.get("key") for t in new}
+    merged = [t for t in task.tags if t["key"] not in keys] + [dict(t) for t in new]
+    _check_tags(merged)
+    task.tags = merged
+    return EmptyResult()
+
+
+def untag_resource(self):
+    task = _tagged_task(self.ecs_backend, self._get_param("resourceArn"))
+    if task is None:
+        return _MOTO["untag_resource"](self)
+    keys = set(self._get_param("tagKeys") or [])
+    task.tags = [t for t in task.tags if t["key"] not in keys]
+    return EmptyResult()
+
+
+def list_tags_for_resource(self):
+    task = _tagged_task(self.ecs_backend, self._get_param("resourceArn"))
+    if task is None:
+        return _MOTO["list_tags_for_resource"](self)
+    return ActionResult({"tags": task.tags})
+
+
 def describe_container_instances(self):
     """At most 100 per call; unknown ones in failures[] (reason MISSING); task counts from the
     tasks placed on each instance."""
@@ -499,8 +586,16 @@ def describe_container_instances(self):
     return ActionResult({"containerInstances": found, "failures": failures})
 
 
+_MOTO = {}  # moto's own handlers of the operations replaced here for tasks only
+
+
 def install():
     R = ecs_responses.EC2ContainerServiceResponse
+    for name in ("tag_resource", "untag_resource", "list_tags_for_resource"):
+        _MOTO.setdefault(name, getattr(R, name))
+    R.tag_resource = tag_resource
+    R.untag_resource = untag_resource
+    R.list_tags_for_resource = list_tags_for_resource
     R.run_task = run_task
     R.start_task = start_task
     R.stop_task = stop_task

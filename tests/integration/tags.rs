@@ -1,0 +1,254 @@
+//! `tags`: the tasks of one tagged group, in every region, for the calls an unfiltered source
+//! makes (counted by the emulator's call log); what a tag changed on a running task does; tags
+//! with `cluster = "auto"`.
+
+use std::collections::BTreeMap;
+
+use ecs_peers::{Config, Poller};
+use serde_json::{json, Value};
+
+use crate::emu::Emu;
+use crate::{config, peer_ips};
+
+/// Runs `count` api tasks in `region`/web carrying `tags`; returns the run output.
+fn run(emu: &Emu, region: &str, subnet: &str, count: u32, tags: Value) -> Vec<Value> {
+    let mut spec = json!({"region": region, "cluster": "web", "subnet": subnet, "family": "api",
+                          "count": count, "group": "service:api"});
+    if !tags.is_null() {
+        spec["tags"] = tags;
+    }
+    emu.run_tasks(spec).as_array().unwrap().clone()
+}
+
+fn ips(tasks: &[&Vec<Value>]) -> Vec<String> {
+    let mut v: Vec<String> = tasks
+        .iter()
+        .flat_map(|ts| ts.iter())
+        .map(|t| t["ip"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The AWS calls the emulator logged since the last clearing, by region and operation; clears
+/// the log.
+fn logged_calls(emu: &Emu) -> BTreeMap<(String, String), u64> {
+    let (status, body) = emu.http("GET", "/_emu/calls", "").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let log: Value = serde_json::from_str(&body).unwrap();
+    let mut by = BTreeMap::new();
+    for call in log["calls"].as_array().unwrap() {
+        let (op, region) = (call[2].as_str().unwrap(), call[3].as_str().unwrap());
+        *by.entry((region.to_string(), op.to_string())).or_insert(0) += 1;
+    }
+    clear_calls(emu);
+    by
+}
+
+fn clear_calls(emu: &Emu) {
+    let (status, body) = emu.http("DELETE", "/_emu/calls", "").unwrap();
+    assert_eq!(status, 200, "{body}");
+}
+
+/// The calls of each of three polls of a new poller of `sources`, from the emulator's log, and
+/// its peers' IPs after the last.
+async fn three_polls(
+    emu: &Emu,
+    sources: Value,
+) -> (Vec<BTreeMap<(String, String), u64>>, Vec<String>) {
+    clear_calls(emu);
+    let mut poller = Poller::new(config(emu, sources)).await;
+    let mut calls = Vec::new();
+    let mut last = None;
+    for _ in 0..3 {
+        let u = poller.poll().await;
+        assert!(
+            u.snapshot.sources.iter().all(|s| s.ok),
+            "{:#?}",
+            u.snapshot.sources
+        );
+        calls.push(logged_calls(emu));
+        last = Some(u.snapshot);
+    }
+    (calls, peer_ips(&last.unwrap()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_filter_finds_its_group_in_two_regions_with_the_calls_of_no_filter() {
+    let emu = Emu::start();
+    let (eu, us) = ("10.211.0.0/24", "10.212.0.0/24");
+    let eu_a = run(
+        &emu,
+        "eu-west-2",
+        eu,
+        3,
+        json!({"team": "a", "stage": "blue"}),
+    );
+    let eu_b = run(&emu, "eu-west-2", eu, 2, json!({"team": "b"}));
+    let eu_none = run(&emu, "eu-west-2", eu, 2, Value::Null);
+    let us_a = run(&emu, "us-west-2", us, 2, json!({"team": "a"}));
+    let us_b = run(&emu, "us-west-2", us, 1, json!({"team": "A"}));
+    let source = |region: &str, tags: Value| {
+        let mut s = json!({"type": "ecs", "region": region, "cluster": "web", "service": "api"});
+        if !tags.is_null() {
+            s["tags"] = tags;
+        }
+        s
+    };
+
+    let (filtered, peers) = three_polls(
+        &emu,
+        json!([
+            source("eu-west-2", json!({"team": "a"})),
+            source("us-west-2", json!({"team": "a"}))
+        ]),
+    )
+    .await;
+    assert_eq!(peers, ips(&[&eu_a, &us_a]), "team a in both regions");
+
+    let (unfiltered, all) = three_polls(
+        &emu,
+        json!([
+            source("eu-west-2", Value::Null),
+            source("us-west-2", Value::Null)
+        ]),
+    )
+    .await;
+    assert_eq!(all, ips(&[&eu_a, &eu_b, &eu_none, &us_a, &us_b]));
+
+    assert_eq!(filtered, unfiltered, "the same calls, poll by poll");
+    let per_region = |op: &str, n: u64| {
+        BTreeMap::from([
+            (("eu-west-2".to_string(), op.to_string()), n),
+            (("us-west-2".to_string(), op.to_string()), n),
+        ])
+    };
+    let mut first = per_region("ListTasks", 1);
+    first.extend(per_region("DescribeTasks", 1));
+    assert_eq!(filtered[0], first);
+    assert_eq!(filtered[1], per_region("ListTasks", 1), "steady state");
+    assert_eq!(filtered[2], per_region("ListTasks", 1), "steady state");
+}
+
+/// Tags are read when a task is first described RUNNING and cached with it: a tag changed on a
+/// running task (TagResource, UntagResource) changes nothing, and calls nothing, until the source
+/// starts again, which reads the tags anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_changed_on_a_running_task_is_seen_when_the_source_starts_again() {
+    let emu = Emu::start();
+    let subnet = "10.213.0.0/24";
+    let a = run(&emu, "eu-west-2", subnet, 2, json!({"team": "a"}));
+    let b = run(&emu, "eu-west-2", subnet, 1, json!({"team": "b"}));
+    let sources = json!([{"type": "ecs", "region": "eu-west-2", "cluster": "web",
+                          "tags": {"team": "a"}}]);
+    let mut running = Poller::new(config(&emu, sources.clone())).await;
+    assert_eq!(peer_ips(&running.poll().await.snapshot), ips(&[&a]));
+
+    let tag = |task: &Value, spec: Value| {
+        let mut spec = spec;
+        spec["region"] = json!("eu-west-2");
+        spec["task"] = task["arn"].clone();
+        emu.world("tag", &spec)
+    };
+    assert_eq!(
+        tag(&b[0], json!({"tags": {"team": "a"}})),
+        json!({"team": "a"})
+    );
+    assert_eq!(tag(&a[0], json!({"untag": ["team"]})), json!({}));
+
+    clear_calls(&emu);
+    let u = running.poll().await;
+    assert_eq!(peer_ips(&u.snapshot), ips(&[&a]), "the cached tags");
+    assert!(u.changes.is_empty());
+    assert_eq!(
+        logged_calls(&emu),
+        BTreeMap::from([(("eu-west-2".into(), "ListTasks".into()), 1)]),
+        "no call to look at tags again"
+    );
+
+    let mut restarted = Poller::new(config(&emu, sources)).await;
+    let both: Vec<&Value> = vec![&a[1], &b[0]];
+    let mut want: Vec<String> = both
+        .iter()
+        .map(|t| t["ip"].as_str().unwrap().to_string())
+        .collect();
+    want.sort();
+    assert_eq!(peer_ips(&restarted.poll().await.snapshot), want);
+}
+
+/// `cluster = "auto"` keeps its tags: this task's cluster and family, only the tasks tagged so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_filter_an_auto_source() {
+    let emu = Emu::start();
+    let subnet = "10.214.0.0/24";
+    let a = run(&emu, "eu-west-2", subnet, 2, json!({"team": "a"}));
+    let b = run(&emu, "eu-west-2", subnet, 2, json!({"team": "b"}));
+    let me = &a[0];
+    let cfg = Config::from_value(json!({
+        "node_basename": "app",
+        "endpoint_url": emu.endpoint,
+        "metadata_url": me["metadata_uri"],
+        "max_attempts": 1,
+        "sources": [{"type": "ecs", "cluster": "auto", "tags": {"team": "a"}}],
+    }))
+    .unwrap();
+    let s = Poller::new(cfg).await.poll().await.snapshot;
+    assert!(s.sources[0].ok, "{:#?}", s.sources);
+    // This task is left out as this node; its team-a sibling is the one peer, no team-b task.
+    assert_eq!(peer_ips(&s), ips(&[&a[1..].to_vec()]));
+    assert!(!b.is_empty());
+}
+
+/// `ecs-peers list --ecs ...,tags.KEY=VALUE`: the same filter from a flag, and a tag ECS would
+/// refuse named with the flag.
+#[test]
+fn the_cli_takes_tags_in_an_ecs_spec() {
+    let emu = Emu::start();
+    let subnet = "10.215.0.0/24";
+    let a = run(&emu, "eu-west-2", subnet, 2, json!({"team": "a"}));
+    run(&emu, "eu-west-2", subnet, 1, json!({"team": "b"}));
+    let list = |spec: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ecs-peers"))
+            .args([
+                "list",
+                "--json",
+                "--ecs",
+                spec,
+                "--endpoint-url",
+                &emu.endpoint,
+            ])
+            .args(["--max-attempts", "1", "--basename", "app"])
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("RELEASE_NODE")
+            .output()
+            .unwrap()
+    };
+    let o = list("region=eu-west-2,cluster=web,tags.team=a");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let s: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut got: Vec<String> = s["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["ip"].as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    assert_eq!(got, ips(&[&a]));
+
+    let o = list("region=eu-west-2,cluster=web,tags.aws:ecs:clusterName=web");
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains(
+            "tags.aws:ecs:clusterName: the tag key \"aws:ecs:clusterName\" begins with aws:"
+        ),
+        "{e}"
+    );
+}
