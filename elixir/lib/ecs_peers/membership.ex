@@ -17,7 +17,15 @@ defmodule EcsPeers.Membership do
   # - with `share_polling`, this process is the member of the sharing group (`EcsPeers.Sharing`);
   #   it leaves the group before it leaves the cluster, and on terminate;
   # - it is registered under its topology (`EcsPeers.Status`), and `status/1` answers with the
-  #   last update's sources and peers and the sharing members.
+  #   last update's sources and peers and the sharing members;
+  # - the cluster explains itself: after each update, the peers it should be connected to
+  #   (`expected`) and is not are gaps (`Rules.gaps/4`); a peer unconnected for more than two
+  #   polls is diagnosed off this process, by the core's doctor checks on the NIF's runtime
+  #   (`EcsPeers.Native.diagnose/6`: only a peer the poller listed, at its listed address; one
+  #   check per peer at a time; the answer comes as a message), and the diagnosis is logged,
+  #   with its fix, once and again only when it changes; a node alone while discovery lists
+  #   others logs an error. `status/1` and the telemetry carry expected, connected and
+  #   unreachable.
 
   use GenServer
 
@@ -43,7 +51,14 @@ defmodule EcsPeers.Membership do
     :sharing,
     poller: %{ref: nil, tag: nil, heard_at: nil},
     held: %{membership: nil, members: MapSet.new(), dial: nil},
-    cluster: %{connected: MapSet.new(), draining: MapSet.new(), left: false},
+    cluster: %{
+      connected: MapSet.new(),
+      draining: MapSet.new(),
+      left: false,
+      expected: MapSet.new(),
+      gaps: %{},
+      alone: 0
+    },
     last: %{poll: 0, sources: [], shared_dropped: 0}
   ]
 
@@ -111,6 +126,16 @@ defmodule EcsPeers.Membership do
     {:noreply, s}
   end
 
+  # A diagnosis of a peer this node cannot connect to (EcsPeers.Native.diagnose/6). Found by
+  # its tag, so no atom is made from the message; a peer connected (or gone) meanwhile has no
+  # gap with that tag, and the answer is dropped.
+  def handle_info({:ecs_peers, tag, {:diagnosis, _node, result}}, %__MODULE__{} = s) do
+    case Enum.find(s.cluster.gaps, fn {_node, gap} -> gap.checking == tag end) do
+      nil -> {:noreply, s}
+      {node, gap} -> {:noreply, diagnosed(s, node, gap, result)}
+    end
+  end
+
   # The parent going away (trap_exit) stops this process (then terminate/2).
   def handle_info({:EXIT, _from, reason}, s), do: {:stop, reason, s}
 
@@ -127,8 +152,10 @@ defmodule EcsPeers.Membership do
   # The last update's `sources` (each with `poller`/`received_from`: who polls it, whose result
   # was applied), its `peers` (node-name binaries, sorted), `poll` (its number), and `sharing`
   # (`EcsPeers.Sharing.status/1`, plus `core_dropped`: received results the core dropped that
-  # named no source here or did not decode): `%{topology:, node:, poll:, sources:, peers:,
-  # sharing:}`.
+  # named no source here or did not decode), and the cluster as this node sees it: `expected`
+  # (the peers it should be connected to), `connected` (those it is), `unreachable` (those it
+  # has not been connected to for more than two polls, with their diagnosis): `%{topology:,
+  # node:, poll:, sources:, peers:, sharing:, expected:, connected:, unreachable:}`.
   def status(pid, timeout \\ 5_000), do: GenServer.call(pid, :status, timeout)
 
   @impl GenServer
@@ -141,7 +168,8 @@ defmodule EcsPeers.Membership do
        sources: s.last.sources,
        peers: s.held.members |> Enum.map(&Atom.to_string/1) |> Enum.sort(),
        sharing: Map.put(EcsPeers.Sharing.status(s.sharing), :core_dropped, s.last.shared_dropped)
-     }, s}
+     }
+     |> Map.merge(connections(s)), s}
   end
 
   # Stopped while the VM stops (init:stop, which ECS's SIGTERM starts): this node leaves
@@ -202,8 +230,128 @@ defmodule EcsPeers.Membership do
       end
 
     {keep, join} = Rules.targets(s.held.members, s.cluster.draining, s.cluster.left)
-    s |> put_dial(update) |> reconcile(keep, join)
+    s |> put_dial(update) |> reconcile(keep, join) |> explain(join)
   end
+
+  # The cluster explains itself (Rules: gaps, due, alone): after the links answered, which
+  # expected peers are not connected; those due are diagnosed; the ones connected again after
+  # a diagnosis, and this node being alone, are said; the telemetry carries the gap.
+  defp explain(s, expected) do
+    {gaps, back} =
+      Rules.gaps(s.cluster.gaps, expected, s.cluster.connected, System.system_time(:millisecond))
+
+    for {node, gap} <- back do
+      Logger.info(
+        "[#{s.prefix}] connected to #{inspect(node)} again " <>
+          "(unreachable since #{iso8601(gap.since)}: #{gap.diagnosis.code})"
+      )
+    end
+
+    connected = MapSet.size(MapSet.intersection(expected, s.cluster.connected))
+    {alone, said} = Rules.alone(s.cluster.alone, MapSet.size(expected), connected)
+
+    case said do
+      :alone ->
+        Logger.error(
+          "[#{s.prefix}] this node is alone: connected to none of the #{MapSet.size(expected)} " <>
+            "peers discovery lists, for #{alone} polls; it is not part of a cluster. Each peer's " <>
+            "diagnosis follows (\"cannot connect to\"), or run `ecs-peers doctor` from this task"
+        )
+
+      :not_alone ->
+        Logger.info(
+          "[#{s.prefix}] no longer alone: connected to #{connected} of the " <>
+            "#{MapSet.size(expected)} peers discovery lists"
+        )
+
+      :none ->
+        :ok
+    end
+
+    s = %{s | cluster: %{s.cluster | expected: expected, gaps: gaps, alone: alone}}
+    s = Enum.reduce(Rules.due(gaps), s, &diagnose/2)
+    EcsPeers.Telemetry.connections(s.topology, connections(s))
+    s
+  end
+
+  # Starts the core's checks of one peer on the NIF's runtime; the answer comes as a message.
+  # The cookie is this node's own (never logged); the NIF dials only the peer its poller
+  # listed under that name, at the listed address.
+  defp diagnose(node, s) do
+    tag = :erlang.unique_integer([:positive])
+    cookie = if Node.alive?(), do: Atom.to_string(Node.get_cookie())
+    epmd_less = Process.whereis(EcsPeers.Epmd) != nil
+    name = Atom.to_string(node)
+
+    case EcsPeers.native(fn ->
+           EcsPeers.Native.diagnose(s.poller.ref, name, cookie, epmd_less, self(), tag)
+         end) do
+      {:ok, :ok} ->
+        update_in(s.cluster.gaps[node], &%{&1 | checking: tag, checked_at: &1.polls})
+
+      {:error, message} ->
+        Logger.debug(fn -> "[#{s.prefix}] cannot diagnose #{inspect(node)}: #{message}" end)
+        s
+    end
+  end
+
+  # A diagnosis arrived: logged (a warning, with its fix) and emitted when it is the peer's
+  # first or differs from the last (Rules.diagnosed/2).
+  defp diagnosed(s, node, gap, {:ok, diagnosis}) do
+    {said, gap} = Rules.diagnosed(gap, diagnosis)
+
+    if said == :changed do
+      warn(
+        s,
+        "cannot connect to #{diagnosis.subject} since #{iso8601(gap.since)} (#{gap.polls} polls): " <>
+          "[#{diagnosis.code}] #{diagnosis.problem}. Fix: #{diagnosis.fix}"
+      )
+
+      EcsPeers.Telemetry.unreachable(s.topology, node, unreachable_entry(node, gap), %{
+        polls: gap.polls,
+        checked_ms: diagnosis.checked_ms
+      })
+    end
+
+    put_in(s.cluster.gaps[node], gap)
+  end
+
+  defp diagnosed(s, node, gap, {:error, message}) do
+    warn(s, "cannot diagnose #{inspect(node)}: #{message}")
+    put_in(s.cluster.gaps[node], %{gap | checking: nil})
+  end
+
+  # expected, connected and unreachable, for status/1 and the telemetry.
+  defp connections(s) do
+    %{expected: expected, connected: connected, gaps: gaps} = s.cluster
+
+    unreachable = for {node, gap} <- Enum.sort(gaps), Rules.unreachable?(gap), do: {node, gap}
+
+    %{
+      expected: names(expected),
+      connected: names(MapSet.intersection(expected, connected)),
+      unreachable: Enum.map(unreachable, fn {node, gap} -> unreachable_entry(node, gap) end)
+    }
+  end
+
+  # One unreachable peer: its node, its diagnosis (code, reason and fix; nil until the first
+  # one arrives), since when (RFC 3339, UTC) and for how many polls.
+  defp unreachable_entry(node, gap) do
+    d = gap.diagnosis || %{}
+
+    %{
+      node: Atom.to_string(node),
+      code: d[:code],
+      reason: d[:problem],
+      fix: d[:fix],
+      since: iso8601(gap.since),
+      polls: gap.polls
+    }
+  end
+
+  defp names(nodes), do: nodes |> Enum.map(&Atom.to_string/1) |> Enum.sort()
+
+  defp iso8601(ms), do: ms |> DateTime.from_unix!(:millisecond) |> DateTime.to_iso8601()
 
   defp rejoin(s), do: put_in(s.cluster.left, false)
 

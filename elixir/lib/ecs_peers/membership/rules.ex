@@ -2,7 +2,9 @@ defmodule EcsPeers.Membership.Rules do
   @moduledoc false
   # The membership decisions, as plain functions of plain data (no process, no NIF, no AWS):
   # which nodes to keep, join and disconnect given an update and what is connected, when this
-  # node leaves or rejoins, which peers are draining, and when the poller counts as silent.
+  # node leaves or rejoins, which peers are draining, and when the poller counts as silent;
+  # which peers this node cannot connect to (gaps), when one is due for a diagnosis, when a
+  # diagnosis is said again, and when this node is alone while discovery lists others.
   # `EcsPeers.Membership` runs them and carries out what they return.
   #
   # Why these rules: OTP's global (prevent_overlapping_partitions, on by default since OTP 25)
@@ -104,6 +106,103 @@ defmodule EcsPeers.Membership.Rules do
   @spec stall_limit(%{polling_interval: pos_integer(), poll_timeout: pos_integer()}) ::
           pos_integer()
   def stall_limit(%{polling_interval: i, poll_timeout: t}), do: max(3 * i + t, 10_000)
+
+  @typedoc """
+  A peer discovery lists that this node is not connected to: `since` (system time, ms) and
+  `polls` (consecutive updates without a connection, from 1), the diagnosis in flight
+  (`checking`: its tag, or `nil`) and the poll count it was started at (`checked_at`), and
+  the last diagnosis (`%{code:, subject:, problem:, fix:}` from the core's doctor, or `nil`).
+  """
+  @type gap :: %{
+          since: integer(),
+          polls: pos_integer(),
+          checking: term() | nil,
+          checked_at: pos_integer() | nil,
+          diagnosis: map() | nil
+        }
+
+  @doc """
+  The gaps after an update: every peer of `expected` (the peers this node should be connected
+  to: the members it joins) that is not in `connected` has a gap, one poll longer than it had,
+  or a new one since `now` (system time, ms). Also returns the peers connected again after
+  they were diagnosed (`[{node, gap}]`, sorted), to say so. A peer no longer expected has no
+  gap (nor is it "connected again").
+  """
+  @spec gaps(%{node() => gap()}, nodes(), nodes(), integer()) ::
+          {%{node() => gap()}, [{node(), gap()}]}
+  def gaps(held, expected, connected, now) do
+    gaps =
+      expected
+      |> MapSet.difference(connected)
+      |> Map.new(fn node ->
+        case held do
+          %{^node => gap} -> {node, %{gap | polls: gap.polls + 1}}
+          _ -> {node, %{since: now, polls: 1, checking: nil, checked_at: nil, diagnosis: nil}}
+        end
+      end)
+
+    back =
+      for {node, gap} <- Enum.sort(held),
+          gap.diagnosis != nil,
+          MapSet.member?(connected, node),
+          do: {node, gap}
+
+    {gaps, back}
+  end
+
+  @doc """
+  Whether a peer counts as unreachable: unconnected for more than two polls (a new task's node
+  may take a poll or two to come up).
+  """
+  @spec unreachable?(gap()) :: boolean()
+  def unreachable?(%{polls: polls}), do: polls > 2
+
+  @doc """
+  The peers due for a diagnosis, sorted: unreachable (`unreachable?/1`), none in flight for
+  them, and never diagnosed, or last diagnosed at least three polls ago (so a diagnosis that
+  changes, e.g. a node that came up with the wrong cookie after its port was opened, is seen).
+  """
+  @spec due(%{node() => gap()}) :: [node()]
+  def due(gaps) do
+    for {node, gap} <- Enum.sort(gaps),
+        unreachable?(gap),
+        gap.checking == nil,
+        gap.checked_at == nil or gap.polls - gap.checked_at >= 3,
+        do: node
+  end
+
+  @doc """
+  A diagnosis arrived for a peer: the gap with it, and whether to say so (`:changed`: the peer
+  had none, or another code or problem; `:same` otherwise). A diagnosis is logged once, and
+  again only when it changes.
+  """
+  @spec diagnosed(gap(), map()) :: {:changed | :same, gap()}
+  def diagnosed(gap, %{code: code, problem: problem} = diagnosis) do
+    said =
+      case gap.diagnosis do
+        %{code: ^code, problem: ^problem} -> :same
+        _ -> :changed
+      end
+
+    {said, %{gap | diagnosis: diagnosis, checking: nil}}
+  end
+
+  @doc """
+  Whether this node is alone while discovery lists others: `alone` is how many updates in a
+  row it has been (0: it is not), after an update in which it expected `expected` peers and
+  is connected to `connected` of them. `:alone` once, when it has been alone for more than two
+  polls; `:not_alone` once, when it connects after that; `:none` otherwise.
+  """
+  @spec alone(non_neg_integer(), non_neg_integer(), non_neg_integer()) ::
+          {non_neg_integer(), :alone | :not_alone | :none}
+  def alone(held, expected, connected) do
+    cond do
+      expected > 0 and connected == 0 and held + 1 == 3 -> {held + 1, :alone}
+      expected > 0 and connected == 0 -> {held + 1, :none}
+      held >= 3 -> {0, :not_alone}
+      true -> {0, :none}
+    end
+  end
 
   @doc """
   Whether a stopping membership process leaves the cluster: only when it is shut down while
