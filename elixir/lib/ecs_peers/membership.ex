@@ -20,12 +20,11 @@ defmodule EcsPeers.Membership do
   #   last update's sources and peers and the sharing members;
   # - the cluster explains itself: after each update, the peers it should be connected to
   #   (`expected`) and is not are gaps (`Rules.gaps/4`); a peer unconnected for more than two
-  #   polls is diagnosed off this process, by the core's doctor checks on the NIF's runtime
-  #   (`EcsPeers.Native.diagnose/6`: only a peer the poller listed, at its listed address; one
-  #   check per peer at a time; the answer comes as a message), and the diagnosis is logged,
-  #   with its fix, once and again only when it changes; a node alone while discovery lists
-  #   others logs an error. `status/1` and the telemetry carry expected, connected and
-  #   unreachable.
+  #   polls is diagnosed off this process (`EcsPeers.Membership.Diagnosis`, a task: the core's
+  #   doctor checks on the NIF's runtime, only for a peer the poller listed, at its listed
+  #   address; one at a time per peer), which logs the diagnosis, with its fix, once and again
+  #   only when it changes; a node alone while discovery lists others logs an error.
+  #   `status/1` and the telemetry carry expected, connected and unreachable.
 
   use GenServer
 
@@ -57,7 +56,7 @@ defmodule EcsPeers.Membership do
       left: false,
       expected: MapSet.new(),
       gaps: %{},
-      alone: 0
+      alone: nil
     },
     last: %{poll: 0, sources: [], shared_dropped: 0}
   ]
@@ -86,7 +85,7 @@ defmodule EcsPeers.Membership do
          {:ok, poller} <- start_poller(s) do
       schedule_watchdog(settings)
       sharing = EcsPeers.Sharing.start(s.topology, s.prefix, settings, poller.ref)
-      {:ok, %{s | poller: poller, sharing: sharing}}
+      {:ok, publish(%{s | poller: poller, sharing: sharing})}
     else
       {:error, message} ->
         Logger.error("[#{s.prefix}] #{Keyword.fetch!(opts, :who)} cannot start: #{message}")
@@ -99,7 +98,7 @@ defmodule EcsPeers.Membership do
     s = put_in(s.poller.heard_at, now())
     s = report(s, update)
     {s, update} = latest(s, tag, update)
-    {:noreply, apply_update(s, update)}
+    {:noreply, s |> apply_update(update) |> publish()}
   end
 
   def handle_info(:watchdog, %__MODULE__{} = s) do
@@ -126,13 +125,23 @@ defmodule EcsPeers.Membership do
     {:noreply, s}
   end
 
-  # A diagnosis of a peer this node cannot connect to (EcsPeers.Native.diagnose/6). Found by
-  # its tag, so no atom is made from the message; a peer connected (or gone) meanwhile has no
-  # gap with that tag, and the answer is dropped.
-  def handle_info({:ecs_peers, tag, {:diagnosis, _node, result}}, %__MODULE__{} = s) do
+  # A diagnosis task's answer (EcsPeers.Membership.Diagnosis), found by its tag: kept as the
+  # peer's last diagnosis. A peer connected (or gone) meanwhile has no gap with that tag, and
+  # the answer is dropped.
+  def handle_info({:ecs_peers_diagnosed, tag, result}, %__MODULE__{} = s) do
     case Enum.find(s.cluster.gaps, fn {_node, gap} -> gap.checking == tag end) do
-      nil -> {:noreply, s}
-      {node, gap} -> {:noreply, diagnosed(s, node, gap, result)}
+      nil ->
+        {:noreply, s}
+
+      {node, gap} ->
+        diagnosis =
+          case result do
+            {:ok, d} -> d
+            {:error, _} -> gap.diagnosis
+          end
+
+        s = put_in(s.cluster.gaps[node], %{gap | checking: nil, diagnosis: diagnosis})
+        {:noreply, publish(s)}
     end
   end
 
@@ -143,7 +152,7 @@ defmodule EcsPeers.Membership do
   # poller, and anything else, are ignored.
   def handle_info(other, s) do
     case EcsPeers.Sharing.handle_info(other, s.sharing, s.poller.ref) do
-      {:handled, sharing} -> {:noreply, %{s | sharing: sharing}}
+      {:handled, sharing} -> {:noreply, publish(%{s | sharing: sharing})}
       :unhandled -> {:noreply, s}
     end
   end
@@ -156,20 +165,51 @@ defmodule EcsPeers.Membership do
   # (the peers it should be connected to), `connected` (those it is), `unreachable` (those it
   # has not been connected to for more than two polls, with their diagnosis): `%{topology:,
   # node:, poll:, sources:, peers:, sharing:, expected:, connected:, unreachable:}`.
-  def status(pid, timeout \\ 5_000), do: GenServer.call(pid, :status, timeout)
+  #
+  # Read from what the process published (EcsPeers.Status.publish/1) after its last change,
+  # and built in the caller: the process itself may be blocked for seconds in a connect (to an
+  # address that drops packets: OTP's net_setuptime), exactly when its status is wanted. Exits
+  # like a call when the process is not alive.
+  def status(pid, timeout \\ 5_000) do
+    with true <- Process.alive?(pid),
+         {:ok, published} <- EcsPeers.Status.published(pid) do
+      render(published)
+    else
+      _ -> GenServer.call(pid, :status, timeout)
+    end
+  end
 
   @impl GenServer
-  def handle_call(:status, _from, s) do
-    {:reply,
-     %{
-       topology: s.topology,
-       node: Atom.to_string(node()),
-       poll: s.last.poll,
-       sources: s.last.sources,
-       peers: s.held.members |> Enum.map(&Atom.to_string/1) |> Enum.sort(),
-       sharing: Map.put(EcsPeers.Sharing.status(s.sharing), :core_dropped, s.last.shared_dropped)
-     }
-     |> Map.merge(connections(s)), s}
+  def handle_call(:status, _from, s), do: {:reply, render(published(s)), s}
+
+  # What status/1 reads: the raw state it is rendered from (no per-peer work here: this is
+  # published after every update).
+  defp published(s) do
+    %{
+      topology: s.topology,
+      poll: s.last.poll,
+      sources: s.last.sources,
+      members: s.held.members,
+      sharing: Map.put(EcsPeers.Sharing.status(s.sharing), :core_dropped, s.last.shared_dropped),
+      cluster: Map.take(s.cluster, [:expected, :connected, :gaps])
+    }
+  end
+
+  defp publish(s) do
+    EcsPeers.Status.publish(published(s))
+    s
+  end
+
+  defp render(p) do
+    %{
+      topology: p.topology,
+      node: Atom.to_string(node()),
+      poll: p.poll,
+      sources: p.sources,
+      peers: names(p.members),
+      sharing: p.sharing
+    }
+    |> Map.merge(connections(p.cluster, p.poll))
   end
 
   # Stopped while the VM stops (init:stop, which ECS's SIGTERM starts): this node leaves
@@ -177,6 +217,7 @@ defmodule EcsPeers.Membership do
   # links' processes may be gone already).
   @impl GenServer
   def terminate(reason, %__MODULE__{poller: %{ref: poller}} = s) do
+    EcsPeers.Status.unpublish()
     EcsPeers.Sharing.leave(s.sharing, nil)
     EcsPeers.native(fn -> EcsPeers.Native.stop(poller) end)
 
@@ -230,15 +271,24 @@ defmodule EcsPeers.Membership do
       end
 
     {keep, join} = Rules.targets(s.held.members, s.cluster.draining, s.cluster.left)
-    s |> put_dial(update) |> reconcile(keep, join) |> explain(join)
+
+    # Peers due for a diagnosis by this update's number are checked before the links connect
+    # (a connect to an address that drops packets blocks for seconds), and those found
+    # unconnected by the links after it.
+    s
+    |> diagnose_due()
+    |> put_dial(update)
+    |> reconcile(keep, join)
+    |> explain(join)
   end
 
   # The cluster explains itself (Rules: gaps, due, alone): after the links answered, which
   # expected peers are not connected; those due are diagnosed; the ones connected again after
   # a diagnosis, and this node being alone, are said; the telemetry carries the gap.
   defp explain(s, expected) do
-    {gaps, back} =
-      Rules.gaps(s.cluster.gaps, expected, s.cluster.connected, System.system_time(:millisecond))
+    poll = s.last.poll
+
+    {gaps, back} = Rules.gaps(s.cluster.gaps, expected, s.cluster.connected, now_utc(), poll)
 
     for {node, gap} <- back do
       Logger.info(
@@ -248,14 +298,15 @@ defmodule EcsPeers.Membership do
     end
 
     connected = MapSet.size(MapSet.intersection(expected, s.cluster.connected))
-    {alone, said} = Rules.alone(s.cluster.alone, MapSet.size(expected), connected)
+    {alone, said} = Rules.alone(s.cluster.alone, MapSet.size(expected), connected, poll)
 
     case said do
       :alone ->
         Logger.error(
           "[#{s.prefix}] this node is alone: connected to none of the #{MapSet.size(expected)} " <>
-            "peers discovery lists, for #{alone} polls; it is not part of a cluster. Each peer's " <>
-            "diagnosis follows (\"cannot connect to\"), or run `ecs-peers doctor` from this task"
+            "peers discovery lists, for #{poll - elem(alone, 0) + 1} polls; it is not part of a " <>
+            "cluster. Each peer's diagnosis is logged (\"cannot connect to\"), or run " <>
+            "`ecs-peers doctor` from this task"
         )
 
       :not_alone ->
@@ -269,74 +320,72 @@ defmodule EcsPeers.Membership do
     end
 
     s = %{s | cluster: %{s.cluster | expected: expected, gaps: gaps, alone: alone}}
-    s = Enum.reduce(Rules.due(gaps), s, &diagnose/2)
-    EcsPeers.Telemetry.connections(s.topology, connections(s))
+    s = diagnose_due(s)
+    EcsPeers.Telemetry.connections(s.topology, counted(s.cluster, poll))
     s
   end
 
-  # Starts the core's checks of one peer on the NIF's runtime; the answer comes as a message.
-  # The cookie is this node's own (never logged); the NIF dials only the peer its poller
-  # listed under that name, at the listed address.
-  defp diagnose(node, s) do
-    tag = :erlang.unique_integer([:positive])
-    cookie = if Node.alive?(), do: Atom.to_string(Node.get_cookie())
-    epmd_less = Process.whereis(EcsPeers.Epmd) != nil
-    name = Atom.to_string(node)
+  # Starts a diagnosis task for each peer due (Rules.due/2) at the last update's number.
+  defp diagnose_due(s) do
+    Enum.reduce(Rules.due(s.cluster.gaps, s.last.poll), s, fn node, s ->
+      gap = s.cluster.gaps[node]
+      tag = :erlang.unique_integer([:positive])
 
-    case EcsPeers.native(fn ->
-           EcsPeers.Native.diagnose(s.poller.ref, name, cookie, epmd_less, self(), tag)
-         end) do
-      {:ok, :ok} ->
-        update_in(s.cluster.gaps[node], &%{&1 | checking: tag, checked_at: &1.polls})
+      job = %{
+        owner: self(),
+        tag: tag,
+        prefix: s.prefix,
+        topology: s.topology,
+        poller: s.poller.ref,
+        node: node,
+        previous: gap.diagnosis,
+        since: iso8601(gap.since),
+        polls: Rules.polls(gap, s.last.poll),
+        epmd_less: Process.whereis(EcsPeers.Epmd) != nil
+      }
 
-      {:error, message} ->
-        Logger.debug(fn -> "[#{s.prefix}] cannot diagnose #{inspect(node)}: #{message}" end)
-        s
-    end
+      case EcsPeers.Membership.Diagnosis.start(job) do
+        {:ok, _pid} ->
+          put_in(s.cluster.gaps[node], %{gap | checking: tag, checked_at: s.last.poll})
+
+        {:error, reason} ->
+          Logger.debug(fn ->
+            "[#{s.prefix}] cannot diagnose #{inspect(node)}: #{inspect(reason)}"
+          end)
+
+          s
+      end
+    end)
   end
 
-  # A diagnosis arrived: logged (a warning, with its fix) and emitted when it is the peer's
-  # first or differs from the last (Rules.diagnosed/2).
-  defp diagnosed(s, node, gap, {:ok, diagnosis}) do
-    {said, gap} = Rules.diagnosed(gap, diagnosis)
-
-    if said == :changed do
-      warn(
-        s,
-        "cannot connect to #{diagnosis.subject} since #{iso8601(gap.since)} (#{gap.polls} polls): " <>
-          "[#{diagnosis.code}] #{diagnosis.problem}. Fix: #{diagnosis.fix}"
-      )
-
-      EcsPeers.Telemetry.unreachable(s.topology, node, unreachable_entry(node, gap), %{
-        polls: gap.polls,
-        checked_ms: diagnosis.checked_ms
-      })
-    end
-
-    put_in(s.cluster.gaps[node], gap)
-  end
-
-  defp diagnosed(s, node, gap, {:error, message}) do
-    warn(s, "cannot diagnose #{inspect(node)}: #{message}")
-    put_in(s.cluster.gaps[node], %{gap | checking: nil})
-  end
-
-  # expected, connected and unreachable, for status/1 and the telemetry.
-  defp connections(s) do
-    %{expected: expected, connected: connected, gaps: gaps} = s.cluster
-
-    unreachable = for {node, gap} <- Enum.sort(gaps), Rules.unreachable?(gap), do: {node, gap}
-
+  # expected, connected (node-name binaries, sorted) and unreachable, for status/1.
+  defp connections(%{expected: expected, connected: connected, gaps: gaps}, poll) do
     %{
       expected: names(expected),
       connected: names(MapSet.intersection(expected, connected)),
-      unreachable: Enum.map(unreachable, fn {node, gap} -> unreachable_entry(node, gap) end)
+      unreachable: unreachable(gaps, poll)
     }
+  end
+
+  # The same for the telemetry of every update: counts, and the unreachable peers (few), so no
+  # list of every peer is built per update.
+  defp counted(%{expected: expected, connected: connected, gaps: gaps}, poll) do
+    %{
+      expected: MapSet.size(expected),
+      connected: MapSet.size(MapSet.intersection(expected, connected)),
+      unreachable: unreachable(gaps, poll)
+    }
+  end
+
+  defp unreachable(gaps, poll) do
+    for {node, gap} <- Enum.sort(gaps),
+        Rules.unreachable?(gap, poll),
+        do: unreachable_entry(node, gap, poll)
   end
 
   # One unreachable peer: its node, its diagnosis (code, reason and fix; nil until the first
   # one arrives), since when (RFC 3339, UTC) and for how many polls.
-  defp unreachable_entry(node, gap) do
+  defp unreachable_entry(node, gap, poll) do
     d = gap.diagnosis || %{}
 
     %{
@@ -345,9 +394,11 @@ defmodule EcsPeers.Membership do
       reason: d[:problem],
       fix: d[:fix],
       since: iso8601(gap.since),
-      polls: gap.polls
+      polls: Rules.polls(gap, poll)
     }
   end
+
+  defp now_utc, do: System.system_time(:millisecond)
 
   defp names(nodes), do: nodes |> Enum.map(&Atom.to_string/1) |> Enum.sort()
 

@@ -3,7 +3,8 @@ defmodule EcsPeers.Status do
   # Which membership processes (strategy or child) run a topology on this node, for
   # `EcsPeers.status/1`: a `Registry` with duplicate keys (a strategy and a child may share a
   # topology name), supervised by `EcsPeers.Application`. A process is unregistered when it
-  # exits.
+  # exits. Each process also publishes its status in the registry's metadata, so
+  # `EcsPeers.status/1` answers while the process is busy (blocked in a connect).
 
   @registry __MODULE__
 
@@ -24,6 +25,33 @@ defmodule EcsPeers.Status do
        "the :ecs_peers application is not started (its status registry is not running): " <>
          "start it with Application.ensure_all_started(:ecs_peers), or list ecs_peers in " <>
          "your project's deps so the release starts it"}
+  end
+
+  @doc """
+  Publishes the calling process's status (what `EcsPeers.status/1` renders), read with
+  `published/1` without calling the process: `:ok`, also when the registry is not running.
+  """
+  @spec publish(map()) :: :ok
+  def publish(status) do
+    Registry.put_meta(@registry, {:status, self()}, status)
+  rescue
+    ArgumentError -> :ok
+  end
+
+  @doc "What `pid` published last: `{:ok, status}`, or `:error` when it published nothing."
+  @spec published(pid()) :: {:ok, map()} | :error
+  def published(pid) do
+    Registry.meta(@registry, {:status, pid})
+  rescue
+    ArgumentError -> :error
+  end
+
+  @doc "Forgets what the calling process published (it stops)."
+  @spec unpublish() :: :ok
+  def unpublish do
+    Registry.delete_meta(@registry, {:status, self()})
+  rescue
+    ArgumentError -> :ok
   end
 
   @doc "The membership processes of `topology` on this node."

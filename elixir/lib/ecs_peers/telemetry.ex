@@ -19,13 +19,13 @@ defmodule EcsPeers.Telemetry do
     nodes change: measurements `%{count: integer}` (the nodes in the group, this node included;
     0 when it left the group), metadata `%{topology: atom, key: binary, nodes: [node binary]}`;
   - `[:ecs_peers, :cluster, :connections]`, after every update, once its peers were connected:
-    measurements `%{expected: integer, connected: integer, unreachable: integer}` (the peers
-    this node should be connected to, those it is, and those it has not been connected to for
-    more than two polls), metadata `%{topology: atom, expected: [node binary], connected: [node
-    binary], unreachable: [unreachable]}`, each unreachable peer `%{node: binary, code: binary
-    | nil, reason: binary | nil, fix: binary | nil, since: binary, polls: integer}` (the
-    doctor's diagnosis code, the problem and its fix, `nil` until the first diagnosis arrives;
-    `since`: the first update without a connection, RFC 3339 UTC);
+    measurements `%{expected: integer, connected: integer, unreachable: integer}` (how many
+    peers this node should be connected to, how many of them it is, and how many it has not
+    been connected to for more than two polls; `EcsPeers.status/1` lists the first two),
+    metadata `%{topology: atom, unreachable: [unreachable]}`, each unreachable peer `%{node:
+    binary, code: binary | nil, reason: binary | nil, fix: binary | nil, since: binary, polls:
+    integer}` (the doctor's diagnosis code, the problem and its fix, `nil` until the first
+    diagnosis arrives; `since`: the first update without a connection, RFC 3339 UTC);
   - `[:ecs_peers, :peer, :unreachable]`, when a peer's diagnosis is logged (its first, or one
     that changed): measurements `%{polls: integer, checked_ms: integer}` (the updates it has
     been unconnected for, how long the checks took), metadata `%{topology: atom, node: binary,
@@ -82,17 +82,17 @@ defmodule EcsPeers.Telemetry do
 
   @doc false
   # The cluster as this node sees it after an update: `%{expected:, connected:, unreachable:}`.
-  @spec connections(atom(), %{expected: list(), connected: list(), unreachable: list()}) :: :ok
+  @spec connections(atom(), %{
+          expected: non_neg_integer(),
+          connected: non_neg_integer(),
+          unreachable: [map()]
+        }) :: :ok
   def connections(topology, %{expected: expected, connected: connected, unreachable: unreachable}) do
     if loaded?() do
       execute(
         [:ecs_peers, :cluster, :connections],
-        %{
-          expected: length(expected),
-          connected: length(connected),
-          unreachable: length(unreachable)
-        },
-        %{topology: topology, expected: expected, connected: connected, unreachable: unreachable}
+        %{expected: expected, connected: connected, unreachable: length(unreachable)},
+        %{topology: topology, unreachable: unreachable}
       )
     end
 
@@ -101,8 +101,8 @@ defmodule EcsPeers.Telemetry do
 
   @doc false
   # A peer's diagnosis, logged: `entry` as in the connections event's unreachable list.
-  @spec unreachable(atom(), node(), map(), %{polls: integer(), checked_ms: integer()}) :: :ok
-  def unreachable(topology, _node, entry, measurements) do
+  @spec unreachable(atom(), map(), %{polls: integer(), checked_ms: integer()}) :: :ok
+  def unreachable(topology, entry, measurements) do
     if loaded?() do
       execute(
         [:ecs_peers, :peer, :unreachable],

@@ -19,13 +19,14 @@ defmodule EcsPeers.ApplicationTest do
     end
   end
 
-  test "the sharing scope and the status registry run under the application's supervisor" do
+  test "the sharing scope, the status registry and the diagnoses' tasks run under the application's supervisor" do
     children =
       for {id, pid, _, _} <- Supervisor.which_children(EcsPeers.Supervisor), do: {id, pid}
 
     assert {EcsPeers.Sharing, Process.whereis(EcsPeers.Sharing)} in children
 
     assert {EcsPeers.Status, Process.whereis(EcsPeers.Status)} in children
+    assert {EcsPeers.Diagnoses, Process.whereis(EcsPeers.Diagnoses)} in children
   end
 
   test "a scope that dies is started again by the supervisor" do

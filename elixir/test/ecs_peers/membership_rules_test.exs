@@ -106,78 +106,73 @@ defmodule EcsPeers.Membership.RulesTest do
   end
 
   describe "gaps: peers this node cannot connect to, and their diagnoses" do
-    # Runs `gaps/4` over a list of connected sets, one per update, with the same expected peers.
-    defp after_updates(expected, connected_per_update, held \\ %{}) do
-      Enum.reduce(connected_per_update, {held, []}, fn connected, {held, _} ->
-        Rules.gaps(held, set(expected), set(connected), 1_000)
-      end)
-    end
+    defp gap_at(poll, extra \\ %{}),
+      do:
+        Map.merge(
+          %{since: 1_000, first_poll: poll, checking: nil, checked_at: nil, diagnosis: nil},
+          extra
+        )
 
-    test "a peer not connected after an update has a gap, one poll longer each update" do
-      {gaps, []} = after_updates([:a@h, :b@h], [[:a@h], [:a@h], [:a@h]])
-      assert Map.keys(gaps) == [:b@h]
-      assert %{polls: 3, since: 1_000, diagnosis: nil, checking: nil} = gaps[:b@h]
+    test "an expected peer not connected after an update has a gap from that update on" do
+      {gaps, []} = Rules.gaps(%{}, set([:a@h, :b@h]), set([:a@h]), 1_000, 7)
+      assert gaps == %{b@h: gap_at(7)}
+      # The next update keeps the gap as it was: since the first one.
+      assert {^gaps, []} = Rules.gaps(gaps, set([:a@h, :b@h]), set([:a@h]), 2_000, 8)
     end
 
     test "a connected peer, or one discovery no longer lists, has no gap" do
-      {gaps, _} = after_updates([:a@h, :b@h], [[], []])
-      assert {%{}, []} = Rules.gaps(gaps, set([:a@h, :b@h]), set([:a@h, :b@h]), 2_000)
-      assert {%{}, []} = Rules.gaps(gaps, set([]), set([]), 2_000)
+      gaps = %{a@h: gap_at(1), b@h: gap_at(1)}
+      assert {%{}, []} = Rules.gaps(gaps, set([:a@h, :b@h]), set([:a@h, :b@h]), 2_000, 2)
+      assert {%{}, []} = Rules.gaps(gaps, set([]), set([]), 2_000, 2)
     end
 
     test "a diagnosed peer that connects again is reported once; an undiagnosed one is not" do
-      {gaps, _} = after_updates([:a@h, :b@h], [[], [], []])
-      gaps = put_in(gaps[:a@h].diagnosis, %{code: "cookie_mismatch", problem: "p"})
-      {gaps, back} = Rules.gaps(gaps, set([:a@h, :b@h]), set([:a@h, :b@h]), 2_000)
+      gaps = %{a@h: gap_at(1, %{diagnosis: %{code: "cookie_mismatch"}}), b@h: gap_at(1)}
+      {gaps, back} = Rules.gaps(gaps, set([:a@h, :b@h]), set([:a@h, :b@h]), 2_000, 4)
       assert [{:a@h, %{diagnosis: %{code: "cookie_mismatch"}}}] = back
-      assert {%{}, []} = Rules.gaps(gaps, set([:a@h, :b@h]), set([:a@h, :b@h]), 3_000)
+      assert {%{}, []} = Rules.gaps(gaps, set([:a@h, :b@h]), set([:a@h, :b@h]), 3_000, 5)
     end
 
-    test "unreachable and due for a diagnosis after more than two polls, not before" do
-      {gaps, _} = after_updates([:a@h], [[], []])
-      refute Rules.unreachable?(gaps[:a@h])
-      assert Rules.due(gaps) == []
-      {gaps, _} = Rules.gaps(gaps, set([:a@h]), set([]), 2_000)
-      assert Rules.unreachable?(gaps[:a@h])
-      assert Rules.due(gaps) == [:a@h]
+    test "unreachable and due after more than two polls by the updates' numbers, not before" do
+      gaps = %{a@h: gap_at(10)}
+      refute Rules.unreachable?(gaps[:a@h], 11)
+      assert Rules.due(gaps, 11) == []
+      assert Rules.polls(gaps[:a@h], 12) == 3
+      assert Rules.unreachable?(gaps[:a@h], 12)
+      assert Rules.due(gaps, 12) == [:a@h]
+      # Updates skipped while a connect blocked still count.
+      assert Rules.due(gaps, 19) == [:a@h]
     end
 
     test "one diagnosis in flight per peer; again three polls after the last one began" do
-      {gaps, _} = after_updates([:a@h, :b@h], [[], [], []])
-      assert Rules.due(gaps) == [:a@h, :b@h]
-      gaps = %{gaps | a@h: %{gaps[:a@h] | checking: 7, checked_at: 3}}
-      assert Rules.due(gaps) == [:b@h]
-      {:changed, a} = Rules.diagnosed(gaps[:a@h], %{code: "dist_port_blocked", problem: "p"})
-      gaps = %{gaps | a@h: a}
-      {gaps, _} = Rules.gaps(gaps, set([:a@h, :b@h]), set([]), 2_000)
-      {gaps, _} = Rules.gaps(gaps, set([:a@h, :b@h]), set([]), 3_000)
-      assert :a@h not in Rules.due(gaps)
-      {gaps, _} = Rules.gaps(gaps, set([:a@h, :b@h]), set([]), 4_000)
-      assert :a@h in Rules.due(gaps)
+      gaps = %{a@h: gap_at(1, %{checking: 7, checked_at: 3}), b@h: gap_at(1)}
+      assert Rules.due(gaps, 3) == [:b@h]
+      assert Rules.due(gaps, 9) == [:b@h]
+      gaps = put_in(gaps[:a@h].checking, nil)
+      assert Rules.due(gaps, 5) == [:b@h]
+      assert Rules.due(gaps, 6) == [:a@h, :b@h]
     end
 
     test "a diagnosis is said when it is the first or another, not when it repeats" do
-      {gaps, _} = after_updates([:a@h], [[], [], []])
       blocked = %{code: "dist_port_blocked", problem: "10.0.0.5:9100 does not answer", fix: "f"}
-      {:changed, gap} = Rules.diagnosed(%{gaps[:a@h] | checking: 1}, blocked)
-      assert gap.checking == nil and gap.diagnosis == blocked
-      assert {:same, _} = Rules.diagnosed(gap, %{blocked | fix: "f"})
-      assert {:changed, _} = Rules.diagnosed(gap, %{blocked | code: "cookie_mismatch"})
-      assert {:changed, _} = Rules.diagnosed(gap, %{blocked | problem: "other"})
+      assert Rules.diagnosis_change(nil, blocked) == :changed
+      assert Rules.diagnosis_change(blocked, %{blocked | fix: "g"}) == :same
+      assert Rules.diagnosis_change(blocked, %{blocked | code: "cookie_mismatch"}) == :changed
+      assert Rules.diagnosis_change(blocked, %{blocked | problem: "other"}) == :changed
     end
 
     test "alone while discovery lists others: said once after more than two polls, and when it ends" do
-      assert {1, :none} = Rules.alone(0, 3, 0)
-      assert {2, :none} = Rules.alone(1, 3, 0)
-      assert {3, :alone} = Rules.alone(2, 3, 0)
-      assert {4, :none} = Rules.alone(3, 3, 0)
-      assert {0, :not_alone} = Rules.alone(4, 3, 1)
-      assert {0, :none} = Rules.alone(0, 3, 1)
+      assert {{5, false}, :none} = Rules.alone(nil, 3, 0, 5)
+      assert {{5, false}, :none} = Rules.alone({5, false}, 3, 0, 6)
+      assert {{5, true}, :alone} = Rules.alone({5, false}, 3, 0, 7)
+      assert {{5, true}, :none} = Rules.alone({5, true}, 3, 0, 8)
+      assert {nil, :not_alone} = Rules.alone({5, true}, 3, 1, 9)
       # Connected again before it was said: nothing to take back.
-      assert {0, :none} = Rules.alone(2, 3, 2)
+      assert {nil, :none} = Rules.alone({5, false}, 3, 2, 6)
+      assert {nil, :none} = Rules.alone(nil, 3, 1, 6)
       # Nobody listed: not alone "while discovery lists others".
-      assert {0, :none} = Rules.alone(0, 0, 0)
-      assert {0, :not_alone} = Rules.alone(5, 0, 0)
+      assert {nil, :none} = Rules.alone(nil, 0, 0, 6)
+      assert {nil, :not_alone} = Rules.alone({5, true}, 0, 0, 9)
     end
   end
 end
