@@ -23,8 +23,13 @@ defmodule EcsPeers.Membership.Diagnosis do
   @doc false
   # `job`: %{owner: pid, tag:, prefix:, topology:, poller: the poller's resource, node: atom,
   # previous: the peer's last diagnosis or nil, since: RFC 3339 text, polls: integer,
-  # epmd_less: boolean}. Returns {:ok, pid} | {:error, reason}.
-  def start(job), do: Task.Supervisor.start_child(EcsPeers.Diagnoses, fn -> run(job) end)
+  # epmd_less: boolean}. Returns {:ok, pid} | {:error, reason} (also when the supervisor is not
+  # running: the membership process carries on without the diagnosis).
+  def start(job) do
+    Task.Supervisor.start_child(EcsPeers.Diagnoses, fn -> run(job) end)
+  catch
+    :exit, reason -> {:error, reason}
+  end
 
   defp run(job) do
     tag = :erlang.unique_integer([:positive])
