@@ -172,6 +172,18 @@ mod tests {
         drop(listening);
     }
 
+    /// The cookie the checks use never shows in the options' `Debug` form.
+    #[test]
+    fn the_options_debug_form_hides_the_cookie() {
+        let opts = DoctorOptions {
+            cookie: Some("s3cret-cookie".into()),
+            ..Default::default()
+        };
+        let shown = format!("{opts:?}");
+        assert!(!shown.contains("s3cret-cookie"), "{shown}");
+        assert!(shown.contains("cookie: Some(\"(hidden)\")"), "{shown}");
+    }
+
     /// A node's own diagnosis of a peer it cannot connect to ([`explain`]) is the one the
     /// doctor's report gives that peer, checked against a refused port and a real distribution
     /// handshake (erl_dist's server side) with another cookie; a peer that passes every check

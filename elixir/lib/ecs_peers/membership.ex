@@ -37,7 +37,8 @@ defmodule EcsPeers.Membership do
   """
   @type links :: {module(), term()}
 
-  # Grouped by concern: who this is (topology, prefix, links), the validated config
+  # Grouped by concern: who this is (topology, prefix, links, and `status_table`, where
+  # status/1 reads what it publishes), the validated config
   # (`config`: the NIF's handle, `settings`: what Elixir reads of it), the running poller, what
   # was read of the update's handles (`held`), the cluster as this node sees it (`cluster`),
   # the last update for status/1 (`last`), and the sharing group's state (`sharing`).
@@ -45,6 +46,7 @@ defmodule EcsPeers.Membership do
     :topology,
     :prefix,
     :links,
+    :status_table,
     :config,
     :settings,
     :sharing,
@@ -80,8 +82,8 @@ defmodule EcsPeers.Membership do
 
     with :ok <- EcsPeers.Update.check_nif(),
          {:ok, {config, settings}} <- EcsPeers.configure(Keyword.fetch!(opts, :config)),
-         :ok <- EcsPeers.Status.register(s.topology),
-         s = %{s | config: config, settings: settings},
+         {:ok, status_table} <- EcsPeers.Status.register(s.topology),
+         s = %{s | config: config, settings: settings, status_table: status_table},
          {:ok, poller} <- start_poller(s) do
       schedule_watchdog(settings)
       sharing = EcsPeers.Sharing.start(s.topology, s.prefix, settings, poller.ref)
@@ -166,7 +168,7 @@ defmodule EcsPeers.Membership do
   # has not been connected to for more than two polls, with their diagnosis): `%{topology:,
   # node:, poll:, sources:, peers:, sharing:, expected:, connected:, unreachable:}`.
   #
-  # Read from what the process published (EcsPeers.Status.publish/1) after its last change,
+  # Read from what the process published (EcsPeers.Status.publish/2) after its last change,
   # and built in the caller: the process itself may be blocked for seconds in a connect (to an
   # address that drops packets: OTP's net_setuptime), exactly when its status is wanted. Exits
   # like a call when the process is not alive.
@@ -196,7 +198,7 @@ defmodule EcsPeers.Membership do
   end
 
   defp publish(s) do
-    EcsPeers.Status.publish(published(s))
+    EcsPeers.Status.publish(s.status_table, published(s))
     s
   end
 
@@ -217,7 +219,6 @@ defmodule EcsPeers.Membership do
   # links' processes may be gone already).
   @impl GenServer
   def terminate(reason, %__MODULE__{poller: %{ref: poller}} = s) do
-    EcsPeers.Status.unpublish()
     EcsPeers.Sharing.leave(s.sharing, nil)
     EcsPeers.native(fn -> EcsPeers.Native.stop(poller) end)
 

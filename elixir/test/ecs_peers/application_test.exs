@@ -39,7 +39,7 @@ defmodule EcsPeers.ApplicationTest do
   end
 
   test "status/1 finds a topology's process through the registry, sharing or not" do
-    assert :ok = EcsPeers.Status.register(:app_test_topology)
+    assert {:ok, _table} = EcsPeers.Status.register(:app_test_topology)
     assert EcsPeers.Status.whereis(:app_test_topology) == [self()]
     assert EcsPeers.Status.whereis(:app_test_other) == []
   end
