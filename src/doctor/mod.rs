@@ -67,7 +67,7 @@ pub struct Explanation {
 /// Checks one peer from this host, as [`diagnose`] checks each (the same checks, the same
 /// diagnoses, `opts.timeout` per connection attempt, twice that for the handshake), and
 /// explains why a connection to it fails. What a node runs in-process for a peer it cannot
-/// connect to (the NIF's `diagnose/4`, with the node's own cookie): its diagnosis of a peer is
+/// connect to (the NIF's `diagnose/6`, with the node's own cookie): its diagnosis of a peer is
 /// the doctor's. Only `peer`'s own address and port are dialled.
 pub async fn explain(peer: Peer, opts: &DoctorOptions) -> Explanation {
     let check = check::check(peer, opts).await;

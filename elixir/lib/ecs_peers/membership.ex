@@ -19,7 +19,7 @@ defmodule EcsPeers.Membership do
   # - it is registered under its topology (`EcsPeers.Status`), and `status/1` answers with the
   #   last update's sources and peers and the sharing members;
   # - the cluster explains itself: after each update, the peers it should be connected to
-  #   (`expected`) and is not are gaps (`Rules.gaps/4`); a peer unconnected for more than two
+  #   (`expected`) and is not are gaps (`Rules.gaps/5`); a peer unconnected for more than two
   #   polls is diagnosed off this process (`EcsPeers.Membership.Diagnosis`, a task: the core's
   #   doctor checks on the NIF's runtime, only for a peer the poller listed, at its listed
   #   address; one at a time per peer), which logs the diagnosis, with its fix, once and again
