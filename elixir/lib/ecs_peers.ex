@@ -73,6 +73,15 @@ defmodule EcsPeers do
   the sharing fields `poller` (the node that polls the source, `nil` when this node does),
   `received_from` (whose result was applied, `nil` when polled here), `received_at` and
   `shared_dropped`; `api_calls_total` counts this node's own AWS calls since start.
+
+  The cluster as this node sees it: `expected` (node binaries: the peers discovery lists that
+  this node should be connected to, draining ones left out), `connected` (those of them it is
+  connected to, by the last connect), and `unreachable`: `[%{node: binary, code: binary | nil,
+  reason: binary | nil, fix: binary | nil, since: binary, polls: integer}]`, the peers it has
+  not been connected to for more than two polls, with the diagnosis of `ecs-peers doctor`'s
+  checks run from this node (`code`, the problem as `reason`, and its `fix`; `nil` until the
+  first diagnosis arrives), `since` the first update without a connection (RFC 3339, UTC) and
+  `polls` how many polls that has lasted.
   """
   @type status :: %{atom() => term()}
 
@@ -80,11 +89,16 @@ defmodule EcsPeers do
   The status of a running `EcsPeers.Strategy` or `EcsPeers.Cluster` on this node, by topology
   name (the libcluster topology, or the child's `name`) or by pid: the last poll's sources
   (who polls each one and whether its result was polled here or received, and from whom), its
-  peers, and the members of the sharing group (`share_polling`).
+  peers, the members of the sharing group (`share_polling`), and the peers expected,
+  connected and unreachable (with why). It answers while the strategy is busy connecting (the
+  process publishes its status after each change; the caller reads it).
 
       iex> EcsPeers.status(:ecs)
       {:ok, %{poll: 42, peers: ["app@10.0.1.7"], sharing: %{members: ["app@10.0.1.5", ...]},
-              sources: [%{id: "ecs:eu-west-2/web/api", poller: "app@10.0.1.5", ...}], ...}}
+              sources: [%{id: "ecs:eu-west-2/web/api", poller: "app@10.0.1.5", ...}],
+              expected: ["app@10.0.1.7"], connected: [],
+              unreachable: [%{node: "app@10.0.1.7", code: "cookie_mismatch", reason: "...",
+                              fix: "...", since: "2026-12-05T08:18:34.212Z", polls: 5}], ...}}
 
   `{:error, message}` when no such process runs here, when two do (a strategy and a child with
   the same topology name: pass the pid), or when it does not answer within 5 s.

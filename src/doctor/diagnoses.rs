@@ -193,6 +193,39 @@ fn unreachable_regions(peers: &[PeerCheck]) -> Vec<Diagnosis> {
     out
 }
 
+/// Why this host cannot connect to one peer: the first of [`peer_diagnoses`] (the most
+/// fundamental, as the report lists them), or, when every check passes from here,
+/// [`checks_pass`]. What a node's own diagnosis of a peer it cannot connect to says; the
+/// doctor's report says the same of that peer (unless its whole region is unreachable, which
+/// the report tells once, per region).
+pub(crate) fn unconnected(p: &PeerCheck) -> Diagnosis {
+    peer_diagnoses(p)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| checks_pass(p))
+}
+
+/// Every check passes from here, yet the peer is not connected: the cause is past what the
+/// checks see (TCP and the plain-TCP handshake).
+fn checks_pass(p: &PeerCheck) -> Diagnosis {
+    let who = format!("{} ({})", p.node, p.region);
+    let port = p
+        .dist_port
+        .map_or_else(|| "its distribution port".to_string(), |q| q.to_string());
+    let checked = match (&p.epmd, &p.handshake) {
+        (Some(_), Some(_)) => format!("its EPMD, the name {:?} registered there, port {port} and a handshake with this cookie", p.expected_name),
+        (Some(_), None) => format!("its EPMD, the name {:?} registered there and port {port} (no handshake: no cookie)", p.expected_name),
+        (None, Some(_)) => format!("port {port} and a handshake with this cookie"),
+        (None, None) => format!("port {port} (no handshake: no cookie)"),
+    };
+    diagnosis(
+        "checks_pass",
+        who,
+        format!("{} answers every check from here ({checked}), yet the connection to it fails", p.node),
+        "read both nodes' logs for the distribution's own error: both must run with long names (name@ip) and the same distribution protocol (inet_tcp, inet6_tcp, or TLS on both sides), and the name must be the one the node runs as",
+    )
+}
+
 /// What is wrong with one peer, in the order a connection to it goes: EPMD, the name it
 /// registered, the distribution port, the handshake.
 fn peer_diagnoses(p: &PeerCheck) -> Vec<Diagnosis> {
@@ -340,8 +373,8 @@ fn handshake_problem(p: &PeerCheck, who: &str) -> Option<Diagnosis> {
         Some(Handshake::CookieMismatch) => Some(diagnosis(
             "cookie_mismatch",
             who,
-            format!("{} rejected the handshake: its cookie differs from the one given", p.node),
-            "use the same cookie on every node (RELEASE_COOKIE, or the release's COOKIE file) and in --cookie",
+            format!("{} rejected the handshake: its cookie differs from the one the check used", p.node),
+            "use the same cookie on every node (RELEASE_COOKIE, or the release's COOKIE file); `ecs-peers doctor` checks with --cookie (or RELEASE_COOKIE), a node with its own",
         )),
         Some(Handshake::Failed { error }) => Some(diagnosis(
             "handshake_failed",

@@ -53,6 +53,28 @@ pub async fn diagnose(snapshot: &Snapshot, opts: &DoctorOptions) -> Report {
     }
 }
 
+/// Why this host cannot connect to one peer: what [`check`] found, and the one diagnosis that
+/// explains it ([`Explanation`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    /// What the checks found.
+    pub check: PeerCheck,
+    /// The most fundamental problem with the peer, the diagnosis the doctor's [`Report`] gives
+    /// it; `checks_pass` when every check passes from here.
+    pub diagnosis: Diagnosis,
+}
+
+/// Checks one peer from this host, as [`diagnose`] checks each (the same checks, the same
+/// diagnoses, `opts.timeout` per connection attempt, twice that for the handshake), and
+/// explains why a connection to it fails. What a node runs in-process for a peer it cannot
+/// connect to (the NIF's `diagnose/6`, with the node's own cookie): its diagnosis of a peer is
+/// the doctor's. Only `peer`'s own address and port are dialled.
+pub async fn explain(peer: Peer, opts: &DoctorOptions) -> Explanation {
+    let check = check::check(peer, opts).await;
+    let diagnosis = diagnoses::unconnected(&check);
+    Explanation { check, diagnosis }
+}
+
 /// The ECS agent's default dynamic host port range on Linux (bridge mode, hostPort 0):
 /// <https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_PortMapping.html>.
 const DYNAMIC_PORTS: &str = "32768-60999";
@@ -148,5 +170,90 @@ mod tests {
         assert!(security_group_rule(&host, &opts)
             .starts_with("inbound TCP 4370 (the distribution port) on the container instances'"));
         drop(listening);
+    }
+
+    /// The cookie the checks use never shows in the options' `Debug` form.
+    #[test]
+    fn the_options_debug_form_hides_the_cookie() {
+        let opts = DoctorOptions {
+            cookie: Some("s3cret-cookie".into()),
+            ..Default::default()
+        };
+        let shown = format!("{opts:?}");
+        assert!(!shown.contains("s3cret-cookie"), "{shown}");
+        assert!(shown.contains("cookie: Some(\"(hidden)\")"), "{shown}");
+    }
+
+    /// A node's own diagnosis of a peer it cannot connect to ([`explain`]) is the one the
+    /// doctor's report gives that peer, checked against a refused port and a real distribution
+    /// handshake (erl_dist's server side) with another cookie; a peer that passes every check
+    /// has no diagnosis in the report, and `checks_pass` from `explain`.
+    #[tokio::test]
+    async fn explain_gives_each_peer_the_reports_diagnosis() {
+        use erl_dist::handshake::{HandshakeStatus, ServerSideHandshake};
+        use erl_dist::node::{Creation, LocalNode};
+        use tokio_util::compat::TokioAsyncReadCompatExt;
+
+        let node = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let node_port = node.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = node.accept().await {
+                tokio::spawn(async move {
+                    let local =
+                        LocalNode::new("app-b@127.0.0.1".parse().unwrap(), Creation::random());
+                    let mut hs = ServerSideHandshake::new(stream.compat(), local, "the-cookie");
+                    if hs.execute_recv_name().await.is_ok() {
+                        let _ = hs.execute_rest(HandshakeStatus::Ok).await;
+                    }
+                });
+            }
+        });
+        let closed_port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let at = |port: u16, task: &str| Peer {
+            node: format!("app-{task}@127.0.0.1"),
+            port: Some(port),
+            ec2_instance_id: Some("i-0abc".into()),
+            ..crate::namespace::tests::peer("127.0.0.1", "eu-west-2", "ecs:eu-west-2/web")
+        };
+        let peers = [at(closed_port, "a"), at(node_port, "b")];
+        let snapshot = Snapshot {
+            peers: peers.iter().cloned().map(std::sync::Arc::new).collect(),
+            sources: vec![status("ecs:eu-west-2/web", "eu-west-2", 2, None)],
+            ..Snapshot::empty()
+        };
+        let opts = |cookie: &str| DoctorOptions {
+            timeout: Duration::from_secs(2),
+            cookie: Some(cookie.into()),
+            ..Default::default()
+        };
+
+        let report = diagnose(&snapshot, &opts("another-cookie")).await;
+        assert_eq!(
+            report.diagnoses.iter().map(|d| d.code).collect::<Vec<_>>(),
+            ["dist_port_refused", "cookie_mismatch"]
+        );
+        for (peer, reported) in peers.iter().zip(&report.diagnoses) {
+            let own = explain(peer.clone(), &opts("another-cookie")).await;
+            assert_eq!(&own.diagnosis, reported, "{}", peer.node);
+        }
+
+        let report = diagnose(&snapshot, &opts("the-cookie")).await;
+        assert_eq!(
+            report.diagnoses.iter().map(|d| d.code).collect::<Vec<_>>(),
+            ["dist_port_refused"]
+        );
+        let own = explain(peers[1].clone(), &opts("the-cookie")).await;
+        assert_eq!(own.check.handshake, Some(crate::epmd::Handshake::Ok));
+        assert_eq!(own.diagnosis.code, "checks_pass");
+        assert!(
+            own.diagnosis.problem.starts_with(&format!(
+                "app-b@127.0.0.1 answers every check from here (port {node_port} and a handshake with this cookie)"
+            )),
+            "{}",
+            own.diagnosis.problem
+        );
     }
 }

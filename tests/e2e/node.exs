@@ -11,7 +11,11 @@
 # `known_poll`, that poll's number (the core's count, read in the same call), and `known_at`,
 # when that call began (OS time, ms). Node.list alone cannot tell that a node's own poll found a
 # peer: a new node that dials the others shows in their Node.list before their polls list its
-# task. The call is made by a process of its own: it waits while the strategy connects nodes
+# task. From the same call, the cluster as the strategy sees it: `expected`, `connected` and
+# `unreachable` (each `%{node, code, reason, fix, since, polls}`); and from the
+# `[:ecs_peers, :cluster, :connections]` telemetry, `connections`: its counts of the three and
+# its unreachable peers (`unreachable_peers`). The call is
+# made by a process of its own: it waits while the strategy connects nodes
 # (seconds, to an address that drops packets), and the status file must not.
 #
 #   elixir --name app@IP --cookie C -pa EBIN tests/e2e/node.exs STATUS_FILE ENDPOINT INTERVAL_MS
@@ -58,6 +62,16 @@ polls = :atomics.new(1, [])
 # the peers reader below): replacing a persistent term runs a global GC, too often for this.
 :ets.new(:e2e, [:named_table, :public, read_concurrency: true])
 :ets.insert(:e2e, {:last_poll, %{peers: 0, sources: []}})
+:ets.insert(:e2e, {:connections, nil})
+
+:telemetry.attach(
+  "e2e-connections",
+  [:ecs_peers, :cluster, :connections],
+  fn _event, measurements, metadata, _ ->
+    :ets.insert(:e2e, {:connections, Map.put(measurements, :unreachable_peers, metadata.unreachable)})
+  end,
+  nil
+)
 
 :telemetry.attach(
   "e2e-status",
@@ -119,7 +133,7 @@ clustering = fn ->
   end
 end
 
-:ets.insert(:e2e, {:known, %{known: [], known_poll: nil, known_at: 0}})
+:ets.insert(:e2e, {:known, %{known: [], known_poll: nil, known_at: 0, expected: [], connected: [], unreachable: []}})
 
 spawn(fn ->
   read_known = fn read_known ->
@@ -131,7 +145,10 @@ spawn(fn ->
 
       pid ->
         case EcsPeers.status(pid) do
-          {:ok, st} -> :ets.insert(:e2e, {:known, %{known: st.peers, known_poll: st.poll, known_at: at}})
+          {:ok, st} ->
+            :ets.insert(:e2e, {:known, %{known: st.peers, known_poll: st.poll, known_at: at,
+                                         expected: st.expected, connected: st.connected,
+                                         unreachable: st.unreachable}})
           {:error, _} -> :ok
         end
     end
@@ -158,6 +175,7 @@ report = fn report, last_pid, restarts ->
   restarts = if last_pid && pid && pid != last_pid, do: restarts + 1, else: restarts
   [{:last_poll, last}] = :ets.lookup(:e2e, :last_poll)
   [{:known, known}] = :ets.lookup(:e2e, :known)
+  [{:connections, connections}] = :ets.lookup(:e2e, :connections)
 
   status = %{
     node: node(),
@@ -169,7 +187,11 @@ report = fn report, last_pid, restarts ->
     sources: last.sources,
     known: known.known,
     known_poll: known.known_poll,
-    known_at: known.known_at
+    known_at: known.known_at,
+    expected: known.expected,
+    connected: known.connected,
+    unreachable: known.unreachable,
+    connections: connections
   }
 
   File.write!(status_file <> ".tmp", json.(json, status))

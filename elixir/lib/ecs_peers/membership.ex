@@ -17,7 +17,14 @@ defmodule EcsPeers.Membership do
   # - with `share_polling`, this process is the member of the sharing group (`EcsPeers.Sharing`);
   #   it leaves the group before it leaves the cluster, and on terminate;
   # - it is registered under its topology (`EcsPeers.Status`), and `status/1` answers with the
-  #   last update's sources and peers and the sharing members.
+  #   last update's sources and peers and the sharing members;
+  # - the cluster explains itself: after each update, the peers it should be connected to
+  #   (`expected`) and is not are gaps (`Rules.gaps/5`); a peer unconnected for more than two
+  #   polls is diagnosed off this process (`EcsPeers.Membership.Diagnosis`, a task: the core's
+  #   doctor checks on the NIF's runtime, only for a peer the poller listed, at its listed
+  #   address; one at a time per peer), which logs the diagnosis, with its fix, once and again
+  #   only when it changes; a node alone while discovery lists others logs an error.
+  #   `status/1` and the telemetry carry expected, connected and unreachable.
 
   use GenServer
 
@@ -30,7 +37,8 @@ defmodule EcsPeers.Membership do
   """
   @type links :: {module(), term()}
 
-  # Grouped by concern: who this is (topology, prefix, links), the validated config
+  # Grouped by concern: who this is (topology, prefix, links, and `status_table`, where
+  # status/1 reads what it publishes), the validated config
   # (`config`: the NIF's handle, `settings`: what Elixir reads of it), the running poller, what
   # was read of the update's handles (`held`), the cluster as this node sees it (`cluster`),
   # the last update for status/1 (`last`), and the sharing group's state (`sharing`).
@@ -38,12 +46,20 @@ defmodule EcsPeers.Membership do
     :topology,
     :prefix,
     :links,
+    :status_table,
     :config,
     :settings,
     :sharing,
     poller: %{ref: nil, tag: nil, heard_at: nil},
     held: %{membership: nil, members: MapSet.new(), dial: nil},
-    cluster: %{connected: MapSet.new(), draining: MapSet.new(), left: false},
+    cluster: %{
+      connected: MapSet.new(),
+      draining: MapSet.new(),
+      left: false,
+      expected: MapSet.new(),
+      gaps: %{},
+      alone: nil
+    },
     last: %{poll: 0, sources: [], shared_dropped: 0}
   ]
 
@@ -66,12 +82,12 @@ defmodule EcsPeers.Membership do
 
     with :ok <- EcsPeers.Update.check_nif(),
          {:ok, {config, settings}} <- EcsPeers.configure(Keyword.fetch!(opts, :config)),
-         :ok <- EcsPeers.Status.register(s.topology),
-         s = %{s | config: config, settings: settings},
+         {:ok, status_table} <- EcsPeers.Status.register(s.topology),
+         s = %{s | config: config, settings: settings, status_table: status_table},
          {:ok, poller} <- start_poller(s) do
       schedule_watchdog(settings)
       sharing = EcsPeers.Sharing.start(s.topology, s.prefix, settings, poller.ref)
-      {:ok, %{s | poller: poller, sharing: sharing}}
+      {:ok, publish(%{s | poller: poller, sharing: sharing})}
     else
       {:error, message} ->
         Logger.error("[#{s.prefix}] #{Keyword.fetch!(opts, :who)} cannot start: #{message}")
@@ -84,7 +100,7 @@ defmodule EcsPeers.Membership do
     s = put_in(s.poller.heard_at, now())
     s = report(s, update)
     {s, update} = latest(s, tag, update)
-    {:noreply, apply_update(s, update)}
+    {:noreply, s |> apply_update(update) |> publish()}
   end
 
   def handle_info(:watchdog, %__MODULE__{} = s) do
@@ -111,6 +127,26 @@ defmodule EcsPeers.Membership do
     {:noreply, s}
   end
 
+  # A diagnosis task's answer (EcsPeers.Membership.Diagnosis), found by its tag: kept as the
+  # peer's last diagnosis. A peer connected (or gone) meanwhile has no gap with that tag, and
+  # the answer is dropped.
+  def handle_info({:ecs_peers_diagnosed, tag, result}, %__MODULE__{} = s) do
+    case Enum.find(s.cluster.gaps, fn {_node, gap} -> gap.checking == tag end) do
+      nil ->
+        {:noreply, s}
+
+      {node, gap} ->
+        diagnosis =
+          case result do
+            {:ok, d} -> d
+            {:error, _} -> gap.diagnosis
+          end
+
+        s = put_in(s.cluster.gaps[node], %{gap | checking: nil, diagnosis: diagnosis})
+        {:noreply, publish(s)}
+    end
+  end
+
   # The parent going away (trap_exit) stops this process (then terminate/2).
   def handle_info({:EXIT, _from, reason}, s), do: {:stop, reason, s}
 
@@ -118,7 +154,7 @@ defmodule EcsPeers.Membership do
   # poller, and anything else, are ignored.
   def handle_info(other, s) do
     case EcsPeers.Sharing.handle_info(other, s.sharing, s.poller.ref) do
-      {:handled, sharing} -> {:noreply, %{s | sharing: sharing}}
+      {:handled, sharing} -> {:noreply, publish(%{s | sharing: sharing})}
       :unhandled -> {:noreply, s}
     end
   end
@@ -127,21 +163,55 @@ defmodule EcsPeers.Membership do
   # The last update's `sources` (each with `poller`/`received_from`: who polls it, whose result
   # was applied), its `peers` (node-name binaries, sorted), `poll` (its number), and `sharing`
   # (`EcsPeers.Sharing.status/1`, plus `core_dropped`: received results the core dropped that
-  # named no source here or did not decode): `%{topology:, node:, poll:, sources:, peers:,
-  # sharing:}`.
-  def status(pid, timeout \\ 5_000), do: GenServer.call(pid, :status, timeout)
+  # named no source here or did not decode), and the cluster as this node sees it: `expected`
+  # (the peers it should be connected to), `connected` (those it is), `unreachable` (those it
+  # has not been connected to for more than two polls, with their diagnosis): `%{topology:,
+  # node:, poll:, sources:, peers:, sharing:, expected:, connected:, unreachable:}`.
+  #
+  # Read from what the process published (EcsPeers.Status.publish/2) after its last change,
+  # and built in the caller: the process itself may be blocked for seconds in a connect (to an
+  # address that drops packets: OTP's net_setuptime), exactly when its status is wanted. Exits
+  # like a call when the process is not alive.
+  def status(pid, timeout \\ 5_000) do
+    with true <- Process.alive?(pid),
+         {:ok, published} <- EcsPeers.Status.published(pid) do
+      render(published)
+    else
+      _ -> GenServer.call(pid, :status, timeout)
+    end
+  end
 
   @impl GenServer
-  def handle_call(:status, _from, s) do
-    {:reply,
-     %{
-       topology: s.topology,
-       node: Atom.to_string(node()),
-       poll: s.last.poll,
-       sources: s.last.sources,
-       peers: s.held.members |> Enum.map(&Atom.to_string/1) |> Enum.sort(),
-       sharing: Map.put(EcsPeers.Sharing.status(s.sharing), :core_dropped, s.last.shared_dropped)
-     }, s}
+  def handle_call(:status, _from, s), do: {:reply, render(published(s)), s}
+
+  # What status/1 reads: the raw state it is rendered from (no per-peer work here: this is
+  # published after every update).
+  defp published(s) do
+    %{
+      topology: s.topology,
+      poll: s.last.poll,
+      sources: s.last.sources,
+      members: s.held.members,
+      sharing: Map.put(EcsPeers.Sharing.status(s.sharing), :core_dropped, s.last.shared_dropped),
+      cluster: Map.take(s.cluster, [:expected, :connected, :gaps])
+    }
+  end
+
+  defp publish(s) do
+    EcsPeers.Status.publish(s.status_table, published(s))
+    s
+  end
+
+  defp render(p) do
+    %{
+      topology: p.topology,
+      node: Atom.to_string(node()),
+      poll: p.poll,
+      sources: p.sources,
+      peers: names(p.members),
+      sharing: p.sharing
+    }
+    |> Map.merge(connections(p.cluster, p.poll))
   end
 
   # Stopped while the VM stops (init:stop, which ECS's SIGTERM starts): this node leaves
@@ -202,8 +272,138 @@ defmodule EcsPeers.Membership do
       end
 
     {keep, join} = Rules.targets(s.held.members, s.cluster.draining, s.cluster.left)
-    s |> put_dial(update) |> reconcile(keep, join)
+
+    # Peers due for a diagnosis by this update's number are checked before the links connect
+    # (a connect to an address that drops packets blocks for seconds), and those found
+    # unconnected by the links after it.
+    s
+    |> diagnose_due()
+    |> put_dial(update)
+    |> reconcile(keep, join)
+    |> explain(join)
   end
+
+  # The cluster explains itself (Rules: gaps, due, alone): after the links answered, which
+  # expected peers are not connected; those due are diagnosed; the ones connected again after
+  # a diagnosis, and this node being alone, are said; the telemetry carries the gap.
+  defp explain(s, expected) do
+    poll = s.last.poll
+
+    {gaps, back} = Rules.gaps(s.cluster.gaps, expected, s.cluster.connected, now_utc(), poll)
+
+    for {node, gap} <- back do
+      Logger.info(
+        "[#{s.prefix}] connected to #{inspect(node)} again " <>
+          "(unreachable since #{iso8601(gap.since)}: #{gap.diagnosis.code})"
+      )
+    end
+
+    connected = MapSet.size(MapSet.intersection(expected, s.cluster.connected))
+    {alone, said} = Rules.alone(s.cluster.alone, MapSet.size(expected), connected, poll)
+
+    case said do
+      :alone ->
+        Logger.error(
+          "[#{s.prefix}] this node is alone: connected to none of the #{MapSet.size(expected)} " <>
+            "peers discovery lists, for #{poll - elem(alone, 0) + 1} polls; it is not part of a " <>
+            "cluster. Each peer's diagnosis is logged (\"cannot connect to\"), or run " <>
+            "`ecs-peers doctor` from this task"
+        )
+
+      :not_alone ->
+        Logger.info(
+          "[#{s.prefix}] no longer alone: connected to #{connected} of the " <>
+            "#{MapSet.size(expected)} peers discovery lists"
+        )
+
+      :none ->
+        :ok
+    end
+
+    s = %{s | cluster: %{s.cluster | expected: expected, gaps: gaps, alone: alone}}
+    s = diagnose_due(s)
+    EcsPeers.Telemetry.connections(s.topology, counted(s.cluster, poll))
+    s
+  end
+
+  # Starts a diagnosis task for each peer due (Rules.due/2) at the last update's number.
+  defp diagnose_due(s) do
+    Enum.reduce(Rules.due(s.cluster.gaps, s.last.poll), s, fn node, s ->
+      gap = s.cluster.gaps[node]
+      tag = :erlang.unique_integer([:positive])
+
+      job = %{
+        owner: self(),
+        tag: tag,
+        prefix: s.prefix,
+        topology: s.topology,
+        poller: s.poller.ref,
+        node: node,
+        previous: gap.diagnosis,
+        since: iso8601(gap.since),
+        polls: Rules.polls(gap, s.last.poll),
+        epmd_less: Process.whereis(EcsPeers.Epmd) != nil
+      }
+
+      case EcsPeers.Membership.Diagnosis.start(job) do
+        {:ok, _pid} ->
+          put_in(s.cluster.gaps[node], %{gap | checking: tag, checked_at: s.last.poll})
+
+        {:error, reason} ->
+          Logger.debug(fn ->
+            "[#{s.prefix}] cannot diagnose #{inspect(node)}: #{inspect(reason)}"
+          end)
+
+          s
+      end
+    end)
+  end
+
+  # expected, connected (node-name binaries, sorted) and unreachable, for status/1.
+  defp connections(%{expected: expected, connected: connected, gaps: gaps}, poll) do
+    %{
+      expected: names(expected),
+      connected: names(MapSet.intersection(expected, connected)),
+      unreachable: unreachable(gaps, poll)
+    }
+  end
+
+  # The same for the telemetry of every update: counts, and the unreachable peers (few), so no
+  # list of every peer is built per update.
+  defp counted(%{expected: expected, connected: connected, gaps: gaps}, poll) do
+    %{
+      expected: MapSet.size(expected),
+      connected: MapSet.size(MapSet.intersection(expected, connected)),
+      unreachable: unreachable(gaps, poll)
+    }
+  end
+
+  defp unreachable(gaps, poll) do
+    for {node, gap} <- Enum.sort(gaps),
+        Rules.unreachable?(gap, poll),
+        do: unreachable_entry(node, gap, poll)
+  end
+
+  # One unreachable peer: its node, its diagnosis (code, reason and fix; nil until the first
+  # one arrives), since when (RFC 3339, UTC) and for how many polls.
+  defp unreachable_entry(node, gap, poll) do
+    d = gap.diagnosis || %{}
+
+    %{
+      node: Atom.to_string(node),
+      code: d[:code],
+      reason: d[:problem],
+      fix: d[:fix],
+      since: iso8601(gap.since),
+      polls: Rules.polls(gap, poll)
+    }
+  end
+
+  defp now_utc, do: System.system_time(:millisecond)
+
+  defp names(nodes), do: nodes |> Enum.map(&Atom.to_string/1) |> Enum.sort()
+
+  defp iso8601(ms), do: ms |> DateTime.from_unix!(:millisecond) |> DateTime.to_iso8601()
 
   defp rejoin(s), do: put_in(s.cluster.left, false)
 

@@ -106,15 +106,30 @@ if match?({:module, _}, Code.ensure_compiled(Cluster.Strategy)) do
     no binding for the distribution port), with the fix. These are the core's membership events, with the core's wording: the same ones
     `ecs-peers watch` prints.
 
+    The cluster explains itself: a peer discovery lists that this node has not been connected
+    to for more than two polls is checked from this node by `ecs-peers doctor`'s own checks
+    (EPMD or the one distribution port, the name registered, the port, a handshake with this
+    node's cookie; off the strategy's process, at most one check per peer at a time, only at
+    the address a source listed), and the diagnosis is logged once as a warning with its fix,
+    and again only when it changes:
+
+        [libcluster:ecs] cannot connect to app@10.201.0.5 (eu-west-2) since 2026-12-05T08:18:03.999Z (7 polls): [dist_port_blocked] 10.201.0.5:9100, app's distribution port, does not answer while its EPMD does. Fix: allow the distribution port range in the security group ...
+
+    A node connected to none of the peers discovery lists for more than two polls logs an error
+    (`this node is alone: ...`). docs/troubleshooting.md explains each line.
+
     When `:telemetry` is loaded it emits `[:ecs_peers, :poll, :stop]` for every update,
-    `[:ecs_peers, :source, :error]` for each failing source, and `[:ecs_peers, :sharing,
-    :members]` when the sharing group changes; `EcsPeers.Telemetry` documents their
+    `[:ecs_peers, :source, :error]` for each failing source, `[:ecs_peers, :sharing,
+    :members]` when the sharing group changes, `[:ecs_peers, :cluster, :connections]` after
+    every update (peers expected, connected, unreachable) and `[:ecs_peers, :peer,
+    :unreachable]` for each diagnosis logged; `EcsPeers.Telemetry` documents their
     measurements and metadata.
 
     Each source status in `sources` carries, besides the poll's outcome and `api_calls` /
     `api_calls_total` (this node's own AWS calls), `poller` (the node polling it, `nil` when this
     node does), `received_from` (whose result was applied, `nil` when polled here),
-    `received_at` and `shared_dropped`. `EcsPeers.status/1` returns the same from a console.
+    `received_at` and `shared_dropped`. `EcsPeers.status/1` returns the same from a console,
+    with the peers `expected`, `connected` and `unreachable` (each with its diagnosis).
 
     ## Fleet-shared polling (`share_polling: true`)
 

@@ -17,7 +17,19 @@ defmodule EcsPeers.Telemetry do
     id), kind: binary, error: binary}`;
   - `[:ecs_peers, :sharing, :members]` (with `share_polling`), each time the sharing group's
     nodes change: measurements `%{count: integer}` (the nodes in the group, this node included;
-    0 when it left the group), metadata `%{topology: atom, key: binary, nodes: [node binary]}`.
+    0 when it left the group), metadata `%{topology: atom, key: binary, nodes: [node binary]}`;
+  - `[:ecs_peers, :cluster, :connections]`, after every update, once its peers were connected:
+    measurements `%{expected: integer, connected: integer, unreachable: integer}` (how many
+    peers this node should be connected to, how many of them it is, and how many it has not
+    been connected to for more than two polls; `EcsPeers.status/1` lists the first two),
+    metadata `%{topology: atom, unreachable: [unreachable]}`, each unreachable peer `%{node:
+    binary, code: binary | nil, reason: binary | nil, fix: binary | nil, since: binary, polls:
+    integer}` (the doctor's diagnosis code, the problem and its fix, `nil` until the first
+    diagnosis arrives; `since`: the first update without a connection, RFC 3339 UTC);
+  - `[:ecs_peers, :peer, :unreachable]`, when a peer's diagnosis is logged (its first, or one
+    that changed): measurements `%{polls: integer, checked_ms: integer}` (the updates it has
+    been unconnected for, how long the checks took), metadata `%{topology: atom, node: binary,
+    code: binary, reason: binary, fix: binary, since: binary}`.
   """
 
   @doc false
@@ -63,6 +75,47 @@ defmodule EcsPeers.Telemetry do
         key: key,
         nodes: nodes
       })
+    end
+
+    :ok
+  end
+
+  @doc false
+  # The cluster as this node sees it after an update: `%{expected:, connected:, unreachable:}`.
+  @spec connections(atom(), %{
+          expected: non_neg_integer(),
+          connected: non_neg_integer(),
+          unreachable: [map()]
+        }) :: :ok
+  def connections(topology, %{expected: expected, connected: connected, unreachable: unreachable}) do
+    if loaded?() do
+      execute(
+        [:ecs_peers, :cluster, :connections],
+        %{expected: expected, connected: connected, unreachable: length(unreachable)},
+        %{topology: topology, unreachable: unreachable}
+      )
+    end
+
+    :ok
+  end
+
+  @doc false
+  # A peer's diagnosis, logged: `entry` as in the connections event's unreachable list.
+  @spec unreachable(atom(), map(), %{polls: integer(), checked_ms: integer()}) :: :ok
+  def unreachable(topology, entry, measurements) do
+    if loaded?() do
+      execute(
+        [:ecs_peers, :peer, :unreachable],
+        measurements,
+        %{
+          topology: topology,
+          node: entry.node,
+          code: entry.code,
+          reason: entry.reason,
+          fix: entry.fix,
+          since: entry.since
+        }
+      )
     end
 
     :ok

@@ -19,13 +19,14 @@ defmodule EcsPeers.ApplicationTest do
     end
   end
 
-  test "the sharing scope and the status registry run under the application's supervisor" do
+  test "the sharing scope, the status registry and the diagnoses' tasks run under the application's supervisor" do
     children =
       for {id, pid, _, _} <- Supervisor.which_children(EcsPeers.Supervisor), do: {id, pid}
 
     assert {EcsPeers.Sharing, Process.whereis(EcsPeers.Sharing)} in children
 
     assert {EcsPeers.Status, Process.whereis(EcsPeers.Status)} in children
+    assert {EcsPeers.Diagnoses, Process.whereis(EcsPeers.Diagnoses)} in children
   end
 
   test "a scope that dies is started again by the supervisor" do
@@ -38,7 +39,7 @@ defmodule EcsPeers.ApplicationTest do
   end
 
   test "status/1 finds a topology's process through the registry, sharing or not" do
-    assert :ok = EcsPeers.Status.register(:app_test_topology)
+    assert {:ok, _table} = EcsPeers.Status.register(:app_test_topology)
     assert EcsPeers.Status.whereis(:app_test_topology) == [self()]
     assert EcsPeers.Status.whereis(:app_test_other) == []
   end

@@ -115,6 +115,45 @@ defmodule EcsPeers.ClusterTest do
     assert log =~ "[ecs_peers:web] disconnected from #{inspect(node_of(b))}"
   end
 
+  test "the child explains itself: an unconnected peer is diagnosed once, the telemetry shows the gap",
+       %{emu: emu, rec: rec} do
+    c = cluster_name()
+    [t] = seed(emu, c, "10.235.0.0/24", 1)
+    name = Atom.to_string(node_of(t))
+    me = self()
+
+    :telemetry.attach(
+      "c-connections",
+      [:ecs_peers, :cluster, :connections],
+      fn _, m, meta, _ -> send(me, {:connections, m, meta}) end,
+      nil
+    )
+
+    on_exit(fn -> :telemetry.detach("c-connections") end)
+    failing = Keyword.put(links(rec), :connect, {Recorder, :connect, [rec, false]})
+
+    log =
+      capture_log(fn ->
+        start_supervised!({EcsPeers.Cluster, config(emu, c) ++ failing ++ [name: :explained]})
+        # Nothing answers at 10.235.0.x: the doctor's checks diagnose it (no route, or dropped).
+        assert_receive {:connections, %{expected: 1, connected: 0, unreachable: 1},
+                        %{topology: :explained, unreachable: [%{node: ^name, code: code}]}}
+                       when code != nil,
+                       20_000
+
+        # Two more checks' worth of polls: the same diagnosis is not said again.
+        polls(7)
+      end)
+
+    said =
+      for l <- String.split(log, "\n"),
+          l =~ "[ecs_peers:explained] cannot connect to #{name} ",
+          do: l
+
+    assert [line] = said, log
+    assert line =~ ~r/\(\d+ polls\): \[\w+\] .+\. Fix: .+/
+  end
+
   test "the child: :ignore starts nothing, a bad key stops it from starting with the key named" do
     assert :ignore = EcsPeers.Cluster.start_link(:ignore)
     # start_link links: on OTP 25 a child whose init stops also sends its caller an exit signal.

@@ -104,4 +104,75 @@ defmodule EcsPeers.Membership.RulesTest do
       refute Rules.leave_on_terminate?(:shutdown, true, false, set([]))
     end
   end
+
+  describe "gaps: peers this node cannot connect to, and their diagnoses" do
+    defp gap_at(poll, extra \\ %{}),
+      do:
+        Map.merge(
+          %{since: 1_000, first_poll: poll, checking: nil, checked_at: nil, diagnosis: nil},
+          extra
+        )
+
+    test "an expected peer not connected after an update has a gap from that update on" do
+      {gaps, []} = Rules.gaps(%{}, set([:a@h, :b@h]), set([:a@h]), 1_000, 7)
+      assert gaps == %{b@h: gap_at(7)}
+      # The next update keeps the gap as it was: since the first one.
+      assert {^gaps, []} = Rules.gaps(gaps, set([:a@h, :b@h]), set([:a@h]), 2_000, 8)
+    end
+
+    test "a connected peer, or one discovery no longer lists, has no gap" do
+      gaps = %{a@h: gap_at(1), b@h: gap_at(1)}
+      assert {%{}, []} = Rules.gaps(gaps, set([:a@h, :b@h]), set([:a@h, :b@h]), 2_000, 2)
+      assert {%{}, []} = Rules.gaps(gaps, set([]), set([]), 2_000, 2)
+    end
+
+    test "a diagnosed peer that connects again is reported once; an undiagnosed one is not" do
+      gaps = %{a@h: gap_at(1, %{diagnosis: %{code: "cookie_mismatch"}}), b@h: gap_at(1)}
+      {gaps, back} = Rules.gaps(gaps, set([:a@h, :b@h]), set([:a@h, :b@h]), 2_000, 4)
+      assert [{:a@h, %{diagnosis: %{code: "cookie_mismatch"}}}] = back
+      assert {%{}, []} = Rules.gaps(gaps, set([:a@h, :b@h]), set([:a@h, :b@h]), 3_000, 5)
+    end
+
+    test "unreachable and due after more than two polls by the updates' numbers, not before" do
+      gaps = %{a@h: gap_at(10)}
+      refute Rules.unreachable?(gaps[:a@h], 11)
+      assert Rules.due(gaps, 11) == []
+      assert Rules.polls(gaps[:a@h], 12) == 3
+      assert Rules.unreachable?(gaps[:a@h], 12)
+      assert Rules.due(gaps, 12) == [:a@h]
+      # Updates skipped while a connect blocked still count.
+      assert Rules.due(gaps, 19) == [:a@h]
+    end
+
+    test "one diagnosis in flight per peer; again three polls after the last one began" do
+      gaps = %{a@h: gap_at(1, %{checking: 7, checked_at: 3}), b@h: gap_at(1)}
+      assert Rules.due(gaps, 3) == [:b@h]
+      assert Rules.due(gaps, 9) == [:b@h]
+      gaps = put_in(gaps[:a@h].checking, nil)
+      assert Rules.due(gaps, 5) == [:b@h]
+      assert Rules.due(gaps, 6) == [:a@h, :b@h]
+    end
+
+    test "a diagnosis is said when it is the first or another, not when it repeats" do
+      blocked = %{code: "dist_port_blocked", problem: "10.0.0.5:9100 does not answer", fix: "f"}
+      assert Rules.diagnosis_change(nil, blocked) == :changed
+      assert Rules.diagnosis_change(blocked, %{blocked | fix: "g"}) == :same
+      assert Rules.diagnosis_change(blocked, %{blocked | code: "cookie_mismatch"}) == :changed
+      assert Rules.diagnosis_change(blocked, %{blocked | problem: "other"}) == :changed
+    end
+
+    test "alone while discovery lists others: said once after more than two polls, and when it ends" do
+      assert {{5, false}, :none} = Rules.alone(nil, 3, 0, 5)
+      assert {{5, false}, :none} = Rules.alone({5, false}, 3, 0, 6)
+      assert {{5, true}, :alone} = Rules.alone({5, false}, 3, 0, 7)
+      assert {{5, true}, :none} = Rules.alone({5, true}, 3, 0, 8)
+      assert {nil, :not_alone} = Rules.alone({5, true}, 3, 1, 9)
+      # Connected again before it was said: nothing to take back.
+      assert {nil, :none} = Rules.alone({5, false}, 3, 2, 6)
+      assert {nil, :none} = Rules.alone(nil, 3, 1, 6)
+      # Nobody listed: not alone "while discovery lists others".
+      assert {nil, :none} = Rules.alone(nil, 0, 0, 6)
+      assert {nil, :not_alone} = Rules.alone({5, true}, 0, 0, 9)
+    end
+  end
 end

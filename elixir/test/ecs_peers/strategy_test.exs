@@ -190,6 +190,86 @@ defmodule EcsPeers.StrategyTest do
     end)
   end
 
+  # Waits (at most 20 s) for `fun` to return a truthy value; returns it.
+  defp eventually(fun, deadline \\ System.monotonic_time(:millisecond) + 20_000) do
+    case fun.() do
+      value when value not in [nil, false] ->
+        value
+
+      _ ->
+        if System.monotonic_time(:millisecond) > deadline, do: flunk("not reached within 20 s")
+
+        receive do
+        after
+          50 -> eventually(fun, deadline)
+        end
+    end
+  end
+
+  test "a peer unconnected for more than two polls is diagnosed once, with its fix, and status/1 shows it",
+       %{emu: emu, rec: rec} do
+    c = cluster_name()
+    [t] = seed(emu, "eu-west-2", c, "10.216.0.0/24", 1)
+    node = node_of(t)
+    name = Atom.to_string(node)
+
+    log =
+      capture_log(fn ->
+        pid = start(emu, rec, [[type: :ecs, region: "eu-west-2", cluster: c, service: "api"]])
+        replace_connect(pid, {Recorder, :connect, [rec, false]})
+
+        # Nothing answers at 10.216.0.x: whichever way the network says so (no route, or
+        # dropped), the doctor's checks diagnose it.
+        {st, gap} =
+          eventually(fn ->
+            {:ok, st} = EcsPeers.status(pid)
+            gap = Enum.find(st.unreachable, &(&1.node == name and &1.code != nil))
+            gap && {st, gap}
+          end)
+
+        assert st.expected == [name] and st.connected == [], inspect(st)
+        assert gap.polls > 2 and is_binary(gap.reason) and is_binary(gap.fix), inspect(gap)
+        assert {:ok, _, _} = DateTime.from_iso8601(gap.since)
+        # Three more polls: checked again at least once, and not said again.
+        {:ok, %{poll: at}} = EcsPeers.status(pid)
+        eventually(fn -> match?({:ok, %{poll: p}} when p >= at + 4, EcsPeers.status(pid)) end)
+      end)
+
+    said =
+      for l <- String.split(log, "\n"), l =~ "cannot connect to #{name} (eu-west-2) since ", do: l
+
+    assert [line] = said, log
+    assert line =~ ~r/\(\d+ polls\): \[\w+\] .+\. Fix: .+/
+  end
+
+  test "status/1 answers while a connect blocks the strategy", %{emu: emu, rec: rec} do
+    c = cluster_name()
+    [a] = seed(emu, "eu-west-2", c, "10.217.0.0/24", 1)
+
+    capture_log(fn ->
+      pid = start(emu, rec, [[type: :ecs, region: "eu-west-2", cluster: c, service: "api"]])
+      first = node_of(a)
+      assert_receive {:connect, ^first}, 5_000
+      # Longer than status/1's 5 s: a status served by the blocked process would time out.
+      replace_connect(pid, {Recorder, :slow_connect, [rec, 8_000]})
+
+      [b] =
+        Emu.run_tasks(emu, %{
+          region: "eu-west-2",
+          cluster: c,
+          subnet: "10.217.0.0/24",
+          family: "api",
+          count: 1,
+          group: "service:api"
+        })
+
+      second = node_of(b)
+      assert_receive {:connect, ^second}, 5_000
+      assert {:ok, st} = EcsPeers.status(pid)
+      assert st.connected == [Atom.to_string(first)]
+    end)
+  end
+
   test "a connect function that breaks libcluster's contract is logged, not fatal", %{
     emu: emu,
     rec: rec

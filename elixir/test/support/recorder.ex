@@ -27,4 +27,13 @@ defmodule EcsPeers.Test.Recorder do
   end
 
   def raising_connect(_node), do: :ok
+
+  # A connect that blocks its caller for `ms` (as a connect to an address that drops packets
+  # does, for OTP's net_setuptime), then succeeds.
+  def slow_connect(%{caller: caller, agent: agent}, ms, node) do
+    send(caller, {:connect, node})
+    Process.sleep(ms)
+    Agent.update(agent, &MapSet.put(&1, node))
+    true
+  end
 end

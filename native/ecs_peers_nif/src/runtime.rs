@@ -3,7 +3,7 @@
 //! A poller sends each update to one subscriber pid until that pid exits, the resource is
 //! dropped (its owner exited, or the term was garbage-collected) or `stop/1` is called.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustler::{Atom, Encoder, Env, LocalPid, OwnedEnv, ResourceArc, Term};
 use tokio::runtime::Runtime;
@@ -36,6 +36,29 @@ pub struct PollerResource {
     task: Mutex<Option<tokio::task::AbortHandle>>,
     /// Requests to the running poller.
     requests: tokio::sync::mpsc::UnboundedSender<Request>,
+    /// The peers of the last update sent to the subscriber, and the distribution port of the
+    /// config: the only addresses `diagnose/6` may dial (a peer a configured source listed).
+    pub(crate) listed: Arc<Listed>,
+}
+
+/// What the last update sent listed, for `diagnose/6` ([`crate::diagnose`]).
+pub(crate) struct Listed {
+    pub(crate) snapshot: Mutex<Option<Arc<ecs_peers::Snapshot>>>,
+    pub(crate) distribution_port: u16,
+}
+
+impl Listed {
+    /// The peer named `node` in the last update sent, if it listed one.
+    pub(crate) fn peer(&self, node: &str) -> Option<ecs_peers::Peer> {
+        let snapshot = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        let peers = &snapshot.as_ref()?.peers;
+        // Sorted by node name (then address): the first of that name.
+        let at = peers.partition_point(|p| p.node.as_str() < node);
+        peers
+            .get(at)
+            .filter(|p| p.node == node)
+            .map(|p| ecs_peers::Peer::clone(p))
+    }
 }
 
 /// What a NIF asks of a running poller; forwarded to the core's [`ecs_peers::PollerHandle`].
@@ -79,11 +102,16 @@ fn start(
     tag: u64,
 ) -> Result<ResourceArc<PollerResource>, String> {
     let config = config.config.clone();
+    let listed = Arc::new(Listed {
+        snapshot: Mutex::new(None),
+        distribution_port: config.distribution_port,
+    });
     let rt = runtime()?;
     let (sender, mut requests) = tokio::sync::mpsc::unbounded_channel();
+    let forwarded = Arc::clone(&listed);
     let task = rt.spawn(async move {
         let running = ecs_peers::Poller::new(config).await.spawn();
-        let forwarding = forward(running.subscribe(), pid, tag);
+        let forwarding = forward(running.subscribe(), pid, tag, forwarded);
         tokio::pin!(forwarding);
         loop {
             tokio::select! {
@@ -104,6 +132,7 @@ fn start(
     Ok(ResourceArc::new(PollerResource {
         task: Mutex::new(Some(task.abort_handle())),
         requests: sender,
+        listed,
     }))
 }
 
@@ -166,11 +195,19 @@ fn receive_shared<'a>(
     )
 }
 
-/// Sends one subscription's updates to `pid` until it exits (or the poller stops).
-async fn forward(mut subscription: ecs_peers::Subscription, pid: LocalPid, tag: u64) {
+/// Sends one subscription's updates to `pid` until it exits (or the poller stops); the
+/// snapshot of each is kept in `listed` first.
+async fn forward(
+    mut subscription: ecs_peers::Subscription,
+    pid: LocalPid,
+    tag: u64,
+    listed: Arc<Listed>,
+) {
     let mut env = OwnedEnv::new();
     let mut handles = encode::Handles::default();
     while let Some(update) = subscription.next().await {
+        *listed.snapshot.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Arc::clone(&update.snapshot));
         let held = handles.for_update(&update);
         let sent = env.send_and_clear(&pid, |env| {
             let term = encode::update(env, &update, held);

@@ -2,7 +2,9 @@ defmodule EcsPeers.Membership.Rules do
   @moduledoc false
   # The membership decisions, as plain functions of plain data (no process, no NIF, no AWS):
   # which nodes to keep, join and disconnect given an update and what is connected, when this
-  # node leaves or rejoins, which peers are draining, and when the poller counts as silent.
+  # node leaves or rejoins, which peers are draining, and when the poller counts as silent;
+  # which peers this node cannot connect to (gaps), when one is due for a diagnosis, when a
+  # diagnosis is said again, and when this node is alone while discovery lists others.
   # `EcsPeers.Membership` runs them and carries out what they return.
   #
   # Why these rules: OTP's global (prevent_overlapping_partitions, on by default since OTP 25)
@@ -104,6 +106,118 @@ defmodule EcsPeers.Membership.Rules do
   @spec stall_limit(%{polling_interval: pos_integer(), poll_timeout: pos_integer()}) ::
           pos_integer()
   def stall_limit(%{polling_interval: i, poll_timeout: t}), do: max(3 * i + t, 10_000)
+
+  @typedoc """
+  A peer this node should be connected to and is not: since when (`since`, system time in ms)
+  and since which update (`first_poll`, the core's poll number), the diagnosis in flight
+  (`checking`: its tag, or `nil`) and the poll it was started at (`checked_at`), and the last
+  diagnosis (`%{code:, subject:, problem:, fix:}`, the core's doctor's, or `nil`).
+
+  Polls are counted by the updates' poll numbers, not by the updates this process acted on:
+  a connect to an address that drops packets blocks the links for seconds (OTP's
+  `net_setuptime`, 7 s), and the updates meanwhile are skipped, not waited for.
+  """
+  @type gap :: %{
+          since: integer(),
+          first_poll: pos_integer(),
+          checking: term() | nil,
+          checked_at: pos_integer() | nil,
+          diagnosis: map() | nil
+        }
+
+  @doc """
+  The gaps after the update `poll`: every peer of `expected` (the peers this node should be
+  connected to: the members it joins) that is not in `connected` has a gap, the one it had or
+  a new one since `now` (system time, ms) and `poll`. Also returns the peers connected again
+  after they were diagnosed (`[{node, gap}]`, sorted), to say so. A peer no longer expected
+  has no gap (nor is it "connected again").
+  """
+  @spec gaps(%{node() => gap()}, nodes(), nodes(), integer(), pos_integer()) ::
+          {%{node() => gap()}, [{node(), gap()}]}
+  def gaps(held, expected, connected, now, poll) do
+    gaps =
+      expected
+      |> MapSet.difference(connected)
+      |> Map.new(fn node ->
+        case held do
+          %{^node => gap} ->
+            {node, gap}
+
+          _ ->
+            {node,
+             %{since: now, first_poll: poll, checking: nil, checked_at: nil, diagnosis: nil}}
+        end
+      end)
+
+    back =
+      for {node, gap} <- Enum.sort(held),
+          gap.diagnosis != nil,
+          MapSet.member?(connected, node),
+          do: {node, gap}
+
+    {gaps, back}
+  end
+
+  @doc "How many polls a peer has been unconnected for, at the update `poll` (from 1)."
+  @spec polls(gap(), pos_integer()) :: pos_integer()
+  def polls(%{first_poll: first}, poll), do: max(poll - first + 1, 1)
+
+  @doc """
+  Whether a peer counts as unreachable at the update `poll`: unconnected for more than two
+  polls (a new task's node may take a poll or two to come up).
+  """
+  @spec unreachable?(gap(), pos_integer()) :: boolean()
+  def unreachable?(gap, poll), do: polls(gap, poll) > 2
+
+  @doc """
+  The peers due for a diagnosis at the update `poll`, sorted: unreachable (`unreachable?/2`),
+  none in flight for them, and never diagnosed, or last diagnosed at least three polls ago (so
+  a diagnosis that changes, e.g. a node that came back with the wrong cookie after its port was
+  opened, is seen within three polls).
+  """
+  @spec due(%{node() => gap()}, pos_integer()) :: [node()]
+  def due(gaps, poll) do
+    for {node, gap} <- Enum.sort(gaps),
+        unreachable?(gap, poll),
+        gap.checking == nil,
+        gap.checked_at == nil or poll - gap.checked_at >= 3,
+        do: node
+  end
+
+  @doc """
+  Whether a peer's new diagnosis is said (logged, emitted): `:changed` when it had none, or
+  one with another code or problem; `:same` otherwise. A diagnosis is said once, and again
+  only when it changes.
+  """
+  @spec diagnosis_change(map() | nil, map()) :: :changed | :same
+  def diagnosis_change(%{code: code, problem: problem}, %{code: code, problem: problem}),
+    do: :same
+
+  def diagnosis_change(_previous, _new), do: :changed
+
+  @doc """
+  Whether this node is alone while discovery lists others, after the update `poll` in which it
+  expected `expected` peers and is connected to `connected` of them. `held` is `nil` (it was
+  not alone) or `{first_poll, said?}`. `:alone` once, when it has been alone for more than two
+  polls; `:not_alone` once, when that ends after it was said; `:none` otherwise.
+  """
+  @spec alone(
+          {pos_integer(), boolean()} | nil,
+          non_neg_integer(),
+          non_neg_integer(),
+          pos_integer()
+        ) ::
+          {{pos_integer(), boolean()} | nil, :alone | :not_alone | :none}
+  def alone(held, expected, connected, poll) when expected > 0 and connected == 0 do
+    case held do
+      {first, false} when poll - first >= 2 -> {{first, true}, :alone}
+      {first, said} -> {{first, said}, :none}
+      nil -> {{poll, false}, :none}
+    end
+  end
+
+  def alone({_first, true}, _expected, _connected, _poll), do: {nil, :not_alone}
+  def alone(_held, _expected, _connected, _poll), do: {nil, :none}
 
   @doc """
   Whether a stopping membership process leaves the cluster: only when it is shut down while
