@@ -114,46 +114,47 @@ pub(super) fn read<'a>(key: &str, s: &'a str) -> Result<EcsArn<'a>, Error> {
         .split_once('/')
         .ok_or_else(|| bad("has no resource type (cluster/, service/, ...)"))?;
     let parts: Vec<&str> = rest.split('/').collect();
-    let resource =
-        match (kind, parts.as_slice()) {
-            ("cluster", [name]) if valid_name(name) => EcsResource::Cluster(name),
-            ("service", [name]) if valid_name(name) => EcsResource::Service {
-                cluster: None,
+    let resource = match (kind, parts.as_slice()) {
+        ("cluster", [name]) if valid_name(name) => EcsResource::Cluster(name),
+        ("service", [name]) if valid_name(name) => EcsResource::Service {
+            cluster: None,
+            name,
+        },
+        ("service", [cluster, name]) if valid_name(cluster) && valid_name(name) => {
+            EcsResource::Service {
+                cluster: Some(cluster),
                 name,
-            },
-            ("service", [cluster, name]) if valid_name(cluster) && valid_name(name) => {
-                EcsResource::Service {
-                    cluster: Some(cluster),
-                    name,
-                }
             }
-            ("task-definition", [fam_rev]) => match fam_rev.split_once(':') {
-                Some((family, revision)) if valid_name(family) && valid_revision(revision) => {
-                    EcsResource::TaskDefinition { family, revision }
-                }
-                _ => {
-                    return Err(bad(
-                        "is not a task definition ARN (task-definition/FAMILY:REVISION)",
-                    ))
-                }
-            },
-            ("cluster" | "service", _) => return Err(bad(&format!(
+        }
+        ("task-definition", [fam_rev]) => match fam_rev.split_once(':') {
+            Some((family, revision)) if valid_name(family) && valid_revision(revision) => {
+                EcsResource::TaskDefinition { family, revision }
+            }
+            _ => {
+                return Err(bad(
+                    "is not a task definition ARN (task-definition/FAMILY:REVISION)",
+                ))
+            }
+        },
+        ("cluster" | "service", _) => {
+            return Err(bad(&format!(
                 "names no valid {kind} (names are 1-255 letters, digits, hyphens or underscores)"
-            ))),
-            // Resources that live in a cluster name it first in the long ARN format.
-            ("task" | "container-instance" | "task-set" | "container", [cluster, _, ..])
-                if valid_name(cluster) =>
-            {
-                EcsResource::Other {
-                    kind,
-                    cluster: Some(cluster),
-                }
-            }
-            _ => EcsResource::Other {
+            )))
+        }
+        // Resources that live in a cluster name it first in the long ARN format.
+        ("task" | "container-instance" | "task-set" | "container", [cluster, _, ..])
+            if valid_name(cluster) =>
+        {
+            EcsResource::Other {
                 kind,
-                cluster: None,
-            },
-        };
+                cluster: Some(cluster),
+            }
+        }
+        _ => EcsResource::Other {
+            kind,
+            cluster: None,
+        },
+    };
     Ok(EcsArn {
         text: s,
         region,

@@ -192,25 +192,26 @@ pub(super) fn parse(map: Map<String, Value>, path: String) -> Result<EcsSourceCo
             Some(first.clone())
         }
     };
-    let region =
-        match (region_given, arn_region) {
-            (Some(r), Some(a)) if r != a => return Err(Error::config(
+    let region = match (region_given, arn_region) {
+        (Some(r), Some(a)) if r != a => {
+            return Err(Error::config(
                 key("region"),
                 format!(
                     "{r:?} does not match the region {a:?} of the ARN in {}; drop region or fix it",
                     arn_regions[0].0
                 ),
-            )),
-            (Some(r), _) => validate_region(&key("region"), r)?,
-            (None, Some(a)) => a,
-            (None, None) if cluster == AUTO => AUTO.to_string(),
-            (None, None) => {
-                return Err(Error::config(
-                    key("region"),
-                    "is required (e.g. \"eu-west-2\"), unless cluster or service is an ARN",
-                ))
-            }
-        };
+            ))
+        }
+        (Some(r), _) => validate_region(&key("region"), r)?,
+        (None, Some(a)) => a,
+        (None, None) if cluster == AUTO => AUTO.to_string(),
+        (None, None) => {
+            return Err(Error::config(
+                key("region"),
+                "is required (e.g. \"eu-west-2\"), unless cluster or service is an ARN",
+            ))
+        }
+    };
     f.finish()?;
     Ok(EcsSourceConfig {
         region,
