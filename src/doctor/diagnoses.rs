@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::check::PeerCheck;
 use crate::epmd::{EpmdAnswer, Handshake, Reach};
 use crate::error::ErrorKind;
-use crate::namespace::{Conflict, Snapshot, SourceStatus};
+use crate::namespace::{credentials_work_elsewhere, Conflict, Snapshot, SourceStatus};
 
 /// One problem, its likely cause, and the fix.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -42,7 +42,10 @@ fn diagnosis(
 /// [`super::Report::diagnoses`]. A peer in a region that nothing answers from is diagnosed once,
 /// with its region, not once per peer.
 pub(crate) fn diagnoses(snapshot: &Snapshot, peers: &[PeerCheck]) -> Vec<Diagnosis> {
-    let mut out: Vec<Diagnosis> = snapshot.failing().map(failing_source).collect();
+    let mut out: Vec<Diagnosis> = snapshot
+        .failing()
+        .map(|s| failing_source(s, &snapshot.sources))
+        .collect();
     out.extend(skipped_tasks(&snapshot.sources));
     out.extend(snapshot.conflicts.iter().map(overlapping_cidrs));
     out.extend(regions_without_peers(&snapshot.sources));
@@ -58,8 +61,10 @@ pub(crate) fn diagnoses(snapshot: &Snapshot, peers: &[PeerCheck]) -> Vec<Diagnos
     out
 }
 
-/// A failing source: the structured error, its message and its fix, as the source reported it.
-fn failing_source(s: &SourceStatus) -> Diagnosis {
+/// A failing source: the structured error, its message and its fix, as the source reported it;
+/// `region_refused` when its region refuses credentials that work in other regions of `all`
+/// (by [`credentials_work_elsewhere`], the rule that also wrote the fix).
+fn failing_source(s: &SourceStatus, all: &[SourceStatus]) -> Diagnosis {
     let (problem, fix) = match &s.failure {
         Some(e) => (
             format!(
@@ -73,6 +78,9 @@ fn failing_source(s: &SourceStatus) -> Diagnosis {
         None => ("failing".into(), "see the error".into()),
     };
     let code = match s.error_kind {
+        Some(ErrorKind::Credentials) if credentials_work_elsewhere(s, all).is_some() => {
+            "region_refused"
+        }
         Some(ErrorKind::AccessDenied) => "access_denied",
         Some(ErrorKind::Credentials) => "credentials",
         Some(ErrorKind::NotFound) => "source_not_found",
@@ -422,6 +430,38 @@ mod tests {
             ),
         ];
         assert!(diagnoses(&s, &peers).is_empty());
+    }
+
+    #[test]
+    fn a_region_refusing_credentials_that_work_elsewhere_is_not_called_bad_credentials() {
+        let refused = || {
+            crate::error::classify_code(
+                Some("UnrecognizedClientException"),
+                Some(400),
+                "ecs:ListTasks",
+                "UnrecognizedClientException: The security token included in the request is invalid.".into(),
+                "",
+                "",
+            )
+        };
+        let mut s = Snapshot::empty();
+        s.sources = vec![
+            status("ecs:ap-east-1/web", "ap-east-1", 0, Some(refused())),
+            status("ecs:eu-west-2/web", "eu-west-2", 2, None),
+        ];
+        crate::namespace::explain_refused_regions(&mut s.sources);
+        let d = diagnoses(&s, &[]);
+        assert_eq!(codes(&d), [("region_refused", "ecs:ap-east-1/web")]);
+        assert!(
+            d[0].fix.contains("enable-region --region-name ap-east-1")
+                && d[0].fix.contains("v2Token"),
+            "{}",
+            d[0].fix
+        );
+        // Refused everywhere: bad credentials, as before.
+        s.sources[1] = status("ecs:eu-west-2/web", "eu-west-2", 0, Some(refused()));
+        let d = diagnoses(&s, &[]);
+        assert_eq!(d[0].code, "credentials");
     }
 
     #[test]
