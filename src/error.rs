@@ -414,6 +414,20 @@ fn credentials_error(action: &'static str, detail: String) -> SourceError {
     )
 }
 
+/// The kind of policy whose explicit Deny AWS names in an AccessDenied message ("... with an
+/// explicit deny in a service control policy"), or `None` when the message names none (an
+/// implicit deny: no policy allows the action).
+/// <https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_access-denied.html>
+fn explicit_deny(message: &str) -> Option<&str> {
+    let (_, rest) = message.split_once("explicit deny in ")?;
+    let rest = rest
+        .strip_prefix("an ")
+        .or_else(|| rest.strip_prefix("a "))
+        .unwrap_or(rest);
+    let policy = rest.split(['.', ':', ';', ',']).next()?.trim();
+    (!policy.is_empty()).then_some(policy)
+}
+
 /// The kind of a documented AWS error code, or `None` for a code this crate does not know.
 fn kind_of_code(code: &str) -> Option<ErrorKind> {
     Some(match code {
@@ -485,9 +499,18 @@ pub(crate) fn classify_code(
         .unwrap_or(ErrorKind::Service);
     let err = SourceError::new(kind, action, message);
     match kind {
-        ErrorKind::AccessDenied => err.with_fix(format!(
-            "grant {action} to the task role, with {resource} (see examples/iam-policy.json)"
-        )),
+        ErrorKind::AccessDenied => match explicit_deny(&err.message) {
+            // A Deny wins over every Allow: granting the action cannot help.
+            Some(policy) => {
+                let fix = format!(
+                    "an explicit Deny in {policy} refuses {action}, so granting it to the role cannot help: find that Deny statement (a service control policy often allows only some regions through aws:RequestedRegion) and exempt {resource}"
+                );
+                err.with_fix(fix)
+            }
+            None => err.with_fix(format!(
+                "grant {action} to the task role, with {resource} (see examples/iam-policy.json)"
+            )),
+        },
         ErrorKind::Credentials if code.is_some_and(|c| UNRECOGNIZED_CREDENTIALS.contains(&c)) => {
             err.with_fix(UNRECOGNIZED_FIX)
         }
@@ -573,6 +596,32 @@ mod tests {
         );
         assert!(!expired.unrecognized_credentials());
         assert!(!expired.fix.unwrap().contains("enable-region"));
+    }
+
+    #[test]
+    fn an_explicit_deny_is_not_fixed_by_granting_the_action() {
+        let e = classify_code(
+            Some("AccessDeniedException"),
+            Some(400),
+            "ecs:ListTasks",
+            "AccessDeniedException: User: arn:aws:sts::1:assumed-role/app/t is not authorized to perform: ecs:ListTasks on resource: arn:aws:ecs:ap-east-1:1:container-instance/web/* with an explicit deny in a service control policy".into(),
+            "Resource \"arn:aws:ecs:ap-east-1:1:task/web/*\"",
+            "",
+        );
+        let fix = e.fix.unwrap();
+        assert!(
+            fix.starts_with("an explicit Deny in service control policy refuses ecs:ListTasks, so granting it to the role cannot help"),
+            "{fix}"
+        );
+        assert!(fix.contains("aws:RequestedRegion"), "{fix}");
+        assert_eq!(
+            explicit_deny("... with an explicit deny in an identity-based policy"),
+            Some("identity-based policy")
+        );
+        assert_eq!(
+            explicit_deny("because no identity-based policy allows the ecs:ListTasks action"),
+            None
+        );
     }
 
     #[test]
