@@ -128,12 +128,14 @@ fn overlapping_cidrs(c: &Conflict) -> Diagnosis {
     )
 }
 
-/// Regions whose sources all answer but list nobody, while other regions have peers.
+/// Regions whose sources all answer but list nobody, while other regions have peers. A region
+/// whose sources found running tasks and skipped them is not one: its tasks run, and
+/// `tasks_skipped` says why they are not peers.
 fn regions_without_peers(sources: &[SourceStatus]) -> Vec<Diagnosis> {
     let mut by_region: BTreeMap<&str, (bool, usize)> = BTreeMap::new();
     for s in sources {
         let e = by_region.entry(s.region.as_str()).or_insert((true, 0));
-        e.0 &= s.ok;
+        e.0 &= s.ok && s.skipped_tasks == 0;
         e.1 += s.peers;
     }
     let total: usize = by_region.values().map(|v| v.1).sum();
@@ -563,6 +565,25 @@ mod tests {
         );
         assert!(d[5].fix.contains("set node_basename to \"web\""));
         assert!(d[6].fix.contains("inet_dist_listen_min 9100"));
+    }
+
+    #[test]
+    fn a_region_whose_tasks_are_all_skipped_is_not_told_to_check_that_tasks_run() {
+        use crate::peer::{SkipReason, Skipped};
+        let mut s = Snapshot::empty();
+        let mut anywhere = status("ecs:eu-west-2/hybrid", "eu-west-2", 0, None);
+        anywhere.skipped_tasks = 2;
+        anywhere.skipped = vec![Skipped {
+            reason: SkipReason::ExternalInstance,
+            tasks: 2,
+            example_task: "arn:aws:ecs:eu-west-2:1:task/hybrid/t1".into(),
+            message: SkipReason::ExternalInstance.message(4370),
+            fix: SkipReason::ExternalInstance.fix(4370),
+        }];
+        s.sources = vec![anywhere, status("ecs:us-east-1/web", "us-east-1", 3, None)];
+        let d = diagnoses(&s, &[]);
+        assert_eq!(codes(&d), [("tasks_skipped", "ecs:eu-west-2/hybrid")]);
+        assert!(d[0].problem.contains("ECS Anywhere"), "{}", d[0].problem);
     }
 
     #[test]
