@@ -164,9 +164,13 @@ impl Snapshot {
         let mut changes = diff_peers(&self.peers, &previous.peers, order);
         for now in &self.sources {
             let was = previous.sources.iter().find(|s| s.id == now.id);
-            let was_failing = was.filter(|w| w.is_failing()).map(|w| w.error_kind);
+            // Said again when the failure's kind or fix changes (e.g. once other regions show
+            // that credentials this region refuses work), not on every poll.
+            let said =
+                |s: &SourceStatus| (s.error_kind, s.failure.as_ref().and_then(|f| f.fix.clone()));
+            let was_failing = was.filter(|w| w.is_failing()).map(said);
             match (&now.failure, now.is_failing()) {
-                (Some(error), true) if was_failing != Some(now.error_kind) => {
+                (Some(error), true) if was_failing != Some(said(now)) => {
                     changes.events.push(Event::SourceFailing {
                         source: now.id.clone(),
                         region: now.region.to_string(),
@@ -1267,6 +1271,28 @@ pub(crate) mod tests {
         }
         assert!(!fix.contains("invalid"), "{fix}");
         assert!(sources[0].error.as_ref().unwrap().ends_with(&fix));
+        // Told again once the run shows the credentials work elsewhere (the first round's
+        // fix could not say so), and not again while nothing changes.
+        let snapshot = |sources: Vec<SourceStatus>| Snapshot {
+            sources,
+            ..Snapshot::empty()
+        };
+        let mut first = sources.clone();
+        first[0] = status("ecs:ap-east-1/web", "ap-east-1", 0, Some(refused()));
+        first[1].ok = false;
+        first[1].pending = true;
+        first[2].ok = false;
+        first[2].pending = true;
+        let (before, after) = (snapshot(first), snapshot(sources.clone()));
+        let failing = |c: &Changes| {
+            c.events
+                .iter()
+                .filter(|e| matches!(e, Event::SourceFailing { .. }))
+                .count()
+        };
+        assert_eq!(failing(&before.diff(&Snapshot::empty())), 1);
+        assert_eq!(failing(&after.diff(&before)), 1, "the better fix is told");
+        assert_eq!(failing(&after.diff(&after)), 0);
         assert_eq!(sources[0].error_kind, Some(ErrorKind::Credentials));
 
         let untouched = |mut sources: Vec<SourceStatus>| {
