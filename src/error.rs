@@ -242,6 +242,19 @@ impl SourceError {
         self
     }
 
+    /// The credentials were sent and AWS did not recognise them where they were sent (one of
+    /// [`UNRECOGNIZED_CREDENTIALS`]): invalid credentials, or a region that refuses valid ones
+    /// (see [`region_refused_fix`]). Read from the code [`classify`] puts first in the message,
+    /// so a failure received from another node (sharing) reads the same.
+    pub(crate) fn unrecognized_credentials(&self) -> bool {
+        self.kind == ErrorKind::Credentials
+            && UNRECOGNIZED_CREDENTIALS.iter().any(|code| {
+                self.message
+                    .strip_prefix(code)
+                    .is_some_and(|rest| rest.starts_with(':') || rest.starts_with(" ("))
+            })
+    }
+
     /// The same error, keeping the error it was made from as its
     /// [`source`](std::error::Error::source).
     pub fn with_cause(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
@@ -319,6 +332,33 @@ where
     classified.with_cause(err)
 }
 
+/// The error codes with which AWS says it does not recognise the credentials of a request:
+/// awsJson services (ECS, Cloud Map) `UnrecognizedClientException` (HTTP 400, "The security
+/// token included in the request is invalid"), query services `InvalidClientTokenId` (HTTP 403),
+/// EC2 `AuthFailure` (HTTP 401). Invalid credentials are answered so, and so, with valid ones, is
+/// every call to a region the account has not enabled, and every call with a version-1 session
+/// token of the global STS endpoint to a region that is not enabled by default
+/// (<https://docs.aws.amazon.com/IAM/latest/UserGuide/id_credentials_temp_region-endpoints.html>,
+/// <https://docs.aws.amazon.com/accounts/latest/reference/manage-acct-regions.html>).
+pub(crate) const UNRECOGNIZED_CREDENTIALS: &[&str] = &[
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "AuthFailure",
+];
+
+/// The fix of unrecognised credentials when nothing shows whether they work elsewhere.
+const UNRECOGNIZED_FIX: &str = "AWS did not recognise the credentials in this region. If they fail in every region, they are invalid: check the task role, AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN. If they work in other regions, this region refuses them: either the account has not enabled it (every region launched since 2019 is opt-in: enable it under Account > AWS Regions in the console, or with aws account enable-region --region-name REGION), or they are version-1 session tokens from the global STS endpoint, which opt-in regions refuse (take them from a regional STS endpoint, e.g. AWS_STS_REGIONAL_ENDPOINTS=regional, or make the global endpoint issue version-2 tokens: aws iam set-security-token-service-preferences --global-endpoint-token-version v2Token)";
+
+/// The fix of a source in `region` whose calls are refused as unrecognised credentials while the
+/// same credentials work in `working` (other regions of the same partition, in this run): the
+/// region is not enabled for the account, or the credentials are version-1 global STS tokens.
+pub(crate) fn region_refused_fix(region: &str, working: &[&str]) -> String {
+    format!(
+        "{region} refuses the credentials that work in {} in this run: enable {region} for the account (regions launched since 2019 are opt-in: Account > AWS Regions in the console, or aws account enable-region --region-name {region}); if it is enabled, the credentials are version-1 session tokens from the global STS endpoint, which only regions enabled by default accept: take them from a regional STS endpoint (AWS_STS_REGIONAL_ENDPOINTS=regional, or sts_regional_endpoints = regional in the AWS config file) or make the global endpoint issue version-2 tokens (aws iam set-security-token-service-preferences --global-endpoint-token-version v2Token)",
+        working.join(", ")
+    )
+}
+
 const TIMEOUT_FIX: &str = "the AWS endpoint did not answer in time; check the route to it (NAT gateway or VPC endpoint) or raise poll_timeout";
 
 const SERVICE_FIX: &str = "AWS answered with a server fault; ecs-peers backs off by itself (one to two intervals) and tries again; if it persists, check the AWS Health Dashboard for the region";
@@ -374,6 +414,20 @@ fn credentials_error(action: &'static str, detail: String) -> SourceError {
     )
 }
 
+/// The kind of policy whose explicit Deny AWS names in an AccessDenied message ("... with an
+/// explicit deny in a service control policy"), or `None` when the message names none (an
+/// implicit deny: no policy allows the action).
+/// <https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_access-denied.html>
+fn explicit_deny(message: &str) -> Option<&str> {
+    let (_, rest) = message.split_once("explicit deny in ")?;
+    let rest = rest
+        .strip_prefix("an ")
+        .or_else(|| rest.strip_prefix("a "))
+        .unwrap_or(rest);
+    let policy = rest.split(['.', ':', ';', ',']).next()?.trim();
+    (!policy.is_empty()).then_some(policy)
+}
+
 /// The kind of a documented AWS error code, or `None` for a code this crate does not know.
 fn kind_of_code(code: &str) -> Option<ErrorKind> {
     Some(match code {
@@ -403,7 +457,8 @@ fn kind_of_code(code: &str) -> Option<ErrorKind> {
         | "IncompleteSignature"
         | "MissingAuthenticationToken"
         | "SignatureDoesNotMatch"
-        | "RequestExpired" => ErrorKind::Credentials,
+        | "RequestExpired"
+        | "AuthFailure" => ErrorKind::Credentials,
         "ClusterNotFoundException"
         | "ServiceNotFoundException"
         | "ServiceNotFound"
@@ -444,9 +499,21 @@ pub(crate) fn classify_code(
         .unwrap_or(ErrorKind::Service);
     let err = SourceError::new(kind, action, message);
     match kind {
-        ErrorKind::AccessDenied => err.with_fix(format!(
-            "grant {action} to the task role, with {resource} (see examples/iam-policy.json)"
-        )),
+        ErrorKind::AccessDenied => match explicit_deny(&err.message) {
+            // A Deny wins over every Allow: granting the action cannot help.
+            Some(policy) => {
+                let fix = format!(
+                    "an explicit Deny in {policy} refuses {action}, so granting it to the role cannot help: find that Deny statement (a service control policy often allows only some regions through aws:RequestedRegion) and exempt {resource}"
+                );
+                err.with_fix(fix)
+            }
+            None => err.with_fix(format!(
+                "grant {action} to the task role, with {resource} (see examples/iam-policy.json)"
+            )),
+        },
+        ErrorKind::Credentials if code.is_some_and(|c| UNRECOGNIZED_CREDENTIALS.contains(&c)) => {
+            err.with_fix(UNRECOGNIZED_FIX)
+        }
         ErrorKind::Credentials => err.with_fix(
             "the AWS credentials are invalid or expired: check the task role, AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN",
         ),
@@ -488,6 +555,72 @@ mod tests {
                 "Fix: grant ecs:ListTasks to the task role, with Resource \"arn:aws:ecs:eu-west-2:*:task/web/*\""
             ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn unrecognised_credentials_name_the_region_causes_beside_invalid_credentials() {
+        for (code, status) in [
+            ("UnrecognizedClientException", 400),
+            ("InvalidClientTokenId", 403),
+            ("AuthFailure", 401),
+        ] {
+            let e = classify_code(
+                Some(code),
+                Some(status),
+                "ecs:ListTasks",
+                format!("{code}: The security token included in the request is invalid."),
+                "",
+                "",
+            );
+            assert_eq!(e.kind, ErrorKind::Credentials, "{code}");
+            assert!(e.unrecognized_credentials(), "{code}");
+            let fix = e.fix.as_deref().unwrap();
+            for remedy in [
+                "invalid",
+                "aws account enable-region",
+                "AWS_STS_REGIONAL_ENDPOINTS=regional",
+                "--global-endpoint-token-version v2Token",
+            ] {
+                assert!(fix.contains(remedy), "{code}: {fix}");
+            }
+        }
+        // Expired credentials are not a region's refusal.
+        let expired = classify_code(
+            Some("ExpiredTokenException"),
+            Some(400),
+            "ecs:ListTasks",
+            "ExpiredTokenException: The security token included in the request is expired".into(),
+            "",
+            "",
+        );
+        assert!(!expired.unrecognized_credentials());
+        assert!(!expired.fix.unwrap().contains("enable-region"));
+    }
+
+    #[test]
+    fn an_explicit_deny_is_not_fixed_by_granting_the_action() {
+        let e = classify_code(
+            Some("AccessDeniedException"),
+            Some(400),
+            "ecs:ListTasks",
+            "AccessDeniedException: User: arn:aws:sts::1:assumed-role/app/t is not authorized to perform: ecs:ListTasks on resource: arn:aws:ecs:ap-east-1:1:container-instance/web/* with an explicit deny in a service control policy".into(),
+            "Resource \"arn:aws:ecs:ap-east-1:1:task/web/*\"",
+            "",
+        );
+        let fix = e.fix.unwrap();
+        assert!(
+            fix.starts_with("an explicit Deny in service control policy refuses ecs:ListTasks, so granting it to the role cannot help"),
+            "{fix}"
+        );
+        assert!(fix.contains("aws:RequestedRegion"), "{fix}");
+        assert_eq!(
+            explicit_deny("... with an explicit deny in an identity-based policy"),
+            Some("identity-based policy")
+        );
+        assert_eq!(
+            explicit_deny("because no identity-based policy allows the ecs:ListTasks action"),
+            None
         );
     }
 

@@ -164,9 +164,13 @@ impl Snapshot {
         let mut changes = diff_peers(&self.peers, &previous.peers, order);
         for now in &self.sources {
             let was = previous.sources.iter().find(|s| s.id == now.id);
-            let was_failing = was.filter(|w| w.is_failing()).map(|w| w.error_kind);
+            // Said again when the failure's kind or fix changes (e.g. once other regions show
+            // that credentials this region refuses work), not on every poll.
+            let said =
+                |s: &SourceStatus| (s.error_kind, s.failure.as_ref().and_then(|f| f.fix.clone()));
+            let was_failing = was.filter(|w| w.is_failing()).map(said);
             match (&now.failure, now.is_failing()) {
-                (Some(error), true) if was_failing != Some(now.error_kind) => {
+                (Some(error), true) if was_failing != Some(said(now)) => {
                     changes.events.push(Event::SourceFailing {
                         source: now.id.clone(),
                         region: now.region.to_string(),
@@ -306,6 +310,61 @@ impl SourceStatus {
     /// no binding for the distribution port): no peers, and not healthy either.
     pub fn only_skipped(&self) -> bool {
         self.ok && self.peers == 0 && self.skipped_tasks > 0
+    }
+}
+
+/// The regions that show this run's credentials work, when `s`'s calls are refused as
+/// unrecognised credentials ([`SourceError::unrecognized_credentials`]) in a region where they
+/// never worked: the other regions of its partition with a source that is healthy or has
+/// succeeded since start (every source of a run signs with the same credential chain). `None`
+/// when `s` is not failing so, when its own region accepted the credentials in this run (then
+/// they changed: expired or revoked), or when no other region shows anything (then they may be
+/// invalid everywhere). Sorted, each region once.
+///
+/// This is the one rule by which a refused region is told apart from bad credentials: the
+/// snapshot's fix ([`explain_refused_regions`]) and the doctor's diagnosis both read it.
+pub(crate) fn credentials_work_elsewhere<'a>(
+    s: &SourceStatus,
+    all: &'a [SourceStatus],
+) -> Option<Vec<&'a str>> {
+    let refused = s.is_failing()
+        && s.failure
+            .as_ref()
+            .is_some_and(SourceError::unrecognized_credentials);
+    let worked = |o: &SourceStatus| o.ok || o.last_success.is_some();
+    if !refused || all.iter().any(|o| o.region == s.region && worked(o)) {
+        return None;
+    }
+    let partition = crate::partition::of_region(&s.region).id;
+    let mut working: Vec<&str> = all
+        .iter()
+        .filter(|o| {
+            o.region != s.region
+                && worked(o)
+                && crate::partition::of_region(&o.region).id == partition
+        })
+        .map(|o| o.region.as_str())
+        .collect();
+    working.sort_unstable();
+    working.dedup();
+    (!working.is_empty()).then_some(working)
+}
+
+/// Names the refused region in the fix of every source [`credentials_work_elsewhere`] finds
+/// (with [`crate::error::region_refused_fix`]), instead of "the credentials are invalid".
+pub(crate) fn explain_refused_regions(sources: &mut [SourceStatus]) {
+    let fixes: Vec<Option<String>> = sources
+        .iter()
+        .map(|s| {
+            credentials_work_elsewhere(s, sources)
+                .map(|working| crate::error::region_refused_fix(&s.region, &working))
+        })
+        .collect();
+    for (s, fix) in sources.iter_mut().zip(fixes) {
+        if let (Some(fix), Some(failure)) = (fix, s.failure.as_mut()) {
+            failure.fix = Some(fix);
+            s.error = Some(failure.to_string());
+        }
     }
 }
 
@@ -1176,6 +1235,107 @@ pub(crate) mod tests {
         let (peers, _, me) = merge([a.as_slice()], &by_name);
         assert_eq!(peers.len(), 1);
         assert_eq!(me.unwrap().port, Some(9002));
+    }
+
+    #[test]
+    fn a_region_refusing_credentials_that_work_elsewhere_names_both_remedies() {
+        let refused = || {
+            crate::error::classify_code(
+                Some("UnrecognizedClientException"),
+                Some(400),
+                "ecs:ListTasks",
+                "UnrecognizedClientException: The security token included in the request is invalid.".into(),
+                "",
+                "",
+            )
+        };
+        let mut sources = vec![
+            status("ecs:ap-east-1/web", "ap-east-1", 0, Some(refused())),
+            status("ecs:eu-west-2/web", "eu-west-2", 2, None),
+            status("ecs:us-east-1/web", "us-east-1", 1, None),
+            // Another partition proves nothing about this one.
+            status("ecs:cn-north-1/web", "cn-north-1", 1, None),
+        ];
+        explain_refused_regions(&mut sources);
+        let fix = sources[0].failure.as_ref().unwrap().fix.clone().unwrap();
+        assert!(
+            fix.starts_with("ap-east-1 refuses the credentials that work in eu-west-2, us-east-1 in this run: enable ap-east-1"),
+            "{fix}"
+        );
+        for remedy in [
+            "aws account enable-region --region-name ap-east-1",
+            "AWS_STS_REGIONAL_ENDPOINTS=regional",
+            "--global-endpoint-token-version v2Token",
+        ] {
+            assert!(fix.contains(remedy), "{fix}");
+        }
+        assert!(!fix.contains("invalid"), "{fix}");
+        assert!(sources[0].error.as_ref().unwrap().ends_with(&fix));
+        // Told again once the run shows the credentials work elsewhere (the first round's
+        // fix could not say so), and not again while nothing changes.
+        let snapshot = |sources: Vec<SourceStatus>| Snapshot {
+            sources,
+            ..Snapshot::empty()
+        };
+        let mut first = sources.clone();
+        first[0] = status("ecs:ap-east-1/web", "ap-east-1", 0, Some(refused()));
+        first[1].ok = false;
+        first[1].pending = true;
+        first[2].ok = false;
+        first[2].pending = true;
+        let (before, after) = (snapshot(first), snapshot(sources.clone()));
+        let failing = |c: &Changes| {
+            c.events
+                .iter()
+                .filter(|e| matches!(e, Event::SourceFailing { .. }))
+                .count()
+        };
+        assert_eq!(failing(&before.diff(&Snapshot::empty())), 1);
+        assert_eq!(failing(&after.diff(&before)), 1, "the better fix is told");
+        assert_eq!(failing(&after.diff(&after)), 0);
+        assert_eq!(sources[0].error_kind, Some(ErrorKind::Credentials));
+
+        let untouched = |mut sources: Vec<SourceStatus>| {
+            let before = sources.clone();
+            explain_refused_regions(&mut sources);
+            assert_eq!(sources, before);
+            assert!(credentials_work_elsewhere(&sources[0], &sources).is_none());
+        };
+        // Refused everywhere: the credentials may be invalid; the general fix stays.
+        untouched(vec![
+            status("ecs:ap-east-1/web", "ap-east-1", 0, Some(refused())),
+            status("ecs:eu-west-2/web", "eu-west-2", 0, Some(refused())),
+        ]);
+        // Only another partition works.
+        untouched(vec![
+            status("ecs:cn-north-1/web", "cn-north-1", 0, Some(refused())),
+            status("ecs:eu-west-2/web", "eu-west-2", 1, None),
+        ]);
+        // The same region accepted them in this run: they changed, the region did not.
+        let mut worked_here = status("ecs:ap-east-1/web", "ap-east-1", 0, Some(refused()));
+        worked_here.last_success = Some("2026-01-01T00:00:00Z".into());
+        untouched(vec![
+            worked_here,
+            status("ecs:eu-west-2/web", "eu-west-2", 1, None),
+        ]);
+        untouched(vec![
+            status("ecs:ap-east-1/web", "ap-east-1", 0, Some(refused())),
+            status("ecs:ap-east-1/db", "ap-east-1", 1, None),
+            status("ecs:eu-west-2/web", "eu-west-2", 1, None),
+        ]);
+        // Expired credentials are not a region's refusal.
+        let expired = crate::error::classify_code(
+            Some("ExpiredTokenException"),
+            Some(400),
+            "ecs:ListTasks",
+            "ExpiredTokenException: expired".into(),
+            "",
+            "",
+        );
+        untouched(vec![
+            status("ecs:ap-east-1/web", "ap-east-1", 0, Some(expired)),
+            status("ecs:eu-west-2/web", "eu-west-2", 1, None),
+        ]);
     }
 
     /// A source's status after a poll (failed when `failure` is given), for the tests of this

@@ -428,6 +428,11 @@ pub enum SkipReason {
     InstanceNotFound,
     /// The task's EC2 instance has no private address (e.g. it is stopped).
     InstanceWithoutAddress,
+    /// The task runs on an ECS Anywhere container instance (launch type `EXTERNAL`: a server
+    /// registered through SSM, whose `ec2InstanceId` is a managed-instance id `mi-…`), which is
+    /// not an EC2 instance: EC2 has no address for it, and nothing is wrong with it.
+    /// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs-anywhere.html>
+    ExternalInstance,
 }
 
 impl SkipReason {
@@ -438,6 +443,7 @@ impl SkipReason {
             SkipReason::NoDistributionBinding => format!("no container of the task maps the distribution port {dist_port} (containers[].networkBindings has no containerPort {dist_port})"),
             SkipReason::InstanceNotFound => "its container instance or EC2 instance was not found (deregistered or terminated)".into(),
             SkipReason::InstanceWithoutAddress => "its EC2 instance has no private IP address (stopped?)".into(),
+            SkipReason::ExternalInstance => "it runs on an ECS Anywhere (EXTERNAL) container instance, a managed instance (mi-…) and not an EC2 instance, so ecs-peers cannot read its address from EC2; the instance itself is fine".into(),
         }
     }
 
@@ -448,6 +454,7 @@ impl SkipReason {
             SkipReason::NoDistributionBinding => format!("add to the app container of the task definition \"portMappings\": [{{\"containerPort\": {dist_port}, \"hostPort\": 0, \"protocol\": \"tcp\"}}] (bridge mode: hostPort 0 is a dynamic port; host mode: hostPort {dist_port}), or set distribution_port to the port the nodes listen on"),
             SkipReason::InstanceNotFound => "check the cluster's container instances (aws ecs list-container-instances); a task on a deregistered instance is replaced by its service".into(),
             SkipReason::InstanceWithoutAddress => "check the instance's state (aws ec2 describe-instances --instance-ids <id>)".into(),
+            SkipReason::ExternalInstance => "to make these nodes peers, register their addresses in a Cloud Map service (RegisterInstance with AWS_INSTANCE_IPV4) and add it as a cloudmap source; to leave them out, narrow this source by service or family to the tasks on EC2 or Fargate".into(),
         }
     }
 }

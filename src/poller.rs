@@ -20,7 +20,9 @@ use tokio::sync::{mpsc, watch};
 use crate::aws::{AwsClients, CallCounter};
 use crate::config::{Config, NodeNaming, SourceConfig};
 use crate::error::{ErrorKind, SourceError};
-use crate::namespace::{merged, rfc3339, Changes, LocalNode, Snapshot, SNAPSHOT_SCHEMA};
+use crate::namespace::{
+    explain_refused_regions, merged, rfc3339, Changes, LocalNode, Snapshot, SNAPSHOT_SCHEMA,
+};
 use crate::peer::{Address, Found, Peer, SourceId};
 use crate::sharing::{self, Answer, Inbound, Sharing, Stamp, Waiting};
 use crate::source::{self, Source};
@@ -265,13 +267,15 @@ impl Poller {
             &self.last,
         );
         let left = self.leaving(&local);
+        let mut sources: Vec<_> = self.slots.iter().map(Slot::status).collect();
+        explain_refused_regions(&mut sources);
         let snapshot = Snapshot {
             schema: SNAPSHOT_SCHEMA,
             poll: self.poll_no,
             taken_at: rfc3339(SystemTime::now()),
             duration_ms: start.elapsed().as_millis() as u64,
             peers,
-            sources: self.slots.iter().map(Slot::status).collect(),
+            sources,
             conflicts,
             local,
             left,

@@ -42,6 +42,8 @@ pub(super) fn parse(map: Map<String, Value>, path: String) -> Result<CloudMapSou
     let region = validate_region(&format!("{path}.region"), region)?;
     let namespace = f.require_string("namespace", "the Cloud Map namespace name")?;
     let service = f.require_string("service", "the Cloud Map service name")?;
+    super::arn::cloudmap_name(&format!("{path}.namespace"), &namespace)?;
+    super::arn::cloudmap_name(&format!("{path}.service"), &service)?;
     let health = match f.take_string("health")?.as_deref() {
         None | Some("healthy") => HealthFilter::Healthy,
         Some("all") => HealthFilter::All,

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use super::arn::{self, EcsResource};
 use super::fields::{validate_region, Fields};
 use super::keys::Scope;
 use crate::error::Error;
@@ -77,43 +78,148 @@ pub(crate) fn cluster_name(cluster: &str) -> &str {
 }
 
 /// Parses the entry `sources[i]` (at `path`) whose `type` is `"ecs"`.
+///
+/// `cluster`, `service` and `family` each take a name or an ARN as the console and the AWS CLI
+/// show it (read by [`arn::read`], the one rule): `cluster` a cluster ARN, or a service ARN of
+/// the long format (`service/CLUSTER/NAME`) as the whole source; `service` a service ARN of
+/// either format; `family` a task definition ARN (that revision). Every other ARN is refused with
+/// the form that works, and the regions of all ARNs given must agree with each other and with
+/// `region`.
 pub(super) fn parse(map: Map<String, Value>, path: String) -> Result<EcsSourceConfig, Error> {
     let mut f = Fields::new(map, path.clone(), Scope::Ecs);
     f.take("type");
-    let cluster = f.require_string("cluster", "the ECS cluster name or ARN, or \"auto\"")?;
-    // "auto": this task's own cluster and region, from the task metadata endpoint.
-    let arn_region = if cluster == AUTO {
-        Some(f.take_string("region")?.map_or(Ok(AUTO.to_string()), |r| {
-            validate_region(&format!("{path}.region"), r)
-        })?)
+    let cluster = f.require_string(
+        "cluster",
+        "the ECS cluster name or ARN, a service ARN, or \"auto\"",
+    )?;
+    let key = |k: &str| format!("{path}.{k}");
+    // (key, region) of every ARN given, in key order.
+    let mut arn_regions: Vec<(String, String)> = Vec::new();
+    let (cluster, service_of_cluster) = if cluster == AUTO {
+        (cluster, None)
+    } else if cluster.starts_with("arn:") {
+        let arn = arn::read(&key("cluster"), &cluster)?;
+        let read = match arn.resource {
+            EcsResource::Cluster(_) => (cluster.clone(), None),
+            EcsResource::Service {
+                cluster: Some(_),
+                name,
+            } => (
+                arn.cluster_arn().unwrap_or_else(|| cluster.clone()),
+                Some(name.to_string()),
+            ),
+            _ => {
+                return Err(arn::refused(
+                    &key("cluster"),
+                    &arn,
+                    "the cluster's name or ARN, or a service ARN (service/CLUSTER/NAME) for the whole source",
+                ))
+            }
+        };
+        arn_regions.push((key("cluster"), arn.region.clone()));
+        read
+    } else if arn::valid_name(&cluster) {
+        (cluster, None)
     } else {
-        parse_cluster(&format!("{path}.cluster"), &cluster)?
+        return Err(Error::config(
+            key("cluster"),
+            format!("{cluster:?} is not a cluster name; expected 1-255 letters, digits, hyphens or underscores, or a cluster or service ARN"),
+        ));
     };
-    let region = match (f.take_string("region")?, arn_region) {
+    let region_given = f.take_string("region")?;
+    let service = match f.take_nonempty("service")? {
+        Some(s) if s.starts_with("arn:") => {
+            let arn = arn::read(&key("service"), &s)?;
+            let EcsResource::Service { cluster: of, name } = arn.resource else {
+                return Err(arn::refused(
+                    &key("service"),
+                    &arn,
+                    "the service's name or ARN",
+                ));
+            };
+            if let Some(of) = of.filter(|of| cluster != AUTO && *of != cluster_name(&cluster)) {
+                return Err(Error::config(
+                    key("service"),
+                    format!(
+                        "{s:?} is a service of cluster {of:?}, but cluster is {:?}; give the service's own cluster, or give the service ARN alone as cluster",
+                        cluster_name(&cluster)
+                    ),
+                ));
+            }
+            arn_regions.push((key("service"), arn.region.clone()));
+            Some(name.to_string())
+        }
+        other => other,
+    };
+    let service = match (service, service_of_cluster) {
+        (Some(s), Some(c)) if s != c => {
+            return Err(Error::config(
+                key("service"),
+                format!("{s:?} is not the service {c:?} that cluster's service ARN names; drop service, or give cluster as the cluster's name or ARN"),
+            ))
+        }
+        (s, c) => s.or(c),
+    };
+    let family = match f.take_nonempty("family")? {
+        Some(fam) if fam.starts_with("arn:") => {
+            let arn = arn::read(&key("family"), &fam)?;
+            let EcsResource::TaskDefinition { family, revision } = arn.resource else {
+                return Err(arn::refused(
+                    &key("family"),
+                    &arn,
+                    "a task definition family (FAMILY, or FAMILY:REVISION) or a task definition ARN",
+                ));
+            };
+            arn_regions.push((key("family"), arn.region.clone()));
+            Some(format!("{family}:{revision}"))
+        }
+        Some(fam) => {
+            validate_family(&key("family"), &fam)?;
+            Some(fam)
+        }
+        None => None,
+    };
+    let container = f.take_nonempty("container")?;
+    if let Some(c) = container.as_deref().filter(|c| c.starts_with("arn:")) {
+        return Err(Error::config(
+            key("container"),
+            format!("{c:?} is an ARN, but container takes the container's name as the task definition writes it (containerDefinitions[].name, e.g. \"app\")"),
+        ));
+    }
+    // Every ARN names its region; they must agree with each other and with `region`.
+    let arn_region = match arn_regions.split_first() {
+        None => None,
+        Some(((first_key, first), rest)) => {
+            if let Some((k, r)) = rest.iter().find(|(_, r)| r != first) {
+                return Err(Error::config(
+                    k.clone(),
+                    format!("the ARN's region {r:?} is not the region {first:?} of the ARN in {first_key}; one source is one region"),
+                ));
+            }
+            Some(first.clone())
+        }
+    };
+    let region = match (region_given, arn_region) {
         (Some(r), Some(a)) if r != a => {
             return Err(Error::config(
-                format!("{path}.region"),
+                key("region"),
                 format!(
-                    "{r:?} does not match the cluster ARN's region {a:?}; drop region or fix it"
+                    "{r:?} does not match the region {a:?} of the ARN in {}; drop region or fix it",
+                    arn_regions[0].0
                 ),
             ))
         }
-        (Some(r), _) => validate_region(&format!("{path}.region"), r)?,
+        (Some(r), _) => validate_region(&key("region"), r)?,
         (None, Some(a)) => a,
+        (None, None) if cluster == AUTO => AUTO.to_string(),
         (None, None) => {
             return Err(Error::config(
-                format!("{path}.region"),
-                "is required (e.g. \"eu-west-2\"), unless cluster is an ARN",
+                key("region"),
+                "is required (e.g. \"eu-west-2\"), unless cluster or service is an ARN",
             ))
         }
     };
-    let service = f.take_nonempty("service")?;
-    let family = f.take_nonempty("family")?;
-    if let Some(fam) = &family {
-        validate_family(&format!("{path}.family"), fam)?;
-    }
-    let container = f.take_nonempty("container")?;
-    let tags = super::tags::parse(&format!("{path}.tags"), f.take("tags"))?;
+    let tags = super::tags::parse(&key("tags"), f.take("tags"))?;
     f.finish()?;
     Ok(EcsSourceConfig {
         region,
@@ -125,43 +231,6 @@ pub(super) fn parse(map: Map<String, Value>, path: String) -> Result<EcsSourceCo
     })
 }
 
-/// Validates a cluster name or ARN; returns the ARN's region when it is an ARN. An ARN of any
-/// partition is accepted when its partition is its region's.
-fn parse_cluster(key: &str, c: &str) -> Result<Option<String>, Error> {
-    if c.starts_with("arn:") {
-        let arn = crate::partition::Arn::parse(c).filter(|a| {
-            a.service == "ecs" && a.resource.strip_prefix("cluster/").is_some_and(valid_name)
-        });
-        let Some(arn) = arn else {
-            return Err(Error::config(
-                key,
-                format!("{c:?} is not an ECS cluster ARN; expected arn:PARTITION:ecs:REGION:ACCOUNT:cluster/NAME (PARTITION aws, aws-cn, aws-us-gov, ...: the region's)"),
-            ));
-        };
-        let region = validate_region(key, arn.region.to_string())?;
-        let partition = crate::partition::of_region(&region).id;
-        if crate::partition::known(&region).is_some() && arn.partition != partition {
-            return Err(Error::config(
-                key,
-                format!(
-                    "{c:?} names partition {:?}, but region {region} is in partition {partition:?}; expected {}",
-                    arn.partition,
-                    crate::partition::arn("ecs", &region, arn.account, arn.resource)
-                ),
-            ));
-        }
-        return Ok(Some(region));
-    }
-    if valid_name(c) {
-        Ok(None)
-    } else {
-        Err(Error::config(
-            key,
-            format!("{c:?} is not a cluster name; expected 1-255 letters, digits, hyphens or underscores, or a cluster ARN"),
-        ))
-    }
-}
-
 /// `FAMILY` or `FAMILY:REVISION` as ECS names task definitions: a family of 1-255 letters,
 /// digits, hyphens or underscores; a revision a positive integer.
 fn validate_family(key: &str, family: &str) -> Result<(), Error> {
@@ -169,25 +238,12 @@ fn validate_family(key: &str, family: &str) -> Result<(), Error> {
         Some((n, r)) => (n, Some(r)),
         None => (family, None),
     };
-    let rev_ok = rev.is_none_or(|r| {
-        !r.is_empty()
-            && !r.starts_with('0')
-            && r.len() <= 10
-            && r.bytes().all(|b| b.is_ascii_digit())
-    });
-    if valid_name(name) && rev_ok {
+    if arn::valid_name(name) && rev.is_none_or(arn::valid_revision) {
         Ok(())
     } else {
         Err(Error::config(
             key,
-            format!("{family:?} is not a task definition family; expected FAMILY (every revision) or FAMILY:REVISION (that revision only), e.g. \"api\" or \"api:3\", not an ARN"),
+            format!("{family:?} is not a task definition family; expected FAMILY (every revision) or FAMILY:REVISION (that revision only), e.g. \"api\" or \"api:3\", or a task definition ARN"),
         ))
     }
-}
-
-fn valid_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 255
-        && n.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }

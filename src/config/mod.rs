@@ -20,6 +20,7 @@ use serde_json::Value;
 use crate::error::Error;
 use crate::peer::SourceId;
 
+mod arn;
 mod cloudmap;
 mod ecs;
 mod fields;
@@ -523,8 +524,8 @@ mod tests {
                 "sources[0].family: \"api:0\" is not a task definition family",
             ),
             (
-                base(json!([{"type":"ecs","region":"eu-west-2","cluster":"web","family":"arn:aws:ecs:eu-west-2:1:task-definition/api:1"}])),
-                "sources[0].family: \"arn:aws:ecs:eu-west-2:1:task-definition/api:1\" is not a task definition family",
+                base(json!([{"type":"ecs","region":"eu-west-2","cluster":"web","family":"arn:aws:ecs:eu-west-2:1:task-definition/api:x"}])),
+                "sources[0].family: \"arn:aws:ecs:eu-west-2:1:task-definition/api:x\" is not a task definition ARN",
             ),
             (
                 base(json!([{"type":"ecs","region":"eu-west-2","cluster":"web","servce":"x"}])),

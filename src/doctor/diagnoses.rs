@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::check::PeerCheck;
 use crate::epmd::{EpmdAnswer, Handshake, Reach};
 use crate::error::ErrorKind;
-use crate::namespace::{Conflict, Snapshot, SourceStatus};
+use crate::namespace::{credentials_work_elsewhere, Conflict, Snapshot, SourceStatus};
 
 /// One problem, its likely cause, and the fix.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -42,7 +42,10 @@ fn diagnosis(
 /// [`super::Report::diagnoses`]. A peer in a region that nothing answers from is diagnosed once,
 /// with its region, not once per peer.
 pub(crate) fn diagnoses(snapshot: &Snapshot, peers: &[PeerCheck]) -> Vec<Diagnosis> {
-    let mut out: Vec<Diagnosis> = snapshot.failing().map(failing_source).collect();
+    let mut out: Vec<Diagnosis> = snapshot
+        .failing()
+        .map(|s| failing_source(s, &snapshot.sources))
+        .collect();
     out.extend(skipped_tasks(&snapshot.sources));
     out.extend(snapshot.conflicts.iter().map(overlapping_cidrs));
     out.extend(regions_without_peers(&snapshot.sources));
@@ -58,8 +61,10 @@ pub(crate) fn diagnoses(snapshot: &Snapshot, peers: &[PeerCheck]) -> Vec<Diagnos
     out
 }
 
-/// A failing source: the structured error, its message and its fix, as the source reported it.
-fn failing_source(s: &SourceStatus) -> Diagnosis {
+/// A failing source: the structured error, its message and its fix, as the source reported it;
+/// `region_refused` when its region refuses credentials that work in other regions of `all`
+/// (by [`credentials_work_elsewhere`], the rule that also wrote the fix).
+fn failing_source(s: &SourceStatus, all: &[SourceStatus]) -> Diagnosis {
     let (problem, fix) = match &s.failure {
         Some(e) => (
             format!(
@@ -73,6 +78,9 @@ fn failing_source(s: &SourceStatus) -> Diagnosis {
         None => ("failing".into(), "see the error".into()),
     };
     let code = match s.error_kind {
+        Some(ErrorKind::Credentials) if credentials_work_elsewhere(s, all).is_some() => {
+            "region_refused"
+        }
         Some(ErrorKind::AccessDenied) => "access_denied",
         Some(ErrorKind::Credentials) => "credentials",
         Some(ErrorKind::NotFound) => "source_not_found",
@@ -120,12 +128,14 @@ fn overlapping_cidrs(c: &Conflict) -> Diagnosis {
     )
 }
 
-/// Regions whose sources all answer but list nobody, while other regions have peers.
+/// Regions whose sources all answer but list nobody, while other regions have peers. A region
+/// whose sources found running tasks and skipped them is not one: its tasks run, and
+/// `tasks_skipped` says why they are not peers.
 fn regions_without_peers(sources: &[SourceStatus]) -> Vec<Diagnosis> {
     let mut by_region: BTreeMap<&str, (bool, usize)> = BTreeMap::new();
     for s in sources {
         let e = by_region.entry(s.region.as_str()).or_insert((true, 0));
-        e.0 &= s.ok;
+        e.0 &= s.ok && s.skipped_tasks == 0;
         e.1 += s.peers;
     }
     let total: usize = by_region.values().map(|v| v.1).sum();
@@ -458,6 +468,38 @@ mod tests {
     }
 
     #[test]
+    fn a_region_refusing_credentials_that_work_elsewhere_is_not_called_bad_credentials() {
+        let refused = || {
+            crate::error::classify_code(
+                Some("UnrecognizedClientException"),
+                Some(400),
+                "ecs:ListTasks",
+                "UnrecognizedClientException: The security token included in the request is invalid.".into(),
+                "",
+                "",
+            )
+        };
+        let mut s = Snapshot::empty();
+        s.sources = vec![
+            status("ecs:ap-east-1/web", "ap-east-1", 0, Some(refused())),
+            status("ecs:eu-west-2/web", "eu-west-2", 2, None),
+        ];
+        crate::namespace::explain_refused_regions(&mut s.sources);
+        let d = diagnoses(&s, &[]);
+        assert_eq!(codes(&d), [("region_refused", "ecs:ap-east-1/web")]);
+        assert!(
+            d[0].fix.contains("enable-region --region-name ap-east-1")
+                && d[0].fix.contains("v2Token"),
+            "{}",
+            d[0].fix
+        );
+        // Refused everywhere: bad credentials, as before.
+        s.sources[1] = status("ecs:eu-west-2/web", "eu-west-2", 0, Some(refused()));
+        let d = diagnoses(&s, &[]);
+        assert_eq!(d[0].code, "credentials");
+    }
+
+    #[test]
     fn each_broken_case_has_its_own_diagnosis() {
         let mut s = Snapshot::empty();
         s.sources = vec![
@@ -556,6 +598,25 @@ mod tests {
         );
         assert!(d[5].fix.contains("set node_basename to \"web\""));
         assert!(d[6].fix.contains("inet_dist_listen_min 9100"));
+    }
+
+    #[test]
+    fn a_region_whose_tasks_are_all_skipped_is_not_told_to_check_that_tasks_run() {
+        use crate::peer::{SkipReason, Skipped};
+        let mut s = Snapshot::empty();
+        let mut anywhere = status("ecs:eu-west-2/hybrid", "eu-west-2", 0, None);
+        anywhere.skipped_tasks = 2;
+        anywhere.skipped = vec![Skipped {
+            reason: SkipReason::ExternalInstance,
+            tasks: 2,
+            example_task: "arn:aws:ecs:eu-west-2:1:task/hybrid/t1".into(),
+            message: SkipReason::ExternalInstance.message(4370),
+            fix: SkipReason::ExternalInstance.fix(4370),
+        }];
+        s.sources = vec![anywhere, status("ecs:us-east-1/web", "us-east-1", 3, None)];
+        let d = diagnoses(&s, &[]);
+        assert_eq!(codes(&d), [("tasks_skipped", "ecs:eu-west-2/hybrid")]);
+        assert!(d[0].problem.contains("ECS Anywhere"), "{}", d[0].problem);
     }
 
     #[test]

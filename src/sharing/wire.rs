@@ -27,7 +27,7 @@ use crate::peer::{Found, SkipReason, Skipped, StartedAt};
 /// The version of the wire format (and of the sharing key's canonical form, `key.rs`); part of
 /// the key, so nodes that encode differently never exchange results. v3: the format is
 /// defined by the types of this file rather than by the internal structs' derives.
-pub(crate) const WIRE_VERSION: &str = "ecs-peers/shared/v3";
+pub(crate) const WIRE_VERSION: &str = "ecs-peers/shared/v4";
 
 /// The largest encoded result accepted (bytes): 64 MiB, about 30 times the encoding of 10,000
 /// peers with every field set. Anything larger is dropped before decoding.
@@ -158,6 +158,7 @@ enum WireSkipReason {
     NoDistributionBinding,
     InstanceNotFound,
     InstanceWithoutAddress,
+    ExternalInstance,
 }
 
 /// A failure as it travels: [`SourceError`] without its cause (an SDK or I/O error, local to
@@ -342,6 +343,7 @@ impl<'a> WireSkipped<'a> {
                 SkipReason::NoDistributionBinding => WireSkipReason::NoDistributionBinding,
                 SkipReason::InstanceNotFound => WireSkipReason::InstanceNotFound,
                 SkipReason::InstanceWithoutAddress => WireSkipReason::InstanceWithoutAddress,
+                SkipReason::ExternalInstance => WireSkipReason::ExternalInstance,
             },
             tasks: *tasks as u64,
             example_task: Cow::Borrowed(example_task),
@@ -364,6 +366,7 @@ impl<'a> WireSkipped<'a> {
                 WireSkipReason::NoDistributionBinding => SkipReason::NoDistributionBinding,
                 WireSkipReason::InstanceNotFound => SkipReason::InstanceNotFound,
                 WireSkipReason::InstanceWithoutAddress => SkipReason::InstanceWithoutAddress,
+                WireSkipReason::ExternalInstance => SkipReason::ExternalInstance,
             },
             tasks: usize::try_from(tasks).map_err(|_| {
                 DecodeError::Malformed(format!("{tasks} skipped tasks do not fit this machine"))
@@ -610,7 +613,7 @@ mod tests {
     /// encoding) fails here until [`WIRE_VERSION`] is bumped and the pins updated.
     #[test]
     fn the_wire_bytes_are_pinned() {
-        assert_eq!(WIRE_VERSION, "ecs-peers/shared/v3", "{CHANGED}");
+        assert_eq!(WIRE_VERSION, "ecs-peers/shared/v4", "{CHANGED}");
         let v6 = Found::at("fd00::1".parse().unwrap());
         let bytes = encode(
             0x0102_0304_0506_0708,
@@ -642,6 +645,7 @@ mod tests {
             SkipReason::NoDistributionBinding,
             SkipReason::InstanceNotFound,
             SkipReason::InstanceWithoutAddress,
+            SkipReason::ExternalInstance,
         ] {
             let s = Skipped {
                 reason,
@@ -693,6 +697,8 @@ mod tests {
         "010173020300000102020561726e3a74016d0166",
         // instance_without_address
         "010173020300000103020561726e3a74016d0166",
+        // external_instance
+        "010173020300000104020561726e3a74016d0166",
         // Same
         "01017302030201",
         // Waiting: backing off

@@ -27,11 +27,11 @@ fn command(emu: &Emu, args: &[&str]) -> Command {
     c
 }
 
-fn cli(emu: &Emu, args: &[&str]) -> Output {
+pub(crate) fn cli(emu: &Emu, args: &[&str]) -> Output {
     command(emu, args).output().unwrap()
 }
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 

@@ -444,7 +444,12 @@ async fn invalid_credentials(s: Subject) {
             &Expect {
                 kind: ErrorKind::Credentials,
                 says: code,
-                fix: "the AWS credentials are invalid or expired",
+                // Not recognised: invalid, or refused by this region (the fix says both).
+                fix: if code == "UnrecognizedClientException" {
+                    "If they fail in every region, they are invalid"
+                } else {
+                    "the AWS credentials are invalid or expired"
+                },
             },
         );
     }

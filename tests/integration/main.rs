@@ -7,6 +7,7 @@ mod discovery;
 mod ec2;
 mod emu;
 mod failures;
+mod field_reports;
 mod partitions;
 mod tags;
 mod this_task;

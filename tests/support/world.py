@@ -6,7 +6,8 @@ Usage (JSON in on stdin, or as the third argument; JSON out on stdout):
   world.py ENDPOINT run        RUN
   world.py ENDPOINT stop       {"region", "cluster", "tasks": [ARN...]}
   world.py ENDPOINT instances  {"region", "cluster", "subnet", "subnet_ipv6"?,
-                                "instances": [{"ipv4", "ipv6"?}]}
+                                "instances": [{"ipv4", "ipv6"?} | {"external": true}]}
+  world.py ENDPOINT regions    {"region", "opt_status": "DISABLED"|"ENABLED"|...}
   world.py ENDPOINT lifecycle  {"region", "cluster", "tasks": [ARN...], "lastStatus"}
   world.py ENDPOINT health     {"region", "cluster", "tasks": [ARN...], "healthStatus"}
   world.py ENDPOINT config     {"stop": "immediate"|"hold", "stop_hold_s"?, "start": "immediate"|"hold"}
@@ -15,14 +16,14 @@ Usage (JSON in on stdin, or as the third argument; JSON out on stdout):
 
 RUN      = {"region", "cluster", "subnet": "10.201.0.0/24" | null, "family", "count", "group"?,
             "subnet_ipv6"?: "fd00:201::/64" (dual-stack; with "subnet": null IPv6-only),
-            "launch_type"?: "FARGATE" (default) | "EC2", "network_mode"?: "awsvpc" (default) |
+            "launch_type"?: "FARGATE" (default) | "EC2" | "EXTERNAL" (ECS Anywhere), "network_mode"?: "awsvpc" (default) |
             "bridge" | "host", "container_instance"?: ARN (EC2: start the tasks there),
             "port_mappings"?: [{"containerPort", "hostPort"?}] (bridge: hostPort 0 or absent =
             dynamic), "revision"?: N (run FAMILY:N), "new_revision"?: true, "tags"?: {K: V},
             "health"?: "HEALTHY"|"UNHEALTHY"|"UNKNOWN", "service_connect"?: true,
             "container"?: "app"}
 CLUSTER  = {"region", "cluster", "subnet": "10.201.0.0/24", "subnet_ipv6"?,
-            "instances"?: [{"ipv4", "ipv6"?}], "tasks": [{"family", "count", "group"?, RUN options...}],
+            "instances"?: [{"ipv4", "ipv6"?} | {"external": true}], "tasks": [{"family", "count", "group"?, RUN options...}],
             "stop"?: {"family", "count"}}
 SERVICE  = {"region", "namespace", "service", "health_check"?: "custom",
             "instances": [{"id", "ipv4"?, "ipv6"?, "attributes"?, "health"?}]}
@@ -34,6 +35,8 @@ metadata_uri: the task's ECS_CONTAINER_METADATA_URI_V4, at ENDPOINT.)
 Output of seed: {"ecs": {"REGION/CLUSTER": {"running": [RUN output...], "stopped": [...],
                  "instances": [INSTANCE...]}}, "cloudmap": {"REGION/NAMESPACE/SERVICE": [{"id","ip"}]}}
 Output of instances: [{"container_instance", "ec2_instance_id", "ipv4", "ipv6", "dns"}]
+(an external instance: ec2_instance_id its managed-instance id "mi-…", no addresses; the tasks
+on it have ip, ipv6 and dns null)
 With WORLD_OUTPUT=erlang the output is an Erlang term (maps with binary keys) followed by a dot,
 for tests on OTP versions without a JSON module.
 Only the emulator at ENDPOINT (loopback, or the e2e bed's 10.200.0.1) is contacted.
@@ -128,6 +131,8 @@ def task_definition(region, family, launch_type, mode, port_mappings, container,
                                        "portMappings": mappings}])
     if launch_type == "FARGATE":
         args.update(requiresCompatibilities=["FARGATE"], cpu="256", memory="512")
+    elif launch_type == "EXTERNAL":
+        args.update(requiresCompatibilities=["EXTERNAL"])
     else:
         args.update(requiresCompatibilities=["EC2"])
     return ecs.register_task_definition(**args)["taskDefinition"]["taskDefinitionArn"]
@@ -140,8 +145,11 @@ def _hosts(region, cluster, arns):
         return {}
     ecs, ec2 = client("ecs", region), client("ec2", region)
     cis = ecs.describe_container_instances(cluster=cluster, containerInstances=sorted(arns))["containerInstances"]
-    ids = {ci["ec2InstanceId"]: ci["containerInstanceArn"] for ci in cis}
-    out = {}
+    # ECS Anywhere instances (mi-…) are not EC2 instances: no address to find.
+    ids = {ci["ec2InstanceId"]: ci["containerInstanceArn"] for ci in cis if not ci["ec2InstanceId"].startswith("mi-")}
+    out = {ci["containerInstanceArn"]: {"ipv4": None, "ipv6": None, "dns": None} for ci in cis}
+    if not ids:
+        return out
     for r in ec2.describe_instances(InstanceIds=list(ids))["Reservations"]:
         for i in r["Instances"]:
             v6 = [a["Ipv6Address"] for n in i.get("NetworkInterfaces", []) for a in n.get("Ipv6Addresses", [])]
@@ -231,9 +239,16 @@ def instances(region, cluster, cidr, specs, cidr6=None):
     """EC2 instances with the given addresses in the subnet, registered as container instances."""
     ensure_cluster(region, cluster)
     ec2, ecs = client("ec2", region), client("ecs", region)
-    sub = subnet(region, cidr, cidr6)
+    sub = subnet(region, cidr, cidr6) if any(not s.get("external") for s in specs) else None
     out = []
     for s in specs:
+        if s.get("external"):
+            managed_id = "mi-" + os.urandom(9).hex()[:17]
+            doc = json.dumps({"instanceId": managed_id, "region": region})
+            ci = ecs.register_container_instance(cluster=cluster, instanceIdentityDocument=doc)["containerInstance"]
+            out.append({"container_instance": ci["containerInstanceArn"], "ec2_instance_id": managed_id,
+                        "ipv4": None, "ipv6": None, "dns": None})
+            continue
         inst = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="m5.large",
                                  SubnetId=sub, PrivateIpAddress=s["ipv4"])["Instances"][0]
         if s.get("ipv6"):
@@ -338,8 +353,10 @@ def main():
         result = control("/_emu/config", spec)
     elif cmd == "tag":
         result = tag_task(spec["region"], spec["task"], spec.get("tags"), spec.get("untag"))
+    elif cmd == "regions":
+        result = control("/_emu/regions", spec)
     else:
-        sys.exit(f"world.py: unknown command {cmd!r}; expected seed, run, stop, instances, lifecycle, health, config or tag")
+        sys.exit(f"world.py: unknown command {cmd!r}; expected seed, run, stop, instances, lifecycle, health, config, tag or regions")
     if os.environ.get("WORLD_OUTPUT") == "erlang":
         sys.stdout.write(erlang_term(result) + ".")
     else:

@@ -139,7 +139,7 @@ struct WatchArgs {
 
 #[derive(Args)]
 struct SourceArgs {
-    /// An ECS source: REGION/CLUSTER[/SERVICE], a cluster ARN, or keys: region=..,cluster=..,service=..,family=..,container=..,tags.KEY=VALUE
+    /// An ECS source: REGION/CLUSTER[/SERVICE], a cluster or service ARN, or keys: region=..,cluster=..,service=..,family=..,container=..,tags.KEY=VALUE
     #[arg(long = "ecs", value_name = "SPEC")]
     ecs: Vec<String>,
     /// A Cloud Map source: REGION/NAMESPACE/SERVICE, or keys: region=..,namespace=..,service=..,health=all,query.KEY=VALUE
@@ -282,7 +282,8 @@ fn explain(e: ecs_peers::Error, origins: &Origins) -> String {
     format!("{key}{flag}: {message}")
 }
 
-/// `REGION/CLUSTER[/SERVICE]`, a cluster ARN, or `key=value,...`.
+/// `REGION/CLUSTER[/SERVICE]`, an ARN (a cluster's or a service's: the config reads it), or
+/// `key=value,...`.
 fn ecs_spec(spec: &str) -> Result<Value, String> {
     if spec.contains('=') {
         return keyed(spec, "ecs");
@@ -297,7 +298,7 @@ fn ecs_spec(spec: &str) -> Result<Value, String> {
             Ok(json!({"type": "ecs", "region": region, "cluster": cluster, "service": service}))
         }
         _ => Err(format!(
-            "--ecs {spec}: expected REGION/CLUSTER or REGION/CLUSTER/SERVICE (e.g. eu-west-2/web/api), a cluster ARN, or region=..,cluster=..,service=.."
+            "--ecs {spec}: expected REGION/CLUSTER or REGION/CLUSTER/SERVICE (e.g. eu-west-2/web/api), a cluster or service ARN, or region=..,cluster=..,service=.."
         )),
     }
 }

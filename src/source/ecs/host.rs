@@ -7,6 +7,12 @@
 //! `containers[].networkBindings[]` → the binding whose `containerPort` is `distribution_port`
 //! → its `hostPort` (dynamic in bridge mode; equal to the container port in host mode).
 //!
+//! An ECS Anywhere container instance (launch type `EXTERNAL`) is a server registered through
+//! SSM, not an EC2 instance: its `ec2InstanceId` is a managed-instance id (`mi-…`), which
+//! DescribeInstances is never asked about; its tasks are skipped as
+//! [`SkipReason::ExternalInstance`].
+//! <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs-anywhere.html>
+//!
 //! A container instance runs on one EC2 instance for its whole life, and an instance keeps its
 //! primary private address, so both look-ups are cached (by container-instance ARN and by
 //! instance id): a steady poll makes neither call, a new instance one of each.
@@ -44,6 +50,9 @@ pub(crate) fn decode(
     dist_port: u16,
     found: Found,
 ) -> Result<OnInstance, SkipReason> {
+    if task.launch_type() == Some(&aws_sdk_ecs::types::LaunchType::External) {
+        return Err(SkipReason::ExternalInstance);
+    }
     let Some(ci) = task.container_instance_arn().filter(|a| !a.is_empty()) else {
         return Err(SkipReason::NoAddress);
     };
@@ -69,6 +78,12 @@ pub(crate) fn decode(
         },
         container_instance: ci.to_string(),
     })
+}
+
+/// Whether a container instance's `ec2InstanceId` is an SSM managed-instance id (`mi-` and 17
+/// hexadecimal digits): an ECS Anywhere instance, which EC2 does not know.
+fn is_managed_instance(id: &str) -> bool {
+    id.starts_with("mi-")
 }
 
 /// An EC2 instance's address, as DescribeInstances reports it.
@@ -173,7 +188,7 @@ impl InstanceAddresses {
         let mut ids: Vec<String> = wanted
             .iter()
             .filter_map(|a| self.container_instances.get(a).cloned().flatten())
-            .filter(|i| !self.instances.contains_key(i))
+            .filter(|i| !is_managed_instance(i) && !self.instances.contains_key(i))
             .collect();
         ids.sort();
         ids.dedup();
@@ -245,6 +260,9 @@ impl InstanceAddresses {
             .cloned()
             .flatten()
             .ok_or(SkipReason::InstanceNotFound)?;
+        if is_managed_instance(&id) {
+            return Err(SkipReason::ExternalInstance);
+        }
         let instance = self
             .instances
             .get(&id)
@@ -337,5 +355,20 @@ mod tests {
             decode(&Task::builder().build(), None, 4370, any()),
             Err(SkipReason::NoAddress)
         );
+    }
+
+    #[test]
+    fn a_task_on_an_ecs_anywhere_instance_is_skipped_as_external() {
+        let t = Task::builder()
+            .launch_type(aws_sdk_ecs::types::LaunchType::External)
+            .container_instance_arn("arn:aws:ecs:eu-west-2:1:container-instance/web/ci1")
+            .containers(bound("app", 4370, 32768))
+            .build();
+        assert_eq!(
+            decode(&t, None, 4370, any()),
+            Err(SkipReason::ExternalInstance)
+        );
+        assert!(is_managed_instance("mi-0123456789abcdef0"));
+        assert!(!is_managed_instance("i-0123456789abcdef0"));
     }
 }

@@ -13,13 +13,23 @@ What moto 5.2.5 gets wrong and this module does instead (each checked by tests/a
   subnet (IPv4, IPv6 or both, see ec2_instances); bridge and host tasks on EC2 are placed on a
   container instance and get networkBindings; the lifecycle is ecs_lifecycle's.
 
+ECS Anywhere: a container instance registered with an `instanceId` of the SSM managed-instance
+form (`mi-` and 17 hex digits) is EXTERNAL: a server outside AWS, with no EC2 instance behind it
+(DescribeInstances does not know it; its attributes name no AMI, zone or instance type). Tasks of
+launch type EXTERNAL run only there, in bridge, host or none network mode, and tasks of launch
+type EC2 never do (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs-anywhere.html).
+
 Task ids are 32 hex digits and task ARNs use the long format
 (`arn:PARTITION:ecs:REGION:ACCOUNT:task/CLUSTER/ID`), as AWS has since 2021, in the region's
 partition (`aws-cn` in cn-north-1, `aws-us-gov` in us-gov-west-1), as moto writes its own ARNs.
 """
 import uuid
 
+import json
+import types
+
 from moto.core.responses import ActionResult, EmptyResult
+from moto.ecs.models import ContainerInstance, TaskDefinition
 from moto.ecs import responses as ecs_responses
 from moto.ecs.exceptions import ClusterNotFoundException, ECSException, InvalidParameterException
 from moto.utilities.utils import get_partition
@@ -55,6 +65,63 @@ def _reset():
     _ports.clear()
     _next_port.clear()
     _bridge_ips.clear()
+
+
+def is_external(ci):
+    """An ECS Anywhere container instance: its ec2InstanceId is a managed-instance id."""
+    return (ci.ec2_instance_id or "").startswith("mi-")
+
+
+class ExternalContainerInstance(ContainerInstance):
+    """A container instance of ECS Anywhere (see the module doc)."""
+
+    def __init__(self, managed_id, account_id, region, cluster_name, backend):
+        # moto's ContainerInstance reads its attributes from the EC2 instance, which an external
+        # instance does not have: it reads a stand-in here, and the attributes are then ECS
+        # Anywhere's own.
+        ec2 = state.ec2(region)
+        ec2.get_instance = lambda _id: types.SimpleNamespace(
+            image_id=None, availability_zone=None, instance_type=None, platform=None)
+        try:
+            super().__init__(managed_id, account_id, region, cluster_name, backend)
+        finally:
+            del ec2.get_instance
+        self.attributes = {"ecs.os-type": "linux"}
+
+
+_stock_task_definition_init = TaskDefinition.__init__
+
+
+def _task_definition_init(self, *args, **kwargs):
+    # moto reads any requiresCompatibilities but ["EC2"] as Fargate's and forces awsvpc; a task
+    # definition for EXTERNAL keeps its network mode (bridge when none is given), and lists
+    # EXTERNAL among its compatibilities, as ECS does.
+    _stock_task_definition_init(self, *args, **kwargs)
+    requires = kwargs.get("requires_compatibilities") or []
+    if "EXTERNAL" in requires and "FARGATE" not in requires:
+        self.network_mode = kwargs.get("network_mode") or "bridge"
+        self.compatibilities = ["EC2", "EXTERNAL"]
+
+
+TaskDefinition.__init__ = _task_definition_init
+
+
+def register_container_instance(self):
+    """RegisterContainerInstance: an EC2 instance by its identity document as moto does, or an
+    ECS Anywhere instance when the document names a managed instance (`mi-…`)."""
+    doc = json.loads(self._get_param("instanceIdentityDocument") or "{}")
+    managed_id = doc.get("instanceId", "")
+    if not managed_id.startswith("mi-"):
+        return _stock_register(self)
+    backend = self.ecs_backend
+    cluster = _cluster(backend, self._get_param("cluster"))
+    ci = ExternalContainerInstance(managed_id, backend.account_id, self.region, cluster.name, backend)
+    backend.container_instances.setdefault(cluster.name, {})[ci.container_instance_arn.split("/")[-1]] = ci
+    cluster.registered_container_instances_count += 1
+    return ActionResult({"containerInstance": ci})
+
+
+_stock_register = ecs_responses.EC2ContainerServiceResponse.register_container_instance
 
 
 def find(task_id):
@@ -303,6 +370,9 @@ def _launch(resp, cluster, task_def, launch_type, count, instances):
     if launch_type == "FARGATE" and mode != "awsvpc":
         raise InvalidParameterException(
             f"Task definition does not support launch_type FARGATE (networkMode {mode}; Fargate needs awsvpc).")
+    if launch_type == "EXTERNAL" and mode == "awsvpc":
+        raise InvalidParameterException(
+            "Task definition does not support launch_type EXTERNAL (networkMode awsvpc; external instances run bridge, host or none).")
     net = resp._get_param("networkConfiguration") or {}
     vpc = net.get("awsvpcConfiguration")
     if mode == "awsvpc":
@@ -320,14 +390,15 @@ def _launch(resp, cluster, task_def, launch_type, count, instances):
     slots = instances if instances is not None else [None] * count
     for chosen in slots:
         ci = None
-        if launch_type == "EC2":
+        if launch_type in ("EC2", "EXTERNAL"):
             if chosen is not None:
                 ci = chosen
                 if needed and not _fits(ci.container_instance_arn, needed):
                     failures.append({"arn": ci.container_instance_arn, "reason": "RESOURCE:PORTS"})
                     continue
             else:
-                candidates = _active_instances(backend, cluster)
+                candidates = [c for c in _active_instances(backend, cluster)
+                              if is_external(c) == (launch_type == "EXTERNAL")]
                 if not candidates:
                     raise InvalidParameterException("No Container Instances were found in your cluster.")
                 fitting = [c for c in candidates if _fits(c.container_instance_arn, needed)]
@@ -337,7 +408,7 @@ def _launch(resp, cluster, task_def, launch_type, count, instances):
                 # Least loaded first (AWS's placement strategies are not emulated).
                 ci = min(fitting, key=lambda c: _running_count(c.container_instance_arn))
         task = EmuTask(region, cluster, task_def, launch_type, group, started_by, tags, ci)
-        if ci is not None:
+        if ci is not None and not is_external(ci):
             task.host = ec2_instances.instance_addresses(region, ci.ec2_instance_id)
             task.availability_zone = task.host["az"]
         if mode == "awsvpc":
@@ -396,8 +467,8 @@ def _launch_type(resp, cluster):
     if not launch_type and strategy:
         launch_type = "FARGATE" if strategy[0]["capacityProvider"] in ("FARGATE", "FARGATE_SPOT") else "EC2"
     launch_type = launch_type or "EC2"  # RunTask's default without a capacity provider strategy
-    if launch_type not in ("EC2", "FARGATE"):
-        raise InvalidParameterException(f"launchType {launch_type} is not emulated; use EC2 or FARGATE")
+    if launch_type not in ("EC2", "FARGATE", "EXTERNAL"):
+        raise InvalidParameterException(f"launchType {launch_type} is not emulated; use EC2, FARGATE or EXTERNAL")
     return launch_type
 
 
@@ -413,7 +484,8 @@ def run_task(self):
 
 
 def start_task(self):
-    """StartTask: the task on the container instances named (EC2 launch type, one task each)."""
+    """StartTask: the task on the container instances named, one task each (launch type EC2, or
+    EXTERNAL on ECS Anywhere instances)."""
     ecs_lifecycle.tick()
     backend = self.ecs_backend
     cluster = _cluster(backend, self._get_param("cluster"))
@@ -429,7 +501,10 @@ def start_task(self):
         else:
             instances.append(ci)
     task_def = backend.describe_task_definition(self._get_param("taskDefinition"))
-    tasks, more = _launch(self, cluster, task_def, "EC2", len(instances), instances)
+    if len({is_external(ci) for ci in instances}) > 1:
+        raise InvalidParameterException("containerInstances mixes EC2 and external instances.")
+    launch_type = "EXTERNAL" if instances and is_external(instances[0]) else "EC2"
+    tasks, more = _launch(self, cluster, task_def, launch_type, len(instances), instances)
     return ActionResult({"tasks": tasks, "failures": failures + more})
 
 
@@ -602,3 +677,4 @@ def install():
     R.list_tasks = list_tasks
     R.describe_tasks = describe_tasks
     R.describe_container_instances = describe_container_instances
+    R.register_container_instance = register_container_instance

@@ -7,12 +7,13 @@ import argparse
 import json
 import signal
 import sys
+import urllib.parse
 
 from moto.moto_api._internal.models import MotoAPIBackend
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import run_simple
 
-from . import calls, cloudmap, ec2_instances, ecs_lifecycle, ecs_tasks, faults, metadata, state
+from . import calls, cloudmap, ec2_instances, ecs_lifecycle, ecs_tasks, faults, metadata, regions, state
 
 assert ec2_instances  # imported for its patches of moto's EC2 addresses
 
@@ -105,6 +106,11 @@ def control(environ):
             out = {}
         elif path == "/_emu/cloudmap-health" and method == "POST":
             out = cloudmap.set_health(_read_json(environ))
+        elif path == "/_emu/regions" and method == "GET":
+            query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+            out = {"Regions": regions.listing(query.get("partition", [None])[0])}
+        elif path == "/_emu/regions" and method == "POST":
+            out = regions.set_status(_read_json(environ))
         else:
             return 404, [("Content-Type", "text/plain")], f"awsemu: no control endpoint {method} {path}"
     return 200, [("Content-Type", "application/json")], json.dumps(out)
@@ -129,6 +135,9 @@ class App:
         except state.EmuError as e:
             return self._answer(start_response, 400, [("Content-Type", "text/plain")], str(e))
         calls.record(environ)
+        refused = regions.refusal(environ)
+        if refused:
+            return faults.apply(refused, start_response)
         fault = faults.match(environ)
         if fault:
             answered = faults.apply(fault, start_response)
