@@ -105,6 +105,8 @@ def control(environ):
             out = {}
         elif path == "/_emu/cloudmap-health" and method == "POST":
             out = cloudmap.set_health(_read_json(environ))
+        elif path == "/_emu/cloudmap-share" and method == "POST":
+            out = cloudmap.share(_read_json(environ))
         else:
             return 404, [("Content-Type", "text/plain")], f"awsemu: no control endpoint {method} {path}"
     return 200, [("Content-Type", "application/json")], json.dumps(out)
