@@ -53,9 +53,10 @@ pub struct SourceStatus {
     pub peers: usize,
     /// The source is backing off after throttling and is not polled until then (RFC 3339).
     pub backoff_until: Option<String>,
-    /// RUNNING tasks the last successful poll found but could not turn into peers.
+    /// What the last successful poll found but could not turn into peers: RUNNING tasks (ECS)
+    /// or instances (Cloud Map). Named for tasks, as the CLI's JSON schema has it.
     pub skipped_tasks: usize,
-    /// Those tasks by reason, each with its fix (empty when none were skipped).
+    /// Those tasks or instances by reason, each with its fix (empty when none were skipped).
     pub skipped: Vec<Skipped>,
     /// Fleet-shared polling (`share_polling`): the node elected to poll this source, when it is
     /// another one (`None`: this node polls it).
@@ -302,8 +303,9 @@ impl SourceStatus {
         !self.ok && !self.pending
     }
 
-    /// It answered, but every RUNNING task it found was skipped (e.g. bridge-mode tasks with
-    /// no binding for the distribution port): no peers, and not healthy either.
+    /// It answered, but every RUNNING task or instance it found was skipped (e.g. bridge-mode
+    /// tasks with no binding for the distribution port, Cloud Map instances without an address
+    /// attribute): no peers, and not healthy either.
     pub fn only_skipped(&self) -> bool {
         self.ok && self.peers == 0 && self.skipped_tasks > 0
     }
@@ -370,14 +372,15 @@ pub enum Event {
         /// The source that listed it.
         source: SourceId,
     },
-    /// A source answered with RUNNING tasks it could not turn into peers, and which (or how
-    /// many) changed since the last snapshot (see [`SourceStatus::skipped`]).
+    /// A source answered with RUNNING tasks or Cloud Map instances it could not turn into
+    /// peers, and which (or how many) changed since the last snapshot (see
+    /// [`SourceStatus::skipped`]). Named for tasks, as the JSON Lines event `tasks_skipped` is.
     TasksSkipped {
         /// The source.
         source: SourceId,
         /// Its region.
         region: String,
-        /// The skipped tasks by reason, each with its fix.
+        /// The skipped tasks or instances by reason, each with its fix.
         skipped: Vec<Skipped>,
     },
     /// Fleet-shared polling: another member now polls this source, or this node does again
@@ -454,13 +457,13 @@ impl std::fmt::Display for Event {
                     .iter()
                     .map(|s| {
                         format!(
-                            "{} running task(s) skipped ({}, e.g. task {}): {}. Fix: {}",
-                            s.tasks,
+                            "{} ({}, e.g. {}): {}. Fix: {}",
+                            s.counted(),
                             serde_json::to_value(s.reason)
                                 .ok()
                                 .and_then(|v| v.as_str().map(str::to_string))
                                 .unwrap_or_default(),
-                            s.example_task.rsplit('/').next().unwrap_or(&s.example_task),
+                            s.example(),
                             s.message,
                             s.fix
                         )

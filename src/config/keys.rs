@@ -278,6 +278,8 @@ pub const HEALTH: KeySpec = key!(
     },
     "Which instances to return, by health status."
 );
+/// `port` of a Cloud Map source.
+pub const CLOUDMAP_PORT: KeySpec = key!(CloudMap, "port", Type::OneOf { choices: &["registered", "distribution_port"], default: "registered" }, "Which port an instance's node is dialled on. `registered`: its AWS_INSTANCE_PORT when it registers one (SRV records), else distribution_port; such an instance is named `<node_basename>-<instance id>@<ip>` (ECS service discovery: the instance id is the task id, as bridge-mode ECS peers are named), so two instances on one host are two peers. The registered port is the host port of whichever container port the service registered (serviceRegistries containerPort), not necessarily the distribution port: register that one. `distribution_port`: every instance on distribution_port, named `<node_basename>@<ip>`, AWS_INSTANCE_PORT ignored (awsvpc tasks that register another port).");
 
 /// Every configuration key, in documentation order.
 pub const KEYS: &[KeySpec] = &[
@@ -308,6 +310,8 @@ pub const KEYS: &[KeySpec] = &[
     key!(CloudMap, "service", required("string"), "The Cloud Map service name."),
     HEALTH,
     key!(CloudMap, "query", text("map of string to string"), "Only instances whose custom attributes match all of these (DiscoverInstances QueryParameters)."),
+    CLOUDMAP_PORT,
+    key!(CloudMap, "owner_account", text("12-digit account id"), "The account that owns the namespace, when it is shared with this account through AWS RAM (DiscoverInstances OwnerAccount, the namespace's ResourceOwner); required for a shared namespace, which is otherwise not found."),
 ];
 
 #[cfg(test)]

@@ -196,8 +196,9 @@ impl NodeNaming {
     }
 
     /// The node name of what a source found, into `name` (replacing what it held, keeping its
-    /// capacity): [`NodeNaming::render_task`] with its task id, whether it shares its EC2
-    /// instance's address, and its private DNS name; `false` (and `name` meaningless) where that
+    /// capacity): [`NodeNaming::render_task`] with its task id (a Cloud Map instance with a
+    /// registered port: its instance id), whether it shares its host's address (bridge or host
+    /// mode, or a Cloud Map instance with a registered port), and its private DNS name; `false` (and `name` meaningless) where that
     /// is `None`.
     pub(crate) fn render_found_into(
         &self,
@@ -205,10 +206,13 @@ impl NodeNaming {
         region: &str,
         name: &mut String,
     ) -> bool {
-        // `<basename>@<ip>` needs no task id: not looked for in the ARN then.
-        let shares = f.ec2_instance_id.is_some();
+        // `<basename>@<ip>` needs no task id: not looked for in the ARN then. A template's
+        // `{task_id}` is a task's only (a Cloud Map instance id is one only where ECS service
+        // discovery registered it); `<basename>-<id>` is the task id or the instance id.
+        let shares = f.shares_address();
         let task_id = match self {
             NodeNaming::Basename(_) if !shares => None,
+            NodeNaming::Basename(_) => f.own_id(),
             _ => f.task_id(),
         };
         self.render_into(

@@ -11,13 +11,13 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::wire::WIRE_VERSION;
 use crate::config::{
-    CloudMapSourceConfig, Config, EcsSourceConfig, HealthFilter, NodeNaming, SourceConfig,
+    CloudMapSourceConfig, Config, DialPort, EcsSourceConfig, HealthFilter, NodeNaming, SourceConfig,
 };
 
 /// The sharing key of a configuration: equal on nodes that may share poll results
 /// (`share_polling`), different when anything that changes what a result means differs: the
 /// sources after defaults (region, cluster, service, family, container; namespace, service,
-/// health, query), node naming, `draining`, `distribution_port`, and the version of the
+/// health, query, port, owner_account), node naming, `draining`, `distribution_port`, and the version of the
 /// sharing wire format. Independent of this node's identity (`local_node`, `local_ip`) and of
 /// timings. The same on every node and every build for the same configuration (XXH3-64, seed 0,
 /// is specified), so it can be compared across machines; never an error.
@@ -103,7 +103,13 @@ fn cloudmap_line(out: &mut String, source: &CloudMapSourceConfig) {
         service,
         health,
         query,
+        port,
+        owner_account,
     } = source;
+    let port = match port {
+        DialPort::Registered => "registered",
+        DialPort::DistributionPort => "distribution_port",
+    };
     let health = match health {
         HealthFilter::Healthy => "healthy",
         HealthFilter::All => "all",
@@ -114,12 +120,14 @@ fn cloudmap_line(out: &mut String, source: &CloudMapSourceConfig) {
         .map(|(k, v)| format!("{}={}", q(k), q(v)))
         .collect();
     out.push_str(&format!(
-        "source cloudmap region {} namespace {} service {} health {} query {}\n",
+        "source cloudmap region {} namespace {} service {} health {} query {} port {} owner_account {}\n",
         q(region),
         q(namespace),
         q(service),
         health,
-        query.join(",")
+        query.join(","),
+        port,
+        o(owner_account)
     ));
 }
 
@@ -171,7 +179,7 @@ mod tests {
         // Pinned: the canonical form and XXH3-64 are specified, so every build agrees.
         assert_eq!(
             canonical(&cfg(base)),
-            "ecs-peers/shared/v3\nnode basename \"app\"\ndraining true\ndistribution_port 4370\nsource ecs region \"eu-west-2\" cluster \"web\" service \"api\" family - container -\n"
+            "ecs-peers/shared/v4\nnode basename \"app\"\ndraining true\ndistribution_port 4370\nsource ecs region \"eu-west-2\" cluster \"web\" service \"api\" family - container -\n"
         );
         assert_eq!(format!("{k:016x}"), PINNED_KEY);
     }
@@ -187,7 +195,10 @@ mod tests {
         };
         let base = source(json!({}));
         assert_eq!(source(json!({"health": "healthy"})), base, "the default");
+        assert_eq!(source(json!({"port": "registered"})), base, "the default");
         for other in [
+            json!({"port": "distribution_port"}),
+            json!({"owner_account": "111122223333"}),
             json!({"health": "all"}),
             json!({"health": "healthy_or_else_all"}),
             json!({"query": {"stage": "blue"}}),
@@ -200,5 +211,5 @@ mod tests {
     }
 
     /// The key of the base configuration above, computed once.
-    const PINNED_KEY: &str = "1e57e1a175aba383";
+    const PINNED_KEY: &str = "dda5d3c75e992183";
 }

@@ -73,6 +73,8 @@ defmodule EcsPeers.Cluster do
   | cloudmap | `service` | string | required | The Cloud Map service name. |
   | cloudmap | `health` | healthy, all or healthy_or_else_all | healthy | Which instances to return, by health status. |
   | cloudmap | `query` | map of string to string | - | Only instances whose custom attributes match all of these (DiscoverInstances QueryParameters). |
+  | cloudmap | `port` | registered or distribution_port | registered | Which port an instance's node is dialled on. `registered`: its AWS_INSTANCE_PORT when it registers one (SRV records), else distribution_port; such an instance is named `<node_basename>-<instance id>@<ip>` (ECS service discovery: the instance id is the task id, as bridge-mode ECS peers are named), so two instances on one host are two peers. The registered port is the host port of whichever container port the service registered (serviceRegistries containerPort), not necessarily the distribution port: register that one. `distribution_port`: every instance on distribution_port, named `<node_basename>@<ip>`, AWS_INSTANCE_PORT ignored (awsvpc tasks that register another port). |
+  | cloudmap | `owner_account` | 12-digit account id | - | The account that owns the namespace, when it is shared with this account through AWS RAM (DiscoverInstances OwnerAccount, the namespace's ResourceOwner); required for a shared namespace, which is otherwise not found. |
   <!-- keys:end -->
 
   ## Options besides the configuration keys
