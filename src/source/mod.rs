@@ -24,7 +24,7 @@ pub(crate) mod fixed;
 /// turn into a peer (RUNNING tasks, Cloud Map instances), counted by reason with the fix.
 /// There is no default for `skipped`: a source that drops something says why, or says nothing
 /// was dropped.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Polled {
     pub found: Vec<Found>,
     pub skipped: Vec<Skipped>,

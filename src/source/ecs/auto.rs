@@ -64,7 +64,11 @@ impl AutoEcsSource {
             self.resolved = Some((source, md, resolved));
         }
         let Some((source, _, _)) = self.resolved.as_mut() else {
-            return Ok(Polled::default());
+            // Resolved just above; nothing was found, so nothing was skipped either.
+            return Ok(Polled {
+                found: Vec::new(),
+                skipped: Vec::new(),
+            });
         };
         source.poll_inner().await
     }
