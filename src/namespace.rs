@@ -1295,6 +1295,39 @@ pub(crate) mod tests {
         ));
     }
 
+    /// Cloud Map instances a source could not use are the same warning, in their own words
+    /// (instances, not running tasks), and the source is skipping, not ok.
+    #[test]
+    fn skipped_cloud_map_instances_are_a_warning_about_instances() {
+        use crate::peer::{count_skips, SkipReason};
+        let mut st = status("cloudmap:us-west-2/internal/api", "us-west-2", 0, None);
+        st.peers = 0;
+        st.skipped = count_skips(
+            [
+                (SkipReason::NoAddressAttribute, "c1"),
+                (SkipReason::NoAddressAttribute, "c2"),
+            ],
+            4370,
+        );
+        st.skipped_tasks = 2;
+        let s = Snapshot {
+            sources: vec![st],
+            ..Snapshot::empty()
+        };
+        assert!(s.sources[0].only_skipped());
+        let changes = s.diff(&Snapshot::empty());
+        let [e @ Event::TasksSkipped { .. }] = &changes.events[..] else {
+            panic!("{:?}", changes.events)
+        };
+        assert!(e.is_warning());
+        let text = e.to_string();
+        assert!(
+            text.starts_with("source cloudmap:us-west-2/internal/api: 2 Cloud Map instance(s) skipped (no_address_attribute, e.g. instance c1): the instance has no AWS_INSTANCE_IPV4 or AWS_INSTANCE_IPV6 attribute")
+                && text.contains("Fix: register the instance with AWS_INSTANCE_IPV4"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn skipped_tasks_are_an_event_once_per_change() {
         use crate::peer::SkipReason;

@@ -285,7 +285,7 @@ pub const CLOUDMAP_PORT: KeySpec = key!(CloudMap, "port", Type::OneOf { choices:
 pub const KEYS: &[KeySpec] = &[
     key!(Top, "sources", Type::Sources, "Where peers come from: ECS and Cloud Map sources in any regions, merged into one namespace."),
     key!(Top, "node_basename", text("string"), "Node names are `<node_basename>@<ip>`. Default: the name part of this node's own name (`my_app` of `my_app@10.0.1.5`: the Elixir adapters read the running node, the CLI reads RELEASE_NODE); required only where neither is known. Give node_basename or node_name, not both."),
-    key!(Top, "node_name", text("template"), "Node name template instead of node_basename, e.g. `app@{ip}` or `app@{private_dns_name}` (`app@ip-10-1-0-5.ec2.internal` in us-east-1, `app@ip-10-2-0-5.eu-west-2.compute.internal` elsewhere, as ECS reports it). Placeholders: {ip}, {ip_dashed}, {region}, {private_dns_name} (ECS sources only), {task_id} (the last part of the task ARN)."),
+    key!(Top, "node_name", text("template"), "Node name template instead of node_basename, e.g. `app@{ip}` or `app@{private_dns_name}` (`app@ip-10-1-0-5.ec2.internal` in us-east-1, `app@ip-10-2-0-5.eu-west-2.compute.internal` elsewhere, as ECS reports it). Placeholders: {ip}, {ip_dashed}, {region}, {private_dns_name} (ECS sources only), {task_id} (the last part of the task ARN; a Cloud Map instance's id, which ECS service discovery sets to the task id)."),
     NODE_NAMES,
     DISTRIBUTION_PORT,
     POLLING_INTERVAL,
