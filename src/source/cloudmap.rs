@@ -13,6 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
+use aws_sdk_servicediscovery::operation::discover_instances::DiscoverInstancesError;
 use aws_sdk_servicediscovery::types::{HealthStatusFilter, HttpInstanceSummary};
 
 use crate::aws::CountCalls;
@@ -125,17 +126,24 @@ impl CloudMapSource {
         }
     }
 
-    /// The fix for NamespaceNotFound and ServiceNotFound. A namespace shared from another
-    /// account (AWS RAM) is found only with its owner's account id (DiscoverInstances
+    /// The fix for a NotFound answer: for ServiceNotFound (the namespace was found), the
+    /// service's name; otherwise (NamespaceNotFound) also the sharing. A namespace shared from
+    /// another account (AWS RAM) is found only with its owner's account id (DiscoverInstances
     /// `OwnerAccount`: "For instances associated with namespaces that are shared with your
     /// account, you must specify an OwnerAccount",
     /// https://docs.aws.amazon.com/cloud-map/latest/api/API_DiscoverInstances.html).
-    fn not_found(&self) -> String {
+    fn not_found(&self, service_not_found: bool) -> String {
         let c = &self.cfg;
         let base = format!(
             "check that namespace {:?} with service {:?} exists in {} (names are case-sensitive)",
             c.namespace, c.service, c.region
         );
+        if service_not_found {
+            return format!(
+                "the namespace was found, but not its service: check that service {:?} exists in namespace {:?} (names are case-sensitive)",
+                c.service, c.namespace
+            );
+        }
         match &c.owner_account {
             None => format!("{base}; a namespace shared with this account from another one (AWS RAM) is found only with owner_account set to the account that owns it (its ResourceOwner)"),
             Some(owner) => format!("{base} in account {owner} (owner_account), and that {owner} shares it with this account through AWS RAM (aws ram get-resource-shares --resource-owner OTHER-ACCOUNTS)"),
@@ -155,7 +163,6 @@ impl CloudMapSource {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         });
-        let not_found = self.not_found();
         let out = self
             .client
             .discover_instances()
@@ -170,6 +177,10 @@ impl CloudMapSource {
             .send()
             .await
             .map_err(|e| {
+                let service_not_found = matches!(
+                    e.as_service_error(),
+                    Some(DiscoverInstancesError::ServiceNotFound(_))
+                );
                 classify(
                     e,
                     "servicediscovery:DiscoverInstances",
@@ -177,7 +188,7 @@ impl CloudMapSource {
                         "Resource \"*\" and Condition StringEquals servicediscovery:NamespaceName \"{}\"",
                         self.cfg.namespace
                     ),
-                    &not_found,
+                    &self.not_found(service_not_found),
                 )
             })?;
         let instances = out.instances();

@@ -201,7 +201,8 @@ fn a_shared_namespace_is_read_with_its_owner_account() {
     let owner = "111122223333";
     emu.seed(
         json!({"cloudmap": [{"region": REGION, "namespace": "shared", "service": "api",
-        "owner": owner, "instances": [{"id": "a", "ipv4": "10.202.0.12"}]}]}),
+        "owner": owner, "instances": [{"id": "a", "ipv4": "10.202.0.12"}]},
+        {"region": REGION, "namespace": "other", "service": "api", "instances": []}]}),
     );
     let (o, s) = list(
         &emu,
@@ -226,6 +227,22 @@ fn a_shared_namespace_is_read_with_its_owner_account() {
     assert_eq!(
         peers(&s),
         [("app@10.202.0.12".into(), "10.202.0.12".into())]
+    );
+
+    // The namespace found, not its service: the fix is the service's name, not sharing.
+    let (o, s) = list(
+        &emu,
+        None,
+        &["--json", "--cloudmap", "us-west-2/other/nope"],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", why(&o));
+    let fix = s["sources"][0]["failure"]["fix"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        fix.contains("not its service") && !fix.contains("owner_account"),
+        "{fix}"
     );
 
     let (o, s) = list(&emu, Some(source("444455556666")), &["--json"]);
