@@ -228,6 +228,14 @@ fn a_shared_namespace_is_read_with_its_owner_account() {
         peers(&s),
         [("app@10.202.0.12".into(), "10.202.0.12".into())]
     );
+    // The same as a flag.
+    let flag = format!("region={REGION},namespace=shared,service=api,owner_account={owner}");
+    let (o, s) = list(&emu, None, &["--json", "--cloudmap", &flag]);
+    assert_eq!(o.status.code(), Some(0), "{}", why(&o));
+    assert_eq!(
+        peers(&s),
+        [("app@10.202.0.12".into(), "10.202.0.12".into())]
+    );
 
     // The namespace found, not its service: the fix is the service's name, not sharing.
     let (o, s) = list(
