@@ -14,7 +14,7 @@ mod tests {
     use serde_json::{Map, Value};
 
     use crate::config::{Config, EcsSourceConfig, KEYS};
-    use crate::source::cloudmap::decode_instance;
+    use crate::source::cloudmap::decode_instances;
     use crate::source::ecs::decode::decode_task;
 
     /// Any JSON value, nested up to 4 levels.
@@ -173,9 +173,13 @@ mod tests {
         }
 
         #[test]
-        fn cloudmap_instances_of_any_shape_decode_or_are_skipped(attrs in hash_map(prop_oneof![Just("AWS_INSTANCE_IPV4".to_string()), Just("AWS_INSTANCE_IPV6".to_string()), Just("AVAILABILITY_ZONE".to_string()), ".{0,10}"], ipish(), 0..5)) {
+        fn cloudmap_instances_of_any_shape_decode_or_are_skipped(attrs in hash_map(prop_oneof![Just("AWS_INSTANCE_IPV4".to_string()), Just("AWS_INSTANCE_IPV6".to_string()), Just("AVAILABILITY_ZONE".to_string()), Just("AWS_INSTANCE_PORT".to_string()), ".{0,10}"], prop_oneof![ipish(), "[0-9]{1,6}"], 0..5)) {
             let i = HttpInstanceSummary::builder().instance_id("i").set_attributes(Some(attrs.into_iter().collect::<HashMap<_, _>>())).build();
-            let _ = decode_instance(&i);
+            for dial in [crate::config::DialPort::Registered, crate::config::DialPort::DistributionPort] {
+                // Every instance is either a peer or counted skipped: none is dropped unsaid.
+                let polled = decode_instances(std::slice::from_ref(&i), dial, 4370);
+                prop_assert_eq!(polled.found.len() + polled.skipped.iter().map(|s| s.tasks).sum::<usize>(), 1);
+            }
         }
     }
 

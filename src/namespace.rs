@@ -53,9 +53,10 @@ pub struct SourceStatus {
     pub peers: usize,
     /// The source is backing off after throttling and is not polled until then (RFC 3339).
     pub backoff_until: Option<String>,
-    /// RUNNING tasks the last successful poll found but could not turn into peers.
+    /// What the last successful poll found but could not turn into peers: RUNNING tasks (ECS)
+    /// or instances (Cloud Map). Named for tasks, as the CLI's JSON schema has it.
     pub skipped_tasks: usize,
-    /// Those tasks by reason, each with its fix (empty when none were skipped).
+    /// Those tasks or instances by reason, each with its fix (empty when none were skipped).
     pub skipped: Vec<Skipped>,
     /// Fleet-shared polling (`share_polling`): the node elected to poll this source, when it is
     /// another one (`None`: this node polls it).
@@ -306,8 +307,9 @@ impl SourceStatus {
         !self.ok && !self.pending
     }
 
-    /// It answered, but every RUNNING task it found was skipped (e.g. bridge-mode tasks with
-    /// no binding for the distribution port): no peers, and not healthy either.
+    /// It answered, but every RUNNING task or instance it found was skipped (e.g. bridge-mode
+    /// tasks with no binding for the distribution port, Cloud Map instances without an address
+    /// attribute): no peers, and not healthy either.
     pub fn only_skipped(&self) -> bool {
         self.ok && self.peers == 0 && self.skipped_tasks > 0
     }
@@ -429,14 +431,15 @@ pub enum Event {
         /// The source that listed it.
         source: SourceId,
     },
-    /// A source answered with RUNNING tasks it could not turn into peers, and which (or how
-    /// many) changed since the last snapshot (see [`SourceStatus::skipped`]).
+    /// A source answered with RUNNING tasks or Cloud Map instances it could not turn into
+    /// peers, and which (or how many) changed since the last snapshot (see
+    /// [`SourceStatus::skipped`]). Named for tasks, as the JSON Lines event `tasks_skipped` is.
     TasksSkipped {
         /// The source.
         source: SourceId,
         /// Its region.
         region: String,
-        /// The skipped tasks by reason, each with its fix.
+        /// The skipped tasks or instances by reason, each with its fix.
         skipped: Vec<Skipped>,
     },
     /// Fleet-shared polling: another member now polls this source, or this node does again
@@ -513,13 +516,13 @@ impl std::fmt::Display for Event {
                     .iter()
                     .map(|s| {
                         format!(
-                            "{} running task(s) skipped ({}, e.g. task {}): {}. Fix: {}",
-                            s.tasks,
+                            "{} ({}, e.g. {}): {}. Fix: {}",
+                            s.counted(),
                             serde_json::to_value(s.reason)
                                 .ok()
                                 .and_then(|v| v.as_str().map(str::to_string))
                                 .unwrap_or_default(),
-                            s.example_task.rsplit('/').next().unwrap_or(&s.example_task),
+                            s.example(),
                             s.message,
                             s.fix
                         )
@@ -1451,6 +1454,39 @@ pub(crate) mod tests {
             recovered.diff(&ok).events[..],
             [Event::LocalLeft { .. }]
         ));
+    }
+
+    /// Cloud Map instances a source could not use are the same warning, in their own words
+    /// (instances, not running tasks), and the source is skipping, not ok.
+    #[test]
+    fn skipped_cloud_map_instances_are_a_warning_about_instances() {
+        use crate::peer::{count_skips, SkipReason};
+        let mut st = status("cloudmap:us-west-2/internal/api", "us-west-2", 0, None);
+        st.peers = 0;
+        st.skipped = count_skips(
+            [
+                (SkipReason::NoAddressAttribute, "c1"),
+                (SkipReason::NoAddressAttribute, "c2"),
+            ],
+            4370,
+        );
+        st.skipped_tasks = 2;
+        let s = Snapshot {
+            sources: vec![st],
+            ..Snapshot::empty()
+        };
+        assert!(s.sources[0].only_skipped());
+        let changes = s.diff(&Snapshot::empty());
+        let [e @ Event::TasksSkipped { .. }] = &changes.events[..] else {
+            panic!("{:?}", changes.events)
+        };
+        assert!(e.is_warning());
+        let text = e.to_string();
+        assert!(
+            text.starts_with("source cloudmap:us-west-2/internal/api: 2 Cloud Map instance(s) skipped (no_address_attribute, e.g. instance c1): the instance has no AWS_INSTANCE_IPV4 or AWS_INSTANCE_IPV6 attribute")
+                && text.contains("Fix: register the instance with AWS_INSTANCE_IPV4"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -334,6 +334,23 @@ impl Found {
         self.task_arn.as_deref().and_then(|a| a.rsplit('/').next())
     }
 
+    /// Whether its address is a host's, which other peers may share, so its node name carries
+    /// its own id ([`Found::own_id`]): an ECS task in bridge or host mode (its EC2 instance's
+    /// address), or a Cloud Map instance that registered a port of its own (`AWS_INSTANCE_PORT`
+    /// with `port = "registered"`: the host port of a bridge- or host-mode task, which ECS
+    /// service discovery registers with the host's address).
+    pub(crate) fn shares_address(&self) -> bool {
+        self.ec2_instance_id.is_some()
+            || (self.task_arn.is_none() && self.instance_id.is_some() && self.port.is_some())
+    }
+
+    /// The id its node name carries when it shares its address: its task id, else its Cloud Map
+    /// instance id (which ECS service discovery sets to the task id, so a task's node is named
+    /// alike by an ECS and a Cloud Map source, and by itself at boot).
+    pub(crate) fn own_id(&self) -> Option<&str> {
+        self.task_id().or(self.instance_id.as_deref())
+    }
+
     /// Its identity, as [`Peer::address`].
     pub(crate) fn address(&self) -> Address {
         Address {
@@ -414,7 +431,9 @@ impl Found {
     }
 }
 
-/// Why a RUNNING task that matched a source's filters could not be turned into a peer.
+/// Why something a source found could not be turned into a peer: a RUNNING ECS task that
+/// matched the source's filters, or a Cloud Map instance DiscoverInstances returned. Each
+/// variant belongs to one kind of source ([`SkipReason::unit`] says which).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SkipReason {
@@ -433,9 +452,52 @@ pub enum SkipReason {
     /// not an EC2 instance: EC2 has no address for it, and nothing is wrong with it.
     /// <https://docs.aws.amazon.com/AmazonECS/latest/developerguide/ecs-anywhere.html>
     ExternalInstance,
+    /// A Cloud Map instance with neither `AWS_INSTANCE_IPV4` nor `AWS_INSTANCE_IPV6` (nor a
+    /// DNS name): registered with custom attributes only.
+    NoAddressAttribute,
+    /// A Cloud Map instance known by a DNS name, not an address: `AWS_INSTANCE_CNAME` (a CNAME
+    /// service) or `AWS_ALIAS_DNS_NAME` (an alias to a load balancer). A node is dialled at an
+    /// address, and a load balancer is no node.
+    DnsNameOnly,
+    /// A Cloud Map instance whose `AWS_INSTANCE_IPV4`/`AWS_INSTANCE_IPV6` is not an IP address.
+    AddressNotAnIp,
+    /// A Cloud Map instance whose `AWS_INSTANCE_PORT` is not a port (1..65535), with
+    /// `port = "registered"`.
+    PortNotUsable,
+    /// A Cloud Map instance at the same address (IP and dial port) as another instance of the
+    /// service: two registrations of one node, or two nodes on one host dialled on one port
+    /// (`port = "distribution_port"`, or instances registered without `AWS_INSTANCE_PORT`).
+    /// The first by instance id is the peer; the others are skipped.
+    SameAddress,
 }
 
 impl SkipReason {
+    /// Whether it is about an ECS task (else a Cloud Map instance).
+    fn of_a_task(self) -> bool {
+        match self {
+            SkipReason::NoAddress
+            | SkipReason::NoDistributionBinding
+            | SkipReason::InstanceNotFound
+            | SkipReason::InstanceWithoutAddress
+            | SkipReason::ExternalInstance => true,
+            SkipReason::NoAddressAttribute
+            | SkipReason::DnsNameOnly
+            | SkipReason::AddressNotAnIp
+            | SkipReason::PortNotUsable
+            | SkipReason::SameAddress => false,
+        }
+    }
+
+    /// What a count of these skips counts, in words: `running task(s)` (ECS) or `Cloud Map
+    /// instance(s)`.
+    pub fn unit(self) -> &'static str {
+        if self.of_a_task() {
+            "running task(s)"
+        } else {
+            "Cloud Map instance(s)"
+        }
+    }
+
     /// What is wrong, in words.
     pub fn message(self, dist_port: u16) -> String {
         match self {
@@ -444,6 +506,11 @@ impl SkipReason {
             SkipReason::InstanceNotFound => "its container instance or EC2 instance was not found (deregistered or terminated)".into(),
             SkipReason::InstanceWithoutAddress => "its EC2 instance has no private IP address (stopped?)".into(),
             SkipReason::ExternalInstance => "it runs on an ECS Anywhere (EXTERNAL) container instance, a managed instance (mi-…) and not an EC2 instance, so ecs-peers cannot read its address from EC2; the instance itself is fine".into(),
+            SkipReason::NoAddressAttribute => "the instance has no AWS_INSTANCE_IPV4 or AWS_INSTANCE_IPV6 attribute (only custom attributes), so it has no address".into(),
+            SkipReason::DnsNameOnly => "the instance is a DNS name (AWS_INSTANCE_CNAME or AWS_ALIAS_DNS_NAME), not an address a node can be dialled at".into(),
+            SkipReason::AddressNotAnIp => "the instance's AWS_INSTANCE_IPV4/AWS_INSTANCE_IPV6 attribute is not an IP address".into(),
+            SkipReason::PortNotUsable => "the instance's AWS_INSTANCE_PORT is not a port (1..65535)".into(),
+            SkipReason::SameAddress => format!("the instance has the same address as another instance of the service (the same IP, dialled on the same port: its AWS_INSTANCE_PORT, or {dist_port} when it registers none or port is \"distribution_port\"), so it would be the same node"),
         }
     }
 
@@ -455,23 +522,81 @@ impl SkipReason {
             SkipReason::InstanceNotFound => "check the cluster's container instances (aws ecs list-container-instances); a task on a deregistered instance is replaced by its service".into(),
             SkipReason::InstanceWithoutAddress => "check the instance's state (aws ec2 describe-instances --instance-ids <id>)".into(),
             SkipReason::ExternalInstance => "to make these nodes peers, register their addresses in a Cloud Map service (RegisterInstance with AWS_INSTANCE_IPV4) and add it as a cloudmap source; to leave them out, narrow this source by service or family to the tasks on EC2 or Fargate".into(),
+            SkipReason::NoAddressAttribute => "register the instance with AWS_INSTANCE_IPV4 (or AWS_INSTANCE_IPV6) set to the node's private IP (aws servicediscovery register-instance --attributes AWS_INSTANCE_IPV4=<ip>), or narrow the source's query to instances that have one".into(),
+            SkipReason::DnsNameOnly => "point the source at a service whose instances register addresses (A/AAAA or SRV records: ECS service discovery does this), or use an ECS source for these tasks".into(),
+            SkipReason::AddressNotAnIp => "re-register the instance with AWS_INSTANCE_IPV4 (or AWS_INSTANCE_IPV6) set to the node's private IP address".into(),
+            SkipReason::PortNotUsable => format!("re-register the instance with AWS_INSTANCE_PORT set to the node's distribution port (its host port), or set the source's port to \"distribution_port\" to dial every instance on {dist_port}"),
+            SkipReason::SameAddress => format!("bridge or host mode (several nodes on one host): register the host port of the distribution port (container port {dist_port}) as AWS_INSTANCE_PORT (ECS service discovery: serviceRegistries containerPort {dist_port}) and keep the source's port \"registered\"; one node registered twice: deregister the stale instance"),
         }
     }
 }
 
-/// RUNNING tasks of one source skipped for one reason (see [`SkipReason`]).
+/// What a source found and could not use for one reason (see [`SkipReason`]): RUNNING tasks of
+/// an ECS source, or instances of a Cloud Map source ([`SkipReason::unit`]). The JSON field
+/// names (`tasks`, `example_task`) are the CLI's schema and stay as they are for both.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skipped {
     /// Why.
     pub reason: SkipReason,
-    /// How many RUNNING tasks (at least 1).
+    /// How many RUNNING tasks or Cloud Map instances (at least 1).
     pub tasks: usize,
-    /// One of them, for the look-up (its task ARN).
+    /// One of them, for the look-up: its task ARN, or its Cloud Map instance id.
     pub example_task: String,
     /// [`SkipReason::message`] for this source's distribution port.
     pub message: String,
     /// [`SkipReason::fix`] for this source's distribution port.
     pub fix: String,
+}
+
+impl Skipped {
+    /// These skips for `reason`, counted: `count` of them, `example` one of them (a task ARN
+    /// or an instance id), with the message and fix for `dist_port`.
+    pub(crate) fn new(reason: SkipReason, count: usize, example: &str, dist_port: u16) -> Skipped {
+        Skipped {
+            reason,
+            tasks: count,
+            example_task: example.to_string(),
+            message: reason.message(dist_port),
+            fix: reason.fix(dist_port),
+        }
+    }
+
+    /// `2 running task(s) skipped` / `1 Cloud Map instance(s) skipped`.
+    pub fn counted(&self) -> String {
+        format!("{} {} skipped", self.tasks, self.reason.unit())
+    }
+
+    /// The example to look up, named: `task <task id>` (the ARN's last part) or `instance
+    /// <instance id>`.
+    pub fn example(&self) -> String {
+        let id = self
+            .example_task
+            .rsplit('/')
+            .next()
+            .unwrap_or(&self.example_task);
+        if self.reason.of_a_task() {
+            format!("task {id}")
+        } else {
+            format!("instance {id}")
+        }
+    }
+}
+
+/// Skips counted by reason, from `(reason, example)` pairs in the order found: one [`Skipped`]
+/// per reason (ordered by reason), its example the first one found.
+pub(crate) fn count_skips<'a>(
+    skips: impl IntoIterator<Item = (SkipReason, &'a str)>,
+    dist_port: u16,
+) -> Vec<Skipped> {
+    let mut by_reason: std::collections::BTreeMap<SkipReason, (usize, &str)> =
+        std::collections::BTreeMap::new();
+    for (reason, example) in skips {
+        by_reason.entry(reason).or_insert((0, example)).0 += 1;
+    }
+    by_reason
+        .into_iter()
+        .map(|(reason, (count, example))| Skipped::new(reason, count, example, dist_port))
+        .collect()
 }
 
 #[cfg(test)]

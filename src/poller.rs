@@ -23,9 +23,9 @@ use crate::error::{ErrorKind, SourceError};
 use crate::namespace::{
     explain_refused_regions, merged, rfc3339, Changes, LocalNode, Snapshot, SNAPSHOT_SCHEMA,
 };
-use crate::peer::{Address, Found, Peer, SourceId};
+use crate::peer::{Address, Found, Peer, Skipped, SourceId};
 use crate::sharing::{self, Answer, Inbound, Sharing, Stamp, Waiting};
-use crate::source::{self, Source};
+use crate::source::{self, Polled, Source};
 
 mod handle;
 mod slot;
@@ -59,6 +59,8 @@ struct Done {
     idx: usize,
     source: Box<dyn Source>,
     result: Result<Vec<Found>, SourceError>,
+    /// What the poll found but could not use (empty when it failed).
+    skipped: Vec<Skipped>,
     /// When the poll started, unix ms (orders it against shared results).
     started_ms: u64,
     /// The answer before EPMD naming, kept when it is sent to the sharing group.
@@ -442,15 +444,22 @@ impl Poller {
             let polled =
                 tokio::time::timeout(timeout, AssertUnwindSafe(source.poll()).catch_unwind()).await;
             let mut raw = None;
+            let mut skipped = Vec::new();
             let result = match polled {
-                Ok(Ok(Ok(found))) => match &epmd {
+                Ok(Ok(Ok(Polled {
+                    found,
+                    skipped: s,
+                }))) => {
+                    skipped = s;
+                    match &epmd {
                     Some((naming, cache)) => {
                         raw = leads.then(|| found.clone());
                         Ok(name_from_epmd(found, naming, cache, timeout).await)
                     }
                     None => Ok(found),
-                },
-                Ok(Ok(r)) => r,
+                    }
+                }
+                Ok(Ok(Err(e))) => Err(e),
                 Ok(Err(panic)) => Err(SourceError::new(
                     ErrorKind::Malformed,
                     "poll",
@@ -467,6 +476,7 @@ impl Poller {
                 idx,
                 source,
                 result,
+                skipped,
                 started_ms,
                 raw,
             });
@@ -479,6 +489,7 @@ impl Poller {
             idx,
             source,
             mut result,
+            skipped,
             started_ms,
             raw,
         } = done;
@@ -490,7 +501,6 @@ impl Poller {
         if let Some(cfg) = source.resolved() {
             slot.describe(cfg);
         }
-        let skipped = source.skipped();
         slot.run.source = Some(source);
         slot.run.in_flight = None;
         let shared = slot.shared();

@@ -19,6 +19,20 @@ pub enum HealthFilter {
     HealthyOrElseAll,
 }
 
+/// Which port a Cloud Map instance's node is dialled on (the source's `port` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialPort {
+    /// The instance's `AWS_INSTANCE_PORT` when it registers one (SRV records: ECS service
+    /// discovery registers the host port of the container port named in the service's
+    /// `serviceRegistries`, which is the distribution port's only when that is the port named);
+    /// else `distribution_port`. An instance with a port of its own is named like a bridge-mode
+    /// task, `<node_basename>-<instance id>@<ip>`, so two instances on one host are two peers.
+    Registered,
+    /// Always `distribution_port`; `AWS_INSTANCE_PORT` is ignored, and peers are `<basename>@<ip>`
+    /// (awsvpc tasks that register another container port, e.g. their HTTP port, in SRV records).
+    DistributionPort,
+}
+
 /// A Cloud Map source: instances of one service in one namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloudMapSourceConfig {
@@ -32,6 +46,11 @@ pub struct CloudMapSourceConfig {
     pub health: HealthFilter,
     /// Custom attribute filters.
     pub query: BTreeMap<String, String>,
+    /// The port each instance's node is dialled on.
+    pub port: DialPort,
+    /// The account that owns the namespace, when it is shared with this one through AWS RAM
+    /// (DiscoverInstances `OwnerAccount`): 12 digits.
+    pub owner_account: Option<String>,
 }
 
 /// Parses the entry `sources[i]` (at `path`) whose `type` is `"cloudmap"`.
@@ -80,6 +99,25 @@ pub(super) fn parse(map: Map<String, Value>, path: String) -> Result<CloudMapSou
             ))
         }
     };
+    let port = match f.take_string("port")?.as_deref() {
+        None | Some("registered") => DialPort::Registered,
+        Some("distribution_port") => DialPort::DistributionPort,
+        Some(other) => {
+            return Err(Error::config(
+                format!("{path}.port"),
+                format!("{other:?} is not a port choice; expected \"registered\" (each instance's AWS_INSTANCE_PORT, else distribution_port) or \"distribution_port\""),
+            ))
+        }
+    };
+    let owner_account = f.take_string("owner_account")?;
+    if let Some(a) = &owner_account {
+        if a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Error::config(
+                format!("{path}.owner_account"),
+                format!("{a:?} is not an AWS account id; expected the 12 digits of the account that owns the shared namespace (its ResourceOwner, e.g. \"111122223333\")"),
+            ));
+        }
+    }
     f.finish()?;
     Ok(CloudMapSourceConfig {
         region,
@@ -87,5 +125,54 @@ pub(super) fn parse(map: Map<String, Value>, path: String) -> Result<CloudMapSou
         service,
         health,
         query,
+        port,
+        owner_account,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn source(extra: Value) -> Result<CloudMapSourceConfig, Error> {
+        let mut s =
+            json!({"type": "cloudmap", "region": "us-west-2", "namespace": "n", "service": "s"});
+        for (k, v) in extra.as_object().unwrap() {
+            s[k] = v.clone();
+        }
+        let Value::Object(map) = s else {
+            unreachable!()
+        };
+        parse(map, "sources[0]".into())
+    }
+
+    #[test]
+    fn the_dial_port_and_the_owner_account_are_checked_and_named() {
+        let d = source(json!({})).unwrap();
+        assert_eq!((d.port, d.owner_account), (DialPort::Registered, None));
+        let s =
+            source(json!({"port": "distribution_port", "owner_account": "111122223333"})).unwrap();
+        assert_eq!(s.port, DialPort::DistributionPort);
+        assert_eq!(s.owner_account.as_deref(), Some("111122223333"));
+        let e = source(json!({"port": "4370"})).unwrap_err().to_string();
+        assert!(
+            e.contains("sources[0].port") && e.contains("\"distribution_port\""),
+            "{e}"
+        );
+        for bad in [
+            "11112222333",
+            "1111222233334",
+            "arn:aws:iam::111122223333:root",
+            "",
+        ] {
+            let e = source(json!({"owner_account": bad}))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("sources[0].owner_account") && e.contains("12 digits"),
+                "{e}"
+            );
+        }
+    }
 }

@@ -278,12 +278,14 @@ pub const HEALTH: KeySpec = key!(
     },
     "Which instances to return, by health status."
 );
+/// `port` of a Cloud Map source.
+pub const CLOUDMAP_PORT: KeySpec = key!(CloudMap, "port", Type::OneOf { choices: &["registered", "distribution_port"], default: "registered" }, "Which port an instance's node is dialled on. `registered`: its AWS_INSTANCE_PORT when it registers one (SRV records), else distribution_port; such an instance is named `<node_basename>-<instance id>@<ip>` (ECS service discovery: the instance id is the task id, as bridge-mode ECS peers are named), so two instances on one host are two peers. The registered port is the host port of whichever container port the service registered (serviceRegistries containerPort), not necessarily the distribution port: register that one. `distribution_port`: every instance on distribution_port, named `<node_basename>@<ip>`, AWS_INSTANCE_PORT ignored (awsvpc tasks that register another port).");
 
 /// Every configuration key, in documentation order.
 pub const KEYS: &[KeySpec] = &[
     key!(Top, "sources", Type::Sources, "Where peers come from: ECS and Cloud Map sources in any regions, merged into one namespace."),
     key!(Top, "node_basename", text("string"), "Node names are `<node_basename>@<ip>`. Default: the name part of this node's own name (`my_app` of `my_app@10.0.1.5`: the Elixir adapters read the running node, the CLI reads RELEASE_NODE); required only where neither is known. Give node_basename or node_name, not both."),
-    key!(Top, "node_name", text("template"), "Node name template instead of node_basename, e.g. `app@{ip}` or `app@{private_dns_name}` (`app@ip-10-1-0-5.ec2.internal` in us-east-1, `app@ip-10-2-0-5.eu-west-2.compute.internal` elsewhere, as ECS reports it). Placeholders: {ip}, {ip_dashed}, {region}, {private_dns_name} (ECS sources only), {task_id} (the last part of the task ARN)."),
+    key!(Top, "node_name", text("template"), "Node name template instead of node_basename, e.g. `app@{ip}` or `app@{private_dns_name}` (`app@ip-10-1-0-5.ec2.internal` in us-east-1, `app@ip-10-2-0-5.eu-west-2.compute.internal` elsewhere, as ECS reports it). Placeholders: {ip}, {ip_dashed}, {region}, {private_dns_name} (ECS sources only), {task_id} (the last part of the task ARN; a Cloud Map instance's id, which ECS service discovery sets to the task id)."),
     NODE_NAMES,
     DISTRIBUTION_PORT,
     POLLING_INTERVAL,
@@ -309,6 +311,8 @@ pub const KEYS: &[KeySpec] = &[
     key!(CloudMap, "service", required("string"), "The Cloud Map service name."),
     HEALTH,
     key!(CloudMap, "query", text("map of string to string"), "Only instances whose custom attributes match all of these (DiscoverInstances QueryParameters)."),
+    CLOUDMAP_PORT,
+    key!(CloudMap, "owner_account", text("12-digit account id"), "The account that owns the namespace, when it is shared with this account through AWS RAM (DiscoverInstances OwnerAccount, the namespace's ResourceOwner); required for a shared namespace, which is otherwise not found."),
 ];
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ mod keys;
 mod naming;
 mod tags;
 
-pub use cloudmap::{CloudMapSourceConfig, HealthFilter};
+pub use cloudmap::{CloudMapSourceConfig, DialPort, HealthFilter};
 pub(crate) use ecs::cluster_name;
 pub use ecs::{EcsSourceConfig, AUTO};
 pub use fields::parse_duration;
@@ -809,7 +809,7 @@ mod tests {
             "distribution_port": 4370, "share_polling": true,
             "sources": [
                 {"type":"ecs","region":"eu-west-2","cluster":"web","service":"s","family":"f","container":"c","tags":{"team":"a"}},
-                {"type":"cloudmap","region":"us-west-2","namespace":"n","service":"s","health":"all","query":{"a":"b"}}
+                {"type":"cloudmap","region":"us-west-2","namespace":"n","service":"s","health":"all","query":{"a":"b"},"port":"distribution_port","owner_account":"111122223333"}
             ]
         });
         let used: BTreeSet<(String, &str)> = KEYS

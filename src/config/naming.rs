@@ -71,8 +71,9 @@ impl NodeNaming {
     /// The one naming rule for tasks that share an address: with `Basename`, such a task is
     /// `<basename>-<task id>@<instance ip>` (a node computes the same name for itself from its
     /// task metadata, see docs/distribution.md); a task with an address of its own (awsvpc) stays
-    /// `<basename>@<ip>`. A template is used as written; one with `{task_id}` names nothing for
-    /// a peer without a task id (Cloud Map), which is then left out. `None` with EPMD naming.
+    /// `<basename>@<ip>`. A template is used as written; one with `{task_id}` names nothing
+    /// without a task id (`None`). `None` with EPMD naming. A Cloud Map instance's id stands
+    /// for its task id (see [`NodeNaming::render_found_into`]).
     ///
     /// ```
     /// use ecs_peers::NodeNaming;
@@ -196,8 +197,9 @@ impl NodeNaming {
     }
 
     /// The node name of what a source found, into `name` (replacing what it held, keeping its
-    /// capacity): [`NodeNaming::render_task`] with its task id, whether it shares its EC2
-    /// instance's address, and its private DNS name; `false` (and `name` meaningless) where that
+    /// capacity): [`NodeNaming::render_task`] with its task id (a Cloud Map instance: its
+    /// instance id), whether it shares its host's address (bridge or host
+    /// mode, or a Cloud Map instance with a registered port), and its private DNS name; `false` (and `name` meaningless) where that
     /// is `None`.
     pub(crate) fn render_found_into(
         &self,
@@ -205,11 +207,14 @@ impl NodeNaming {
         region: &str,
         name: &mut String,
     ) -> bool {
-        // `<basename>@<ip>` needs no task id: not looked for in the ARN then.
-        let shares = f.ec2_instance_id.is_some();
+        // `<basename>@<ip>` needs no task id: not looked for in the ARN then. Otherwise the id
+        // is the task id, or a Cloud Map instance's id (ECS service discovery registers each
+        // task under its task id), so no Cloud Map peer goes unnamed, and so dropped, for
+        // want of a task ARN.
+        let shares = f.shares_address();
         let task_id = match self {
             NodeNaming::Basename(_) if !shares => None,
-            _ => f.task_id(),
+            _ => f.own_id(),
         };
         self.render_into(
             f.ip,
@@ -755,6 +760,40 @@ mod tests {
                 && e.contains("sources[1] (cloudmap:us-east-1/n/s) is Cloud Map"),
             "{e}"
         );
+    }
+
+    /// Cloud Map instances are named like ECS tasks: one with a port of its own (an SRV
+    /// registration of a bridge- or host-mode task, whose address is its host's) carries its
+    /// instance id, which ECS service discovery sets to the task id; one without stays
+    /// `<basename>@<ip>`; a `{task_id}` template takes the instance id rather than naming
+    /// nothing (and so dropping the peer).
+    #[test]
+    fn cloud_map_instances_are_named_like_the_tasks_they_register() {
+        let id = "4e3cfb1a6d2a4b0f9d6c2f9f5b8a7c11";
+        let at = |port: Option<u16>| crate::peer::Found {
+            port,
+            instance_id: Some(id.into()),
+            ..crate::peer::Found::at("10.2.0.10".parse().unwrap())
+        };
+        let name = |naming: &NodeNaming, f: &crate::peer::Found| {
+            let mut n = String::new();
+            naming
+                .render_found_into(f, "us-west-2", &mut n)
+                .then_some(n)
+        };
+        let b = NodeNaming::Basename("app".into());
+        assert_eq!(
+            name(&b, &at(Some(32768))),
+            Some(format!("app-{id}@10.2.0.10"))
+        );
+        assert_eq!(name(&b, &at(None)), Some("app@10.2.0.10".into()));
+        let t = NodeNaming::Template("app-{task_id}@{ip}".into());
+        assert_eq!(name(&t, &at(None)), Some(format!("app-{id}@10.2.0.10")));
+        // The node itself, named from its task metadata at boot, has the same name; its
+        // basename without the task id is its peers' basename.
+        let me = ThisNode::from_erlang(&format!("app-{id}@10.2.0.10"), None);
+        assert_eq!(me.basename.as_deref(), Some("app"));
+        assert_eq!(me.name, name(&b, &at(Some(32768))));
     }
 
     #[test]

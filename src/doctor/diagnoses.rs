@@ -89,19 +89,22 @@ fn failing_source(s: &SourceStatus, all: &[SourceStatus]) -> Diagnosis {
     diagnosis(code, s.id.to_string(), problem, fix)
 }
 
-/// RUNNING tasks a source found but could not turn into peers, by reason.
+/// RUNNING tasks or Cloud Map instances a source found but could not turn into peers, by
+/// reason.
 fn skipped_tasks(sources: &[SourceStatus]) -> Vec<Diagnosis> {
     sources
         .iter()
         .flat_map(|s| s.skipped.iter().map(move |k| (s, k)))
         .map(|(s, k)| {
-            let id = k.example_task.rsplit('/').next().unwrap_or(&k.example_task);
             diagnosis(
                 "tasks_skipped",
                 s.id.to_string(),
                 format!(
-                    "{} running task(s) are not peers (e.g. task {id}): {}",
-                    k.tasks, k.message
+                    "{} {} are not peers (e.g. {}): {}",
+                    k.tasks,
+                    k.reason.unit(),
+                    k.example(),
+                    k.message
                 ),
                 k.fix.clone(),
             )

@@ -11,13 +11,13 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::wire::WIRE_VERSION;
 use crate::config::{
-    CloudMapSourceConfig, Config, EcsSourceConfig, HealthFilter, NodeNaming, SourceConfig,
+    CloudMapSourceConfig, Config, DialPort, EcsSourceConfig, HealthFilter, NodeNaming, SourceConfig,
 };
 
 /// The sharing key of a configuration: equal on nodes that may share poll results
 /// (`share_polling`), different when anything that changes what a result means differs: the
 /// sources after defaults (region, cluster, service, family, container, tags; namespace,
-/// service, health, query), node naming, `draining`, `distribution_port`, and the version of the
+/// service, health, query, port, owner_account), node naming, `draining`, `distribution_port`, and the version of the
 /// sharing wire format. Independent of this node's identity (`local_node`, `local_ip`) and of
 /// timings. The same on every node and every build for the same configuration (XXH3-64, seed 0,
 /// is specified), so it can be compared across machines; never an error.
@@ -114,7 +114,13 @@ fn cloudmap_line(out: &mut String, source: &CloudMapSourceConfig) {
         service,
         health,
         query,
+        port,
+        owner_account,
     } = source;
+    let port = match port {
+        DialPort::Registered => "registered",
+        DialPort::DistributionPort => "distribution_port",
+    };
     let health = match health {
         HealthFilter::Healthy => "healthy",
         HealthFilter::All => "all",
@@ -125,12 +131,14 @@ fn cloudmap_line(out: &mut String, source: &CloudMapSourceConfig) {
         .map(|(k, v)| format!("{}={}", q(k), q(v)))
         .collect();
     out.push_str(&format!(
-        "source cloudmap region {} namespace {} service {} health {} query {}\n",
+        "source cloudmap region {} namespace {} service {} health {} query {} port {} owner_account {}\n",
         q(region),
         q(namespace),
         q(service),
         health,
-        query.join(",")
+        query.join(","),
+        port,
+        o(owner_account)
     ));
 }
 
@@ -227,7 +235,10 @@ mod tests {
         };
         let base = source(json!({}));
         assert_eq!(source(json!({"health": "healthy"})), base, "the default");
+        assert_eq!(source(json!({"port": "registered"})), base, "the default");
         for other in [
+            json!({"port": "distribution_port"}),
+            json!({"owner_account": "111122223333"}),
             json!({"health": "all"}),
             json!({"health": "healthy_or_else_all"}),
             json!({"query": {"stage": "blue"}}),

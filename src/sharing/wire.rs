@@ -26,7 +26,9 @@ use crate::peer::{Found, SkipReason, Skipped, StartedAt};
 
 /// The version of the wire format (and of the sharing key's canonical form, `key.rs`); part of
 /// the key, so nodes that encode differently never exchange results. v3: the format is
-/// defined by the types of this file rather than by the internal structs' derives.
+/// defined by the types of this file rather than by the internal structs' derives. v4: the
+/// skip reasons of ECS Anywhere tasks and of Cloud Map instances (appended to
+/// [`WireSkipReason`]), and a Cloud Map source's `port` and `owner_account` in the key.
 pub(crate) const WIRE_VERSION: &str = "ecs-peers/shared/v4";
 
 /// The largest encoded result accepted (bytes): 64 MiB, about 30 times the encoding of 10,000
@@ -141,7 +143,7 @@ struct WireTime {
     nanos: u32,
 }
 
-/// RUNNING tasks of the source skipped for one reason.
+/// RUNNING tasks (or Cloud Map instances) of the source skipped for one reason.
 #[derive(Debug, Serialize, Deserialize)]
 struct WireSkipped<'a> {
     reason: WireSkipReason,
@@ -159,6 +161,11 @@ enum WireSkipReason {
     InstanceNotFound,
     InstanceWithoutAddress,
     ExternalInstance,
+    NoAddressAttribute,
+    DnsNameOnly,
+    AddressNotAnIp,
+    PortNotUsable,
+    SameAddress,
 }
 
 /// A failure as it travels: [`SourceError`] without its cause (an SDK or I/O error, local to
@@ -344,6 +351,11 @@ impl<'a> WireSkipped<'a> {
                 SkipReason::InstanceNotFound => WireSkipReason::InstanceNotFound,
                 SkipReason::InstanceWithoutAddress => WireSkipReason::InstanceWithoutAddress,
                 SkipReason::ExternalInstance => WireSkipReason::ExternalInstance,
+                SkipReason::NoAddressAttribute => WireSkipReason::NoAddressAttribute,
+                SkipReason::DnsNameOnly => WireSkipReason::DnsNameOnly,
+                SkipReason::AddressNotAnIp => WireSkipReason::AddressNotAnIp,
+                SkipReason::PortNotUsable => WireSkipReason::PortNotUsable,
+                SkipReason::SameAddress => WireSkipReason::SameAddress,
             },
             tasks: *tasks as u64,
             example_task: Cow::Borrowed(example_task),
@@ -367,6 +379,11 @@ impl<'a> WireSkipped<'a> {
                 WireSkipReason::InstanceNotFound => SkipReason::InstanceNotFound,
                 WireSkipReason::InstanceWithoutAddress => SkipReason::InstanceWithoutAddress,
                 WireSkipReason::ExternalInstance => SkipReason::ExternalInstance,
+                WireSkipReason::NoAddressAttribute => SkipReason::NoAddressAttribute,
+                WireSkipReason::DnsNameOnly => SkipReason::DnsNameOnly,
+                WireSkipReason::AddressNotAnIp => SkipReason::AddressNotAnIp,
+                WireSkipReason::PortNotUsable => SkipReason::PortNotUsable,
+                WireSkipReason::SameAddress => SkipReason::SameAddress,
             },
             tasks: usize::try_from(tasks).map_err(|_| {
                 DecodeError::Malformed(format!("{tasks} skipped tasks do not fit this machine"))
@@ -646,6 +663,11 @@ mod tests {
             SkipReason::InstanceNotFound,
             SkipReason::InstanceWithoutAddress,
             SkipReason::ExternalInstance,
+            SkipReason::NoAddressAttribute,
+            SkipReason::DnsNameOnly,
+            SkipReason::AddressNotAnIp,
+            SkipReason::PortNotUsable,
+            SkipReason::SameAddress,
         ] {
             let s = Skipped {
                 reason,
@@ -699,6 +721,16 @@ mod tests {
         "010173020300000103020561726e3a74016d0166",
         // external_instance
         "010173020300000104020561726e3a74016d0166",
+        // no_address_attribute
+        "010173020300000105020561726e3a74016d0166",
+        // dns_name_only
+        "010173020300000106020561726e3a74016d0166",
+        // address_not_an_ip
+        "010173020300000107020561726e3a74016d0166",
+        // port_not_usable
+        "010173020300000108020561726e3a74016d0166",
+        // same_address
+        "010173020300000109020561726e3a74016d0166",
         // Same
         "01017302030201",
         // Waiting: backing off

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::error::SourceError;
 use crate::peer::Found;
-use crate::source::{PollFuture, Source};
+use crate::source::{PollFuture, Polled, Source};
 
 /// One scripted answer.
 #[derive(Clone)]
@@ -41,14 +41,19 @@ impl Source for FixedSource {
             let next = self.script.lock().unwrap().pop_front();
             let step = next.or_else(|| self.last.clone()).expect("script is empty");
             self.last = Some(step.clone());
-            match step {
+            let r = match step {
                 Step::Answer(r) => r,
                 Step::Slow(d, r) => {
                     tokio::time::sleep(d).await;
                     r
                 }
                 Step::Panic => panic!("scripted panic"),
-            }
+            };
+            // A scripted answer is exactly its peers: it never finds anything it cannot use.
+            r.map(|found| Polled {
+                found,
+                skipped: Vec::new(),
+            })
         })
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! A source answers one question — which peers does it see right now? — and either answers it
 //! completely or fails. It never answers partly: a failed page fails the whole poll, so the
-//! namespace keeps the source's last-known peers (see the poller).
+//! namespace keeps the source's last-known peers (see the poller). A complete answer is
+//! [`Polled`]: the peers *and* what the source found but could not use, with the reason, so no
+//! source can drop a task or an instance without saying so.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,13 +20,24 @@ pub(crate) mod ecs;
 #[cfg(test)]
 pub(crate) mod fixed;
 
+/// One complete answer of a source: every peer it found, and everything it found but could not
+/// turn into a peer (RUNNING tasks, Cloud Map instances), counted by reason with the fix.
+/// There is no default for `skipped`: a source that drops something says why, or says nothing
+/// was dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Polled {
+    pub found: Vec<Found>,
+    pub skipped: Vec<Skipped>,
+}
+
 /// The future a poll returns.
 pub(crate) type PollFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Vec<Found>, SourceError>> + Send + 'a>>;
+    Pin<Box<dyn Future<Output = Result<Polled, SourceError>> + Send + 'a>>;
 
 /// A backend that can list the peers it sees.
 pub(crate) trait Source: Send + 'static {
-    /// One complete poll: every peer the source sees now, or an error.
+    /// One complete poll: every peer the source sees now and what it saw but could not use,
+    /// or an error.
     fn poll(&mut self) -> PollFuture<'_>;
 
     /// This task's own IP, when the source learnt it (from the task metadata).
@@ -38,11 +51,6 @@ pub(crate) trait Source: Send + 'static {
     /// by it from then on (id, region, and the `{region}` of node names).
     fn resolved(&self) -> Option<&SourceConfig> {
         None
-    }
-
-    /// RUNNING tasks the last successful poll saw but could not turn into peers, by reason.
-    fn skipped(&self) -> Vec<Skipped> {
-        Vec::new()
     }
 }
 
@@ -74,6 +82,7 @@ pub(crate) fn build(
         SourceConfig::CloudMap(c) => Box::new(cloudmap::CloudMapSource::new(
             clients.cloudmap(&c.region),
             c.clone(),
+            config.distribution_port,
             calls,
         )),
     }

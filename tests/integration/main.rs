@@ -2,6 +2,7 @@
 //! One test binary, a module per theme; every test starts its own emulator.
 
 mod cli;
+mod cloudmap;
 mod conformance;
 mod discovery;
 mod ec2;

@@ -26,7 +26,10 @@ CLUSTER  = {"region", "cluster", "subnet": "10.201.0.0/24", "subnet_ipv6"?,
             "instances"?: [{"ipv4", "ipv6"?} | {"external": true}], "tasks": [{"family", "count", "group"?, RUN options...}],
             "stop"?: {"family", "count"}}
 SERVICE  = {"region", "namespace", "service", "health_check"?: "custom",
-            "instances": [{"id", "ipv4"?, "ipv6"?, "attributes"?, "health"?}]}
+            "records"?: ["SRV"] | ["A"] | ["CNAME"] ... (a private DNS namespace with these records,
+            as ECS service discovery makes them; default: an HTTP namespace, no DNS records),
+            "owner"?: "111122223333" (the namespace is that account's, shared with this one),
+            "instances": [{"id", "ipv4"?, "ipv6"?, "port"?, "attributes"?, "health"?}]}
 
 Output of run: [{"arn", "ip", "ipv6", "dns", "family", "task_definition", "metadata_uri",
                  "container_instance"?, "bindings"?: [{"containerPort", "hostPort"}]}]
@@ -281,9 +284,15 @@ def seed(spec):
         world["ecs"][f"{region}/{name}"] = {"running": running, "stopped": stopped, "instances": insts}
     for s in spec.get("cloudmap", []):
         sd = client("servicediscovery", s["region"])
-        op = sd.create_http_namespace(Name=s["namespace"])["OperationId"]
+        if s.get("records"):
+            op = sd.create_private_dns_namespace(Name=s["namespace"], Vpc="vpc-emu")["OperationId"]
+        else:
+            op = sd.create_http_namespace(Name=s["namespace"])["OperationId"]
         ns_id = sd.get_operation(OperationId=op)["Operation"]["Targets"]["NAMESPACE"]
         svc_args = {"Name": s["service"], "NamespaceId": ns_id}
+        if s.get("records"):
+            svc_args["DnsConfig"] = {"RoutingPolicy": "MULTIVALUE",
+                                     "DnsRecords": [{"Type": t, "TTL": 10} for t in s["records"]]}
         if s.get("health_check") == "custom":
             svc_args["HealthCheckCustomConfig"] = {"FailureThreshold": 1}
         svc = sd.create_service(**svc_args)["Service"]["Id"]
@@ -294,10 +303,14 @@ def seed(spec):
                 attrs["AWS_INSTANCE_IPV4"] = i["ipv4"]
             if "ipv6" in i:
                 attrs["AWS_INSTANCE_IPV6"] = i["ipv6"]
+            if "port" in i:
+                attrs["AWS_INSTANCE_PORT"] = str(i["port"])
             sd.register_instance(ServiceId=svc, InstanceId=i["id"], Attributes=attrs)
             if i.get("health"):
                 sd.update_instance_custom_health_status(ServiceId=svc, InstanceId=i["id"], Status=i["health"])
             insts.append({"id": i["id"], "ip": i.get("ipv4") or i.get("ipv6")})
+        if s.get("owner"):
+            control("/_emu/cloudmap-share", {"region": s["region"], "namespace": s["namespace"], "owner": s["owner"]})
         world["cloudmap"][f"{s['region']}/{s['namespace']}/{s['service']}"] = insts
     return world
 

@@ -33,8 +33,9 @@ Exit status:
   1  internal error (I/O on stdout, runtime)
   2  bad flags or configuration (the message names the flag or key)
   3  some sources failed (their last-known peers, if any, are shown), or found running
-     tasks and could use none of them (STATUS SKIPPING: the DETAIL column says why and the fix)
-  4  every source failed (or skipped every task it found)";
+     tasks or Cloud Map instances and could use none of them (STATUS SKIPPING: the DETAIL
+     column says why and the fix)
+  4  every source failed (or skipped every task or instance it found)";
 
 #[derive(Parser)]
 #[command(

@@ -137,9 +137,9 @@ fn source_detail(src: &SourceStatus) -> String {
     };
     let skipped = src.skipped.iter().map(|s| {
         format!(
-            "{} running task(s) skipped (e.g. {}): {}. Fix: {}",
-            s.tasks,
-            s.example_task.rsplit('/').next().unwrap_or(&s.example_task),
+            "{} (e.g. {}): {}. Fix: {}",
+            s.counted(),
+            s.example(),
             s.message,
             s.fix
         )

@@ -7,8 +7,7 @@ use crate::aws::{AwsClients, CountCalls};
 use crate::config::{EcsSourceConfig, SourceConfig};
 use crate::error::SourceError;
 use crate::metadata::{self, TaskMetadata};
-use crate::peer::{Found, Skipped};
-use crate::source::{PollFuture, Source};
+use crate::source::{PollFuture, Polled, Source};
 
 use super::EcsSource;
 
@@ -45,7 +44,7 @@ impl AutoEcsSource {
         }
     }
 
-    async fn poll_inner(&mut self) -> Result<Vec<Found>, SourceError> {
+    async fn poll_inner(&mut self) -> Result<Polled, SourceError> {
         if self.resolved.is_none() {
             let md = metadata::fetch(self.metadata_url.as_deref()).await?;
             let mut cfg = self.cfg.clone();
@@ -65,7 +64,11 @@ impl AutoEcsSource {
             self.resolved = Some((source, md, resolved));
         }
         let Some((source, _, _)) = self.resolved.as_mut() else {
-            return Ok(Vec::new());
+            // Resolved just above; nothing was found, so nothing was skipped either.
+            return Ok(Polled {
+                found: Vec::new(),
+                skipped: Vec::new(),
+            });
         };
         source.poll_inner().await
     }
@@ -82,12 +85,5 @@ impl Source for AutoEcsSource {
 
     fn resolved(&self) -> Option<&SourceConfig> {
         self.resolved.as_ref().map(|(_, _, cfg)| cfg)
-    }
-
-    fn skipped(&self) -> Vec<Skipped> {
-        self.resolved
-            .as_ref()
-            .map(|(s, _, _)| s.skipped.clone())
-            .unwrap_or_default()
     }
 }

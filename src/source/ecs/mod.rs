@@ -17,7 +17,7 @@
 //! address of its own (bridge or host mode) is placed on its container instance by [`host`];
 //! `cluster = "auto"` is [`auto`]'s.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use aws_sdk_ecs::types::{DesiredStatus, Task, TaskField};
 
@@ -25,8 +25,8 @@ use crate::aws::CountCalls;
 use crate::config::EcsSourceConfig;
 use crate::error::{classify, ErrorKind, SourceError};
 use crate::partition;
-use crate::peer::{Found, SkipReason, Skipped};
-use crate::source::{PollFuture, Source};
+use crate::peer::{count_skips, Found, SkipReason, Skipped};
+use crate::source::{PollFuture, Polled, Source};
 
 pub(crate) mod auto;
 pub(crate) mod decode;
@@ -64,8 +64,6 @@ pub(crate) struct EcsSource {
     instances: InstanceAddresses,
     /// The container port of Erlang distribution (`distribution_port`).
     dist_port: u16,
-    /// The last successful poll's RUNNING tasks that could not be peers, by reason.
-    skipped: Vec<Skipped>,
 }
 
 impl EcsSource {
@@ -85,7 +83,6 @@ impl EcsSource {
             calls,
             known: HashMap::new(),
             dist_port,
-            skipped: Vec::new(),
         }
     }
 
@@ -234,7 +231,7 @@ impl EcsSource {
     /// One complete poll: the RUNNING tasks listed, the new ones described and cached, the
     /// departed ones drained until STOPPED. Nothing is kept of a poll that fails part-way but
     /// what it learnt for good (task descriptions, instance addresses).
-    async fn poll_inner(&mut self) -> Result<Vec<Found>, SourceError> {
+    pub(super) async fn poll_inner(&mut self) -> Result<Polled, SourceError> {
         let running = self.list_running().await?;
         let listed: HashSet<&str> = running.iter().map(String::as_str).collect();
         self.learn(&running).await?;
@@ -246,9 +243,12 @@ impl EcsSource {
             _ => None,
         }));
         peers.extend(draining);
-        self.skipped = self.skipped_by_reason(&running);
+        let skipped = self.skipped_by_reason(&running);
         self.forget_unused_instances();
-        Ok(peers)
+        Ok(Polled {
+            found: peers,
+            skipped,
+        })
     }
 
     /// Describes the listed tasks never described (or not RUNNING yet when last described),
@@ -359,22 +359,13 @@ impl EcsSource {
 
     /// RUNNING tasks that cannot be peers, by reason, each with one task to look at.
     fn skipped_by_reason(&self, running: &[String]) -> Vec<Skipped> {
-        let mut by_reason: BTreeMap<SkipReason, (usize, &str)> = BTreeMap::new();
-        for arn in running {
-            if let Some(Known::Unusable(why)) = self.known.get(arn) {
-                by_reason.entry(*why).or_insert((0, arn.as_str())).0 += 1;
-            }
-        }
-        by_reason
-            .into_iter()
-            .map(|(reason, (tasks, example))| Skipped {
-                reason,
-                tasks,
-                example_task: example.to_string(),
-                message: reason.message(self.dist_port),
-                fix: reason.fix(self.dist_port),
-            })
-            .collect()
+        count_skips(
+            running.iter().filter_map(|arn| match self.known.get(arn) {
+                Some(Known::Unusable(why)) => Some((*why, arn.as_str())),
+                _ => None,
+            }),
+            self.dist_port,
+        )
     }
 
     /// Drops the cached container instances no known peer runs on any more.
@@ -395,10 +386,6 @@ impl Source for EcsSource {
     fn poll(&mut self) -> PollFuture<'_> {
         Box::pin(self.poll_inner())
     }
-
-    fn skipped(&self) -> Vec<Skipped> {
-        self.skipped.clone()
-    }
 }
 
 /// The source's poll logic (cache, drain, re-describe) against hand-written ECS answers, for
@@ -406,6 +393,7 @@ impl Source for EcsSource {
 /// stop. The answers go through the real SDK (its replay HTTP client), so decoding is real too.
 #[cfg(test)]
 mod replay_tests {
+    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     use aws_sdk_ecs::config::{BehaviorVersion, Credentials, Region};
@@ -550,12 +538,12 @@ mod replay_tests {
             // Poll 5: steady state: one ListTasks call and nothing else.
             event(list(&["a", "c"])),
         ]);
-        let p1 = src.poll().await.unwrap();
+        let p1 = src.poll().await.unwrap().found;
         assert_eq!(
             view(&p1),
             [("10.0.0.1".into(), false), ("10.0.0.2".into(), false)]
         );
-        let p2 = src.poll().await.unwrap();
+        let p2 = src.poll().await.unwrap().found;
         assert_eq!(
             view(&p2),
             [
@@ -564,7 +552,7 @@ mod replay_tests {
                 ("10.0.0.3".into(), false)
             ]
         );
-        let p3 = src.poll().await.unwrap();
+        let p3 = src.poll().await.unwrap().found;
         assert_eq!(
             view(&p3),
             [
@@ -573,12 +561,12 @@ mod replay_tests {
                 ("10.0.0.3".into(), false)
             ]
         );
-        let p4 = src.poll().await.unwrap();
+        let p4 = src.poll().await.unwrap().found;
         assert_eq!(
             view(&p4),
             [("10.0.0.1".into(), false), ("10.0.0.3".into(), false)]
         );
-        let p5 = src.poll().await.unwrap();
+        let p5 = src.poll().await.unwrap().found;
         assert_eq!(view(&p5), view(&p4));
 
         let sent = bodies(&http);
@@ -632,15 +620,15 @@ mod replay_tests {
             ],
         );
         assert_eq!(
-            view(&src.poll().await.unwrap()),
+            view(&src.poll().await.unwrap().found),
             [("10.0.0.1".into(), false)]
         );
         assert_eq!(
-            view(&src.poll().await.unwrap()),
+            view(&src.poll().await.unwrap().found),
             [("10.0.0.1".into(), false)]
         );
         assert_eq!(
-            view(&src.poll().await.unwrap()),
+            view(&src.poll().await.unwrap().found),
             [("10.0.0.1".into(), true)]
         );
         let sent = bodies(&http);
@@ -691,7 +679,7 @@ mod replay_tests {
             event(describe(&tasks(100, 200))),
             event(describe(&tasks(200, 250))),
         ]);
-        let found = src.poll().await.unwrap();
+        let found = src.poll().await.unwrap().found;
         assert_eq!(found.len(), 250);
         let sent = bodies(&http);
         assert!(sent[1].contains(r#""nextToken":"p2""#) && sent[2].contains(r#""nextToken":"p3""#));

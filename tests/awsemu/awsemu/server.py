@@ -111,6 +111,8 @@ def control(environ):
             out = {"Regions": regions.listing(query.get("partition", [None])[0])}
         elif path == "/_emu/regions" and method == "POST":
             out = regions.set_status(_read_json(environ))
+        elif path == "/_emu/cloudmap-share" and method == "POST":
+            out = cloudmap.share(_read_json(environ))
         else:
             return 404, [("Content-Type", "text/plain")], f"awsemu: no control endpoint {method} {path}"
     return 200, [("Content-Type", "application/json")], json.dumps(out)
