@@ -16,11 +16,11 @@ defmodule EcsPeers.Test.TLSNode do
   shape EcsPeers.TLS.credentials/1 returns. `not_after` drives renewal (the certificate's own
   validity is whole days: public_key's test certificates).
   """
-  def credentials(ca, addresses, not_after_in \\ 86_400) do
+  def credentials(ca, addresses, not_after_in \\ 86_400, kinds \\ [:iPAddress, :dNSName]) do
     sans =
       Enum.flat_map(addresses, fn a ->
         {:ok, ip} = :inet.parse_strict_address(~c"#{a}")
-        [{:iPAddress, ip_bytes(ip)}, {:dNSName, ~c"#{a}"}]
+        [{:iPAddress, ip_bytes(ip)}, {:dNSName, ~c"#{a}"}] |> Enum.filter(&(elem(&1, 0) in kinds))
       end)
 
     peer = [
@@ -51,6 +51,49 @@ defmodule EcsPeers.Test.TLSNode do
   @doc false
   # The issuer a peer runs (EcsPeers.TLS.issue_with/1): a new certificate at each call.
   def issue(ca, addresses, not_after_in, _config), do: credentials(ca, addresses, not_after_in)
+
+  @doc false
+  # An issuer that cannot issue.
+  def fail(_config), do: {:error, "no CA today"}
+
+  @doc false
+  # An issuer that raises with key material in its terms.
+  def leaky(config), do: Keyword.fetch!([key: {:ECPrivateKey, "secret"}] ++ config, :cert)
+
+  @doc false
+  # Records the nodedown messages of this node (run on a peer): watch_nodedown/0, nodedowns/0.
+  def watch_nodedown do
+    parent = self()
+
+    pid =
+      spawn(fn ->
+        :ok = :net_kernel.monitor_nodes(true)
+        send(parent, :watching)
+        nodedown_loop([])
+      end)
+
+    Process.register(pid, :tls_test_nodedowns)
+
+    receive do
+      :watching -> :ok
+    end
+  end
+
+  def nodedowns do
+    send(:tls_test_nodedowns, {:get, self()})
+
+    receive do
+      {:nodedowns, downs} -> downs
+    end
+  end
+
+  defp nodedown_loop(downs) do
+    receive do
+      {:nodedown, node} -> nodedown_loop([node | downs])
+      {:get, from} -> send(from, {:nodedowns, downs}) && nodedown_loop(downs)
+      _ -> nodedown_loop(downs)
+    end
+  end
 
   defp ip_bytes({a, b, c, d}), do: <<a, b, c, d>>
   defp ip_bytes(ip6), do: for(w <- Tuple.to_list(ip6), into: <<>>, do: <<w::16>>)
