@@ -69,7 +69,6 @@ defmodule EcsPeers.TLS do
 
   # The table inet_tls_dist reads its options from (ssl-10.8.7 inet_tls_dist:get_ssl_options/1).
   @table :ssl_dist_opts
-  @issuer_key {__MODULE__, :issuer}
   @retry_ms 30_000
 
   @typedoc """
@@ -90,14 +89,22 @@ defmodule EcsPeers.TLS do
   @doc """
   This node's credentials for `config` (`[tls_ca: arn, tls_validity: seconds]`, validated by the
   core): `{:ok, t:credentials/0}` or `{:error, message}`. Issued by the Rust core
-  (`EcsPeers.Native.tls_credentials/1`), or by the issuer set with `issue_with/1`.
+  (`EcsPeers.Native.tls_credentials/1`), or by the application environment's issuer
+  (`issue_with/1`).
   """
   @spec credentials(keyword()) :: {:ok, credentials()} | {:error, String.t()}
   def credentials(config) do
     result =
-      case :persistent_term.get(@issuer_key, nil) do
-        {m, f, a} -> apply(m, f, a ++ [config])
-        nil -> EcsPeers.native(fn -> apply(EcsPeers.Native, :tls_credentials, [config]) end)
+      case Application.get_env(:ecs_peers, :tls_issuer) do
+        {m, f, a} when is_atom(m) and is_atom(f) and is_list(a) ->
+          apply(m, f, a ++ [config])
+
+        nil ->
+          EcsPeers.native(fn -> apply(EcsPeers.Native, :tls_credentials, [config]) end)
+
+        other ->
+          {:error,
+           "the :tls_issuer of :ecs_peers is #{inspect(other)}; expected {module, function, args}"}
       end
 
     check_credentials(result)
@@ -113,13 +120,16 @@ defmodule EcsPeers.TLS do
   end
 
   @doc """
-  Makes `credentials/1` call `mod.fun(args ++ [config])` instead of the core: for nodes whose
-  certificate comes from elsewhere, and tests. Call it before distribution starts (a late
-  `:net_kernel.start/1`). `:ok`.
+  Makes `credentials/1` call `mod.fun(args ++ [config])` instead of the core, which must return
+  what `credentials/1` returns: for nodes whose certificate comes from elsewhere, and tests.
+  It sets `:tls_issuer` in `:ecs_peers`' application environment, which a release's
+  `config/config.exs` can set too (`config :ecs_peers, tls_issuer: {mod, :fun, args}`: the
+  release loads it before distribution starts; `config/runtime.exs` is read too late). Call it
+  before distribution starts (a late `:net_kernel.start/1`) or before a renewal. `:ok`.
   """
   @spec issue_with({module(), atom(), list()}) :: :ok
   def issue_with({m, f, a} = mfa) when is_atom(m) and is_atom(f) and is_list(a),
-    do: :persistent_term.put(@issuer_key, mfa)
+    do: Application.put_env(:ecs_peers, :tls_issuer, mfa)
 
   @doc """
   Renews this node's certificate now: `{:ok, not_after}` (Unix seconds) or `{:error, message}`

@@ -254,7 +254,7 @@ defmodule EcsPeers.TLSTest do
       :ok = EcsPeers.TLS.issue_with({EcsPeers.Test.TLSNode, :fail, []})
       assert EcsPeers.TLS.credentials([]) == {:error, "no CA today"}
     after
-      :persistent_term.erase({EcsPeers.TLS, :issuer})
+      Application.delete_env(:ecs_peers, :tls_issuer)
     end
   end
 
