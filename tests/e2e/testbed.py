@@ -372,13 +372,14 @@ class Bed:
         return ns
 
     def start_node(self, ip, basename="app", cookie=None, node_names=None, sources=None, metadata_uri=None,
-                   endpoint=ENDPOINT, proto_dist=None, share_polling=None):
+                   endpoint=ENDPOINT, proto_dist=None, share_polling=None, erl_flags="", env=None):
         """`sources`: the strategy's sources as Elixir source text (node.exs has a default).
         `share_polling`: True/False sets the strategy's `share_polling` (fleet-shared polling);
         None leaves the key out (the default, off) unless E2E_SHARE_POLLING is set.
         The node's ECS_CONTAINER_METADATA_URI_V4 is its task's metadata endpoint, as the ECS agent
-        sets it in every container, unless `metadata_uri` says otherwise ("" leaves it unset)."""
-        h = self.hosts[ip]
+        sets it in every container, unless `metadata_uri` says otherwise ("" leaves it unset).
+        `erl_flags`: more flags for erl (no spaces inside one flag); `env`: more environment."""
+        h, env_extra = self.hosts[ip], env or {}
         h["status"] = os.path.join(self.work, f"{ip}.json")
         h["log"] = os.path.join(self.work, f"{ip}.log")
         env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
@@ -394,6 +395,9 @@ class Bed:
         erl = "-kernel inet_dist_listen_min 9100 inet_dist_listen_max 9110"
         if proto_dist:
             erl += f" -proto_dist {proto_dist}"
+        if erl_flags:
+            erl += f" {erl_flags}"
+        env.update(env_extra)
         h["proc"] = subprocess.Popen(
             ["ip", "netns", "exec", h["ns"], "elixir", "--name", f"{basename}@{ip}", "--cookie", cookie or COOKIE,
              "--erl", erl,

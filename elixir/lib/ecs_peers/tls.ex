@@ -51,7 +51,10 @@ defmodule EcsPeers.TLS do
   `ssl_dist_sup:start_link/0`, and never re-reads it; here this process owns it, so a renewed
   certificate is used by the next connection while established links stay up. The certificate
   is renewed when two thirds of its remaining validity have passed; a failed renewal keeps the
-  current one and is retried (a warning is logged).
+  current one and is retried every 30 s (a warning is logged). Until the first certificate
+  arrives (distribution starts during the kernel's boot, before the file server and logger:
+  the first attempt may fail, and the next is made half a second later, then sooner than 30 s)
+  every handshake is refused: distribution never runs unencrypted or unverified.
 
   Nothing is written to disk and the CA's key never reaches this VM: the core signs.
 
@@ -62,7 +65,7 @@ defmodule EcsPeers.TLS do
   | `ECS_PEERS_TLS_CA` | The `tls_ca` key: the Secrets Manager or SSM ARN of the cluster CA. Required. |
   | `ECS_PEERS_TLS_VALIDITY` | The `tls_validity` key, in seconds (the core's default when unset). |
 
-  When distribution cannot get its credentials it does not start, and the reason is printed.
+  When the variables are wrong distribution does not start, and the reason is printed.
   """
 
   use GenServer
@@ -70,6 +73,7 @@ defmodule EcsPeers.TLS do
   # The table inet_tls_dist reads its options from (ssl-10.8.7 inet_tls_dist:get_ssl_options/1).
   @table :ssl_dist_opts
   @retry_ms 30_000
+  @first_retry_ms 500
 
   @typedoc """
   A node's credentials: its certificate (DER), its private key, the CA certificates that verify
@@ -116,8 +120,20 @@ defmodule EcsPeers.TLS do
     e ->
       {:error, "the issuer raised #{inspect(e.__struct__)}"}
   catch
-    kind, _reason -> {:error, "the issuer failed (#{kind})"}
+    kind, reason -> {:error, "the issuer failed (#{kind} #{summary(reason)})"}
   end
+
+  # The outline of an exit or throw reason: atoms and tuple shapes, never binaries or strings.
+  defp summary(reason) when is_atom(reason), do: inspect(reason)
+
+  defp summary(reason) when is_tuple(reason) and tuple_size(reason) > 0,
+    do: "{" <> Enum.map_join(Tuple.to_list(reason), ", ", &summary_item/1) <> "}"
+
+  defp summary(_reason), do: "..."
+
+  defp summary_item(item) when is_atom(item), do: inspect(item)
+  defp summary_item(item) when is_tuple(item), do: summary(item)
+  defp summary_item(_item), do: "_"
 
   @doc """
   Makes `credentials/1` call `mod.fun(args ++ [config])` instead of the core, which must return
@@ -289,18 +305,35 @@ defmodule EcsPeers.TLS do
 
   @impl GenServer
   def init(:ok) do
-    with {:ok, config} <- read_config(System.get_env()),
-         {:ok, creds} <- credentials(config) do
-      :ets.new(@table, [:named_table, :protected, :set, read_concurrency: true])
-      put_options(creds)
-      {:ok, %{config: config, timer: schedule(creds)}}
-    else
+    # Outside a release the application is not loaded yet when distribution starts: load it, so
+    # its environment (config, or `-ecs_peers tls_issuer ...` on the command line) is read.
+    _ = Application.load(:ecs_peers)
+
+    case read_config(System.get_env()) do
+      {:ok, config} ->
+        :ets.new(@table, [:named_table, :protected, :set, read_concurrency: true])
+        # Until the first credentials arrive every handshake fails: never OTP's defaults (its
+        # client would not verify the server).
+        true = :ets.insert(@table, refusing_options())
+        {_result, s} = renew_now(%{config: config, timer: nil, retry_ms: @first_retry_ms})
+        {:ok, s}
+
       {:error, message} ->
         # Logger may not run yet (distribution starts before applications): print it.
         :erlang.display_string(~c"EcsPeers.TLS: distribution not started: #{message}\n")
-        {:stop, {:tls_credentials, message}}
+        {:stop, {:invalid_config, message}}
     end
   end
+
+  # Options with which no TLS handshake completes: no certificate of ours, no CA to verify with,
+  # and a verify_fun that refuses every certificate.
+  defp refusing_options do
+    refuse = [verify: :verify_peer, cacerts: [], verify_fun: {&__MODULE__.refuse/3, nil}]
+    [server: refuse ++ [fail_if_no_peer_cert: true], client: refuse]
+  end
+
+  @doc false
+  def refuse(_cert, _event, _state), do: {:fail, :no_credentials_yet}
 
   @impl GenServer
   def handle_call(:renew, _from, s) do
@@ -316,22 +349,39 @@ defmodule EcsPeers.TLS do
 
   def handle_info(_other, s), do: {:noreply, s}
 
+  # Credentials now; on failure the current ones stay (none at first: every handshake fails) and
+  # the attempt is repeated, sooner while this node has none: when distribution starts during
+  # the kernel's boot, the first attempt runs before kernel's file server and logger exist.
   defp renew_now(s) do
     if s.timer, do: Process.cancel_timer(s.timer)
 
     case credentials(s.config) do
       {:ok, creds} ->
         put_options(creds)
-        {{:ok, creds.not_after}, %{s | timer: schedule(creds)}}
+        {{:ok, creds.not_after}, %{s | timer: schedule(creds), retry_ms: @first_retry_ms}}
 
       {:error, message} ->
-        :logger.warning(
-          ~c"EcsPeers.TLS: the certificate was not renewed (retrying in ~bs; it expires at ~b): ~ts",
-          [div(@retry_ms, 1000), not_after() || 0, message]
-        )
+        retry_ms = if not_after(), do: @retry_ms, else: s.retry_ms
+        report_failure(message, retry_ms)
+        next = min(retry_ms * 2, @retry_ms)
 
-        {{:error, message}, %{s | timer: Process.send_after(self(), :renew, @retry_ms)}}
+        {{:error, message},
+         %{s | timer: Process.send_after(self(), :renew, retry_ms), retry_ms: next}}
     end
+  end
+
+  defp report_failure(message, retry_ms) do
+    text =
+      case not_after() do
+        nil -> "EcsPeers.TLS: no certificate yet, distribution refuses every connection"
+        t -> "EcsPeers.TLS: the certificate (valid until #{t}, Unix seconds) was not renewed"
+      end <> " (retrying in #{retry_ms} ms): #{message}"
+
+    # Standard output too, once: during the kernel's boot no logger handler runs yet.
+    if is_nil(not_after()) and retry_ms == @first_retry_ms,
+      do: :erlang.display_string(~c"#{text}\n")
+
+    :logger.warning(text)
   end
 
   defp put_options(creds) do

@@ -193,12 +193,40 @@ defmodule EcsPeers.TLSTest do
     end
   end
 
-  describe "distribution does not start without credentials" do
-    test "the issuer's error is the reason", ctx do
-      assert {:error, reason} =
-               TLSNode.start("a@127.77.0.2", {EcsPeers.Test.TLSNode, :fail, []}, port: ctx.port)
+  describe "before the first credentials" do
+    test "every handshake is refused; once they arrive, the node connects", ctx do
+      a = node!(ctx, "a", "127.77.0.2")
+      b = TLSNode.start("b@127.77.0.3", {TLSNode, :fail, []}, port: ctx.port)
+      Process.put(:tls_nodes, [b | Process.get(:tls_nodes)])
+      assert TLSNode.call(b, EcsPeers.TLS, :not_after, []) == nil
+      for {n, o} <- [{a, b}, {b, a}], do: list(n, [o])
 
-      assert inspect(reason) =~ "no CA today"
+      refute TLSNode.connect(b, a.node)
+      refute TLSNode.connect(a, b.node)
+
+      :ok =
+        TLSNode.call(b, EcsPeers.TLS, :issue_with, [
+          {TLSNode, :issue, [ctx.ca, ["127.77.0.3"], 86_400]}
+        ])
+
+      assert {:ok, _} = TLSNode.call(b, EcsPeers.TLS, :renew, [])
+      assert TLSNode.connect(b, a.node)
+    end
+
+    test "without ECS_PEERS_TLS_CA distribution does not start, naming the variable" do
+      {:ok, pid, _} =
+        :peer.start_link(%{
+          connection: :standard_io,
+          args:
+            [~c"-proto_dist", ~c"ecs_peers_tls"] ++
+              Enum.flat_map(:code.get_path(), &[~c"-pa", &1])
+        })
+
+      assert {:error, reason} =
+               :peer.call(pid, :net_kernel, :start, [[:"a@127.77.0.2", :longnames]])
+
+      assert inspect(reason) =~ "ECS_PEERS_TLS_CA is not set"
+      :peer.stop(pid)
     end
   end
 
