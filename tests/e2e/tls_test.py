@@ -169,22 +169,28 @@ def main():
             sys.exit(check.summary())
 
         def capture(a, b, a_tls):
-            """Whether MARKER appears in a capture of a's eth0 while a sends it to b."""
+            """Whether MARKER appears in a capture of the link between a and b while a sends it to b."""
             pcap = os.path.join(bed.work, f"{a}-{b}.pcap")
-            dump = subprocess.Popen(["ip", "netns", "exec", bed.hosts[a]["ns"], "tcpdump", "-i", "eth0", "-U", "-s", "0",
-                                     "-w", pcap, "tcp", "and", "host", b], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE)
+            # On the VPC's bridge in the router namespace: every packet between a and b crosses it.
+            bridge = "bra"
+            dump = subprocess.Popen(["ip", "netns", "exec", bed.router, "tcpdump", "-i", bridge, "-U", "-s", "0",
+                                     "-w", pcap, "tcp", "and", "host", a, "and", "host", b],
+                                    stdout=subprocess.DEVNULL, stderr=open(pcap + ".log", "w"))
             try:
                 wait_until(lambda: os.path.exists(pcap), 10, "tcpdump to start")
                 time.sleep(0.5)  # tcpdump opens the file before its capture is armed
                 call = f':erlang, :send, [{{:no_such_process, :"{node(b)}"}}, "{MARKER}"]'
-                console(bed, a, rpc_code(node(a), call), tls_dir(a) if a_tls else None)
+                out = console(bed, a, rpc_code(node(a), call), tls_dir(a) if a_tls else None)
+                assert result(out) == f'"{MARKER}"', out[-1500:]
                 time.sleep(0.5)
             finally:
                 dump.terminate()
                 dump.wait(10)
             with open(pcap, "rb") as f:
-                return MARKER.encode() in f.read()
+                data = f.read()
+            packets = run("tcpdump", "-r", pcap, "-nn", check=False).stdout.count("\n")
+            assert packets > 0, f"tcpdump captured nothing between {a} and {b} ({pcap}, {pcap}.log)"
+            return MARKER.encode() in data
 
         def marker_hidden():
             assert capture(plain[0], plain[1], False), "over plain TCP the marker must be in the capture"
@@ -214,7 +220,7 @@ def main():
             assert fully_meshed(bed, ips), [bed.status(i)["nodes"] for i in ips]
             bed.kill_node(ip)
             bed.stop_task("eu-west-2", t["arn"])
-            return f"{node(ip)} ({label}) connected by nobody after {bed.status(ips[0])['polls'] - polls[ips[0]]} polls"
+            return f"{node(ip)} ({label}) connected by nobody after {bed.status(ips[0])['poll'] - polls[ips[0]]} polls"
 
         other_ca = CA("another CA")
         check("a listed node with the right cookie but a certificate from another CA cannot connect",
@@ -225,10 +231,12 @@ def main():
         def served_sha256(a):
             """What a new connection to a's distribution port is served, seen from a console of b."""
             b = ips[1]
-            code = ("{:ok, port, _} = :erl_epmd.port_please(~c\"app\", " + repr(tuple(int(x) for x in a.split("."))) +
+            ip = "{" + a.replace(".", ", ") + "}"
+            code = ("{:ok, _} = Application.ensure_all_started(:ssl); "
+                    "{:port, port, _} = :erl_epmd.port_please(~c\"app\", " + ip +
                     "); {:ok, dir} = {:ok, ~c\"" + tls_dir(b) + "\"}; "
                     "read = fn n -> File.read!(Path.join(dir, n)) end; "
-                    "{:ok, s} = :ssl.connect(" + repr(tuple(int(x) for x in a.split("."))) + ", port, "
+                    "{:ok, s} = :ssl.connect(" + ip + ", port, "
                     "[cert: read.(\"cert.der\"), key: {:ECPrivateKey, read.(\"key.der\")}, cacerts: [read.(\"ca.der\")], "
                     "verify: :verify_peer, server_name_indication: ~c\"" + a + "\", active: false], 10_000); "
                     "{:ok, der} = :ssl.peercert(s); "
