@@ -622,10 +622,10 @@ class Ec2Bed(Bed):
                                   "port_mappings": port_mappings})[0]
 
     # -- BEAM nodes over the EPMD-less bridge -----------------------------------------------------
-    def start_epmdless_node(self, key, ns, name, sources=None, metadata_uri=None, extra_env=None):
+    def start_epmdless_node(self, key, ns, name, sources=None, metadata_uri=None, extra_env=None, erl_flags=""):
         """A BEAM in `ns` named `name`, with no EPMD: `-start_epmd false -epmd_module
         Elixir.EcsPeers.Epmd`, listening on ECS_PEERS_DIST_PORT; clustered by EcsPeers.Strategy
-        (tests/e2e/node.exs). `key` names it in `beams` (the task id)."""
+        (tests/e2e/node.exs). `key` names it in `beams` (the task id). `erl_flags`: more erl flags."""
         b = {"ns": ns, "name": name, "status": os.path.join(self.work, f"{key}.json"),
              "log": os.path.join(self.work, f"{key}.log")}
         env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
@@ -637,7 +637,7 @@ class Ec2Bed(Bed):
             env["ECS_CONTAINER_METADATA_URI_V4"] = metadata_uri
         b["proc"] = subprocess.Popen(
             ["ip", "netns", "exec", ns, "elixir", "--name", name, "--cookie", COOKIE,
-             "--erl", f"-start_epmd false -epmd_module Elixir.EcsPeers.Epmd -pa {EBIN}",
+             "--erl", f"-start_epmd false -epmd_module Elixir.EcsPeers.Epmd -pa {EBIN} {erl_flags}".rstrip(),
              "-pa", EBIN, os.path.join(ROOT, "tests", "e2e", "node.exs"),
              b["status"], ENDPOINT, str(self.interval_ms)],
             stdout=open(b["log"], "w"), stderr=subprocess.STDOUT, env=env)

@@ -18,7 +18,9 @@ It proves:
     new connection is served the new certificate;
   - a console of a node (a hidden node at the node's own address, with that task's certificate,
     as `bin/<release> remote` starts one) connects and calls into it;
-  - two IPv6-only tasks mesh over ecs_peers_tls6.
+  - two IPv6-only tasks mesh over ecs_peers_tls6;
+  - ECS on EC2 in bridge mode over the EPMD-less port: two tasks on one instance and one on an
+    instance in the other region mesh (siblings arrive from the docker bridge's gateway).
 
 Run as root after `mix test` has compiled elixir/_build/test: python3 tests/e2e/tls_test.py
 Prints one line per check and `N passed, N failed`; exits non-zero when any failed.
@@ -38,8 +40,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from scenarios import Scenarios
-from testbed import (COOKIE, EBIN, ENDPOINT6, Bed, fully_meshed, node, require_root_and_netns, run,
-                     wait_until)
+from testbed import (COOKIE, DIST_PORT, EBIN, ENDPOINT6, Bed, Ec2Bed, fully_meshed, node, require_root_and_netns,
+                     run, wait_until)
 
 CA_ARN = "arn:aws:secretsmanager:eu-west-2:111122223333:secret:ecs-peers/web-ca-AbCdEf"
 REGIONS = {"eu-west-2": 2, "us-west-2": 2}
@@ -176,20 +178,25 @@ def main():
             dump = subprocess.Popen(["ip", "netns", "exec", bed.router, "tcpdump", "-i", bridge, "-U", "-s", "0",
                                      "-w", pcap, "tcp", "and", "host", a, "and", "host", b],
                                     stdout=subprocess.DEVNULL, stderr=open(pcap + ".log", "w"))
+
+            def log():
+                with open(pcap + ".log") as f:
+                    return f.read()
+
+            def packets():
+                return run("tcpdump", "-r", pcap, "-nn", check=False).stdout.count("\n")
+
             try:
-                wait_until(lambda: os.path.exists(pcap), 10, "tcpdump to start")
-                time.sleep(0.5)  # tcpdump opens the file before its capture is armed
+                wait_until(lambda: "listening on" in log(), 20, "tcpdump to listen")
                 call = f':erlang, :send, [{{:no_such_process, :"{node(b)}"}}, "{MARKER}"]'
                 out = console(bed, a, rpc_code(node(a), call), tls_dir(a) if a_tls else None)
                 assert result(out) == f'"{MARKER}"', out[-1500:]
-                time.sleep(0.5)
+                wait_until(lambda: packets() > 0, 20, f"a packet between {a} and {b} in {pcap}")
             finally:
                 dump.terminate()
                 dump.wait(10)
             with open(pcap, "rb") as f:
                 data = f.read()
-            packets = run("tcpdump", "-r", pcap, "-nn", check=False).stdout.count("\n")
-            assert packets > 0, f"tcpdump captured nothing between {a} and {b} ({pcap}, {pcap}.log)"
             return MARKER.encode() in data
 
         def marker_hidden():
@@ -285,7 +292,44 @@ def main():
 
         check("two IPv6-only tasks mesh over ecs_peers_tls6", ipv6_pair)
 
+    bridge(check)
     sys.exit(check.summary())
+
+
+def bridge(check):
+    """ECS on EC2 in bridge mode over the EPMD-less port: two tasks on one instance (they reach
+    each other through the instance's address and arrive from the docker bridge's gateway) and
+    one on an instance in the other region; each certificate names its instance's address."""
+    with Ec2Bed(interval_ms=500) as bed:
+        print(f"EC2 bed {bed.prefix} (TLS, bridge mode): logs in {bed.work}", flush=True)
+        eu_ip, us_ip = "10.201.0.10", "10.202.0.10"
+        (eu_ci,) = bed.register_instances("eu-west-2", "web", [eu_ip])
+        (us_ci,) = bed.register_instances("us-west-2", "web", [us_ip])
+        ca = CA("ecs-peers e2e bridge CA")
+        for region, ip in (("eu-west-2", eu_ip), ("us-west-2", us_ip)):
+            bed.add_instance(region, ip)
+            ca.issue(os.path.join(bed.work, "tls", ip), ip)
+        keys = []
+        for region, ci, ip in (("eu-west-2", eu_ci, eu_ip), ("eu-west-2", eu_ci, eu_ip), ("us-west-2", us_ci, us_ip)):
+            t = bed.start_ec2_task(region, ci["container_instance"], "br", "bridge", [{"containerPort": DIST_PORT}])
+            ns, _addr = bed.add_container(ip, {b["hostPort"]: b["containerPort"] for b in t["bindings"]})
+            key = t["arn"].rsplit("/", 1)[-1]
+            bed.start_epmdless_node(key, ns, f"app-{key}@{ip}", metadata_uri=t["metadata_uri"], extra_env=TLS_ENV,
+                                    erl_flags=tls_flags(os.path.join(bed.work, "tls", ip)))
+            keys.append(key)
+
+        def meshed():
+            names = {k: bed.beams[k]["name"] for k in keys}
+            try:
+                wait_until(lambda: all(bed.beam_sees(k, [n for o, n in names.items() if o != k]) for k in keys), 120,
+                           "the bridge-mode nodes to mesh over TLS")
+            except AssertionError:
+                for k in keys:
+                    print(f"--- {names[k]}: {json.dumps(bed.beam_status(k))}\n{bed.beam_log(k)[-1500:]}", flush=True)
+                raise
+            return f"{len(keys)} nodes: two on {eu_ip}, one on {us_ip}"
+
+        check("bridge mode over the EPMD-less port: tasks on one instance and on two instances mesh over TLS", meshed)
 
 
 if __name__ == "__main__":
