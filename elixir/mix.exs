@@ -38,9 +38,11 @@ defmodule EcsPeers.MixProject do
     [mod: {EcsPeers.Application, []}, extra_applications: extra_applications(Mix.env())]
   end
 
-  # :inets only for the tests' HTTP calls to the AWS emulator.
-  defp extra_applications(:test), do: [:logger, :inets]
-  defp extra_applications(_), do: [:logger]
+  # :ssl (and :public_key, which it starts): TLS distribution (EcsPeers.TLS) runs on OTP's
+  # inet_tls_dist, so every release that uses ecs_peers holds it. :inets only for the tests'
+  # HTTP calls to the AWS emulator.
+  defp extra_applications(:test), do: [:logger, :ssl, :public_key, :inets]
+  defp extra_applications(_), do: [:logger, :ssl, :public_key]
 
   defp elixirc_paths(:test) do
     if @offline, do: ["lib", "test/support", "test/offline"], else: ["lib", "test/support"]

@@ -58,9 +58,12 @@ ensure_awsemu_venv() {
   cp "$req" "$stamp"
 }
 
-# The end-to-end tests build task hosts with iproute2 and firewall them with iptables.
+# The end-to-end tests build task hosts with iproute2 and firewall them with iptables; the TLS
+# bed captures packets with tcpdump and makes certificates with Python's cryptography.
 ensure_testbed_tools() {
   command -v ip >/dev/null && command -v iptables >/dev/null || apt_install iproute2 iptables
+  command -v tcpdump >/dev/null || apt_install tcpdump
+  python3 -c 'import cryptography' 2>/dev/null || apt_install python3-cryptography
 }
 
 ensure_elixir() {

@@ -11,6 +11,10 @@ emulator as AWS_ENDPOINT_URL. For each shape it proves:
     computes the same name and reaches the node), equals the core's answer for the same task:
     the name `ecs-peers list` gives the task with that ARN;
 and it reports what the boot step costs (`bin/<release> eval 'EcsPeers.Release.env()'`, timed).
+With TLS distribution (ECS_PEERS_TLS_CA set, docs/tls.md) the awsvpc IPv4 release boots over
+`-proto_dist ecs_peers_tls` from the same env.sh, and both `rpc` and `remote` (typed into on a
+terminal) reach it; until the core issues certificates, a test issuer in the app reads the
+task's, made per run.
 Shapes: awsvpc IPv4, awsvpc dual-stack (IPv4 wins, as for peers), awsvpc IPv6-only (the shell
 recipe failed there: it read only IPv4Addresses); ECS on EC2 in bridge mode (the instance's
 address and <basename>-<task id>).
@@ -25,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from scenarios import Scenarios
@@ -54,6 +59,24 @@ defmodule Relapp.MixProject do
 end
 """
 
+# TLS distribution (docs/tls.md) until the core issues certificates: the release's issuer reads
+# the task's credentials from E2E_TLS_DIR (made per run by tls_test.CA); config.exs is read
+# before distribution starts.
+CONFIG_EXS = """import Config
+config :ecs_peers, tls_issuer: {Relapp.TestIssuer, :issue, []}
+"""
+
+TEST_ISSUER = """defmodule Relapp.TestIssuer do
+  # :prim_file: distribution starts before the kernel's file server.
+  def issue(_config) do
+    dir = System.fetch_env!("E2E_TLS_DIR")
+    read = fn name -> {:ok, data} = :prim_file.read_file(Path.join(dir, name)); data end
+    {:ok, %{cert: read.("cert.der"), key: {:ECPrivateKey, read.("key.der")}, cacerts: [read.("ca.der")],
+            not_after: System.os_time(:second) + 86_400, names: []}}
+  end
+end
+"""
+
 
 def build_releases():
     """Both releases, built once: ({name: its root}, the seconds the builds took)."""
@@ -63,6 +86,10 @@ def build_releases():
     work = tempfile.mkdtemp(prefix="ecs-peers-release-")
     with open(os.path.join(work, "mix.exs"), "w") as f:
         f.write(MIX_EXS.replace("%r", json.dumps(os.path.join(ROOT, "elixir"))))
+    for path, text in (("config/config.exs", CONFIG_EXS), ("lib/test_issuer.ex", TEST_ISSUER)):
+        os.makedirs(os.path.dirname(os.path.join(work, path)), exist_ok=True)
+        with open(os.path.join(work, path), "w") as f:
+            f.write(text)
     for rel, names in (("rel", ["env.sh.eex"]), ("rel_bridge", ["env.sh.eex", "vm.args.eex", "remote.vm.args.eex"])):
         os.makedirs(os.path.join(work, rel))
         for name in names:
@@ -131,6 +158,40 @@ class Release:
                 self.proc.wait()
 
 
+def remote_says(release, ns, prompt_node, line, expected, timeout=BOOT_TIMEOUT):
+    """Types `line` into `bin/<release> remote` on a terminal (util-linux `script`: iex reads no
+    pipe) and keeps it open until `expected` is printed; returns the output."""
+    cmd = f"{os.path.join(release.root, 'bin', release.name)} remote"
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, "script", "-qfec", cmd, "/dev/null"],
+                            env=release.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    out = []
+    # Character by character: the prompt ends no line.
+    reader = threading.Thread(target=lambda: out.extend(iter(lambda: proc.stdout.read(1), "")), daemon=True)
+    reader.start()
+    def printed(text):
+        return lambda: text in "".join(out) or proc.poll() is not None
+
+    try:
+        try:
+            # The prompt names the node the console is attached to; typed earlier, a line is lost.
+            wait_until(printed(f"iex({prompt_node})"), timeout, f"bin/{release.name} remote's prompt", step=0.2)
+            proc.stdin.write(line + "\n")
+            proc.stdin.flush()
+            wait_until(printed(expected), timeout, f"bin/{release.name} remote to print {expected!r}", step=0.2)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; it printed: {''.join(out)[-2000:]!r}") from None
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        reader.join(5)
+    return "".join(out)
+
+
 def core_name(bed, region, arn, basename, endpoint=ENDPOINT):
     """The core's answer: the node name `ecs-peers list` gives the task `arn` (run in the router
     namespace, where the emulator answers), with the release's basename."""
@@ -180,7 +241,35 @@ def awsvpc(scenario, roots):
             release = Release(bed, root, ns, bed.metadata[t["ipv6"]], ENDPOINT6, t["ipv6"])
             return boots_named_as_its_peers_name_it(release, core_name(bed, region, t["arn"], APP, ENDPOINT6))
 
+        def tls():
+            from tls_test import CA
+            [t] = bed.world("run", {"region": region, "cluster": "web", "subnet": f"{net}.0/24", "family": "api",
+                                    "count": 1, "group": "service:api"})
+            ns = bed.add_host(region, t["ip"])
+            tls_dir = os.path.join(bed.work, "tls", t["ip"])
+            CA("release e2e CA").issue(tls_dir, t["ip"])
+            release = Release(bed, root, ns, t["metadata_uri"], ENDPOINT, "tls-" + t["ip"],
+                              extra_env={"ECS_PEERS_TLS_CA": "arn:aws:secretsmanager:eu-west-2:111122223333:secret:ca",
+                                         "E2E_TLS_DIR": tls_dir})
+            release.start()
+            # The node reads the issuer from config.exs; `rpc` and `remote` boot without the
+            # release's config (start_clean), so they are given it on the command line.
+            release.env["ELIXIR_ERL_OPTIONS"] = "-ecs_peers tls_issuer {'Elixir.Relapp.TestIssuer',issue,[]}"
+            try:
+                got = wait_until(release.node, BOOT_TIMEOUT, f"bin/{release.name} rpc to reach the node over TLS "
+                                 f"(log: {release.log})", step=0.5)
+                assert got == f"{APP}@{t['ip']}", got
+                r = release.command("rpc", "IO.inspect(:init.get_argument(:proto_dist))")
+                assert "ecs_peers_tls" in r.stdout, f"not over TLS: {r.stdout} {r.stderr}"
+                out = remote_says(release, ns, got, 'IO.puts("REMOTE " <> to_string(node()))', f"REMOTE {got}")
+                assert f"REMOTE {got}" in out, f"bin/{release.name} remote: {out[-2000:]}"
+                return f"{got} over ecs_peers_tls; rpc and remote connect"
+            finally:
+                release.stop()
+
         scenario("awsvpc IPv4: the release's node name is the core's", v4, False)
+        scenario("awsvpc IPv4 with TLS distribution: the release boots over ecs_peers_tls; rpc and remote connect",
+                 tls)
         scenario("awsvpc dual-stack: IPv4, as for peers", v4, True)
         scenario("awsvpc IPv6-only: boots over inet6_tcp, named by its IPv6 address", v6_only)
 

@@ -372,13 +372,14 @@ class Bed:
         return ns
 
     def start_node(self, ip, basename="app", cookie=None, node_names=None, sources=None, metadata_uri=None,
-                   endpoint=ENDPOINT, proto_dist=None, share_polling=None):
+                   endpoint=ENDPOINT, proto_dist=None, share_polling=None, erl_flags="", env=None):
         """`sources`: the strategy's sources as Elixir source text (node.exs has a default).
         `share_polling`: True/False sets the strategy's `share_polling` (fleet-shared polling);
         None leaves the key out (the default, off) unless E2E_SHARE_POLLING is set.
         The node's ECS_CONTAINER_METADATA_URI_V4 is its task's metadata endpoint, as the ECS agent
-        sets it in every container, unless `metadata_uri` says otherwise ("" leaves it unset)."""
-        h = self.hosts[ip]
+        sets it in every container, unless `metadata_uri` says otherwise ("" leaves it unset).
+        `erl_flags`: more flags for erl (no spaces inside one flag); `env`: more environment."""
+        h, env_extra = self.hosts[ip], env or {}
         h["status"] = os.path.join(self.work, f"{ip}.json")
         h["log"] = os.path.join(self.work, f"{ip}.log")
         env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
@@ -394,6 +395,9 @@ class Bed:
         erl = "-kernel inet_dist_listen_min 9100 inet_dist_listen_max 9110"
         if proto_dist:
             erl += f" -proto_dist {proto_dist}"
+        if erl_flags:
+            erl += f" {erl_flags}"
+        env.update(env_extra)
         h["proc"] = subprocess.Popen(
             ["ip", "netns", "exec", h["ns"], "elixir", "--name", f"{basename}@{ip}", "--cookie", cookie or COOKIE,
              "--erl", erl,
@@ -618,10 +622,10 @@ class Ec2Bed(Bed):
                                   "port_mappings": port_mappings})[0]
 
     # -- BEAM nodes over the EPMD-less bridge -----------------------------------------------------
-    def start_epmdless_node(self, key, ns, name, sources=None, metadata_uri=None, extra_env=None):
+    def start_epmdless_node(self, key, ns, name, sources=None, metadata_uri=None, extra_env=None, erl_flags=""):
         """A BEAM in `ns` named `name`, with no EPMD: `-start_epmd false -epmd_module
         Elixir.EcsPeers.Epmd`, listening on ECS_PEERS_DIST_PORT; clustered by EcsPeers.Strategy
-        (tests/e2e/node.exs). `key` names it in `beams` (the task id)."""
+        (tests/e2e/node.exs). `key` names it in `beams` (the task id). `erl_flags`: more erl flags."""
         b = {"ns": ns, "name": name, "status": os.path.join(self.work, f"{key}.json"),
              "log": os.path.join(self.work, f"{key}.log")}
         env = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
@@ -633,7 +637,7 @@ class Ec2Bed(Bed):
             env["ECS_CONTAINER_METADATA_URI_V4"] = metadata_uri
         b["proc"] = subprocess.Popen(
             ["ip", "netns", "exec", ns, "elixir", "--name", name, "--cookie", COOKIE,
-             "--erl", f"-start_epmd false -epmd_module Elixir.EcsPeers.Epmd -pa {EBIN}",
+             "--erl", f"-start_epmd false -epmd_module Elixir.EcsPeers.Epmd -pa {EBIN} {erl_flags}".rstrip(),
              "-pa", EBIN, os.path.join(ROOT, "tests", "e2e", "node.exs"),
              b["status"], ENDPOINT, str(self.interval_ms)],
             stdout=open(b["log"], "w"), stderr=subprocess.STDOUT, env=env)

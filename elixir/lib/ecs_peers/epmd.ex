@@ -74,7 +74,8 @@ defmodule EcsPeers.Epmd do
   4370}]`, one entry per peer (`t:peer/0`). `EcsPeers.Strategy` and `EcsPeers.Cluster` call it
   with each update that changes it, with the entries the NIF decoded (nothing is parsed here).
 
-  Returns `:ok`; `:ignored` when this VM does not run with `-epmd_module Elixir.EcsPeers.Epmd`
+  Returns `:ok`; `:ignored` when the lookup does not run (this VM uses neither `-epmd_module
+  Elixir.EcsPeers.Epmd` nor TLS distribution, `EcsPeers.TLS`, which starts it in both modes)
   (nothing to update); `{:error, message}` naming the first bad entry (nothing is changed).
   Readers never see a partial update: new entries are written before stale ones are removed.
   """
@@ -103,6 +104,29 @@ defmodule EcsPeers.Epmd do
       {:ok, addr, port} -> {:ok, {addr, port}}
       :none -> :error
     end
+  end
+
+  @doc """
+  The node names in the lookup (the latest snapshot) and in `ECS_PEERS_STATIC_PEERS`, as
+  strings: the nodes discovery lists. Read from the table directly, never through a process;
+  `[]` before it exists. `EcsPeers.TLS` accepts connections only from these nodes' hosts.
+  """
+  @spec listed_nodes() :: [String.t()]
+  def listed_nodes do
+    snapshot =
+      try do
+        :ets.select(@table, [{{{:node, :"$1"}, :_, :_}, [], [:"$1"]}])
+      rescue
+        ArgumentError -> []
+      end
+
+    static =
+      case config() do
+        {:ok, config} -> for {{:node, n}, _, _} <- config.static, do: n
+        {:error, _} -> []
+      end
+
+    snapshot ++ static
   end
 
   # ---------------------------------------------------------------------------------------------

@@ -27,9 +27,12 @@ defmodule EcsPeers.Release do
   In bridge or host mode the instance's address comes from `ecs:DescribeContainerInstances`
   and `ec2:DescribeInstances`, as for peers. The task role therefore needs `ecs:DescribeTasks`
   (and, on EC2 in bridge or host mode, `ecs:DescribeContainerInstances` and
-  `ec2:DescribeInstances`): the same grants the strategy needs to find this task's peers. When
-  the name's address is IPv6 (an IPv6-only task) it also adds `-proto_dist inet6_tcp` to
-  `ERL_AFLAGS`, so distribution listens and dials over IPv6.
+  `ec2:DescribeInstances`): the same grants the strategy needs to find this task's peers. It
+  chooses the distribution module and adds it to `ERL_AFLAGS`: `-proto_dist inet6_tcp` when the
+  name's address is IPv6 (an IPv6-only task), so distribution listens and dials over IPv6; with
+  `ECS_PEERS_TLS_CA` set, TLS distribution (`EcsPeers.TLS`): `-proto_dist ecs_peers_tls`, or
+  `ecs_peers_tls6` for an IPv6 address. The release's `remote` and `rpc` consoles run the same
+  step, so they dial over the same module.
 
   The basename is `ECS_PEERS_NODE_BASENAME`, else the release's name (`RELEASE_NAME`).
 
@@ -65,14 +68,15 @@ defmodule EcsPeers.Release do
   def exports(env) do
     with {:ok, basename} <- basename(env),
          {:ok, node} <- EcsPeers.native(fn -> EcsPeers.Native.this_node(basename) end) do
-      {:ok, render(node, basename)}
+      {:ok, render(node, basename, tls: env["ECS_PEERS_TLS_CA"] not in [nil, ""])}
     end
   end
 
   @doc false
   # The shell text for a node name and its basename: pure, so the exact lines are tested.
-  @spec render(String.t(), String.t()) :: String.t()
-  def render(node, basename) do
+  # `tls: true` (ECS_PEERS_TLS_CA is set): distribution over TLS (EcsPeers.TLS).
+  @spec render(String.t(), String.t(), keyword()) :: String.t()
+  def render(node, basename, opts \\ []) do
     lines = [
       export("RELEASE_NODE", node),
       export("RELEASE_DISTRIBUTION", "name"),
@@ -80,16 +84,25 @@ defmodule EcsPeers.Release do
     ]
 
     lines =
-      if ipv6_host?(node) do
-        # Appended to what the environment already holds when env.sh evaluates it.
-        lines ++
-          [~S(export ERL_AFLAGS="${ERL_AFLAGS:+$ERL_AFLAGS }-proto_dist inet6_tcp") <> "\n"]
-      else
-        lines
+      case proto_dist(ipv6_host?(node), Keyword.get(opts, :tls, false)) do
+        nil ->
+          lines
+
+        proto ->
+          # Appended to what the environment already holds when env.sh evaluates it.
+          lines ++
+            [~s(export ERL_AFLAGS="${ERL_AFLAGS:+$ERL_AFLAGS }-proto_dist #{proto}") <> "\n"]
       end
 
     IO.iodata_to_binary(lines)
   end
+
+  # The distribution module for a node's address family and TLS: one -proto_dist per VM (the
+  # kernel reads only the first -proto_dist flag).
+  defp proto_dist(_ipv6? = false, _tls? = false), do: nil
+  defp proto_dist(true, false), do: "inet6_tcp"
+  defp proto_dist(false, true), do: "ecs_peers_tls"
+  defp proto_dist(true, true), do: "ecs_peers_tls6"
 
   defp basename(env) do
     case Enum.find([env["ECS_PEERS_NODE_BASENAME"], env["RELEASE_NAME"]], &(&1 not in [nil, ""])) do

@@ -39,6 +39,19 @@ defmodule EcsPeers.ReleaseBootTest do
       refute Release.render("my_app-#{@task_id}@10.0.1.5", "my_app") =~ "inet6"
     end
 
+    test "with TLS (ECS_PEERS_TLS_CA set) distribution runs over EcsPeers.TLS, IPv4 or IPv6" do
+      for {node, proto} <- [
+            {"my_app@10.0.2.106", "ecs_peers_tls"},
+            {"my_app-#{@task_id}@10.0.1.5", "ecs_peers_tls"},
+            {"my_app@fdec:5ee5:201::4", "ecs_peers_tls6"}
+          ] do
+        text = Release.render(node, "my_app", tls: true)
+
+        assert {"+S 1 -proto_dist #{proto}\n", 0} ==
+                 sh(text <> ~S(echo "$ERL_AFLAGS"), env: [{"ERL_AFLAGS", "+S 1"}])
+      end
+    end
+
     test "values are quoted for sh" do
       assert {"it's\n", 0} =
                sh(Release.render("a@10.0.0.1", "it's") <> ~S(echo "$ECS_PEERS_NODE_BASENAME"))
