@@ -111,6 +111,7 @@ defmodule EcsPeers.Native.Loader do
       case source_build do
         :config -> "`config :ecs_peers, build_from_source: true` is set"
         :env -> "ECS_PEERS_BUILD=1 is set"
+        :rustler_precompiled -> "RustlerPrecompiled's force_build is set"
       end
 
     "ecs_peers: the NIF is to be built from source (#{why}), but Rustler is not a " <>
@@ -307,7 +308,37 @@ defmodule EcsPeers.Native.Loader do
   end
 
   # Before RustlerPrecompiled runs: our message instead of its own where ours names the fix.
+  # Nothing to check when RustlerPrecompiled's own switches build from source (it reads and
+  # tracks them itself).
   defp prepare(nil, version) do
+    forced =
+      forced_by_rustler_precompiled?(
+        Application.get_all_env(:rustler_precompiled),
+        System.get_env("RUSTLER_PRECOMPILED_FORCE_BUILD_ALL")
+      )
+
+    cond do
+      not forced -> check_download(version)
+      not Code.ensure_loaded?(Rustler) -> raise rustler_missing(:rustler_precompiled)
+      true -> :ok
+    end
+  end
+
+  defp prepare(source_build, _version) do
+    unless Code.ensure_loaded?(Rustler), do: raise(rustler_missing(source_build))
+    if source_build == :env, do: Mix.shell().info(env_build_notice())
+  end
+
+  # RustlerPrecompiled's switches for a source build (v0.8.0 to v0.8.4, its __using__/1):
+  # `config :rustler_precompiled, :force_build, ecs_peers: true`, `force_build_all: true`, or
+  # RUSTLER_PRECOMPILED_FORCE_BUILD_ALL=1 when force_build_all is not configured.
+  def forced_by_rustler_precompiled?(app_env, force_build_all_env) do
+    all = Keyword.get(app_env, :force_build_all, force_build_all_env in ["1", "true"])
+    per_app = Keyword.get(app_env, :force_build, [])
+    all == true or (Keyword.keyword?(per_app) and per_app[:ecs_peers] == true)
+  end
+
+  defp check_download(version) do
     if message = unsupported_target(RustlerPrecompiled.target()), do: raise(message)
 
     # The file RustlerPrecompiled checks against, at the package's root.
@@ -323,11 +354,6 @@ defmodule EcsPeers.Native.Loader do
     for message <- drop_bad_cached(precompiled_cache_dir(), checksums, version) do
       Mix.shell().info(message)
     end
-  end
-
-  defp prepare(source_build, _version) do
-    unless Code.ensure_loaded?(Rustler), do: raise(rustler_missing(source_build))
-    if source_build == :env, do: Mix.shell().info(env_build_notice())
   end
 
   # Runs after RustlerPrecompiled (and Rustler's own before_compile) registered their @on_load:

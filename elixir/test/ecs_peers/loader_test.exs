@@ -143,6 +143,20 @@ defmodule EcsPeers.LoaderTest do
     assert opts[:nif_versions] == Loader.nif_versions()
   end
 
+  test "RustlerPrecompiled's own source-build switches are recognised, so its build is not second-guessed" do
+    refute Loader.forced_by_rustler_precompiled?([], nil)
+    refute Loader.forced_by_rustler_precompiled?([force_build: [other_app: true]], "0")
+    assert Loader.forced_by_rustler_precompiled?([force_build: [ecs_peers: true]], nil)
+    assert Loader.forced_by_rustler_precompiled?([force_build_all: true], nil)
+    assert Loader.forced_by_rustler_precompiled?([], "1")
+    assert Loader.forced_by_rustler_precompiled?([], "true")
+    # The configured force_build_all wins over the variable, as in RustlerPrecompiled.
+    refute Loader.forced_by_rustler_precompiled?([force_build_all: false], "1")
+
+    assert Loader.rustler_missing(:rustler_precompiled) =~
+             "RustlerPrecompiled's force_build is set"
+  end
+
   test "a platform with no precompiled NIF is told to build from source" do
     assert Loader.unsupported_target({:ok, "nif-2.16-x86_64-unknown-linux-gnu"}) == nil
     assert Loader.unsupported_target({:ok, "nif-2.15-aarch64-apple-darwin"}) == nil
