@@ -291,10 +291,11 @@ defmodule EcsPeers.Native.Loader do
 
     if Code.ensure_loaded?(RustlerPrecompiled) do
       version = Mix.Project.config()[:version]
-      prepare(source_build, version)
+      checks = prepare(source_build, version)
       opts = precompiled_options(version, source_build)
 
       quote do
+        unquote(checks)
         use RustlerPrecompiled, unquote(opts)
         @before_compile EcsPeers.Native.Loader
       end
@@ -318,15 +319,25 @@ defmodule EcsPeers.Native.Loader do
       )
 
     cond do
-      not forced -> check_download(version)
-      not Code.ensure_loaded?(Rustler) -> raise rustler_missing(:rustler_precompiled)
-      true -> :ok
+      # Run in EcsPeers.Native's body, the only code compiled only where RustlerPrecompiled
+      # exists.
+      not forced ->
+        quote do
+          EcsPeers.Native.Loader.check_download(RustlerPrecompiled.target(), unquote(version))
+        end
+
+      not Code.ensure_loaded?(Rustler) ->
+        raise rustler_missing(:rustler_precompiled)
+
+      true ->
+        nil
     end
   end
 
   defp prepare(source_build, _version) do
     unless Code.ensure_loaded?(Rustler), do: raise(rustler_missing(source_build))
     if source_build == :env, do: Mix.shell().info(env_build_notice())
+    nil
   end
 
   # RustlerPrecompiled's switches for a source build (v0.8.0 to v0.8.4, its __using__/1):
@@ -338,8 +349,9 @@ defmodule EcsPeers.Native.Loader do
     all == true or (Keyword.keyword?(per_app) and per_app[:ecs_peers] == true)
   end
 
-  defp check_download(version) do
-    if message = unsupported_target(RustlerPrecompiled.target()), do: raise(message)
+  # Before a download: `target` is RustlerPrecompiled.target/0's answer for this machine.
+  def check_download(target, version) do
+    if message = unsupported_target(target), do: raise(message)
 
     # The file RustlerPrecompiled checks against, at the package's root.
     file = Path.expand("../../checksum-Elixir.EcsPeers.Native.exs", __DIR__)
