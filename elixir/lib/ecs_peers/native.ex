@@ -79,7 +79,8 @@ defmodule EcsPeers.Native.Loader do
 
   # What a source build costs, measured (docs/installation.md, BENCHMARKS.md): quoted by every
   # message that proposes one.
-  @build_time "about 6 minutes on 2 cores the first time; seconds with a kept target_dir"
+  @build_time "about 20 CPU-minutes and up to 8 GB of memory the first time, 10 to 20 " <>
+                "minutes on 2 cores; under a minute after that with a kept target_dir"
 
   # The source build's recipe, as every message of ours gives it.
   def source_build_recipe do

@@ -67,7 +67,7 @@ defmodule EcsPeers.LoaderTest do
     # and where the downloaded tarball is.
     assert precompiled =~ "`config :ecs_peers, build_from_source: true` to config/config.exs"
     assert precompiled =~ "mix deps.compile ecs_peers --force"
-    assert precompiled =~ ~r/about \d+ minutes on 2 cores the first time/
+    assert precompiled =~ ~r/about \d+ CPU-minutes and up to \d+ GB of memory the first time/
     assert precompiled =~ ~s(config :ecs_peers, EcsPeers.Native, target_dir: "/a/kept/dir")
     assert precompiled =~ "its tarball is kept in #{Loader.precompiled_cache_dir()}"
     # ECS_PEERS_BUILD is not proposed: it is forgotten by the next recompile.
