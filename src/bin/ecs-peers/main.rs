@@ -45,7 +45,8 @@ Exit status:
     long_about = "See which Erlang/Elixir peers your ECS tasks and Cloud Map services expose, across \
 regions, merged into one namespace: the same view the libcluster strategy acts on.\n\n\
 Sources come from repeated --ecs/--cloudmap flags and/or a --config file (TOML or JSON; \
-`ecs-peers keys` lists every key). AWS credentials come from the usual chain: environment, \
+`ecs-peers keys` lists every key). Every top-level key also has a flag, its name with dashes \
+(--distribution-port, --polling-interval, ...), which wins over the file. AWS credentials come from the usual chain: environment, \
 AWS_PROFILE, ECS task role, instance profile.",
     after_help = EXIT_CODES,
     propagate_version = true
