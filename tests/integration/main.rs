@@ -9,6 +9,7 @@ mod emu;
 mod failures;
 mod partitions;
 mod this_task;
+mod tls;
 
 use ecs_peers::{Config, Snapshot};
 use serde_json::{json, Value};
