@@ -24,6 +24,7 @@ mod boot;
 mod decode;
 mod encode;
 mod runtime;
+mod tls;
 
 use rustler::{Env, Term};
 
