@@ -36,13 +36,13 @@ pub enum TlsError {
     /// `tls_ca` is not set: TLS distribution is off.
     Off,
     /// This task's address could not be found (the task metadata or ecs:DescribeTasks failed).
-    ThisTask(SourceError),
+    ThisTask(Box<SourceError>),
     /// The CA could not be read (Secrets Manager or SSM refused or failed).
     Fetch {
         /// `tls_ca` as given.
         location: String,
         /// The AWS error, with its fix.
-        error: SourceError,
+        error: Box<SourceError>,
     },
     /// The stored value is not a usable CA.
     Ca {
@@ -97,8 +97,8 @@ pub fn config(value: serde_json::Value) -> Result<Config, crate::Error> {
 /// This task's credentials for TLS distribution, issued now: finds this task as its peers find
 /// it (the task metadata endpoint v4 and ecs:DescribeTasks, plus ecs:DescribeContainerInstances
 /// and ec2:DescribeInstances in bridge or host mode), reads the CA from `config.tls`, and issues
-/// (see [`issue::issue`]). Blocks for the AWS calls only; issuing takes about a millisecond
-/// (BENCHMARKS.md).
+/// (see [`issue::issue`]). Blocks for the AWS calls only; parsing the CA and issuing take
+/// about 60 µs (BENCHMARKS.md).
 ///
 /// # Errors
 ///
@@ -108,7 +108,7 @@ pub async fn credentials(config: &Config) -> Result<Credentials, TlsError> {
     let clients = AwsClients::load(config).await;
     let (found, md) = crate::this_task::found(config, &clients)
         .await
-        .map_err(TlsError::ThisTask)?;
+        .map_err(|e| TlsError::ThisTask(Box::new(e)))?;
     let subject = Subject {
         ip: found.ip,
         private_dns_name: found.private_dns_name,
@@ -129,7 +129,7 @@ pub(crate) async fn credentials_for(
         .await
         .map_err(|error| TlsError::Fetch {
             location: location.clone(),
-            error,
+            error: Box::new(error),
         })?;
     let now = unix_now();
     let ca = ClusterCa::from_pem(&text, now).map_err(|problem| TlsError::Ca {
