@@ -12,6 +12,7 @@ mod field_reports;
 mod partitions;
 mod tags;
 mod this_task;
+mod tls;
 
 use ecs_peers::{Config, Snapshot};
 use serde_json::{json, Value};
