@@ -13,7 +13,7 @@ defmodule EcsPeers.Test.TLSNode do
 
   @doc """
   Credentials signed by `ca` naming `addresses` (strings) as iPAddress and dNSName SANs, in the
-  shape EcsPeers.TLS.credentials/1 returns. `not_after` drives renewal (the certificate's own
+  shape EcsPeers.TLS.credentials/1 returns. `not_after` and `renew_at` (halfway) drive renewal (the certificate's own
   validity is whole days: public_key's test certificates).
   """
   def credentials(ca, addresses, not_after_in \\ 86_400, kinds \\ [:iPAddress, :dNSName]) do
@@ -44,6 +44,9 @@ defmodule EcsPeers.Test.TLSNode do
        key: Keyword.fetch!(server, :key),
        cacerts: [ca.cert],
        not_after: System.os_time(:second) + not_after_in,
+       # This issuer's renewal point, halfway (the core has its own rule; EcsPeers.TLS follows
+       # whichever issuer's renew_at).
+       renew_at: System.os_time(:second) + div(not_after_in, 2),
        names: addresses
      }}
   end
@@ -69,6 +72,7 @@ defmodule EcsPeers.Test.TLSNode do
        key: {:ECPrivateKey, read.("key.der")},
        cacerts: [read.("ca.der")],
        not_after: System.os_time(:second) + not_after_in,
+       renew_at: System.os_time(:second) + div(not_after_in, 2),
        names: []
      }}
   end
