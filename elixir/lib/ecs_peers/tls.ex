@@ -382,7 +382,7 @@ defmodule EcsPeers.TLS do
       case not_after() do
         nil -> "EcsPeers.TLS: no certificate yet, distribution refuses every connection"
         t -> "EcsPeers.TLS: the certificate (valid until #{t}, Unix seconds) was not renewed"
-      end <> " (retrying in #{retry_ms} ms): #{message}"
+      end <> " (retrying in #{retry_ms} ms): #{with_variable(message)}"
 
     # Standard output too, once: during the kernel's boot no logger handler runs yet.
     if is_nil(not_after()) and retry_ms == @first_retry_ms,
@@ -390,6 +390,13 @@ defmodule EcsPeers.TLS do
 
     :logger.warning(text)
   end
+
+  # The core's messages name the key; on a node the key came from an environment variable.
+  defp with_variable("tls_validity" <> _ = m),
+    do: m <> " (tls_validity is ECS_PEERS_TLS_VALIDITY)"
+
+  defp with_variable("tls_ca" <> _ = m), do: m <> " (tls_ca is ECS_PEERS_TLS_CA)"
+  defp with_variable(m), do: m
 
   defp put_options(creds) do
     true =
