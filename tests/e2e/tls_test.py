@@ -258,6 +258,9 @@ def main():
                        f"every node to list {node(ip)}")
             code = (f'IO.puts("RESULT " <> inspect(Enum.map({json.dumps([node(i) for i in ips if i != victim])}, '
                     '&Node.connect(String.to_atom(&1)))))')
+            # The control: under a name at its own address, the same node connects.
+            out = console(bed, ip, code, tls, name="own")
+            assert result(out) == "[" + ", ".join(["true"] * (len(ips) - 1)) + "]", out[-1500:]
             out = console(bed, ip, code, tls, name="app", at=victim)
             assert result(out) == "[" + ", ".join(["false"] * (len(ips) - 1)) + "]", out[-1500:]
             assert fully_meshed(bed, ips), [bed.status(i)["nodes"] for i in ips]

@@ -56,28 +56,6 @@ defmodule EcsPeers.Test.TLSNode do
   def issue(ca, addresses, not_after_in, _config), do: credentials(ca, addresses, not_after_in)
 
   @doc false
-  # The e2e beds' issuer (`-ecs_peers tls_issuer '{...,from_dir,[Dir, Seconds]}'`): the
-  # credentials in `dir` (cert.der, key.der: SEC1 EC key, ca.der), read at each call, so a bed
-  # that rewrites them and renews hands out a new certificate.
-  def from_dir(dir, not_after_in, _config) do
-    # :prim_file: when distribution starts during the kernel's boot no file server runs yet.
-    read = fn name ->
-      {:ok, data} = :prim_file.read_file(Path.join(to_string(dir), name))
-      data
-    end
-
-    {:ok,
-     %{
-       cert: read.("cert.der"),
-       key: {:ECPrivateKey, read.("key.der")},
-       cacerts: [read.("ca.der")],
-       not_after: System.os_time(:second) + not_after_in,
-       renew_at: System.os_time(:second) + div(not_after_in, 2),
-       names: []
-     }}
-  end
-
-  @doc false
   # An issuer that cannot issue.
   def fail(_config), do: {:error, "no CA today"}
 
