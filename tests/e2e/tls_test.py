@@ -112,7 +112,9 @@ def console(bed, ip, code, tls=None, proto="ecs_peers_tls", name="console", at=N
     `bin/<release> remote` starts one: runs `code` (Elixir) and returns its standard output.
     `tls`: its environment (tls_env); its certificate is issued for the task at `ip` (its
     metadata endpoint)."""
-    flags = tls_flags(proto) if tls else ""
+    # A console dials once: on a loaded machine the first TLS set-up of a VM (ssl's code loaded,
+    # a handshake at each end) can pass kernel's default 7 s net_setuptime.
+    flags = (tls_flags(proto) if tls else "") + " -kernel net_setuptime 30"
     env = dict(os.environ, HOME=bed.work, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
                AWS_EC2_METADATA_DISABLED="true", **(tls or {}))
     env.pop("ECS_CONTAINER_METADATA_URI_V4", None)
