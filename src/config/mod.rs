@@ -27,6 +27,7 @@ mod fields;
 mod keys;
 mod naming;
 mod tags;
+mod text;
 mod tls;
 
 pub use cloudmap::{CloudMapSourceConfig, DialPort, HealthFilter};

@@ -79,12 +79,26 @@ impl std::error::Error for TlsError {}
 /// keys may be left out (a certificate names an address, not a node; when neither
 /// `node_basename` nor `node_name` is given, a basename that nothing reads fills the gap).
 ///
+/// A top-level key's value given as a string is text, as the OS environment gives it
+/// (`ECS_PEERS_TLS_VALIDITY`): it is read by the key's type as a command-line flag is
+/// ([`KeySpec::value_from_text`](crate::config::KeySpec::value_from_text): `"600000"` is
+/// 600000 ms, `"10m"` ten minutes), so one rule reads a key's text wherever it comes from.
+///
 /// # Errors
 ///
 /// [`crate::Error::Config`] naming the key, as [`Config::from_value`].
 pub fn config(value: serde_json::Value) -> Result<Config, crate::Error> {
     let mut value = value;
     if let serde_json::Value::Object(map) = &mut value {
+        for spec in crate::KEYS
+            .iter()
+            .filter(|k| k.scope == crate::config::Scope::Top)
+        {
+            if let Some(serde_json::Value::String(raw)) = map.get(spec.key) {
+                let read = spec.value_from_text(raw);
+                map.insert(spec.key.into(), read);
+            }
+        }
         map.entry("sources")
             .or_insert_with(|| serde_json::json!([{"type": "ecs", "cluster": "auto"}]));
         if !map.contains_key("node_basename") && !map.contains_key("node_name") {
@@ -155,4 +169,27 @@ fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    /// The environment gives text: `tls_validity` reads as the key table reads a flag's text,
+    /// and a form it does not know is refused naming the key.
+    #[test]
+    fn text_values_read_by_the_key_table() {
+        let validity = |raw: &str| {
+            super::config(json!({"tls_ca": "ecs-peers/ca", "tls_validity": raw}))
+                .map(|c| c.tls.expect("tls_ca is set").validity)
+        };
+        assert_eq!(validity("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(validity("600000").unwrap(), Duration::from_secs(600));
+        let e = validity("30000").unwrap_err().to_string();
+        assert!(e.contains("tls_validity"), "{e}");
+        let e = validity("ten minutes").unwrap_err().to_string();
+        assert!(e.starts_with("tls_validity"), "{e}");
+    }
 }

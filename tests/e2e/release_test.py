@@ -13,8 +13,8 @@ emulator as AWS_ENDPOINT_URL. For each shape it proves:
 and it reports what the boot step costs (`bin/<release> eval 'EcsPeers.Release.env()'`, timed).
 With TLS distribution (ECS_PEERS_TLS_CA set, docs/tls.md) the awsvpc IPv4 release boots over
 `-proto_dist ecs_peers_tls` from the same env.sh, and both `rpc` and `remote` (typed into on a
-terminal) reach it; until the core issues certificates, a test issuer in the app reads the
-task's, made per run.
+terminal) reach it, each with a certificate the core issues from a CA the test stores in the
+emulator's Secrets Manager (made per run; no key material committed).
 Shapes: awsvpc IPv4, awsvpc dual-stack (IPv4 wins, as for peers), awsvpc IPv6-only (the shell
 recipe failed there: it read only IPv4Addresses); ECS on EC2 in bridge mode (the instance's
 address and <basename>-<task id>).
@@ -59,25 +59,6 @@ defmodule Relapp.MixProject do
 end
 """
 
-# TLS distribution (docs/tls.md) until the core issues certificates: the release's issuer reads
-# the task's credentials from E2E_TLS_DIR (made per run by tls_test.CA); config.exs is read
-# before distribution starts.
-CONFIG_EXS = """import Config
-config :ecs_peers, tls_issuer: {Relapp.TestIssuer, :issue, []}
-"""
-
-TEST_ISSUER = """defmodule Relapp.TestIssuer do
-  # :prim_file: distribution starts before the kernel's file server.
-  def issue(_config) do
-    dir = System.fetch_env!("E2E_TLS_DIR")
-    read = fn name -> {:ok, data} = :prim_file.read_file(Path.join(dir, name)); data end
-    {:ok, %{cert: read.("cert.der"), key: {:ECPrivateKey, read.("key.der")}, cacerts: [read.("ca.der")],
-            not_after: System.os_time(:second) + 86_400, names: []}}
-  end
-end
-"""
-
-
 def build_releases():
     """Both releases, built once: ({name: its root}, the seconds the builds took)."""
     t0 = time.monotonic()
@@ -86,10 +67,6 @@ def build_releases():
     work = tempfile.mkdtemp(prefix="ecs-peers-release-")
     with open(os.path.join(work, "mix.exs"), "w") as f:
         f.write(MIX_EXS.replace("%r", json.dumps(os.path.join(ROOT, "elixir"))))
-    for path, text in (("config/config.exs", CONFIG_EXS), ("lib/test_issuer.ex", TEST_ISSUER)):
-        os.makedirs(os.path.dirname(os.path.join(work, path)), exist_ok=True)
-        with open(os.path.join(work, path), "w") as f:
-            f.write(text)
     for rel, names in (("rel", ["env.sh.eex"]), ("rel_bridge", ["env.sh.eex", "vm.args.eex", "remote.vm.args.eex"])):
         os.makedirs(os.path.join(work, rel))
         for name in names:
@@ -246,15 +223,12 @@ def awsvpc(scenario, roots):
             [t] = bed.world("run", {"region": region, "cluster": "web", "subnet": f"{net}.0/24", "family": "api",
                                     "count": 1, "group": "service:api"})
             ns = bed.add_host(region, t["ip"])
-            tls_dir = os.path.join(bed.work, "tls", t["ip"])
-            CA("release e2e CA").issue(tls_dir, t["ip"])
+            # The certificate is issued by the core from a CA in the emulator's Secrets Manager,
+            # for the node and for each `rpc` and `remote` console alike (their own, same address).
+            arn = CA("release e2e CA").store(bed, "ecs-peers/release-ca")
             release = Release(bed, root, ns, t["metadata_uri"], ENDPOINT, "tls-" + t["ip"],
-                              extra_env={"ECS_PEERS_TLS_CA": "arn:aws:secretsmanager:eu-west-2:111122223333:secret:ca",
-                                         "E2E_TLS_DIR": tls_dir})
+                              extra_env={"ECS_PEERS_TLS_CA": arn, "ECS_PEERS_TLS_VALIDITY": "1m"})
             release.start()
-            # The node reads the issuer from config.exs; `rpc` and `remote` boot without the
-            # release's config (start_clean), so they are given it on the command line.
-            release.env["ELIXIR_ERL_OPTIONS"] = "-ecs_peers tls_issuer {'Elixir.Relapp.TestIssuer',issue,[]}"
             try:
                 got = wait_until(release.node, BOOT_TIMEOUT, f"bin/{release.name} rpc to reach the node over TLS "
                                  f"(log: {release.log})", step=0.5)

@@ -1,11 +1,13 @@
 """End-to-end: Erlang distribution over TLS (EcsPeers.TLS, -proto_dist ecs_peers_tls) between real
 BEAM nodes in ECS task namespaces, clustered by EcsPeers.Strategy against the emulator.
 
-Certificates: a cluster CA and one leaf per task (P-256; SANs: the task's address as iPAddress and
-as dNSName, as the core issues them), made by Python's `cryptography` in the bed's own directory for
-this run. Until the core issues them (EcsPeers.Native.tls_credentials), each node reads its own
-from there through the test issuer `EcsPeers.Test.TLSNode.from_dir/3`
-(`-ecs_peers tls_issuer ...`, read when distribution starts; nothing else differs).
+Certificates: issued for real. A cluster CA (P-256) is made in the test by Python's `cryptography`
+(no key material is committed) and stored in the emulator's Secrets Manager (and, for one node,
+as an SSM SecureString parameter); each node has only `ECS_PEERS_TLS_CA` (its ARN),
+`ECS_PEERS_TLS_VALIDITY` and the task metadata endpoint the ECS agent gives every container, and
+the core (EcsPeers.Native.tls_credentials) issues its certificate inside distribution's start, as
+in a task. The validity is one minute (the key's least): every node renews every 40 s while the
+test runs.
 
 It proves:
   - four nodes in two regions mesh over TLS (with EPMD, each task its own);
@@ -13,21 +15,21 @@ It proves:
     link, while over plain TCP between two other nodes it is;
   - a node with the right cookie and a certificate from another CA, listed by discovery, is
     connected by nobody and connects to nobody; nor is a node whose CA-signed certificate names
-    another address;
-  - a certificate renewed while the node runs: the cluster stays meshed (no node went down) and a
-    new connection is served the new certificate;
+    another address (it read another task's metadata); nor a node with a valid certificate for its
+    own listed address that claims another node's name;
+  - certificates renewed while the nodes run: the cluster stays meshed (no node went down) and a
+    new connection is served the new certificate (a new serial);
   - a console of a node (a hidden node at the node's own address, with that task's certificate,
     as `bin/<release> remote` starts one) connects and calls into it;
   - two IPv6-only tasks mesh over ecs_peers_tls6;
   - ECS on EC2 in bridge mode over the EPMD-less port: two tasks on one instance and one on an
     instance in the other region mesh (siblings arrive from the docker bridge's gateway).
 
-Run as root after `mix test` has compiled elixir/_build/test: python3 tests/e2e/tls_test.py
+Run as root after `mix test` has compiled elixir/_build/test (and the NIF is built):
+python3 tests/e2e/tls_test.py
 Prints one line per check and `N passed, N failed`; exits non-zero when any failed.
 """
 import datetime
-import hashlib
-import ipaddress
 import json
 import os
 import subprocess
@@ -40,10 +42,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from scenarios import Scenarios
-from testbed import (COOKIE, DIST_PORT, EBIN, ENDPOINT6, Bed, Ec2Bed, fully_meshed, node, require_root_and_netns,
-                     run, wait_until)
+from testbed import (COOKIE, DIST_PORT, EBIN, ENDPOINT, ENDPOINT6, PYTHON, Bed, Ec2Bed, fully_meshed, node,
+                     require_root_and_netns, run, wait_until)
 
-CA_ARN = "arn:aws:secretsmanager:eu-west-2:111122223333:secret:ecs-peers/web-ca-AbCdEf"
+# Each certificate's validity (the tls_validity key's least): renewed every 40 s.
+VALIDITY = "1m"
 REGIONS = {"eu-west-2": 2, "us-west-2": 2}
 MARKER = "ecs-peers-marker-7f3a9c51"
 PLAIN = '[[type: :ecs, region: "eu-west-2", cluster: "web", service: "plain"]]'
@@ -66,48 +69,58 @@ class CA:
                                                   encipher_only=False, decipher_only=False), critical=True)
                      .sign(self.key, hashes.SHA256()))
 
-    def issue(self, directory, address):
-        """A leaf for `address` written to `directory` (cert.der, key.der, ca.der); its DER."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
-        san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(address)), x509.DNSName(address)])
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, address)]))
-                .issuer_name(self.cert.subject).public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(now + datetime.timedelta(hours=2))
-                .add_extension(san, critical=False)
-                .sign(self.key, hashes.SHA256()))
-        os.makedirs(directory, exist_ok=True)
-        der = cert.public_bytes(serialization.Encoding.DER)
-        files = {"cert.der": der,
-                 "key.der": key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.TraditionalOpenSSL,
-                                              serialization.NoEncryption()),
-                 "ca.der": self.cert.public_bytes(serialization.Encoding.DER)}
-        for name, data in files.items():
-            with open(os.path.join(directory, name + ".new"), "wb") as f:
-                f.write(data)
-            os.replace(os.path.join(directory, name + ".new"), os.path.join(directory, name))
-        return der
+    def pem(self):
+        """The secret's value: the CA certificate and its key, PEM, concatenated."""
+        return (self.cert.public_bytes(serialization.Encoding.PEM)
+                + self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption())).decode()
+
+    def store(self, bed, name, service="secretsmanager"):
+        """Stores the CA in the bed's emulator (eu-west-2) as the secret (or SSM SecureString
+        parameter) `name`; returns its ARN, the value of ECS_PEERS_TLS_CA."""
+        r = bed.ns_exec(bed.router, PYTHON, "-c", STORE, ENDPOINT, service, name, input=self.pem())
+        return r.stdout.strip()
 
 
-def tls_flags(directory, proto="ecs_peers_tls"):
-    """erl flags for TLS distribution with the credentials in `directory` (no spaces). The code
-    path too: distribution starts before `elixir -pa` adds it."""
-    return (f'-pa {EBIN} -proto_dist {proto} '
-            f'-ecs_peers tls_issuer {{\'Elixir.EcsPeers.Test.TLSNode\',from_dir,["{directory}",86400]}}')
+STORE = """import sys, boto3
+endpoint, service, name = sys.argv[1:4]
+c = boto3.client(service, region_name="eu-west-2", endpoint_url=endpoint,
+                 aws_access_key_id="test", aws_secret_access_key="test")
+pem = sys.stdin.read()
+if service == "secretsmanager":
+    print(c.create_secret(Name=name, SecretString=pem)["ARN"])
+else:
+    c.put_parameter(Name=name, Value=pem, Type="SecureString")
+    print(c.get_parameter(Name=name)["Parameter"]["ARN"])
+"""
 
 
-TLS_ENV = {"ECS_PEERS_TLS_CA": CA_ARN}
+def tls_flags(proto="ecs_peers_tls"):
+    """erl flags for TLS distribution. The code path too: distribution starts before `elixir -pa`
+    adds it."""
+    return f"-pa {EBIN} -proto_dist {proto}"
 
 
-def console(bed, ip, code, tls_dir=None, proto="ecs_peers_tls", name="console"):
-    """A hidden node at the address of the node at `ip`, in its namespace, as `bin/<release> remote`
-    starts one: runs `code` (Elixir) and returns its standard output."""
-    flags = tls_flags(tls_dir, proto) if tls_dir else ""
-    env = dict(os.environ, HOME=bed.work, **(TLS_ENV if tls_dir else {}))
-    r = bed.ns_exec(bed.hosts[ip]["ns"], "elixir", "--name", f"{name}@{ip}", "--cookie", COOKIE, "--hidden",
+def tls_env(ca_arn, endpoint=ENDPOINT):
+    """A TLS node's environment besides its task metadata endpoint: the CA's ARN, the validity,
+    and the emulator as every AWS endpoint (AWS_ENDPOINT_URL, the SDK's own variable)."""
+    return {"ECS_PEERS_TLS_CA": ca_arn, "ECS_PEERS_TLS_VALIDITY": VALIDITY, "AWS_ENDPOINT_URL": endpoint}
+
+
+def console(bed, ip, code, tls=None, proto="ecs_peers_tls", name="console", at=None):
+    """A hidden node named `name@<at or ip>` in the namespace of the task at `ip`, as
+    `bin/<release> remote` starts one: runs `code` (Elixir) and returns its standard output.
+    `tls`: its environment (tls_env); its certificate is issued for the task at `ip` (its
+    metadata endpoint)."""
+    # A console dials once: on a loaded machine the first TLS set-up of a VM (ssl's code loaded,
+    # a handshake at each end) can pass kernel's default 7 s net_setuptime.
+    flags = (tls_flags(proto) if tls else "") + " -kernel net_setuptime 30"
+    env = dict(os.environ, HOME=bed.work, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
+               AWS_EC2_METADATA_DISABLED="true", **(tls or {}))
+    env.pop("ECS_CONTAINER_METADATA_URI_V4", None)
+    if tls:
+        env["ECS_CONTAINER_METADATA_URI_V4"] = bed.metadata_uri(ip)
+    r = bed.ns_exec(bed.hosts[ip]["ns"], "elixir", "--name", f"{name}@{at or ip}", "--cookie", COOKIE, "--hidden",
                     "--erl", flags, "-pa", EBIN, "-e", code, env=env, check=False, timeout=120)
     assert r.returncode == 0, f"the console at {ip} exited {r.returncode}: {r.stdout[-2000:]} {r.stderr[-2000:]}"
     return r.stdout
@@ -134,7 +147,9 @@ def main():
     with Bed(interval_ms=500, ipv6=True) as bed:
         print(f"test bed {bed.prefix} (TLS distribution): logs in {bed.work}", flush=True)
         ca = CA("ecs-peers e2e cluster CA")
-        tls_dir = lambda ip: os.path.join(bed.work, "tls", ip)  # noqa: E731
+        tls = tls_env(ca.store(bed, "ecs-peers/web-ca"))
+        # One node reads the same CA from SSM Parameter Store.
+        tls_ssm = tls_env(ca.store(bed, "/ecs-peers/web-ca", "ssm"))
         # Service "plain" (two tasks in eu-west-2): nodes over plain TCP, clustered on their own.
         world = bed.seed(REGIONS)
         plain = [t["ip"] for t in bed.world("run", {"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24",
@@ -143,8 +158,7 @@ def main():
         for region, ts in world.items():
             for t in ts:
                 bed.add_host(region, t["ip"])
-                ca.issue(tls_dir(t["ip"]), t["ip"])
-                bed.start_node(t["ip"], erl_flags=tls_flags(tls_dir(t["ip"])), env=TLS_ENV)
+                bed.start_node(t["ip"], erl_flags=tls_flags(), env=tls_ssm if not ips else tls)
                 ips.append(t["ip"])
         for ip in plain:
             bed.add_host("eu-west-2", ip)
@@ -162,8 +176,7 @@ def main():
                 dump_logs(ips + plain)
                 raise
             a = ips[0]
-            out = console(bed, a, rpc_code(node(a), ":net_kernel, :node_info, [:\"" + node(ips[1]) + "\"]"),
-                          tls_dir(a))
+            out = console(bed, a, rpc_code(node(a), ":net_kernel, :node_info, [:\"" + node(ips[1]) + "\"]"), tls)
             assert ":tls" in result(out), f"{node(a)}'s link to {node(ips[1])} is not TLS: {out[-1500:]}"
             return f"{len(ips)} nodes over TLS; the link {node(a)}–{node(ips[1])} is :tls"
 
@@ -189,7 +202,7 @@ def main():
             try:
                 wait_until(lambda: "listening on" in log(), 20, "tcpdump to listen")
                 call = f':erlang, :send, [{{:no_such_process, :"{node(b)}"}}, "{MARKER}"]'
-                out = console(bed, a, rpc_code(node(a), call), tls_dir(a) if a_tls else None)
+                out = console(bed, a, rpc_code(node(a), call), tls if a_tls else None)
                 assert result(out) == f'"{MARKER}"', out[-1500:]
                 wait_until(lambda: packets() > 0, 20, f"a packet between {a} and {b} in {pcap}")
             finally:
@@ -206,12 +219,14 @@ def main():
 
         check("a marker sent between two nodes is not in a capture of their TLS link (it is over TCP)", marker_hidden)
 
-        def refused(label, issue):
+        def refused(label, env, metadata_of=None):
+            """A listed task's node with `env`; its certificate is issued for the task whose
+            metadata it reads (`metadata_of`: another task's address; default its own)."""
             t = bed.run_task("eu-west-2")
             ip = t["ip"]
             bed.add_host("eu-west-2", ip)
-            issue(tls_dir(ip), ip)
-            bed.start_node(ip, erl_flags=tls_flags(tls_dir(ip)), env=TLS_ENV)
+            bed.start_node(ip, erl_flags=tls_flags(), env=env,
+                           metadata_uri=bed.metadata_uri(metadata_of) if metadata_of else None)
             # The intruder's task is listed: every node dials it, it dials every node, each poll.
             try:
                 wait_until(lambda: all(set((bed.status(i) or {}).get("known") or []) >= {node(ip)} for i in ips)
@@ -229,45 +244,66 @@ def main():
             bed.stop_task("eu-west-2", t["arn"])
             return f"{node(ip)} ({label}) connected by nobody after {bed.status(ips[0])['poll'] - polls[ips[0]]} polls"
 
-        other_ca = CA("another CA")
+        other_ca = tls_env(CA("another CA").store(bed, "ecs-peers/another-ca"))
         check("a listed node with the right cookie but a certificate from another CA cannot connect",
-              refused, "another CA", other_ca.issue)
+              refused, "another CA", other_ca)
         check("a listed node with a CA-signed certificate for another address cannot connect",
-              refused, "certificate for 10.201.0.250", lambda d, _ip: ca.issue(d, "10.201.0.250"))
+              refused, f"certificate for {ips[1]}", tls, ips[1])
 
-        def served_sha256(a):
-            """What a new connection to a's distribution port is served, seen from a console of b."""
+        def name_taken():
+            """A listed task's node, with a certificate for its own address, that claims the name
+            of another node (app@<ips[1]>) cannot connect to the cluster."""
+            t = bed.run_task("eu-west-2")
+            ip, victim = t["ip"], ips[1]
+            bed.add_host("eu-west-2", ip)
+            wait_until(lambda: all(node(ip) in ((bed.status(i) or {}).get("known") or []) for i in ips), 60,
+                       f"every node to list {node(ip)}")
+            code = (f'IO.puts("RESULT " <> inspect(Enum.map({json.dumps([node(i) for i in ips if i != victim])}, '
+                    '&Node.connect(String.to_atom(&1)))))')
+            # The control: under a name at its own address, the same node connects.
+            out = console(bed, ip, code, tls, name="own")
+            assert result(out) == "[" + ", ".join(["true"] * (len(ips) - 1)) + "]", out[-1500:]
+            out = console(bed, ip, code, tls, name="app", at=victim)
+            assert result(out) == "[" + ", ".join(["false"] * (len(ips) - 1)) + "]", out[-1500:]
+            assert fully_meshed(bed, ips), [bed.status(i)["nodes"] for i in ips]
+            bed.stop_task("eu-west-2", t["arn"])
+            return f"{ip} with its own certificate, named {node(victim)}: refused by the {len(ips) - 1} others"
+
+        check("a node claiming another node's name cannot connect", name_taken)
+
+        def served_serial(a):
+            """The serial of the certificate a new connection to a's distribution port is served,
+            seen from a console of b with b's own credentials (issued by the core)."""
             b = ips[1]
             ip = "{" + a.replace(".", ", ") + "}"
             code = ("{:ok, _} = Application.ensure_all_started(:ssl); "
-                    "{:port, port, _} = :erl_epmd.port_please(~c\"app\", " + ip +
-                    "); {:ok, dir} = {:ok, ~c\"" + tls_dir(b) + "\"}; "
-                    "read = fn n -> File.read!(Path.join(dir, n)) end; "
-                    "{:ok, s} = :ssl.connect(" + ip + ", port, "
-                    "[cert: read.(\"cert.der\"), key: {:ECPrivateKey, read.(\"key.der\")}, cacerts: [read.(\"ca.der\")], "
-                    "verify: :verify_peer, server_name_indication: ~c\"" + a + "\", active: false], 10_000); "
+                    "{:ok, config} = EcsPeers.TLS.read_config(System.get_env()); "
+                    "{:ok, c} = EcsPeers.TLS.credentials(config); "
+                    "{:port, port, _} = :erl_epmd.port_please(~c\"app\", " + ip + "); "
+                    "{:ok, s} = :ssl.connect(" + ip + ", port, [cert: c.cert, key: c.key, cacerts: c.cacerts, "
+                    "verify: :verify_peer, server_name_indication: ~c\"" + a + "\", "
+                    "customize_hostname_check: [match_fun: &EcsPeers.TLS.match_address/2], active: false], 10_000); "
                     "{:ok, der} = :ssl.peercert(s); "
-                    "IO.puts(\"RESULT \" <> Base.encode16(:crypto.hash(:sha256, der), case: :lower))")
-            return result(console(bed, b, code, tls_dir(b), name="certprobe"))
+                    "IO.puts(\"RESULT \" <> Integer.to_string(elem(elem(:public_key.pkix_decode_cert(der, :otp), 1), 2)))")
+            return result(console(bed, b, code, tls, name="certprobe"))
 
         def renewed():
             a = ips[0]
-            before = served_sha256(a)
-            assert before == hashlib.sha256(open(os.path.join(tls_dir(a), "cert.der"), "rb").read()).hexdigest()
-            new = ca.issue(tls_dir(a), a)
-            out = console(bed, a, rpc_code(node(a), "EcsPeers.TLS, :renew, []"), tls_dir(a))
-            assert result(out).startswith("{:ok,"), out[-1500:]
-            after = served_sha256(a)
-            assert after == hashlib.sha256(new).hexdigest() and after != before, (before, after)
+            not_after = lambda: int(result(console(bed, a, rpc_code(node(a), "EcsPeers.TLS, :not_after, []"),  # noqa: E731
+                                                   tls)))
+            before, first = served_serial(a), not_after()
+            wait_until(lambda: not_after() > first, 90, f"{node(a)} to renew its certificate", step=5)
+            after = served_serial(a)
+            assert after != before, (before, after)
             assert fully_meshed(bed, ips), [bed.status(i)["nodes"] for i in ips]
             assert all(bed.status(i)["restarts"] == 0 for i in ips)
-            return "new connections get the new certificate; the mesh held"
+            return f"serial {before} then {after}; the mesh held, no restarts"
 
         check("a certificate renewed while running: still meshed, new connections use it", renewed)
 
         def console_connects():
             a = ips[2]
-            out = console(bed, a, rpc_code(node(a), ":erlang, :node, []"), tls_dir(a), name="rem-1234-app")
+            out = console(bed, a, rpc_code(node(a), ":erlang, :node, []"), tls, name="rem-1234-app")
             assert result(out) == f':"{node(a)}"', out[-1500:]
             return f"rem-1234-app@{a} called {node(a)}"
 
@@ -279,9 +315,8 @@ def main():
             src = '[[type: :ecs, region: "eu-west-2", cluster: "web", family: "api"]]'
             for t in tasks:
                 bed.add_host6("eu-west-2", t["ipv6"])
-                ca.issue(tls_dir(t["ipv6"]), t["ipv6"])
-                bed.start_node(t["ipv6"], endpoint=ENDPOINT6, sources=src,
-                               erl_flags=tls_flags(tls_dir(t["ipv6"]), "ecs_peers_tls6"), env=TLS_ENV)
+                bed.start_node(t["ipv6"], endpoint=ENDPOINT6, sources=src, erl_flags=tls_flags("ecs_peers_tls6"),
+                               env=tls_env(tls["ECS_PEERS_TLS_CA"], ENDPOINT6))
             try:
                 wait_until(lambda: all(node(o) in ((bed.status(i) or {}).get("nodes") or [])
                                        for i in six for o in six if o != i), 120, "the IPv6 pair to mesh")
@@ -305,17 +340,16 @@ def bridge(check):
         eu_ip, us_ip = "10.201.0.10", "10.202.0.10"
         (eu_ci,) = bed.register_instances("eu-west-2", "web", [eu_ip])
         (us_ci,) = bed.register_instances("us-west-2", "web", [us_ip])
-        ca = CA("ecs-peers e2e bridge CA")
+        tls = tls_env(CA("ecs-peers e2e bridge CA").store(bed, "ecs-peers/bridge-ca"))
         for region, ip in (("eu-west-2", eu_ip), ("us-west-2", us_ip)):
             bed.add_instance(region, ip)
-            ca.issue(os.path.join(bed.work, "tls", ip), ip)
         keys = []
         for region, ci, ip in (("eu-west-2", eu_ci, eu_ip), ("eu-west-2", eu_ci, eu_ip), ("us-west-2", us_ci, us_ip)):
             t = bed.start_ec2_task(region, ci["container_instance"], "br", "bridge", [{"containerPort": DIST_PORT}])
             ns, _addr = bed.add_container(ip, {b["hostPort"]: b["containerPort"] for b in t["bindings"]})
             key = t["arn"].rsplit("/", 1)[-1]
-            bed.start_epmdless_node(key, ns, f"app-{key}@{ip}", metadata_uri=t["metadata_uri"], extra_env=TLS_ENV,
-                                    erl_flags=tls_flags(os.path.join(bed.work, "tls", ip)))
+            bed.start_epmdless_node(key, ns, f"app-{key}@{ip}", metadata_uri=t["metadata_uri"], extra_env=tls,
+                                    erl_flags=tls_flags())
             keys.append(key)
 
         def meshed():

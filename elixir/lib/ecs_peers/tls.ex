@@ -50,8 +50,9 @@ defmodule EcsPeers.TLS do
   `inet_tls_dist:get_ssl_options/1`). OTP creates that table from `-ssl_dist_optfile` once, in
   `ssl_dist_sup:start_link/0`, and never re-reads it; here this process owns it, so a renewed
   certificate is used by the next connection while established links stay up. The certificate
-  is renewed when two thirds of its remaining validity have passed; a failed renewal keeps the
-  current one and is retried every 30 s (a warning is logged). Until the first certificate
+  is renewed at the `renew_at` the issuer gives (the core's rule: two thirds of the way to
+  `not_after`); a failed renewal keeps the current one and is retried every 30 s (a warning
+  naming the key and the fix is logged). Until the first certificate
   arrives (distribution starts during the kernel's boot, before the file server and logger:
   the first attempt may fail, and the next is made half a second later, then sooner than 30 s)
   every handshake is refused: distribution never runs unencrypted or unverified.
@@ -63,9 +64,11 @@ defmodule EcsPeers.TLS do
   | variable | meaning |
   | --- | --- |
   | `ECS_PEERS_TLS_CA` | The `tls_ca` key: the Secrets Manager or SSM ARN of the cluster CA. Required. |
-  | `ECS_PEERS_TLS_VALIDITY` | The `tls_validity` key, in seconds (the core's default when unset). |
+  | `ECS_PEERS_TLS_VALIDITY` | The `tls_validity` key: `24h`, `10m`, or milliseconds (the core's default, 24 h, when unset). |
 
-  When the variables are wrong distribution does not start, and the reason is printed.
+  Both are handed to the core as text and read by its key table (`src/config/keys.rs`), which
+  names the key and the fix when a value is wrong. Without `ECS_PEERS_TLS_CA` distribution does
+  not start, and the reason is printed.
   """
 
   use GenServer
@@ -77,13 +80,15 @@ defmodule EcsPeers.TLS do
 
   @typedoc """
   A node's credentials: its certificate (DER), its private key, the CA certificates that verify
-  its peers (DER), when the certificate expires (Unix seconds) and the names it carries.
+  its peers (DER), when the certificate expires and when to renew it (Unix seconds), and the
+  names it carries.
   """
   @type credentials :: %{
           cert: binary(),
           key: {:ECPrivateKey, binary()},
           cacerts: [binary()],
           not_after: integer(),
+          renew_at: integer(),
           names: [String.t()]
         }
 
@@ -91,8 +96,8 @@ defmodule EcsPeers.TLS do
   # Public API
 
   @doc """
-  This node's credentials for `config` (`[tls_ca: arn, tls_validity: seconds]`, validated by the
-  core): `{:ok, t:credentials/0}` or `{:error, message}`. Issued by the Rust core
+  This node's credentials for `config` (`[tls_ca: text, tls_validity: text]`, as `read_config/1`
+  gives them; validated by the core's key table): `{:ok, t:credentials/0}` or `{:error, message}`. Issued by the Rust core
   (`EcsPeers.Native.tls_credentials/1`), or by the application environment's issuer
   (`issue_with/1`).
   """
@@ -358,7 +363,9 @@ defmodule EcsPeers.TLS do
     case credentials(s.config) do
       {:ok, creds} ->
         put_options(creds)
-        {{:ok, creds.not_after}, %{s | timer: schedule(creds), retry_ms: @first_retry_ms}}
+
+        {{:ok, creds.not_after},
+         %{s | timer: schedule(creds.renew_at), retry_ms: @first_retry_ms}}
 
       {:error, message} ->
         retry_ms = if not_after(), do: @retry_ms, else: s.retry_ms
@@ -375,7 +382,7 @@ defmodule EcsPeers.TLS do
       case not_after() do
         nil -> "EcsPeers.TLS: no certificate yet, distribution refuses every connection"
         t -> "EcsPeers.TLS: the certificate (valid until #{t}, Unix seconds) was not renewed"
-      end <> " (retrying in #{retry_ms} ms): #{message}"
+      end <> " (retrying in #{retry_ms} ms): #{with_variable(message)}"
 
     # Standard output too, once: during the kernel's boot no logger handler runs yet.
     if is_nil(not_after()) and retry_ms == @first_retry_ms,
@@ -384,24 +391,33 @@ defmodule EcsPeers.TLS do
     :logger.warning(text)
   end
 
+  # The core's messages name the key; on a node the key came from an environment variable.
+  defp with_variable("tls_validity" <> _ = m),
+    do: m <> " (tls_validity is ECS_PEERS_TLS_VALIDITY)"
+
+  defp with_variable("tls_ca" <> _ = m), do: m <> " (tls_ca is ECS_PEERS_TLS_CA)"
+  defp with_variable(m), do: m
+
   defp put_options(creds) do
     true =
       :ets.insert(@table, ssl_options(creds) ++ [{{__MODULE__, :not_after}, creds.not_after}])
   end
 
-  # Renewed when two thirds of the remaining validity have passed (at least a second from now).
-  defp schedule(%{not_after: not_after}) do
-    left = not_after - System.os_time(:second)
-    Process.send_after(self(), :renew, max(1, div(left * 2, 3)) * 1000)
+  # Renewed at the issuer's renew_at (the core's rule), at least a second from now.
+  defp schedule(renew_at) do
+    Process.send_after(self(), :renew, max(1, renew_at - System.os_time(:second)) * 1000)
   end
 
   @doc false
   # The tls_ca / tls_validity keys from the OS environment (distribution starts before any
-  # application config): `{:ok, keyword}` or `{:error, message}` naming the variable.
+  # application config), as text: the core's key table reads and validates them. `{:ok,
+  # keyword}`, or `{:error, message}` naming the variable when ECS_PEERS_TLS_CA is unset.
   def read_config(env) do
-    with {:ok, ca} <- required(env, "ECS_PEERS_TLS_CA"),
-         {:ok, validity} <- seconds(env, "ECS_PEERS_TLS_VALIDITY") do
-      {:ok, [tls_ca: ca] ++ if(validity, do: [tls_validity: validity], else: [])}
+    with {:ok, ca} <- required(env, "ECS_PEERS_TLS_CA") do
+      case Map.get(env, "ECS_PEERS_TLS_VALIDITY", "") |> String.trim() do
+        "" -> {:ok, [tls_ca: ca]}
+        validity -> {:ok, [tls_ca: ca, tls_validity: validity]}
+      end
     end
   end
 
@@ -417,23 +433,17 @@ defmodule EcsPeers.TLS do
     end
   end
 
-  defp seconds(env, var) do
-    case Map.get(env, var, "") |> String.trim() do
-      "" ->
-        {:ok, nil}
-
-      value ->
-        case Integer.parse(value) do
-          {n, ""} when n > 0 -> {:ok, n}
-          _ -> {:error, "#{var}=#{inspect(value)} is not a number of seconds, e.g. 86400"}
-        end
-    end
-  end
-
   defp check_credentials(
-         {:ok, %{cert: c, key: {:ECPrivateKey, k}, cacerts: [_ | _] = cas, not_after: t} = creds}
+         {:ok,
+          %{
+            cert: c,
+            key: {:ECPrivateKey, k},
+            cacerts: [_ | _] = cas,
+            not_after: t,
+            renew_at: r
+          } = creds}
        )
-       when is_binary(c) and is_binary(k) and is_integer(t) do
+       when is_binary(c) and is_binary(k) and is_integer(t) and is_integer(r) do
     if Enum.all?(cas, &is_binary/1),
       do: {:ok, creds},
       else: {:error, "the credentials' cacerts are not DER binaries"}
@@ -450,6 +460,6 @@ defmodule EcsPeers.TLS do
       end
 
     {:error,
-     "the issuer returned #{shape}; expected {:ok, %{cert: der, key: {:ECPrivateKey, der}, cacerts: [der], not_after: unix_seconds, names: [string]}} or {:error, message}"}
+     "the issuer returned #{shape}; expected {:ok, %{cert: der, key: {:ECPrivateKey, der}, cacerts: [der], not_after: unix_seconds, renew_at: unix_seconds, names: [string]}} or {:error, message}"}
   end
 end

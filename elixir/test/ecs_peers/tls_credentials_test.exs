@@ -183,6 +183,47 @@ defmodule EcsPeers.TlsCredentialsTest do
     assert message =~ "create the secret"
   end
 
+  test "the environment's text reaches the key table: ECS_PEERS_TLS_VALIDITY as 10m or ms", ctx do
+    [task | _] = ctx.tasks
+
+    for validity <- ["10m", "600000"] do
+      env = %{"ECS_PEERS_TLS_CA" => ctx.secret, "ECS_PEERS_TLS_VALIDITY" => validity}
+      assert {:ok, from_env} = EcsPeers.TLS.read_config(env)
+      config = from_env ++ Keyword.drop(config(ctx, task), [:tls_ca, :tls_validity])
+      assert {:ok, creds} = EcsPeers.TLS.credentials(config)
+      cert = :public_key.pkix_decode_cert(creds.cert, :otp)
+      {:Validity, from, to} = elem(elem(cert, 1), 5)
+      # notBefore is five minutes back (clock skew): the lifetime is the key's plus 300 s.
+      assert seconds(to) - seconds(from) == 600 + 300
+      assert creds.renew_at > System.os_time(:second) and creds.renew_at < creds.not_after
+    end
+
+    # A form the key table does not know: its error names the key.
+    env = %{"ECS_PEERS_TLS_CA" => ctx.secret, "ECS_PEERS_TLS_VALIDITY" => "ten minutes"}
+    assert {:ok, from_env} = EcsPeers.TLS.read_config(env)
+    config = from_env ++ Keyword.drop(config(ctx, task), [:tls_ca, :tls_validity])
+    assert {:error, "tls_validity" <> _} = EcsPeers.TLS.credentials(config)
+  end
+
+  defp seconds({:utcTime, t}), do: seconds({:generalTime, ~c"20" ++ t})
+
+  defp seconds({:generalTime, t}) do
+    <<y::binary-4, mo::binary-2, d::binary-2, h::binary-2, mi::binary-2, s::binary-2, "Z">> =
+      to_string(t)
+
+    {:ok, dt} =
+      NaiveDateTime.new(
+        String.to_integer(y),
+        String.to_integer(mo),
+        String.to_integer(d),
+        String.to_integer(h),
+        String.to_integer(mi),
+        String.to_integer(s)
+      )
+
+    dt |> DateTime.from_naive!("Etc/UTC") |> DateTime.to_unix()
+  end
+
   test "a config that is not valid names the key" do
     assert {:error, message} = EcsPeers.Native.tls_credentials(tls_ca: "not a name")
     assert message =~ "tls_ca: "

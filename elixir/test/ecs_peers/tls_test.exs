@@ -257,23 +257,18 @@ defmodule EcsPeers.TLSTest do
       refute :public_key.pkix_verify_hostname(c.v6, [dns_id: ~c"fd00::6"], opts)
     end
 
-    test "read_config/1 reads tls_ca and tls_validity from the environment, naming the variable" do
+    test "read_config/1 hands tls_ca and tls_validity to the core as text, naming the variable" do
       arn = "arn:aws:secretsmanager:eu-west-2:123456789012:secret:ca"
       assert EcsPeers.TLS.read_config(%{"ECS_PEERS_TLS_CA" => arn}) == {:ok, [tls_ca: arn]}
 
-      assert EcsPeers.TLS.read_config(%{
-               "ECS_PEERS_TLS_CA" => arn,
-               "ECS_PEERS_TLS_VALIDITY" => "600"
-             }) ==
-               {:ok, [tls_ca: arn, tls_validity: 600]}
+      for validity <- ["10m", "600000"] do
+        assert EcsPeers.TLS.read_config(%{
+                 "ECS_PEERS_TLS_CA" => arn,
+                 "ECS_PEERS_TLS_VALIDITY" => validity
+               }) == {:ok, [tls_ca: arn, tls_validity: validity]}
+      end
 
       assert {:error, "ECS_PEERS_TLS_CA is not set" <> _} = EcsPeers.TLS.read_config(%{})
-
-      assert {:error, "ECS_PEERS_TLS_VALIDITY=\"10m\"" <> _} =
-               EcsPeers.TLS.read_config(%{
-                 "ECS_PEERS_TLS_CA" => arn,
-                 "ECS_PEERS_TLS_VALIDITY" => "10m"
-               })
     end
 
     test "credentials/1 reports a bad issuer without its terms" do

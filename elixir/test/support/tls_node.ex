@@ -13,7 +13,7 @@ defmodule EcsPeers.Test.TLSNode do
 
   @doc """
   Credentials signed by `ca` naming `addresses` (strings) as iPAddress and dNSName SANs, in the
-  shape EcsPeers.TLS.credentials/1 returns. `not_after` drives renewal (the certificate's own
+  shape EcsPeers.TLS.credentials/1 returns. `not_after` and `renew_at` (halfway) drive renewal (the certificate's own
   validity is whole days: public_key's test certificates).
   """
   def credentials(ca, addresses, not_after_in \\ 86_400, kinds \\ [:iPAddress, :dNSName]) do
@@ -44,6 +44,9 @@ defmodule EcsPeers.Test.TLSNode do
        key: Keyword.fetch!(server, :key),
        cacerts: [ca.cert],
        not_after: System.os_time(:second) + not_after_in,
+       # This issuer's renewal point, halfway (the core has its own rule; EcsPeers.TLS follows
+       # whichever issuer's renew_at).
+       renew_at: System.os_time(:second) + div(not_after_in, 2),
        names: addresses
      }}
   end
@@ -51,27 +54,6 @@ defmodule EcsPeers.Test.TLSNode do
   @doc false
   # The issuer a peer runs (EcsPeers.TLS.issue_with/1): a new certificate at each call.
   def issue(ca, addresses, not_after_in, _config), do: credentials(ca, addresses, not_after_in)
-
-  @doc false
-  # The e2e beds' issuer (`-ecs_peers tls_issuer '{...,from_dir,[Dir, Seconds]}'`): the
-  # credentials in `dir` (cert.der, key.der: SEC1 EC key, ca.der), read at each call, so a bed
-  # that rewrites them and renews hands out a new certificate.
-  def from_dir(dir, not_after_in, _config) do
-    # :prim_file: when distribution starts during the kernel's boot no file server runs yet.
-    read = fn name ->
-      {:ok, data} = :prim_file.read_file(Path.join(to_string(dir), name))
-      data
-    end
-
-    {:ok,
-     %{
-       cert: read.("cert.der"),
-       key: {:ECPrivateKey, read.("key.der")},
-       cacerts: [read.("ca.der")],
-       not_after: System.os_time(:second) + not_after_in,
-       names: []
-     }}
-  end
 
   @doc false
   # An issuer that cannot issue.

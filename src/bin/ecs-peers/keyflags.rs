@@ -61,31 +61,10 @@ impl KeyFlags {
 }
 
 /// The configuration value of a flag's text, by the key's type: what a config file would hold
-/// for it. Text that does not read as the type stays a string, so the core's validation
-/// rejects it with its own message (one rule, in `src/config/`).
+/// for it (the library's rule for text, shared with the environment variables of TLS
+/// distribution).
 pub fn value(spec: &KeySpec, raw: &str) -> Value {
-    let text = || Value::from(raw);
-    match spec.ty {
-        Type::Bool { .. } => match raw {
-            "true" => Value::Bool(true),
-            "false" => Value::Bool(false),
-            _ => text(),
-        },
-        Type::Integer { .. } | Type::Port { .. } => raw
-            .parse::<u64>()
-            .map(Value::from)
-            .unwrap_or_else(|_| text()),
-        Type::Number { .. } => match raw.parse::<f64>() {
-            Ok(n) if n.is_finite() => Value::from(n),
-            _ => text(),
-        },
-        // A bare number is milliseconds, as in a config file; `5s` stays text.
-        Type::Duration { .. } => raw
-            .parse::<u64>()
-            .map(Value::from)
-            .unwrap_or_else(|_| text()),
-        Type::Text { .. } | Type::OneOf { .. } | Type::Sources | Type::SourceType => text(),
-    }
+    spec.value_from_text(raw)
 }
 
 /// The value name shown in `--help`.
