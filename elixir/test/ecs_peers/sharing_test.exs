@@ -369,6 +369,9 @@ defmodule EcsPeers.SharingTest do
 
       send(pid, {:ecs_peers_shared, {:ecs_peers, :other, "0", 1}, :"x@10.0.0.1", "result"})
       send(pid, {:ecs_peers_shared, :garbage, "not an atom", 42})
+      # status/1 reads what the process published, not its mailbox: a call it answers after
+      # the two messages (mailboxes are ordered) makes sure it has handled them.
+      _ = :sys.get_state(pid)
       assert {:ok, %{sharing: %{dropped: 2}}} = EcsPeers.status(pid)
       assert Process.alive?(pid)
     end)
