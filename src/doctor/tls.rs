@@ -462,3 +462,282 @@ fn facts(
         expires_in_s: not_after - now,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! Real TLS listeners (rustls servers, with the distribution handshake of `erl_dist` inside)
+    //! for each broken case, with certificates made here from CAs made here.
+
+    use super::*;
+    use crate::doctor::{explain, Explanation};
+    use crate::peer::Peer;
+    use crate::tls::{issue, ClusterCa, Credentials, Subject};
+    use erl_dist::handshake::{HandshakeStatus, ServerSideHandshake};
+    use erl_dist::node::{Creation, LocalNode};
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
+    use tokio_util::compat::TokioAsyncReadCompatExt;
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    /// A cluster CA made here, valid from a day ago for 30 days.
+    fn ca(name: &str) -> ClusterCa {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let at = |t: i64| time::OffsetDateTime::from_unix_timestamp(t).unwrap();
+        params.not_before = at(now() - 86_400);
+        params.not_after = at(now() + 30 * 86_400);
+        let cert = params.self_signed(&key).unwrap();
+        ClusterCa::from_pem(&format!("{}{}", cert.pem(), key.serialize_pem()), now()).unwrap()
+    }
+
+    /// Credentials from `ca` for `ip`, issued at `issued` for `validity` seconds.
+    fn creds(ca: &ClusterCa, ip: &str, issued: i64, validity: u64) -> Credentials {
+        let subject = Subject {
+            ip: ip.parse().unwrap(),
+            private_dns_name: None,
+        };
+        issue::issue(ca, &subject, Duration::from_secs(validity), issued).unwrap()
+    }
+
+    fn client(c: &Credentials) -> TlsClient {
+        TlsClient {
+            cacerts: c.cacerts.clone(),
+            identity: Some((c.cert_der.clone(), c.key_der.clone())),
+            validity: Duration::from_secs(86_400),
+        }
+    }
+
+    /// A TLS distribution listener on 127.0.0.1, as OTP's `inet_tls_dist` runs one: it presents
+    /// `server`, requires a client certificate of `trusts`, then runs the distribution
+    /// handshake with `cookie` inside TLS.
+    async fn tls_node(server: &Credentials, trusts: &ClusterCa, cookie: &'static str) -> u16 {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(trusts.cert_der().to_vec()))
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![CertificateDer::from(server.cert_der.clone())],
+                PrivateKeyDer::Sec1(PrivateSec1KeyDer::from(server.key_der.to_vec())),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let local =
+                        LocalNode::new("app@127.0.0.1".parse().unwrap(), Creation::random());
+                    let mut hs = ServerSideHandshake::new(tls.compat(), local, cookie);
+                    if hs.execute_recv_name().await.is_ok() {
+                        let _ = hs.execute_rest(HandshakeStatus::Ok).await;
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    /// A clear-text distribution listener (`inet_tcp_dist`) with `cookie`.
+    async fn clear_node(cookie: &'static str) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let local =
+                        LocalNode::new("app@127.0.0.1".parse().unwrap(), Creation::random());
+                    let mut hs = ServerSideHandshake::new(tcp.compat(), local, cookie);
+                    if hs.execute_recv_name().await.is_ok() {
+                        let _ = hs.execute_rest(HandshakeStatus::Ok).await;
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    async fn explained(port: u16, tls: Option<TlsClient>) -> Explanation {
+        let peer = Peer {
+            node: "app@127.0.0.1".into(),
+            port: Some(port),
+            ec2_instance_id: Some("i-0abc".into()),
+            ..crate::namespace::tests::peer("127.0.0.1", "eu-west-2", "ecs:eu-west-2/web")
+        };
+        let opts = crate::doctor::DoctorOptions {
+            timeout: Duration::from_secs(2),
+            cookie: Some("the-cookie".into()),
+            tls: tls.map(Arc::new),
+            ..Default::default()
+        };
+        explain(peer, &opts).await
+    }
+
+    /// Each broken TLS case, against a real listener, gets its own diagnosis and fix; a healthy
+    /// TLS node passes every check, with the cookie's handshake run inside TLS.
+    #[tokio::test]
+    async fn each_broken_tls_case_against_a_real_listener() {
+        let ours = ca("our cluster CA");
+        let theirs = ca("another CA");
+        let me = client(&creds(&ours, "127.0.0.1", now(), 86_400));
+        let good = || creds(&ours, "127.0.0.1", now(), 86_400);
+
+        let port = tls_node(&good(), &ours, "the-cookie").await;
+        let e = explained(port, Some(me.clone())).await;
+        let tls = e.check.tls.clone().unwrap();
+        assert_eq!(tls.outcome, TlsOutcome::Ok, "{e:?}");
+        assert_eq!(tls.speaks_tls, Some(true));
+        let cert = tls.certificate.unwrap();
+        assert_eq!((cert.issuer_ok, cert.names_address), (Some(true), true));
+        assert!(cert.expires_in_s > 86_000, "{cert:?}");
+        assert_eq!(e.check.handshake, Some(Handshake::Ok));
+        assert_eq!(e.diagnosis.code, "checks_pass", "{e:?}");
+
+        let port = tls_node(&good(), &ours, "other").await;
+        assert_eq!(
+            explained(port, Some(me.clone())).await.diagnosis.code,
+            "cookie_mismatch"
+        );
+
+        let cases: Vec<(&str, u16, Option<TlsClient>)> = vec![
+            (
+                "tls_clear_text_peer",
+                clear_node("the-cookie").await,
+                Some(me.clone()),
+            ),
+            (
+                "tls_expected_by_peer",
+                tls_node(&good(), &ours, "the-cookie").await,
+                None,
+            ),
+            (
+                "tls_other_ca",
+                tls_node(
+                    &creds(&theirs, "127.0.0.1", now(), 86_400),
+                    &theirs,
+                    "the-cookie",
+                )
+                .await,
+                Some(me.clone()),
+            ),
+            (
+                "tls_wrong_address",
+                tls_node(
+                    &creds(&ours, "127.0.0.9", now(), 86_400),
+                    &ours,
+                    "the-cookie",
+                )
+                .await,
+                Some(me.clone()),
+            ),
+            (
+                "tls_expired",
+                tls_node(
+                    &creds(&ours, "127.0.0.1", now() - 7200, 3600),
+                    &ours,
+                    "the-cookie",
+                )
+                .await,
+                Some(me.clone()),
+            ),
+            (
+                "tls_expiring",
+                tls_node(
+                    &creds(&ours, "127.0.0.1", now() - 86_400 + 600, 86_400),
+                    &ours,
+                    "the-cookie",
+                )
+                .await,
+                Some(me.clone()),
+            ),
+            // A good node that trusts another CA only refuses our certificate.
+            (
+                "tls_refused_us",
+                tls_node(&good(), &theirs, "the-cookie").await,
+                Some(me.clone()),
+            ),
+            // A doctor with no certificate of its own (outside the cluster's tasks).
+            (
+                "tls_refused_us",
+                tls_node(&good(), &ours, "the-cookie").await,
+                Some(TlsClient {
+                    identity: None,
+                    ..me.clone()
+                }),
+            ),
+        ];
+        for (code, port, tls) in cases {
+            let e = explained(port, tls).await;
+            assert_eq!(e.diagnosis.code, code, "{e:#?}");
+            // No cookie challenge is answered for a peer whose certificate fails a check (an
+            // expiring one is still valid: the handshake ran and passed).
+            match code {
+                "tls_expected_by_peer" | "tls_expiring" => {}
+                _ => assert_eq!(e.check.handshake, None, "{e:#?}"),
+            }
+        }
+    }
+
+    /// The per-peer TLS facts are in the JSON form.
+    #[tokio::test]
+    async fn the_tls_facts_are_in_the_json_form() {
+        let ours = ca("our cluster CA");
+        let server = creds(&ours, "127.0.0.9", now(), 86_400);
+        let not_after = server.not_after;
+        let port = tls_node(&server, &ours, "the-cookie").await;
+        let e = explained(
+            port,
+            Some(client(&creds(&ours, "127.0.0.1", now(), 86_400))),
+        )
+        .await;
+        let json = serde_json::to_value(&e.check).unwrap();
+        let tls = &json["tls"];
+        assert_eq!(tls["speaks_tls"], true, "{json}");
+        assert_eq!(tls["certificate"]["issuer_ok"], true);
+        assert_eq!(tls["certificate"]["names_address"], false);
+        assert_eq!(tls["certificate"]["not_after"], not_after);
+    }
+
+    #[test]
+    fn alerts_are_named_as_the_rfc_names_them() {
+        assert_eq!(
+            alert_name(AlertDescription::BadCertificate),
+            "bad_certificate"
+        );
+        assert_eq!(alert_name(AlertDescription::UnknownCA), "unknown_ca");
+    }
+
+    #[test]
+    fn the_clients_debug_form_hides_the_key() {
+        let shown = format!("{:?}", client(&creds(&ca("x"), "127.0.0.1", now(), 3600)));
+        assert!(
+            shown.contains("key elided") && !shown.contains("key_der"),
+            "{shown}"
+        );
+    }
+}
