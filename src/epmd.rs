@@ -246,6 +246,11 @@ pub(crate) async fn handshake_over<S: DistStream>(
 /// A handshake error as text; a TLS alert inside it is named (`alert bad_certificate`), so a
 /// refusal by a TLS peer can be told from other failures.
 fn io_text(e: HandshakeError) -> String {
+    // dist_util's answer to a node it does not allow (OTP's allowed-nodes check, which the TLS
+    // identity rule runs after the TLS handshake).
+    if let HandshakeError::NotAllowed = e {
+        return "not_allowed".into();
+    }
     if let HandshakeError::Io(io) = &e {
         if let Some(rustls::Error::AlertReceived(a)) =
             io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())

@@ -283,9 +283,11 @@ pub(crate) fn alert_name(alert: AlertDescription) -> String {
 }
 
 /// The peer refused us, from how a connection on which it presented its certificate ended:
-/// any alert it sent (it found fault with our certificate or our name), or a close.
+/// any alert it sent (it found fault with our certificate or our name), a close, or the
+/// distribution handshake's `not_allowed` status.
 fn refusal(text: &str) -> Option<String> {
-    (text.starts_with("alert ") || text == "closed" || text == "reset").then(|| text.to_string())
+    (text.starts_with("alert ") || ["closed", "reset", "not_allowed"].contains(&text))
+        .then(|| text.to_string())
 }
 
 fn client_config(
