@@ -157,15 +157,43 @@ pub enum Handshake {
 /// does not join the cluster), then closes the connection. The doctor names itself
 /// `ecs_peers_doctor_<pid>@<its own address on that connection>` (a long name, like the peers').
 pub async fn handshake(ip: IpAddr, port: u16, cookie: &str, timeout: Duration) -> Handshake {
-    let attempt = async {
-        let (reach, stream) = connect(SocketAddr::new(ip, port), timeout).await;
-        let Some(stream) = stream else {
-            return Handshake::Failed {
-                error: format!("cannot connect to the distribution port: {reach:?}"),
-            };
+    let (reach, stream) = connect(SocketAddr::new(ip, port), timeout).await;
+    let Some(stream) = stream else {
+        return Handshake::Failed {
+            error: format!("cannot connect to the distribution port: {reach:?}"),
         };
-        let local_host = match stream.local_addr() {
-            Ok(a) => a.ip().to_string(),
+    };
+    handshake_over(stream, cookie, timeout).await
+}
+
+/// A connection to a distribution port, in clear text or inside TLS (OTP's `inet_tls_dist`
+/// runs the same handshake over the TLS session): its own address names the doctor's node.
+pub(crate) trait DistStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {
+    /// The local address of the TCP connection underneath.
+    fn local_ip(&self) -> std::io::Result<IpAddr>;
+}
+
+impl DistStream for TcpStream {
+    fn local_ip(&self) -> std::io::Result<IpAddr> {
+        self.local_addr().map(|a| a.ip())
+    }
+}
+
+impl DistStream for tokio_rustls::client::TlsStream<TcpStream> {
+    fn local_ip(&self) -> std::io::Result<IpAddr> {
+        self.get_ref().0.local_addr().map(|a| a.ip())
+    }
+}
+
+/// [`handshake`] over a connection already made (clear text or TLS), within twice `timeout`.
+pub(crate) async fn handshake_over<S: DistStream>(
+    stream: S,
+    cookie: &str,
+    timeout: Duration,
+) -> Handshake {
+    let attempt = async {
+        let local_host = match stream.local_ip() {
+            Ok(a) => a.to_string(),
             Err(e) => {
                 return Handshake::Failed {
                     error: e.to_string(),
@@ -196,11 +224,7 @@ pub async fn handshake(ip: IpAddr, port: u16, cookie: &str, timeout: Duration) -
                     error: format!("the peer refused the handshake: {other:?}"),
                 }
             }
-            Err(e) => {
-                return Handshake::Failed {
-                    error: e.to_string(),
-                }
-            }
+            Err(e) => return Handshake::Failed { error: io_text(e) },
         }
         match hs.execute_rest(true).await {
             Ok(_) => Handshake::Ok,
@@ -209,9 +233,7 @@ pub async fn handshake(ip: IpAddr, port: u16, cookie: &str, timeout: Duration) -
             Err(HandshakeError::Io(e)) if e.kind() == IoKind::UnexpectedEof => {
                 Handshake::CookieMismatch
             }
-            Err(e) => Handshake::Failed {
-                error: e.to_string(),
-            },
+            Err(e) => Handshake::Failed { error: io_text(e) },
         }
     };
     tokio::time::timeout(timeout * 2, attempt)
@@ -219,6 +241,54 @@ pub async fn handshake(ip: IpAddr, port: u16, cookie: &str, timeout: Duration) -
         .unwrap_or(Handshake::Failed {
             error: "no answer in time".into(),
         })
+}
+
+/// A handshake error as text; a TLS alert inside it is named (`alert bad_certificate`), so a
+/// refusal by a TLS peer can be told from other failures.
+fn io_text(e: HandshakeError) -> String {
+    // dist_util's answer to a node it does not allow (OTP's allowed-nodes check, which the TLS
+    // identity rule runs after the TLS handshake).
+    if let HandshakeError::NotAllowed = e {
+        return "not_allowed".into();
+    }
+    if let HandshakeError::Io(io) = &e {
+        if let Some(rustls::Error::AlertReceived(a)) =
+            io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
+            return format!("alert {}", crate::doctor::alert_name(*a));
+        }
+        if io.kind() == IoKind::UnexpectedEof {
+            return "closed".into();
+        }
+        if io.kind() == IoKind::ConnectionReset {
+            return "reset".into();
+        }
+    }
+    e.to_string()
+}
+
+/// Does the node at `ip:port` answer the clear-text distribution handshake? Sends the first
+/// message (send_name) and reads the status: any status is a clear-text distribution answer;
+/// a TLS listener answers with an alert or closes. Within `timeout` per step.
+pub(crate) async fn answers_clear_text(ip: IpAddr, port: u16, timeout: Duration) -> bool {
+    let (_, Some(stream)) = connect(SocketAddr::new(ip, port), timeout).await else {
+        return false;
+    };
+    let Ok(local) = format!("ecs_peers_doctor_{}@{}", std::process::id(), ip).parse::<NodeName>()
+    else {
+        return false;
+    };
+    let local = LocalNode::new(local, Creation::random());
+    // The cookie is never used: only the first exchange (name, then status) happens.
+    let mut hs = ClientSideHandshake::new(stream.compat(), local, "");
+    matches!(
+        tokio::time::timeout(
+            timeout,
+            hs.execute_send_name(erl_dist::LOWEST_DISTRIBUTION_PROTOCOL_VERSION)
+        )
+        .await,
+        Ok(Ok(_))
+    )
 }
 
 #[cfg(test)]

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use std::sync::Arc;
+
+use super::tls::{self, TlsCheck, TlsClient};
 use crate::config::DEFAULT_DISTRIBUTION_PORT;
 use crate::epmd::{self, EpmdAnswer, Handshake, Reach};
 use crate::peer::{Peer, SourceId};
@@ -25,6 +28,9 @@ pub struct DoctorOptions {
     /// at ip:`distribution_port` instead of asking its EPMD. Peers ECS reports with a port
     /// (bridge and host mode) are always checked at that port directly.
     pub epmd_less: bool,
+    /// TLS distribution (`tls_ca`): the handshake check speaks TLS with this certificate and
+    /// CA; `None`: it speaks clear text, and probes a peer that does not answer it for TLS.
+    pub tls: Option<Arc<TlsClient>>,
 }
 
 impl std::fmt::Debug for DoctorOptions {
@@ -35,6 +41,7 @@ impl std::fmt::Debug for DoctorOptions {
             cookie,
             distribution_port,
             epmd_less,
+            tls,
         } = self;
         f.debug_struct("DoctorOptions")
             .field("timeout", timeout)
@@ -42,6 +49,7 @@ impl std::fmt::Debug for DoctorOptions {
             .field("cookie", &cookie.as_ref().map(|_| "(hidden)"))
             .field("distribution_port", distribution_port)
             .field("epmd_less", epmd_less)
+            .field("tls", tls)
             .finish()
     }
 }
@@ -54,6 +62,7 @@ impl Default for DoctorOptions {
             cookie: None,
             distribution_port: DEFAULT_DISTRIBUTION_PORT,
             epmd_less: false,
+            tls: None,
         }
     }
 }
@@ -83,8 +92,13 @@ pub struct PeerCheck {
     pub dist_port: Option<u16>,
     /// How connecting to the distribution port went.
     pub dist: Option<Reach>,
-    /// The handshake's outcome (only with a cookie).
+    /// The handshake's outcome (only with a cookie; over TLS only with a peer certificate that
+    /// passes every check).
     pub handshake: Option<Handshake>,
+    /// TLS on the distribution port: what the peer presented and whether it took ours (with
+    /// `tls`), or, checking in clear text, that it requires TLS; `None`: not checked (the port
+    /// is closed, or the clear-text handshake went through).
+    pub tls: Option<TlsCheck>,
 }
 
 /// Checks one peer from this host: its EPMD and the name registered there, or its own port
@@ -98,15 +112,10 @@ pub(super) async fn check(peer: Peer, opts: &DoctorOptions) -> PeerCheck {
         .or(opts.epmd_less.then_some(opts.distribution_port));
     if let Some(port) = direct {
         let dist = epmd::connect((peer.ip, port).into(), opts.timeout).await.0;
-        // TLS distribution (`-proto_dist inet_tls`) belongs here, between the port and the
-        // handshake (which then runs inside TLS): checking the peer's certificate against the
-        // address discovery dialled. Not checked yet: against a TLS node the plain handshake
-        // below fails, as `handshake_failed`.
-        let handshake = match &opts.cookie {
-            Some(cookie) if dist.is_open() => {
-                Some(epmd::handshake(peer.ip, port, cookie, opts.timeout).await)
-            }
-            _ => None,
+        let (tls, handshake) = if dist.is_open() {
+            dist_handshake(peer.ip, port, opts).await
+        } else {
+            (None, None)
         };
         return PeerCheck {
             node: peer.node,
@@ -120,6 +129,7 @@ pub(super) async fn check(peer: Peer, opts: &DoctorOptions) -> PeerCheck {
             dist_port: Some(port),
             dist: Some(dist),
             handshake,
+            tls,
         };
     }
     let epmd = epmd::names(peer.ip, opts.timeout).await;
@@ -132,12 +142,9 @@ pub(super) async fn check(peer: Peer, opts: &DoctorOptions) -> PeerCheck {
         Some(port) => Some(epmd::connect((peer.ip, port).into(), opts.timeout).await.0),
         None => None,
     };
-    // TLS distribution: its check goes here too, as above.
-    let handshake = match (&opts.cookie, dist_port, &dist) {
-        (Some(cookie), Some(port), Some(d)) if d.is_open() => {
-            Some(epmd::handshake(peer.ip, port, cookie, opts.timeout).await)
-        }
-        _ => None,
+    let (tls, handshake) = match (dist_port, &dist) {
+        (Some(port), Some(d)) if d.is_open() => dist_handshake(peer.ip, port, opts).await,
+        _ => (None, None),
     };
     PeerCheck {
         registered: dist_port.is_some(),
@@ -151,5 +158,36 @@ pub(super) async fn check(peer: Peer, opts: &DoctorOptions) -> PeerCheck {
         dist_port,
         dist,
         handshake,
+        tls,
     }
+}
+
+/// The open distribution port's protocol: with `opts.tls`, the TLS check and the handshake
+/// inside it; without, the clear-text handshake (with a cookie) or its first message, and a TLS
+/// probe when that gets no clear-text answer (the peer may require TLS).
+async fn dist_handshake(
+    ip: IpAddr,
+    port: u16,
+    opts: &DoctorOptions,
+) -> (Option<TlsCheck>, Option<Handshake>) {
+    if let Some(client) = &opts.tls {
+        let (tls, handshake) =
+            tls::check(ip, port, client, opts.cookie.as_deref(), opts.timeout).await;
+        return (Some(tls), handshake);
+    }
+    let handshake = match &opts.cookie {
+        Some(cookie) => Some(epmd::handshake(ip, port, cookie, opts.timeout).await),
+        None => None,
+    };
+    let clear = match &handshake {
+        Some(Handshake::Ok | Handshake::CookieMismatch) => true,
+        Some(Handshake::Failed { .. }) => false,
+        None => epmd::answers_clear_text(ip, port, opts.timeout).await,
+    };
+    let tls = if clear {
+        None
+    } else {
+        tls::probe(ip, port, opts.timeout).await
+    };
+    (tls, handshake)
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::check::PeerCheck;
+use super::tls::{PeerCertificate, TlsCheck};
 use crate::epmd::{EpmdAnswer, Handshake, Reach};
 use crate::error::ErrorKind;
 use crate::namespace::{credentials_work_elsewhere, Conflict, Snapshot, SourceStatus};
@@ -380,8 +381,12 @@ fn dist_port_behind_epmd(p: &PeerCheck, who: &str) -> Option<Diagnosis> {
 }
 
 /// What a failed distribution handshake with a peer means, whichever way its port was found
-/// (through EPMD, or from ECS directly).
+/// (through EPMD, or from ECS directly): first TLS (the protocol, the certificates), then the
+/// cookie.
 fn handshake_problem(p: &PeerCheck, who: &str) -> Option<Diagnosis> {
+    if let Some(d) = p.tls.as_ref().and_then(|t| tls_problem(p, t, who)) {
+        return Some(d);
+    }
     match &p.handshake {
         Some(Handshake::CookieMismatch) => Some(diagnosis(
             "cookie_mismatch",
@@ -397,6 +402,129 @@ fn handshake_problem(p: &PeerCheck, who: &str) -> Option<Diagnosis> {
         )),
         Some(Handshake::Ok) | None => None,
     }
+}
+
+/// The safe way from clear text to TLS, which the rollout diagnoses name.
+const SAFE_ROLLOUT: &str = "nodes with TLS and nodes without cannot connect to each other: deploy TLS as a new ECS service (or a blue/green deployment) beside the clear-text one, move traffic to it, then remove the old service; never a rolling update of one service from clear text to TLS (docs/tls.md, \"Moving a cluster to TLS\")";
+
+/// The TLS problem with one peer, most fundamental first: the protocol (clear text on one side),
+/// the peer's certificate (its CA, its address, its expiry), then whether it accepted ours.
+fn tls_problem(p: &PeerCheck, t: &TlsCheck, who: &str) -> Option<Diagnosis> {
+    use super::tls::TlsOutcome;
+    if let TlsOutcome::ClearText = t.outcome {
+        return Some(tls_clear_text_peer(p, who));
+    }
+    if let TlsOutcome::RequiresTls = t.outcome {
+        return Some(tls_expected_by_peer(p, who));
+    }
+    if let Some(c) = &t.certificate {
+        if c.issuer_ok == Some(false) {
+            return Some(tls_other_ca(p, c, who));
+        }
+        if !c.names_address {
+            return Some(tls_wrong_address(p, c, who));
+        }
+        if c.expires_in_s <= 0 {
+            return Some(tls_expired(p, c, who));
+        }
+    }
+    if let TlsOutcome::RefusedUs { alert } = &t.outcome {
+        return Some(tls_refused_us(p, alert, who));
+    }
+    if let Some(c) = &t.certificate {
+        if c.expires_in_s < i64::try_from(t.expiring_margin_s).unwrap_or(i64::MAX) {
+            return Some(tls_expiring(p, c, t.expiring_margin_s, who));
+        }
+    }
+    None
+}
+
+/// We speak TLS; the peer answers the clear-text distribution handshake.
+fn tls_clear_text_peer(p: &PeerCheck, who: &str) -> Diagnosis {
+    diagnosis(
+        "tls_clear_text_peer",
+        who,
+        format!("{} runs distribution in clear text while this side runs TLS (tls_ca): a mixed cluster, e.g. during a rollout from clear text to TLS, where the two kinds of node cannot connect", p.node),
+        format!("{SAFE_ROLLOUT}; or, if {} should run TLS, set ECS_PEERS_TLS_CA in its task definition and start it with -proto_dist ecs_peers_tls", p.node),
+    )
+}
+
+/// We speak clear text (no `tls_ca`); the peer requires TLS.
+fn tls_expected_by_peer(p: &PeerCheck, who: &str) -> Diagnosis {
+    diagnosis(
+        "tls_expected_by_peer",
+        who,
+        format!("{} requires TLS on its distribution port (it presented a certificate) while this side speaks clear text: this side has no tls_ca (a doctor run without --tls-ca, or a node of the old, clear-text deployment)", p.node),
+        format!("run the doctor with --tls-ca (or ECS_PEERS_TLS_CA) set as in the TLS task definition; for a node: {SAFE_ROLLOUT}"),
+    )
+}
+
+/// The peer's certificate does not chain to our cluster CA.
+fn tls_other_ca(p: &PeerCheck, c: &PeerCertificate, who: &str) -> Diagnosis {
+    diagnosis(
+        "tls_other_ca",
+        who,
+        format!("{}'s certificate was issued by {:?}, not by this side's cluster CA: the two sides read different CAs (tls_ca), so they refuse each other", p.node, c.issuer),
+        "give every task of the cluster the same tls_ca (ECS_PEERS_TLS_CA: the same secret or parameter ARN, in every region); after a CA rotation, redeploy the service so every task reads the new CA",
+    )
+}
+
+/// The peer's certificate is from our CA but names another address.
+fn tls_wrong_address(p: &PeerCheck, c: &PeerCertificate, who: &str) -> Diagnosis {
+    diagnosis(
+        "tls_wrong_address",
+        who,
+        format!("{}'s certificate names {} but not {}, the address it is dialled at: its peers refuse it (hostname_check_failed)", p.node, if c.names.is_empty() { "nothing".to_string() } else { c.names.join(", ") }, p.ip),
+        format!("the certificate must be issued for the task's own address: let ecs-peers issue it (tls_ca, no tls_issuer), or make a custom tls_issuer put {} in an iPAddress and a dNSName SAN; the node name's host must be that address", p.ip),
+    )
+}
+
+/// The peer's certificate has expired.
+fn tls_expired(p: &PeerCheck, c: &PeerCertificate, who: &str) -> Diagnosis {
+    diagnosis(
+        "tls_expired",
+        who,
+        format!("{}'s certificate expired {} ago (notAfter {}): no peer accepts it", p.node, seconds(-c.expires_in_s), rfc3339(c.not_after)),
+        format!("{} has not renewed its certificate: its log says why (\"was not renewed\"; usually the task role cannot read tls_ca, or the CA itself expired); fix that, or call EcsPeers.TLS.renew() in its console, or replace the task", p.node),
+    )
+}
+
+/// The peer's certificate expires within the margin.
+fn tls_expiring(p: &PeerCheck, c: &PeerCertificate, margin_s: u64, who: &str) -> Diagnosis {
+    diagnosis(
+        "tls_expiring",
+        who,
+        format!("{}'s certificate expires in {} (notAfter {}), less than {} away: renewal (due when a third of tls_validity is left) has been failing", p.node, seconds(c.expires_in_s), rfc3339(c.not_after), seconds(i64::try_from(margin_s).unwrap_or(i64::MAX))),
+        format!("read {}'s log for \"was not renewed\" and its reason (usually the task role cannot read tls_ca, or the CA expires first); fix it before the certificate expires, or replace the task", p.node),
+    )
+}
+
+/// The peer refused the certificate we presented.
+fn tls_refused_us(p: &PeerCheck, alert: &str, who: &str) -> Diagnosis {
+    diagnosis(
+        "tls_refused_us",
+        who,
+        format!("{} refused this side's certificate ({alert}): its CA is not this side's, or this side's address is not one the peer's discovery lists", p.node),
+        "run the doctor inside a task of the cluster (ECS Exec: aws ecs execute-command), where its certificate names a listed address; check that both sides read the same tls_ca",
+    )
+}
+
+/// Seconds as the largest whole unit: `3 h 20 min`, `12 min`, `45 s`.
+fn seconds(s: i64) -> String {
+    let s = s.max(0);
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} days", s / 86_400),
+    }
+}
+
+/// Unix seconds as RFC 3339 UTC.
+fn rfc3339(unix: i64) -> String {
+    let t =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(unix).unwrap_or(0));
+    crate::namespace::rfc3339(t)
 }
 
 #[cfg(test)]
@@ -434,6 +562,7 @@ mod tests {
             dist_port,
             dist,
             handshake: hs,
+            tls: None,
         }
     }
 
@@ -656,6 +785,101 @@ mod tests {
             d[0].fix.contains(r#""containerPort": 4370, "hostPort": 0"#),
             "{}",
             d[0].fix
+        );
+    }
+
+    fn tls_peer(
+        outcome: crate::doctor::TlsOutcome,
+        cert: Option<(Option<bool>, bool, i64)>,
+    ) -> PeerCheck {
+        let mut p = check(
+            "10.1.0.4",
+            "eu-west-2",
+            open(),
+            &[("app", 9100)],
+            Some(open()),
+            None,
+        );
+        p.tls = Some(TlsCheck {
+            we_speak_tls: !matches!(outcome, crate::doctor::TlsOutcome::RequiresTls),
+            speaks_tls: Some(!matches!(outcome, crate::doctor::TlsOutcome::ClearText)),
+            outcome,
+            certificate: cert.map(|(issuer_ok, names_address, expires_in_s)| PeerCertificate {
+                issuer: "CN=another CA".into(),
+                issuer_ok,
+                names: vec!["10.1.0.9".into()],
+                names_address,
+                not_after: 1_800_000_000,
+                expires_in_s,
+            }),
+            expiring_margin_s: 21_600,
+        });
+        p
+    }
+
+    /// Each TLS fact has its own diagnosis, the most fundamental first: the protocol, the CA,
+    /// the address, expiry, then whether the peer took our certificate, then expiring soon.
+    #[test]
+    fn each_tls_problem_has_its_own_diagnosis_in_order() {
+        use crate::doctor::TlsOutcome::*;
+        let refused = || RefusedUs {
+            alert: "alert bad_certificate".into(),
+        };
+        let cases = [
+            (tls_peer(ClearText, None), Some("tls_clear_text_peer")),
+            (
+                tls_peer(RequiresTls, Some((None, true, 86_400))),
+                Some("tls_expected_by_peer"),
+            ),
+            // Another CA and another address and expired: the CA is said.
+            (
+                tls_peer(refused(), Some((Some(false), false, -10))),
+                Some("tls_other_ca"),
+            ),
+            (
+                tls_peer(Ok, Some((Some(true), false, -10))),
+                Some("tls_wrong_address"),
+            ),
+            (
+                tls_peer(Ok, Some((Some(true), true, -10))),
+                Some("tls_expired"),
+            ),
+            (
+                tls_peer(refused(), Some((Some(true), true, 600))),
+                Some("tls_refused_us"),
+            ),
+            (
+                tls_peer(Ok, Some((Some(true), true, 600))),
+                Some("tls_expiring"),
+            ),
+            // Unknown CA (no CA to check against): not called another CA.
+            (
+                tls_peer(refused(), Some((None, true, 86_400))),
+                Some("tls_refused_us"),
+            ),
+            (tls_peer(Ok, Some((Some(true), true, 86_400))), None),
+        ];
+        for (p, want) in cases {
+            let got = peer_diagnoses(&p).first().map(|d| d.code);
+            assert_eq!(got, want, "{:?}", p.tls);
+        }
+        let d = unconnected(&tls_peer(ClearText, None));
+        assert!(
+            d.fix.contains("new ECS service") && d.fix.contains("never a rolling update"),
+            "{}",
+            d.fix
+        );
+        let d = unconnected(&tls_peer(Ok, Some((Some(true), false, 86_400))));
+        assert!(
+            d.problem.contains("names 10.1.0.9 but not 10.1.0.4"),
+            "{}",
+            d.problem
+        );
+        let d = unconnected(&tls_peer(refused(), Some((None, true, 86_400))));
+        assert!(
+            d.fix.contains("inside a task of the cluster (ECS Exec"),
+            "{}",
+            d.fix
         );
     }
 }

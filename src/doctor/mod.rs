@@ -13,12 +13,17 @@ use crate::peer::Peer;
 
 mod check;
 mod diagnoses;
+mod tls;
 
 pub use check::{DoctorOptions, PeerCheck};
 pub use diagnoses::Diagnosis;
+pub(crate) use tls::alert_name;
+pub use tls::{
+    default_tls_validity, expiring_margin, PeerCertificate, TlsCheck, TlsClient, TlsOutcome,
+};
 
 /// The schema tag of [`Report`]'s JSON form.
-pub const DOCTOR_SCHEMA: &str = "ecs-peers/doctor/v1";
+pub const DOCTOR_SCHEMA: &str = "ecs-peers/doctor/v2";
 
 /// The doctor's findings.
 #[derive(Debug, Clone, Serialize)]

@@ -433,8 +433,9 @@ defmodule EcsPeers.Native do
   def share(_poller, _members), do: :erlang.nif_error(:nif_not_loaded)
   def receive_shared(_poller, _from, _result), do: :erlang.nif_error(:nif_not_loaded)
   # The doctor's checks of one peer the poller listed (`node`: its name as a binary), with
-  # `cookie` (a binary or nil) and `epmd_less`: {:ok, :ok} at once, then
+  # `cookie` (a binary or nil), `tls` (%EcsPeers.TLS.Current{} or nil) and `epmd_less`:
+  # {:ok, :ok} at once, then
   # {:ecs_peers, tag, {:diagnosis, node, {:ok, diagnosis} | {:error, message}}} to pid.
-  def diagnose(_poller, _node, _cookie, _epmd_less, _pid, _tag),
+  def diagnose(_poller, _node, _cookie, _tls, _epmd_less, _pid, _tag),
     do: :erlang.nif_error(:nif_not_loaded)
 end

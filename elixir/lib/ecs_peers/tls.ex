@@ -179,6 +179,42 @@ defmodule EcsPeers.TLS do
     ArgumentError -> nil
   end
 
+  defmodule Current do
+    @moduledoc """
+    This node's current TLS credentials as the in-process diagnosis uses them
+    (`EcsPeers.TLS.current_credentials/0`): its certificate (DER), its key (`ECPrivateKey` DER),
+    the CA certificates (DER) and `tls_validity` in seconds (`nil`: the core's default). Its
+    `inspect` form leaves the key out.
+    """
+    @derive {Inspect, except: [:key]}
+    @enforce_keys [:cert, :key, :cacerts, :validity]
+    defstruct [:cert, :key, :cacerts, :validity]
+  end
+
+  @doc """
+  What this node's distribution presents and trusts now, for the doctor's checks run in-process
+  (`EcsPeers.Membership.Diagnosis`): a `%EcsPeers.TLS.Current{}`, or `nil` when TLS
+  distribution is not running or has no certificate yet. The key is for those checks only.
+  """
+  @spec current_credentials() :: %Current{} | nil
+  def current_credentials do
+    with [{:client, opts}] <- :ets.lookup(@table, :client),
+         cert when is_binary(cert) <- Keyword.get(opts, :cert),
+         {:ECPrivateKey, key} <- Keyword.get(opts, :key) do
+      validity =
+        case read_config(System.get_env()) do
+          {:ok, config} -> Keyword.get(config, :tls_validity)
+          {:error, _} -> nil
+        end
+
+      %Current{cert: cert, key: key, cacerts: Keyword.get(opts, :cacerts, []), validity: validity}
+    else
+      _ -> nil
+    end
+  rescue
+    ArgumentError -> nil
+  end
+
   # ---------------------------------------------------------------------------------------------
   # The identity rule
 

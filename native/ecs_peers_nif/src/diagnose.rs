@@ -9,7 +9,11 @@
 use std::time::Instant;
 
 use ecs_peers::doctor::{self, DoctorOptions};
-use rustler::{Atom, Encoder, LocalPid, NifMap, OwnedEnv, ResourceArc};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ecs_peers::doctor::TlsClient;
+use rustler::{Atom, Binary, Encoder, LocalPid, NifMap, OwnedEnv, ResourceArc};
 
 use crate::runtime::{runtime, PollerResource};
 
@@ -32,9 +36,36 @@ struct DiagnosisTerm {
     checked_ms: u64,
 }
 
-/// `diagnose(poller, node, cookie, epmd_less, pid, tag)`: checks the peer `node` (a binary)
+/// This node's TLS credentials (`%EcsPeers.TLS.Current{}`): certificate, `ECPrivateKey` DER,
+/// CA certificates (all DER binaries) and `tls_validity` in seconds (`nil`: the default).
+#[derive(NifMap)]
+struct TlsTerm<'a> {
+    cert: Binary<'a>,
+    key: Binary<'a>,
+    cacerts: Vec<Binary<'a>>,
+    validity: Option<u64>,
+}
+
+impl TlsTerm<'_> {
+    fn client(&self) -> TlsClient {
+        TlsClient {
+            cacerts: self.cacerts.iter().map(|c| c.as_slice().to_vec()).collect(),
+            identity: Some((
+                self.cert.as_slice().to_vec(),
+                zeroize::Zeroizing::new(self.key.as_slice().to_vec()),
+            )),
+            validity: self
+                .validity
+                .map_or_else(ecs_peers::doctor::default_tls_validity, Duration::from_secs),
+        }
+    }
+}
+
+/// `diagnose(poller, node, cookie, tls, epmd_less, pid, tag)`: checks the peer `node` (a binary)
 /// of the poller's last update from this host, with `cookie` (a binary, or `nil`: no
-/// handshake; never logged or kept) and `epmd_less` (the VM runs `EcsPeers.Epmd`: a peer
+/// handshake; never logged or kept), `tls` (this node's credentials, `%EcsPeers.TLS.Current{}`:
+/// the checks speak TLS with them, as `ecs-peers doctor` with `tls_ca`; `nil`: clear text; the
+/// key is never logged or kept past the check) and `epmd_less` (the VM runs `EcsPeers.Epmd`: a peer
 /// without a port of its own is checked at the configured distribution port, not through
 /// EPMD). Returns `:ok` at once, then sends `{:ecs_peers, tag, {:diagnosis, node, result}}`
 /// to `pid`: `result` is `{:ok, %{code:, subject:, problem:, fix:, checked_ms:}}` (the
@@ -46,6 +77,7 @@ fn diagnose(
     poller: ResourceArc<PollerResource>,
     node: String,
     cookie: Option<String>,
+    tls: Option<TlsTerm<'_>>,
     epmd_less: bool,
     pid: LocalPid,
     tag: u64,
@@ -60,6 +92,7 @@ fn diagnose(
         epmd_less,
         distribution_port: poller.listed.distribution_port,
         concurrency: 1,
+        tls: tls.as_ref().map(|t| Arc::new(t.client())),
         ..Default::default()
     };
     let rt = runtime()?;

@@ -7,7 +7,7 @@
 //! - [`runtime`]: the tokio runtime and the running poller resource (`start/3`, `stop/1`,
 //!   `share/2`, `receive_shared/3`, `discover/3`);
 //! - [`diagnose`]: a peer this node cannot connect to, checked by the doctor's checks
-//!   (`diagnose/6`), the answer sent as a message;
+//!   (`diagnose/7`), the answer sent as a message;
 //! - [`encode`]: the core's update → the `%EcsPeers.Update{}` struct (one definition of the
 //!   protocol, [`encode::UpdateTerm`]), node names and dial entries behind handles, the key table.
 //!
@@ -21,7 +21,7 @@
 //!   [`encode::UpdateTerm`] and `EcsPeers.Update`);
 //! - `{:ecs_peers, tag, {:discovered, snapshot}}` once, for `discover/3`: the core's snapshot
 //!   with every peer in full (`peers: [peer]`), as `EcsPeers.discover/1` documents it;
-//! - `{:ecs_peers, tag, {:diagnosis, node, result}}` once per `diagnose/6` (see [`diagnose`]).
+//! - `{:ecs_peers, tag, {:diagnosis, node, result}}` once per `diagnose/7` (see [`diagnose`]).
 
 mod boot;
 mod decode;

@@ -37,11 +37,11 @@ pub struct PollerResource {
     /// Requests to the running poller.
     requests: tokio::sync::mpsc::UnboundedSender<Request>,
     /// The peers of the last update sent to the subscriber, and the distribution port of the
-    /// config: the only addresses `diagnose/6` may dial (a peer a configured source listed).
+    /// config: the only addresses `diagnose/7` may dial (a peer a configured source listed).
     pub(crate) listed: Arc<Listed>,
 }
 
-/// What the last update sent listed, for `diagnose/6` ([`crate::diagnose`]).
+/// What the last update sent listed, for `diagnose/7` ([`crate::diagnose`]).
 pub(crate) struct Listed {
     pub(crate) snapshot: Mutex<Option<Arc<ecs_peers::Snapshot>>>,
     pub(crate) distribution_port: u16,

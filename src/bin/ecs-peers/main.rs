@@ -96,7 +96,7 @@ struct DoctorArgs {
     /// Peers checked at once.
     #[arg(long, value_name = "N", default_value_t = 16)]
     concurrency: usize,
-    /// Print the report as JSON (schema ecs-peers/doctor/v1).
+    /// Print the report as JSON (schema ecs-peers/doctor/v2).
     #[arg(long)]
     json: bool,
     /// The nodes run without EPMD (EcsPeers.Epmd): check peers at the distribution port
@@ -388,6 +388,7 @@ fn main() -> ExitCode {
             let as_json = args.json;
             with_config(&args.sources, |config| async move {
                 opts.distribution_port = config.distribution_port;
+                opts.tls = doctor_tls(&config).await;
                 let snapshot = ecs_peers::discover(config).await;
                 let report = ecs_peers::doctor::diagnose(&snapshot, &opts).await;
                 let mut out = std::io::stdout().lock();
@@ -414,6 +415,33 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(code)
+}
+
+/// With `tls_ca`, what the doctor presents and trusts: this task's certificate from the cluster
+/// CA, issued as a node's is (`ecs_peers::tls::credentials`). When it cannot be issued (e.g. the
+/// doctor runs outside a task, or cannot read the CA) the checks still speak TLS, without a
+/// certificate of ours and without the CA: the peers' certificates are described, and their
+/// refusals of us diagnosed (`tls_refused_us`).
+async fn doctor_tls(
+    config: &ecs_peers::Config,
+) -> Option<std::sync::Arc<ecs_peers::doctor::TlsClient>> {
+    let tls = config.tls.as_ref()?;
+    let client = match ecs_peers::tls::credentials(config).await {
+        Ok(c) => ecs_peers::doctor::TlsClient {
+            cacerts: c.cacerts.clone(),
+            identity: Some((c.cert_der.clone(), c.key_der.clone())),
+            validity: tls.validity,
+        },
+        Err(e) => {
+            eprintln!("ecs-peers: doctor: checking TLS without a certificate of its own: {e}");
+            ecs_peers::doctor::TlsClient {
+                cacerts: Vec::new(),
+                identity: None,
+                validity: tls.validity,
+            }
+        }
+    };
+    Some(std::sync::Arc::new(client))
 }
 
 fn with_config<F, Fut>(args: &SourceArgs, run: F) -> u8

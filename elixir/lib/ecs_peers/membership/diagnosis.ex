@@ -6,8 +6,9 @@ defmodule EcsPeers.Membership.Diagnosis do
   # synchronous, and a dropped SYN takes OTP's net_setuptime), and a diagnosis must be said
   # when it is known, not when the connect gives up.
   #
-  # The checks are the core's doctor's (`EcsPeers.Native.diagnose/6`: EPMD or the one
-  # distribution port, the name registered, the port, a handshake with this node's cookie),
+  # The checks are the core's doctor's (`EcsPeers.Native.diagnose/7`: EPMD or the one
+  # distribution port, the name registered, the port, TLS with this node's certificate, a
+  # handshake with this node's cookie),
   # run on the NIF's runtime for the peer the poller listed under that name; this task waits
   # for the answer, says it (a warning with its fix, and `[:ecs_peers, :peer, :unreachable]`)
   # when it differs from the peer's last (`Rules.diagnosis_change/2`), and sends it to the
@@ -35,6 +36,9 @@ defmodule EcsPeers.Membership.Diagnosis do
     tag = :erlang.unique_integer([:positive])
     # This node's own cookie, handed to the check and nowhere else.
     cookie = if Node.alive?(), do: Atom.to_string(Node.get_cookie())
+    # With TLS distribution, the checks speak TLS with this node's own certificate (nil: clear
+    # text, and a peer requiring TLS is told apart).
+    tls = EcsPeers.TLS.current_credentials()
 
     result =
       case EcsPeers.native(fn ->
@@ -42,6 +46,7 @@ defmodule EcsPeers.Membership.Diagnosis do
                job.poller,
                Atom.to_string(job.node),
                cookie,
+               tls,
                job.epmd_less,
                self(),
                tag
