@@ -25,6 +25,9 @@ defmodule EcsPeers.MixProject do
       start_permanent: Mix.env() == :prod,
       elixirc_paths: elixirc_paths(Mix.env()),
       deps: deps(),
+      # EcsPeers.Native.Loader hashes cached tarballs only while ecs_peers compiles with
+      # RustlerPrecompiled, which needs :crypto itself: not needed at run time.
+      xref: [exclude: [:crypto]],
       package: package(),
       description:
         "Clustering for AWS ECS and Cloud Map, with or without libcluster: nodes in every configured region find each other",

@@ -212,10 +212,63 @@ fn bad_flags_exit_2_and_name_the_flag() {
     );
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr)
-        .contains("polling_interval (--interval): \"often\" is not a duration"));
+        .contains("polling_interval (--polling-interval): \"often\" is not a duration"));
     let o = cli(&emu, &["list"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no sources: give --ecs"));
+}
+
+/// Precedence of a top-level key: its flag, else the config file, else its environment
+/// variable (here ECS_PEERS_DIST_PORT, read only when the key is not given), else the default.
+/// A variable that is not a port is an error only when it is read.
+#[test]
+fn a_key_flag_wins_over_the_config_file_and_the_environment() {
+    let emu = Emu::start();
+    world(&emu);
+    let dir = std::env::temp_dir().join(format!("ecs-peers-cli-precedence-{}", emu.port));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("peers.toml");
+    let sources = "[[sources]]\ntype = \"ecs\"\nregion = \"eu-west-2\"\ncluster = \"web\"\n";
+    let run = |file_text: &str, extra: &[&str]| {
+        std::fs::write(&file, file_text).unwrap();
+        let mut args = vec!["list", "--config", file.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        command(&emu, &args)
+            .env("ECS_PEERS_DIST_PORT", "70000")
+            .output()
+            .unwrap()
+    };
+    let o = run(sources, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(
+        "distribution_port (--distribution-port or the config file): is not set, and ECS_PEERS_DIST_PORT=\"70000\" is not a port number"
+    ));
+    let o = run(&format!("distribution_port = 4370\n{sources}"), &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = run(
+        &format!("distribution_port = 0\n{sources}"),
+        &["--distribution-port", "4370"],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = run(sources, &["--distribution-port", "port"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("distribution_port (--distribution-port): \"port\""),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -63,14 +63,21 @@ defmodule EcsPeers.LoaderTest do
     refute cargo =~ "force_build"
 
     precompiled = Loader.failure(:precompiled, :default, reason)
-    assert precompiled =~ "config :rustler_precompiled, :force_build, ecs_peers: true"
-    assert precompiled =~ "ECS_PEERS_BUILD=1"
+    # The remembered switch, the forced recompile, what it costs, how to keep cargo's build,
+    # and where the downloaded tarball is.
+    assert precompiled =~ "`config :ecs_peers, build_from_source: true` to config/config.exs"
     assert precompiled =~ "mix deps.compile ecs_peers --force"
+    assert precompiled =~ ~r/about \d+ CPU-minutes and up to \d+ GB of memory the first time/
+    assert precompiled =~ ~s(config :ecs_peers, EcsPeers.Native, target_dir: "/a/kept/dir")
+    assert precompiled =~ "its tarball is kept in #{Loader.precompiled_cache_dir()}"
+    # ECS_PEERS_BUILD is not proposed: it is forgotten by the next recompile.
+    refute precompiled =~ "ECS_PEERS_BUILD"
     # The rustler requirement in the hint is the one mix.exs declares.
     [requirement] =
       Regex.run(~r/\{:rustler, "([^"]+)"/, File.read!("mix.exs"), capture: :all_but_first)
 
     assert precompiled =~ ~s({:rustler, "#{requirement}", optional: true})
+    assert Loader.rustler_missing(:config) =~ ~s({:rustler, "#{requirement}", optional: true})
 
     source = Loader.failure(:source, :default, reason)
     assert source =~ "built from source"
@@ -94,16 +101,37 @@ defmodule EcsPeers.LoaderTest do
     refute message =~ "ECS_PEERS_BUILD"
   end
 
-  test "RustlerPrecompiled gets :force_build only when ECS_PEERS_BUILD asks, so its app config counts" do
-    # RustlerPrecompiled reads `config :rustler_precompiled, :force_build, ecs_peers: true` only
-    # when the option is absent (Keyword.put_new in RustlerPrecompiled.__using__/1).
+  test "a source build is chosen by build_from_source (remembered) or ECS_PEERS_BUILD (this compile)" do
     for value <- [nil, "", "0", "false", "yes"] do
-      opts = Loader.precompiled_options("1.2.3", value)
-      refute Keyword.has_key?(opts, :force_build), "ECS_PEERS_BUILD=#{inspect(value)}"
+      assert Loader.source_build(false, value) == nil, "ECS_PEERS_BUILD=#{inspect(value)}"
+      assert Loader.source_build(nil, value) == nil
+      assert Loader.source_build(true, value) == :config
     end
 
-    for value <- ["1", "true"] do
-      assert Loader.precompiled_options("1.2.3", value)[:force_build] == true
+    assert Loader.source_build(false, "1") == :env
+    assert Loader.source_build(nil, "true") == :env
+
+    assert_raise ArgumentError,
+                 ~s(config :ecs_peers, build_from_source: "yes": expected true or false) <>
+                   " (true builds the NIF from source with Rustler instead of downloading it)",
+                 fn -> Loader.source_build("yes", nil) end
+
+    # The one-compile switch says it is forgotten, and how to keep it.
+    notice = Loader.env_build_notice()
+
+    assert notice =~
+             "a later recompile of ecs_peers without the variable downloads the precompiled NIF again"
+
+    assert notice =~ "add `config :ecs_peers, build_from_source: true` to config/config.exs"
+  end
+
+  test "RustlerPrecompiled gets :force_build only for a source build, so its app config counts" do
+    # RustlerPrecompiled reads `config :rustler_precompiled, :force_build, ecs_peers: true` only
+    # when the option is absent (Keyword.put_new in RustlerPrecompiled.__using__/1).
+    refute Keyword.has_key?(Loader.precompiled_options("1.2.3", nil), :force_build)
+
+    for choice <- [:config, :env] do
+      assert Loader.precompiled_options("1.2.3", choice)[:force_build] == true
     end
 
     opts = Loader.precompiled_options("1.2.3", nil)
@@ -113,6 +141,88 @@ defmodule EcsPeers.LoaderTest do
     assert opts[:base_url] == "https://github.com/ecs-peers/ecs-peers/releases/download/v1.2.3"
     assert opts[:targets] == Loader.targets()
     assert opts[:nif_versions] == Loader.nif_versions()
+  end
+
+  test "RustlerPrecompiled's own source-build switches are recognised, so its build is not second-guessed" do
+    refute Loader.forced_by_rustler_precompiled?([], nil)
+    refute Loader.forced_by_rustler_precompiled?([force_build: [other_app: true]], "0")
+    assert Loader.forced_by_rustler_precompiled?([force_build: [ecs_peers: true]], nil)
+    assert Loader.forced_by_rustler_precompiled?([force_build_all: true], nil)
+    assert Loader.forced_by_rustler_precompiled?([], "1")
+    assert Loader.forced_by_rustler_precompiled?([], "true")
+    # The configured force_build_all wins over the variable, as in RustlerPrecompiled.
+    refute Loader.forced_by_rustler_precompiled?([force_build_all: false], "1")
+
+    assert Loader.rustler_missing(:rustler_precompiled) =~
+             "RustlerPrecompiled's force_build is set"
+  end
+
+  test "a platform with no precompiled NIF is told to build from source" do
+    assert Loader.unsupported_target({:ok, "nif-2.16-x86_64-unknown-linux-gnu"}) == nil
+    assert Loader.unsupported_target({:ok, "nif-2.15-aarch64-apple-darwin"}) == nil
+
+    message = Loader.unsupported_target({:ok, "nif-2.16-riscv64gc-unknown-linux-gnu"})
+
+    assert message =~
+             "no precompiled NIF for this platform (riscv64gc-unknown-linux-gnu; shipped: "
+
+    assert message =~ "config :ecs_peers, build_from_source: true"
+    assert message =~ "mix deps.compile ecs_peers --force"
+
+    # RustlerPrecompiled's own refusal (an unknown OS, an old NIF version) gets the recipe too.
+    message =
+      Loader.unsupported_target(
+        {:error, "precompiled NIF is not available for this NIF version: \"2.14\"."}
+      )
+
+    assert message =~ "not available for this NIF version"
+    assert message =~ "config :ecs_peers, build_from_source: true"
+  end
+
+  test "RustlerPrecompiled's cache: its environment variables, as it reads them" do
+    env = fn vars -> &Map.get(vars, &1) end
+
+    assert Loader.precompiled_cache_dir(env.(%{"RUSTLER_PRECOMPILED_GLOBAL_CACHE_PATH" => "/c"})) ==
+             "/c"
+
+    assert Loader.precompiled_cache_dir(env.(%{})) ==
+             :filename.basedir(:user_cache, "rustler_precompiled/precompiled_nifs")
+
+    assert Loader.precompiled_cache_dir(env.(%{"MIX_XDG" => "1"})) ==
+             :filename.basedir(:user_cache, "rustler_precompiled/precompiled_nifs", %{os: :linux})
+  end
+
+  test "a cached tarball that no longer matches the checksum file is removed, naming it" do
+    dir = Path.join(System.tmp_dir!(), "ecs_peers_cache_#{System.unique_integer([:positive])}")
+    File.mkdir_p!(dir)
+    on_exit(fn -> File.rm_rf!(dir) end)
+
+    good = "libecs_peers_nif-v1.2.3-nif-2.15-x86_64-unknown-linux-gnu.so.tar.gz"
+    bad = "libecs_peers_nif-v1.2.3-nif-2.15-aarch64-unknown-linux-gnu.so.tar.gz"
+    # Another version, another package, and a tarball the checksum file does not list: not ours
+    # to judge.
+    others = [
+      "libecs_peers_nif-v1.2.2-nif-2.15-aarch64-unknown-linux-gnu.so.tar.gz",
+      "libexplorer-v0.10.0-nif-2.15-x86_64-unknown-linux-gnu.so.tar.gz",
+      "libecs_peers_nif-v1.2.3-nif-2.16-x86_64-unknown-linux-gnu.so.tar.gz"
+    ]
+
+    for name <- [good, bad | others], do: File.write!(Path.join(dir, name), "tarball " <> name)
+    sha = fn name -> :crypto.hash(:sha256, "tarball " <> name) |> Base.encode16(case: :lower) end
+
+    checksums = %{
+      good => "sha256:" <> String.upcase(sha.(good)),
+      bad => "sha256:" <> sha.("something else"),
+      Enum.at(others, 0) => "sha256:" <> sha.("something else")
+    }
+
+    assert [message] = Loader.drop_bad_cached(dir, checksums, "1.2.3")
+    assert message =~ "removed #{Path.join(dir, bad)} from RustlerPrecompiled's cache"
+    assert message =~ "It is downloaded again now."
+    assert Enum.sort(File.ls!(dir)) == Enum.sort([good | others])
+    # Nothing left to remove; a cache directory that does not exist yet is no error.
+    assert Loader.drop_bad_cached(dir, checksums, "1.2.3") == []
+    assert Loader.drop_bad_cached(Path.join(dir, "none"), checksums, "1.2.3") == []
   end
 
   # The @on_load a `use RustlerPrecompiled` (or Rustler, for a source build) registers becomes

@@ -15,6 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Map, Value};
 
+mod keyflags;
 mod render;
 
 /// Exit codes (documented in `--help` and docs/cli.md).
@@ -45,7 +46,8 @@ Exit status:
     long_about = "See which Erlang/Elixir peers your ECS tasks and Cloud Map services expose, across \
 regions, merged into one namespace: the same view the libcluster strategy acts on.\n\n\
 Sources come from repeated --ecs/--cloudmap flags and/or a --config file (TOML or JSON; \
-`ecs-peers keys` lists every key). AWS credentials come from the usual chain: environment, \
+`ecs-peers keys` lists every key). Every top-level key also has a flag, its name with dashes \
+(--distribution-port, --polling-interval, ...), which wins over the file. AWS credentials come from the usual chain: environment, \
 AWS_PROFILE, ECS task role, instance profile.",
     after_help = EXIT_CODES,
     propagate_version = true
@@ -149,37 +151,16 @@ struct SourceArgs {
     /// A TOML or JSON file with sources and settings (see `ecs-peers keys`); flags add to it.
     #[arg(short, long, value_name = "FILE", env = "ECS_PEERS_CONFIG")]
     config: Option<PathBuf>,
-    /// Node basename: peers are named BASENAME@IP. Defaults to the part before @ of RELEASE_NODE (that node is left out of the peers).
-    #[arg(long, value_name = "NAME")]
-    basename: Option<String>,
-    /// Node name template instead of --basename, e.g. 'app@{ip}' or 'app@ip-{ip_dashed}.ec2.internal'.
-    #[arg(long, value_name = "TEMPLATE")]
-    node_name: Option<String>,
-    /// `epmd`: name each peer by what its EPMD has registered (its only name, or the --basename one).
-    #[arg(long, value_name = "MODE")]
-    node_names: Option<String>,
-    /// Send every AWS call here (an emulator, a VPC endpoint). Default: AWS_ENDPOINT_URL, else AWS.
-    #[arg(long, value_name = "URL")]
-    endpoint_url: Option<String>,
-    /// Time between polls (watch), e.g. 5s, 500ms.
-    #[arg(long, value_name = "DURATION")]
-    interval: Option<String>,
-    /// Longest one source's poll may take, e.g. 20s.
-    #[arg(long, value_name = "DURATION")]
-    timeout: Option<String>,
-    /// AWS SDK attempts per call (1 = no retries).
-    #[arg(long, value_name = "N")]
-    max_attempts: Option<u32>,
     /// Inside an ECS task: add this task's own cluster (and service, else family) as a source, and
     /// leave this task out of the peers. Reads ECS_CONTAINER_METADATA_URI_V4.
     #[arg(long)]
     from_metadata: bool,
-    /// The task metadata endpoint v4 to read instead of ECS_CONTAINER_METADATA_URI_V4.
-    #[arg(long, value_name = "URL")]
-    metadata_url: Option<String>,
     /// More logs on stderr (-v info, -vv debug). ECS_PEERS_LOG takes tracing filter syntax.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// A flag for every top-level key of the key table (`ecs-peers keys`).
+    #[command(flatten)]
+    keys: keyflags::KeyFlags,
 }
 
 /// Which flag (or file entry) each source came from, to name it in errors.
@@ -225,19 +206,7 @@ impl SourceArgs {
             return Err("no sources: give --ecs REGION/CLUSTER[/SERVICE], --cloudmap REGION/NAMESPACE/SERVICE, --from-metadata, or --config FILE".into());
         }
         map.insert("sources".into(), Value::Array(sources));
-        let mut set = |k: &str, v: Option<Value>| {
-            if let Some(v) = v {
-                map.insert(k.into(), v);
-            }
-        };
-        set("node_basename", self.basename.clone().map(Value::from));
-        set("node_name", self.node_name.clone().map(Value::from));
-        set("node_names", self.node_names.clone().map(Value::from));
-        set("endpoint_url", self.endpoint_url.clone().map(Value::from));
-        set("polling_interval", self.interval.clone().map(Value::from));
-        set("poll_timeout", self.timeout.clone().map(Value::from));
-        set("max_attempts", self.max_attempts.map(Value::from));
-        set("metadata_url", self.metadata_url.clone().map(Value::from));
+        self.keys.apply(map);
         Ok((root, Origins(origins)))
     }
 
@@ -246,12 +215,13 @@ impl SourceArgs {
         // This node (its name is left out of the peers; its basename is the default) by the
         // core's rule, from the variables a release sets.
         let this = ecs_peers::config::ThisNode::from_release_env();
-        ecs_peers::Config::from_value_for(value, &this).map_err(|e| explain(e, &origins))
+        ecs_peers::Config::from_value_for(value, &this)
+            .map_err(|e| explain(e, &origins, &self.keys))
     }
 }
 
 /// Names the flag behind a config error.
-fn explain(e: ecs_peers::Error, origins: &Origins) -> String {
+fn explain(e: ecs_peers::Error, origins: &Origins, keys: &keyflags::KeyFlags) -> String {
     let ecs_peers::Error::Config { key, message } = &e else {
         return e.to_string();
     };
@@ -270,15 +240,13 @@ fn explain(e: ecs_peers::Error, origins: &Origins) -> String {
             }
         }
     }
-    let flag = match key.as_str() {
-        "node_basename" => " (--basename, or RELEASE_NODE)",
-        "node_name" => " (--node-name)",
-        "node_names" => " (--node-names)",
-        "endpoint_url" => " (--endpoint-url)",
-        "polling_interval" => " (--interval)",
-        "poll_timeout" => " (--timeout)",
-        "max_attempts" => " (--max-attempts)",
-        _ => "",
+    // A top-level key has its flag (keyflags.rs): say whether the value came from it.
+    let flag = match keys.given(key) {
+        Some(_) => format!(" (--{})", keyflags::flag(key)),
+        None if keyflags::is_flagged(key) => {
+            format!(" (--{} or the config file)", keyflags::flag(key))
+        }
+        None => String::new(),
     };
     format!("{key}{flag}: {message}")
 }
@@ -564,37 +532,89 @@ mod tests {
             .contains("expected REGION/NAMESPACE/SERVICE"));
     }
 
+    /// The source flags of `ecs-peers list ARGS`, as clap parses them.
+    fn list(args: &[&str]) -> SourceArgs {
+        let all = ["ecs-peers", "list"].iter().chain(args).copied();
+        match Cli::try_parse_from(all).unwrap().command {
+            Command::List(l) => l.sources,
+            _ => unreachable!("parsed `list`"),
+        }
+    }
+
     #[test]
     fn config_errors_name_the_flag() {
-        let args = SourceArgs {
-            ecs: vec!["eu-west/web".into()],
-            cloudmap: vec![],
-            config: None,
-            basename: Some("app".into()),
-            node_name: None,
-            node_names: None,
-            endpoint_url: None,
-            interval: None,
-            timeout: None,
-            max_attempts: None,
-            from_metadata: false,
-            metadata_url: None,
-            verbose: 0,
-        };
-        let e = args.config().unwrap_err();
+        let e = list(&["--ecs", "eu-west/web", "--basename", "app"])
+            .config()
+            .unwrap_err();
         assert!(
             e.starts_with("--ecs eu-west/web: region: \"eu-west\" is not an AWS region"),
             "{e}"
         );
-        let args = SourceArgs {
-            ecs: vec!["eu-west-2/web".into()],
-            interval: Some("soon".into()),
-            ..args
-        };
-        let e = args.config().unwrap_err();
+        let e = list(&[
+            "--ecs",
+            "eu-west-2/web",
+            "--basename",
+            "app",
+            "--interval",
+            "soon",
+        ])
+        .config()
+        .unwrap_err();
         assert!(
-            e.starts_with("polling_interval (--interval): \"soon\" is not a duration"),
+            e.starts_with("polling_interval (--polling-interval): \"soon\" is not a duration"),
             "{e}"
         );
+        let e = list(&[
+            "--ecs",
+            "eu-west-2/web",
+            "--basename",
+            "app",
+            "--distribution-port",
+            "0",
+        ])
+        .config()
+        .unwrap_err();
+        assert!(
+            e.starts_with("distribution_port (--distribution-port): "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn key_flags_override_the_config_file() {
+        let dir = std::env::temp_dir().join(format!("ecs-peers-keyflags-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("peers.toml");
+        std::fs::write(
+            &file,
+            "node_basename = \"web\"\ndistribution_port = 9000\njitter = 0.1\n[[sources]]\ntype = \"ecs\"\nregion = \"eu-west-2\"\ncluster = \"web\"\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let from_file = list(&["--config", path]).config().unwrap();
+        assert_eq!((from_file.distribution_port, from_file.jitter), (9000, 0.1));
+        let flagged = list(&[
+            "--config",
+            path,
+            "--distribution-port",
+            "9100",
+            "--share-polling",
+        ])
+        .config()
+        .unwrap();
+        assert_eq!(flagged.distribution_port, 9100);
+        assert!(flagged.share_polling);
+        // Left alone by the flags: the file's.
+        assert_eq!(flagged.jitter, 0.1);
+        // A bad value in the file is named as the file's or the flag's to fix.
+        std::fs::write(&file, "jitter = 2.0\n[[sources]]\ntype = \"ecs\"\nregion = \"eu-west-2\"\ncluster = \"web\"\n").unwrap();
+        let e = list(&["--config", path, "--basename", "app"])
+            .config()
+            .unwrap_err();
+        assert!(
+            e.starts_with("jitter (--jitter or the config file): "),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
