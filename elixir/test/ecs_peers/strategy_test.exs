@@ -534,8 +534,14 @@ defmodule EcsPeers.StrategyTest do
       start(emu, rec, [[type: :ecs, region: "sa-east-1", cluster: c]])
 
       assert_receive {[:ecs_peers, :poll, :stop],
-                      %{peers: 2, added: 2, api_calls: 2, failing_sources: 0, absent_sources: 0, duration: d},
-                      %{topology: :ecs}},
+                      %{
+                        peers: 2,
+                        added: 2,
+                        api_calls: 2,
+                        failing_sources: 0,
+                        absent_sources: 0,
+                        duration: d
+                      }, %{topology: :ecs}},
                      5_000
 
       assert is_integer(d) and d >= 0
