@@ -100,6 +100,23 @@ impl AwsClients {
             .clone()
     }
 
+    /// A Secrets Manager client for a region (the cluster CA of TLS distribution; built per
+    /// read, a few times a day).
+    pub(crate) fn secretsmanager(&self, region: &str) -> aws_sdk_secretsmanager::Client {
+        let conf = aws_sdk_secretsmanager::config::Builder::from(&self.base)
+            .region(Region::new(region.to_string()))
+            .build();
+        aws_sdk_secretsmanager::Client::from_conf(conf)
+    }
+
+    /// An SSM client for a region (the cluster CA as a SecureString parameter; built per read).
+    pub(crate) fn ssm(&self, region: &str) -> aws_sdk_ssm::Client {
+        let conf = aws_sdk_ssm::config::Builder::from(&self.base)
+            .region(Region::new(region.to_string()))
+            .build();
+        aws_sdk_ssm::Client::from_conf(conf)
+    }
+
     /// The Cloud Map client for a region (shared by every source in that region).
     pub(crate) fn cloudmap(&self, region: &str) -> aws_sdk_servicediscovery::Client {
         let mut clients = self.cloudmap.lock().unwrap_or_else(|e| e.into_inner());

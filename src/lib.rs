@@ -50,6 +50,7 @@ mod poller;
 mod sharing;
 mod source;
 mod this_task;
+pub mod tls;
 
 pub use config::{Config, NodeNaming, SourceConfig, KEYS};
 pub use error::{Error, ErrorKind, SourceError};

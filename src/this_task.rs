@@ -15,6 +15,7 @@ use crate::aws::{AwsClients, CallCounter, CountCalls};
 use crate::config::{Config, EcsSourceConfig, SourceConfig};
 use crate::error::{classify, ErrorKind, SourceError};
 use crate::metadata::{self, TaskMetadata};
+use crate::peer::Found;
 use crate::source::ecs::decode::{decode_task, Decision, TaskFilter};
 use crate::source::ecs::host::InstanceAddresses;
 
@@ -51,19 +52,31 @@ pub struct ThisTask {
 /// mode); or EPMD naming (`node_names: "epmd"`), which names a node by what it registers, so it
 /// cannot name itself before it starts.
 pub async fn this_task(config: &Config) -> Result<ThisTask, SourceError> {
-    let md = metadata::fetch(config.metadata_url.as_deref()).await?;
     let clients = AwsClients::load(config).await;
-    let (ecs, ec2) = (clients.ecs(&md.region), clients.ec2(&md.region));
-    name(md, ecs, ec2, config).await
+    let (found, md) = found(config, &clients).await?;
+    name(found, md, config)
 }
 
-/// [`this_task`] once the task metadata is read, with the region's clients.
-async fn name(
-    md: TaskMetadata,
+/// This task as its peers find it (before naming), with the task metadata that named it: what
+/// [`this_task`] names, and what its TLS certificate (`crate::tls`) is issued for. The same
+/// calls and errors as [`this_task`], except naming's.
+pub(crate) async fn found(
+    config: &Config,
+    clients: &AwsClients,
+) -> Result<(Found, TaskMetadata), SourceError> {
+    let md = metadata::fetch(config.metadata_url.as_deref()).await?;
+    let (ecs, ec2) = (clients.ecs(&md.region), clients.ec2(&md.region));
+    let found = describe(&md, ecs, ec2, config).await?;
+    Ok((found, md))
+}
+
+/// This task's `Found` once the task metadata is read, with the region's clients.
+async fn describe(
+    md: &TaskMetadata,
     ecs: aws_sdk_ecs::Client,
     ec2: aws_sdk_ec2::Client,
     config: &Config,
-) -> Result<ThisTask, SourceError> {
+) -> Result<Found, SourceError> {
     const ACTION: &str = "ecs:DescribeTasks";
     let cluster = md.cluster.as_str();
     let cluster_name = crate::config::cluster_name(cluster);
@@ -179,6 +192,11 @@ async fn name(
             ))
         }
     };
+    Ok(found)
+}
+
+/// Names this task, found as its peers find it, by the node rule.
+fn name(found: Found, md: TaskMetadata, config: &Config) -> Result<ThisTask, SourceError> {
     let mut node = String::new();
     if !config.node.render_found_into(&found, &md.region, &mut node) {
         return Err(SourceError::new(

@@ -266,6 +266,10 @@ pub const DRAINING: KeySpec = key!(
 pub const SHARE_POLLING: KeySpec = key!(Top, "share_polling", Type::Bool { default: false }, "Share polling across the cluster over Erlang distribution: nodes with the same sources and cookie elect, per source, one poller (rendezvous hashing, a node in the source's region preferred) that polls AWS and sends each result to the others; they stop calling AWS for it while fresh results arrive, and poll it themselves again after two polling intervals without a word from it (a result, or its note that it is backing off or still polling). Each source's status says who polls it and where its result came from.");
 /// `distribution_port`.
 pub const DISTRIBUTION_PORT: KeySpec = key!(Top, "distribution_port", Type::Port { default: DEFAULT_DISTRIBUTION_PORT }, "The port every node's Erlang distribution listens on: ECS_PEERS_DIST_PORT when set (EcsPeers.Epmd reads it too), else the default. ECS on EC2 (bridge or host network mode, no ENI): a task's peer is its instance's private IP and the hostPort its container maps this port to; a task with no such mapping is skipped (and reported). Its node name is `<node_basename>-<task id>@<instance ip>`.");
+/// `tls_ca`.
+pub const TLS_CA: KeySpec = key!(Top, "tls_ca", text("secret name or ARN, or SSM parameter ARN"), "TLS distribution: where the cluster CA is kept, a Secrets Manager secret (name, read in this task's region, or ARN) or an SSM SecureString parameter ARN, whose value is the CA certificate and its private key, both PEM, concatenated (docs/tls.md). At boot, and again before each expiry, this task's certificate is issued in memory from it for this task's address (and private DNS name). Unset: TLS is off.");
+/// `tls_validity`.
+pub const TLS_VALIDITY: KeySpec = key!(Top, "tls_validity", Type::Duration { min_ms: 60_000, default_ms: 86_400_000 }, "TLS distribution: how long each certificate is valid (a string like `24h`, `10m`, or milliseconds). It is renewed when two thirds of it have passed. Only with tls_ca.");
 /// `region_probe_interval`.
 pub const REGION_PROBE_INTERVAL: KeySpec = key!(Top, "region_probe_interval", Type::Duration { min_ms: 100, default_ms: 120_000 }, "For sources with `regions`: how often the enabled regions are read again (ec2:DescribeRegions, one call in this task's region) and a region where the cluster or service is absent (or that the account has not enabled) is polled again. A region where the same stack appears joins within one such interval; absent regions cost no warning and no back-off.");
 /// `node_names`.
@@ -300,6 +304,8 @@ pub const KEYS: &[KeySpec] = &[
     key!(Top, "local_ip", text("IP address"), "This node's IP; the peer at this IP (unless reported with a distribution port of its own) is left out of the peers. Filled from the task metadata when a source uses cluster \"auto\"."),
     key!(Top, "metadata_url", text("URL"), "The task metadata endpoint v4, for cluster \"auto\". Defaults to ECS_CONTAINER_METADATA_URI_V4, which the ECS agent sets."),
     SHARE_POLLING,
+    TLS_CA,
+    TLS_VALIDITY,
     REGION_PROBE_INTERVAL,
     key!(Ecs, "type", Type::SourceType, "An ECS source: running tasks of one cluster."),
     key!(Ecs, "region", required("AWS region"), "The cluster's region, e.g. `eu-west-2` (optional when cluster, service or family is an ARN, or cluster is \"auto\"). Any region of the AWS partitions the AWS SDK knows (`cn-north-1`, `us-gov-west-1`, `eusc-de-east-1`, ...), and a new one named as its partition names regions; IAM fixes name ARNs of the region's partition (`arn:aws-cn:ecs:…`)."),

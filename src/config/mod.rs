@@ -27,6 +27,7 @@ mod fields;
 mod keys;
 mod naming;
 mod tags;
+mod tls;
 
 pub use cloudmap::{CloudMapSourceConfig, DialPort, HealthFilter};
 pub(crate) use ecs::cluster_name;
@@ -34,6 +35,7 @@ pub use ecs::{EcsSourceConfig, Regions, AUTO};
 pub use fields::parse_duration;
 pub use keys::{markdown_table, KeySpec, Scope, Type, DEFAULT_DISTRIBUTION_PORT, KEYS};
 pub use naming::{NodeNaming, ThisNode};
+pub use tls::{CaLocation, TlsConfig};
 
 use fields::{describe, show, Fields};
 
@@ -167,6 +169,8 @@ pub struct Config {
     /// Fleet-shared polling (`share_polling`, default `false`): this node offers to share its
     /// polls with the nodes that run the same sources (see [`crate::sharing_key`]).
     pub share_polling: bool,
+    /// TLS distribution (`tls_ca`, `tls_validity`); `None`: off.
+    pub tls: Option<TlsConfig>,
     /// `region_probe_interval` (default 2 minutes): how often a source with `regions` reads the
     /// enabled regions again (ec2:DescribeRegions) and polls a region where its cluster or
     /// service is absent.
@@ -233,6 +237,7 @@ impl Config {
         let local_ip = local_ip(&mut top)?;
         let metadata_url = metadata_url(&mut top)?;
         let sources = sources(&mut top, &node)?;
+        let tls = tls::parse(&mut top)?;
         top.finish()?;
 
         Ok(Config {
@@ -249,6 +254,7 @@ impl Config {
             metadata_url,
             distribution_port,
             share_polling,
+            tls,
             region_probe_interval,
         })
     }
@@ -896,6 +902,7 @@ mod tests {
             "max_attempts": 2, "endpoint_url": "http://127.0.0.1:1", "draining": false,
             "local_node": "app@10.0.0.1", "local_ip": "10.0.0.1", "metadata_url": "http://169.254.170.2/v4/x", "node_names": "config",
             "distribution_port": 4370, "share_polling": true, "region_probe_interval": "30s",
+            "tls_ca": "ecs-peers/ca", "tls_validity": "1h",
             "sources": [
                 {"type":"ecs","region":"eu-west-2","cluster":"web","service":"s","family":"f","container":"c","tags":{"team":"a"},"regions":"all"},
                 {"type":"cloudmap","region":"us-west-2","namespace":"n","service":"s","health":"all","query":{"a":"b"},"port":"distribution_port","owner_account":"111122223333"}

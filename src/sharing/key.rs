@@ -58,6 +58,8 @@ pub(crate) fn canonical(config: &Config) -> String {
         metadata_url: _,
         // Whether to share at all.
         share_polling: _,
+        // How this node's distribution is secured, not what a source reports.
+        tls: _,
         // How often absent regions are probed: timing, not meaning.
         region_probe_interval: _,
     } = config;

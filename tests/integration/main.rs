@@ -13,6 +13,7 @@ mod partitions;
 mod regions;
 mod tags;
 mod this_task;
+mod tls;
 
 use ecs_peers::{Config, Snapshot};
 use serde_json::{json, Value};

@@ -425,6 +425,9 @@ defmodule EcsPeers.Native do
   def keys, do: :erlang.nif_error(:nif_not_loaded)
   # This task's node name by the core's rule (EcsPeers.Release, the boot step).
   def this_node(_basename), do: :erlang.nif_error(:nif_not_loaded)
+
+  # TLS distribution: this task's certificate from the cluster CA (native/ecs_peers_nif/src/tls.rs).
+  def tls_credentials(_config), do: :erlang.nif_error(:nif_not_loaded)
   # Fleet-shared polling: the sharing group's members (node-name binaries, this node
   # included), and a result another member polled (`from`: its node name as a binary).
   def share(_poller, _members), do: :erlang.nif_error(:nif_not_loaded)

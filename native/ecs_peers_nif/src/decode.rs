@@ -71,7 +71,7 @@ fn this_node(term: Term) -> Result<ecs_peers::config::ThisNode, String> {
 /// Converts configuration terms to a value tree: maps and keyword lists → maps, atoms → strings
 /// (`true`/`false`/`nil` → booleans/null), binaries → strings, numbers → numbers. Anything else
 /// (pids, refs, funs, other tuples) is an error naming the key path.
-fn term_to_value(term: Term, path: &str, depth: usize) -> Result<Value, String> {
+pub(crate) fn term_to_value(term: Term, path: &str, depth: usize) -> Result<Value, String> {
     if depth > 32 {
         return Err(format!("{path}: nested too deeply"));
     }

@@ -28,6 +28,7 @@ mod decode;
 mod diagnose;
 mod encode;
 mod runtime;
+mod tls;
 
 use rustler::{Env, Term};
 
