@@ -57,6 +57,7 @@ fn source(region: &str) -> EcsSourceConfig {
         family: None,
         container: None,
         tags: Default::default(),
+        regions: None,
     }
 }
 

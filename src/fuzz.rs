@@ -168,7 +168,7 @@ mod tests {
         #[test]
         fn ecs_tasks_of_any_shape_decode_or_are_skipped(t in task(), service in proptest::option::of(".{0,8}"), container in proptest::option::of(".{0,6}"),
                                                         tags in proptest::collection::btree_map(".{0,4}", ".{0,4}", 0..3)) {
-            let cfg = EcsSourceConfig { region: "eu-west-2".into(), cluster: "web".into(), service, family: None, container, tags };
+            let cfg = EcsSourceConfig { region: "eu-west-2".into(), cluster: "web".into(), service, family: None, container, tags, regions: None };
             let _ = decode_task(&t, &crate::source::ecs::decode::TaskFilter::new(&cfg, 4370));
         }
 
@@ -213,7 +213,7 @@ mod tests {
                 .credentials_provider(aws_sdk_ec2::config::Credentials::new("a", "b", None, None, "test"))
                 .http_client(StaticReplayClient::new(vec![]))
                 .build();
-            let cfg = EcsSourceConfig { region: "eu-west-2".into(), cluster: "web".into(), service: None, family: None, container: None, tags: Default::default() };
+            let cfg = EcsSourceConfig { region: "eu-west-2".into(), cluster: "web".into(), service: None, family: None, container: None, tags: Default::default(), regions: None };
             let calls = crate::aws::CountCalls(Arc::new(crate::aws::CallCounter::default()));
             let mut src = crate::source::ecs::EcsSource::new(aws_sdk_ecs::Client::from_conf(conf), aws_sdk_ec2::Client::from_conf(ec2), cfg, true, 4370, calls);
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

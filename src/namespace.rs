@@ -72,6 +72,12 @@ pub struct SourceStatus {
     /// The elected poller sent no result for more than two polling intervals, so this node
     /// polls the source itself until one arrives.
     pub poller_silent: bool,
+    /// The source is absent, with the reason: a region of a `regions` source that the account
+    /// has not enabled, or where the cluster or service does not exist. It is `ok` (a complete
+    /// answer, no peers), never failing, and polled again at `probe_at`. `None`: present.
+    pub absent: Option<String>,
+    /// While absent: when it is polled again (RFC 3339).
+    pub probe_at: Option<String>,
 }
 
 /// The same IP reported in two regions: overlapping VPC CIDRs, which peering cannot route.
@@ -299,6 +305,8 @@ impl SourceStatus {
             received_at: None,
             shared_dropped: 0,
             poller_silent: false,
+            absent: None,
+            probe_at: None,
         }
     }
 
@@ -1356,6 +1364,7 @@ pub(crate) mod tests {
             family: None,
             container: None,
             tags: Default::default(),
+            regions: None,
         });
         SourceStatus {
             id: SourceId::new(id.into()),

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch};
 
-use crate::aws::{AwsClients, CallCounter};
-use crate::config::{Config, NodeNaming, SourceConfig};
+use crate::aws::AwsClients;
+use crate::config::{Config, NodeNaming};
 use crate::error::{ErrorKind, SourceError};
 use crate::namespace::{
     explain_refused_regions, merged, rfc3339, Changes, LocalNode, Snapshot, SNAPSHOT_SCHEMA,
@@ -65,6 +65,8 @@ struct Done {
     started_ms: u64,
     /// The answer before EPMD naming, kept when it is sent to the sharing group.
     raw: Option<Vec<Found>>,
+    /// The source answered that it is absent, with the reason.
+    absent: Option<String>,
 }
 
 /// A shared result named through this node's EPMD cache, ready to apply.
@@ -98,6 +100,8 @@ pub struct Poller {
     naming: NodeNaming,
     local: LocalNode,
     interval: Duration,
+    /// `region_probe_interval`: how often an absent source is polled.
+    probe: Duration,
     jitter: f64,
     poll_timeout: Duration,
     poll_no: u64,
@@ -123,19 +127,12 @@ impl Poller {
         let sources = config
             .sources
             .iter()
-            .map(|s| {
-                let calls = Arc::new(CallCounter::default());
-                let backend = source::build(&config, s, &clients, calls.clone());
-                (s.clone(), backend, calls)
-            })
+            .flat_map(|s| source::build(&config, s, &clients))
             .collect();
         Poller::with_sources(&config, sources)
     }
 
-    pub(crate) fn with_sources(
-        config: &Config,
-        sources: Vec<(SourceConfig, Box<dyn Source>, Arc<CallCounter>)>,
-    ) -> Poller {
+    pub(crate) fn with_sources(config: &Config, sources: Vec<source::Built>) -> Poller {
         let (tx, rx) = mpsc::unbounded_channel();
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let (named_tx, named) = mpsc::unbounded_channel();
@@ -150,6 +147,7 @@ impl Poller {
                 ip: config.local_ip,
             },
             interval: config.polling_interval,
+            probe: config.region_probe_interval,
             jitter: config.jitter,
             poll_timeout: config.poll_timeout,
             poll_no: 0,
@@ -420,6 +418,10 @@ impl Poller {
             tracing::debug!(source = %slot.ident.id, poller = ?slot.share.poller, "polled by another member; not polled here");
             return;
         }
+        if slot.run.in_flight.is_none() && slot.health.probe_later(now) {
+            tracing::debug!(source = %slot.ident.id, "absent; probed again at region_probe_interval");
+            return;
+        }
         let waiting = if slot.health.backing_off(now) {
             tracing::debug!(source = %slot.ident.id, "backing off; not polled this round");
             Some(Waiting::BackingOff)
@@ -445,12 +447,15 @@ impl Poller {
                 tokio::time::timeout(timeout, AssertUnwindSafe(source.poll()).catch_unwind()).await;
             let mut raw = None;
             let mut skipped = Vec::new();
+            let mut absent = None;
             let result = match polled {
                 Ok(Ok(Ok(Polled {
                     found,
                     skipped: s,
+                    absent: a,
                 }))) => {
                     skipped = s;
+                    absent = a;
                     match &epmd {
                     Some((naming, cache)) => {
                         raw = leads.then(|| found.clone());
@@ -479,6 +484,7 @@ impl Poller {
                 skipped,
                 started_ms,
                 raw,
+                absent,
             });
         });
         slot.run.in_flight = Some(task.abort_handle());
@@ -492,7 +498,17 @@ impl Poller {
             skipped,
             started_ms,
             raw,
+            absent,
         } = done;
+        let mut source = source;
+        // Regions a resolved source stands for besides its own: a slot each, polled at once
+        // (this round waits for them as for every source in flight).
+        for (cfg, backend, calls) in source.take_siblings() {
+            tracing::debug!(source = %cfg.id(), "polled from now on");
+            self.slots.push(Slot::new(&cfg, backend, calls));
+            self.changed = true;
+            self.start(self.slots.len() - 1, Instant::now());
+        }
         let slot = &mut self.slots[idx];
         if self.local.ip.is_none() {
             self.local.ip = source.local_ip();
@@ -510,9 +526,10 @@ impl Poller {
         else {
             return;
         };
-        let answer = match result {
-            Ok(found) => Answer::Complete(found, skipped),
-            Err(e) => Answer::Failed(e),
+        let answer = match (result, absent) {
+            (Ok(_), Some(why)) => Answer::Absent(why),
+            (Ok(found), None) => Answer::Complete(found, skipped),
+            (Err(e), _) => Answer::Failed(e),
         };
         self.apply(idx, answer, stamp, None);
     }
@@ -544,6 +561,23 @@ impl Poller {
             Answer::Unchanged => {
                 slot.health.succeeded();
                 false
+            }
+            Answer::Absent(why) => {
+                // A complete answer: nothing there. Asked again at the probe interval, with no
+                // warning and no back-off.
+                let ident = &slot.ident;
+                let changed =
+                    slot.known
+                        .peers
+                        .apply(Vec::new(), &self.naming, &ident.region, &ident.id);
+                self.changed |= changed;
+                slot.known.skipped = Vec::new();
+                let news = slot.health.absent.as_deref() != Some(why.as_str());
+                if news {
+                    tracing::debug!(source = %ident.id, region = %ident.region, "absent: {why}; probed again every {:?}", self.probe);
+                }
+                slot.health.absent_until(why, Instant::now() + self.probe);
+                changed || news
             }
             Answer::Failed(e) => {
                 // Reported once, as a SourceFailing event of the round (see Snapshot::diff).
@@ -666,6 +700,7 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::CallCounter;
     use crate::namespace::Event;
     use crate::source::fixed::{FixedSource, Step};
     use serde_json::json;
@@ -752,6 +787,56 @@ mod tests {
         assert!(s0.backoff_until.is_some(), "throttling backs off");
         assert!(s0.last_success.is_some());
         assert!(second.snapshot.sources[1].ok);
+    }
+
+    #[tokio::test]
+    async fn an_absent_source_is_probed_only_at_the_probe_interval_without_warning_and_joins_when_present(
+    ) {
+        let mut cfg = config(2);
+        cfg.region_probe_interval = Duration::from_millis(300);
+        let (mut p, fixed) = poller(
+            &cfg,
+            vec![
+                vec![
+                    Step::Absent("the cluster does not exist in us-west-2"),
+                    Step::Absent("the cluster does not exist in us-west-2"),
+                    Step::Answer(Ok(vec![found("10.1.0.4")])),
+                ],
+                vec![Step::Answer(Ok(vec![found("10.2.0.4")]))],
+            ],
+        );
+        let polls = |i: usize| *fixed[i].polls.lock().unwrap();
+        let first = p.poll().await;
+        let s0 = &first.snapshot.sources[0];
+        assert_eq!(
+            s0.absent.as_deref(),
+            Some("the cluster does not exist in us-west-2")
+        );
+        assert!(s0.ok && !s0.stale && !s0.pending && !s0.is_failing());
+        assert!(s0.probe_at.is_some() && s0.backoff_until.is_none());
+        assert_eq!(s0.consecutive_failures, 0);
+        assert!(first.changes.events.iter().all(|e| !e.is_warning()));
+        assert_eq!(nodes(&first), ["app@10.2.0.4"]);
+        // Within the probe interval: not polled again, still absent, the other source polled.
+        let second = p.poll().await;
+        assert_eq!((polls(0), polls(1)), (1, 2));
+        assert!(second.snapshot.sources[0].absent.is_some());
+        assert!(second.changes.events.is_empty());
+        // The probe interval passing is the input here, not a synchronisation.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let third = p.poll().await;
+        assert_eq!(polls(0), 2, "probed once the interval passed");
+        assert!(third.changes.events.iter().all(|e| !e.is_warning()));
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let fourth = p.poll().await;
+        assert_eq!(polls(0), 3);
+        let s0 = &fourth.snapshot.sources[0];
+        assert!(s0.absent.is_none() && s0.probe_at.is_none() && s0.ok);
+        assert_eq!(nodes(&fourth), ["app@10.1.0.4", "app@10.2.0.4"]);
+        assert_eq!(fourth.changes.added.len(), 1);
+        // Present: polled every round again.
+        p.poll().await;
+        assert_eq!(polls(0), 4);
     }
 
     /// The address of a peer, however the snapshot holds it.

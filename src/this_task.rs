@@ -142,6 +142,8 @@ async fn describe(
         // Like service and family, tags choose which tasks are peers, not how a task is named:
         // this task gets the name its peers would give it whether or not it carries them.
         tags: std::collections::BTreeMap::new(),
+        // This task's own region only.
+        regions: None,
     };
     let filter = TaskFilter::new(&source, config.distribution_port);
     let found = match decode_task(&task, &filter) {

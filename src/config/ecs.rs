@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::arn::{self, EcsResource};
-use super::fields::{validate_region, Fields};
+use super::fields::{show, validate_region, Fields};
 use super::keys::Scope;
 use crate::error::Error;
 use crate::metadata::TaskMetadata;
@@ -34,6 +34,31 @@ pub struct EcsSourceConfig {
     /// described RUNNING. Keys and values within ECS's tag limits (1-128 and 0-256 characters,
     /// no `aws:` prefix), at most 50.
     pub tags: BTreeMap<String, String>,
+    /// `regions`: the same cluster and service (or family) in other regions too, each polled
+    /// as a source of its own region; `None`: `region` only.
+    pub regions: Option<Regions>,
+}
+
+/// The value of an ECS source's `regions` key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Regions {
+    /// `"all"`: every region of the partition of the source's `region` (for `cluster =
+    /// "auto"`, of this task's region) that the account has enabled, as ec2:DescribeRegions
+    /// reports them (read again every `region_probe_interval`).
+    All,
+    /// These regions (and the source's own `region`), sorted, each listed once; all of one
+    /// partition.
+    List(Vec<String>),
+}
+
+impl Regions {
+    /// `all`, or the regions joined by `,`: how the source id and the sharing key write it.
+    pub fn as_text(&self) -> String {
+        match self {
+            Regions::All => "all".to_string(),
+            Regions::List(l) => l.join(","),
+        }
+    }
 }
 
 impl EcsSourceConfig {
@@ -199,6 +224,12 @@ pub(super) fn parse(map: Map<String, Value>, path: String) -> Result<EcsSourceCo
             Some(first.clone())
         }
     };
+    let regions_value = f.take("regions");
+    // A list of regions names the partition, and its first region stands for `region`.
+    let first_listed = match &regions_value {
+        Some(Value::Array(items)) => items.first().and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    };
     let region = match (region_given, arn_region) {
         (Some(r), Some(a)) if r != a => {
             return Err(Error::config(
@@ -212,14 +243,18 @@ pub(super) fn parse(map: Map<String, Value>, path: String) -> Result<EcsSourceCo
         (Some(r), _) => validate_region(&key("region"), r)?,
         (None, Some(a)) => a,
         (None, None) if cluster == AUTO => AUTO.to_string(),
-        (None, None) => {
-            return Err(Error::config(
-                key("region"),
-                "is required (e.g. \"eu-west-2\"), unless cluster or service is an ARN",
-            ))
-        }
+        (None, None) => match first_listed {
+            Some(r) => validate_region(&key("regions[0]"), r)?,
+            None => {
+                return Err(Error::config(
+                    key("region"),
+                    "is required (e.g. \"eu-west-2\"), unless cluster or service is an ARN, or regions lists the regions (with regions = \"all\", region names the partition)",
+                ))
+            }
+        },
     };
     let tags = super::tags::parse(&key("tags"), f.take("tags"))?;
+    let regions = parse_regions(&key("regions"), regions_value, &region)?;
     f.finish()?;
     Ok(EcsSourceConfig {
         region,
@@ -228,7 +263,58 @@ pub(super) fn parse(map: Map<String, Value>, path: String) -> Result<EcsSourceCo
         family,
         container,
         tags,
+        regions,
     })
+}
+
+/// `regions`: `"all"`, or a list of region names of one partition, the source's own `region`'s
+/// (`region` is `"auto"` for `cluster = "auto"`: this task's region, known at run time, whose
+/// partition the list must then be of).
+fn parse_regions(key: &str, value: Option<Value>, region: &str) -> Result<Option<Regions>, Error> {
+    let expected = "expected \"all\" (every region of the partition the account has enabled) or a list of region names, e.g. [\"eu-west-2\", \"us-west-2\"]";
+    let list = match value {
+        None => return Ok(None),
+        Some(Value::String(s)) if s == "all" => return Ok(Some(Regions::All)),
+        Some(Value::Array(items)) if !items.is_empty() => items,
+        Some(Value::Array(_)) => {
+            return Err(Error::config(
+                key,
+                format!("is an empty list; {expected}, or leave the key out"),
+            ))
+        }
+        Some(other) => {
+            return Err(Error::config(
+                key,
+                format!("{} is not a regions value; {expected}", show(&other)),
+            ))
+        }
+    };
+    let mut regions = Vec::with_capacity(list.len() + 1);
+    for (i, item) in list.into_iter().enumerate() {
+        let Value::String(r) = item else {
+            return Err(Error::config(
+                format!("{key}[{i}]"),
+                format!("{} is not a region name; {expected}", show(&item)),
+            ));
+        };
+        regions.push(validate_region(&format!("{key}[{i}]"), r)?);
+    }
+    if region != AUTO {
+        regions.push(region.to_string());
+    }
+    let first = crate::partition::of_region(&regions[0]).id;
+    if let Some(other) = regions
+        .iter()
+        .find(|r| crate::partition::of_region(r).id != first)
+    {
+        return Err(Error::config(
+            key,
+            format!("{other:?} is in partition {:?}, but {:?} is in {first:?}; one source's regions are of one partition (one set of credentials): give a source per partition", crate::partition::of_region(other).id, regions[0]),
+        ));
+    }
+    regions.sort();
+    regions.dedup();
+    Ok(Some(Regions::List(regions)))
 }
 
 /// `FAMILY` or `FAMILY:REVISION` as ECS names task definitions: a family of 1-255 letters,

@@ -32,7 +32,7 @@ mod tls;
 
 pub use cloudmap::{CloudMapSourceConfig, DialPort, HealthFilter};
 pub(crate) use ecs::cluster_name;
-pub use ecs::{EcsSourceConfig, AUTO};
+pub use ecs::{EcsSourceConfig, Regions, AUTO};
 pub use fields::parse_duration;
 pub use keys::{markdown_table, KeySpec, Scope, Type, DEFAULT_DISTRIBUTION_PORT, KEYS};
 pub use naming::{NodeNaming, ThisNode};
@@ -52,6 +52,13 @@ fn tags_in_id(tags: &std::collections::BTreeMap<String, String>) -> String {
     format!("/tags:{}", tags.join(","))
 }
 
+/// `/regions:all` or `/regions:R1,R2` of a configured source id, empty without `regions`: the
+/// source as configured, before it becomes one source per region (each with the plain id of
+/// its region, `ecs:us-west-2/web/api`).
+fn regions_in_id(regions: Option<&Regions>) -> String {
+    regions.map_or_else(String::new, |r| format!("/regions:{}", r.as_text()))
+}
+
 /// One configured source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceConfig {
@@ -67,7 +74,12 @@ impl SourceConfig {
     pub fn id(&self) -> SourceId {
         let name = match self {
             SourceConfig::Ecs(e) if e.is_auto() => {
-                format!("{}/auto{}", e.region, tags_in_id(&e.tags))
+                format!(
+                    "{}/auto{}{}",
+                    e.region,
+                    tags_in_id(&e.tags),
+                    regions_in_id(e.regions.as_ref())
+                )
             }
             SourceConfig::Ecs(e) => {
                 let mut id = format!("{}/{}", e.region, e.cluster_name());
@@ -80,6 +92,7 @@ impl SourceConfig {
                     id.push_str(f);
                 }
                 id.push_str(&tags_in_id(&e.tags));
+                id.push_str(&regions_in_id(e.regions.as_ref()));
                 id
             }
             SourceConfig::CloudMap(c) => format!("{}/{}/{}", c.region, c.namespace, c.service),
@@ -159,6 +172,10 @@ pub struct Config {
     pub share_polling: bool,
     /// TLS distribution (`tls_ca`, `tls_validity`); `None`: off.
     pub tls: Option<TlsConfig>,
+    /// `region_probe_interval` (default 2 minutes): how often a source with `regions` reads the
+    /// enabled regions again (ec2:DescribeRegions) and polls a region where its cluster or
+    /// service is absent.
+    pub region_probe_interval: Duration,
 }
 
 impl Config {
@@ -213,6 +230,7 @@ impl Config {
         let endpoint_url = endpoint_url(&mut top)?;
         let draining = top.bool_key(&keys::DRAINING)?;
         let share_polling = top.bool_key(&keys::SHARE_POLLING)?;
+        let region_probe_interval = top.duration_key(&keys::REGION_PROBE_INTERVAL)?;
         let distribution_port = match top.port_key(&keys::DISTRIBUTION_PORT)? {
             Some(port) => port,
             None => distribution_port_from(std::env::var("ECS_PEERS_DIST_PORT").ok().as_deref())?,
@@ -238,6 +256,7 @@ impl Config {
             distribution_port,
             share_polling,
             tls,
+            region_probe_interval,
         })
     }
 
@@ -437,6 +456,76 @@ mod tests {
         assert_eq!(c.max_attempts, 3);
         assert!(c.draining);
         assert_eq!(c.node, NodeNaming::Basename("app".into()));
+    }
+
+    #[test]
+    fn regions_take_all_or_a_list_of_one_partition_and_name_the_source() {
+        let src = |extra: Value| {
+            let mut s = json!({"type":"ecs","cluster":"web","service":"api"});
+            s.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            base(json!([s]))
+        };
+        let c = Config::from_value(src(json!({"region":"eu-west-2","regions":"all"}))).unwrap();
+        let SourceConfig::Ecs(e) = &c.sources[0] else {
+            panic!()
+        };
+        assert_eq!(e.regions, Some(Regions::All));
+        assert_eq!(
+            c.sources[0].id().as_str(),
+            "ecs:eu-west-2/web/api/regions:all"
+        );
+        assert_eq!(c.region_probe_interval, Duration::from_secs(120));
+        // A list: its first region stands for region; region itself is included; sorted.
+        let c = Config::from_value(src(json!({"regions":["us-west-2","eu-west-2"]}))).unwrap();
+        assert_eq!(c.sources[0].region(), "us-west-2");
+        assert_eq!(
+            c.sources[0].id().as_str(),
+            "ecs:us-west-2/web/api/regions:eu-west-2,us-west-2"
+        );
+        let auto = Config::from_value(base(
+            json!([{"type":"ecs","cluster":"auto","regions":"all"}]),
+        ))
+        .unwrap();
+        assert_eq!(auto.sources[0].id().as_str(), "ecs:auto/auto/regions:all");
+        let e = err(src(json!({"regions":"all"})));
+        assert!(e.starts_with("sources[0].region: is required"), "{e}");
+        assert!(
+            e.contains("regions = \"all\", region names the partition"),
+            "{e}"
+        );
+        let e = err(src(json!({"region":"eu-west-2","regions":["cn-north-1"]})));
+        assert!(e.starts_with("sources[0].regions: "), "{e}");
+        assert!(e.contains("one partition"), "{e}");
+        let e = err(src(json!({"region":"eu-west-2","regions":["eu-west"]})));
+        assert!(
+            e.starts_with("sources[0].regions[0]: \"eu-west\" is not an AWS region"),
+            "{e}"
+        );
+        let e = err(src(json!({"region":"eu-west-2","regions":"everywhere"})));
+        assert!(
+            e.starts_with(
+                "sources[0].regions: \"everywhere\" is not a regions value; expected \"all\""
+            ),
+            "{e}"
+        );
+        let e = err(src(json!({"region":"eu-west-2","regions":[]})));
+        assert!(e.contains("empty list"), "{e}");
+        let e = err(
+            base(json!([{"type":"ecs","cluster":"web","region":"eu-west-2"}]))
+                .as_object()
+                .map(|m| {
+                    let mut m = m.clone();
+                    m.insert("region_probe_interval".into(), json!("10ms"));
+                    Value::Object(m)
+                })
+                .unwrap(),
+        );
+        assert!(
+            e.starts_with("region_probe_interval: 10ms is too short"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -813,10 +902,10 @@ mod tests {
             "node_basename": "app", "polling_interval": "1s", "jitter": 0.1, "poll_timeout": "3s",
             "max_attempts": 2, "endpoint_url": "http://127.0.0.1:1", "draining": false,
             "local_node": "app@10.0.0.1", "local_ip": "10.0.0.1", "metadata_url": "http://169.254.170.2/v4/x", "node_names": "config",
-            "distribution_port": 4370, "share_polling": true,
+            "distribution_port": 4370, "share_polling": true, "region_probe_interval": "30s",
             "tls_ca": "ecs-peers/ca", "tls_validity": "1h",
             "sources": [
-                {"type":"ecs","region":"eu-west-2","cluster":"web","service":"s","family":"f","container":"c","tags":{"team":"a"}},
+                {"type":"ecs","region":"eu-west-2","cluster":"web","service":"s","family":"f","container":"c","tags":{"team":"a"},"regions":"all"},
                 {"type":"cloudmap","region":"us-west-2","namespace":"n","service":"s","health":"all","query":{"a":"b"},"port":"distribution_port","owner_account":"111122223333"}
             ]
         });

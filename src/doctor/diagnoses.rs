@@ -134,12 +134,13 @@ fn overlapping_cidrs(c: &Conflict) -> Diagnosis {
 
 /// Regions whose sources all answer but list nobody, while other regions have peers. A region
 /// whose sources found running tasks and skipped them is not one: its tasks run, and
-/// `tasks_skipped` says why they are not peers.
+/// `tasks_skipped` says why they are not peers. Nor is a region a `regions` source found absent
+/// (not enabled, no such cluster or service): nothing is meant to run there.
 fn regions_without_peers(sources: &[SourceStatus]) -> Vec<Diagnosis> {
     let mut by_region: BTreeMap<&str, (bool, usize)> = BTreeMap::new();
     for s in sources {
         let e = by_region.entry(s.region.as_str()).or_insert((true, 0));
-        e.0 &= s.ok && s.skipped_tasks == 0;
+        e.0 &= s.ok && s.skipped_tasks == 0 && s.absent.is_none();
         e.1 += s.peers;
     }
     let total: usize = by_region.values().map(|v| v.1).sum();
@@ -629,6 +630,24 @@ mod tests {
         s.sources[1] = status("ecs:eu-west-2/web", "eu-west-2", 0, Some(refused()));
         let d = diagnoses(&s, &[]);
         assert_eq!(d[0].code, "credentials");
+    }
+
+    #[test]
+    fn an_absent_region_is_no_finding() {
+        let mut s = Snapshot::empty();
+        let mut absent = status("ecs:us-east-1/web/api", "us-east-1", 0, None);
+        absent.absent = Some("the cluster does not exist in us-east-1".into());
+        s.sources = vec![
+            status("ecs:eu-west-2/web/api", "eu-west-2", 2, None),
+            absent,
+        ];
+        assert_eq!(codes(&diagnoses(&s, &[])), []);
+        // Present and empty while others have peers: still the finding it was.
+        s.sources[1].absent = None;
+        assert_eq!(
+            codes(&diagnoses(&s, &[])),
+            [("region_without_peers", "us-east-1")]
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! sources.
 
 use super::*;
+use crate::config::SourceConfig;
 use crate::namespace::Event;
 use crate::sharing::{elect, encode, sharing_key, unix_ms, Outgoing, SharedAnswer};
 use crate::source::fixed::{FixedSource, Step};

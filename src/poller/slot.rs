@@ -67,6 +67,10 @@ pub(super) struct Health {
     pub consecutive_failures: u32,
     /// No poll before this instant (throttled, or a 5xx answer).
     pub backoff_until: Option<Instant>,
+    /// The last answer was that the source is absent, for this reason.
+    pub absent: Option<String>,
+    /// While absent: not polled before this instant (the probe interval).
+    pub probe_at: Option<Instant>,
 }
 
 /// The source's AWS calls, counted by its backend.
@@ -125,7 +129,9 @@ impl Slot {
         Shared {
             id: &self.ident.id,
             region: &self.ident.region,
-            final_id: self.ident.final_id,
+            // An absent region is probed by each node itself: its answer (nothing there) is
+            // cheap, and a node must see a region appear within its own probe interval.
+            final_id: self.ident.final_id && self.health.absent.is_none(),
             state: &mut self.share,
         }
     }
@@ -138,6 +144,8 @@ impl Slot {
             last_success,
             consecutive_failures,
             backoff_until,
+            absent,
+            probe_at,
         } = &self.health;
         let now = Instant::now();
         SourceStatus {
@@ -166,6 +174,10 @@ impl Slot {
             received_at: self.share.received_at.map(rfc3339),
             shared_dropped: self.share.dropped,
             poller_silent: self.share.silent,
+            absent: absent.clone(),
+            probe_at: probe_at
+                .filter(|t| *t > now)
+                .map(|t| rfc3339(SystemTime::now() + (t - now))),
         }
     }
 }
@@ -178,6 +190,21 @@ impl Health {
         self.last_success = Some(SystemTime::now());
         self.consecutive_failures = 0;
         self.backoff_until = None;
+        self.absent = None;
+        self.probe_at = None;
+    }
+
+    /// A complete answer that the source is absent (`why`): healthy, not backing off, polled
+    /// again at `probe_at`.
+    pub(super) fn absent_until(&mut self, why: String, probe_at: Instant) {
+        self.succeeded();
+        self.absent = Some(why);
+        self.probe_at = Some(probe_at);
+    }
+
+    /// Absent, and not due for its probe at `now`.
+    pub(super) fn probe_later(&self, now: Instant) -> bool {
+        self.absent.is_some() && self.probe_at.is_some_and(|t| t > now)
     }
 
     /// A failure: counted, backing off (see [`backoff`]) when its kind backs off. Returns

@@ -60,6 +60,8 @@ pub(crate) fn canonical(config: &Config) -> String {
         share_polling: _,
         // How this node's distribution is secured, not what a source reports.
         tls: _,
+        // How often absent regions are probed: timing, not meaning.
+        region_probe_interval: _,
     } = config;
     let mut out = String::new();
     out.push_str(WIRE_VERSION);
@@ -88,6 +90,7 @@ fn ecs_line(out: &mut String, source: &EcsSourceConfig) {
         family,
         container,
         tags,
+        regions,
     } = source;
     out.push_str(&format!(
         "source ecs region {} cluster {} service {} family {} container {}",
@@ -105,6 +108,12 @@ fn ecs_line(out: &mut String, source: &EcsSourceConfig) {
             .map(|(k, v)| format!("{}={}", q(k), q(v)))
             .collect();
         out.push_str(&format!(" tags {}", tags.join(",")));
+    }
+    // The regions asked for (`all`), never the set found: nodes that found different regions
+    // so far still share, each region's result under its own source id. Written only when
+    // given, as tags are.
+    if let Some(regions) = regions {
+        out.push_str(&format!(" regions {}", q(&regions.as_text())));
     }
     out.push('\n');
 }
@@ -224,6 +233,23 @@ mod tests {
         }
         assert!(canonical(&source(json!({"team": "a", "stage": "blue"})))
             .ends_with(" container - tags \"stage\"=\"blue\",\"team\"=\"a\"\n"));
+    }
+
+    #[test]
+    fn regions_asked_for_are_in_the_key_and_the_probe_interval_is_not() {
+        let source = |regions: serde_json::Value, probe: &str| {
+            let mut s = json!({"type":"ecs","cluster":"auto"});
+            if !regions.is_null() {
+                s["regions"] = regions;
+            }
+            cfg(json!({"node_basename": "app", "region_probe_interval": probe, "sources": [s]}))
+        };
+        let all = sharing_key(&source(json!("all"), "2m"));
+        assert_eq!(sharing_key(&source(json!("all"), "5s")), all);
+        assert_ne!(sharing_key(&source(serde_json::Value::Null, "2m")), all);
+        assert_ne!(sharing_key(&source(json!(["eu-west-2"]), "2m")), all);
+        // "all", never the regions found: nodes that have found different regions so far agree.
+        assert!(canonical(&source(json!("all"), "2m")).ends_with(" container - regions \"all\"\n"));
     }
 
     #[test]

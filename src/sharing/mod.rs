@@ -63,6 +63,9 @@ pub(crate) enum Answer {
     Unchanged,
     /// The poll failed.
     Failed(SourceError),
+    /// A complete answer polled here: the source is absent, for this reason (never shared:
+    /// each node probes an absent region itself).
+    Absent(String),
 }
 
 /// What to do with bytes received from another member ([`Sharing::receive`]).

@@ -99,6 +99,7 @@ pub(crate) fn decode_instances(
     Polled {
         found,
         skipped: count_skips(skips, dist_port),
+        absent: None,
     }
 }
 

@@ -15,6 +15,8 @@ pub(crate) enum Step {
     /// Answer after a delay.
     Slow(Duration, Result<Vec<Found>, SourceError>),
     Panic,
+    /// A complete answer: absent, for this reason.
+    Absent(&'static str),
 }
 
 /// Answers each poll with the next step; repeats the last one when the script runs out.
@@ -48,11 +50,13 @@ impl Source for FixedSource {
                     r
                 }
                 Step::Panic => panic!("scripted panic"),
+                Step::Absent(why) => return Ok(Polled::absent(why.to_string())),
             };
             // A scripted answer is exactly its peers: it never finds anything it cannot use.
             r.map(|found| Polled {
                 found,
                 skipped: Vec::new(),
+                absent: None,
             })
         })
     }

@@ -28,7 +28,27 @@ pub(crate) mod fixed;
 pub(crate) struct Polled {
     pub found: Vec<Found>,
     pub skipped: Vec<Skipped>,
+    /// The source is absent (a region of a `regions` source that the account has not enabled,
+    /// or where the cluster or service does not exist), with the reason: a complete answer
+    /// with no peers, which the poller asks again only every `region_probe_interval`, without a
+    /// warning or a back-off. `None`: present.
+    pub absent: Option<String>,
 }
+
+impl Polled {
+    /// A complete answer: the source is absent, for `why`.
+    pub(crate) fn absent(why: String) -> Polled {
+        Polled {
+            found: Vec::new(),
+            skipped: Vec::new(),
+            absent: Some(why),
+        }
+    }
+}
+
+/// A backend, the configuration it polls, and the counter of its API calls: what the poller
+/// makes a slot of.
+pub(crate) type Built = (SourceConfig, Box<dyn Source>, Arc<CallCounter>);
 
 /// The future a poll returns.
 pub(crate) type PollFuture<'a> =
@@ -52,10 +72,37 @@ pub(crate) trait Source: Send + 'static {
     fn resolved(&self) -> Option<&SourceConfig> {
         None
     }
+
+    /// Sources this one found it stands for besides itself once resolved (`cluster = "auto"`
+    /// with `regions`: this task's cluster in the other regions), each taken once; the poller
+    /// gives each a slot of its own.
+    fn take_siblings(&mut self) -> Vec<Built> {
+        Vec::new()
+    }
 }
 
-/// Builds the backend for one configured source. Its API calls are counted into `calls`.
+/// Builds the backends of one configured source, each counting its API calls: one, or one per
+/// region for an ECS source with `regions` (its cluster named; `cluster = "auto"` is one that
+/// adds the other regions once resolved, [`Source::take_siblings`]).
 pub(crate) fn build(
+    config: &Config,
+    source: &SourceConfig,
+    clients: &Arc<AwsClients>,
+) -> Vec<Built> {
+    match source {
+        SourceConfig::Ecs(e) if e.regions.is_some() && !e.is_auto() => {
+            ecs::regions::build(config, e, clients)
+        }
+        _ => {
+            let calls = Arc::new(CallCounter::default());
+            let backend = build_one(config, source, clients, calls.clone());
+            vec![(source.clone(), backend, calls)]
+        }
+    }
+}
+
+/// The backend of one source polled as configured.
+fn build_one(
     config: &Config,
     source: &SourceConfig,
     clients: &Arc<AwsClients>,
@@ -66,10 +113,8 @@ pub(crate) fn build(
         SourceConfig::Ecs(e) if e.is_auto() => Box::new(ecs::auto::AutoEcsSource::new(
             clients.clone(),
             e.clone(),
-            config.draining,
-            config.distribution_port,
             calls,
-            config.metadata_url.clone(),
+            config.clone(),
         )),
         SourceConfig::Ecs(e) => Box::new(ecs::EcsSource::new(
             clients.ecs(&e.region),

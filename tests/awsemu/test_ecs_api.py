@@ -55,6 +55,24 @@ def test_list_tasks_defaults_to_running_filters_by_service_and_matches_the_clust
     assert all("/web/" in a for a in running)
 
 
+def test_list_tasks_of_a_service_the_cluster_does_not_have_is_service_not_found(emu):
+    seed(emu, count=1, group="service:api")
+    ecs = world.client("ecs", R)
+    assert len(ecs.list_tasks(cluster="web", serviceName="api")["taskArns"]) == 1
+    for name in ("admin", "arn:aws:ecs:eu-west-2:123456789012:service/web/admin"):
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            ecs.list_tasks(cluster="web", serviceName=name)
+        assert e.value.response["Error"]["Code"] == "ServiceNotFoundException"
+    # Deleted (INACTIVE): not found either; a service scaled to zero is found, with no tasks.
+    ecs.update_service(cluster="web", service="api", desiredCount=0)
+    ecs.create_service(cluster="web", serviceName="idle", taskDefinition="api", desiredCount=0)
+    assert ecs.list_tasks(cluster="web", serviceName="idle")["taskArns"] == []
+    ecs.delete_service(cluster="web", service="idle")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ecs.list_tasks(cluster="web", serviceName="idle")
+    assert e.value.response["Error"]["Code"] == "ServiceNotFoundException"
+
+
 def test_describe_tasks_rejects_more_than_100_and_reports_unknown_tasks_missing(emu):
     w = world.seed({"ecs": [{"region": R, "cluster": "web", "subnet": "10.201.0.0/24",
                              "tasks": [{"family": "api", "count": 2}]},

@@ -64,3 +64,47 @@ def test_regions_are_listed_per_partition_with_their_opt_in_status(emu):
 def test_impossible_region_states_are_refused(emu, body, why):
     status, out = emu.http("POST", "/_emu/regions", body)
     assert status == 400 and why in out, out
+
+
+def regions_of(answer):
+    return {r["RegionName"]: r["OptInStatus"] for r in answer["Regions"]}
+
+
+def test_describe_regions_answers_per_partition_only_the_enabled_regions_unless_all_regions(emu):
+    emu.ok("POST", "/_emu/regions", {"region": "af-south-1", "opt_status": "DISABLED"})
+    emu.ok("POST", "/_emu/regions", {"region": "me-south-1", "opt_status": "ENABLING"})
+    aws = {r["RegionName"] for r in emu.ok("GET", "/_emu/regions?partition=aws")["Regions"]}
+    enabled = regions_of(emu.client("ec2", "eu-west-2").describe_regions())
+    # Only the regions enabled for the account, of the request's partition, with their status.
+    assert set(enabled) == aws - {"af-south-1", "me-south-1"}
+    assert enabled["eu-west-2"] == "opt-in-not-required"
+    assert enabled["ap-east-1"] == "opted-in"
+    assert "cn-north-1" not in enabled
+    every = regions_of(emu.client("ec2", "eu-west-2").describe_regions(AllRegions=True))
+    assert set(every) == aws
+    assert every["af-south-1"] == every["me-south-1"] == "not-opted-in"
+    # Another partition: the region the request goes to decides.
+    china = regions_of(emu.client("ec2", "cn-north-1").describe_regions(AllRegions=True))
+    assert set(china) == {"cn-north-1", "cn-northwest-1"}
+    assert set(china.values()) == {"opt-in-not-required"}
+    answer = emu.client("ec2", "cn-north-1").describe_regions()["Regions"][0]
+    assert answer["Endpoint"].endswith(".amazonaws.com.cn")
+
+
+def test_describe_regions_takes_region_names_and_filters(emu):
+    emu.ok("POST", "/_emu/regions", {"region": "af-south-1", "opt_status": "DISABLED"})
+    ec2 = emu.client("ec2", "us-east-1")
+    named = ec2.describe_regions(RegionNames=["eu-west-2", "af-south-1"], AllRegions=True)
+    assert regions_of(named) == {"eu-west-2": "opt-in-not-required", "af-south-1": "not-opted-in"}
+    opted_out = ec2.describe_regions(AllRegions=True,
+                                     Filters=[{"Name": "opt-in-status", "Values": ["not-opted-in"]}])
+    assert regions_of(opted_out) == {"af-south-1": "not-opted-in"}
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2.describe_regions(Filters=[{"Name": "colour", "Values": ["blue"]}])
+    assert e.value.response["Error"]["Code"] == "InvalidParameterValue"
+
+
+def test_describe_regions_in_a_region_not_enabled_is_refused(emu):
+    emu.ok("POST", "/_emu/regions", {"region": "ap-east-1", "opt_status": "DISABLED"})
+    status, err = refused(lambda: emu.client("ec2", "ap-east-1").describe_regions())
+    assert (status, err["Code"]) == (401, "AuthFailure")

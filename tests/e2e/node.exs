@@ -47,7 +47,14 @@ sharing =
     other -> raise "E2E_SHARE_POLLING=#{inspect(other)}: expected 1 (on) or 0 / unset (off)"
   end
 
-config = naming ++ sharing ++ [
+# E2E_PROBE_MS: `region_probe_interval` in ms (sources with `regions`); unset: the default.
+probe =
+  case System.get_env("E2E_PROBE_MS", "") do
+    "" -> []
+    ms -> [region_probe_interval: String.to_integer(ms)]
+  end
+
+config = naming ++ sharing ++ probe ++ [
   endpoint_url: endpoint,
   polling_interval: String.to_integer(interval),
   poll_timeout: 2_000,
@@ -91,7 +98,8 @@ polls = :atomics.new(1, [])
             received_from: Map.get(src, :received_from),
             received_at: Map.get(src, :received_at),
             shared_dropped: Map.get(src, :shared_dropped),
-            poller_silent: Map.get(src, :poller_silent)
+            poller_silent: Map.get(src, :poller_silent),
+            absent: Map.get(src, :absent)
           }
 
     :ets.insert(:e2e, {:last_poll, %{peers: measurements.peers, sources: sources}})

@@ -40,7 +40,9 @@ EBIN = os.path.join(ROOT, "elixir", "_build", "test", "lib", "ecs_peers", "ebin"
 EMU_IP, EMU_PORT = "10.200.0.1", 5000
 ENDPOINT = f"http://{EMU_IP}:{EMU_PORT}"
 SUPERNET = "10.200.0.0/14"
-VPCS = {"eu-west-2": ("bra", "10.201.0"), "us-west-2": ("brb", "10.202.0")}
+# A third VPC (ap-southeast-2) for the bed of `regions: :all`: a region the service starts in
+# later; routed like the others (the router is every VPC's peering).
+VPCS = {"eu-west-2": ("bra", "10.201.0"), "us-west-2": ("brb", "10.202.0"), "ap-southeast-2": ("brc", "10.203.0")}
 COOKIE = "ecs-peers-e2e-" + secrets.token_hex(4)
 # IPv6 (Bed(ipv6=True)): a ULA prefix of the bed's own, black-holed in the router.
 SUPERNET6 = "fdec:5ee5::/32"
@@ -388,6 +390,8 @@ class Bed:
         env.pop("ECS_CONTAINER_METADATA_URI_V4", None)
         if share_polling is not None:
             env["E2E_SHARE_POLLING"] = "1" if share_polling else "0"
+        if getattr(self, "probe_ms", None):
+            env["E2E_PROBE_MS"] = str(self.probe_ms)
         uri = self.metadata.get(ip) if metadata_uri is None else metadata_uri
         if uri:
             env["ECS_CONTAINER_METADATA_URI_V4"] = uri

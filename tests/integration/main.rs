@@ -10,6 +10,7 @@ mod emu;
 mod failures;
 mod field_reports;
 mod partitions;
+mod regions;
 mod tags;
 mod this_task;
 mod tls;

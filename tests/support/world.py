@@ -178,6 +178,17 @@ def describe(region, cluster, task):
     return out
 
 
+def ensure_service(region, cluster, name, task_definition):
+    """The ECS service `name` (desired count 0: its tasks are the ones `run` starts with group
+    `service:NAME`), made with the cluster when new: ListTasks' serviceName filter answers
+    ServiceNotFoundException for a service the cluster does not have, as AWS does."""
+    ensure_cluster(region, cluster)
+    ecs = client("ecs", region)
+    got = ecs.describe_services(cluster=cluster, services=[name])["services"]
+    if not any(s["status"] != "INACTIVE" for s in got):
+        ecs.create_service(cluster=cluster, serviceName=name, taskDefinition=task_definition, desiredCount=0)
+
+
 def run_tasks(region, cluster, cidr, family, count, group=None, container="app", **opts):
     launch_type = opts.get("launch_type") or "FARGATE"
     mode = opts.get("network_mode") or "awsvpc"
@@ -193,6 +204,8 @@ def run_tasks(region, cluster, cidr, family, count, group=None, container="app",
         sub = subnet(region, cidr, opts.get("subnet_ipv6"))
         common["networkConfiguration"] = {"awsvpcConfiguration": {
             "subnets": [sub], "securityGroups": [], "assignPublicIp": "DISABLED"}}
+    if group and group.startswith("service:"):
+        ensure_service(region, cluster, group.split(":", 1)[1], td)
     tasks, failures = [], []
     while count > 0:
         n = min(count, 10)

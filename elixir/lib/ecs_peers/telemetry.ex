@@ -6,7 +6,9 @@ defmodule EcsPeers.Telemetry do
 
   - `[:ecs_peers, :poll, :stop]`, for every update: measurements `%{duration: native_time,
     peers: integer, added: integer, removed: integer, api_calls: integer, failing_sources:
-    integer, sharing_with: integer}` (`duration`: the poll round, in native time units;
+    integer, absent_sources: integer, sharing_with: integer}` (`duration`: the poll round, in
+    native time units; `absent_sources`: the regions of `regions` sources where the stack is
+    absent (not enabled, or no such cluster or service), each status saying why in `absent`;
     `api_calls`: the AWS calls made in this poll round by every source, 0 in a round where
     every source was backing off or was polled by another node; `sharing_with`: the sharing
     group's size, 0 when not sharing), metadata `%{topology: atom, sources: [status]}`. With
@@ -48,6 +50,7 @@ defmodule EcsPeers.Telemetry do
           removed: length(update.removed),
           api_calls: Enum.reduce(update.sources, 0, &(&1.api_calls + &2)),
           failing_sources: length(failing),
+          absent_sources: Enum.count(update.sources, &(&1[:absent] != nil)),
           sharing_with: update.sharing_with
         },
         %{topology: topology, sources: update.sources}

@@ -33,8 +33,9 @@ defmodule EcsPeers.Update do
     when the source reported no port (then the one configured distribution port applies), what
     `EcsPeers.Epmd.put_peers/1` takes;
   - `sources`: one status per source, in configuration order (`%{id:, ok:, pending:, error:,
-    error_kind:, consecutive_failures:, api_calls:, poller:, received_from:, ...}`, as in
-    `EcsPeers.status/1`);
+    error_kind:, consecutive_failures:, api_calls:, poller:, received_from:, absent:, ...}`, as
+    in `EcsPeers.status/1`; `absent`: why a region of a `regions` source has no stack, or
+    `nil`; a `regions` source has one status per region);
   - `conflicts`: addresses claimed by several regions (never peers);
   - `local`: this node as a source reported it, or `nil`;
   - `left`: the source (its id) this node's task has left, or `nil`;

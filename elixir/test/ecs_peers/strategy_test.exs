@@ -506,6 +506,38 @@ defmodule EcsPeers.StrategyTest do
     assert calls.() == after_exit, "the poller kept polling after its owner exited"
   end
 
+  test "a region without the cluster is absent in the poll telemetry, not failing", %{
+    emu: emu,
+    rec: rec
+  } do
+    c = cluster_name()
+    seed(emu, "sa-east-1", c, "10.222.0.0/24", 1)
+    me = self()
+
+    :telemetry.attach(
+      "t-absent",
+      [:ecs_peers, :poll, :stop],
+      fn e, m, meta, _ -> send(me, {e, m, meta}) end,
+      nil
+    )
+
+    on_exit(fn -> :telemetry.detach("t-absent") end)
+
+    capture_log(fn ->
+      start(emu, rec, [[type: :ecs, region: "sa-east-1", cluster: c, regions: ["me-central-1"]]])
+
+      assert_receive {[:ecs_peers, :poll, :stop],
+                      %{peers: 1, failing_sources: 0, absent_sources: 1}, %{sources: sources}},
+                     5_000
+
+      assert [%{region: "me-central-1", ok: true, absent: why}] =
+               Enum.filter(sources, &(&1.region == "me-central-1"))
+
+      assert why == "the cluster does not exist in me-central-1"
+      refute_receive {[:ecs_peers, :source, :error], _, _}, 100
+    end)
+  end
+
   test "emits poll and source-error telemetry", %{emu: emu, rec: rec} do
     c = cluster_name()
     seed(emu, "sa-east-1", c, "10.221.0.0/24", 2)
@@ -534,8 +566,14 @@ defmodule EcsPeers.StrategyTest do
       start(emu, rec, [[type: :ecs, region: "sa-east-1", cluster: c]])
 
       assert_receive {[:ecs_peers, :poll, :stop],
-                      %{peers: 2, added: 2, api_calls: 2, failing_sources: 0, duration: d},
-                      %{topology: :ecs}},
+                      %{
+                        peers: 2,
+                        added: 2,
+                        api_calls: 2,
+                        failing_sources: 0,
+                        absent_sources: 0,
+                        duration: d
+                      }, %{topology: :ecs}},
                      5_000
 
       assert is_integer(d) and d >= 0

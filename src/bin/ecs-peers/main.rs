@@ -155,6 +155,12 @@ struct SourceArgs {
     /// leave this task out of the peers. Reads ECS_CONTAINER_METADATA_URI_V4.
     #[arg(long)]
     from_metadata: bool,
+    /// The same cluster and service in other regions too, for every ECS source given by --ecs or
+    /// --from-metadata: `all` (every region of the partition the account has enabled) or
+    /// REGION,REGION,... (the key `regions`; absent regions are probed every
+    /// --region-probe-interval).
+    #[arg(long, value_name = "all|REGION,...")]
+    regions: Option<String>,
     /// More logs on stderr (-v info, -vv debug). ECS_PEERS_LOG takes tracing filter syntax.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -201,6 +207,20 @@ impl SourceArgs {
         if self.from_metadata {
             sources.push(json!({"type": "ecs", "cluster": "auto"}));
             origins.push("--from-metadata".into());
+        }
+        if let Some(regions) = &self.regions {
+            let value = regions_value(regions);
+            let mut given = false;
+            for (src, origin) in sources.iter_mut().zip(origins.iter_mut()) {
+                if origin.starts_with("--ecs ") || origin == "--from-metadata" {
+                    src["regions"] = value.clone();
+                    origin.push_str(&format!(" --regions {regions}"));
+                    given = true;
+                }
+            }
+            if !given {
+                return Err(format!("--regions {regions}: applies to the ECS sources of --ecs and --from-metadata, and none was given (in a config file, give the key regions to the source)"));
+            }
         }
         if sources.is_empty() {
             return Err("no sources: give --ecs REGION/CLUSTER[/SERVICE], --cloudmap REGION/NAMESPACE/SERVICE, --from-metadata, or --config FILE".into());
@@ -270,6 +290,21 @@ fn ecs_spec(spec: &str) -> Result<Value, String> {
             "--ecs {spec}: expected REGION/CLUSTER or REGION/CLUSTER/SERVICE (e.g. eu-west-2/web/api), a cluster or service ARN, or region=..,cluster=..,service=.."
         )),
     }
+}
+
+/// `--regions`: `all`, or `REGION,REGION,...` as the list the key `regions` takes (each name
+/// is checked by the core, which names the key and this flag).
+fn regions_value(text: &str) -> Value {
+    if text == "all" {
+        return Value::from("all");
+    }
+    Value::Array(
+        text.split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(Value::from)
+            .collect(),
+    )
 }
 
 /// `REGION/NAMESPACE/SERVICE`, or `key=value,...`.
@@ -606,6 +641,64 @@ mod tests {
             e.starts_with("distribution_port (--distribution-port): "),
             "{e}"
         );
+    }
+
+    #[test]
+    fn regions_apply_to_the_flag_sources_and_errors_name_the_flag() {
+        let cfg = list(&[
+            "--from-metadata",
+            "--regions",
+            "all",
+            "--basename",
+            "app",
+            "--region-probe-interval",
+            "30s",
+        ])
+        .config()
+        .unwrap();
+        assert_eq!(cfg.sources[0].id().as_str(), "ecs:auto/auto/regions:all");
+        assert_eq!(
+            cfg.region_probe_interval,
+            std::time::Duration::from_secs(30)
+        );
+        let cfg = list(&[
+            "--ecs",
+            "eu-west-2/web/api",
+            "--cloudmap",
+            "us-west-2/internal/api",
+            "--regions",
+            "us-west-2, eu-west-1",
+            "--basename",
+            "app",
+        ])
+        .config()
+        .unwrap();
+        assert_eq!(
+            cfg.sources[0].id().as_str(),
+            "ecs:eu-west-2/web/api/regions:eu-west-1,eu-west-2,us-west-2"
+        );
+        assert_eq!(
+            cfg.sources[1].id().as_str(),
+            "cloudmap:us-west-2/internal/api"
+        );
+        let e = list(&[
+            "--ecs",
+            "eu-west-2/web",
+            "--regions",
+            "eu-west",
+            "--basename",
+            "app",
+        ])
+        .config()
+        .unwrap_err();
+        assert!(
+            e.starts_with("--ecs eu-west-2/web --regions eu-west: regions[0]: \"eu-west\" is not an AWS region"),
+            "{e}"
+        );
+        let e = list(&["--cloudmap", "us-west-2/internal/api", "--regions", "all"])
+            .config()
+            .unwrap_err();
+        assert!(e.contains("applies to the ECS sources"), "{e}");
     }
 
     #[test]

@@ -100,6 +100,8 @@ pub fn table(out: &mut impl Write, s: &Snapshot) -> io::Result<()> {
             src.id.to_string(),
             if src.only_skipped() {
                 "SKIPPING".into()
+            } else if src.absent.is_some() {
+                "absent".into()
             } else if src.ok {
                 "ok".into()
             } else {
@@ -133,7 +135,11 @@ fn source_detail(src: &SourceStatus) -> String {
             format!("keeping {} last-known peers; {e}", src.peers)
         }
         (Some(e), false) => e.clone(),
-        _ => String::new(),
+        _ => match (&src.absent, &src.probe_at) {
+            (Some(why), Some(at)) => format!("{why}; probed again at {at}"),
+            (Some(why), None) => why.clone(),
+            (None, _) => String::new(),
+        },
     };
     let skipped = src.skipped.iter().map(|s| {
         format!(

@@ -257,6 +257,7 @@ mod tests {
             family: None,
             container: None,
             tags: BTreeMap::new(),
+            regions: None,
         }
     }
 

@@ -31,6 +31,7 @@ use crate::source::{PollFuture, Polled, Source};
 pub(crate) mod auto;
 pub(crate) mod decode;
 pub(crate) mod host;
+pub(crate) mod regions;
 
 use decode::{decode_task, Decision, TaskFilter};
 use host::{InstanceAddresses, OnInstance};
@@ -248,6 +249,7 @@ impl EcsSource {
         Ok(Polled {
             found: peers,
             skipped,
+            absent: None,
         })
     }
 
@@ -481,6 +483,7 @@ mod replay_tests {
             family: None,
             container: None,
             tags,
+            regions: None,
         };
         let ec2 = aws_sdk_ec2::Config::builder()
             .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())

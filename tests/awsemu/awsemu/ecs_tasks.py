@@ -31,7 +31,8 @@ import types
 from moto.core.responses import ActionResult, EmptyResult
 from moto.ecs.models import ContainerInstance, TaskDefinition
 from moto.ecs import responses as ecs_responses
-from moto.ecs.exceptions import ClusterNotFoundException, ECSException, InvalidParameterException
+from moto.ecs.exceptions import (ClusterNotFoundException, ECSException, InvalidParameterException,
+                                 ServiceNotFoundException)
 from moto.utilities.utils import get_partition
 
 from . import ec2_instances, ecs_lifecycle, state
@@ -550,7 +551,13 @@ def list_tasks(self):
     if started_by:
         tasks = [t for t in tasks if t.started_by == started_by]
     if service:
-        tasks = [t for t in tasks if t.group == f"service:{service.split('/')[-1]}"]
+        name = service.split("/")[-1]
+        # AWS answers a service the cluster does not have (never created, or deleted: INACTIVE)
+        # with ServiceNotFoundException, not an empty list (ListTasks' documented errors).
+        known = backend.services.get(f"{cluster.name}:{name}")
+        if known is None or known.status == "INACTIVE":
+            raise ServiceNotFoundException
+        tasks = [t for t in tasks if t.group == f"service:{name}"]
     if ci:
         tasks = [t for t in tasks if t.container_instance_arn and
                  t.container_instance_arn.split("/")[-1] == ci.split("/")[-1]]

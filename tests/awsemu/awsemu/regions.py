@@ -102,3 +102,88 @@ def refusal(environ):
                 "message": "AWS was not able to validate the provided access credentials", "_protocol": protocol}
     return {"status": 400, "code": "UnrecognizedClientException",
             "message": "The security token included in the request is invalid.", "_protocol": protocol}
+
+
+# ec2:DescribeRegions, as AWS answers it
+# (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeRegions.html): the regions
+# of the partition the request is signed for (the region the request goes to decides it), each
+# with its OptInStatus; without AllRegions only the regions enabled for the account, with
+# AllRegions every region of the partition; RegionName.N and Filter.N (region-name, endpoint,
+# opt-in-status) narrow it. moto's answers every partition's regions at once, ignores AllRegions
+# and the filters, and knows no opt-in status, so the emulator answers it here.
+_OPT_IN_STATUS = {"ENABLED_BY_DEFAULT": "opt-in-not-required", "ENABLED": "opted-in"}
+_FILTERS = {"region-name": "regionName", "endpoint": "regionEndpoint", "opt-in-status": "optInStatus"}
+
+
+def _dns_suffix(pid):
+    data = botocore.loaders.create_loader().load_data("endpoints")
+    return next(p["dnsSuffix"] for p in data["partitions"] if p["partition"] == pid)
+
+
+def _query_params(environ):
+    """The query protocol's parameters, from the query string and a form body."""
+    import io
+    import urllib.parse
+
+    params = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+    if "x-www-form-urlencoded" in environ.get("CONTENT_TYPE", ""):
+        n = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(n)
+        environ["wsgi.input"] = io.BytesIO(body)
+        for k, v in urllib.parse.parse_qs(body.decode("utf-8", "replace")).items():
+            params.setdefault(k, []).extend(v)
+    return {k: v[0] for k, v in params.items()}
+
+
+def _numbered(params, prefix):
+    """[value of PREFIX.1, PREFIX.2, ...] as the query protocol numbers a list."""
+    out, i = [], 1
+    while f"{prefix}.{i}" in params:
+        out.append(params[f"{prefix}.{i}"])
+        i += 1
+    return out
+
+
+def describe_regions(environ, start_response):
+    """The WSGI answer to an ec2:DescribeRegions request, or None for any other request."""
+    from xml.sax.saxutils import escape
+
+    op, protocol = faults.request_operation(environ)
+    if (op, protocol) != ("DescribeRegions", "query"):
+        return None
+    params = _query_params(environ)
+    region = state.request_region(environ) or "us-east-1"
+    pid = partition_of(region) or "aws"
+    suffix = _dns_suffix(pid)
+    all_regions = params.get("AllRegions", "false").lower() == "true"
+    names = set(_numbered(params, "RegionName"))
+    filters = []
+    i = 1
+    while f"Filter.{i}.Name" in params:
+        filters.append((params[f"Filter.{i}.Name"], set(_numbered(params, f"Filter.{i}.Value"))))
+        i += 1
+    unknown = [n for n, _ in filters if n not in _FILTERS]
+    if unknown:
+        return faults.apply({"status": 400, "code": "InvalidParameterValue",
+                             "message": f"The filter '{unknown[0]}' is invalid", "_protocol": "query"},
+                            start_response)
+    items = []
+    for r in dict(partitions())[pid]:
+        status = opt_status(r)
+        info = {"regionName": r, "regionEndpoint": f"ec2.{r}.{suffix}",
+                "optInStatus": _OPT_IN_STATUS.get(status, "not-opted-in")}
+        if not all_regions and status not in SERVED:
+            continue
+        if names and r not in names:
+            continue
+        if any(info[_FILTERS[n]] not in values for n, values in filters):
+            continue
+        items.append(info)
+    body = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+            "<DescribeRegionsResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">"
+            "<requestId>00000000-0000-4000-8000-000000000000</requestId><regionInfo>"
+            + "".join("<item>" + "".join(f"<{k}>{escape(v)}</{k}>" for k, v in i.items()) + "</item>"
+                      for i in items)
+            + "</regionInfo></DescribeRegionsResponse>")
+    start_response(faults.status_line(200), [("Content-Type", "text/xml")])
+    return [body.encode()]

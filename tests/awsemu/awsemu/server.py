@@ -145,6 +145,9 @@ class App:
             answered = faults.apply(fault, start_response)
             if answered is not None:
                 return answered
+        answered = regions.describe_regions(environ, start_response)
+        if answered is not None:
+            return answered
         with state.LOCK:
             try:
                 return self.moto(environ, start_response)
