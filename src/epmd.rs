@@ -252,19 +252,37 @@ fn io_text(e: HandshakeError) -> String {
         return "not_allowed".into();
     }
     if let HandshakeError::Io(io) = &e {
-        if let Some(rustls::Error::AlertReceived(a)) =
-            io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
-        {
-            return format!("alert {}", crate::doctor::alert_name(*a));
-        }
-        if io.kind() == IoKind::UnexpectedEof {
-            return "closed".into();
-        }
-        if io.kind() == IoKind::ConnectionReset {
-            return "reset".into();
-        }
+        return io_error_text(io);
     }
     e.to_string()
+}
+
+/// An I/O error of a (TLS) connection as text: a TLS alert by its RFC 8446 name
+/// (`alert bad_certificate`), the peer's close (`closed`) or reset (`reset`), else the error.
+pub(crate) fn io_error_text(e: &std::io::Error) -> String {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::AlertReceived(alert)) => format!("alert {}", alert_name(*alert)),
+        Some(other) => other.to_string(),
+        None if e.kind() == IoKind::UnexpectedEof => "closed".to_string(),
+        None if e.kind() == IoKind::ConnectionReset => "reset".to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// A TLS alert's RFC 8446 name: rustls's CamelCase variant in snake_case (`BadCertificate`:
+/// `bad_certificate`, `UnknownCA`: `unknown_ca`).
+pub(crate) fn alert_name(alert: rustls::AlertDescription) -> String {
+    let name = format!("{alert:?}");
+    let mut out = String::new();
+    let mut previous_lower = false;
+    for c in name.chars() {
+        if c.is_ascii_uppercase() && previous_lower {
+            out.push('_');
+        }
+        previous_lower = c.is_ascii_lowercase();
+        out.push(c.to_ascii_lowercase());
+    }
+    out
 }
 
 /// Does the node at `ip:port` answer the clear-text distribution handshake? Sends the first

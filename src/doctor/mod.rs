@@ -17,7 +17,6 @@ mod tls;
 
 pub use check::{DoctorOptions, PeerCheck};
 pub use diagnoses::Diagnosis;
-pub(crate) use tls::alert_name;
 pub use tls::{
     default_tls_validity, expiring_margin, PeerCertificate, TlsCheck, TlsClient, TlsOutcome,
 };

@@ -18,13 +18,13 @@ use std::time::Duration;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivateSec1KeyDer, ServerName, UnixTime};
-use rustls::{AlertDescription, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use serde::Serialize;
 use tokio::net::TcpStream;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::epmd::{self, Handshake};
+use crate::epmd::{self, io_error_text, Handshake};
 
 /// What the doctor presents and trusts when it checks peers over TLS: the cluster CA's
 /// certificates and, when it has one, a certificate of that CA for the doctor's own address
@@ -254,32 +254,6 @@ async fn tls_connect(
             (TlsOutcome::Failed { error }, certificate, None)
         }
     }
-}
-
-fn io_error_text(e: &std::io::Error) -> String {
-    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-        Some(rustls::Error::AlertReceived(alert)) => format!("alert {}", alert_name(*alert)),
-        Some(other) => other.to_string(),
-        None if e.kind() == std::io::ErrorKind::UnexpectedEof => "closed".to_string(),
-        None if e.kind() == std::io::ErrorKind::ConnectionReset => "reset".to_string(),
-        None => e.to_string(),
-    }
-}
-
-pub(crate) fn alert_name(alert: AlertDescription) -> String {
-    // CamelCase to the RFC's snake_case names (BadCertificate: bad_certificate, UnknownCA:
-    // unknown_ca).
-    let name = format!("{alert:?}");
-    let mut out = String::new();
-    let mut previous_lower = false;
-    for c in name.chars() {
-        if c.is_ascii_uppercase() && previous_lower {
-            out.push('_');
-        }
-        previous_lower = c.is_ascii_lowercase();
-        out.push(c.to_ascii_lowercase());
-    }
-    out
 }
 
 /// The peer refused us, from how a connection on which it presented its certificate ended:
@@ -728,10 +702,13 @@ mod tests {
     #[test]
     fn alerts_are_named_as_the_rfc_names_them() {
         assert_eq!(
-            alert_name(AlertDescription::BadCertificate),
+            epmd::alert_name(rustls::AlertDescription::BadCertificate),
             "bad_certificate"
         );
-        assert_eq!(alert_name(AlertDescription::UnknownCA), "unknown_ca");
+        assert_eq!(
+            epmd::alert_name(rustls::AlertDescription::UnknownCA),
+            "unknown_ca"
+        );
     }
 
     #[test]
