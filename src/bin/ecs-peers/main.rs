@@ -33,10 +33,10 @@ Exit status:
   0  every source answered
   1  internal error (I/O on stdout, runtime)
   2  bad flags or configuration (the message names the flag or key)
-  3  some sources failed (their last-known peers, if any, are shown), or found running
-     tasks or Cloud Map instances and could use none of them (STATUS SKIPPING: the DETAIL
-     column says why and the fix)
-  4  every source failed (or skipped every task or instance it found)";
+  3  some sources, not all, failed (their last-known peers, if any, are shown) or found
+     running tasks or Cloud Map instances and could use none of them (STATUS SKIPPING: the
+     DETAIL column says why and the fix)
+  4  every source failed or skipped every task or instance it found (FAILING or SKIPPING)";
 
 #[derive(Parser)]
 #[command(
@@ -145,7 +145,7 @@ struct SourceArgs {
     /// An ECS source: REGION/CLUSTER[/SERVICE], a cluster or service ARN, or keys: region=..,cluster=..,service=..,family=..,container=..,tags.KEY=VALUE
     #[arg(long = "ecs", value_name = "SPEC")]
     ecs: Vec<String>,
-    /// A Cloud Map source: REGION/NAMESPACE/SERVICE, or keys: region=..,namespace=..,service=..,health=all,query.KEY=VALUE
+    /// A Cloud Map source: REGION/NAMESPACE/SERVICE, or keys: region=..,namespace=..,service=..,health=all,query.KEY=VALUE,port=distribution_port,owner_account=ACCOUNT
     #[arg(long = "cloudmap", value_name = "SPEC")]
     cloudmap: Vec<String>,
     /// A TOML or JSON file with sources and settings (see `ecs-peers keys`); flags add to it.
