@@ -5,7 +5,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # The AWS emulator (tests/awsemu, started by tests/awsemu/run) and the venv it runs in.
 export AWSEMU_PYTHON="$ROOT/.venv-awsemu/bin/python"
 
-step() { CURRENT_STEP="$*"; printf '\n==> %s\n' "$*" >&2; }
+# step TEXT: announces the next step, after the seconds the previous one took (so a run's log
+# says where its time went: the issues report what each new step adds to the suite).
+step() {
+  [ -n "${STEP_STARTED:-}" ] && printf '    (%s s)\n' "$((SECONDS - STEP_STARTED))" >&2
+  STEP_STARTED=$SECONDS
+  CURRENT_STEP="$*"
+  printf '\n==> %s\n' "$*" >&2
+}
 
 apt_install() {
   # apt_install PKG...: installs the Debian packages that are not installed yet.
