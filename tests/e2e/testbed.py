@@ -374,13 +374,15 @@ class Bed:
         return ns
 
     def start_node(self, ip, basename="app", cookie=None, node_names=None, sources=None, metadata_uri=None,
-                   endpoint=ENDPOINT, proto_dist=None, share_polling=None, erl_flags="", env=None):
+                   endpoint=ENDPOINT, proto_dist=None, share_polling=None, erl_flags="", env=None, tree=None):
         """`sources`: the strategy's sources as Elixir source text (node.exs has a default).
         `share_polling`: True/False sets the strategy's `share_polling` (fleet-shared polling);
         None leaves the key out (the default, off) unless E2E_SHARE_POLLING is set.
         The node's ECS_CONTAINER_METADATA_URI_V4 is its task's metadata endpoint, as the ECS agent
         sets it in every container, unless `metadata_uri` says otherwise ("" leaves it unset).
-        `erl_flags`: more flags for erl (no spaces inside one flag); `env`: more environment."""
+        `erl_flags`: more flags for erl (no spaces inside one flag); `env`: more environment.
+        `tree`: another working tree (another revision's) whose Elixir package and node.exs the
+        node runs (`tree_paths`); None: this one."""
         h, env_extra = self.hosts[ip], env or {}
         h["status"] = os.path.join(self.work, f"{ip}.json")
         h["log"] = os.path.join(self.work, f"{ip}.log")
@@ -405,8 +407,7 @@ class Bed:
         h["proc"] = subprocess.Popen(
             ["ip", "netns", "exec", h["ns"], "elixir", "--name", f"{basename}@{ip}", "--cookie", cookie or COOKIE,
              "--erl", erl,
-             "-pa", EBIN, os.path.join(ROOT, "tests", "e2e", "node.exs"),
-             h["status"], endpoint, str(self.interval_ms)],
+             "-pa", *tree_paths(tree), h["status"], endpoint, str(self.interval_ms)],
             stdout=open(h["log"], "w"), stderr=subprocess.STDOUT, env=env)
 
     def terminate_node(self, ip, timeout=30):
@@ -705,3 +706,12 @@ class Ec2Bed(Bed):
 def task_id(arn):
     """The task id: the last part of the task ARN (what a node reads from its task metadata)."""
     return arn.rsplit("/", 1)[-1]
+
+
+def tree_paths(tree=None):
+    """(the ebin of the Elixir package built in `tree`'s elixir/ by `mix compile` in the test
+    env, `tree`'s tests/e2e/node.exs): what a node of that working tree runs (None: this one)."""
+    if tree is None:
+        return EBIN, os.path.join(ROOT, "tests", "e2e", "node.exs")
+    return (os.path.join(tree, "elixir", "_build", "test", "lib", "ecs_peers", "ebin"),
+            os.path.join(tree, "tests", "e2e", "node.exs"))
