@@ -134,6 +134,53 @@ pub struct TlsCheck {
 }
 
 impl TlsCheck {
+    /// The check in a few words, for the doctor's table: whether the peer speaks TLS, whether
+    /// its chain ends at our CA, whether it names its address, when it expires, and whether it
+    /// took ours. What fails a check is in capitals: `our CA, names it, expires in 59 min`;
+    /// `OTHER CA, names it, expires in 23 h 59 min, REFUSED OURS (alert unknown_ca)`;
+    /// `CLEAR TEXT`.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        match &self.outcome {
+            TlsOutcome::ClearText => return "CLEAR TEXT".into(),
+            TlsOutcome::RequiresTls => parts.push("REQUIRES TLS".to_string()),
+            TlsOutcome::Failed { .. } if self.certificate.is_none() => return "no answer".into(),
+            TlsOutcome::Ok | TlsOutcome::RefusedUs { .. } | TlsOutcome::Failed { .. } => {}
+        }
+        if let Some(c) = &self.certificate {
+            parts.push(
+                match c.issuer_ok {
+                    Some(true) => "our CA",
+                    Some(false) => "OTHER CA",
+                    None => "CA not checked",
+                }
+                .to_string(),
+            );
+            parts.push(if c.names_address {
+                "names it".to_string()
+            } else {
+                format!(
+                    "NAMES {}",
+                    if c.names.is_empty() {
+                        "NOTHING".to_string()
+                    } else {
+                        c.names.join(" ")
+                    }
+                )
+            });
+            let margin = i64::try_from(self.expiring_margin_s).unwrap_or(i64::MAX);
+            parts.push(match c.expires_in_s {
+                s if s <= 0 => format!("EXPIRED {} ago", super::diagnoses::seconds(-s)),
+                s if s < margin => format!("EXPIRES IN {}", super::diagnoses::seconds(s)),
+                s => format!("expires in {}", super::diagnoses::seconds(s)),
+            });
+        }
+        if let TlsOutcome::RefusedUs { alert } = &self.outcome {
+            parts.push(format!("REFUSED OURS ({alert})"));
+        }
+        parts.join(", ")
+    }
+
     /// The peer's certificate passes every check: our CA, its address, not expired.
     pub fn trusted(&self) -> bool {
         self.certificate
@@ -840,9 +887,28 @@ mod tests {
                 }),
             ),
         ];
+        // The table's TLS column says what failed, in capitals (and nothing for a healthy peer).
+        let summary = |e: &Explanation| e.check.tls.as_ref().map(TlsCheck::summary).unwrap();
+        let port = tls_node(&good(), &ours, "the-cookie").await;
+        let healthy = summary(&explained(port, Some(me.clone())).await);
+        assert!(
+            healthy.starts_with("our CA, names it, expires in ")
+                && !healthy["our CA".len()..].contains(|c: char| c.is_ascii_uppercase()),
+            "{healthy}"
+        );
+        let shown = |code: &str| match code {
+            "tls_clear_text_peer" => "CLEAR TEXT",
+            "tls_expected_by_peer" => "REQUIRES TLS",
+            "tls_other_ca" => "OTHER CA",
+            "tls_wrong_address" => "NAMES 127.0.0.9",
+            "tls_expired" => "EXPIRED 60 min ago",
+            "tls_expiring" => "EXPIRES IN",
+            _ => "REFUSED OURS (",
+        };
         for (code, port, tls) in cases {
             let e = explained(port, tls).await;
             assert_eq!(e.diagnosis.code, code, "{e:#?}");
+            assert!(summary(&e).contains(shown(code)), "{code}: {}", summary(&e));
             // No cookie challenge is answered for a peer whose certificate fails a check (an
             // expiring one is still valid: the handshake ran and passed).
             match code {

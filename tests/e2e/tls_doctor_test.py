@@ -230,9 +230,19 @@ def main():
             for label, d in by_doctor.items():
                 assert f"[{d['code']}] {subject[label]}: " in out, out
                 assert f"   Fix: {d['fix']}\n" in out, f"{d['fix']!r} not in {out}"
-            return "each code and its fix in the text report"
+            # The table's TLS column: each peer's facts, what fails a check in capitals.
+            rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("app@")}
+            shown = {"clear": "CLEAR TEXT", "other-ca": "OTHER CA, names it, expires in ",
+                     "other-addr": f"our CA, NAMES {a} {a} ", "expired": "our CA, names it, EXPIRED ",
+                     "expiring": "our CA, names it, EXPIRES IN "}
+            for label, words in shown.items():
+                assert words in rows[node(broken[label])], f"{label}: {rows[node(broken[label])]!r}"
+            for ip in healthy:
+                assert "our CA, names it, expires in " in rows[node(ip)], rows[node(ip)]
+            return "each code and its fix; the TLS column: " + "; ".join(
+                f"{label}: {rows[node(broken[label])].split('  ')[-1].strip()}" for label in shown)
 
-        check("the doctor's text report names each diagnosis and its fix", the_text_report)
+        check("the doctor's text report: each peer's TLS facts, each diagnosis and its fix", the_text_report)
 
         stopping = [label for label in expected if label != "expiring"]
 
@@ -257,7 +267,9 @@ def main():
             wait_until(lambda: all(bed.status(ip)["poll"] >= polls[ip] + SHAPE_POLLS for ip in healthy), 60,
                        f"{SHAPE_POLLS} more polls on A and B")
             for ip in healthy:
-                unreachable = {u["node"]: u for u in bed.status(ip)["unreachable"]}
+                # A status call begun now: the file may hold one that waited on a connect.
+                status = bed.fresh_status(ip, 30)
+                unreachable = {u["node"]: u for u in status["unreachable"]}
                 for label in stopping:
                     want = by_doctor[label]
                     # While its BEAM booted, a listed task may be diagnosed otherwise (no EPMD yet);
@@ -270,7 +282,7 @@ def main():
                     u = unreachable[node(broken[label])]
                     assert (u["code"], u["fix"]) == (want["code"], want["fix"]), u
                 assert node(broken["expiring"]) not in unreachable, unreachable
-                assert node(broken["expiring"]) in bed.status(ip)["nodes"], bed.status(ip)
+                assert node(broken["expiring"]) in status["nodes"], status
             return f"A and B: {', '.join(by_doctor[label]['code'] for label in stopping)}, once each; " \
                    "the expiring node connected"
 
