@@ -167,7 +167,8 @@ pub async fn handshake(ip: IpAddr, port: u16, cookie: &str, timeout: Duration) -
 }
 
 /// A connection to a distribution port, in clear text or inside TLS (OTP's `inet_tls_dist`
-/// runs the same handshake over the TLS session): its own address names the doctor's node.
+/// runs the same handshake over the TLS session, framed by `doctor::tls::Packet4`): its own
+/// address names the doctor's node.
 pub(crate) trait DistStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {
     /// The local address of the TCP connection underneath.
     fn local_ip(&self) -> std::io::Result<IpAddr>;
@@ -176,12 +177,6 @@ pub(crate) trait DistStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
 impl DistStream for TcpStream {
     fn local_ip(&self) -> std::io::Result<IpAddr> {
         self.local_addr().map(|a| a.ip())
-    }
-}
-
-impl DistStream for tokio_rustls::client::TlsStream<TcpStream> {
-    fn local_ip(&self) -> std::io::Result<IpAddr> {
-        self.get_ref().0.local_addr().map(|a| a.ip())
     }
 }
 

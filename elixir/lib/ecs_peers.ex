@@ -180,15 +180,20 @@ defmodule EcsPeers do
   def native(fun) do
     fun.()
   rescue
+    # Only ErlangError itself has `original`: `rescue e in ErlangError` also catches the errors
+    # Elixir normalises (a NIF's badarg is an ArgumentError).
     e in ErlangError ->
-      case e.original do
-        :nif_not_loaded ->
+      case e do
+        %ErlangError{original: :nif_not_loaded} ->
           {:error,
            "the ecs-peers NIF is not loaded: " <>
              EcsPeers.Native.Loader.why(EcsPeers.Native.builder())}
 
-        other ->
+        %ErlangError{original: other} ->
           {:error, "ecs-peers NIF failed: #{inspect(other)}"}
+
+        other ->
+          {:error, "ecs-peers NIF failed: #{Exception.message(other)}"}
       end
 
     e ->

@@ -511,7 +511,7 @@ fn tls_refused_us(p: &PeerCheck, alert: &str, who: &str) -> Diagnosis {
 }
 
 /// Seconds as the largest whole unit: `3 h 20 min`, `12 min`, `45 s`.
-fn seconds(s: i64) -> String {
+pub(super) fn seconds(s: i64) -> String {
     let s = s.max(0);
     match s {
         0..=119 => format!("{s} s"),

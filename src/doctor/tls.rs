@@ -5,7 +5,8 @@
 //! handshake inside it (ssl-10.8.7 `inet_tls_dist:do_setup_connect/5`), so the check is a TLS
 //! client (rustls on the aws-lc-rs backend the AWS SDK already builds) presenting this task's
 //! certificate, followed by the same handshake code as the clear-text path
-//! ([`crate::epmd::handshake_over`]). Its verifier records rather than decides: a certificate
+//! ([`crate::epmd::handshake_over`]), its messages framed as `inet_tls_dist` frames them
+//! ([`Packet4`]). Its verifier records rather than decides: a certificate
 //! of another CA, for another address or expired still completes the TLS handshake, so the
 //! diagnosis can say which of these it is; the cookie's handshake is run only inside a TLS
 //! session whose certificate passes every check (a challenge answered with our cookie goes only
@@ -64,9 +65,11 @@ impl std::fmt::Debug for TlsClient {
 
 /// A certificate with less than this left is expiring. Nodes renew when a third of the validity
 /// is left (docs/tls.md, "Renewal"), so a quarter means renewals have been failing for a
-/// twelfth of it (2 h at the default 24 h); never less than 5 minutes.
+/// twelfth of it (2 h at the default 24 h). It stays below the third left at renewal for every
+/// validity: a fixed floor above that (5 minutes, under a 15-minute validity) would call every
+/// healthy certificate expiring.
 pub fn expiring_margin(validity: Duration) -> Duration {
-    (validity / 4).max(Duration::from_secs(300))
+    validity / 4
 }
 
 /// How the TLS check of one peer ended.
@@ -131,6 +134,53 @@ pub struct TlsCheck {
 }
 
 impl TlsCheck {
+    /// The check in a few words, for the doctor's table: whether the peer speaks TLS, whether
+    /// its chain ends at our CA, whether it names its address, when it expires, and whether it
+    /// took ours. What fails a check is in capitals: `our CA, names it, expires in 59 min`;
+    /// `OTHER CA, names it, expires in 23 h 59 min, REFUSED OURS (alert unknown_ca)`;
+    /// `CLEAR TEXT`.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        match &self.outcome {
+            TlsOutcome::ClearText => return "CLEAR TEXT".into(),
+            TlsOutcome::RequiresTls => parts.push("REQUIRES TLS".to_string()),
+            TlsOutcome::Failed { .. } if self.certificate.is_none() => return "no answer".into(),
+            TlsOutcome::Ok | TlsOutcome::RefusedUs { .. } | TlsOutcome::Failed { .. } => {}
+        }
+        if let Some(c) = &self.certificate {
+            parts.push(
+                match c.issuer_ok {
+                    Some(true) => "our CA",
+                    Some(false) => "OTHER CA",
+                    None => "CA not checked",
+                }
+                .to_string(),
+            );
+            parts.push(if c.names_address {
+                "names it".to_string()
+            } else {
+                format!(
+                    "NAMES {}",
+                    if c.names.is_empty() {
+                        "NOTHING".to_string()
+                    } else {
+                        c.names.join(" ")
+                    }
+                )
+            });
+            let margin = i64::try_from(self.expiring_margin_s).unwrap_or(i64::MAX);
+            parts.push(match c.expires_in_s {
+                s if s <= 0 => format!("EXPIRED {} ago", super::diagnoses::seconds(-s)),
+                s if s < margin => format!("EXPIRES IN {}", super::diagnoses::seconds(s)),
+                s => format!("expires in {}", super::diagnoses::seconds(s)),
+            });
+        }
+        if let TlsOutcome::RefusedUs { alert } = &self.outcome {
+            parts.push(format!("REFUSED OURS ({alert})"));
+        }
+        parts.join(", ")
+    }
+
     /// The peer's certificate passes every check: our CA, its address, not expired.
     pub fn trusted(&self) -> bool {
         self.certificate
@@ -170,7 +220,7 @@ pub(super) async fn check(
     let (Some(cookie), true) = (cookie, check.trusted()) else {
         return (check, None);
     };
-    let handshake = epmd::handshake_over(stream, cookie, timeout).await;
+    let handshake = epmd::handshake_over(Packet4::new(stream), cookie, timeout).await;
     // An acceptor that refuses our certificate after the TLS handshake (OTP's allowed-nodes
     // check: our name's host is not one our certificate names, or not a listed address) closes
     // the connection during the distribution handshake; TLS 1.3 reports a refused client
@@ -282,6 +332,175 @@ fn client_config(
             )
             .map_err(|e| format!("our certificate or key is unusable: {e}")),
         None => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// A distribution connection inside TLS as OTP frames it: `inet_tls_dist` runs the handshake
+/// with `{packet, 4}` (a 4-byte length before each message; ssl-10.8.7
+/// `inet_tls_dist:accept_one/3` and `do_setup_connect/5`), where `inet_tcp_dist` uses
+/// `{packet, 2}`. The handshake code writes and reads 2-byte lengths; this re-frames each
+/// message on the way out and in, so the same handshake runs over both. An OTP node that reads
+/// a 2-byte length as the first half of a 4-byte one waits for a message of megabytes and
+/// never answers.
+pub(crate) struct Packet4<S> {
+    inner: S,
+    /// Bytes written by the handshake, not yet a whole 2-byte-framed message.
+    pending: Vec<u8>,
+    /// Re-framed bytes not yet written to `inner`.
+    out: Vec<u8>,
+    /// The incoming message's 4-byte length, as far as read.
+    header: [u8; 4],
+    header_read: usize,
+    /// The 2-byte length handed to the reader, as far as handed.
+    short_header: [u8; 2],
+    short_given: usize,
+    /// Body bytes of the incoming message still to pass through.
+    body_left: usize,
+}
+
+impl<S> Packet4<S> {
+    pub(crate) fn new(inner: S) -> Self {
+        Packet4 {
+            inner,
+            pending: Vec::new(),
+            out: Vec::new(),
+            header: [0; 4],
+            header_read: 0,
+            short_header: [0; 2],
+            short_given: 2,
+            body_left: 0,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> Packet4<S> {
+    /// Writes `out` to `inner` until it is empty or `inner` would block.
+    fn poll_drain(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        while !self.out.is_empty() {
+            match std::pin::Pin::new(&mut self.inner).poll_write(cx, &self.out) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.out.drain(..n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Packet4<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        this.pending.extend_from_slice(buf);
+        while this.pending.len() >= 2 {
+            let len = usize::from(u16::from_be_bytes([this.pending[0], this.pending[1]]));
+            if this.pending.len() < 2 + len {
+                break;
+            }
+            this.out
+                .extend_from_slice(&u32::try_from(len).unwrap_or(0).to_be_bytes());
+            this.out.extend_from_slice(&this.pending[2..2 + len]);
+            this.pending.drain(..2 + len);
+        }
+        // Accepted whole; what `inner` does not take now is written by the flush.
+        if let std::task::Poll::Ready(Err(e)) = this.poll_drain(cx) {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_drain(cx))?;
+        std::pin::Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_drain(cx))?;
+        std::pin::Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Packet4<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if this.short_given < 2 {
+            let n = buf.remaining().min(2 - this.short_given);
+            buf.put_slice(&this.short_header[this.short_given..this.short_given + n]);
+            this.short_given += n;
+            return Poll::Ready(Ok(()));
+        }
+        if this.body_left > 0 {
+            let mut body = vec![0; buf.remaining().min(this.body_left)];
+            let mut part = tokio::io::ReadBuf::new(&mut body);
+            std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_read(cx, &mut part))?;
+            let n = part.filled().len();
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            buf.put_slice(&body[..n]);
+            this.body_left -= n;
+            return Poll::Ready(Ok(()));
+        }
+        while this.header_read < 4 {
+            let mut header = tokio::io::ReadBuf::new(&mut this.header[this.header_read..]);
+            std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_read(cx, &mut header))?;
+            let n = header.filled().len();
+            if n == 0 {
+                // A close between messages is the peer's close, as on a clear-text connection.
+                return if this.header_read == 0 {
+                    Poll::Ready(Ok(()))
+                } else {
+                    Poll::Ready(Err(std::io::ErrorKind::UnexpectedEof.into()))
+                };
+            }
+            this.header_read += n;
+        }
+        this.header_read = 0;
+        let len = u32::from_be_bytes(this.header);
+        let Ok(short) = u16::try_from(len) else {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a distribution handshake message of {len} bytes"),
+            )));
+        };
+        this.short_header = short.to_be_bytes();
+        this.short_given = 0;
+        this.body_left = usize::from(short);
+        let n = buf.remaining().min(2);
+        buf.put_slice(&this.short_header[..n]);
+        this.short_given = n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl epmd::DistStream for Packet4<TlsStream> {
+    fn local_ip(&self) -> std::io::Result<IpAddr> {
+        self.inner.get_ref().0.local_addr().map(|a| a.ip())
     }
 }
 
@@ -495,7 +714,7 @@ mod tests {
 
     /// A TLS distribution listener on 127.0.0.1, as OTP's `inet_tls_dist` runs one: it presents
     /// `server`, requires a client certificate of `trusts`, then runs the distribution
-    /// handshake with `cookie` inside TLS.
+    /// handshake with `cookie` inside TLS, each message after a 4-byte length (`{packet, 4}`).
     async fn tls_node(server: &Credentials, trusts: &ClusterCa, cookie: &'static str) -> u16 {
         let mut roots = RootCertStore::empty();
         roots
@@ -529,7 +748,8 @@ mod tests {
                     };
                     let local =
                         LocalNode::new("app@127.0.0.1".parse().unwrap(), Creation::random());
-                    let mut hs = ServerSideHandshake::new(tls.compat(), local, cookie);
+                    let mut hs =
+                        ServerSideHandshake::new(Packet4::new(tls).compat(), local, cookie);
                     if hs.execute_recv_name().await.is_ok() {
                         let _ = hs.execute_rest(HandshakeStatus::Ok).await;
                     }
@@ -667,9 +887,28 @@ mod tests {
                 }),
             ),
         ];
+        // The table's TLS column says what failed, in capitals (and nothing for a healthy peer).
+        let summary = |e: &Explanation| e.check.tls.as_ref().map(TlsCheck::summary).unwrap();
+        let port = tls_node(&good(), &ours, "the-cookie").await;
+        let healthy = summary(&explained(port, Some(me.clone())).await);
+        assert!(
+            healthy.starts_with("our CA, names it, expires in ")
+                && !healthy["our CA".len()..].contains(|c: char| c.is_ascii_uppercase()),
+            "{healthy}"
+        );
+        let shown = |code: &str| match code {
+            "tls_clear_text_peer" => "CLEAR TEXT",
+            "tls_expected_by_peer" => "REQUIRES TLS",
+            "tls_other_ca" => "OTHER CA",
+            "tls_wrong_address" => "NAMES 127.0.0.9",
+            "tls_expired" => "EXPIRED 60 min ago",
+            "tls_expiring" => "EXPIRES IN",
+            _ => "REFUSED OURS (",
+        };
         for (code, port, tls) in cases {
             let e = explained(port, tls).await;
             assert_eq!(e.diagnosis.code, code, "{e:#?}");
+            assert!(summary(&e).contains(shown(code)), "{code}: {}", summary(&e));
             // No cookie challenge is answered for a peer whose certificate fails a check (an
             // expiring one is still valid: the handshake ran and passed).
             match code {
@@ -697,6 +936,24 @@ mod tests {
         assert_eq!(tls["certificate"]["issuer_ok"], true);
         assert_eq!(tls["certificate"]["names_address"], false);
         assert_eq!(tls["certificate"]["not_after"], not_after);
+    }
+
+    /// A certificate with a third of its validity left (when its node renews it) is never
+    /// expiring, from the key's least validity up: a healthy cluster has no `tls_expiring`.
+    #[test]
+    fn a_certificate_due_for_renewal_is_not_expiring_at_any_validity() {
+        for validity_s in [60, 300, 600, 899, 3600, 86_400, 30 * 86_400] {
+            let validity = Duration::from_secs(validity_s);
+            assert!(
+                expiring_margin(validity) < validity / 3,
+                "validity {validity_s} s: margin {:?}",
+                expiring_margin(validity)
+            );
+        }
+        assert_eq!(
+            expiring_margin(Duration::from_secs(86_400)),
+            Duration::from_secs(21_600)
+        );
     }
 
     #[test]

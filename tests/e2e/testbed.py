@@ -102,8 +102,11 @@ class Bed:
         self.ns_exec(r, "ip", "addr", "add", f"{EMU_IP}/32", "dev", "lo")
         # Anything in the test supernet without a more specific route dies here.
         self.ns_exec(r, "ip", "route", "add", "blackhole", SUPERNET)
-        for bridge, net in VPCS.values():
-            self.ns_exec(r, "ip", "link", "add", bridge, "type", "bridge")
+        for i, (bridge, net) in enumerate(VPCS.values()):
+            # A MAC of its own: a bridge without one takes its ports' lowest, which changes as
+            # tasks are added, and a task whose ARP entry for its gateway is still the old one
+            # then sends to another task's port and reaches nothing beyond its subnet.
+            self.ns_exec(r, "ip", "link", "add", bridge, "address", f"02:ec:00:00:00:{i + 1:02x}", "type", "bridge")
             self.ns_exec(r, "ip", "addr", "add", f"{net}.1/24", "dev", bridge)
             self.ns_exec(r, "ip", "link", "set", bridge, "up")
         self.ns_exec(r, "sysctl", "-qw", "net.ipv4.ip_forward=1")

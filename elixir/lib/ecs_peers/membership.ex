@@ -342,7 +342,9 @@ defmodule EcsPeers.Membership do
         previous: gap.diagnosis,
         since: iso8601(gap.since),
         polls: Rules.polls(gap, s.last.poll),
-        epmd_less: Process.whereis(EcsPeers.Epmd) != nil
+        # The VM's EPMD module, as kernel uses it: EcsPeers.Epmd's process also runs beside
+        # OTP's EPMD under TLS distribution (the listed peers the identity rule reads).
+        epmd_less: :net_kernel.epmd_module() == EcsPeers.Epmd
       }
 
       case EcsPeers.Membership.Diagnosis.start(job) do

@@ -183,7 +183,8 @@ defmodule EcsPeers.TLS do
     @moduledoc """
     This node's current TLS credentials as the in-process diagnosis uses them
     (`EcsPeers.TLS.current_credentials/0`): its certificate (DER), its key (`ECPrivateKey` DER),
-    the CA certificates (DER) and `tls_validity` in seconds (`nil`: the core's default). Its
+    the CA certificates (DER) and `tls_validity` as the node was given it
+    (`ECS_PEERS_TLS_VALIDITY`'s text, read by the core's key table; `nil`: the default). Its
     `inspect` form leaves the key out.
     """
     @derive {Inspect, except: [:key]}

@@ -101,6 +101,14 @@ defmodule EcsPeers.LoaderTest do
     refute message =~ "ECS_PEERS_BUILD"
   end
 
+  test "a NIF's badarg (Elixir's ArgumentError) is an error message, never a crash" do
+    assert EcsPeers.native(fn -> :erlang.error(:badarg) end) ==
+             {:error, "ecs-peers NIF failed: argument error"}
+
+    assert EcsPeers.native(fn -> :erlang.error(:other) end) ==
+             {:error, "ecs-peers NIF failed: :other"}
+  end
+
   test "a source build is chosen by build_from_source (remembered) or ECS_PEERS_BUILD (this compile)" do
     for value <- [nil, "", "0", "false", "yes"] do
       assert Loader.source_build(false, value) == nil, "ECS_PEERS_BUILD=#{inspect(value)}"

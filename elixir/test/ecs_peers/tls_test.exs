@@ -314,4 +314,38 @@ defmodule EcsPeers.TLSTest do
       true -> Process.sleep(100) && wait_until(fun, tries - 1)
     end
   end
+
+  describe "the in-process diagnosis's credentials" do
+    test "tls_validity reaches the core as the node's text, read by the key table" do
+      config = [
+        node_basename: "app",
+        endpoint_url: "http://127.0.0.1:9",
+        max_attempts: 1,
+        sources: [[type: :ecs, region: "eu-west-2", cluster: "web"]]
+      ]
+
+      {:ok, {validated, _}} = EcsPeers.configure(config)
+      {:ok, poller} = EcsPeers.Native.start(validated, self(), 1)
+
+      try do
+        # As EcsPeers.TLS.current_credentials/0 makes it, with ECS_PEERS_TLS_VALIDITY=1h.
+        tls = %EcsPeers.TLS.Current{cert: "c", key: "k", cacerts: ["ca"], validity: "1h"}
+
+        diagnose =
+          &EcsPeers.native(fn ->
+            EcsPeers.Native.diagnose(poller, "app@10.0.0.1", nil, &1, false, self(), 2)
+          end)
+
+        # Read, then the peer looked up: no poll has listed it.
+        assert {:error, message} = diagnose.(tls)
+        assert message =~ "app@10.0.0.1 is not a peer of the last update"
+        assert {:error, message} = diagnose.(%{tls | validity: nil})
+        assert message =~ "is not a peer of the last update"
+        assert {:error, message} = diagnose.(%{tls | validity: "soon"})
+        assert message =~ "tls_validity"
+      after
+        EcsPeers.Native.stop(poller)
+      end
+    end
+  end
 end

@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use ecs_peers::doctor::{self, DoctorOptions};
 use std::sync::Arc;
-use std::time::Duration;
 
 use ecs_peers::doctor::TlsClient;
 use rustler::{Atom, Binary, Encoder, LocalPid, NifMap, OwnedEnv, ResourceArc};
@@ -37,27 +36,35 @@ struct DiagnosisTerm {
 }
 
 /// This node's TLS credentials (`%EcsPeers.TLS.Current{}`): certificate, `ECPrivateKey` DER,
-/// CA certificates (all DER binaries) and `tls_validity` in seconds (`nil`: the default).
+/// CA certificates (all DER binaries) and `tls_validity` as the node was given it
+/// (`ECS_PEERS_TLS_VALIDITY`'s text, read here by the key table's duration rule, as the
+/// node's own issuance reads it; `nil`: the default).
 #[derive(NifMap)]
 struct TlsTerm<'a> {
     cert: Binary<'a>,
     key: Binary<'a>,
     cacerts: Vec<Binary<'a>>,
-    validity: Option<u64>,
+    validity: Option<String>,
 }
 
 impl TlsTerm<'_> {
-    fn client(&self) -> TlsClient {
-        TlsClient {
+    fn client(&self) -> Result<TlsClient, String> {
+        let validity = match &self.validity {
+            None => ecs_peers::doctor::default_tls_validity(),
+            Some(text) => ecs_peers::config::parse_duration(
+                "tls_validity",
+                &serde_json::Value::from(text.as_str()),
+            )
+            .map_err(|e| e.to_string())?,
+        };
+        Ok(TlsClient {
             cacerts: self.cacerts.iter().map(|c| c.as_slice().to_vec()).collect(),
             identity: Some((
                 self.cert.as_slice().to_vec(),
                 zeroize::Zeroizing::new(self.key.as_slice().to_vec()),
             )),
-            validity: self
-                .validity
-                .map_or_else(ecs_peers::doctor::default_tls_validity, Duration::from_secs),
-        }
+            validity,
+        })
     }
 }
 
@@ -82,6 +89,7 @@ fn diagnose(
     pid: LocalPid,
     tag: u64,
 ) -> Result<Atom, String> {
+    let tls = tls.as_ref().map(TlsTerm::client).transpose()?.map(Arc::new);
     let Some(peer) = poller.listed.peer(&node) else {
         return Err(format!(
             "{node} is not a peer of the last update: only peers a configured source listed are checked"
@@ -92,7 +100,7 @@ fn diagnose(
         epmd_less,
         distribution_port: poller.listed.distribution_port,
         concurrency: 1,
-        tls: tls.as_ref().map(|t| Arc::new(t.client())),
+        tls,
         ..Default::default()
     };
     let rt = runtime()?;

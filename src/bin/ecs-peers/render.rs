@@ -295,6 +295,11 @@ pub fn doctor(out: &mut impl Write, r: &ecs_peers::doctor::Report) -> io::Result
         ]
         .map(String::from)
         .to_vec()];
+        // TLS distribution: what each peer's certificate says (ecs_peers::doctor::TlsCheck::summary).
+        let tls = r.peers.iter().any(|p| p.tls.is_some());
+        if tls {
+            rows[0].push("TLS".into());
+        }
         for p in &r.peers {
             let names: Vec<String> = p
                 .epmd
@@ -324,6 +329,11 @@ pub fn doctor(out: &mut impl Write, r: &ecs_peers::doctor::Report) -> io::Result
                     None => "-".into(),
                 },
             ]);
+            if tls {
+                if let Some(row) = rows.last_mut() {
+                    row.push(p.tls.as_ref().map_or("-".into(), |t| t.summary()));
+                }
+            }
         }
         columns(out, &rows)?;
     }
