@@ -125,6 +125,39 @@ async fn a_follower_whose_own_poll_is_newer_still_hears_its_poller_and_follows_a
 }
 
 #[tokio::test]
+async fn sharing_is_on_unless_share_polling_is_false_and_off_it_ignores_the_group() {
+    let with = |share: serde_json::Value| {
+        let mut v = json!({"node_basename":"app","polling_interval":"100ms","local_node": ME,
+            "sources":[{"type":"ecs","region":"eu-west-2","cluster":"c0"}]});
+        if !share.is_null() {
+            v["share_polling"] = share;
+        }
+        Config::from_value(v).unwrap()
+    };
+    // Left out: on, as with `true`.
+    let cfg = with(serde_json::Value::Null);
+    let other = other_poller_of(&cfg.sources[0].id());
+    let (mut p, fixed) = poller(&cfg, vec![vec![Step::Answer(Ok(vec![found("10.1.0.4")]))]]);
+    p.poll().await;
+    assert!(p.share(vec![other.clone(), ME.into()]), "on by default");
+    let u = p.poll().await;
+    assert_eq!(polls(&fixed[0]), 1, "followed: not polled here");
+    assert_eq!(u.snapshot.sharing_with, 2);
+
+    // `false`: the group is ignored, every source is polled here, nothing received applies.
+    let cfg = with(json!(false));
+    let (mut p, fixed) = poller(&cfg, vec![vec![Step::Answer(Ok(vec![found("10.1.0.4")]))]]);
+    p.poll().await;
+    assert!(!p.share(vec![other.clone(), ME.into()]));
+    p.receive_shared(&other, &peers_result(&cfg, 1, now_ms() + 1, &["10.1.0.9"]));
+    let u = p.poll().await;
+    assert_eq!(polls(&fixed[0]), 2, "off: polled here");
+    assert_eq!(u.snapshot.sharing_with, 0);
+    assert!(u.snapshot.sources[0].poller.is_none());
+    assert_eq!(nodes(&u), ["app@10.1.0.4"]);
+}
+
+#[tokio::test]
 async fn a_follower_does_not_poll_while_fresh_results_arrive_and_polls_after_two_silent_intervals()
 {
     let cfg = config(1, ME);
