@@ -1,12 +1,13 @@
-"""End-to-end: fleet-shared polling (`share_polling: true`) with real BEAM nodes in the
+"""End-to-end: fleet-shared polling (`share_polling`, on by default) with real BEAM nodes in the
 namespace test bed, two regions (eu-west-2, us-west-2), each node polling both (one ECS source per
 region), interval 1 s. The emulator's own call log (`/_emu/calls`: every AWS call with the
 caller's address; each node has its own) is the truth for who calls AWS; the nodes' telemetry
 (status files written by node.exs) says who each node thinks polls each source.
 
-The fleet: two eu-west-2 and two us-west-2 nodes with sharing on and the same sources (the
-sharing group); one eu-west-2 node with sharing off; one us-west-2 node with sharing on but
-other sources (a container filter: another sharing_key). In order, it proves:
+The fleet: two eu-west-2 and two us-west-2 nodes with the same sources and `share_polling` left
+out (the default: on; the sharing group); one eu-west-2 node with `share_polling: false`; one
+us-west-2 node with `share_polling: true` but other sources (a container filter: another
+sharing_key). In order, it proves:
   a. the nodes mesh, and each source is polled by exactly one node of the group (a node in the
      source's own region), by the nodes' telemetry (one node polls it here, every other one
      names it as poller and applies its results) and by the emulator (in a window of five polls
@@ -110,7 +111,7 @@ def main():
 
         for region, ts in tasks.items():
             for t in ts[:2]:
-                start(region, t, share_polling=True)
+                start(region, t)  # share_polling left out: on by default
                 group.append(t["ip"])
         start("eu-west-2", eu[2], share_polling=False)
         start("us-west-2", us[2], share_polling=True, sources=OTHER_SOURCES)

@@ -9,9 +9,10 @@ defmodule EcsPeers.Cluster do
   (`[:ecs_peers, :poll, :stop]`, `[:ecs_peers, :source, :error]`, `[:ecs_peers, :sharing,
   :members]`, with `topology: <name>`; see `EcsPeers.Telemetry`).
 
-  `share_polling: true` shares the polling across the cluster exactly as for the strategy (one
-  node polls each source and hands its results to the others; see "Fleet-shared polling" in
-  `EcsPeers.Strategy`); the group is keyed by `name`, so give every node the same `name`.
+  Fleet-shared polling (`share_polling`, on by default; `false` makes each node poll alone)
+  works exactly as for the strategy (one node polls each source and hands its results to the
+  others; see "Fleet-shared polling" in `EcsPeers.Strategy`); the group is keyed by `name`, so
+  give every node the same `name`.
   `EcsPeers.status(name)` shows who polls each source and the group's members.
 
   ## Phoenix ≥ 1.7.11: `lib/my_app/application.ex`

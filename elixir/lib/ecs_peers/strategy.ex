@@ -137,9 +137,9 @@ if match?({:module, _}, Code.ensure_compiled(Cluster.Strategy)) do
     `received_at` and `shared_dropped`. `EcsPeers.status/1` returns the same from a console,
     with the peers `expected`, `connected` and `unreachable` (each with its diagnosis).
 
-    ## Fleet-shared polling (`share_polling: true`)
+    ## Fleet-shared polling (`share_polling`, on by default)
 
-    Off by default. With it on, the nodes of a cluster that run the same sources stop all
+    On unless `share_polling: false`: the nodes of a cluster that run the same sources stop all
     asking AWS the same question: per source, one node polls and hands its result to the
     others over Erlang distribution, so a fleet's ECS/Cloud Map call rate stays about one
     poller's per source however many nodes it has.
@@ -147,9 +147,11 @@ if match?({:module, _}, Code.ensure_compiled(Cluster.Strategy)) do
     - **Who shares.** Nodes join a `:pg` group `{:ecs_peers, topology, sharing_key,
       :erlang.phash2(Node.get_cookie())}` (a scope of this package's, `EcsPeers.Sharing`).
       `sharing_key` is the core's hash of everything that changes what a poll result means
-      (the sources after defaults, node naming, `draining`, `distribution_port`): nodes with
-      other sources, another topology name or another cookie never share. A node that is not
-      distributed (`Node.alive?/0` false) never joins: it polls every source itself.
+      (the sources after defaults, node naming, `draining`, `distribution_port`,
+      `polling_interval`): nodes with other sources, another topology name or another cookie
+      never share. A node that is not distributed (`Node.alive?/0` false: `mix test`, `iex`
+      without `--name`) never joins: it polls every source itself, and says so with a warning
+      only when `share_polling: true` was given (on by default, a debug line).
     - **Who polls.** The core elects, per source, one of the group's nodes (rendezvous hashing,
       a node in the source's region preferred); every node computes the same answer from the
       same members. The others apply the poller's results with the same rule as their own
@@ -159,8 +161,10 @@ if match?({:module, _}, Code.ensure_compiled(Cluster.Strategy)) do
       itself (`poller_silent`, a warning) until results flow again; a node leaving the group
       (killed, partitioned, stopping) makes the others elect again at once. A result older than
       the last one applied, from a node that is not the source's poller, or for another
-      `sharing_key` is dropped (counted in `shared_dropped`). No atom is made from a received
-      result: a follower names peers itself.
+      `sharing_key` is dropped (counted in `shared_dropped`). A poll AWS refused for the
+      poller's own credentials or IAM role is not sent, so its followers poll the source
+      themselves after two intervals. No atom is made from a received result: a follower
+      names peers itself.
     - **Seeing it.** `poller_changed` events are logged (info: `ecs:eu-west-2/web/api: polled
       by app@10.0.1.5 (sharing with 4 nodes)` / `...: polled here`), the group's changes too
       (`sharing polling with app@10.0.1.5, app@10.0.1.6`), and `EcsPeers.status(:ecs)` shows
