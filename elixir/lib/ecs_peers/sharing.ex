@@ -280,9 +280,20 @@ defmodule EcsPeers.Sharing do
     end
 
     if nodes != sh.nodes do
+      me = Atom.to_string(node())
+
       case nodes do
-        [] -> Logger.info("[#{sh.prefix}] left the sharing group: every source is polled here")
-        _ -> Logger.info("[#{sh.prefix}] sharing polling with #{Enum.join(nodes, ", ")}")
+        [] ->
+          Logger.info("[#{sh.prefix}] left the sharing group: every source is polled here")
+
+        # On by default, every node starts so (and a one-node cluster stays so): not "sharing".
+        [^me] ->
+          Logger.info(
+            "[#{sh.prefix}] alone in the sharing group so far: every source is polled here"
+          )
+
+        _ ->
+          Logger.info("[#{sh.prefix}] sharing polling with #{Enum.join(nodes, ", ")}")
       end
 
       EcsPeers.Telemetry.sharing_members(sh.topology, sh.key, nodes)

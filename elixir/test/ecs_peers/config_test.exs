@@ -206,8 +206,7 @@ defmodule EcsPeers.ConfigTest do
     assert {:ok, %{share_polling: true, share_polling_given: false, sharing_key: key}} =
              answer.([])
 
-    assert {:ok, %{share_polling: true, share_polling_given: false}} =
-             answer.(share_polling: nil)
+    assert {:ok, %{share_polling: true, share_polling_given: false}} = answer.(share_polling: nil)
 
     # Whether to share is not what a result means: the same key either way.
     assert {:ok, %{share_polling: false, share_polling_given: true, sharing_key: ^key}} =
