@@ -20,8 +20,9 @@ use crate::config::{
 /// namespace, service, health, query, port, owner_account), node naming, `draining`,
 /// `distribution_port`, and the version of the sharing wire format; and `polling_interval`,
 /// by which a follower judges its poller silent. Independent of this node's identity
-/// (`local_node`, `local_ip`) and of the other timings. The same on every node and every build for the same configuration (XXH3-64, seed 0,
-/// is specified), so it can be compared across machines; never an error.
+/// (`local_node`, `local_ip`) and of the other timings. The same on every node and every build
+/// for the same configuration (XXH3-64, seed 0, is specified), so it can be compared across
+/// machines; never an error.
 ///
 /// ```
 /// let cfg = |port: u16| ecs_peers::Config::from_value(serde_json::json!({
@@ -45,13 +46,15 @@ pub(crate) fn canonical(config: &Config) -> String {
         distribution_port,
         // Not what a result means, but when the next one is due: a follower takes its poller
         // for silent after two of its *own* polling intervals, so a poller with a longer
-        // interval (a rolling change of the key) would be taken for silent between every two
-        // results, and its followers would poll on their own, warning, again and again.
+        // interval (during a rolling change of `polling_interval`) would be taken for silent
+        // between every two results, and its followers would poll on their own, warning,
+        // again and again.
         polling_interval,
-        // The spread around the interval (at most ±100%) stays within the two intervals a
-        // follower waits.
+        // The spread around the interval: a round comes at most (1 + jitter) intervals after
+        // the last: within the two a follower waits, but for jitter at (or next to) its maximum, 1.
         jitter: _,
-        // How patiently a node polls: a poll still running is announced every round.
+        // How patiently a node polls: a poll still running is announced every round; more
+        // attempts only make a failure rarer.
         poll_timeout: _,
         max_attempts: _,
         // Where this node's clients send their calls (an emulator, a VPC endpoint): the

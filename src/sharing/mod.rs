@@ -283,7 +283,7 @@ impl Sharing {
                     wire::encode(key, id, seq, started_ms, out)
                 }
                 Err(e) if !shares_failure(e) => {
-                    tracing::debug!(source = %source.id, kind = %e.kind, "a failure of this node's own credentials is not shared: the followers poll on their own once it is silent");
+                    tracing::debug!(source = %source.id, kind = %e.kind, "AWS refused this node's own credentials or role: not shared, the followers poll on their own once it is silent");
                     return Some(stamp);
                 }
                 Err(e) => wire::encode(key, id, seq, started_ms, Outgoing::Failed(e)),

@@ -13,7 +13,8 @@ defmodule EcsPeers.Sharing do
   # - The group: `{:ecs_peers, topology, sharing_key, :erlang.phash2(Node.get_cookie())}`, where
   #   `sharing_key` comes from the core (`validate/2`; equal only for nodes whose sources,
   #   naming, draining, distribution port and polling interval are the same). Joined only when
-  #   `share_polling` is true (the default) and the node is alive; otherwise nothing here joins or calls the core.
+  #   `share_polling` is true (the default) and the node is alive; otherwise nothing here joins
+  #   or calls the core.
   # - The scope: a `:pg` scope registered as `EcsPeers.Sharing`, on every node (remote scopes
   #   talk to it by that name), supervised by `EcsPeers.Application`. Every membership process
   #   monitors it; should it restart, each joins again (the core polls alone in between:
@@ -80,8 +81,8 @@ defmodule EcsPeers.Sharing do
   @doc """
   The sharing state of a topology's membership process, from the core's validated config
   (`settings`: what `EcsPeers.Native.config/2` returns, with `share_polling`,
-  `share_polling_given` and `sharing_key`). Joins the sharing group when sharing is on and the node is alive; `poller` is
-  told the members.
+  `share_polling_given` and `sharing_key`). Joins the sharing group when sharing is on and the
+  node is alive; `poller` is told the members.
   """
   @spec start(atom(), String.t(), map(), term()) :: t()
   def start(topology, prefix, settings, poller) do
