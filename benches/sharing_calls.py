@@ -3,7 +3,7 @@ emulator, for fleets of 2, 5, 10 and 20 real BEAM nodes over two regions in the 
 (tests/e2e/testbed.py); plus convergence (a new task -> known on every node, and connected
 everywhere) and the bed's memory at each size.
 
-Each mode (sharing off: the key left out, the default; sharing on: `share_polling: true`) gets
+Each mode (sharing off: `share_polling: false`; sharing on: the key left out, the default) gets
 one bed that grows: at each size the missing tasks are started (half per region, eu-west-2 first)
 and their BEAMs booted; once every node sees every other (and, with sharing on, the nodes agree on
 one poller per source and no follower has reported its poller silent for ten intervals, read
@@ -87,7 +87,8 @@ class Fleet:
 
     def start(self, region, t):
         self.bed.add_host(region, t["ip"])
-        self.bed.start_node(t["ip"], share_polling=True if self.share else None)
+        # On: the key left out (the default); off: said so.
+        self.bed.start_node(t["ip"], share_polling=None if self.share else False)
         self.ips.append(t["ip"])
 
     def settle(self, steady=True):

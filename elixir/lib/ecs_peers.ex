@@ -128,8 +128,9 @@ defmodule EcsPeers do
 
   @doc """
   Validates a configuration: `{:ok, %{polling_interval: ms, poll_timeout: ms, share_polling:
-  boolean, sharing_key: binary}}` (`sharing_key`: 16 hex digits, equal on the nodes that may
-  share poll results), or `{:error, message}` naming the key, the bad value and what is
+  boolean, share_polling_given: boolean, sharing_key: binary}}` (`share_polling_given`: whether
+  the key was given rather than left to its default; `sharing_key`: 16 hex digits, equal on the
+  nodes that may share poll results), or `{:error, message}` naming the key, the bad value and what is
   expected.
   """
   @spec validate(config()) :: {:ok, map()} | {:error, String.t()}

@@ -119,6 +119,12 @@ impl Fields {
         }
     }
 
+    /// `k` is given: present and not null (a null value is the key left out, as [`Fields::take`]
+    /// reads it).
+    pub(super) fn given(&self, k: &str) -> bool {
+        self.map.get(k).is_some_and(|v| !v.is_null())
+    }
+
     pub(super) fn take(&mut self, k: &str) -> Option<Value> {
         match self.map.remove(k) {
             Some(Value::Null) | None => None,

@@ -167,9 +167,12 @@ pub struct Config {
     /// The container port every node's distribution listens on; ECS on EC2 peers are reached
     /// at the host port their container maps it to (default 4370, EcsPeers.Epmd's).
     pub distribution_port: u16,
-    /// Fleet-shared polling (`share_polling`, default `false`): this node offers to share its
+    /// Fleet-shared polling (`share_polling`, default `true`): this node offers to share its
     /// polls with the nodes that run the same sources (see [`crate::sharing_key`]).
     pub share_polling: bool,
+    /// `share_polling` was given (true or false), not left to its default: an adapter that
+    /// cannot share (a node that is not distributed) warns only about sharing a user asked for.
+    pub share_polling_given: bool,
     /// TLS distribution (`tls_ca`, `tls_validity`); `None`: off.
     pub tls: Option<TlsConfig>,
     /// `region_probe_interval` (default 2 minutes): how often a source with `regions` reads the
@@ -229,6 +232,7 @@ impl Config {
             .map_err(|_| Error::config("max_attempts", "is too large"))?;
         let endpoint_url = endpoint_url(&mut top)?;
         let draining = top.bool_key(&keys::DRAINING)?;
+        let share_polling_given = top.given(keys::SHARE_POLLING.key);
         let share_polling = top.bool_key(&keys::SHARE_POLLING)?;
         let region_probe_interval = top.duration_key(&keys::REGION_PROBE_INTERVAL)?;
         let distribution_port = match top.port_key(&keys::DISTRIBUTION_PORT)? {
@@ -255,6 +259,7 @@ impl Config {
             metadata_url,
             distribution_port,
             share_polling,
+            share_polling_given,
             tls,
             region_probe_interval,
         })
@@ -456,6 +461,21 @@ mod tests {
         assert_eq!(c.max_attempts, 3);
         assert!(c.draining);
         assert_eq!(c.node, NodeNaming::Basename("app".into()));
+        assert!(c.share_polling && !c.share_polling_given);
+    }
+
+    #[test]
+    fn share_polling_says_whether_the_user_gave_it() {
+        let with = |v: Value| {
+            let mut c = base(json!([{"type":"ecs","region":"eu-west-2","cluster":"web"}]));
+            c["share_polling"] = v;
+            let c = Config::from_value(c).unwrap();
+            (c.share_polling, c.share_polling_given)
+        };
+        assert_eq!(with(json!(true)), (true, true));
+        assert_eq!(with(json!(false)), (false, true));
+        // null (Elixir's nil) is the key left out, as for every key.
+        assert_eq!(with(Value::Null), (true, false));
     }
 
     #[test]

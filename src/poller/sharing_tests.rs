@@ -125,6 +125,39 @@ async fn a_follower_whose_own_poll_is_newer_still_hears_its_poller_and_follows_a
 }
 
 #[tokio::test]
+async fn sharing_is_on_unless_share_polling_is_false_and_off_it_ignores_the_group() {
+    let with = |share: serde_json::Value| {
+        let mut v = json!({"node_basename":"app","polling_interval":"100ms","local_node": ME,
+            "sources":[{"type":"ecs","region":"eu-west-2","cluster":"c0"}]});
+        if !share.is_null() {
+            v["share_polling"] = share;
+        }
+        Config::from_value(v).unwrap()
+    };
+    // Left out: on, as with `true`.
+    let cfg = with(serde_json::Value::Null);
+    let other = other_poller_of(&cfg.sources[0].id());
+    let (mut p, fixed) = poller(&cfg, vec![vec![Step::Answer(Ok(vec![found("10.1.0.4")]))]]);
+    p.poll().await;
+    assert!(p.share(vec![other.clone(), ME.into()]), "on by default");
+    let u = p.poll().await;
+    assert_eq!(polls(&fixed[0]), 1, "followed: not polled here");
+    assert_eq!(u.snapshot.sharing_with, 2);
+
+    // `false`: the group is ignored, every source is polled here, nothing received applies.
+    let cfg = with(json!(false));
+    let (mut p, fixed) = poller(&cfg, vec![vec![Step::Answer(Ok(vec![found("10.1.0.4")]))]]);
+    p.poll().await;
+    assert!(!p.share(vec![other.clone(), ME.into()]));
+    p.receive_shared(&other, &peers_result(&cfg, 1, now_ms() + 1, &["10.1.0.9"]));
+    let u = p.poll().await;
+    assert_eq!(polls(&fixed[0]), 2, "off: polled here");
+    assert_eq!(u.snapshot.sharing_with, 0);
+    assert!(u.snapshot.sources[0].poller.is_none());
+    assert_eq!(nodes(&u), ["app@10.1.0.4"]);
+}
+
+#[tokio::test]
 async fn a_follower_does_not_poll_while_fresh_results_arrive_and_polls_after_two_silent_intervals()
 {
     let cfg = config(1, ME);
@@ -448,6 +481,75 @@ async fn a_poller_backing_off_keeps_its_followers_from_polling() {
     age(&mut f, 250);
     f.poll().await;
     assert_eq!(polls(&ff[0]), 1);
+}
+
+/// AWS refusing the poller for its own credentials or IAM role (a task definition revision
+/// with a broken role, mid-deploy) is not the followers' answer: the poller sends them
+/// nothing, and after two intervals they poll the source themselves and keep finding tasks.
+#[tokio::test]
+async fn a_poller_refused_for_its_own_credentials_does_not_blind_its_followers() {
+    async fn relay(l: &mut Poller, f: &mut Poller) -> usize {
+        let u = l.poll().await;
+        for b in &u.shared {
+            f.receive_shared(ME, b);
+        }
+        u.shared.len()
+    }
+    for kind in [ErrorKind::AccessDenied, ErrorKind::Credentials] {
+        let leader_cfg = config(1, ME);
+        let id = leader_cfg.sources[0].id();
+        let follower = (2..200)
+            .map(|k| format!("app@10.9.0.{k}"))
+            .find(|o| {
+                let members = vec![ME.to_string(), o.clone()];
+                elect(id.as_str(), "eu-west-2", &members, |_| None) == Some(ME)
+            })
+            .unwrap();
+        let follower_cfg = config(1, &follower);
+        let members = vec![ME.to_string(), follower.clone()];
+        let refused = SourceError::new(
+            kind,
+            "ecs:ListTasks",
+            "AccessDeniedException: not authorized to perform: ecs:ListTasks",
+        );
+        let (mut l, _) = poller(
+            &leader_cfg,
+            vec![vec![
+                Step::Answer(Ok(vec![found("10.1.0.4")])),
+                Step::Answer(Err(refused)),
+            ]],
+        );
+        let (mut f, ff) = poller(
+            &follower_cfg,
+            vec![vec![Step::Answer(Ok(vec![
+                found("10.1.0.4"),
+                found("10.1.0.5"),
+            ]))]],
+        );
+        l.share(members.clone());
+        f.share(members);
+        assert_eq!(relay(&mut l, &mut f).await, 1);
+        assert_eq!(nodes(&f.poll().await), ["app@10.1.0.4"]);
+        // Refused: nothing is sent, and the follower's source stays healthy.
+        assert_eq!(relay(&mut l, &mut f).await, 0, "{kind}: not shared");
+        let u = f.poll().await;
+        assert!(
+            u.snapshot.sources[0].ok,
+            "{kind}: not the follower's failure"
+        );
+        assert_eq!(polls(&ff[0]), 0, "{kind}: not yet silent");
+        // Two intervals without a word: the follower polls itself, and finds the new task.
+        age(&mut f, 250);
+        assert_eq!(relay(&mut l, &mut f).await, 0);
+        // Results are ordered by the millisecond their poll started: the follower's own must
+        // start in a later one than the poller's result it applied.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let u = f.poll().await;
+        assert_eq!(polls(&ff[0]), 1, "{kind}");
+        let s = &u.snapshot.sources[0];
+        assert!(s.ok && s.poller_silent, "{kind}: {s:?}");
+        assert_eq!(nodes(&u), ["app@10.1.0.4", "app@10.1.0.5"], "{kind}");
+    }
 }
 
 #[tokio::test]

@@ -16,11 +16,13 @@ use crate::config::{
 
 /// The sharing key of a configuration: equal on nodes that may share poll results
 /// (`share_polling`), different when anything that changes what a result means differs: the
-/// sources after defaults (region, cluster, service, family, container, tags; namespace,
-/// service, health, query, port, owner_account), node naming, `draining`, `distribution_port`, and the version of the
-/// sharing wire format. Independent of this node's identity (`local_node`, `local_ip`) and of
-/// timings. The same on every node and every build for the same configuration (XXH3-64, seed 0,
-/// is specified), so it can be compared across machines; never an error.
+/// sources after defaults (region, cluster, service, family, container, tags, regions;
+/// namespace, service, health, query, port, owner_account), node naming, `draining`,
+/// `distribution_port`, and the version of the sharing wire format; and `polling_interval`,
+/// by which a follower judges its poller silent. Independent of this node's identity
+/// (`local_node`, `local_ip`) and of the other timings. The same on every node and every build
+/// for the same configuration (XXH3-64, seed 0, is specified), so it can be compared across
+/// machines; never an error.
 ///
 /// ```
 /// let cfg = |port: u16| ecs_peers::Config::from_value(serde_json::json!({
@@ -42,9 +44,17 @@ pub(crate) fn canonical(config: &Config) -> String {
         node,
         draining,
         distribution_port,
-        // How often and how patiently a node polls does not change what a result means.
-        polling_interval: _,
+        // Not what a result means, but when the next one is due: a follower takes its poller
+        // for silent after two of its *own* polling intervals, so a poller with a longer
+        // interval (during a rolling change of `polling_interval`) would be taken for silent
+        // between every two results, and its followers would poll on their own, warning,
+        // again and again.
+        polling_interval,
+        // The spread around the interval: a round comes at most (1 + jitter) intervals after
+        // the last: within the two a follower waits, but for jitter at (or next to) its maximum, 1.
         jitter: _,
+        // How patiently a node polls: a poll still running is announced every round; more
+        // attempts only make a failure rarer.
         poll_timeout: _,
         max_attempts: _,
         // Where this node's clients send their calls (an emulator, a VPC endpoint): the
@@ -56,8 +66,9 @@ pub(crate) fn canonical(config: &Config) -> String {
         local_ip: _,
         // Only where `cluster = "auto"` is read from; the resolved source id is what travels.
         metadata_url: _,
-        // Whether to share at all.
+        // Whether to share at all, and whether the user said so.
         share_polling: _,
+        share_polling_given: _,
         // How this node's distribution is secured, not what a source reports.
         tls: _,
         // How often absent regions are probed: timing, not meaning.
@@ -73,6 +84,10 @@ pub(crate) fn canonical(config: &Config) -> String {
     }
     out.push_str(&format!("draining {draining}\n"));
     out.push_str(&format!("distribution_port {distribution_port}\n"));
+    out.push_str(&format!(
+        "polling_interval_ms {}\n",
+        polling_interval.as_millis()
+    ));
     for s in sources {
         match s {
             SourceConfig::Ecs(e) => ecs_line(&mut out, e),
@@ -183,11 +198,16 @@ mod tests {
             sharing_key(&cfg(c))
         };
         // Not result-relevant: the same key.
-        assert_eq!(with("polling_interval", json!("1s")), k);
+        assert_eq!(with("jitter", json!(0.5)), k);
+        assert_eq!(with("poll_timeout", json!("3s")), k);
+        assert_eq!(with("share_polling", json!(false)), k);
         assert_eq!(with("local_node", json!("app@10.0.0.9")), k);
         assert_eq!(with("share_polling", json!(true)), k);
         // Result-relevant: another key.
         assert_ne!(with("draining", json!(false)), k);
+        // When the next result is due: a follower waits two of its own intervals.
+        assert_ne!(with("polling_interval", json!("30s")), k);
+        assert_eq!(with("polling_interval", json!("5s")), k, "the default");
         assert_ne!(with("distribution_port", json!(9000)), k);
         assert_ne!(with("node_basename", json!("web")), k);
         for other in [
@@ -201,7 +221,7 @@ mod tests {
         // Pinned: the canonical form and XXH3-64 are specified, so every build agrees.
         assert_eq!(
             canonical(&cfg(base)),
-            "ecs-peers/shared/v4\nnode basename \"app\"\ndraining true\ndistribution_port 4370\nsource ecs region \"eu-west-2\" cluster \"web\" service \"api\" family - container -\n"
+            "ecs-peers/shared/v4\nnode basename \"app\"\ndraining true\ndistribution_port 4370\npolling_interval_ms 5000\nsource ecs region \"eu-west-2\" cluster \"web\" service \"api\" family - container -\n"
         );
         assert_eq!(format!("{k:016x}"), PINNED_KEY);
     }
@@ -279,5 +299,5 @@ mod tests {
     }
 
     /// The key of the base configuration above, computed once.
-    const PINNED_KEY: &str = "dda5d3c75e992183";
+    const PINNED_KEY: &str = "e5cf400688bc9fb7";
 }

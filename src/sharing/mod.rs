@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Config;
-use crate::error::SourceError;
+use crate::error::{ErrorKind, SourceError};
 use crate::fingerprint;
 use crate::namespace::Snapshot;
 use crate::peer::{Found, SkipReason, Skipped, SourceId};
@@ -254,7 +254,8 @@ impl Sharing {
     /// when a newer shared result was applied while it ran (the poller ignores it). When this
     /// node polls the source for the group, the result goes to the outbox: in full, or as
     /// "same as my full result number `base`" when the answer and its skipped tasks did not
-    /// change (a full one at least every [`follower::FULL_EVERY`] results).
+    /// change (a full one at least every [`follower::FULL_EVERY`] results); a failure only when
+    /// it is the same for every member ([`shares_failure`]).
     pub(crate) fn polled(
         &mut self,
         source: Shared<'_>,
@@ -280,6 +281,10 @@ impl Sharing {
                         None => Outgoing::Peers(answer, skipped),
                     };
                     wire::encode(key, id, seq, started_ms, out)
+                }
+                Err(e) if !shares_failure(e) => {
+                    tracing::debug!(source = %source.id, kind = %e.kind, "AWS refused this node's own credentials or role: not shared, the followers poll on their own once it is silent");
+                    return Some(stamp);
                 }
                 Err(e) => wire::encode(key, id, seq, started_ms, Outgoing::Failed(e)),
             };
@@ -394,6 +399,19 @@ impl Sharing {
     pub(crate) fn recent(&self) -> Vec<(u64, Arc<[u8]>)> {
         self.recent.iter().cloned().collect()
     }
+}
+
+/// Whether a poller sends its followers this failure of a poll. Not when AWS refused *this
+/// node*: its credentials (`credentials`: missing, expired) or its IAM role (`access_denied`)
+/// are its own, and its followers, whose own may work (a task definition revision with a
+/// broken task role during a rolling deploy, a canary with another role), would otherwise
+/// keep the source failing and find no new task. Sent nothing, they take the poller for
+/// silent after two intervals and poll the source themselves until it answers again. Every
+/// other failure is AWS's answer for the account (throttling, a 5xx, a stalled region, a
+/// cluster not found) and is shared, so the followers wait with the poller rather than call
+/// AWS just when it throttles.
+fn shares_failure(e: &SourceError) -> bool {
+    !matches!(e.kind, ErrorKind::Credentials | ErrorKind::AccessDenied)
 }
 
 /// A fingerprint of the skipped tasks (reasons and counts), so a "same" shared result also

@@ -138,6 +138,23 @@ def test_a_fault_for_one_region_leaves_the_others_alone(emu):
         emu.client("ecs", "us-west-2").list_tasks(cluster="web")
 
 
+def test_a_fault_for_one_caller_leaves_the_other_callers_alone(emu):
+    seed(emu)
+    denied = {"operation": "ListTasks", "region": R, "count": 5, "status": 400, "code": "AccessDeniedException",
+              "message": "User: arn:aws:sts::123456789012:assumed-role/app/t is not authorized to perform: ecs:ListTasks"}
+    emu.ok("POST", "/_fault", dict(denied, caller="10.201.0.9"))
+    ecs = emu.client("ecs", R)
+    assert len(ecs.list_tasks(cluster="web")["taskArns"]) == 3, "another caller: not refused"
+    [f] = emu.ok("GET", "/_fault")
+    assert (f.get("hits", 0), f["count"]) == (0, 5)
+    emu.ok("DELETE", "/_fault")
+    emu.ok("POST", "/_fault", dict(denied, caller="127.0.0.1"))
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ecs.list_tasks(cluster="web")
+    assert e.value.response["Error"]["Code"] == "AccessDeniedException"
+    emu.ok("DELETE", "/_fault")
+
+
 def test_the_call_log_records_client_operation_and_region_of_every_aws_call_faulted_or_not(emu):
     world.seed({"ecs": [{"region": R, "cluster": "web", "subnet": "10.201.0.0/24", "tasks": [{"family": "api", "count": 1}]},
                         {"region": "us-west-2", "cluster": "web", "subnet": "10.202.0.0/24", "tasks": [{"family": "api", "count": 1}]}]})

@@ -4,7 +4,7 @@
 # (so SIGTERM, init:stop, shuts it down in order), and reports what it sees to a status file every 100 ms:
 # its Node.list, whether the strategy runs, how often it was restarted, and from the strategy's
 # documented `[:ecs_peers, :poll, :stop]` telemetry: the polls so far, the peers of the last poll and
-# each source's id, ok and peers, and with fleet-shared polling (E2E_SHARE_POLLING=1) who
+# each source's id, ok and peers, and with fleet-shared polling (on unless E2E_SHARE_POLLING=0) who
 # polls it: `poller` (nil: this node), `received_from` (nil: polled here), `received_at` and
 # `shared_dropped` and `poller_silent`, as the telemetry metadata carries them. From
 # `EcsPeers.status/1`: `known`, the peers' node names the strategy's last poll found,
@@ -38,13 +38,14 @@ sources =
       text |> Code.eval_string() |> elem(0)
   end
 
-# E2E_SHARE_POLLING=1: `share_polling: true` (fleet-shared polling); unset or 0: the key is not
-# passed at all (the default, off), so a build without the key runs the bed unchanged.
+# E2E_SHARE_POLLING=1: `share_polling: true`; 0: `share_polling: false` (each node polls
+# alone); unset: the key is not passed at all (the default: fleet-shared polling on).
 sharing =
-  case System.get_env("E2E_SHARE_POLLING", "0") do
+  case System.get_env("E2E_SHARE_POLLING", "") do
     "1" -> [share_polling: true]
-    "0" -> []
-    other -> raise "E2E_SHARE_POLLING=#{inspect(other)}: expected 1 (on) or 0 / unset (off)"
+    "0" -> [share_polling: false]
+    "" -> []
+    other -> raise "E2E_SHARE_POLLING=#{inspect(other)}: expected 1 (on), 0 (off) or unset (default)"
   end
 
 # E2E_PROBE_MS: `region_probe_interval` in ms (sources with `regions`); unset: the default.

@@ -1,12 +1,13 @@
-"""End-to-end: fleet-shared polling (`share_polling: true`) with real BEAM nodes in the
+"""End-to-end: fleet-shared polling (`share_polling`, on by default) with real BEAM nodes in the
 namespace test bed, two regions (eu-west-2, us-west-2), each node polling both (one ECS source per
 region), interval 1 s. The emulator's own call log (`/_emu/calls`: every AWS call with the
 caller's address; each node has its own) is the truth for who calls AWS; the nodes' telemetry
 (status files written by node.exs) says who each node thinks polls each source.
 
-The fleet: two eu-west-2 and two us-west-2 nodes with sharing on and the same sources (the
-sharing group); one eu-west-2 node with sharing off; one us-west-2 node with sharing on but
-other sources (a container filter: another sharing_key). In order, it proves:
+The fleet: two eu-west-2 and two us-west-2 nodes with the same sources and `share_polling` left
+out (the default: on; the sharing group); one eu-west-2 node with `share_polling: false`; one
+us-west-2 node with `share_polling: true` but other sources (a container filter: another
+sharing_key). In order, it proves:
   a. the nodes mesh, and each source is polled by exactly one node of the group (a node in the
      source's own region), by the nodes' telemetry (one node polls it here, every other one
      names it as poller and applies its results) and by the emulator (in a window of five polls
@@ -21,7 +22,11 @@ other sources (a container filter: another sharing_key). In order, it proves:
      both sides poll both regions, nobody is disconnected, and after healing each region is
      polled by exactly one node of the group again;
   e. the sharing-off node and the other-sources node are never given results: they poll both
-     regions themselves, name no poller, apply nothing received and drop nothing.
+     regions themselves, name no poller, apply nothing received and drop nothing;
+  f. the eu-west-2 poller refused by AWS for its own role (AccessDenied for its address only, as
+     a task definition revision with a broken task role): its refusal is not sent, so every
+     follower polls eu-west-2 itself within two intervals and stays healthy; once AWS accepts it
+     again it is the source's one caller again.
 "Nobody disconnected" is checked as the soak checks it (tests/e2e/soak.py): every node's
 Node.list is sampled every 100 ms, and each link lost between two running nodes is explained
 from both nodes' logs (strategy, OTP global or unexplained): none may be lost.
@@ -110,7 +115,7 @@ def main():
 
         for region, ts in tasks.items():
             for t in ts[:2]:
-                start(region, t, share_polling=True)
+                start(region, t)  # share_polling left out: on by default
                 group.append(t["ip"])
         start("eu-west-2", eu[2], share_polling=False)
         start("us-west-2", us[2], share_polling=True, sources=OTHER_SOURCES)
@@ -278,6 +283,43 @@ def main():
                     f"again within {flat_after} s of healing")
 
         scenario("d. a partition between the regions: both sides poll, flat again after healing", partition)
+
+        def poller_refused():
+            p = sample_until(lambda: elected(bed, group, "eu-west-2"), 30, "an agreed eu-west-2 poller")
+            rest = [ip for ip in group if ip != p]
+            t0 = time.time()
+            bed.faults("POST", [{"operation": "ListTasks", "region": "eu-west-2", "caller": p, "count": 1_000_000,
+                                 "status": 400, "code": "AccessDeniedException",
+                                 "message": "User: arn:aws:sts::123456789012:assumed-role/broken/task is not "
+                                            "authorized to perform: ecs:ListTasks"}])
+            try:
+                def followers_on_their_own():
+                    if set(callers(bed, t0, None, set(rest))["eu-west-2"]) != set(rest):
+                        return False
+                    mine = source(bed.status(p), "eu-west-2")
+                    theirs = [source(bed.status(ip), "eu-west-2") for ip in rest]
+                    return (not mine["ok"] and mine.get("poller") is None
+                            and all(s["ok"] and s.get("poller_silent") and s.get("poller") == node(p) for s in theirs))
+
+                sample_until(followers_on_their_own, 20, "every follower to poll eu-west-2 itself, healthy")
+                # Reported, not bounded: a follower waits two intervals after the poller's last word.
+                after = round(min(t for t, ip, _op, r in bed.calls(t0)[0] if ip in rest and r == "eu-west-2") - t0, 2)
+            finally:
+                t_fixed = time.time()
+                bed.faults("DELETE")
+
+            def flat():
+                since = max(t_fixed + 2 * INTERVAL, time.time() - 3 * INTERVAL)
+                if time.time() - since < 3 * INTERVAL:
+                    return False
+                return set(callers(bed, since, None, set(group))["eu-west-2"]) == {p}
+
+            sample_until(flat, 30, f"{node(p)} to be eu-west-2's one caller again once AWS accepts it")
+            return (f"{node(p)} refused (AccessDenied for its address only): its {len(rest)} followers polled "
+                    f"eu-west-2 themselves {after} s later, healthy; {node(p)} its one caller again once accepted")
+
+        scenario("f. the poller refused by IAM: its followers poll on their own, healthy, and follow it again once "
+                 "it is accepted", poller_refused)
         scenario("e. a node with sharing off and one with other sources are given no results and poll on their own",
                  outsiders_poll_on_their_own)
 

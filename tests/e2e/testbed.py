@@ -380,7 +380,7 @@ class Bed:
                    endpoint=ENDPOINT, proto_dist=None, share_polling=None, erl_flags="", env=None, tree=None):
         """`sources`: the strategy's sources as Elixir source text (node.exs has a default).
         `share_polling`: True/False sets the strategy's `share_polling` (fleet-shared polling);
-        None leaves the key out (the default, off) unless E2E_SHARE_POLLING is set.
+        None leaves the key out (the default, on) unless E2E_SHARE_POLLING is set.
         The node's ECS_CONTAINER_METADATA_URI_V4 is its task's metadata endpoint, as the ECS agent
         sets it in every container, unless `metadata_uri` says otherwise ("" leaves it unset).
         `erl_flags`: more flags for erl (no spaces inside one flag); `env`: more environment.

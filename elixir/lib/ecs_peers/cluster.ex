@@ -9,9 +9,10 @@ defmodule EcsPeers.Cluster do
   (`[:ecs_peers, :poll, :stop]`, `[:ecs_peers, :source, :error]`, `[:ecs_peers, :sharing,
   :members]`, with `topology: <name>`; see `EcsPeers.Telemetry`).
 
-  `share_polling: true` shares the polling across the cluster exactly as for the strategy (one
-  node polls each source and hands its results to the others; see "Fleet-shared polling" in
-  `EcsPeers.Strategy`); the group is keyed by `name`, so give every node the same `name`.
+  Fleet-shared polling (`share_polling`, on by default; `false` makes each node poll alone)
+  works exactly as for the strategy (one node polls each source and hands its results to the
+  others; see "Fleet-shared polling" in `EcsPeers.Strategy`); the group is keyed by `name`, so
+  give every node the same `name`.
   `EcsPeers.status(name)` shows who polls each source and the group's members.
 
   ## Phoenix ≥ 1.7.11: `lib/my_app/application.ex`
@@ -60,7 +61,7 @@ defmodule EcsPeers.Cluster do
   | top | `local_node` | string | - | This node's name; it is left out of the peers. Defaults to the running node (the strategy) or RELEASE_NODE (the CLI). |
   | top | `local_ip` | IP address | - | This node's IP; the peer at this IP (unless reported with a distribution port of its own) is left out of the peers. Filled from the task metadata when a source uses cluster "auto". |
   | top | `metadata_url` | URL | - | The task metadata endpoint v4, for cluster "auto". Defaults to ECS_CONTAINER_METADATA_URI_V4, which the ECS agent sets. |
-  | top | `share_polling` | boolean | false | Share polling across the cluster over Erlang distribution: nodes with the same sources and cookie elect, per source, one poller (rendezvous hashing, a node in the source's region preferred) that polls AWS and sends each result to the others; they stop calling AWS for it while fresh results arrive, and poll it themselves again after two polling intervals without a word from it (a result, or its note that it is backing off or still polling). Each source's status says who polls it and where its result came from. |
+  | top | `share_polling` | boolean | true | Share polling across the cluster over Erlang distribution (false: every node polls every source itself): connected nodes with the same sources, polling interval and cookie elect, per source, one poller (rendezvous hashing, a node in the source's region preferred) that polls AWS and sends each result to the others; they stop calling AWS for it while fresh results arrive, and poll it themselves again after two polling intervals without a word from it (a result, or its note that it is backing off or still polling). Each source's status says who polls it and where its result came from. |
   | top | `tls_ca` | secret name or ARN, or SSM parameter ARN | - | TLS distribution: where the cluster CA is kept, a Secrets Manager secret (name, read in this task's region, or ARN) or an SSM SecureString parameter ARN, whose value is the CA certificate and its private key, both PEM, concatenated (docs/tls.md). At boot, and again before each expiry, this task's certificate is issued in memory from it for this task's address (and private DNS name). Unset: TLS is off. |
   | top | `tls_validity` | duration ≥ 1m | 24h | TLS distribution: how long each certificate is valid (a string like `24h`, `10m`, or milliseconds). It is renewed when two thirds of it have passed. Only with tls_ca. |
   | top | `region_probe_interval` | duration ≥ 100ms | 2m | For sources with `regions`: how often the enabled regions are read again (ec2:DescribeRegions, one call in this task's region) and a region where the cluster or service is absent (or that the account has not enabled) is polled again. A region where the same stack appears joins within one such interval; absent regions cost no warning and no back-off. |

@@ -12,8 +12,9 @@ defmodule EcsPeers.Sharing do
   #
   # - The group: `{:ecs_peers, topology, sharing_key, :erlang.phash2(Node.get_cookie())}`, where
   #   `sharing_key` comes from the core (`validate/2`; equal only for nodes whose sources,
-  #   naming, draining and distribution port mean the same). Joined only when `share_polling`
-  #   is true and the node is alive; otherwise nothing here joins or calls the core.
+  #   naming, draining, distribution port and polling interval are the same). Joined only when
+  #   `share_polling` is true (the default) and the node is alive; otherwise nothing here joins
+  #   or calls the core.
   # - The scope: a `:pg` scope registered as `EcsPeers.Sharing`, on every node (remote scopes
   #   talk to it by that name), supervised by `EcsPeers.Application`. Every membership process
   #   monitors it; should it restart, each joins again (the core polls alone in between:
@@ -79,9 +80,9 @@ defmodule EcsPeers.Sharing do
 
   @doc """
   The sharing state of a topology's membership process, from the core's validated config
-  (`settings`: what `EcsPeers.Native.config/2` returns, with `share_polling` and
-  `sharing_key`). Joins the sharing group when sharing is on and the node is alive; `poller` is
-  told the members.
+  (`settings`: what `EcsPeers.Native.config/2` returns, with `share_polling`,
+  `share_polling_given` and `sharing_key`). Joins the sharing group when sharing is on and the
+  node is alive; `poller` is told the members.
   """
   @spec start(atom(), String.t(), map(), term()) :: t()
   def start(topology, prefix, settings, poller) do
@@ -89,17 +90,25 @@ defmodule EcsPeers.Sharing do
     key = settings.sharing_key
     enabled = wanted and is_binary(key) and Node.alive?()
 
-    if wanted and not enabled do
-      Logger.info(
-        "[#{prefix}] share_polling is on but this node is not distributed " <>
-          "(or the core gave no sharing_key): it polls every source itself"
-      )
-    end
+    if wanted and not enabled, do: not_sharing(prefix, settings)
 
     group = if enabled, do: {:ecs_peers, topology, key, :erlang.phash2(Node.get_cookie())}
     sh = %__MODULE__{topology: topology, prefix: prefix, enabled: enabled, key: key, group: group}
 
     if enabled, do: sh |> watch_scope() |> join(poller), else: sh
+  end
+
+  # Sharing is on but this node cannot share. Asked for (`share_polling: true` given), that is
+  # worth a warning; on by default, a node that is not distributed (mix test, iex without
+  # --name) is the usual case, not a mistake: a debug line.
+  defp not_sharing(prefix, settings) do
+    message =
+      "[#{prefix}] share_polling is on but this node is not distributed " <>
+        "(or the core gave no sharing_key): it polls every source itself"
+
+    if settings.share_polling_given,
+      do: Logger.warning(message),
+      else: Logger.debug(fn -> message <> " (share_polling is on by default)" end)
   end
 
   @doc "Joins the sharing group again (this node is listed by its sources again)."
@@ -272,9 +281,20 @@ defmodule EcsPeers.Sharing do
     end
 
     if nodes != sh.nodes do
+      me = Atom.to_string(node())
+
       case nodes do
-        [] -> Logger.info("[#{sh.prefix}] left the sharing group: every source is polled here")
-        _ -> Logger.info("[#{sh.prefix}] sharing polling with #{Enum.join(nodes, ", ")}")
+        [] ->
+          Logger.info("[#{sh.prefix}] left the sharing group: every source is polled here")
+
+        # On by default, every node starts so (and a one-node cluster stays so): not "sharing".
+        [^me] ->
+          Logger.info(
+            "[#{sh.prefix}] alone in the sharing group so far: every source is polled here"
+          )
+
+        _ ->
+          Logger.info("[#{sh.prefix}] sharing polling with #{Enum.join(nodes, ", ")}")
       end
 
       EcsPeers.Telemetry.sharing_members(sh.topology, sh.key, nodes)

@@ -81,7 +81,7 @@ if match?({:module, _}, Code.ensure_compiled(Cluster.Strategy)) do
     | top | `local_node` | string | - | This node's name; it is left out of the peers. Defaults to the running node (the strategy) or RELEASE_NODE (the CLI). |
     | top | `local_ip` | IP address | - | This node's IP; the peer at this IP (unless reported with a distribution port of its own) is left out of the peers. Filled from the task metadata when a source uses cluster "auto". |
     | top | `metadata_url` | URL | - | The task metadata endpoint v4, for cluster "auto". Defaults to ECS_CONTAINER_METADATA_URI_V4, which the ECS agent sets. |
-    | top | `share_polling` | boolean | false | Share polling across the cluster over Erlang distribution: nodes with the same sources and cookie elect, per source, one poller (rendezvous hashing, a node in the source's region preferred) that polls AWS and sends each result to the others; they stop calling AWS for it while fresh results arrive, and poll it themselves again after two polling intervals without a word from it (a result, or its note that it is backing off or still polling). Each source's status says who polls it and where its result came from. |
+    | top | `share_polling` | boolean | true | Share polling across the cluster over Erlang distribution (false: every node polls every source itself): connected nodes with the same sources, polling interval and cookie elect, per source, one poller (rendezvous hashing, a node in the source's region preferred) that polls AWS and sends each result to the others; they stop calling AWS for it while fresh results arrive, and poll it themselves again after two polling intervals without a word from it (a result, or its note that it is backing off or still polling). Each source's status says who polls it and where its result came from. |
     | top | `tls_ca` | secret name or ARN, or SSM parameter ARN | - | TLS distribution: where the cluster CA is kept, a Secrets Manager secret (name, read in this task's region, or ARN) or an SSM SecureString parameter ARN, whose value is the CA certificate and its private key, both PEM, concatenated (docs/tls.md). At boot, and again before each expiry, this task's certificate is issued in memory from it for this task's address (and private DNS name). Unset: TLS is off. |
     | top | `tls_validity` | duration ≥ 1m | 24h | TLS distribution: how long each certificate is valid (a string like `24h`, `10m`, or milliseconds). It is renewed when two thirds of it have passed. Only with tls_ca. |
     | top | `region_probe_interval` | duration ≥ 100ms | 2m | For sources with `regions`: how often the enabled regions are read again (ec2:DescribeRegions, one call in this task's region) and a region where the cluster or service is absent (or that the account has not enabled) is polled again. A region where the same stack appears joins within one such interval; absent regions cost no warning and no back-off. |
@@ -137,9 +137,9 @@ if match?({:module, _}, Code.ensure_compiled(Cluster.Strategy)) do
     `received_at` and `shared_dropped`. `EcsPeers.status/1` returns the same from a console,
     with the peers `expected`, `connected` and `unreachable` (each with its diagnosis).
 
-    ## Fleet-shared polling (`share_polling: true`)
+    ## Fleet-shared polling (`share_polling`, on by default)
 
-    Off by default. With it on, the nodes of a cluster that run the same sources stop all
+    On unless `share_polling: false`: the nodes of a cluster that run the same sources stop all
     asking AWS the same question: per source, one node polls and hands its result to the
     others over Erlang distribution, so a fleet's ECS/Cloud Map call rate stays about one
     poller's per source however many nodes it has.
@@ -147,9 +147,11 @@ if match?({:module, _}, Code.ensure_compiled(Cluster.Strategy)) do
     - **Who shares.** Nodes join a `:pg` group `{:ecs_peers, topology, sharing_key,
       :erlang.phash2(Node.get_cookie())}` (a scope of this package's, `EcsPeers.Sharing`).
       `sharing_key` is the core's hash of everything that changes what a poll result means
-      (the sources after defaults, node naming, `draining`, `distribution_port`): nodes with
-      other sources, another topology name or another cookie never share. A node that is not
-      distributed (`Node.alive?/0` false) never joins: it polls every source itself.
+      (the sources after defaults, node naming, `draining`, `distribution_port`,
+      `polling_interval`): nodes with other sources, another topology name or another cookie
+      never share. A node that is not distributed (`Node.alive?/0` false: `mix test`, `iex`
+      without `--name`) never joins: it polls every source itself, and says so with a warning
+      only when `share_polling: true` was given (on by default, a debug line).
     - **Who polls.** The core elects, per source, one of the group's nodes (rendezvous hashing,
       a node in the source's region preferred); every node computes the same answer from the
       same members. The others apply the poller's results with the same rule as their own
@@ -159,8 +161,10 @@ if match?({:module, _}, Code.ensure_compiled(Cluster.Strategy)) do
       itself (`poller_silent`, a warning) until results flow again; a node leaving the group
       (killed, partitioned, stopping) makes the others elect again at once. A result older than
       the last one applied, from a node that is not the source's poller, or for another
-      `sharing_key` is dropped (counted in `shared_dropped`). No atom is made from a received
-      result: a follower names peers itself.
+      `sharing_key` is dropped (counted in `shared_dropped`). A poll AWS refused for the
+      poller's own credentials or IAM role is not sent, so its followers poll the source
+      themselves after two intervals. No atom is made from a received result: a follower
+      names peers itself.
     - **Seeing it.** `poller_changed` events are logged (info: `ecs:eu-west-2/web/api: polled
       by app@10.0.1.5 (sharing with 4 nodes)` / `...: polled here`), the group's changes too
       (`sharing polling with app@10.0.1.5, app@10.0.1.6`), and `EcsPeers.status(:ecs)` shows

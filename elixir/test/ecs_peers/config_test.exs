@@ -187,11 +187,30 @@ defmodule EcsPeers.ConfigTest do
                share_polling: true
              )
 
-    assert %{polling_interval: 7_000, poll_timeout: 3_000, share_polling: true, sharing_key: key} =
-             settings
+    assert %{
+             polling_interval: 7_000,
+             poll_timeout: 3_000,
+             share_polling: true,
+             share_polling_given: true,
+             sharing_key: key
+           } = settings
 
-    assert map_size(settings) == 4
+    assert map_size(settings) == 5
     assert key =~ ~r/\A[0-9a-f]{16}\z/
+  end
+
+  test "share_polling is on by default, and validate/1 says whether it was given" do
+    src = [[type: :ecs, region: "eu-west-2", cluster: "web"]]
+    answer = &EcsPeers.validate([node_basename: "app", sources: src] ++ &1)
+
+    assert {:ok, %{share_polling: true, share_polling_given: false, sharing_key: key}} =
+             answer.([])
+
+    assert {:ok, %{share_polling: true, share_polling_given: false}} = answer.(share_polling: nil)
+
+    # Whether to share is not what a result means: the same key either way.
+    assert {:ok, %{share_polling: false, share_polling_given: true, sharing_key: ^key}} =
+             answer.(share_polling: false)
   end
 
   test "keys/0 returns the core's key table, each key with its scope, type, default and doc" do

@@ -102,9 +102,9 @@ defmodule EcsPeers.FreshAppTest do
         ])
 
       assert status == 0, out
-      # share_polling/sharing_key: fleet-shared polling, off by default, and the group's key.
+      # share_polling/sharing_key: fleet-shared polling, on by default, and the group's key.
       assert out =~
-               ~r/ANSWER \{:ok, %\{.*poll_timeout: 20000, polling_interval: 5000, share_polling: false, sharing_key: "[0-9a-f]{16}"\}\}/,
+               ~r/ANSWER \{:ok, %\{.*poll_timeout: 20000, polling_interval: 5000, share_polling: true, share_polling_given: false, sharing_key: "[0-9a-f]{16}"\}\}/,
              out
     end
   end

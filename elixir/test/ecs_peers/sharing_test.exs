@@ -158,7 +158,8 @@ defmodule EcsPeers.SharingTest do
        ctx do
     c = "s#{ctx.id}"
     peers = seed(ctx.emu, c) |> Enum.sort()
-    nodes = fleet(ctx, 3, config(ctx.emu, c, true))
+    # share_polling left out: sharing is on by default.
+    nodes = fleet(ctx, 3, config(ctx.emu, c, nil))
     all = names(nodes)
 
     statuses =
@@ -313,16 +314,18 @@ defmodule EcsPeers.SharingTest do
      ]}
   end
 
-  for kind <- [:child, :strategy] do
-    test "#{kind}: a node that is not distributed never joins a group, even with share_polling on",
+  # share_polling given true: a warning that it cannot share; left out (on by default): not a
+  # word at info or above, since every mix test and iex without --name is such a node.
+  for kind <- [:child, :strategy], share <- [true, nil] do
+    test "#{kind}: a node that is not distributed never joins a group (share_polling: #{inspect(share)})",
          ctx do
       c = "s#{ctx.id}"
       peers = seed(ctx.emu, c) |> Enum.sort()
       refute Node.alive?()
 
       log =
-        capture_log(fn ->
-          pid = start_supervised!(child(unquote(kind), config(ctx.emu, c, true)))
+        capture_log([level: :info], fn ->
+          pid = start_supervised!(child(unquote(kind), config(ctx.emu, c, unquote(share))))
           [st] = eventually([pid], 15_000, fn [st] -> st.peers == peers end)
           assert {:ok, %{topology: :lonely}} = EcsPeers.status(:lonely)
           assert %{enabled: false, members: [], dropped: 0} = st.sharing
@@ -330,7 +333,12 @@ defmodule EcsPeers.SharingTest do
           assert Enum.all?(st.sources, &(&1.api_calls_total > 0))
         end)
 
-      assert log =~ "share_polling is on but this node is not distributed"
+      if unquote(share) do
+        assert log =~ "[warning]"
+        assert log =~ "share_polling is on but this node is not distributed"
+      else
+        refute log =~ "share_polling", log
+      end
     end
   end
 

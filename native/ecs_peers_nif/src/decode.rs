@@ -17,13 +17,16 @@ pub struct ConfigResource {
 impl rustler::Resource for ConfigResource {}
 
 /// What the Elixir side reads of a validated configuration: `%{polling_interval: ms,
-/// poll_timeout: ms, share_polling: boolean, sharing_key: binary}` (`sharing_key`: 16 lowercase
-/// hex digits, equal on nodes that may share poll results; see `ecs_peers::sharing_key`).
+/// poll_timeout: ms, share_polling: boolean, share_polling_given: boolean, sharing_key: binary}`
+/// (`share_polling_given`: the key was given rather than left to its default; `sharing_key`: 16
+/// lowercase hex digits, equal on nodes that may share poll results; see
+/// `ecs_peers::sharing_key`).
 #[derive(NifMap)]
 pub struct Settings {
     polling_interval: u64,
     poll_timeout: u64,
     share_polling: bool,
+    share_polling_given: bool,
     sharing_key: String,
 }
 
@@ -39,6 +42,7 @@ fn config(term: Term, this: Term) -> Result<(ResourceArc<ConfigResource>, Settin
         polling_interval: millis(config.polling_interval),
         poll_timeout: millis(config.poll_timeout),
         share_polling: config.share_polling,
+        share_polling_given: config.share_polling_given,
         sharing_key: format!("{:016x}", ecs_peers::sharing_key(&config)),
     };
     Ok((ResourceArc::new(ConfigResource { config }), settings))

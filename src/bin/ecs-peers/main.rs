@@ -719,12 +719,14 @@ mod tests {
             path,
             "--distribution-port",
             "9100",
-            "--share-polling",
+            "--share-polling=false",
         ])
         .config()
         .unwrap();
         assert_eq!(flagged.distribution_port, 9100);
-        assert!(flagged.share_polling);
+        // A boolean flag switches its key's default (on) off.
+        assert!(from_file.share_polling);
+        assert!(!flagged.share_polling);
         // Left alone by the flags: the file's.
         assert_eq!(flagged.jitter, 0.1);
         // A bad value in the file is named as the file's or the flag's to fix.

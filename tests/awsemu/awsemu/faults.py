@@ -5,8 +5,10 @@ An entry is a JSON object (POST takes one or a list):
   {"operation": "ListTasks" | "*", "region": "eu-west-2" (absent: any region), "count": 1,
    "status": 400, "code": "ThrottlingException", "message": "Rate exceeded",
    "delay_ms": 0, "raw_body": null}
-A request matches the first entry with count > 0 whose operation is "*" or the request's operation
-and whose region (if given) is the request's SigV4 scope region. The entry's count goes down by
+A request matches the first entry with count > 0 whose operation is "*" or the request's operation,
+whose region (if given) is the request's SigV4 scope region, and whose "caller" (if given: an IP
+address, as `/_emu/calls` logs it) is the address the request came from (one task's credentials
+or IAM role refused, the others' accepted). The entry's count goes down by
 one and its "hits" up by one; the request is then delayed by delay_ms, and, if the entry has a
 status, answered with that error instead of reaching moto (raw_body, when given, is sent verbatim:
 a malformed answer). Without a status the request is only delayed.
@@ -81,10 +83,11 @@ def match(environ):
             return None
     op, protocol = request_operation(environ)
     region = request_region(environ)
+    caller = environ.get("REMOTE_ADDR")
     with LOCK:
         for f in _faults:
             if (f.get("count", 1) > 0 and f.get("operation", "*") in ("*", op)
-                    and f.get("region", region) == region):
+                    and f.get("region", region) == region and f.get("caller", caller) == caller):
                 f["count"] = f.get("count", 1) - 1
                 f["hits"] = f.get("hits", 0) + 1
                 hit = dict(f)
