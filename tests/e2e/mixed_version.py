@@ -4,7 +4,8 @@ key holds the wire version, so each version is its own sharing group) and must n
 or a peer while the fleet is replaced one task at a time.
 
 The bed is the namespace test bed (testbed.py), two regions, interval 1 s, each node polling one
-ECS source per region with `share_polling: true` (explicit: the old version's default was off).
+ECS source per region, sharing: old-version nodes set `share_polling: true` (their default was
+off); new-version nodes leave it out and share by default, as a deploy of this version would.
   setup     two old-version nodes per region mesh, and elect one poller per region;
   roll N/M  a new task starts in an old node's region with a new-version node, and once it is
             connected to every node and its poll has found every other, the old one is stopped as
@@ -72,7 +73,8 @@ class Fleet:
     # -- the fleet --------------------------------------------------------------------------------
     def start(self, region, task, version):
         self.bed.add_host(region, task["ip"])
-        self.bed.start_node(task["ip"], share_polling=True, tree=self.old_tree if version == "old" else None)
+        old = version == "old"
+        self.bed.start_node(task["ip"], share_polling=True if old else None, tree=self.old_tree if old else None)
         self.version[task["ip"]] = version
         self.links.live[task["ip"]] = (region, task["arn"])
         self.links.started_at[task["ip"]] = time.monotonic()
