@@ -11,7 +11,9 @@ defmodule EcsPeers.Membership do
   # - every update's events (the core's) are logged with the core's sentence, and its telemetry
   #   emitted (`EcsPeers.Telemetry`); only the newest of several queued updates is acted on
   #   (each is self-contained);
-  # - the nodes to connect and disconnect, leaving and rejoining: `Rules`;
+  # - the nodes to connect and disconnect, leaving and rejoining: `Rules`; each peer not yet
+  #   connected is connected in a process of its own, so one that does not answer (7 s of
+  #   net_setuptime) holds up no other;
   # - where each peer is dialled goes to the EPMD-less bridge (`EcsPeers.Epmd`) before any
   #   connection is made;
   # - with `share_polling`, this process is the member of the sharing group (`EcsPeers.Sharing`);
@@ -473,12 +475,52 @@ defmodule EcsPeers.Membership do
       end
 
     connected =
-      case safely(s, fn -> mod.connect(ctx, MapSet.to_list(join)) end) do
+      case connect(s, mod, ctx, join) do
         {:error, failed} -> Rules.connect_failed(connected, failed)
         _ -> connected
       end
 
     put_in(s.cluster.connected, connected)
+  end
+
+  # A connect to a peer that does not answer blocks its caller for OTP's net_setuptime (7 s by
+  # default: a dropped port, a clear-text peer of a TLS node). One such peer must not hold up the
+  # others, nor k of them add up to k × 7 s before a new task is connected: the peers this
+  # process does not hold as connected are each connected in a process of their own, at once;
+  # those it holds (the links skip what is still connected) in one more. The links see the
+  # same nodes as with one call, a node at a time (libcluster's connect_nodes/4 connects one
+  # node at a time too, and logs each).
+  defp connect(s, mod, ctx, join) do
+    {held, new} = Enum.split_with(join, &MapSet.member?(s.cluster.connected, &1))
+    batches = if(held == [], do: [], else: [held]) ++ Enum.map(new, &[&1])
+
+    case batches do
+      [] ->
+        :ok
+
+      [nodes] ->
+        safely(s, fn -> mod.connect(ctx, nodes) end)
+
+      _ ->
+        batches
+        |> Task.async_stream(fn nodes -> safely(s, fn -> mod.connect(ctx, nodes) end) end,
+          max_concurrency: length(batches),
+          timeout: :infinity,
+          zip_input_on_exit: true
+        )
+        |> Enum.flat_map(fn
+          {:ok, {:error, failed}} ->
+            failed
+
+          {:ok, _} ->
+            []
+
+          {:exit, {nodes, reason}} ->
+            Logger.error("[#{s.prefix}] connect failed: #{inspect(reason)}")
+            Enum.map(nodes, &{&1, reason})
+        end)
+        |> then(&if(&1 == [], do: :ok, else: {:error, &1}))
+    end
   end
 
   # A connect/disconnect function that raises (e.g. returns something libcluster does not

@@ -189,6 +189,32 @@ defmodule EcsPeers.ClusterTest do
   end
 
   for kind <- [:child, :strategy] do
+    test "#{kind}: a peer whose connect hangs does not hold up connecting the others",
+         %{emu: emu, rec: rec} do
+      c = cluster_name()
+      tasks = seed(emu, c, "10.236.0.0/24", 3)
+      # The first in the order the nodes are handed over: one connect after another would
+      # reach none of the others while it hangs.
+      [gated | others] = tasks |> Enum.map(&node_of/1) |> Enum.sort()
+      {:ok, gate} = Agent.start_link(fn -> :closed end)
+      links = Keyword.put(links(rec), :connect, {Recorder, :gated_connect, [rec, {gated, gate}]})
+
+      capture_log(fn ->
+        start_supervised!(child(unquote(kind), config(emu, c), links))
+        assert_receive {:blocked, hung, ^gated}, 5_000
+
+        for n <- others, do: assert_receive({:connect, ^n}, 5_000)
+        assert Enum.sort(Agent.get(rec.agent, &MapSet.to_list/1)) == others
+
+        # Released, it fails (an unreachable peer); the others stay connected, nothing crashed.
+        Agent.update(gate, fn _ -> :open end)
+        send(hung, :release)
+        assert_receive {:connect, ^gated}, 5_000
+        polls(2)
+        refute_received {:disconnect, _}
+      end)
+    end
+
     test "#{kind}: a draining peer is kept while connected, never connected anew, dropped when STOPPED",
          %{emu: emu, rec: rec} do
       c = cluster_name()

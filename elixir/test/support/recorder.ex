@@ -28,6 +28,24 @@ defmodule EcsPeers.Test.Recorder do
 
   def raising_connect(_node), do: :ok
 
+  # A connect that, while `gate` (an Agent) holds :closed, blocks its caller for `gated` until
+  # the test sends `:release` to the pid it was told of (`{:blocked, pid, node}`), as a connect
+  # to a peer that does not answer blocks for net_setuptime; then `gated` fails (unreachable).
+  # Any other node connects at once.
+  def gated_connect(%{caller: caller} = rec, {gated, gate}, node) when node == gated do
+    if Agent.get(gate, & &1) == :closed do
+      send(caller, {:blocked, self(), node})
+
+      receive do
+        :release -> :ok
+      end
+    end
+
+    connect(rec, false, node)
+  end
+
+  def gated_connect(rec, _gate, node), do: connect(rec, true, node)
+
   # A connect that blocks its caller for `ms` (as a connect to an address that drops packets
   # does, for OTP's net_setuptime), then succeeds.
   def slow_connect(%{caller: caller, agent: agent}, ms, node) do
