@@ -780,13 +780,13 @@ mod tests {
             ["app@10.2.0.4"]
         );
         let s0 = &second.snapshot.sources[0];
-        assert!(!s0.ok && s0.stale);
+        assert!(!s0.ok() && s0.stale);
         assert_eq!(s0.peers, 2);
         assert_eq!(s0.error_kind, Some(ErrorKind::Throttled));
         assert!(s0.error.as_deref().unwrap().contains("Rate exceeded"));
         assert!(s0.backoff_until.is_some(), "throttling backs off");
         assert!(s0.last_success.is_some());
-        assert!(second.snapshot.sources[1].ok);
+        assert!(second.snapshot.sources[1].ok());
     }
 
     #[tokio::test]
@@ -812,7 +812,8 @@ mod tests {
             s0.absent.as_deref(),
             Some("the cluster does not exist in us-west-2")
         );
-        assert!(s0.ok && !s0.stale && !s0.pending && !s0.is_failing());
+        assert!(s0.ok() && !s0.stale && !s0.is_failing());
+        assert_eq!(s0.state, crate::SourceState::Absent);
         assert!(s0.probe_at.is_some() && s0.backoff_until.is_none());
         assert_eq!(s0.consecutive_failures, 0);
         assert!(first.changes.events.iter().all(|e| !e.is_warning()));
@@ -831,7 +832,7 @@ mod tests {
         let fourth = p.poll().await;
         assert_eq!(polls(0), 3);
         let s0 = &fourth.snapshot.sources[0];
-        assert!(s0.absent.is_none() && s0.probe_at.is_none() && s0.ok);
+        assert!(s0.absent.is_none() && s0.probe_at.is_none() && s0.ok());
         assert_eq!(nodes(&fourth), ["app@10.1.0.4", "app@10.2.0.4"]);
         assert_eq!(fourth.changes.added.len(), 1);
         // Present: polled every round again.
@@ -893,7 +894,7 @@ mod tests {
             "source 1 did not change: its peer is shared"
         );
         let fourth = p.poll().await;
-        assert!(!fourth.snapshot.sources[0].ok);
+        assert!(!fourth.snapshot.sources[0].ok());
         assert!(
             shared(&third, &fourth),
             "a failed poll keeps the peers, as they were"
@@ -960,7 +961,7 @@ mod tests {
             .unwrap()
             .contains("scripted panic"));
         let u = p.poll().await;
-        assert!(u.snapshot.sources[0].ok, "the source survives its panic");
+        assert!(u.snapshot.sources[0].ok(), "the source survives its panic");
         assert!(nodes(&u).is_empty());
     }
 
@@ -1022,7 +1023,11 @@ mod tests {
             ["app@10.1.0.4", "app@10.2.0.4"],
             "the first snapshot is complete"
         );
-        assert!(first.snapshot.sources.iter().all(|s| s.ok && !s.pending));
+        assert!(first
+            .snapshot
+            .sources
+            .iter()
+            .all(|s| s.state == crate::SourceState::Ok));
         let started = Instant::now();
         let second = tokio::time::timeout(Duration::from_secs(5), h.next())
             .await

@@ -43,7 +43,7 @@ async fn merges_two_regions_and_cloudmap_into_exactly_the_running_tasks() {
     let mut poller = ecs_peers::Poller::new(cfg).await;
     let first = poller.poll().await;
     let s = &first.snapshot;
-    assert!(s.sources.iter().all(|x| x.ok), "{:#?}", s.sources);
+    assert!(s.sources.iter().all(|x| x.ok()), "{:#?}", s.sources);
 
     let mut want = ips(&w, "eu-west-2/web", Some("api"));
     want.extend(ips(&w, "us-west-2/web", None));
@@ -177,7 +177,7 @@ async fn family_and_service_sources_see_only_their_tasks() {
         ]),
     );
     let s = ecs_peers::discover(cfg).await;
-    assert!(s.sources.iter().all(|x| x.ok));
+    assert!(s.sources.iter().all(|x| x.ok()));
     assert_eq!(s.sources[0].peers, 2);
     assert_eq!(s.sources[1].peers, 3);
     let mut want = ips(&w, "eu-west-2/web", Some("worker"));
@@ -235,7 +235,7 @@ async fn cloudmap_query_filters_instances_and_local_node_is_excluded() {
     );
     cfg.local_node = Some("app@10.202.0.11".into());
     let s = ecs_peers::discover(cfg).await;
-    assert!(s.sources[0].ok, "{:?}", s.sources[0]);
+    assert!(s.sources[0].ok(), "{:?}", s.sources[0]);
     assert_eq!(
         peer_ips(&s),
         ["10.202.0.10"],
@@ -281,7 +281,7 @@ async fn auto_cluster_describes_peers_local_node_and_source_by_the_resolved_regi
     }))
     .unwrap();
     let s = ecs_peers::discover(cfg).await;
-    assert!(s.sources.iter().all(|x| x.ok), "{:#?}", s.sources);
+    assert!(s.sources.iter().all(|x| x.ok()), "{:#?}", s.sources);
     assert!(
         s.conflicts.is_empty(),
         "no false conflict: {:#?}",
@@ -340,7 +340,7 @@ async fn family_with_a_revision_sees_only_that_revisions_tasks() {
         ]),
     );
     let s = ecs_peers::discover(cfg).await;
-    assert!(s.sources.iter().all(|x| x.ok), "{:#?}", s.sources);
+    assert!(s.sources.iter().all(|x| x.ok()), "{:#?}", s.sources);
     let of_source = |i: usize| -> Vec<String> {
         let id = &s.sources[i].id;
         let mut v: Vec<String> = s

@@ -57,7 +57,7 @@ async fn first_complete(poller: &mut Poller) -> std::sync::Arc<Snapshot> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let u = poller.poll().await;
-        if u.snapshot.sources[0].ok {
+        if u.snapshot.sources[0].ok() {
             return u.snapshot;
         }
         assert!(
@@ -183,7 +183,7 @@ async fn a_bridge_task_without_a_binding_for_the_distribution_port_is_skipped_wi
         .fix
         .contains(r#""containerPort": 4370, "hostPort": 0"#));
     assert!(
-        src.only_skipped(),
+        src.state == ecs_peers::SourceState::Skipping,
         "0 peers from 2 running tasks is not healthy"
     );
     // Skipped tasks are cached like any other: the steady poll is one ListTasks call, and

@@ -63,7 +63,7 @@ async fn three_polls(
     for _ in 0..3 {
         let u = poller.poll().await;
         assert!(
-            u.snapshot.sources.iter().all(|s| s.ok),
+            u.snapshot.sources.iter().all(|s| s.ok()),
             "{:#?}",
             u.snapshot.sources
         );
@@ -193,7 +193,7 @@ async fn tags_filter_an_auto_source() {
     }))
     .unwrap();
     let s = Poller::new(cfg).await.poll().await.snapshot;
-    assert!(s.sources[0].ok, "{:#?}", s.sources);
+    assert!(s.sources[0].ok(), "{:#?}", s.sources);
     // This task is left out as this node; its team-a sibling is the one peer, no team-b task.
     assert_eq!(peer_ips(&s), ips(&[&a[1..].to_vec()]));
     assert!(!b.is_empty());

@@ -32,9 +32,12 @@ defmodule EcsPeers.Update do
     same); `EcsPeers.Native.dial/1` → `{:ok, [{node(), :inet.ip_address(), port | nil}]}`, `nil`
     when the source reported no port (then the one configured distribution port applies), what
     `EcsPeers.Epmd.put_peers/1` takes;
-  - `sources`: one status per source, in configuration order (`%{id:, ok:, pending:, error:,
-    error_kind:, consecutive_failures:, api_calls:, poller:, received_from:, absent:, ...}`, as
-    in `EcsPeers.status/1`; `absent`: why a region of a `regions` source has no stack, or
+  - `sources`: one status per source, in configuration order (`%{id:, state:, ok:, pending:,
+    error:, error_kind:, consecutive_failures:, api_calls:, skipped:, poller:, received_from:,
+    absent:, ...}`, as in `EcsPeers.status/1`; `state`: the core's one reading of the last
+    answer, `"ok" | "skipping" | "absent" | "failing" | "pending"` (`"skipping"`: it answered
+    but skipped every task or instance it found, `skipped` saying why), with `ok` true exactly
+    for `"ok"` and `"absent"`; `absent`: why a region of a `regions` source has no stack, or
     `nil`; a `regions` source has one status per region);
   - `conflicts`: addresses claimed by several regions (never peers);
   - `local`: this node as a source reported it, or `nil`;

@@ -527,10 +527,11 @@ defmodule EcsPeers.StrategyTest do
       start(emu, rec, [[type: :ecs, region: "sa-east-1", cluster: c, regions: ["me-central-1"]]])
 
       assert_receive {[:ecs_peers, :poll, :stop],
-                      %{peers: 1, failing_sources: 0, absent_sources: 1}, %{sources: sources}},
+                      %{peers: 1, failing_sources: 0, skipping_sources: 0, absent_sources: 1},
+                      %{sources: sources}},
                      5_000
 
-      assert [%{region: "me-central-1", ok: true, absent: why}] =
+      assert [%{region: "me-central-1", state: "absent", ok: true, absent: why}] =
                Enum.filter(sources, &(&1.region == "me-central-1"))
 
       assert why == "the cluster does not exist in me-central-1"
