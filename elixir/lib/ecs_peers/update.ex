@@ -109,15 +109,45 @@ defmodule EcsPeers.Update do
          do: check_fields(fields)
   end
 
+  # The keys of a source status this package reads (EcsPeers.Telemetry, EcsPeers.Membership,
+  # EcsPeers.status/1's documentation): a NIF must encode each.
+  @source_keys [
+    :id,
+    :state,
+    :ok,
+    :pending,
+    :error,
+    :error_kind,
+    :consecutive_failures,
+    :api_calls,
+    :skipped,
+    :absent
+  ]
+
   @doc false
-  # `fields`: the field names a NIF encodes the struct with.
-  @spec check_fields([atom()]) :: :ok | {:error, String.t()}
+  # `fields`: the field names a NIF encodes the struct with, `sources` as `{:sources, keys}`
+  # (the keys of each source status).
+  @spec check_fields([atom() | {atom(), [atom()]}]) :: :ok | {:error, String.t()}
   def check_fields(fields) do
-    case {fields -- @fields, @fields -- fields} do
-      {[], []} ->
+    names =
+      Enum.map(fields, fn
+        {name, _} -> name
+        name -> name
+      end)
+
+    source_keys = for {:sources, keys} <- fields, key <- keys, do: key
+
+    case {names -- @fields, @fields -- names, @source_keys -- source_keys} do
+      {[], [], []} ->
         :ok
 
-      {extra, missing} ->
+      {[], [], missing} ->
+        {:error,
+         "the loaded ecs-peers NIF speaks another update protocol than this EcsPeers " <>
+           "(its source statuses have no #{inspect(missing)}): load the NIF built from the " <>
+           "same version"}
+
+      {extra, missing, _} ->
         {:error,
          "the loaded ecs-peers NIF speaks another update protocol than this EcsPeers " <>
            "(fields only the NIF has: #{inspect(extra)}; only EcsPeers.Update has: " <>
