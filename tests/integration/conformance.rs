@@ -205,7 +205,7 @@ async fn start_with(subject: Subject, adjust: impl FnOnce(&Emu, &mut Config)) ->
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let u = poller.poll().await;
-        if u.snapshot.sources[0].ok() {
+        if u.snapshot.sources[0].state.answered() {
             assert_eq!(peer_ips(&u.snapshot), peers);
             break;
         }

@@ -57,7 +57,7 @@ async fn first_complete(poller: &mut Poller) -> std::sync::Arc<Snapshot> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let u = poller.poll().await;
-        if u.snapshot.sources[0].ok() {
+        if u.snapshot.sources[0].state.answered() {
             return u.snapshot;
         }
         assert!(
