@@ -730,6 +730,9 @@ fn diff_peers(now: &[Arc<Peer>], before: &[Arc<Peer>], order: Order) -> Changes 
 pub(crate) struct SourcePeers {
     fingerprint: Option<u64>,
     peers: Vec<Arc<Peer>>,
+    /// The answer's peers `{private_dns_name}` could not name (AWS reports no private DNS name
+    /// for them): how many, and one of them (its task ARN, else its address).
+    unnamed: Option<(usize, String)>,
 }
 
 impl SourcePeers {
@@ -755,11 +758,21 @@ impl SourcePeers {
         let last = std::mem::replace(&mut self.peers, Vec::with_capacity(found.len()));
         let mut next_last = 0;
         let mut rendered = String::new();
-        let mut unnamed = 0usize;
+        let mut unnamed: Option<(usize, String)> = None;
         for mut f in found {
             let learnt = f.node.take();
             if learnt.is_none() && !naming.render_found_into(&f, region, &mut rendered) {
-                unnamed += usize::from(naming.needs_private_dns_name());
+                if naming.needs_private_dns_name() && f.private_dns_name.is_none() {
+                    let (n, _) = unnamed.get_or_insert_with(|| {
+                        (
+                            0,
+                            f.task_arn
+                                .clone()
+                                .unwrap_or_else(|| f.address().to_string()),
+                        )
+                    });
+                    *n += 1;
+                }
                 continue;
             }
             let node = learnt.as_deref().unwrap_or(&rendered);
@@ -778,15 +791,26 @@ impl SourcePeers {
             let node = learnt.unwrap_or_else(|| rendered.clone());
             self.peers.push(Arc::new(f.into_peer(node, region, id)));
         }
-        if unnamed > 0 {
-            tracing::warn!(
-                source = %id,
-                unnamed,
-                "peers left out: node_name uses {{private_dns_name}}, and AWS reports no private DNS name for them (only an awsvpc task's ENI has one); use {{ip}} or {{ip_dashed}} for such tasks"
-            );
-        }
+        self.unnamed = unnamed;
         self.fingerprint = Some(fp);
         true
+    }
+
+    /// The peers of the answer it holds that naming left out, as skips
+    /// ([`SkipReason::NoPrivateDnsName`](crate::peer::SkipReason::NoPrivateDnsName)), for
+    /// `dist_port`: what the source status counts with the source's own skips.
+    pub(crate) fn naming_skips(&self, dist_port: u16) -> Vec<Skipped> {
+        self.unnamed
+            .iter()
+            .map(|(n, example)| {
+                Skipped::new(
+                    crate::peer::SkipReason::NoPrivateDnsName,
+                    *n,
+                    example,
+                    dist_port,
+                )
+            })
+            .collect()
     }
 
     /// How many peers it holds.
