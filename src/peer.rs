@@ -478,6 +478,11 @@ pub enum SkipReason {
     /// names none of them, so which one is the peer is ambiguous (EPMD `NAMES_REQ`, OTP's
     /// `erl_epmd:names/1`). ECS tasks and Cloud Map instances alike.
     SeveralEpmdNames,
+    /// The source's `tags` filter left out every RUNNING task that passed its other filters
+    /// (DescribeTasks `include: ["TAGS"]`, `tags[]`): reported only when no running task
+    /// matches, so a filter that matches nothing says so; the message names the values the
+    /// tasks carry for the configured keys.
+    TagMismatch,
 }
 
 /// What a skip is about, for its words: an ECS task, a Cloud Map instance, or either (a peer
@@ -497,7 +502,8 @@ impl SkipReason {
             | SkipReason::InstanceNotFound
             | SkipReason::InstanceWithoutAddress
             | SkipReason::ExternalInstance
-            | SkipReason::NoPrivateDnsName => SkipOf::Task,
+            | SkipReason::NoPrivateDnsName
+            | SkipReason::TagMismatch => SkipOf::Task,
             SkipReason::NoAddressAttribute
             | SkipReason::DnsNameOnly
             | SkipReason::AddressNotAnIp
@@ -532,6 +538,7 @@ impl SkipReason {
             SkipReason::SameAddress => format!("the instance has the same address as another instance of the service (the same IP, dialled on the same port: its AWS_INSTANCE_PORT, or {dist_port} when it registers none or port is \"distribution_port\"), so it would be the same node"),
             SkipReason::NoPrivateDnsName => "node_name uses {private_dns_name}, and AWS reports no private DNS name for the task (only an awsvpc task's ENI has one; a bridge- or host-mode task on EC2 has none), so it cannot be named".into(),
             SkipReason::SeveralEpmdNames => "node_names is \"epmd\" and the EPMD of its host lists several node names, none of them node_basename, so which one is the peer is ambiguous".into(),
+            SkipReason::TagMismatch => "the source's tags filter matches none of its running tasks (tags as ECS reported them when each task was first described)".into(),
         }
     }
 
@@ -550,6 +557,7 @@ impl SkipReason {
             SkipReason::SameAddress => format!("bridge or host mode (several nodes on one host): register the host port of the distribution port (container port {dist_port}) as AWS_INSTANCE_PORT (ECS service discovery: serviceRegistries containerPort {dist_port}) and keep the source's port \"registered\"; one node registered twice: deregister the stale instance"),
             SkipReason::NoPrivateDnsName => "use {ip} or {ip_dashed} in node_name instead of {private_dns_name} (every task has an address), or run these tasks with networkMode awsvpc".into(),
             SkipReason::SeveralEpmdNames => "set node_basename to the name of the app's node (ecs-peers doctor lists the names each host's EPMD has registered), or give the nodes on one host distinct distribution ports the source reports (bridge or host mode)".into(),
+            SkipReason::TagMismatch => "set the source's tags to values its tasks carry (names and values are case-sensitive), or tag the tasks: propagateTags SERVICE or TASK_DEFINITION on the service, or tags on RunTask; a tag added to a running task (aws ecs tag-resource) is read when the source starts again".into(),
         }
     }
 }

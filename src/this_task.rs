@@ -169,6 +169,17 @@ async fn describe(
                 config.distribution_port,
             ))
         }
+        Decision::TagMismatch(_) => {
+            return Err(SourceError::new(
+                ErrorKind::InvalidRequest,
+                ACTION,
+                format!(
+                    "this task {} is not a peer: it does not carry the source's tags with their values",
+                    md.task_arn
+                ),
+            )
+            .with_fix("tag the task as the source's tags say (propagateTags on the service), or change the source's tags"))
+        }
         Decision::Skip(why) => {
             return Err(SourceError::new(
                 ErrorKind::InvalidRequest,

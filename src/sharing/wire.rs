@@ -29,7 +29,8 @@ use crate::peer::{Found, SkipReason, Skipped, StartedAt};
 /// defined by the types of this file rather than by the internal structs' derives. v4: the
 /// skip reasons of ECS Anywhere tasks and of Cloud Map instances (appended to
 /// [`WireSkipReason`]), and a Cloud Map source's `port` and `owner_account` in the key. v5: the
-/// skip reasons of naming, `NoPrivateDnsName` and `SeveralEpmdNames` (appended).
+/// skip reasons of naming, `NoPrivateDnsName` and `SeveralEpmdNames`, and `TagMismatch`
+/// (appended).
 pub(crate) const WIRE_VERSION: &str = "ecs-peers/shared/v5";
 
 /// The largest encoded result accepted (bytes): 64 MiB, about 30 times the encoding of 10,000
@@ -169,6 +170,7 @@ enum WireSkipReason {
     SameAddress,
     NoPrivateDnsName,
     SeveralEpmdNames,
+    TagMismatch,
 }
 
 /// A failure as it travels: [`SourceError`] without its cause (an SDK or I/O error, local to
@@ -361,6 +363,7 @@ impl<'a> WireSkipped<'a> {
                 SkipReason::SameAddress => WireSkipReason::SameAddress,
                 SkipReason::NoPrivateDnsName => WireSkipReason::NoPrivateDnsName,
                 SkipReason::SeveralEpmdNames => WireSkipReason::SeveralEpmdNames,
+                SkipReason::TagMismatch => WireSkipReason::TagMismatch,
             },
             tasks: *tasks as u64,
             example_task: Cow::Borrowed(example_task),
@@ -391,6 +394,7 @@ impl<'a> WireSkipped<'a> {
                 WireSkipReason::SameAddress => SkipReason::SameAddress,
                 WireSkipReason::NoPrivateDnsName => SkipReason::NoPrivateDnsName,
                 WireSkipReason::SeveralEpmdNames => SkipReason::SeveralEpmdNames,
+                WireSkipReason::TagMismatch => SkipReason::TagMismatch,
             },
             tasks: usize::try_from(tasks).map_err(|_| {
                 DecodeError::Malformed(format!("{tasks} skipped tasks do not fit this machine"))
@@ -677,6 +681,7 @@ mod tests {
             SkipReason::SameAddress,
             SkipReason::NoPrivateDnsName,
             SkipReason::SeveralEpmdNames,
+            SkipReason::TagMismatch,
         ] {
             let s = Skipped {
                 reason,
@@ -744,6 +749,8 @@ mod tests {
         "01017302030000010a020561726e3a74016d0166",
         // several_epmd_names
         "01017302030000010b020561726e3a74016d0166",
+        // tag_mismatch
+        "01017302030000010c020561726e3a74016d0166",
         // Same
         "01017302030201",
         // Waiting: backing off

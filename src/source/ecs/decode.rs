@@ -19,6 +19,11 @@ pub(crate) enum Decision {
     Peer(Found),
     /// Not a peer, for good (filtered out): cache it.
     Skip(&'static str),
+    /// Runs and passes the other filters, but does not carry the configured tags with their
+    /// values (filtered out, for good: cache it): the values it carries for the configured
+    /// keys, in key order (`None`: no tag with that key), for the source to say what it saw
+    /// when its filter matches no running task.
+    TagMismatch(Vec<Option<String>>),
     /// Bridge or host mode: a peer at its container instance's address, once that is known.
     OnInstance(OnInstance),
     /// Matches the filters and runs, but cannot be a peer (reported per source): cache it.
@@ -116,7 +121,7 @@ pub(crate) fn decode_task(task: &Task, filter: &TaskFilter<'_>) -> Decision {
     // and its tags are judged when it is cached for good.
     if let Some(want) = filter.tags {
         if !carries(task, want) {
-            return Decision::Skip("it does not carry the configured tags with their values");
+            return Decision::TagMismatch(values_of(task, want));
         }
     }
     let eni = Eni::of(task);
@@ -148,6 +153,18 @@ fn carries(task: &Task, want: &BTreeMap<String, String>) -> bool {
             .iter()
             .any(|t| t.key() == Some(k.as_str()) && t.value().unwrap_or("") == v)
     })
+}
+
+/// The values `task` carries for each wanted key, in key order (`None`: not tagged with it).
+fn values_of(task: &Task, want: &BTreeMap<String, String>) -> Vec<Option<String>> {
+    want.keys()
+        .map(|k| {
+            task.tags()
+                .iter()
+                .find(|t| t.key() == Some(k.as_str()))
+                .map(|t| t.value().unwrap_or("").to_string())
+        })
+        .collect()
 }
 
 /// The hook to bridge and host mode: a task with no address of its own.
@@ -426,8 +443,16 @@ mod tests {
             &[("owner", "")],
             &[("team", "")],
         ] {
-            assert!(matches!(decide(want, &t), Decision::Skip(_)), "{want:?}");
+            assert!(
+                matches!(decide(want, &t), Decision::TagMismatch(_)),
+                "{want:?}"
+            );
         }
+        // What it carries for the wanted keys, in key order, is kept for the source's hint.
+        assert_eq!(
+            decide(&[("team", "Payments"), ("owner", "x"), ("canary", "y")], &t),
+            Decision::TagMismatch(vec![Some(String::new()), None, Some("payments".into())])
+        );
         // A task described before it runs is not judged by its tags yet: it is described again.
         let starting = task("PROVISIONING").build();
         assert_eq!(
@@ -440,7 +465,7 @@ mod tests {
         c.tags = [("team".to_string(), "payments".to_string())].into();
         assert!(matches!(
             decode_task(&leaving, &TaskFilter::new(&c, 4370)),
-            Decision::Skip(_)
+            Decision::TagMismatch(_)
         ));
         assert!(matches!(
             decode_task(&leaving, &TaskFilter::new(&c, 4370).ignoring_tags()),

@@ -17,7 +17,7 @@
 //! address of its own (bridge or host mode) is placed on its container instance by [`host`];
 //! `cluster = "auto"` is [`auto`]'s.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aws_sdk_ecs::types::{DesiredStatus, Task, TaskField};
 
@@ -51,6 +51,9 @@ enum Known {
     Peer(Found),
     Skip,
     Unusable(SkipReason),
+    /// Left out by the `tags` filter: the values it carries for the configured keys, in key
+    /// order (`None`: no tag with that key).
+    TagMismatch(Vec<Option<String>>),
 }
 
 /// The ECS backend of one source.
@@ -301,6 +304,10 @@ impl EcsSource {
                     tracing::debug!(task = %arn, "task is not a peer: {why}");
                     self.known.insert(arn, Known::Skip);
                 }
+                Decision::TagMismatch(values) => {
+                    tracing::debug!(task = %arn, "task is not a peer: it does not carry the configured tags with their values");
+                    self.known.insert(arn, Known::TagMismatch(values));
+                }
                 Decision::NotYet(status) => {
                     tracing::debug!(task = %arn, %status, "task is not running yet; will look again next poll");
                 }
@@ -361,13 +368,76 @@ impl EcsSource {
 
     /// RUNNING tasks that cannot be peers, by reason, each with one task to look at.
     fn skipped_by_reason(&self, running: &[String]) -> Vec<Skipped> {
-        count_skips(
+        let mut skipped = count_skips(
             running.iter().filter_map(|arn| match self.known.get(arn) {
                 Some(Known::Unusable(why)) => Some((*why, arn.as_str())),
                 _ => None,
             }),
             self.dist_port,
-        )
+        );
+        skipped.extend(self.tags_matched_none(running));
+        skipped
+    }
+
+    /// When the `tags` filter left out every RUNNING task that passed the other filters (none
+    /// is a peer or skipped for another reason), those tasks as one [`SkipReason::TagMismatch`]
+    /// with what they carry for the configured keys: a filter that matches nothing says so,
+    /// with its fix, instead of "0 peers". While some task matches, the others are filtered
+    /// out as the filter means, in silence.
+    fn tags_matched_none(&self, running: &[String]) -> Option<Skipped> {
+        let mut example = None;
+        let mut excluded = 0usize;
+        // Per configured key, the values seen (None: untagged) and how many tasks carry each.
+        let mut seen: Vec<BTreeMap<Option<&str>, usize>> =
+            vec![BTreeMap::new(); self.cfg.tags.len()];
+        for arn in running {
+            match self.known.get(arn) {
+                Some(Known::Peer(_) | Known::Unusable(_)) => return None,
+                Some(Known::TagMismatch(values)) => {
+                    excluded += 1;
+                    example.get_or_insert(arn.as_str());
+                    for (by_value, v) in seen.iter_mut().zip(values) {
+                        *by_value.entry(v.as_deref()).or_insert(0) += 1;
+                    }
+                }
+                Some(Known::Skip) | None => {}
+            }
+        }
+        let example = example?;
+        /// The values of a key named in the hint, most common first (the rest counted).
+        const SHOWN: usize = 5;
+        let carried: Vec<String> = self
+            .cfg
+            .tags
+            .iter()
+            .zip(&seen)
+            .map(|((k, want), by_value)| {
+                let mut values: Vec<(Option<&str>, usize)> =
+                    by_value.iter().map(|(v, n)| (*v, *n)).collect();
+                // Most common first; among equals, values by name, then the untagged.
+                values.sort_by(|a, b| (b.1, a.0.is_none(), a.0).cmp(&(a.1, b.0.is_none(), b.0)));
+                let mut shown: Vec<String> = values
+                    .iter()
+                    .take(SHOWN)
+                    .map(|(v, n)| match v {
+                        Some(v) => format!("{v:?} ({n})"),
+                        None => format!("no {k:?} tag ({n})"),
+                    })
+                    .collect();
+                if values.len() > SHOWN {
+                    shown.push(format!("{} other values", values.len() - SHOWN));
+                }
+                format!("{k:?}={want:?} wanted; they carry {}", shown.join(", "))
+            })
+            .collect();
+        let reason = SkipReason::TagMismatch;
+        Some(Skipped {
+            reason,
+            tasks: excluded,
+            example_task: example.to_string(),
+            message: format!("{}: {}", reason.message(self.dist_port), carried.join("; ")),
+            fix: reason.fix(self.dist_port),
+        })
     }
 
     /// Drops the cached container instances no known peer runs on any more.
