@@ -1574,6 +1574,33 @@ pub(crate) mod tests {
         ));
     }
 
+    /// The one rule of a source's state, and the JSON's `ok` and `pending` read from it.
+    #[test]
+    fn a_source_state_is_decided_once_and_ok_agrees_with_it() {
+        use SourceState::*;
+        for ((polled, answered, absent, peers, skipped), want) in [
+            ((false, false, false, 0, 0), Pending),
+            ((true, false, false, 3, 0), Failing),
+            ((true, false, true, 0, 2), Failing),
+            ((true, true, true, 0, 0), Absent),
+            ((true, true, false, 0, 2), Skipping),
+            ((true, true, false, 1, 2), Ok),
+            ((true, true, false, 0, 0), Ok),
+        ] {
+            let state = SourceState::of(polled, answered, absent, peers, skipped);
+            assert_eq!(
+                state, want,
+                "{polled} {answered} {absent} {peers} {skipped}"
+            );
+            let mut st = status("ecs:a", "eu-west-2", peers, None);
+            st.state = state;
+            let json = serde_json::to_value(&st).unwrap();
+            assert_eq!(json["state"], serde_json::to_value(want).unwrap());
+            assert_eq!(json["ok"], matches!(want, Ok | Absent), "{json}");
+            assert_eq!(json["pending"], want == Pending, "{json}");
+        }
+    }
+
     /// Cloud Map instances a source could not use are the same warning, in their own words
     /// (instances, not running tasks), and the source is skipping, not ok.
     #[test]
