@@ -483,6 +483,14 @@ pub enum SkipReason {
     /// matches, so a filter that matches nothing says so; the message names the values the
     /// tasks carry for the configured keys.
     TagMismatch,
+    /// `family = "FAMILY:REVISION"` left out every RUNNING task of the family (they run other
+    /// revisions, DescribeTasks `taskDefinitionArn`): reported only when none matches; the
+    /// message names the revisions they run.
+    RevisionMismatch,
+    /// `container` left out every RUNNING task (none has a container of that name,
+    /// DescribeTasks `containers[].name`): reported only when none matches; the message names
+    /// the containers they have.
+    NoSuchContainer,
 }
 
 /// What a skip is about, for its words: an ECS task, a Cloud Map instance, or either (a peer
@@ -503,7 +511,9 @@ impl SkipReason {
             | SkipReason::InstanceWithoutAddress
             | SkipReason::ExternalInstance
             | SkipReason::NoPrivateDnsName
-            | SkipReason::TagMismatch => SkipOf::Task,
+            | SkipReason::TagMismatch
+            | SkipReason::RevisionMismatch
+            | SkipReason::NoSuchContainer => SkipOf::Task,
             SkipReason::NoAddressAttribute
             | SkipReason::DnsNameOnly
             | SkipReason::AddressNotAnIp
@@ -539,6 +549,8 @@ impl SkipReason {
             SkipReason::NoPrivateDnsName => "node_name uses {private_dns_name}, and AWS reports no private DNS name for the task (only an awsvpc task's ENI has one; a bridge- or host-mode task on EC2 has none), so it cannot be named".into(),
             SkipReason::SeveralEpmdNames => "node_names is \"epmd\" and the EPMD of its host lists several node names, none of them node_basename, so which one is the peer is ambiguous".into(),
             SkipReason::TagMismatch => "the source's tags filter matches none of its running tasks (tags as ECS reported them when each task was first described)".into(),
+            SkipReason::RevisionMismatch => "the source's family names a revision none of its running tasks runs".into(),
+            SkipReason::NoSuchContainer => "the source's container names a container none of its running tasks has".into(),
         }
     }
 
@@ -558,6 +570,8 @@ impl SkipReason {
             SkipReason::NoPrivateDnsName => "use {ip} or {ip_dashed} in node_name instead of {private_dns_name} (every task has an address), or run these tasks with networkMode awsvpc".into(),
             SkipReason::SeveralEpmdNames => "set node_basename to the name of the app's node (ecs-peers doctor lists the names each host's EPMD has registered), or give the nodes on one host distinct distribution ports the source reports (bridge or host mode)".into(),
             SkipReason::TagMismatch => "set the source's tags to values its tasks carry (names and values are case-sensitive), or tag the tasks: propagateTags SERVICE or TASK_DEFINITION on the service, or tags on RunTask; a tag added to a running task (aws ecs tag-resource) is read when the source starts again".into(),
+            SkipReason::RevisionMismatch => "set family to the family alone (every revision: a deployment keeps its peers), or to the revision the tasks run".into(),
+            SkipReason::NoSuchContainer => "set container to the name of the container that runs the release, as the task definition writes it (containerDefinitions[].name), or leave container out".into(),
         }
     }
 }

@@ -29,8 +29,8 @@ use crate::peer::{Found, SkipReason, Skipped, StartedAt};
 /// defined by the types of this file rather than by the internal structs' derives. v4: the
 /// skip reasons of ECS Anywhere tasks and of Cloud Map instances (appended to
 /// [`WireSkipReason`]), and a Cloud Map source's `port` and `owner_account` in the key. v5: the
-/// skip reasons of naming, `NoPrivateDnsName` and `SeveralEpmdNames`, and `TagMismatch`
-/// (appended).
+/// skip reasons of naming, `NoPrivateDnsName` and `SeveralEpmdNames`, and of a filter that
+/// matches no running task, `TagMismatch`, `RevisionMismatch`, `NoSuchContainer` (appended).
 pub(crate) const WIRE_VERSION: &str = "ecs-peers/shared/v5";
 
 /// The largest encoded result accepted (bytes): 64 MiB, about 30 times the encoding of 10,000
@@ -171,6 +171,8 @@ enum WireSkipReason {
     NoPrivateDnsName,
     SeveralEpmdNames,
     TagMismatch,
+    RevisionMismatch,
+    NoSuchContainer,
 }
 
 /// A failure as it travels: [`SourceError`] without its cause (an SDK or I/O error, local to
@@ -364,6 +366,8 @@ impl<'a> WireSkipped<'a> {
                 SkipReason::NoPrivateDnsName => WireSkipReason::NoPrivateDnsName,
                 SkipReason::SeveralEpmdNames => WireSkipReason::SeveralEpmdNames,
                 SkipReason::TagMismatch => WireSkipReason::TagMismatch,
+                SkipReason::RevisionMismatch => WireSkipReason::RevisionMismatch,
+                SkipReason::NoSuchContainer => WireSkipReason::NoSuchContainer,
             },
             tasks: *tasks as u64,
             example_task: Cow::Borrowed(example_task),
@@ -395,6 +399,8 @@ impl<'a> WireSkipped<'a> {
                 WireSkipReason::NoPrivateDnsName => SkipReason::NoPrivateDnsName,
                 WireSkipReason::SeveralEpmdNames => SkipReason::SeveralEpmdNames,
                 WireSkipReason::TagMismatch => SkipReason::TagMismatch,
+                WireSkipReason::RevisionMismatch => SkipReason::RevisionMismatch,
+                WireSkipReason::NoSuchContainer => SkipReason::NoSuchContainer,
             },
             tasks: usize::try_from(tasks).map_err(|_| {
                 DecodeError::Malformed(format!("{tasks} skipped tasks do not fit this machine"))
@@ -682,6 +688,8 @@ mod tests {
             SkipReason::NoPrivateDnsName,
             SkipReason::SeveralEpmdNames,
             SkipReason::TagMismatch,
+            SkipReason::RevisionMismatch,
+            SkipReason::NoSuchContainer,
         ] {
             let s = Skipped {
                 reason,
@@ -751,6 +759,10 @@ mod tests {
         "01017302030000010b020561726e3a74016d0166",
         // tag_mismatch
         "01017302030000010c020561726e3a74016d0166",
+        // revision_mismatch
+        "01017302030000010d020561726e3a74016d0166",
+        // no_such_container
+        "01017302030000010e020561726e3a74016d0166",
         // Same
         "01017302030201",
         // Waiting: backing off

@@ -33,7 +33,7 @@ pub(crate) mod decode;
 pub(crate) mod host;
 pub(crate) mod regions;
 
-use decode::{decode_task, Decision, TaskFilter};
+use decode::{decode_task, Decision, Filtered, TaskFilter};
 use host::{InstanceAddresses, OnInstance};
 
 /// DescribeTasks accepts at most this many ARNs; ListTasks returns at most this many a page.
@@ -51,9 +51,9 @@ enum Known {
     Peer(Found),
     Skip,
     Unusable(SkipReason),
-    /// Left out by the `tags` filter: the values it carries for the configured keys, in key
-    /// order (`None`: no tag with that key).
-    TagMismatch(Vec<Option<String>>),
+    /// Left out by a filter checked on the task (`family`'s revision, `container`, `tags`), with
+    /// what it has instead.
+    Filtered(Filtered),
 }
 
 /// The ECS backend of one source.
@@ -304,9 +304,9 @@ impl EcsSource {
                     tracing::debug!(task = %arn, "task is not a peer: {why}");
                     self.known.insert(arn, Known::Skip);
                 }
-                Decision::TagMismatch(values) => {
-                    tracing::debug!(task = %arn, "task is not a peer: it does not carry the configured tags with their values");
-                    self.known.insert(arn, Known::TagMismatch(values));
+                Decision::Filtered(what) => {
+                    tracing::debug!(task = %arn, ?what, "task is not a peer: left out by a filter");
+                    self.known.insert(arn, Known::Filtered(what));
                 }
                 Decision::NotYet(status) => {
                     tracing::debug!(task = %arn, %status, "task is not running yet; will look again next poll");
@@ -375,69 +375,109 @@ impl EcsSource {
             }),
             self.dist_port,
         );
-        skipped.extend(self.tags_matched_none(running));
+        skipped.extend(self.filters_matched_none(running));
         skipped
     }
 
-    /// When the `tags` filter left out every RUNNING task that passed the other filters (none
-    /// is a peer or skipped for another reason), those tasks as one [`SkipReason::TagMismatch`]
-    /// with what they carry for the configured keys: a filter that matches nothing says so,
-    /// with its fix, instead of "0 peers". While some task matches, the others are filtered
-    /// out as the filter means, in silence.
-    fn tags_matched_none(&self, running: &[String]) -> Option<Skipped> {
-        let mut example = None;
-        let mut excluded = 0usize;
-        // Per configured key, the values seen (None: untagged) and how many tasks carry each.
-        let mut seen: Vec<BTreeMap<Option<&str>, usize>> =
-            vec![BTreeMap::new(); self.cfg.tags.len()];
+    /// When the filters checked on each task (`family`'s revision, `container`, `tags`) left
+    /// out every RUNNING task the source listed (none is a peer or skipped for another reason),
+    /// those tasks as skips, one per filter ([`SkipReason::RevisionMismatch`],
+    /// [`SkipReason::NoSuchContainer`], [`SkipReason::TagMismatch`]), each saying what the
+    /// tasks have instead: a filter that matches nothing says so, with its fix, instead of "0
+    /// peers". While some task passes, the others are filtered out as the filters mean, in
+    /// silence.
+    fn filters_matched_none(&self, running: &[String]) -> Vec<Skipped> {
+        // Per filter: how many tasks, one of them, and what they have (value → tasks).
+        #[derive(Default)]
+        struct Seen<'a> {
+            tasks: usize,
+            example: Option<&'a str>,
+            values: Vec<BTreeMap<Option<&'a str>, usize>>,
+        }
+        impl<'a> Seen<'a> {
+            fn add(
+                &mut self,
+                arn: &'a str,
+                values: impl IntoIterator<Item = Vec<Option<&'a str>>>,
+            ) {
+                self.tasks += 1;
+                self.example.get_or_insert(arn);
+                for (i, vs) in values.into_iter().enumerate() {
+                    if self.values.len() <= i {
+                        self.values.push(BTreeMap::new());
+                    }
+                    for v in vs {
+                        *self.values[i].entry(v).or_insert(0) += 1;
+                    }
+                }
+            }
+        }
+        let (mut revision, mut container, mut tags) =
+            (Seen::default(), Seen::default(), Seen::default());
         for arn in running {
             match self.known.get(arn) {
-                Some(Known::Peer(_) | Known::Unusable(_)) => return None,
-                Some(Known::TagMismatch(values)) => {
-                    excluded += 1;
-                    example.get_or_insert(arn.as_str());
-                    for (by_value, v) in seen.iter_mut().zip(values) {
-                        *by_value.entry(v.as_deref()).or_insert(0) += 1;
-                    }
+                Some(Known::Peer(_) | Known::Unusable(_)) => return Vec::new(),
+                Some(Known::Filtered(Filtered::Revision(r))) => {
+                    revision.add(arn, [vec![r.as_deref()]]);
+                }
+                Some(Known::Filtered(Filtered::Container(names))) => {
+                    container.add(arn, [names.iter().map(|n| Some(n.as_str())).collect()]);
+                }
+                Some(Known::Filtered(Filtered::Tags(values))) => {
+                    tags.add(arn, values.iter().map(|v| vec![v.as_deref()]));
                 }
                 Some(Known::Skip) | None => {}
             }
         }
-        let example = example?;
-        /// The values of a key named in the hint, most common first (the rest counted).
-        const SHOWN: usize = 5;
-        let carried: Vec<String> = self
-            .cfg
-            .tags
-            .iter()
-            .zip(&seen)
-            .map(|((k, want), by_value)| {
-                let mut values: Vec<(Option<&str>, usize)> =
-                    by_value.iter().map(|(v, n)| (*v, *n)).collect();
-                // Most common first; among equals, values by name, then the untagged.
-                values.sort_by(|a, b| (b.1, a.0.is_none(), a.0).cmp(&(a.1, b.0.is_none(), b.0)));
-                let mut shown: Vec<String> = values
+        let want_revision = self.cfg.family_revision().unwrap_or_default();
+        let want_container = self.cfg.container.as_deref().unwrap_or_default();
+        let mut out = Vec::new();
+        for (reason, seen, what) in [
+            (
+                SkipReason::RevisionMismatch,
+                &revision,
+                vec![format!(
+                    "revision {want_revision:?} wanted; they run {}",
+                    listed(&revision.values[..], "no revision")
+                )],
+            ),
+            (
+                SkipReason::NoSuchContainer,
+                &container,
+                vec![format!(
+                    "container {want_container:?} wanted; their containers are {}",
+                    listed(&container.values[..], "none")
+                )],
+            ),
+            (
+                SkipReason::TagMismatch,
+                &tags,
+                self.cfg
+                    .tags
                     .iter()
-                    .take(SHOWN)
-                    .map(|(v, n)| match v {
-                        Some(v) => format!("{v:?} ({n})"),
-                        None => format!("no {k:?} tag ({n})"),
+                    .enumerate()
+                    .map(|(i, (k, want))| {
+                        let none = format!("no {k:?} tag");
+                        format!(
+                            "{k:?}={want:?} wanted; they carry {}",
+                            listed(tags.values.get(i..=i).unwrap_or_default(), &none)
+                        )
                     })
-                    .collect();
-                if values.len() > SHOWN {
-                    shown.push(format!("{} other values", values.len() - SHOWN));
-                }
-                format!("{k:?}={want:?} wanted; they carry {}", shown.join(", "))
-            })
-            .collect();
-        let reason = SkipReason::TagMismatch;
-        Some(Skipped {
-            reason,
-            tasks: excluded,
-            example_task: example.to_string(),
-            message: format!("{}: {}", reason.message(self.dist_port), carried.join("; ")),
-            fix: reason.fix(self.dist_port),
-        })
+                    .collect(),
+            ),
+        ] {
+            let Some(example) = seen.example else {
+                continue;
+            };
+            out.push(Skipped {
+                reason,
+                tasks: seen.tasks,
+                example_task: example.to_string(),
+                message: format!("{}: {}", reason.message(self.dist_port), what.join("; ")),
+                fix: reason.fix(self.dist_port),
+            });
+        }
+        out
     }
 
     /// Drops the cached container instances no known peer runs on any more.
@@ -452,6 +492,30 @@ impl EcsSource {
             .collect();
         self.instances.retain(&in_use);
     }
+}
+
+/// The values a filter saw, for its hint: the first map of `values` (value → tasks), most
+/// common first, among equals by name and then the tasks without one (written `none`), each
+/// with its count; the five most common, then how many other values there were.
+fn listed(values: &[BTreeMap<Option<&str>, usize>], none: &str) -> String {
+    const SHOWN: usize = 5;
+    let Some(by_value) = values.first() else {
+        return String::new();
+    };
+    let mut values: Vec<(Option<&str>, usize)> = by_value.iter().map(|(v, n)| (*v, *n)).collect();
+    values.sort_by(|a, b| (b.1, a.0.is_none(), a.0).cmp(&(a.1, b.0.is_none(), b.0)));
+    let mut shown: Vec<String> = values
+        .iter()
+        .take(SHOWN)
+        .map(|(v, n)| match v {
+            Some(v) => format!("{v:?} ({n})"),
+            None => format!("{none} ({n})"),
+        })
+        .collect();
+    if values.len() > SHOWN {
+        shown.push(format!("{} other values", values.len() - SHOWN));
+    }
+    shown.join(", ")
 }
 
 impl Source for EcsSource {
