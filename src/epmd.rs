@@ -108,7 +108,13 @@ impl EpmdAnswer {
 
 /// Asks the EPMD on `ip` for its registered names.
 pub async fn names(ip: IpAddr, timeout: Duration) -> EpmdAnswer {
-    let (reach, stream) = connect(SocketAddr::new(ip, EPMD_PORT), timeout).await;
+    names_at(SocketAddr::new(ip, EPMD_PORT), timeout).await
+}
+
+/// Asks the EPMD at `addr` (an address and port: [`EPMD_PORT`] but where a test serves its
+/// own) for its registered names.
+pub(crate) async fn names_at(addr: SocketAddr, timeout: Duration) -> EpmdAnswer {
+    let (reach, stream) = connect(addr, timeout).await;
     let Some(stream) = stream else {
         return EpmdAnswer {
             reach,

@@ -54,7 +54,9 @@ pub mod tls;
 
 pub use config::{Config, NodeNaming, SourceConfig, KEYS};
 pub use error::{Error, ErrorKind, SourceError};
-pub use namespace::{Changes, Claim, Conflict, Event, Snapshot, SourceStatus, SNAPSHOT_SCHEMA};
+pub use namespace::{
+    Changes, Claim, Conflict, Event, Snapshot, SourceState, SourceStatus, SNAPSHOT_SCHEMA,
+};
 pub use peer::{Address, Peer, Region, SkipReason, Skipped, SourceId, StartedAt};
 pub use poller::{discover, Poller, PollerHandle, Stopped, Subscription, Update};
 pub use sharing::sharing_key;

@@ -14,7 +14,92 @@ use crate::fingerprint;
 use crate::peer::{Address, Found, Peer, Region, Skipped, SourceId};
 
 /// The schema tag of [`Snapshot`]'s JSON form.
-pub const SNAPSHOT_SCHEMA: &str = "ecs-peers/snapshot/v1";
+pub const SNAPSHOT_SCHEMA: &str = "ecs-peers/snapshot/v2";
+
+/// What a source's last answer means, decided once here ([`SourceState::of`]) and carried by
+/// every adapter as it is: the CLI's STATUS column and exit status, the snapshot JSON's
+/// `state` (and `ok`, `pending`, which say the same), the NIF's update and `EcsPeers.status/1`,
+/// telemetry. Serialized in snake case: `pending`, `ok`, `skipping`, `absent`, `failing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceState {
+    /// No poll of it has finished yet.
+    Pending,
+    /// Its last answer was complete, and it has peers or found nothing to skip.
+    Ok,
+    /// It answered, but every RUNNING task or Cloud Map instance it found was skipped (e.g.
+    /// bridge-mode tasks with no binding for the distribution port, instances without an
+    /// address attribute, a `tags` filter no running task matches): no peers while tasks run,
+    /// each reason in [`SourceStatus::skipped`] with its fix.
+    Skipping,
+    /// It answered that it is absent (a region of a `regions` source not enabled, or without
+    /// the cluster or service): a complete answer with no peers, the reason in
+    /// [`SourceStatus::absent`].
+    Absent,
+    /// Its last poll failed; the peers shown are its last-known ones.
+    Failing,
+}
+
+impl SourceState {
+    /// The one rule: `polled` (a result was applied), `answered` (the last one was complete),
+    /// `absent` (it said it is absent), its `peers`, and the RUNNING tasks or instances it
+    /// `skipped`.
+    pub(crate) fn of(
+        polled: bool,
+        answered: bool,
+        absent: bool,
+        peers: usize,
+        skipped: usize,
+    ) -> SourceState {
+        match (polled, answered, absent) {
+            (false, _, _) => SourceState::Pending,
+            (true, false, _) => SourceState::Failing,
+            (true, true, true) => SourceState::Absent,
+            (true, true, false) if peers == 0 && skipped > 0 => SourceState::Skipping,
+            (true, true, false) => SourceState::Ok,
+        }
+    }
+
+    /// Healthy: nothing to fix (`ok` or `absent`); the JSON's `ok`.
+    pub fn is_ok(self) -> bool {
+        match self {
+            SourceState::Ok | SourceState::Absent => true,
+            SourceState::Pending | SourceState::Skipping | SourceState::Failing => false,
+        }
+    }
+
+    /// Its last answer was complete (`ok`, `skipping` or `absent`).
+    pub fn answered(self) -> bool {
+        match self {
+            SourceState::Ok | SourceState::Skipping | SourceState::Absent => true,
+            SourceState::Pending | SourceState::Failing => false,
+        }
+    }
+
+    /// The word the CLI's table shows: `ok`, `SKIPPING`, `absent`, `FAILING`, `pending` (the
+    /// loud ones in capitals).
+    pub fn word(self) -> &'static str {
+        match self {
+            SourceState::Pending => "pending",
+            SourceState::Ok => "ok",
+            SourceState::Skipping => "SKIPPING",
+            SourceState::Absent => "absent",
+            SourceState::Failing => "FAILING",
+        }
+    }
+}
+
+/// [`SourceStatus::state`] in JSON: `"state"`, and the two booleans readers of
+/// `ecs-peers/snapshot/v1` know, derived from it so they cannot disagree: `"ok"` (`ok` or
+/// `absent`) and `"pending"`.
+fn state_flat<S: Serializer>(state: &SourceState, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(Some(3))?;
+    m.serialize_entry("state", state)?;
+    m.serialize_entry("ok", &state.is_ok())?;
+    m.serialize_entry("pending", &(*state == SourceState::Pending))?;
+    m.end()
+}
 
 /// The health of one source after a poll.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -25,12 +110,11 @@ pub struct SourceStatus {
     pub kind: &'static str,
     /// Its region.
     pub region: String,
-    /// The last poll succeeded.
-    pub ok: bool,
+    /// What its last answer means (JSON: `state`, with `ok` and `pending` derived from it).
+    #[serde(flatten, serialize_with = "state_flat")]
+    pub state: SourceState,
     /// The last poll failed and the peers shown are the last-known ones (or none were ever known).
     pub stale: bool,
-    /// No poll of this source has finished yet (it is neither ok nor failing).
-    pub pending: bool,
     /// Why the last poll failed, naming the fix where it can (the text of `failure`).
     pub error: Option<String>,
     /// The failure's class (`failure.kind`).
@@ -186,7 +270,7 @@ impl Snapshot {
                         consecutive_failures: now.consecutive_failures,
                     })
                 }
-                _ if now.ok && was_failing.is_some() => {
+                _ if now.state.answered() && was_failing.is_some() => {
                     changes.events.push(Event::SourceRecovered {
                         source: now.id.clone(),
                         region: now.region.to_string(),
@@ -214,7 +298,10 @@ impl Snapshot {
                     });
                 }
             }
-            if now.ok && !now.skipped.is_empty() && was.map(counts) != Some(counts(now)) {
+            if now.state.answered()
+                && !now.skipped.is_empty()
+                && was.map(counts) != Some(counts(now))
+            {
                 changes.events.push(Event::TasksSkipped {
                     source: now.id.clone(),
                     region: now.region.to_string(),
@@ -278,16 +365,15 @@ impl SourceStatus {
     ///     "sources": [{"type": "ecs", "region": "eu-west-2", "cluster": "web"}]})).unwrap();
     /// let status = ecs_peers::SourceStatus::pending(&config.sources[0]);
     /// assert_eq!((status.id.as_str(), status.kind), ("ecs:eu-west-2/web", "ecs"));
-    /// assert!(status.pending && !status.ok && !status.is_failing());
+    /// assert!(status.state == ecs_peers::SourceState::Pending && !status.ok() && !status.is_failing());
     /// ```
     pub fn pending(source: &SourceConfig) -> SourceStatus {
         SourceStatus {
             id: source.id(),
             kind: source.kind(),
             region: source.region().to_string(),
-            ok: false,
+            state: SourceState::Pending,
             stale: false,
-            pending: true,
             error: None,
             error_kind: None,
             failure: None,
@@ -312,14 +398,12 @@ impl SourceStatus {
 
     /// Its last poll failed (a source still waiting for its first answer is not failing).
     pub fn is_failing(&self) -> bool {
-        !self.ok && !self.pending
+        self.state == SourceState::Failing
     }
 
-    /// It answered, but every RUNNING task or instance it found was skipped (e.g. bridge-mode
-    /// tasks with no binding for the distribution port, Cloud Map instances without an address
-    /// attribute): no peers, and not healthy either.
-    pub fn only_skipped(&self) -> bool {
-        self.ok && self.peers == 0 && self.skipped_tasks > 0
+    /// Healthy: [`SourceState::is_ok`] (`ok` or `absent`), the JSON's `ok`.
+    pub fn ok(&self) -> bool {
+        self.state.is_ok()
     }
 }
 
@@ -341,7 +425,7 @@ pub(crate) fn credentials_work_elsewhere<'a>(
         && s.failure
             .as_ref()
             .is_some_and(SourceError::unrecognized_credentials);
-    let worked = |o: &SourceStatus| o.ok || o.last_success.is_some();
+    let worked = |o: &SourceStatus| o.state.answered() || o.last_success.is_some();
     if !refused || all.iter().any(|o| o.region == s.region && worked(o)) {
         return None;
     }
@@ -646,6 +730,9 @@ fn diff_peers(now: &[Arc<Peer>], before: &[Arc<Peer>], order: Order) -> Changes 
 pub(crate) struct SourcePeers {
     fingerprint: Option<u64>,
     peers: Vec<Arc<Peer>>,
+    /// The answer's peers `{private_dns_name}` could not name (AWS reports no private DNS name
+    /// for them): how many, and one of them (its task ARN, else its address).
+    unnamed: Option<(usize, String)>,
 }
 
 impl SourcePeers {
@@ -671,11 +758,21 @@ impl SourcePeers {
         let last = std::mem::replace(&mut self.peers, Vec::with_capacity(found.len()));
         let mut next_last = 0;
         let mut rendered = String::new();
-        let mut unnamed = 0usize;
+        let mut unnamed: Option<(usize, String)> = None;
         for mut f in found {
             let learnt = f.node.take();
             if learnt.is_none() && !naming.render_found_into(&f, region, &mut rendered) {
-                unnamed += usize::from(naming.needs_private_dns_name());
+                if naming.needs_private_dns_name() && f.private_dns_name.is_none() {
+                    let (n, _) = unnamed.get_or_insert_with(|| {
+                        (
+                            0,
+                            f.task_arn
+                                .clone()
+                                .unwrap_or_else(|| f.address().to_string()),
+                        )
+                    });
+                    *n += 1;
+                }
                 continue;
             }
             let node = learnt.as_deref().unwrap_or(&rendered);
@@ -694,15 +791,26 @@ impl SourcePeers {
             let node = learnt.unwrap_or_else(|| rendered.clone());
             self.peers.push(Arc::new(f.into_peer(node, region, id)));
         }
-        if unnamed > 0 {
-            tracing::warn!(
-                source = %id,
-                unnamed,
-                "peers left out: node_name uses {{private_dns_name}}, and AWS reports no private DNS name for them (only an awsvpc task's ENI has one); use {{ip}} or {{ip_dashed}} for such tasks"
-            );
-        }
+        self.unnamed = unnamed;
         self.fingerprint = Some(fp);
         true
+    }
+
+    /// The peers of the answer it holds that naming left out, as skips
+    /// ([`SkipReason::NoPrivateDnsName`](crate::peer::SkipReason::NoPrivateDnsName)), for
+    /// `dist_port`: what the source status counts with the source's own skips.
+    pub(crate) fn naming_skips(&self, dist_port: u16) -> Vec<Skipped> {
+        self.unnamed
+            .iter()
+            .map(|(n, example)| {
+                Skipped::new(
+                    crate::peer::SkipReason::NoPrivateDnsName,
+                    *n,
+                    example,
+                    dist_port,
+                )
+            })
+            .collect()
     }
 
     /// How many peers it holds.
@@ -1290,10 +1398,8 @@ pub(crate) mod tests {
         };
         let mut first = sources.clone();
         first[0] = status("ecs:ap-east-1/web", "ap-east-1", 0, Some(refused()));
-        first[1].ok = false;
-        first[1].pending = true;
-        first[2].ok = false;
-        first[2].pending = true;
+        first[1].state = SourceState::Pending;
+        first[2].state = SourceState::Pending;
         let (before, after) = (snapshot(first), snapshot(sources.clone()));
         let failing = |c: &Changes| {
             c.events
@@ -1368,9 +1474,12 @@ pub(crate) mod tests {
         });
         SourceStatus {
             id: SourceId::new(id.into()),
-            ok: failure.is_none(),
+            state: if failure.is_some() {
+                SourceState::Failing
+            } else {
+                SourceState::Ok
+            },
             stale: failure.is_some(),
-            pending: false,
             error: failure.as_ref().map(ToString::to_string),
             error_kind: failure.as_ref().map(|e| e.kind),
             consecutive_failures: u32::from(failure.is_some()),
@@ -1465,6 +1574,33 @@ pub(crate) mod tests {
         ));
     }
 
+    /// The one rule of a source's state, and the JSON's `ok` and `pending` read from it.
+    #[test]
+    fn a_source_state_is_decided_once_and_ok_agrees_with_it() {
+        use SourceState::*;
+        for ((polled, answered, absent, peers, skipped), want) in [
+            ((false, false, false, 0, 0), Pending),
+            ((true, false, false, 3, 0), Failing),
+            ((true, false, true, 0, 2), Failing),
+            ((true, true, true, 0, 0), Absent),
+            ((true, true, false, 0, 2), Skipping),
+            ((true, true, false, 1, 2), Ok),
+            ((true, true, false, 0, 0), Ok),
+        ] {
+            let state = SourceState::of(polled, answered, absent, peers, skipped);
+            assert_eq!(
+                state, want,
+                "{polled} {answered} {absent} {peers} {skipped}"
+            );
+            let mut st = status("ecs:a", "eu-west-2", peers, None);
+            st.state = state;
+            let json = serde_json::to_value(&st).unwrap();
+            assert_eq!(json["state"], serde_json::to_value(want).unwrap());
+            assert_eq!(json["ok"], matches!(want, Ok | Absent), "{json}");
+            assert_eq!(json["pending"], want == Pending, "{json}");
+        }
+    }
+
     /// Cloud Map instances a source could not use are the same warning, in their own words
     /// (instances, not running tasks), and the source is skipping, not ok.
     #[test]
@@ -1480,11 +1616,12 @@ pub(crate) mod tests {
             4370,
         );
         st.skipped_tasks = 2;
+        st.state = SourceState::of(true, true, false, st.peers, st.skipped_tasks);
         let s = Snapshot {
             sources: vec![st],
             ..Snapshot::empty()
         };
-        assert!(s.sources[0].only_skipped());
+        assert!(s.sources[0].state == crate::SourceState::Skipping);
         let changes = s.diff(&Snapshot::empty());
         let [e @ Event::TasksSkipped { .. }] = &changes.events[..] else {
             panic!("{:?}", changes.events)
@@ -1514,6 +1651,7 @@ pub(crate) mod tests {
                     fix: SkipReason::NoDistributionBinding.fix(4370),
                 }];
             }
+            st.state = SourceState::of(true, true, false, st.peers, st.skipped_tasks);
             Snapshot {
                 sources: vec![st],
                 ..Snapshot::empty()
@@ -1531,7 +1669,7 @@ pub(crate) mod tests {
                 && text.contains(r#"Fix: add to the app container of the task definition "portMappings": [{"containerPort": 4370, "hostPort": 0"#),
             "{text}"
         );
-        assert!(skipping(2).sources[0].only_skipped());
+        assert!(skipping(2).sources[0].state == crate::SourceState::Skipping);
         assert!(
             skipping(2).diff(&skipping(2)).events.is_empty(),
             "not again while unchanged"

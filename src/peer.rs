@@ -469,32 +469,67 @@ pub enum SkipReason {
     /// (`port = "distribution_port"`, or instances registered without `AWS_INSTANCE_PORT`).
     /// The first by instance id is the peer; the others are skipped.
     SameAddress,
+    /// `node_name` uses `{private_dns_name}`, and AWS reports none for the task: only an
+    /// awsvpc task's ENI has a `privateDnsName` (DescribeTasks `attachments[].details`); a
+    /// bridge- or host-mode task on EC2 has none.
+    NoPrivateDnsName,
+    /// `node_names = "epmd"`: the EPMD (port 4369) of the peer's host lists several node names
+    /// (on the peer's distribution port, when the source reports one), and `node_basename`
+    /// names none of them, so which one is the peer is ambiguous (EPMD `NAMES_REQ`, OTP's
+    /// `erl_epmd:names/1`). ECS tasks and Cloud Map instances alike.
+    SeveralEpmdNames,
+    /// The source's `tags` filter left out every RUNNING task that passed its other filters
+    /// (DescribeTasks `include: ["TAGS"]`, `tags[]`): reported only when no running task
+    /// matches, so a filter that matches nothing says so; the message names the values the
+    /// tasks carry for the configured keys.
+    TagMismatch,
+    /// `family = "FAMILY:REVISION"` left out every RUNNING task of the family (they run other
+    /// revisions, DescribeTasks `taskDefinitionArn`): reported only when none matches; the
+    /// message names the revisions they run.
+    RevisionMismatch,
+    /// `container` left out every RUNNING task (none has a container of that name,
+    /// DescribeTasks `containers[].name`): reported only when none matches; the message names
+    /// the containers they have.
+    NoSuchContainer,
+}
+
+/// What a skip is about, for its words: an ECS task, a Cloud Map instance, or either (a peer
+/// a source of either kind reported, left out when it was named).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SkipOf {
+    Task,
+    Instance,
+    Peer,
 }
 
 impl SkipReason {
-    /// Whether it is about an ECS task (else a Cloud Map instance).
-    fn of_a_task(self) -> bool {
+    fn of(self) -> SkipOf {
         match self {
             SkipReason::NoAddress
             | SkipReason::NoDistributionBinding
             | SkipReason::InstanceNotFound
             | SkipReason::InstanceWithoutAddress
-            | SkipReason::ExternalInstance => true,
+            | SkipReason::ExternalInstance
+            | SkipReason::NoPrivateDnsName
+            | SkipReason::TagMismatch
+            | SkipReason::RevisionMismatch
+            | SkipReason::NoSuchContainer => SkipOf::Task,
             SkipReason::NoAddressAttribute
             | SkipReason::DnsNameOnly
             | SkipReason::AddressNotAnIp
             | SkipReason::PortNotUsable
-            | SkipReason::SameAddress => false,
+            | SkipReason::SameAddress => SkipOf::Instance,
+            SkipReason::SeveralEpmdNames => SkipOf::Peer,
         }
     }
 
-    /// What a count of these skips counts, in words: `running task(s)` (ECS) or `Cloud Map
-    /// instance(s)`.
+    /// What a count of these skips counts, in words: `running task(s)` (ECS), `Cloud Map
+    /// instance(s)`, or `peer(s)` (either, skipped when named).
     pub fn unit(self) -> &'static str {
-        if self.of_a_task() {
-            "running task(s)"
-        } else {
-            "Cloud Map instance(s)"
+        match self.of() {
+            SkipOf::Task => "running task(s)",
+            SkipOf::Instance => "Cloud Map instance(s)",
+            SkipOf::Peer => "peer(s)",
         }
     }
 
@@ -511,6 +546,11 @@ impl SkipReason {
             SkipReason::AddressNotAnIp => "the instance's AWS_INSTANCE_IPV4/AWS_INSTANCE_IPV6 attribute is not an IP address".into(),
             SkipReason::PortNotUsable => "the instance's AWS_INSTANCE_PORT is not a port (1..65535)".into(),
             SkipReason::SameAddress => format!("the instance has the same address as another instance of the service (the same IP, dialled on the same port: its AWS_INSTANCE_PORT, or {dist_port} when it registers none or port is \"distribution_port\"), so it would be the same node"),
+            SkipReason::NoPrivateDnsName => "node_name uses {private_dns_name}, and AWS reports no private DNS name for the task (only an awsvpc task's ENI has one; a bridge- or host-mode task on EC2 has none), so it cannot be named".into(),
+            SkipReason::SeveralEpmdNames => "node_names is \"epmd\" and the EPMD of its host lists several node names, none of them node_basename, so which one is the peer is ambiguous".into(),
+            SkipReason::TagMismatch => "the source's tags filter matches none of its running tasks (tags as ECS reported them when each task was first described)".into(),
+            SkipReason::RevisionMismatch => "the source's family names a revision none of its running tasks runs".into(),
+            SkipReason::NoSuchContainer => "the source's container names a container none of its running tasks has".into(),
         }
     }
 
@@ -527,6 +567,11 @@ impl SkipReason {
             SkipReason::AddressNotAnIp => "re-register the instance with AWS_INSTANCE_IPV4 (or AWS_INSTANCE_IPV6) set to the node's private IP address".into(),
             SkipReason::PortNotUsable => format!("re-register the instance with AWS_INSTANCE_PORT set to the node's distribution port (its host port), or set the source's port to \"distribution_port\" to dial every instance on {dist_port}"),
             SkipReason::SameAddress => format!("bridge or host mode (several nodes on one host): register the host port of the distribution port (container port {dist_port}) as AWS_INSTANCE_PORT (ECS service discovery: serviceRegistries containerPort {dist_port}) and keep the source's port \"registered\"; one node registered twice: deregister the stale instance"),
+            SkipReason::NoPrivateDnsName => "use {ip} or {ip_dashed} in node_name instead of {private_dns_name} (every task has an address), or run these tasks with networkMode awsvpc".into(),
+            SkipReason::SeveralEpmdNames => "set node_basename to the name of the app's node (ecs-peers doctor lists the names each host's EPMD has registered), or give the nodes on one host distinct distribution ports the source reports (bridge or host mode)".into(),
+            SkipReason::TagMismatch => "set the source's tags to values its tasks carry (names and values are case-sensitive), or tag the tasks: propagateTags SERVICE or TASK_DEFINITION on the service, or tags on RunTask; a tag added to a running task (aws ecs tag-resource) is read when the source starts again".into(),
+            SkipReason::RevisionMismatch => "set family to the family alone (every revision: a deployment keeps its peers), or to the revision the tasks run".into(),
+            SkipReason::NoSuchContainer => "set container to the name of the container that runs the release, as the task definition writes it (containerDefinitions[].name), or leave container out".into(),
         }
     }
 }
@@ -574,10 +619,10 @@ impl Skipped {
             .rsplit('/')
             .next()
             .unwrap_or(&self.example_task);
-        if self.reason.of_a_task() {
-            format!("task {id}")
-        } else {
-            format!("instance {id}")
+        match self.reason.of() {
+            SkipOf::Task => format!("task {id}"),
+            SkipOf::Instance => format!("instance {id}"),
+            SkipOf::Peer => id.to_string(),
         }
     }
 }
@@ -597,6 +642,20 @@ pub(crate) fn count_skips<'a>(
         .into_iter()
         .map(|(reason, (count, example))| Skipped::new(reason, count, example, dist_port))
         .collect()
+}
+
+/// Two lists of skips of one answer in one (what the source skipped, and what naming skipped):
+/// one [`Skipped`] per reason, ordered by reason; for a reason in both, the counts added and the
+/// first list's example and words kept.
+pub(crate) fn merge_skips(mut first: Vec<Skipped>, second: Vec<Skipped>) -> Vec<Skipped> {
+    for s in second {
+        match first.iter_mut().find(|f| f.reason == s.reason) {
+            Some(f) => f.tasks += s.tasks,
+            None => first.push(s),
+        }
+    }
+    first.sort_by_key(|s| s.reason);
+    first
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use crate::error::{ErrorKind, SourceError};
 use crate::namespace::{
     explain_refused_regions, merged, rfc3339, Changes, LocalNode, Snapshot, SNAPSHOT_SCHEMA,
 };
-use crate::peer::{Address, Found, Peer, Skipped, SourceId};
+use crate::peer::{count_skips, merge_skips, Address, Found, Peer, SkipReason, Skipped, SourceId};
 use crate::sharing::{self, Answer, Inbound, Sharing, Stamp, Waiting};
 use crate::source::{self, Polled, Source};
 
@@ -65,6 +65,8 @@ struct Done {
     started_ms: u64,
     /// The answer before EPMD naming, kept when it is sent to the sharing group.
     raw: Option<Vec<Found>>,
+    /// What EPMD naming skipped (never shared: each node names by its own EPMD look-ups).
+    named_skipped: Vec<Skipped>,
     /// The source answered that it is absent, with the reason.
     absent: Option<String>,
 }
@@ -104,6 +106,10 @@ pub struct Poller {
     probe: Duration,
     jitter: f64,
     poll_timeout: Duration,
+    /// `distribution_port`, for the words of what naming skips.
+    dist_port: u16,
+    /// Where a peer's EPMD listens (`node_names = "epmd"`): [`crate::epmd::EPMD_PORT`].
+    epmd_port: u16,
     poll_no: u64,
     last: Arc<Snapshot>,
     /// A source's answer (or who this node is) changed since `last` was merged.
@@ -150,6 +156,8 @@ impl Poller {
             probe: config.region_probe_interval,
             jitter: config.jitter,
             poll_timeout: config.poll_timeout,
+            dist_port: config.distribution_port,
+            epmd_port: crate::epmd::EPMD_PORT,
             poll_no: 0,
             last: Arc::new(Snapshot::empty()),
             changed: true,
@@ -354,10 +362,12 @@ impl Poller {
                     self.slots[idx].known.epmd_names.clone(),
                     self.poll_timeout,
                 );
+                let ports = (self.epmd_port, self.dist_port);
                 let from = from.to_string();
                 tokio::spawn(async move {
-                    let found = name_from_epmd(found, &naming, &cache, timeout).await;
-                    let answer = Answer::Complete(found, skipped);
+                    let (found, named_skipped) =
+                        name_from_epmd(found, &naming, &cache, timeout, ports).await;
+                    let answer = Answer::Complete(found, merge_skips(skipped, named_skipped));
                     let _ = tx.send(Named {
                         idx,
                         from,
@@ -440,6 +450,7 @@ impl Poller {
         };
         let epmd = matches!(self.naming, NodeNaming::Epmd { .. })
             .then(|| (self.naming.clone(), slot.known.epmd_names.clone()));
+        let ports = (self.epmd_port, self.dist_port);
         let started_ms = sharing::unix_ms(SystemTime::now());
         let tx = self.tx.clone();
         let task = tokio::spawn(async move {
@@ -447,6 +458,7 @@ impl Poller {
                 tokio::time::timeout(timeout, AssertUnwindSafe(source.poll()).catch_unwind()).await;
             let mut raw = None;
             let mut skipped = Vec::new();
+            let mut named_skipped = Vec::new();
             let mut absent = None;
             let result = match polled {
                 Ok(Ok(Ok(Polled {
@@ -459,7 +471,10 @@ impl Poller {
                     match &epmd {
                     Some((naming, cache)) => {
                         raw = leads.then(|| found.clone());
-                        Ok(name_from_epmd(found, naming, cache, timeout).await)
+                        let (named, skips) =
+                            name_from_epmd(found, naming, cache, timeout, ports).await;
+                        named_skipped = skips;
+                        Ok(named)
                     }
                     None => Ok(found),
                     }
@@ -484,6 +499,7 @@ impl Poller {
                 skipped,
                 started_ms,
                 raw,
+                named_skipped,
                 absent,
             });
         });
@@ -498,6 +514,7 @@ impl Poller {
             skipped,
             started_ms,
             raw,
+            named_skipped,
             absent,
         } = done;
         let mut source = source;
@@ -528,7 +545,7 @@ impl Poller {
         };
         let answer = match (result, absent) {
             (Ok(_), Some(why)) => Answer::Absent(why),
-            (Ok(found), None) => Answer::Complete(found, skipped),
+            (Ok(found), None) => Answer::Complete(found, merge_skips(skipped, named_skipped)),
             (Err(e), _) => Answer::Failed(e),
         };
         self.apply(idx, answer, stamp, None);
@@ -553,7 +570,8 @@ impl Poller {
                     .peers
                     .apply(found, &self.naming, &ident.region, &ident.id);
                 self.changed |= changed;
-                slot.known.skipped = skipped;
+                slot.known.skipped =
+                    merge_skips(skipped, slot.known.peers.naming_skips(self.dist_port));
                 slot.health.succeeded();
                 tracing::debug!(source = %ident.id, peers = slot.known.peers.len(), api_calls_total = slot.calls.total(), from, "source polled");
                 changed
@@ -625,15 +643,20 @@ pub async fn discover(config: Config) -> Snapshot {
     Arc::unwrap_or_clone(update.snapshot)
 }
 
-/// EPMD naming: names each peer by what its EPMD has registered (see [`NodeNaming::choose`]). A
-/// name once learnt is kept while the IP stays listed, so a failed lookup never renames or
-/// drops a known peer; a peer not named yet is left out of this poll and asked again next time.
+/// EPMD naming: names each peer by what its EPMD has registered (see [`NodeNaming::choose`]),
+/// asking the EPMD at `epmd_port` of each peer's IP. A name once learnt is kept while the IP
+/// stays listed, so a failed lookup never renames or drops a known peer; a peer not named yet
+/// (its EPMD unreachable, or listing no node: it is starting) is left out of this poll and
+/// asked again next time. A peer whose EPMD lists several names and none is `node_basename`
+/// is left out as a skip, [`SkipReason::SeveralEpmdNames`] (with `dist_port`'s words), which the
+/// source's status counts: asking again gives the same answer until someone fixes it.
 async fn name_from_epmd(
     found: Vec<Found>,
     naming: &NodeNaming,
     cache: &std::sync::Mutex<HashMap<Address, String>>,
     poll_timeout: Duration,
-) -> Vec<Found> {
+    (epmd_port, dist_port): (u16, u16),
+) -> (Vec<Found>, Vec<Skipped>) {
     use futures_util::stream::{self, StreamExt};
     let known: HashMap<Address, String> = {
         let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -646,42 +669,82 @@ async fn name_from_epmd(
         .map(Found::address)
         .filter(|addr| !known.contains_key(addr))
         .collect();
-    let learnt: Vec<(Address, Result<String, String>)> = stream::iter(unknown)
+    /// Why a peer is not named this time.
+    enum Unnamed {
+        /// Its EPMD lists several names, none chosen: a skip.
+        Several(String),
+        /// Not yet (unreachable, nothing registered, a failed answer): asked again next poll.
+        NotYet(String),
+    }
+    let learnt: Vec<(Address, Result<String, Unnamed>)> = stream::iter(unknown)
         .map(|addr| async move {
-            let answer = crate::epmd::names(addr.ip, timeout).await;
-            let name = answer.registered().and_then(|names| {
-                // A peer with its own distribution port is the name registered on that port.
-                let on_port: Vec<(String, u16)> = names
-                    .iter()
-                    .filter(|(_, p)| addr.port.is_none_or(|want| *p == want))
-                    .cloned()
-                    .collect();
-                naming.choose(&on_port).map(str::to_string)
-            });
+            let at = std::net::SocketAddr::new(addr.ip, epmd_port);
+            let answer = crate::epmd::names_at(at, timeout).await;
+            let name = match answer.registered() {
+                Err(why) => Err(Unnamed::NotYet(why)),
+                Ok(names) => {
+                    // A peer with its own distribution port is the name registered on that port.
+                    let on_port: Vec<(String, u16)> = names
+                        .iter()
+                        .filter(|(_, p)| addr.port.is_none_or(|want| *p == want))
+                        .cloned()
+                        .collect();
+                    naming
+                        .choose(&on_port)
+                        .map(str::to_string)
+                        .map_err(|why| match on_port.len() {
+                            0 | 1 => Unnamed::NotYet(why),
+                            _ => Unnamed::Several(why),
+                        })
+                }
+            };
             (addr, name)
         })
         .buffer_unordered(16)
         .collect()
         .await;
     let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+    let mut several: HashMap<Address, String> = HashMap::new();
     for (addr, name) in learnt {
         match name {
             Ok(n) => {
                 c.insert(addr, format!("{n}@{}", addr.ip));
             }
-            Err(why) => tracing::warn!(%addr, "peer left out until it can be named: {why}"),
+            Err(Unnamed::Several(why)) => {
+                tracing::debug!(%addr, "peer skipped: {why}");
+                several.insert(addr, why);
+            }
+            Err(Unnamed::NotYet(why)) => {
+                tracing::warn!(%addr, "peer left out until it can be named: {why}")
+            }
         }
     }
-    found
+    let mut skips: Vec<(SkipReason, String)> = Vec::new();
+    let named = found
         .into_iter()
         .filter_map(|f| {
-            let node = c.get(&f.address())?.clone();
+            let addr = f.address();
+            if several.contains_key(&addr) {
+                let example = f.task_arn.clone().or_else(|| f.instance_id.clone());
+                skips.push((
+                    SkipReason::SeveralEpmdNames,
+                    example.unwrap_or_else(|| addr.to_string()),
+                ));
+                return None;
+            }
+            let node = c.get(&addr)?.clone();
             Some(Found {
                 node: Some(node),
                 ..f
             })
         })
-        .collect()
+        .collect();
+    let mut skipped = count_skips(skips.iter().map(|(r, e)| (*r, e.as_str())), dist_port);
+    // The names the first one's EPMD lists, in its words: what node_basename must choose from.
+    if let (Some(s), Some((addr, why))) = (skipped.first_mut(), several.iter().min()) {
+        s.message = format!("{} (e.g. {addr}: {why})", s.message);
+    }
+    (named, skipped)
 }
 
 /// `interval` scaled by a random factor in `[1 - jitter, 1 + jitter]`.
@@ -745,6 +808,76 @@ mod tests {
         u.snapshot.peers.iter().map(|p| p.node.as_str()).collect()
     }
 
+    /// An EPMD on loopback that answers every NAMES request (`n`, EPMD's `NAMES_REQ`) with
+    /// `names`, as `erl_epmd` writes them: its own port (4 bytes), then one `name N at port P`
+    /// line per node. Returns its port.
+    async fn serve_epmd_names(names: &'static [(&'static str, u16)]) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut req = [0u8; 3];
+                    if s.read_exact(&mut req).await.is_err() || req != [0, 1, b'n'] {
+                        return;
+                    }
+                    let mut reply = u32::from(crate::epmd::EPMD_PORT).to_be_bytes().to_vec();
+                    for (n, p) in names {
+                        reply.extend(format!("name {n} at port {p}\n").into_bytes());
+                    }
+                    let _ = s.write_all(&reply).await;
+                });
+            }
+        });
+        port
+    }
+
+    /// With `node_names = "epmd"`, a peer whose EPMD lists several names and none is
+    /// `node_basename` is not dropped in silence: the source counts it as skipped
+    /// (`several_epmd_names`, with the names and the fix), so a source whose every peer is so is
+    /// SKIPPING, not ok with no peers.
+    #[tokio::test]
+    async fn a_peer_whose_epmd_lists_several_names_is_a_skip_with_the_fix() {
+        let epmd = serve_epmd_names(&[("api", 4370), ("worker", 4371)]).await;
+        let cfg = Config::from_value(json!({"node_names": "epmd", "node_basename": "web",
+            "poll_timeout": "2s",
+            "sources": [{"type": "ecs", "region": "eu-west-2", "cluster": "c0"}]}))
+        .unwrap();
+        let mut task = found("127.0.0.1");
+        task.task_arn = Some("arn:aws:ecs:eu-west-2:1:task/c0/4e3c".into());
+        let (mut p, _) = poller(&cfg, vec![vec![Step::Answer(Ok(vec![task]))]]);
+        p.epmd_port = epmd;
+        let u = p.poll().await;
+        let s = &u.snapshot.sources[0];
+        assert!(u.snapshot.peers.is_empty(), "{:?}", u.snapshot.peers);
+        assert_eq!(s.state, crate::SourceState::Skipping, "{s:#?}");
+        assert_eq!(s.skipped_tasks, 1, "{s:#?}");
+        let k = &s.skipped[0];
+        assert_eq!(k.reason, SkipReason::SeveralEpmdNames);
+        assert_eq!(k.example(), "4e3c");
+        assert!(
+            k.message
+                .contains("127.0.0.1: its EPMD has several nodes (api, worker)"),
+            "{}",
+            k.message
+        );
+        assert!(k.fix.starts_with("set node_basename"), "{}", k.fix);
+        let [Event::TasksSkipped { .. }] = &u.changes.events[..] else {
+            panic!("{:?}", u.changes.events)
+        };
+        // node_basename naming one of them names the peer by it.
+        let cfg = Config::from_value(json!({"node_names": "epmd", "node_basename": "worker",
+            "poll_timeout": "2s",
+            "sources": [{"type": "ecs", "region": "eu-west-2", "cluster": "c0"}]}))
+        .unwrap();
+        let (mut p, _) = poller(&cfg, vec![vec![Step::Answer(Ok(vec![found("127.0.0.1")]))]]);
+        p.epmd_port = epmd;
+        let u = p.poll().await;
+        assert_eq!(nodes(&u), ["worker@127.0.0.1"]);
+        assert_eq!(u.snapshot.sources[0].state, crate::SourceState::Ok);
+    }
+
     #[tokio::test]
     async fn keeps_peers_when_a_source_fails() {
         let cfg = config(2);
@@ -780,13 +913,13 @@ mod tests {
             ["app@10.2.0.4"]
         );
         let s0 = &second.snapshot.sources[0];
-        assert!(!s0.ok && s0.stale);
+        assert!(!s0.ok() && s0.stale);
         assert_eq!(s0.peers, 2);
         assert_eq!(s0.error_kind, Some(ErrorKind::Throttled));
         assert!(s0.error.as_deref().unwrap().contains("Rate exceeded"));
         assert!(s0.backoff_until.is_some(), "throttling backs off");
         assert!(s0.last_success.is_some());
-        assert!(second.snapshot.sources[1].ok);
+        assert!(second.snapshot.sources[1].ok());
     }
 
     #[tokio::test]
@@ -812,7 +945,8 @@ mod tests {
             s0.absent.as_deref(),
             Some("the cluster does not exist in us-west-2")
         );
-        assert!(s0.ok && !s0.stale && !s0.pending && !s0.is_failing());
+        assert!(s0.ok() && !s0.stale && !s0.is_failing());
+        assert_eq!(s0.state, crate::SourceState::Absent);
         assert!(s0.probe_at.is_some() && s0.backoff_until.is_none());
         assert_eq!(s0.consecutive_failures, 0);
         assert!(first.changes.events.iter().all(|e| !e.is_warning()));
@@ -831,7 +965,7 @@ mod tests {
         let fourth = p.poll().await;
         assert_eq!(polls(0), 3);
         let s0 = &fourth.snapshot.sources[0];
-        assert!(s0.absent.is_none() && s0.probe_at.is_none() && s0.ok);
+        assert!(s0.absent.is_none() && s0.probe_at.is_none() && s0.ok());
         assert_eq!(nodes(&fourth), ["app@10.1.0.4", "app@10.2.0.4"]);
         assert_eq!(fourth.changes.added.len(), 1);
         // Present: polled every round again.
@@ -893,7 +1027,7 @@ mod tests {
             "source 1 did not change: its peer is shared"
         );
         let fourth = p.poll().await;
-        assert!(!fourth.snapshot.sources[0].ok);
+        assert!(!fourth.snapshot.sources[0].ok());
         assert!(
             shared(&third, &fourth),
             "a failed poll keeps the peers, as they were"
@@ -960,7 +1094,7 @@ mod tests {
             .unwrap()
             .contains("scripted panic"));
         let u = p.poll().await;
-        assert!(u.snapshot.sources[0].ok, "the source survives its panic");
+        assert!(u.snapshot.sources[0].ok(), "the source survives its panic");
         assert!(nodes(&u).is_empty());
     }
 
@@ -1022,7 +1156,11 @@ mod tests {
             ["app@10.1.0.4", "app@10.2.0.4"],
             "the first snapshot is complete"
         );
-        assert!(first.snapshot.sources.iter().all(|s| s.ok && !s.pending));
+        assert!(first
+            .snapshot
+            .sources
+            .iter()
+            .all(|s| s.state == crate::SourceState::Ok));
         let started = Instant::now();
         let second = tokio::time::timeout(Duration::from_secs(5), h.next())
             .await

@@ -16,7 +16,7 @@ use crate::config::{Config, EcsSourceConfig, SourceConfig};
 use crate::error::{classify, ErrorKind, SourceError};
 use crate::metadata::{self, TaskMetadata};
 use crate::peer::Found;
-use crate::source::ecs::decode::{decode_task, Decision, TaskFilter};
+use crate::source::ecs::decode::{decode_task, Decision, Filtered, TaskFilter};
 use crate::source::ecs::host::InstanceAddresses;
 
 /// This task as its peers name it.
@@ -168,6 +168,28 @@ async fn describe(
                 &md.task_arn,
                 config.distribution_port,
             ))
+        }
+        Decision::Filtered(filtered) => {
+            let (why, fix) = match filtered {
+                Filtered::Revision(_) => (
+                    "it runs another revision of the family than the source's family names",
+                    "set family to the family alone, or to the revision this task runs",
+                ),
+                Filtered::Container(_) => (
+                    "it has no container of the configured name",
+                    "set container to the name of the container that runs the release",
+                ),
+                Filtered::Tags(_) => (
+                    "it does not carry the source's tags with their values",
+                    "tag the task as the source's tags say (propagateTags on the service), or change the source's tags",
+                ),
+            };
+            return Err(SourceError::new(
+                ErrorKind::InvalidRequest,
+                ACTION,
+                format!("this task {} is not a peer: {why}", md.task_arn),
+            )
+            .with_fix(fix));
         }
         Decision::Skip(why) => {
             return Err(SourceError::new(

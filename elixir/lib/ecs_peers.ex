@@ -69,7 +69,9 @@ defmodule EcsPeers do
   [status], peers: [node binary], sharing: %{enabled: boolean, key: binary | nil, members:
   [node binary], dropped: integer, core_dropped: integer}}` (`dropped`: messages for another
   group or while out of the group; `core_dropped`: results the core dropped that named no
-  source here or did not decode; those for a source are in its `shared_dropped`). Each source status is the core's, as in `update()`, with
+  source here or did not decode; those for a source are in its `shared_dropped`). Each source status is the core's, as in `update()` (its
+  `state`, `"ok" | "skipping" | "absent" | "failing" | "pending"`, the one the CLI's STATUS
+  shows: `"skipping"` when it answered but skipped every task it found, `skipped` saying why), with
   the sharing fields `poller` (the node that polls the source, `nil` when this node does),
   `received_from` (whose result was applied, `nil` when polled here), `received_at` and
   `shared_dropped`; `api_calls_total` counts this node's own AWS calls since start.

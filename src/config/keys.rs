@@ -273,7 +273,7 @@ pub const TLS_VALIDITY: KeySpec = key!(Top, "tls_validity", Type::Duration { min
 /// `region_probe_interval`.
 pub const REGION_PROBE_INTERVAL: KeySpec = key!(Top, "region_probe_interval", Type::Duration { min_ms: 100, default_ms: 120_000 }, "For sources with `regions`: how often the enabled regions are read again (ec2:DescribeRegions, one call in this task's region) and a region where the cluster or service is absent (or that the account has not enabled) is polled again. A region where the same stack appears joins within one such interval; absent regions cost no warning and no back-off.");
 /// `node_names`.
-pub const NODE_NAMES: KeySpec = key!(Top, "node_names", Type::OneOf { choices: &["config", "epmd"], default: "config" }, "`epmd`: name each peer name@ip by what its EPMD (port 4369) has registered: its only name, or else the one equal to node_basename; a peer with several names and none chosen is left out (with a warning).");
+pub const NODE_NAMES: KeySpec = key!(Top, "node_names", Type::OneOf { choices: &["config", "epmd"], default: "config" }, "`epmd`: name each peer name@ip by what its EPMD (port 4369) has registered: its only name, or else the one equal to node_basename; a peer with several names and none chosen is skipped (`several_epmd_names` in its source's skipped tasks, with the fix).");
 /// `health` of a Cloud Map source.
 pub const HEALTH: KeySpec = key!(
     CloudMap,

@@ -71,31 +71,76 @@ pub enum SourceConfig {
 impl SourceConfig {
     /// The source's stable, human-readable id, e.g. `ecs:eu-west-2/web/app`: its kind, then
     /// what names it within the kind.
+    ///
+    /// Every key that changes what the source finds is in it (each written only when it is
+    /// not its default, so the id of a source without it stays as it was): ECS `service`,
+    /// `family` (`/family:api:3`), `container` (`/container:app`), `tags` (`/tags:team=a`) and
+    /// `regions`; Cloud Map `health` (`/health:all`), `port` (`/port:distribution_port`),
+    /// `query` (`/query:stage=blue`) and `owner_account` (`/owner:111122223333`). Two sources
+    /// differ exactly when their ids do: one listed twice is refused by its id, and results,
+    /// events and peers are told apart by it. Built by exhaustive destructuring, so a new key
+    /// fails to compile here until it is considered.
     pub fn id(&self) -> SourceId {
         let name = match self {
-            SourceConfig::Ecs(e) if e.is_auto() => {
-                format!(
-                    "{}/auto{}{}",
-                    e.region,
-                    tags_in_id(&e.tags),
-                    regions_in_id(e.regions.as_ref())
-                )
-            }
             SourceConfig::Ecs(e) => {
-                let mut id = format!("{}/{}", e.region, e.cluster_name());
-                if let Some(s) = &e.service {
+                let EcsSourceConfig {
+                    region,
+                    cluster: _,
+                    service,
+                    family,
+                    container,
+                    tags,
+                    regions,
+                } = e;
+                // The cluster by its name (config/arn.rs reads an ARN to it); "auto" until resolved.
+                let mut id = format!("{region}/{}", e.cluster_name());
+                if let Some(s) = service {
                     id.push('/');
                     id.push_str(s.rsplit('/').next().unwrap_or(s));
                 }
-                if let Some(f) = &e.family {
+                if let Some(f) = family {
                     id.push_str("/family:");
                     id.push_str(f);
                 }
-                id.push_str(&tags_in_id(&e.tags));
-                id.push_str(&regions_in_id(e.regions.as_ref()));
+                if let Some(c) = container {
+                    id.push_str("/container:");
+                    id.push_str(c);
+                }
+                id.push_str(&tags_in_id(tags));
+                id.push_str(&regions_in_id(regions.as_ref()));
                 id
             }
-            SourceConfig::CloudMap(c) => format!("{}/{}/{}", c.region, c.namespace, c.service),
+            SourceConfig::CloudMap(c) => {
+                let CloudMapSourceConfig {
+                    region,
+                    namespace,
+                    service,
+                    health,
+                    query,
+                    port,
+                    owner_account,
+                } = c;
+                let mut id = format!("{region}/{namespace}/{service}");
+                match health {
+                    HealthFilter::Healthy => {}
+                    HealthFilter::All => id.push_str("/health:all"),
+                    HealthFilter::HealthyOrElseAll => id.push_str("/health:healthy_or_else_all"),
+                }
+                match port {
+                    DialPort::Registered => {}
+                    DialPort::DistributionPort => id.push_str("/port:distribution_port"),
+                }
+                if !query.is_empty() {
+                    let q: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    id.push_str("/query:");
+                    id.push_str(&q.join(","));
+                }
+                if let Some(a) = owner_account {
+                    id.push_str("/owner:");
+                    id.push_str(a);
+                }
+                id
+            }
         };
         SourceId::new(format!("{}:{name}", self.kind()))
     }
@@ -690,6 +735,73 @@ mod tests {
         }
     }
 
+    /// Sources that differ only in a key that changes what they find are two sources, each with
+    /// its own id; the same source twice (however written) is refused by its id.
+    #[test]
+    fn sources_that_differ_in_any_filter_are_two_sources() {
+        let ids = |sources: Value| -> Result<Vec<String>, String> {
+            Config::from_value(base(sources))
+                .map(|c| c.sources.iter().map(|s| s.id().to_string()).collect())
+                .map_err(|e| e.to_string())
+        };
+        let ecs = json!({"type":"ecs","region":"eu-west-2","cluster":"web","service":"api"});
+        let cm =
+            json!({"type":"cloudmap","region":"us-west-2","namespace":"internal","service":"api"});
+        let with = |s: &Value, k: &str, v: Value| {
+            let mut s = s.clone();
+            s[k] = v;
+            s
+        };
+        for (other, id) in [
+            (
+                with(&ecs, "container", json!("app")),
+                "ecs:eu-west-2/web/api/container:app",
+            ),
+            (
+                with(&cm, "query", json!({"stage": "blue"})),
+                "cloudmap:us-west-2/internal/api/query:stage=blue",
+            ),
+            (
+                with(&cm, "owner_account", json!("111122223333")),
+                "cloudmap:us-west-2/internal/api/owner:111122223333",
+            ),
+            (
+                with(&cm, "health", json!("all")),
+                "cloudmap:us-west-2/internal/api/health:all",
+            ),
+            (
+                with(&cm, "port", json!("distribution_port")),
+                "cloudmap:us-west-2/internal/api/port:distribution_port",
+            ),
+        ] {
+            let plain = if other["type"] == "ecs" { &ecs } else { &cm };
+            let got = ids(json!([plain, other])).unwrap_or_else(|e| panic!("{other}: {e}"));
+            assert_eq!(got[1], id, "{other}");
+            assert_ne!(got[0], got[1]);
+            let twice = ids(json!([other, other])).unwrap_err();
+            assert!(twice.contains(&format!("{id} is listed twice")), "{twice}");
+        }
+        // Defaults written out are the source without them.
+        let e = ids(json!([
+            cm,
+            with(
+                &with(&cm, "health", json!("healthy")),
+                "port",
+                json!("registered")
+            )
+        ]))
+        .unwrap_err();
+        assert!(
+            e.contains("cloudmap:us-west-2/internal/api is listed twice"),
+            "{e}"
+        );
+        // By ARN or by name, one source.
+        let arn =
+            json!({"type":"ecs","cluster":"arn:aws:ecs:eu-west-2:123456789012:service/web/api"});
+        let e = ids(json!([ecs, arn])).unwrap_err();
+        assert!(e.contains("ecs:eu-west-2/web/api is listed twice"), "{e}");
+    }
+
     #[test]
     fn top_level_errors() {
         let src = json!([{"type":"ecs","region":"eu-west-2","cluster":"web"}]);
@@ -721,7 +833,7 @@ mod tests {
     fn auto_cluster_resolves_from_task_metadata() {
         let c = Config::from_value(base(json!([{"type":"ecs","cluster":"auto"}, {"type":"ecs","cluster":"auto","region":"us-west-2","service":"api"}]))).unwrap();
         assert_eq!(c.sources[0].id().as_str(), "ecs:auto/auto");
-        assert_eq!(c.sources[1].id().as_str(), "ecs:us-west-2/auto");
+        assert_eq!(c.sources[1].id().as_str(), "ecs:us-west-2/auto/api");
         let md = crate::metadata::TaskMetadata {
             cluster: "arn:aws:ecs:eu-west-2:1:cluster/web".into(),
             task_arn: "arn:aws:ecs:eu-west-2:1:task/web/x".into(),

@@ -10,7 +10,7 @@ use super::check::PeerCheck;
 use super::tls::{PeerCertificate, TlsCheck};
 use crate::epmd::{EpmdAnswer, Handshake, Reach};
 use crate::error::ErrorKind;
-use crate::namespace::{credentials_work_elsewhere, Conflict, Snapshot, SourceStatus};
+use crate::namespace::{credentials_work_elsewhere, Conflict, Snapshot, SourceState, SourceStatus};
 
 /// One problem, its likely cause, and the fix.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -140,7 +140,7 @@ fn regions_without_peers(sources: &[SourceStatus]) -> Vec<Diagnosis> {
     let mut by_region: BTreeMap<&str, (bool, usize)> = BTreeMap::new();
     for s in sources {
         let e = by_region.entry(s.region.as_str()).or_insert((true, 0));
-        e.0 &= s.ok && s.skipped_tasks == 0 && s.absent.is_none();
+        e.0 &= s.state == SourceState::Ok;
         e.1 += s.peers;
     }
     let total: usize = by_region.values().map(|v| v.1).sum();
@@ -637,6 +637,7 @@ mod tests {
         let mut s = Snapshot::empty();
         let mut absent = status("ecs:us-east-1/web/api", "us-east-1", 0, None);
         absent.absent = Some("the cluster does not exist in us-east-1".into());
+        absent.state = SourceState::Absent;
         s.sources = vec![
             status("ecs:eu-west-2/web/api", "eu-west-2", 2, None),
             absent,
@@ -644,6 +645,7 @@ mod tests {
         assert_eq!(codes(&diagnoses(&s, &[])), []);
         // Present and empty while others have peers: still the finding it was.
         s.sources[1].absent = None;
+        s.sources[1].state = SourceState::Ok;
         assert_eq!(
             codes(&diagnoses(&s, &[])),
             [("region_without_peers", "us-east-1")]
@@ -757,6 +759,7 @@ mod tests {
         let mut s = Snapshot::empty();
         let mut anywhere = status("ecs:eu-west-2/hybrid", "eu-west-2", 0, None);
         anywhere.skipped_tasks = 2;
+        anywhere.state = SourceState::Skipping;
         anywhere.skipped = vec![Skipped {
             reason: SkipReason::ExternalInstance,
             tasks: 2,

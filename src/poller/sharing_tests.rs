@@ -323,7 +323,7 @@ async fn a_failed_shared_result_keeps_the_peers_and_marks_the_source_failing() {
     assert_eq!(nodes(&u), ["app@10.1.0.4", "app@10.1.0.5"], "kept");
     assert!(u.changes.removed.is_empty());
     let s = &u.snapshot.sources[0];
-    assert!(!s.ok && s.stale);
+    assert!(!s.ok() && s.stale);
     assert_eq!(s.peers, 2);
     assert_eq!(s.error_kind, Some(ErrorKind::Throttled));
     assert!(s.error.as_deref().unwrap().contains("Rate exceeded"));
@@ -453,7 +453,7 @@ async fn a_poller_backing_off_keeps_its_followers_from_polling() {
     l.slots[0].health.backoff_until = Some(Instant::now() + Duration::from_secs(60));
     let u = f.poll().await;
     assert!(
-        !u.snapshot.sources[0].ok,
+        !u.snapshot.sources[0].ok(),
         "the poller's failure is the follower's"
     );
     assert_eq!(nodes(&u), ["app@10.1.0.4"], "a failure keeps the peers");
@@ -534,7 +534,7 @@ async fn a_poller_refused_for_its_own_credentials_does_not_blind_its_followers()
         assert_eq!(relay(&mut l, &mut f).await, 0, "{kind}: not shared");
         let u = f.poll().await;
         assert!(
-            u.snapshot.sources[0].ok,
+            u.snapshot.sources[0].ok(),
             "{kind}: not the follower's failure"
         );
         assert_eq!(polls(&ff[0]), 0, "{kind}: not yet silent");
@@ -547,7 +547,7 @@ async fn a_poller_refused_for_its_own_credentials_does_not_blind_its_followers()
         let u = f.poll().await;
         assert_eq!(polls(&ff[0]), 1, "{kind}");
         let s = &u.snapshot.sources[0];
-        assert!(s.ok && s.poller_silent, "{kind}: {s:?}");
+        assert!(s.ok() && s.poller_silent, "{kind}: {s:?}");
         assert_eq!(nodes(&u), ["app@10.1.0.4", "app@10.1.0.5"], "{kind}");
     }
 }
@@ -605,8 +605,16 @@ async fn two_pollers_wired_to_each_other_agree_and_the_follower_never_calls_aws(
             "round {round}: both nodes see the same peers"
         );
         assert_eq!(
-            a.snapshot.sources.iter().map(|s| s.ok).collect::<Vec<_>>(),
-            b.snapshot.sources.iter().map(|s| s.ok).collect::<Vec<_>>()
+            a.snapshot
+                .sources
+                .iter()
+                .map(|s| s.ok())
+                .collect::<Vec<_>>(),
+            b.snapshot
+                .sources
+                .iter()
+                .map(|s| s.ok())
+                .collect::<Vec<_>>()
         );
     }
     assert_eq!(
@@ -638,7 +646,7 @@ async fn two_pollers_wired_to_each_other_agree_and_the_follower_never_calls_aws(
     );
     let me_last = me.poll().await;
     assert!(
-        !me_last.snapshot.sources[0].ok,
+        !me_last.snapshot.sources[0].ok(),
         "the poller's failure reached the follower"
     );
     assert_eq!(

@@ -12,7 +12,7 @@ use tokio::task::AbortHandle;
 use crate::aws::CallCounter;
 use crate::config::SourceConfig;
 use crate::error::SourceError;
-use crate::namespace::{rfc3339, SourcePeers, SourceStatus};
+use crate::namespace::{rfc3339, SourcePeers, SourceState, SourceStatus};
 use crate::peer::{Address, Region, Skipped, SourceId};
 use crate::sharing::{Shared, SourceShare};
 use crate::source::Source;
@@ -152,9 +152,14 @@ impl Slot {
             id: self.ident.id.clone(),
             kind: self.ident.kind,
             region: self.ident.region.to_string(),
-            ok: *ok,
+            state: SourceState::of(
+                *polled,
+                *ok,
+                absent.is_some(),
+                self.known.peers.len(),
+                self.known.skipped.iter().map(|s| s.tasks).sum(),
+            ),
             stale: !ok && *polled,
-            pending: !polled,
             error: error.as_ref().map(|e| e.to_string()),
             error_kind: error.as_ref().map(|e| e.kind),
             failure: error.clone(),

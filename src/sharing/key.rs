@@ -107,10 +107,14 @@ fn ecs_line(out: &mut String, source: &EcsSourceConfig) {
         tags,
         regions,
     } = source;
+    // The cluster's name, however it was written: config/arn.rs reads a cluster or service ARN
+    // to the name the source id and every region of a `regions` source use too. Its account adds
+    // nothing: ECS resources are the caller's account's, so a cluster given by ARN and by name
+    // is the same cluster (the account is read only for the IAM hints of errors).
     out.push_str(&format!(
         "source ecs region {} cluster {} service {} family {} container {}",
         q(region),
-        q(cluster),
+        q(crate::config::cluster_name(cluster)),
         o(service),
         o(family),
         o(container)
@@ -221,7 +225,7 @@ mod tests {
         // Pinned: the canonical form and XXH3-64 are specified, so every build agrees.
         assert_eq!(
             canonical(&cfg(base)),
-            "ecs-peers/shared/v4\nnode basename \"app\"\ndraining true\ndistribution_port 4370\npolling_interval_ms 5000\nsource ecs region \"eu-west-2\" cluster \"web\" service \"api\" family - container -\n"
+            "ecs-peers/shared/v5\nnode basename \"app\"\ndraining true\ndistribution_port 4370\npolling_interval_ms 5000\nsource ecs region \"eu-west-2\" cluster \"web\" service \"api\" family - container -\n"
         );
         assert_eq!(format!("{k:016x}"), PINNED_KEY);
     }
@@ -253,6 +257,41 @@ mod tests {
         }
         assert!(canonical(&source(json!({"team": "a", "stage": "blue"})))
             .ends_with(" container - tags \"stage\"=\"blue\",\"team\"=\"a\"\n"));
+    }
+
+    /// One source, one key: a source written with a cluster or service ARN (as the console
+    /// shows it) has the key of the same source written by name, so nodes configured the two
+    /// ways share.
+    #[test]
+    fn a_source_written_by_arn_has_the_key_of_the_same_source_by_name() {
+        let key = |s: serde_json::Value| {
+            let c = cfg(json!({"node_basename": "app", "sources": [s]}));
+            (sharing_key(&c), c.sources[0].id())
+        };
+        let by_name =
+            key(json!({"type":"ecs","region":"eu-west-2","cluster":"web","service":"api"}));
+        for arn in [
+            json!({"type":"ecs","cluster":"arn:aws:ecs:eu-west-2:123456789012:service/web/api"}),
+            json!({"type":"ecs","cluster":"arn:aws:ecs:eu-west-2:123456789012:cluster/web","service":"api"}),
+            json!({"type":"ecs","cluster":"web","service":"arn:aws:ecs:eu-west-2:123456789012:service/web/api"}),
+            json!({"type":"ecs","region":"eu-west-2","cluster":"arn:aws:ecs:eu-west-2:123456789012:cluster/web","service":"arn:aws:ecs:eu-west-2:123456789012:service/api"}),
+        ] {
+            assert_eq!(key(arn.clone()), by_name, "{arn}");
+        }
+        // A task definition ARN is that revision of the family, as FAMILY:REVISION is.
+        assert_eq!(
+            key(
+                json!({"type":"ecs","cluster":"web","family":"arn:aws:ecs:eu-west-2:123456789012:task-definition/api:3"})
+            ),
+            key(json!({"type":"ecs","region":"eu-west-2","cluster":"web","family":"api:3"}))
+        );
+        // Another cluster is another key.
+        assert_ne!(
+            key(
+                json!({"type":"ecs","cluster":"arn:aws:ecs:eu-west-2:123456789012:service/other/api"})
+            ),
+            by_name
+        );
     }
 
     #[test]
@@ -299,5 +338,5 @@ mod tests {
     }
 
     /// The key of the base configuration above, computed once.
-    const PINNED_KEY: &str = "e5cf400688bc9fb7";
+    const PINNED_KEY: &str = "73cc8ae304cb8963";
 }

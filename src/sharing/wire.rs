@@ -28,8 +28,10 @@ use crate::peer::{Found, SkipReason, Skipped, StartedAt};
 /// the key, so nodes that encode differently never exchange results. v3: the format is
 /// defined by the types of this file rather than by the internal structs' derives. v4: the
 /// skip reasons of ECS Anywhere tasks and of Cloud Map instances (appended to
-/// [`WireSkipReason`]), and a Cloud Map source's `port` and `owner_account` in the key.
-pub(crate) const WIRE_VERSION: &str = "ecs-peers/shared/v4";
+/// [`WireSkipReason`]), and a Cloud Map source's `port` and `owner_account` in the key. v5: the
+/// skip reasons of naming, `NoPrivateDnsName` and `SeveralEpmdNames`, and of a filter that
+/// matches no running task, `TagMismatch`, `RevisionMismatch`, `NoSuchContainer` (appended).
+pub(crate) const WIRE_VERSION: &str = "ecs-peers/shared/v5";
 
 /// The largest encoded result accepted (bytes): 64 MiB, about 30 times the encoding of 10,000
 /// peers with every field set. Anything larger is dropped before decoding.
@@ -166,6 +168,11 @@ enum WireSkipReason {
     AddressNotAnIp,
     PortNotUsable,
     SameAddress,
+    NoPrivateDnsName,
+    SeveralEpmdNames,
+    TagMismatch,
+    RevisionMismatch,
+    NoSuchContainer,
 }
 
 /// A failure as it travels: [`SourceError`] without its cause (an SDK or I/O error, local to
@@ -356,6 +363,11 @@ impl<'a> WireSkipped<'a> {
                 SkipReason::AddressNotAnIp => WireSkipReason::AddressNotAnIp,
                 SkipReason::PortNotUsable => WireSkipReason::PortNotUsable,
                 SkipReason::SameAddress => WireSkipReason::SameAddress,
+                SkipReason::NoPrivateDnsName => WireSkipReason::NoPrivateDnsName,
+                SkipReason::SeveralEpmdNames => WireSkipReason::SeveralEpmdNames,
+                SkipReason::TagMismatch => WireSkipReason::TagMismatch,
+                SkipReason::RevisionMismatch => WireSkipReason::RevisionMismatch,
+                SkipReason::NoSuchContainer => WireSkipReason::NoSuchContainer,
             },
             tasks: *tasks as u64,
             example_task: Cow::Borrowed(example_task),
@@ -384,6 +396,11 @@ impl<'a> WireSkipped<'a> {
                 WireSkipReason::AddressNotAnIp => SkipReason::AddressNotAnIp,
                 WireSkipReason::PortNotUsable => SkipReason::PortNotUsable,
                 WireSkipReason::SameAddress => SkipReason::SameAddress,
+                WireSkipReason::NoPrivateDnsName => SkipReason::NoPrivateDnsName,
+                WireSkipReason::SeveralEpmdNames => SkipReason::SeveralEpmdNames,
+                WireSkipReason::TagMismatch => SkipReason::TagMismatch,
+                WireSkipReason::RevisionMismatch => SkipReason::RevisionMismatch,
+                WireSkipReason::NoSuchContainer => SkipReason::NoSuchContainer,
             },
             tasks: usize::try_from(tasks).map_err(|_| {
                 DecodeError::Malformed(format!("{tasks} skipped tasks do not fit this machine"))
@@ -630,7 +647,7 @@ mod tests {
     /// encoding) fails here until [`WIRE_VERSION`] is bumped and the pins updated.
     #[test]
     fn the_wire_bytes_are_pinned() {
-        assert_eq!(WIRE_VERSION, "ecs-peers/shared/v4", "{CHANGED}");
+        assert_eq!(WIRE_VERSION, "ecs-peers/shared/v5", "{CHANGED}");
         let v6 = Found::at("fd00::1".parse().unwrap());
         let bytes = encode(
             0x0102_0304_0506_0708,
@@ -668,6 +685,11 @@ mod tests {
             SkipReason::AddressNotAnIp,
             SkipReason::PortNotUsable,
             SkipReason::SameAddress,
+            SkipReason::NoPrivateDnsName,
+            SkipReason::SeveralEpmdNames,
+            SkipReason::TagMismatch,
+            SkipReason::RevisionMismatch,
+            SkipReason::NoSuchContainer,
         ] {
             let s = Skipped {
                 reason,
@@ -731,6 +753,16 @@ mod tests {
         "010173020300000108020561726e3a74016d0166",
         // same_address
         "010173020300000109020561726e3a74016d0166",
+        // no_private_dns_name
+        "01017302030000010a020561726e3a74016d0166",
+        // several_epmd_names
+        "01017302030000010b020561726e3a74016d0166",
+        // tag_mismatch
+        "01017302030000010c020561726e3a74016d0166",
+        // revision_mismatch
+        "01017302030000010d020561726e3a74016d0166",
+        // no_such_container
+        "01017302030000010e020561726e3a74016d0166",
         // Same
         "01017302030201",
         // Waiting: backing off

@@ -85,7 +85,7 @@ fn list_prints_a_table_and_a_json_snapshot() {
     );
     assert_eq!(o.status.code(), Some(0));
     let s: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(s["schema"], "ecs-peers/snapshot/v1");
+    assert_eq!(s["schema"], "ecs-peers/snapshot/v2");
     assert_eq!(s["peers"].as_array().unwrap().len(), 4);
     assert_eq!(s["peers"][0]["node"], "app@10.201.0.4");
     assert_eq!(

@@ -205,7 +205,7 @@ async fn start_with(subject: Subject, adjust: impl FnOnce(&Emu, &mut Config)) ->
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let u = poller.poll().await;
-        if u.snapshot.sources[0].ok {
+        if u.snapshot.sources[0].state.answered() {
             assert_eq!(peer_ips(&u.snapshot), peers);
             break;
         }
@@ -274,7 +274,7 @@ impl Running {
     /// for it.
     fn assert_failed(&self, u: &Update, want: &Expect) {
         let src = &u.snapshot.sources[0];
-        assert!(!src.ok && src.stale, "{src:?}");
+        assert!(!src.ok() && src.stale, "{src:?}");
         let (kind, action, text) = failure(src);
         assert_eq!(kind, want.kind, "{text}");
         assert_eq!(action, self.subject.action, "{text}");

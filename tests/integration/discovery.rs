@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use ecs_peers::{Poller, SkipReason};
 use serde_json::{json, Value};
 
 use crate::emu::{arns, ips, Emu};
@@ -43,7 +44,7 @@ async fn merges_two_regions_and_cloudmap_into_exactly_the_running_tasks() {
     let mut poller = ecs_peers::Poller::new(cfg).await;
     let first = poller.poll().await;
     let s = &first.snapshot;
-    assert!(s.sources.iter().all(|x| x.ok), "{:#?}", s.sources);
+    assert!(s.sources.iter().all(|x| x.ok()), "{:#?}", s.sources);
 
     let mut want = ips(&w, "eu-west-2/web", Some("api"));
     want.extend(ips(&w, "us-west-2/web", None));
@@ -177,7 +178,7 @@ async fn family_and_service_sources_see_only_their_tasks() {
         ]),
     );
     let s = ecs_peers::discover(cfg).await;
-    assert!(s.sources.iter().all(|x| x.ok));
+    assert!(s.sources.iter().all(|x| x.ok()));
     assert_eq!(s.sources[0].peers, 2);
     assert_eq!(s.sources[1].peers, 3);
     let mut want = ips(&w, "eu-west-2/web", Some("worker"));
@@ -235,7 +236,7 @@ async fn cloudmap_query_filters_instances_and_local_node_is_excluded() {
     );
     cfg.local_node = Some("app@10.202.0.11".into());
     let s = ecs_peers::discover(cfg).await;
-    assert!(s.sources[0].ok, "{:?}", s.sources[0]);
+    assert!(s.sources[0].ok(), "{:?}", s.sources[0]);
     assert_eq!(
         peer_ips(&s),
         ["10.202.0.10"],
@@ -281,7 +282,7 @@ async fn auto_cluster_describes_peers_local_node_and_source_by_the_resolved_regi
     }))
     .unwrap();
     let s = ecs_peers::discover(cfg).await;
-    assert!(s.sources.iter().all(|x| x.ok), "{:#?}", s.sources);
+    assert!(s.sources.iter().all(|x| x.ok()), "{:#?}", s.sources);
     assert!(
         s.conflicts.is_empty(),
         "no false conflict: {:#?}",
@@ -340,7 +341,7 @@ async fn family_with_a_revision_sees_only_that_revisions_tasks() {
         ]),
     );
     let s = ecs_peers::discover(cfg).await;
-    assert!(s.sources.iter().all(|x| x.ok), "{:#?}", s.sources);
+    assert!(s.sources.iter().all(|x| x.ok()), "{:#?}", s.sources);
     let of_source = |i: usize| -> Vec<String> {
         let id = &s.sources[i].id;
         let mut v: Vec<String> = s
@@ -358,4 +359,50 @@ async fn family_with_a_revision_sees_only_that_revisions_tasks() {
     assert_eq!(of_source(0), of_revision("1"));
     assert_eq!(s.sources[1].id.as_str(), "ecs:eu-west-2/web/family:api:2");
     assert_eq!(peer_ips(&s).len(), 3, "the worker is in no source");
+}
+
+/// A `family` revision or a `container` that no running task has says so, as a `tags` filter
+/// does: the tasks it left out are skipped (`revision_mismatch`, `no_such_container`) with what
+/// they run or have, and the source is SKIPPING, not "ok, 0 peers". While some task matches,
+/// the others are left out in silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revision_or_container_no_running_task_has_says_what_they_have() {
+    let emu = Emu::start();
+    emu.seed(json!({"ecs": [{"region": "eu-west-2", "cluster": "web", "subnet": "10.201.0.0/24",
+        "tasks": [{"family": "api", "count": 2}, {"family": "api", "count": 1, "new_revision": true}]}]}));
+    let poll = |extra: Value| {
+        let mut src = json!({"type": "ecs", "region": "eu-west-2", "cluster": "web"});
+        for (k, v) in extra.as_object().unwrap() {
+            src[k] = v.clone();
+        }
+        let cfg = config(&emu, json!([src]));
+        async move { Poller::new(cfg).await.poll().await.snapshot }
+    };
+    for (extra, reason, says) in [
+        (
+            json!({"family": "api:9"}),
+            SkipReason::RevisionMismatch,
+            r#"revision "9" wanted; they run "1" (2), "2" (1)"#,
+        ),
+        (
+            json!({"container": "web"}),
+            SkipReason::NoSuchContainer,
+            r#"container "web" wanted; their containers are "app" (3)"#,
+        ),
+    ] {
+        let s = poll(extra.clone()).await;
+        let src = &s.sources[0];
+        assert!(s.peers.is_empty(), "{extra}");
+        assert_eq!(src.state, ecs_peers::SourceState::Skipping, "{src:#?}");
+        assert_eq!(src.skipped.len(), 1, "{src:#?}");
+        let k = &src.skipped[0];
+        assert_eq!((k.reason, k.tasks), (reason, 3), "{src:#?}");
+        assert!(k.message.ends_with(says), "{}", k.message);
+        assert!(!k.fix.is_empty());
+    }
+    // The revision some tasks run: the others are left out without a word.
+    let s = poll(json!({"family": "api:2"})).await;
+    assert_eq!(s.peers.len(), 1);
+    assert_eq!(s.sources[0].state, ecs_peers::SourceState::Ok);
+    assert!(s.sources[0].skipped.is_empty(), "{:#?}", s.sources[0]);
 }

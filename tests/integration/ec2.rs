@@ -57,7 +57,7 @@ async fn first_complete(poller: &mut Poller) -> std::sync::Arc<Snapshot> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let u = poller.poll().await;
-        if u.snapshot.sources[0].ok {
+        if u.snapshot.sources[0].state.answered() {
             return u.snapshot;
         }
         assert!(
@@ -183,7 +183,7 @@ async fn a_bridge_task_without_a_binding_for_the_distribution_port_is_skipped_wi
         .fix
         .contains(r#""containerPort": 4370, "hostPort": 0"#));
     assert!(
-        src.only_skipped(),
+        src.state == ecs_peers::SourceState::Skipping,
         "0 peers from 2 running tasks is not healthy"
     );
     // Skipped tasks are cached like any other: the steady poll is one ListTasks call, and
@@ -191,4 +191,41 @@ async fn a_bridge_task_without_a_binding_for_the_distribution_port_is_skipped_wi
     let u = poller.poll().await;
     assert_eq!(u.snapshot.sources[0].api_calls, 1);
     assert_eq!(u.snapshot.sources[0].skipped_tasks, 2);
+}
+
+/// `node_name = "app@{private_dns_name}"` names a task by its ENI's private DNS name, which a
+/// bridge-mode task on EC2 does not have: such tasks are skipped with the reason and the fix
+/// (`no_private_dns_name`), so a source of only such tasks is SKIPPING, never ok with no
+/// peers; an awsvpc task of the same cluster is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_without_a_private_dns_name_is_skipped_when_the_template_needs_one() {
+    let emu = Emu::start();
+    emu.seed(world());
+    let cfg = json!({
+        "node_name": "app@{private_dns_name}",
+        "endpoint_url": emu.endpoint,
+        "max_attempts": 1,
+        "poll_timeout": "10s",
+        "sources": [serde_json::from_str::<Value>(SOURCE).unwrap()],
+    });
+    let mut poller = Poller::new(ecs_peers::Config::from_value(cfg).unwrap()).await;
+    let s = first_complete(&mut poller).await;
+    let src = &s.sources[0];
+    // The awsvpc task is named by its DNS name; the 4 bridge and 1 host tasks are skipped.
+    assert_eq!(s.peers.len(), 1, "{:?}", s.peers);
+    assert!(
+        s.peers[0].node.starts_with("app@ip-"),
+        "{}",
+        s.peers[0].node
+    );
+    assert_eq!(src.skipped_tasks, 5, "{src:#?}");
+    let k = src
+        .skipped
+        .iter()
+        .find(|k| k.reason == SkipReason::NoPrivateDnsName)
+        .unwrap_or_else(|| panic!("{src:#?}"));
+    assert_eq!(k.tasks, 5);
+    assert!(k.fix.contains("{ip}"), "{}", k.fix);
+    assert!(k.example().starts_with("task "), "{}", k.example());
+    assert_eq!(src.state, ecs_peers::SourceState::Ok, "it has a peer");
 }

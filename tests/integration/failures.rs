@@ -37,7 +37,7 @@ async fn a_failed_second_page_keeps_every_peer() {
     ]));
     let u = poller.poll().await;
     let src = &u.snapshot.sources[0];
-    assert!(!src.ok);
+    assert!(!src.ok());
     assert_eq!(src.error_kind, Some(ErrorKind::Service));
     assert_eq!(
         peer_ips(&u.snapshot),
@@ -58,7 +58,7 @@ async fn a_failed_second_page_keeps_every_peer() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let u = loop {
         let u = poller.poll().await;
-        if u.snapshot.sources[0].ok {
+        if u.snapshot.sources[0].state.answered() {
             break u;
         }
         assert!(
@@ -84,11 +84,11 @@ async fn a_malformed_describe_answer_keeps_peers_and_adds_nobody() {
     emu.fault(json!({"operation": "DescribeTasks", "count": 1, "status": 200, "raw_body": "{\"tasks\": [{\"taskArn\""}));
     let u = poller.poll().await;
     let src = &u.snapshot.sources[0];
-    assert!(!src.ok);
+    assert!(!src.ok());
     assert_eq!(src.error_kind, Some(ErrorKind::Malformed), "{src:?}");
     assert_eq!(peer_ips(&u.snapshot), ips(&w, "eu-west-2/web", None));
     let u = poller.poll().await;
-    assert!(u.snapshot.sources[0].ok);
+    assert!(u.snapshot.sources[0].ok());
     assert_eq!(u.changes.added.len(), 2);
 }
 
@@ -120,7 +120,7 @@ async fn one_failing_region_does_not_hold_the_others() {
         started.elapsed() < Duration::from_secs(3),
         "a round waited for the stalled region"
     );
-    assert!(u.snapshot.sources[0].ok);
+    assert!(u.snapshot.sources[0].ok());
     assert_eq!(
         u.snapshot.peers.len(),
         4,

@@ -194,3 +194,37 @@ fn a_service_arn_as_the_whole_ecs_spec_lists_that_services_tasks() {
         "{err}"
     );
 }
+
+/// A source that answers and skips every task it found has one state, wherever it is read:
+/// `skipping` in the JSON (and not `ok`), `SKIPPING` in the table, exit 4 from both.
+#[test]
+fn a_source_that_skips_every_task_is_skipping_in_the_json_as_in_the_table() {
+    let emu = Emu::start();
+    emu.seed(
+        json!({"ecs": [{"region": "eu-west-2", "cluster": "hybrid", "subnet": "10.201.0.0/24",
+        "instances": [{"external": true}],
+        "tasks": [{"family": "edge", "count": 2, "launch_type": "EXTERNAL",
+                   "network_mode": "bridge",
+                   "port_mappings": [{"containerPort": 4370, "hostPort": 0}]}]}]}),
+    );
+    let o = cli(&emu, &["list", "--json", "--ecs", "eu-west-2/hybrid"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let s = json_out(&o);
+    assert_eq!(s["schema"], "ecs-peers/snapshot/v2");
+    let src = &s["sources"][0];
+    assert_eq!(src["state"], "skipping", "{src}");
+    assert_eq!(
+        src["ok"], false,
+        "0 peers from 2 running tasks is not ok: {src}"
+    );
+    assert_eq!(src["pending"], false, "{src}");
+    assert_eq!(src["skipped_tasks"], 2, "{src}");
+    let o = cli(&emu, &["list", "--ecs", "eu-west-2/hybrid"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let table = text(&o);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("ecs:eu-west-2/hybrid"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert_eq!(row.split_whitespace().nth(1), Some("SKIPPING"), "{table}");
+}

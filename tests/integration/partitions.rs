@@ -25,7 +25,7 @@ async fn a_china_source_is_polled_and_its_access_denied_fix_names_aws_cn_arns() 
     let mut poller = ecs_peers::Poller::new(cfg).await;
     let u = poller.poll().await;
     let src = &u.snapshot.sources[0];
-    assert!(src.ok, "{src:?}");
+    assert!(src.ok(), "{src:?}");
     assert_eq!(src.id.as_str(), "ecs:cn-north-1/web/api");
     assert_eq!(src.region, "cn-north-1");
     let want = ips(&w, "cn-north-1/web", Some("api"));

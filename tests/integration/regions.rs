@@ -124,7 +124,7 @@ async fn regions_all_polls_every_enabled_region_and_a_region_where_the_service_a
     assert_eq!(s.sources[0].id.as_str(), "ecs:eu-west-2/web/api");
     assert_eq!(source(s, "us-west-2").id.as_str(), "ecs:us-west-2/web/api");
     assert!(
-        s.sources.iter().all(|x| x.ok && !x.is_failing()),
+        s.sources.iter().all(|x| x.ok() && !x.is_failing()),
         "{:#?}",
         s.sources
     );
@@ -186,7 +186,7 @@ async fn regions_all_polls_every_enabled_region_and_a_region_where_the_service_a
     until(&probe_at).await;
     let u = poller.poll().await;
     let east_src = source(&u.snapshot, "us-east-1");
-    assert!(east_src.absent.is_none() && east_src.ok, "{east_src:#?}");
+    assert!(east_src.absent.is_none() && east_src.ok(), "{east_src:#?}");
     assert_eq!(east_src.peers, 2);
     for t in east.as_array().unwrap() {
         let ip = t["ip"].as_str().unwrap();
@@ -242,7 +242,7 @@ async fn an_enabled_region_that_refuses_the_credentials_is_failing_with_its_fix_
     let fix = e.fix.as_deref().unwrap_or_default();
     assert!(fix.contains("ap-east-1"), "{fix}");
     assert!(source(&u, "af-south-1").absent.is_some());
-    assert!(source(&u, "eu-west-2").ok);
+    assert!(source(&u, "eu-west-2").ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,7 +260,7 @@ async fn without_describe_regions_the_home_region_is_polled_and_the_others_say_w
                "regions": ["us-west-2"]}),
     );
     let u = ecs_peers::discover(cfg).await;
-    assert!(source(&u, "eu-west-2").ok);
+    assert!(source(&u, "eu-west-2").ok());
     assert_eq!(u.peers.len(), 1);
     let other = source(&u, "us-west-2");
     let e = other

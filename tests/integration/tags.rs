@@ -63,7 +63,7 @@ async fn three_polls(
     for _ in 0..3 {
         let u = poller.poll().await;
         assert!(
-            u.snapshot.sources.iter().all(|s| s.ok),
+            u.snapshot.sources.iter().all(|s| s.ok()),
             "{:#?}",
             u.snapshot.sources
         );
@@ -193,7 +193,7 @@ async fn tags_filter_an_auto_source() {
     }))
     .unwrap();
     let s = Poller::new(cfg).await.poll().await.snapshot;
-    assert!(s.sources[0].ok, "{:#?}", s.sources);
+    assert!(s.sources[0].ok(), "{:#?}", s.sources);
     // This task is left out as this node; its team-a sibling is the one peer, no team-b task.
     assert_eq!(peer_ips(&s), ips(&[&a[1..].to_vec()]));
     assert!(!b.is_empty());
@@ -251,4 +251,72 @@ fn the_cli_takes_tags_in_an_ecs_spec() {
         ),
         "{e}"
     );
+}
+
+/// A `tags` filter that matches no running task says so: the tasks it left out are skipped as
+/// `tag_mismatch`, with the values they carry for the key, and the source is SKIPPING (not
+/// "ok, 0 peers"); while some task matches, the others are left out in silence, as the filter
+/// means.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tags_filter_that_matches_no_running_task_says_what_the_tasks_carry() {
+    let emu = Emu::start();
+    let subnet = "10.216.0.0/24";
+    run(&emu, "eu-west-2", subnet, 2, json!({"team": "a"}));
+    run(&emu, "eu-west-2", subnet, 1, json!({"team": "b"}));
+    run(&emu, "eu-west-2", subnet, 1, Value::Null);
+    let source = |team: &str| {
+        json!([{"type": "ecs", "region": "eu-west-2", "cluster": "web",
+                "tags": {"team": team}}])
+    };
+    let s = Poller::new(config(&emu, source("payments")))
+        .await
+        .poll()
+        .await
+        .snapshot;
+    let src = &s.sources[0];
+    assert!(s.peers.is_empty());
+    assert_eq!(src.state, ecs_peers::SourceState::Skipping, "{src:#?}");
+    assert_eq!(src.skipped_tasks, 4, "{src:#?}");
+    let k = &src.skipped[0];
+    assert_eq!(k.reason, ecs_peers::SkipReason::TagMismatch);
+    assert_eq!(k.tasks, 4);
+    assert!(
+        k.message.ends_with(
+            r#""team"="payments" wanted; they carry "a" (2), "b" (1), no "team" tag (1)"#
+        ),
+        "{}",
+        k.message
+    );
+    assert!(k.fix.contains("propagateTags"), "{}", k.fix);
+    // The table says it as the status does, and the exit status is not 0.
+    let o = crate::cli::cli(
+        &emu,
+        &[
+            "list",
+            "--ecs",
+            "region=eu-west-2,cluster=web,tags.team=payments",
+        ],
+    );
+    let table = crate::cli::text(&o);
+    assert_eq!(o.status.code(), Some(4), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("ecs:eu-west-2/web"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.contains(" SKIPPING ")
+            && row.contains("4 running task(s) skipped")
+            && row.contains(r#"they carry "a" (2), "b" (1)"#),
+        "{table}"
+    );
+
+    // A filter that matches some tasks leaves the others out without a word.
+    let s = Poller::new(config(&emu, source("b")))
+        .await
+        .poll()
+        .await
+        .snapshot;
+    assert_eq!(s.peers.len(), 1);
+    assert_eq!(s.sources[0].state, ecs_peers::SourceState::Ok);
+    assert!(s.sources[0].skipped.is_empty(), "{:#?}", s.sources[0]);
 }

@@ -6,9 +6,13 @@ defmodule EcsPeers.Telemetry do
 
   - `[:ecs_peers, :poll, :stop]`, for every update: measurements `%{duration: native_time,
     peers: integer, added: integer, removed: integer, api_calls: integer, failing_sources:
-    integer, absent_sources: integer, sharing_with: integer}` (`duration`: the poll round, in
-    native time units; `absent_sources`: the regions of `regions` sources where the stack is
-    absent (not enabled, or no such cluster or service), each status saying why in `absent`;
+    integer, skipping_sources: integer, absent_sources: integer, sharing_with: integer}`
+    (`duration`: the poll round, in native time units; each source counted by its `state`, the
+    core's one reading of its last answer: `failing_sources` those whose last poll failed,
+    `skipping_sources` those that answered but skipped every task or instance they found (no
+    peers while tasks run; each status's `skipped` says why, with the fix), `absent_sources`
+    the regions of `regions` sources where the stack is absent (not enabled, or no such
+    cluster or service), each status saying why in `absent`;
     `api_calls`: the AWS calls made in this poll round by every source, 0 in a round where
     every source was backing off or was polled by another node; `sharing_with`: the sharing
     group's size, 0 when not sharing), metadata `%{topology: atom, sources: [status]}`. With
@@ -39,7 +43,7 @@ defmodule EcsPeers.Telemetry do
   @spec poll(atom(), EcsPeers.Update.t()) :: :ok
   def poll(topology, %EcsPeers.Update{} = update) do
     if loaded?() do
-      failing = for src <- update.sources, not src.ok and not src.pending, do: src
+      failing = for src <- update.sources, src[:state] == "failing", do: src
 
       execute(
         [:ecs_peers, :poll, :stop],
@@ -50,7 +54,8 @@ defmodule EcsPeers.Telemetry do
           removed: length(update.removed),
           api_calls: Enum.reduce(update.sources, 0, &(&1.api_calls + &2)),
           failing_sources: length(failing),
-          absent_sources: Enum.count(update.sources, &(&1[:absent] != nil)),
+          skipping_sources: Enum.count(update.sources, &(&1[:state] == "skipping")),
+          absent_sources: Enum.count(update.sources, &(&1[:state] == "absent")),
           sharing_with: update.sharing_with
         },
         %{topology: topology, sources: update.sources}

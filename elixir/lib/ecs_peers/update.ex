@@ -32,9 +32,12 @@ defmodule EcsPeers.Update do
     same); `EcsPeers.Native.dial/1` → `{:ok, [{node(), :inet.ip_address(), port | nil}]}`, `nil`
     when the source reported no port (then the one configured distribution port applies), what
     `EcsPeers.Epmd.put_peers/1` takes;
-  - `sources`: one status per source, in configuration order (`%{id:, ok:, pending:, error:,
-    error_kind:, consecutive_failures:, api_calls:, poller:, received_from:, absent:, ...}`, as
-    in `EcsPeers.status/1`; `absent`: why a region of a `regions` source has no stack, or
+  - `sources`: one status per source, in configuration order (`%{id:, state:, ok:, pending:,
+    error:, error_kind:, consecutive_failures:, api_calls:, skipped:, poller:, received_from:,
+    absent:, ...}`, as in `EcsPeers.status/1`; `state`: the core's one reading of the last
+    answer, `"ok" | "skipping" | "absent" | "failing" | "pending"` (`"skipping"`: it answered
+    but skipped every task or instance it found, `skipped` saying why), with `ok` true exactly
+    for `"ok"` and `"absent"`; `absent`: why a region of a `regions` source has no stack, or
     `nil`; a `regions` source has one status per region);
   - `conflicts`: addresses claimed by several regions (never peers);
   - `local`: this node as a source reported it, or `nil`;
@@ -106,15 +109,45 @@ defmodule EcsPeers.Update do
          do: check_fields(fields)
   end
 
+  # The keys of a source status this package reads (EcsPeers.Telemetry, EcsPeers.Membership,
+  # EcsPeers.status/1's documentation): a NIF must encode each.
+  @source_keys [
+    :id,
+    :state,
+    :ok,
+    :pending,
+    :error,
+    :error_kind,
+    :consecutive_failures,
+    :api_calls,
+    :skipped,
+    :absent
+  ]
+
   @doc false
-  # `fields`: the field names a NIF encodes the struct with.
-  @spec check_fields([atom()]) :: :ok | {:error, String.t()}
+  # `fields`: the field names a NIF encodes the struct with, `sources` as `{:sources, keys}`
+  # (the keys of each source status).
+  @spec check_fields([atom() | {atom(), [atom()]}]) :: :ok | {:error, String.t()}
   def check_fields(fields) do
-    case {fields -- @fields, @fields -- fields} do
-      {[], []} ->
+    names =
+      Enum.map(fields, fn
+        {name, _} -> name
+        name -> name
+      end)
+
+    source_keys = for {:sources, keys} <- fields, key <- keys, do: key
+
+    case {names -- @fields, @fields -- names, @source_keys -- source_keys} do
+      {[], [], []} ->
         :ok
 
-      {extra, missing} ->
+      {[], [], missing} ->
+        {:error,
+         "the loaded ecs-peers NIF speaks another update protocol than this EcsPeers " <>
+           "(its source statuses have no #{inspect(missing)}): load the NIF built from the " <>
+           "same version"}
+
+      {extra, missing, _} ->
         {:error,
          "the loaded ecs-peers NIF speaks another update protocol than this EcsPeers " <>
            "(fields only the NIF has: #{inspect(extra)}; only EcsPeers.Update has: " <>

@@ -527,14 +527,53 @@ defmodule EcsPeers.StrategyTest do
       start(emu, rec, [[type: :ecs, region: "sa-east-1", cluster: c, regions: ["me-central-1"]]])
 
       assert_receive {[:ecs_peers, :poll, :stop],
-                      %{peers: 1, failing_sources: 0, absent_sources: 1}, %{sources: sources}},
+                      %{peers: 1, failing_sources: 0, skipping_sources: 0, absent_sources: 1},
+                      %{sources: sources}},
                      5_000
 
-      assert [%{region: "me-central-1", ok: true, absent: why}] =
+      assert [%{region: "me-central-1", state: "absent", ok: true, absent: why}] =
                Enum.filter(sources, &(&1.region == "me-central-1"))
 
       assert why == "the cluster does not exist in me-central-1"
       refute_receive {[:ecs_peers, :source, :error], _, _}, 100
+    end)
+  end
+
+  test "a tags filter no running task matches is a skipping source in telemetry and status", %{
+    emu: emu,
+    rec: rec
+  } do
+    c = cluster_name()
+    seed(emu, "sa-east-1", c, "10.223.0.0/24", 2)
+    me = self()
+
+    :telemetry.attach(
+      "t-skipping",
+      [:ecs_peers, :poll, :stop],
+      fn e, m, meta, _ -> send(me, {e, m, meta}) end,
+      nil
+    )
+
+    on_exit(fn -> :telemetry.detach("t-skipping") end)
+
+    capture_log(fn ->
+      start(emu, rec, [
+        [type: :ecs, region: "sa-east-1", cluster: c, tags: %{"team" => "payments"}]
+      ])
+
+      assert_receive {[:ecs_peers, :poll, :stop],
+                      %{peers: 0, failing_sources: 0, skipping_sources: 1, absent_sources: 0},
+                      %{sources: [src]}},
+                     5_000
+
+      assert %{state: "skipping", ok: false, skipped_tasks: 2} = src
+      assert [%{reason: "tag_mismatch", tasks: 2, message: message}] = src.skipped
+      assert message =~ ~s|"team"="payments" wanted; they carry no "team" tag (2)|
+
+      # status/1 reads the same state once the membership process has kept the update.
+      eventually(fn ->
+        match?({:ok, %{sources: [%{state: "skipping", ok: false}]}}, EcsPeers.status(:ecs))
+      end)
     end)
   end
 

@@ -270,15 +270,42 @@ fn ip_tuple<'a>(env: Env<'a>, ip: &IpAddr) -> Term<'a> {
     make_tuple(env, &parts)
 }
 
-/// The field names `%EcsPeers.Update{}` must have, as atoms: [`UPDATE_FIELDS`]. `EcsPeers.Update`
-/// checks them when a topology starts, so a NIF and an Elixir package of different protocol
-/// versions (an old `ECS_PEERS_NIF_PATH`) refuse to start instead of failing on a missing field.
+/// The field names `%EcsPeers.Update{}` must have, as atoms: [`UPDATE_FIELDS`], with `sources`
+/// as `{:sources, keys}`, the keys of each source status this NIF encodes ([`source_keys`]).
+/// `EcsPeers.Update` checks them when a topology starts, so a NIF and an Elixir package of
+/// different protocol versions (an old `ECS_PEERS_NIF_PATH`) refuse to start instead of failing
+/// on a missing field or a source status without the key it reads (e.g. `state`).
 #[rustler::nif]
-fn update_fields(env: Env) -> NifResult<Vec<Atom>> {
+fn update_fields(env: Env) -> NifResult<Vec<Term>> {
     UPDATE_FIELDS
         .iter()
-        .map(|f| Atom::from_str(env, f))
+        .map(|f| {
+            let name = Atom::from_str(env, f)?;
+            if *f != "sources" {
+                return Ok(name.encode(env));
+            }
+            let keys = source_keys()
+                .iter()
+                .map(|k| Atom::from_str(env, k))
+                .collect::<NifResult<Vec<Atom>>>()?;
+            Ok(make_tuple(env, &[name.encode(env), keys.encode(env)]))
+        })
         .collect()
+}
+
+/// The keys of a source status in an update's `sources`: those of the core's serde form of
+/// [`ecs_peers::SourceStatus`], read from one status as it is encoded (so they are the keys
+/// sent, not a copy of them).
+fn source_keys() -> Vec<String> {
+    let config = ecs_peers::Config::from_value(serde_json::json!({"node_basename": "app",
+        "sources": [{"type": "ecs", "region": "eu-west-2", "cluster": "web"}]}));
+    let status = config
+        .ok()
+        .and_then(|c| c.sources.first().map(ecs_peers::SourceStatus::pending));
+    match status.map(|s| to_value!(&s)) {
+        Some(Value::Object(m)) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// The configuration key table: `[%{key:, scope:, kind:, default:, doc:}]`, for docs and checks.

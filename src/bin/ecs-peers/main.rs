@@ -2,6 +2,7 @@
 //!
 //! This binary only parses flags and prints; every decision is the library's.
 
+use ecs_peers::SourceState;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -374,7 +375,10 @@ fn status_of(snapshot: &ecs_peers::Snapshot) -> u8 {
     let failing = snapshot
         .sources
         .iter()
-        .filter(|s| s.is_failing() || s.only_skipped())
+        .filter(|s| match s.state {
+            SourceState::Failing | SourceState::Skipping => true,
+            SourceState::Ok | SourceState::Absent | SourceState::Pending => false,
+        })
         .count();
     if failing == 0 {
         exit::OK

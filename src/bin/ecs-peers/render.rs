@@ -98,15 +98,7 @@ pub fn table(out: &mut impl Write, s: &Snapshot) -> io::Result<()> {
     for src in &s.sources {
         rows.push(vec![
             src.id.to_string(),
-            if src.only_skipped() {
-                "SKIPPING".into()
-            } else if src.absent.is_some() {
-                "absent".into()
-            } else if src.ok {
-                "ok".into()
-            } else {
-                "FAILING".into()
-            },
+            src.state.word().to_string(),
             src.peers.to_string(),
             src.api_calls.to_string(),
             source_detail(src),
@@ -130,11 +122,11 @@ pub fn table(out: &mut impl Write, s: &Snapshot) -> io::Result<()> {
 }
 
 fn source_detail(src: &SourceStatus) -> String {
-    let failure = match (&src.error, src.ok) {
-        (Some(e), false) if src.peers > 0 => {
+    let failure = match (&src.error, src.is_failing()) {
+        (Some(e), true) if src.peers > 0 => {
             format!("keeping {} last-known peers; {e}", src.peers)
         }
-        (Some(e), false) => e.clone(),
+        (Some(e), true) => e.clone(),
         _ => match (&src.absent, &src.probe_at) {
             (Some(why), Some(at)) => format!("{why}; probed again at {at}"),
             (Some(why), None) => why.clone(),
@@ -254,7 +246,7 @@ pub fn watch(out: &mut impl Write, u: &Update, as_json: bool, every_poll: bool) 
                     "{at} poll {}: {} peers, {}/{} sources ok, {} API calls",
                     s.poll,
                     s.peers.len(),
-                    s.sources.iter().filter(|x| x.ok).count(),
+                    s.sources.iter().filter(|x| x.ok()).count(),
                     s.sources.len(),
                     calls
                 ),
@@ -344,7 +336,7 @@ pub fn doctor(out: &mut impl Write, r: &ecs_peers::doctor::Report) -> io::Result
         r.security_group_rule
     )?;
     if r.diagnoses.is_empty() {
-        let ok = r.sources.iter().filter(|s| s.ok).count();
+        let ok = r.sources.iter().filter(|s| s.ok()).count();
         writeln!(
             out,
             "No problems found: {} peers checked, {ok}/{} sources answering.",
@@ -404,8 +396,7 @@ mod tests {
             "sources": [{"type": "ecs", "region": "eu-west-2", "cluster": "web"}]}))
         .unwrap();
         SourceStatus {
-            ok: true,
-            pending: false,
+            state: ecs_peers::SourceState::Ok,
             peers: 2,
             ..SourceStatus::pending(&config.sources[0])
         }

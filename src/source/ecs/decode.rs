@@ -19,6 +19,10 @@ pub(crate) enum Decision {
     Peer(Found),
     /// Not a peer, for good (filtered out): cache it.
     Skip(&'static str),
+    /// Left out by a filter the source checks on the task itself (for good: cache it), with
+    /// what the task has instead, for the source to say what it saw when a filter matches no
+    /// running task.
+    Filtered(Filtered),
     /// Bridge or host mode: a peer at its container instance's address, once that is known.
     OnInstance(OnInstance),
     /// Matches the filters and runs, but cannot be a peer (reported per source): cache it.
@@ -27,6 +31,19 @@ pub(crate) enum Decision {
     NotYet(String),
     /// ECS reports it STOPPED.
     Stopped,
+}
+
+/// Which filter left a task out, and what the task has instead of what it asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Filtered {
+    /// `family = "FAMILY:REVISION"`: the revision the task runs (`None`: its task definition ARN
+    /// names none).
+    Revision(Option<String>),
+    /// `container`: the names of the task's containers.
+    Container(Vec<String>),
+    /// `tags`: the values the task carries for the configured keys, in key order (`None`: no
+    /// tag with that key).
+    Tags(Vec<Option<String>>),
 }
 
 /// A source's filters as each described task is checked against them: worked out once per poll
@@ -93,7 +110,7 @@ pub(crate) fn decode_task(task: &Task, filter: &TaskFilter<'_>) -> Decision {
             return Decision::Skip("its task definition is of another family");
         }
         if filter.revision.is_some_and(|r| task_rev != Some(r)) {
-            return Decision::Skip("its task definition is another revision of the family");
+            return Decision::Filtered(Filtered::Revision(task_rev.map(str::to_string)));
         }
     }
     if let Some(container) = filter.container {
@@ -102,7 +119,12 @@ pub(crate) fn decode_task(task: &Task, filter: &TaskFilter<'_>) -> Decision {
             .iter()
             .any(|c| c.name() == Some(container))
         {
-            return Decision::Skip("it has no container of the configured name");
+            return Decision::Filtered(Filtered::Container(
+                task.containers()
+                    .iter()
+                    .filter_map(|c| c.name().map(str::to_string))
+                    .collect(),
+            ));
         }
     }
     let draining = match task.last_status() {
@@ -116,7 +138,7 @@ pub(crate) fn decode_task(task: &Task, filter: &TaskFilter<'_>) -> Decision {
     // and its tags are judged when it is cached for good.
     if let Some(want) = filter.tags {
         if !carries(task, want) {
-            return Decision::Skip("it does not carry the configured tags with their values");
+            return Decision::Filtered(Filtered::Tags(values_of(task, want)));
         }
     }
     let eni = Eni::of(task);
@@ -148,6 +170,18 @@ fn carries(task: &Task, want: &BTreeMap<String, String>) -> bool {
             .iter()
             .any(|t| t.key() == Some(k.as_str()) && t.value().unwrap_or("") == v)
     })
+}
+
+/// The values `task` carries for each wanted key, in key order (`None`: not tagged with it).
+fn values_of(task: &Task, want: &BTreeMap<String, String>) -> Vec<Option<String>> {
+    want.keys()
+        .map(|k| {
+            task.tags()
+                .iter()
+                .find(|t| t.key() == Some(k.as_str()))
+                .map(|t| t.value().unwrap_or("").to_string())
+        })
+        .collect()
 }
 
 /// The hook to bridge and host mode: a task with no address of its own.
@@ -385,7 +419,7 @@ mod tests {
         c.container = Some("app".into());
         assert!(matches!(
             decode_task(&t, &TaskFilter::new(&c, 4370)),
-            Decision::Skip(_)
+            Decision::Filtered(Filtered::Container(_))
         ));
     }
 
@@ -426,8 +460,20 @@ mod tests {
             &[("owner", "")],
             &[("team", "")],
         ] {
-            assert!(matches!(decide(want, &t), Decision::Skip(_)), "{want:?}");
+            assert!(
+                matches!(decide(want, &t), Decision::Filtered(Filtered::Tags(_))),
+                "{want:?}"
+            );
         }
+        // What it carries for the wanted keys, in key order, is kept for the source's hint.
+        assert_eq!(
+            decide(&[("team", "Payments"), ("owner", "x"), ("canary", "y")], &t),
+            Decision::Filtered(Filtered::Tags(vec![
+                Some(String::new()),
+                None,
+                Some("payments".into())
+            ]))
+        );
         // A task described before it runs is not judged by its tags yet: it is described again.
         let starting = task("PROVISIONING").build();
         assert_eq!(
@@ -440,7 +486,7 @@ mod tests {
         c.tags = [("team".to_string(), "payments".to_string())].into();
         assert!(matches!(
             decode_task(&leaving, &TaskFilter::new(&c, 4370)),
-            Decision::Skip(_)
+            Decision::Filtered(Filtered::Tags(_))
         ));
         assert!(matches!(
             decode_task(&leaving, &TaskFilter::new(&c, 4370).ignoring_tags()),
@@ -480,7 +526,7 @@ mod tests {
             assert!(
                 matches!(
                     decode_task(&t, &TaskFilter::new(&c, 4370)),
-                    Decision::Skip(_)
+                    Decision::Filtered(Filtered::Revision(Some(r))) if r == "7"
                 ),
                 "{partition}"
             );

@@ -17,7 +17,7 @@
 //! address of its own (bridge or host mode) is placed on its container instance by [`host`];
 //! `cluster = "auto"` is [`auto`]'s.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aws_sdk_ecs::types::{DesiredStatus, Task, TaskField};
 
@@ -33,7 +33,7 @@ pub(crate) mod decode;
 pub(crate) mod host;
 pub(crate) mod regions;
 
-use decode::{decode_task, Decision, TaskFilter};
+use decode::{decode_task, Decision, Filtered, TaskFilter};
 use host::{InstanceAddresses, OnInstance};
 
 /// DescribeTasks accepts at most this many ARNs; ListTasks returns at most this many a page.
@@ -51,6 +51,9 @@ enum Known {
     Peer(Found),
     Skip,
     Unusable(SkipReason),
+    /// Left out by a filter checked on the task (`family`'s revision, `container`, `tags`), with
+    /// what it has instead.
+    Filtered(Filtered),
 }
 
 /// The ECS backend of one source.
@@ -301,6 +304,10 @@ impl EcsSource {
                     tracing::debug!(task = %arn, "task is not a peer: {why}");
                     self.known.insert(arn, Known::Skip);
                 }
+                Decision::Filtered(what) => {
+                    tracing::debug!(task = %arn, ?what, "task is not a peer: left out by a filter");
+                    self.known.insert(arn, Known::Filtered(what));
+                }
                 Decision::NotYet(status) => {
                     tracing::debug!(task = %arn, %status, "task is not running yet; will look again next poll");
                 }
@@ -361,13 +368,116 @@ impl EcsSource {
 
     /// RUNNING tasks that cannot be peers, by reason, each with one task to look at.
     fn skipped_by_reason(&self, running: &[String]) -> Vec<Skipped> {
-        count_skips(
+        let mut skipped = count_skips(
             running.iter().filter_map(|arn| match self.known.get(arn) {
                 Some(Known::Unusable(why)) => Some((*why, arn.as_str())),
                 _ => None,
             }),
             self.dist_port,
-        )
+        );
+        skipped.extend(self.filters_matched_none(running));
+        skipped
+    }
+
+    /// When the filters checked on each task (`family`'s revision, `container`, `tags`) left
+    /// out every RUNNING task the source listed (none is a peer or skipped for another reason),
+    /// those tasks as skips, one per filter ([`SkipReason::RevisionMismatch`],
+    /// [`SkipReason::NoSuchContainer`], [`SkipReason::TagMismatch`]), each saying what the
+    /// tasks have instead: a filter that matches nothing says so, with its fix, instead of "0
+    /// peers". While some task passes, the others are filtered out as the filters mean, in
+    /// silence.
+    fn filters_matched_none(&self, running: &[String]) -> Vec<Skipped> {
+        // Per filter: how many tasks, one of them, and what they have (value → tasks).
+        #[derive(Default)]
+        struct Seen<'a> {
+            tasks: usize,
+            example: Option<&'a str>,
+            values: Vec<BTreeMap<Option<&'a str>, usize>>,
+        }
+        impl<'a> Seen<'a> {
+            fn add(
+                &mut self,
+                arn: &'a str,
+                values: impl IntoIterator<Item = Vec<Option<&'a str>>>,
+            ) {
+                self.tasks += 1;
+                self.example.get_or_insert(arn);
+                for (i, vs) in values.into_iter().enumerate() {
+                    if self.values.len() <= i {
+                        self.values.push(BTreeMap::new());
+                    }
+                    for v in vs {
+                        *self.values[i].entry(v).or_insert(0) += 1;
+                    }
+                }
+            }
+        }
+        let (mut revision, mut container, mut tags) =
+            (Seen::default(), Seen::default(), Seen::default());
+        for arn in running {
+            match self.known.get(arn) {
+                Some(Known::Peer(_) | Known::Unusable(_)) => return Vec::new(),
+                Some(Known::Filtered(Filtered::Revision(r))) => {
+                    revision.add(arn, [vec![r.as_deref()]]);
+                }
+                Some(Known::Filtered(Filtered::Container(names))) => {
+                    container.add(arn, [names.iter().map(|n| Some(n.as_str())).collect()]);
+                }
+                Some(Known::Filtered(Filtered::Tags(values))) => {
+                    tags.add(arn, values.iter().map(|v| vec![v.as_deref()]));
+                }
+                Some(Known::Skip) | None => {}
+            }
+        }
+        let want_revision = self.cfg.family_revision().unwrap_or_default();
+        let want_container = self.cfg.container.as_deref().unwrap_or_default();
+        let mut out = Vec::new();
+        for (reason, seen, what) in [
+            (
+                SkipReason::RevisionMismatch,
+                &revision,
+                vec![format!(
+                    "revision {want_revision:?} wanted; they run {}",
+                    listed(&revision.values[..], "no revision")
+                )],
+            ),
+            (
+                SkipReason::NoSuchContainer,
+                &container,
+                vec![format!(
+                    "container {want_container:?} wanted; their containers are {}",
+                    listed(&container.values[..], "none")
+                )],
+            ),
+            (
+                SkipReason::TagMismatch,
+                &tags,
+                self.cfg
+                    .tags
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (k, want))| {
+                        let none = format!("no {k:?} tag");
+                        format!(
+                            "{k:?}={want:?} wanted; they carry {}",
+                            listed(tags.values.get(i..=i).unwrap_or_default(), &none)
+                        )
+                    })
+                    .collect(),
+            ),
+        ] {
+            let Some(example) = seen.example else {
+                continue;
+            };
+            out.push(Skipped {
+                reason,
+                tasks: seen.tasks,
+                example_task: example.to_string(),
+                message: format!("{}: {}", reason.message(self.dist_port), what.join("; ")),
+                fix: reason.fix(self.dist_port),
+            });
+        }
+        out
     }
 
     /// Drops the cached container instances no known peer runs on any more.
@@ -382,6 +492,30 @@ impl EcsSource {
             .collect();
         self.instances.retain(&in_use);
     }
+}
+
+/// The values a filter saw, for its hint: the first map of `values` (value → tasks), most
+/// common first, among equals by name and then the tasks without one (written `none`), each
+/// with its count; the five most common, then how many other values there were.
+fn listed(values: &[BTreeMap<Option<&str>, usize>], none: &str) -> String {
+    const SHOWN: usize = 5;
+    let Some(by_value) = values.first() else {
+        return String::new();
+    };
+    let mut values: Vec<(Option<&str>, usize)> = by_value.iter().map(|(v, n)| (*v, *n)).collect();
+    values.sort_by(|a, b| (b.1, a.0.is_none(), a.0).cmp(&(a.1, b.0.is_none(), b.0)));
+    let mut shown: Vec<String> = values
+        .iter()
+        .take(SHOWN)
+        .map(|(v, n)| match v {
+            Some(v) => format!("{v:?} ({n})"),
+            None => format!("{none} ({n})"),
+        })
+        .collect();
+    if values.len() > SHOWN {
+        shown.push(format!("{} other values", values.len() - SHOWN));
+    }
+    shown.join(", ")
 }
 
 impl Source for EcsSource {
