@@ -176,22 +176,25 @@ defmodule EcsPeers do
   end
 
   @doc false
-  # Calls the NIF; a missing NIF or a panic becomes {:error, message}, never a crash.
+  # Calls the NIF; a missing NIF, a panic or an argument the NIF cannot decode becomes
+  # {:error, message}, never a crash. `rescue e in ErlangError` also catches the Erlang errors
+  # Elixir turns into other exceptions (a NIF's badarg arrives as %ArgumentError{}, which has no
+  # :original), so the struct is matched, not assumed.
   def native(fun) do
     fun.()
   rescue
-    e in ErlangError ->
-      case e.original do
-        :nif_not_loaded ->
+    e ->
+      case e do
+        %ErlangError{original: :nif_not_loaded} ->
           {:error,
            "the ecs-peers NIF is not loaded: " <>
              EcsPeers.Native.Loader.why(EcsPeers.Native.builder())}
 
-        other ->
+        %ErlangError{original: other} ->
           {:error, "ecs-peers NIF failed: #{inspect(other)}"}
-      end
 
-    e ->
-      {:error, "ecs-peers NIF failed: #{Exception.message(e)}"}
+        other ->
+          {:error, "ecs-peers NIF failed: #{Exception.message(other)}"}
+      end
   end
 end
