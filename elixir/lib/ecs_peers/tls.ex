@@ -185,7 +185,8 @@ defmodule EcsPeers.TLS do
     @moduledoc """
     This node's current TLS credentials as the in-process diagnosis uses them
     (`EcsPeers.TLS.current_credentials/0`): its certificate (DER), its key (`ECPrivateKey` DER),
-    the CA certificates (DER) and `tls_validity` in seconds (`nil`: the core's default). Its
+    the CA certificates (DER) and `tls_validity` as the environment gives it (the text of
+    `ECS_PEERS_TLS_VALIDITY`, which the core reads; `nil`: unset, the core's default). Its
     `inspect` form leaves the key out.
     """
     @derive {Inspect, except: [:key]}

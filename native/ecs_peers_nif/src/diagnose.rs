@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use ecs_peers::doctor::{self, DoctorOptions};
 use std::sync::Arc;
-use std::time::Duration;
 
 use ecs_peers::doctor::TlsClient;
 use rustler::{Atom, Binary, Encoder, LocalPid, NifMap, OwnedEnv, ResourceArc};
@@ -37,27 +36,28 @@ struct DiagnosisTerm {
 }
 
 /// This node's TLS credentials (`%EcsPeers.TLS.Current{}`): certificate, `ECPrivateKey` DER,
-/// CA certificates (all DER binaries) and `tls_validity` in seconds (`nil`: the default).
+/// CA certificates (all DER binaries) and `tls_validity` as the node's environment gives it
+/// (`ECS_PEERS_TLS_VALIDITY`'s text, e.g. `"10m"`; `nil`: unset), read by the core's key table.
 #[derive(NifMap)]
 struct TlsTerm<'a> {
     cert: Binary<'a>,
     key: Binary<'a>,
     cacerts: Vec<Binary<'a>>,
-    validity: Option<u64>,
+    validity: Option<String>,
 }
 
 impl TlsTerm<'_> {
-    fn client(&self) -> TlsClient {
-        TlsClient {
+    fn client(&self) -> Result<TlsClient, String> {
+        let validity = ecs_peers::config::validity_from_text(self.validity.as_deref())
+            .map_err(|e| e.to_string())?;
+        Ok(TlsClient {
             cacerts: self.cacerts.iter().map(|c| c.as_slice().to_vec()).collect(),
             identity: Some((
                 self.cert.as_slice().to_vec(),
                 zeroize::Zeroizing::new(self.key.as_slice().to_vec()),
             )),
-            validity: self
-                .validity
-                .map_or_else(ecs_peers::doctor::default_tls_validity, Duration::from_secs),
-        }
+            validity,
+        })
     }
 }
 
@@ -71,7 +71,8 @@ impl TlsTerm<'_> {
 /// to `pid`: `result` is `{:ok, %{code:, subject:, problem:, fix:, checked_ms:}}` (the
 /// doctor's diagnosis of that peer; `checked_ms` at most about 10 s: 2 s per connection
 /// attempt, 4 s for the handshake), or `{:error, message}` if the check itself failed.
-/// `{:error, message}` at once when the last update listed no such peer.
+/// `{:error, message}` at once when the last update listed no such peer, or when `tls`'s
+/// `tls_validity` does not read (the message names the key).
 #[rustler::nif]
 fn diagnose(
     poller: ResourceArc<PollerResource>,
@@ -92,7 +93,7 @@ fn diagnose(
         epmd_less,
         distribution_port: poller.listed.distribution_port,
         concurrency: 1,
-        tls: tls.as_ref().map(|t| Arc::new(t.client())),
+        tls: tls.map(|t| t.client().map(Arc::new)).transpose()?,
         ..Default::default()
     };
     let rt = runtime()?;
