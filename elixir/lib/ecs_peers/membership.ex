@@ -342,7 +342,7 @@ defmodule EcsPeers.Membership do
         previous: gap.diagnosis,
         since: iso8601(gap.since),
         polls: Rules.polls(gap, s.last.poll),
-        epmd_less: Process.whereis(EcsPeers.Epmd) != nil
+        epmd_less: EcsPeers.Epmd.in_use?()
       }
 
       case EcsPeers.Membership.Diagnosis.start(job) do

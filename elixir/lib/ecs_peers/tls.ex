@@ -319,7 +319,7 @@ defmodule EcsPeers.TLS do
   # supervisors; the options table is ours).
   def childspecs do
     epmd =
-      if epmd_module() == EcsPeers.Epmd,
+      if EcsPeers.Epmd.in_use?(),
         do: [],
         else: [%{id: EcsPeers.Epmd, start: {EcsPeers.Epmd, :start_link, []}, shutdown: 2000}]
 
@@ -335,13 +335,6 @@ defmodule EcsPeers.TLS do
            modules: [:ssl_dist_sup]
          }
        ]}
-  end
-
-  defp epmd_module do
-    case :init.get_argument(:epmd_module) do
-      {:ok, [[mod | _] | _]} -> List.to_atom(mod)
-      _ -> :erl_epmd
-    end
   end
 
   @doc false
