@@ -38,13 +38,14 @@ sources =
       text |> Code.eval_string() |> elem(0)
   end
 
-# E2E_SHARE_POLLING=1: `share_polling: true` (fleet-shared polling); unset or 0: the key is not
-# passed at all (the default, off), so a build without the key runs the bed unchanged.
+# E2E_SHARE_POLLING=1: `share_polling: true` (fleet-shared polling); 0: `share_polling: false`;
+# unset: the key is not passed at all (its default).
 sharing =
-  case System.get_env("E2E_SHARE_POLLING", "0") do
+  case System.get_env("E2E_SHARE_POLLING", "") do
     "1" -> [share_polling: true]
-    "0" -> []
-    other -> raise "E2E_SHARE_POLLING=#{inspect(other)}: expected 1 (on) or 0 / unset (off)"
+    "0" -> [share_polling: false]
+    "" -> []
+    other -> raise "E2E_SHARE_POLLING=#{inspect(other)}: expected 1 (on), 0 (off) or unset (the key's default)"
   end
 
 # E2E_PROBE_MS: `region_probe_interval` in ms (sources with `regions`); unset: the default.
