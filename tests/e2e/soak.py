@@ -69,7 +69,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ beside the e2e scripts
 
 from scenarios import Scenarios
-from testbed import Bed, fully_meshed, node, require_root_and_netns, wait_until
+from testbed import Bed, crashed_processes, fully_meshed, node, require_root_and_netns, wait_until
 
 # Seconds per phase. The partition is never scaled: it must end well inside net_ticktime (60 s:
 # a link is dropped after 45 to 75 s of silence), or healthy links would drop by design.
@@ -139,10 +139,6 @@ SOURCES = ('[[type: :ecs, region: "eu-west-2", cluster: "web", container: "app"]
 STRATEGY_CUT = re.compile(r'^(\d\d:\d\d:\d\d\.\d\d\d) \[info\] \[libcluster:ecs\] disconnected from :"app@([\d.]+)"')
 GLOBAL_CUT = re.compile(r"^(\d\d:\d\d:\d\d\.\d\d\d) \[warning\] 'global' at node :\"app@[\d.]+\" "
                         r'(?:requested disconnect from|disconnected) node :"app@([\d.]+)" in order to prevent overlapping partitions')
-# A process that crashed, as OTP's logger reports it (a Task, a GenServer, a spawned process):
-# the strategy's restarts are counted apart, but a crashed helper (a diagnosis) is a crash too.
-CRASHED = re.compile(r"^(\d\d:\d\d:\d\d\.\d\d\d) \[error\] (?:Task #PID<[\d.]+> started from .* terminating"
-                     r"|GenServer .* terminating|Process #PID<[\d.]+> raised an exception)")
 
 
 def poller_of(bed, ips, region):
@@ -572,8 +568,8 @@ def main():
                    30, "the stopped task to be dropped")
         soak.run_for(PHASES["recover"])
         restarts = sum((bed.status(ip) or {}).get("restarts", 0) for ip in soak.live)
-        crashed = {node(ip): [line[:200] for line in bed.log(ip).splitlines() if CRASHED.match(line)] for ip in bed.hosts}
-        crashed = {n: lines for n, lines in crashed.items() if lines}
+        # The strategy's restarts are counted apart; a crashed helper (a diagnosis) is a crash too.
+        crashed = crashed_processes(bed)
         if SHARING:
             for v, polls in soak.polls_until_dropped().items():
                 soak.drops[v]["dropped"] = polls
