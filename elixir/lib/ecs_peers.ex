@@ -179,13 +179,14 @@ defmodule EcsPeers do
   end
 
   @doc false
-  # Calls the NIF; a missing NIF or a panic becomes {:error, message}, never a crash.
+  # Calls the NIF; a missing NIF, a panic or an argument the NIF cannot decode becomes
+  # {:error, message}, never a crash. Every exception is rescued, and the struct matched, not
+  # assumed: a NIF's badarg arrives as %ArgumentError{} (Elixir normalises Erlang errors), which
+  # has no :original.
   def native(fun) do
     fun.()
   rescue
-    # Only ErlangError itself has `original`: `rescue e in ErlangError` also catches the errors
-    # Elixir normalises (a NIF's badarg is an ArgumentError).
-    e in ErlangError ->
+    e ->
       case e do
         %ErlangError{original: :nif_not_loaded} ->
           {:error,
@@ -198,8 +199,5 @@ defmodule EcsPeers do
         other ->
           {:error, "ecs-peers NIF failed: #{Exception.message(other)}"}
       end
-
-    e ->
-      {:error, "ecs-peers NIF failed: #{Exception.message(e)}"}
   end
 end

@@ -36,7 +36,7 @@ pub use ecs::{EcsSourceConfig, Regions, AUTO};
 pub use fields::parse_duration;
 pub use keys::{markdown_table, KeySpec, Scope, Type, DEFAULT_DISTRIBUTION_PORT, KEYS};
 pub use naming::{NodeNaming, ThisNode};
-pub use tls::{CaLocation, TlsConfig};
+pub use tls::{validity_from_text, CaLocation, TlsConfig};
 
 use fields::{describe, show, Fields};
 

@@ -74,6 +74,20 @@ pub(super) fn parse(top: &mut Fields) -> Result<Option<TlsConfig>, Error> {
     Ok(Some(TlsConfig { ca, validity }))
 }
 
+/// `tls_validity` as a node's environment gives it (`ECS_PEERS_TLS_VALIDITY`'s text: `"10m"`,
+/// `"600000"`; `None`: unset), read as the configuration reads the key: its type, its least
+/// (60 s) and its default (24 h). For the in-process diagnosis, which is handed the text.
+pub fn validity_from_text(text: Option<&str>) -> Result<Duration, Error> {
+    let mut map = serde_json::Map::new();
+    if let Some(text) = text {
+        map.insert(
+            keys::TLS_VALIDITY.key.into(),
+            keys::TLS_VALIDITY.value_from_text(text),
+        );
+    }
+    Fields::new(map, String::new(), super::Scope::Top).duration_key(&keys::TLS_VALIDITY)
+}
+
 const CA_FORMS: &str = "a Secrets Manager secret name (e.g. \"ecs-peers/cluster-ca\") or ARN (arn:aws:secretsmanager:eu-west-2:123456789012:secret:ecs-peers/cluster-ca-AbCdEf), or an SSM SecureString parameter ARN (arn:aws:ssm:eu-west-2:123456789012:parameter/ecs-peers/cluster-ca)";
 
 /// Reads `tls_ca`: an ARN of Secrets Manager or SSM (its region and partition checked), or a
@@ -137,6 +151,24 @@ mod tests {
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
         crate::Config::from_value(v)
+    }
+
+    #[test]
+    fn validity_from_text_reads_the_variable_as_the_configuration_does() {
+        let d = |t| validity_from_text(t).map_err(|e| e.to_string());
+        assert_eq!(d(Some("10m")), Ok(Duration::from_secs(600)));
+        assert_eq!(d(Some("600000")), Ok(Duration::from_secs(600)));
+        assert_eq!(d(None), Ok(Duration::from_secs(86_400)));
+        let short = d(Some("30s")).unwrap_err();
+        assert!(
+            short.contains("tls_validity") && short.contains("too short"),
+            "{short}"
+        );
+        let bad = d(Some("ten")).unwrap_err();
+        assert!(
+            bad.contains("tls_validity") && bad.contains("not a duration"),
+            "{bad}"
+        );
     }
 
     #[test]

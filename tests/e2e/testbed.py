@@ -25,6 +25,7 @@ kills every process in the namespaces and deletes them.
 """
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -718,3 +719,18 @@ def tree_paths(tree=None):
         return EBIN, os.path.join(ROOT, "tests", "e2e", "node.exs")
     return (os.path.join(tree, "elixir", "_build", "test", "lib", "ecs_peers", "ebin"),
             os.path.join(tree, "tests", "e2e", "node.exs"))
+# A process that crashed, as OTP's logger reports it: a Task, a GenServer, a spawned process.
+CRASH_LINE = re.compile(r"^(\d\d:\d\d:\d\d\.\d\d\d) \[error\] (?:Task #PID<[\d.]+> started from .* terminating"
+                        r"|GenServer .* terminating|Process #PID<[\d.]+> raised an exception)")
+
+
+def crashed_processes(bed):
+    """{node name: [the first 200 characters of each crash line]} of every node of the bed whose
+    log has one (`CRASH_LINE`): a crashed helper process (a diagnosis task) does not restart the
+    strategy or stop the BEAM, so only its node's log tells."""
+    out = {}
+    for ip in bed.hosts:
+        lines = [line[:200] for line in bed.log(ip).splitlines() if CRASH_LINE.match(line)]
+        if lines:
+            out[node(ip)] = lines
+    return out

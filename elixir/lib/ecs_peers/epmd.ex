@@ -129,6 +129,20 @@ defmodule EcsPeers.Epmd do
     snapshot ++ static
   end
 
+  @doc """
+  Whether this VM resolves nodes through this module: it runs with `-epmd_module
+  Elixir.EcsPeers.Epmd` (the VM's argument, which OTP's `net_kernel:epmd_module/0` reads too).
+  Not whether this module's process runs: TLS distribution with OTP's EPMD starts it as well,
+  to keep the list of nodes discovery lists (`listed_nodes/0`).
+  """
+  @spec in_use?() :: boolean()
+  def in_use? do
+    case :init.get_argument(:epmd_module) do
+      {:ok, [[mod | _] | _]} -> List.to_atom(mod) == __MODULE__
+      _ -> false
+    end
+  end
+
   # ---------------------------------------------------------------------------------------------
   # -epmd_module callbacks
 

@@ -344,9 +344,7 @@ defmodule EcsPeers.Membership do
         previous: gap.diagnosis,
         since: iso8601(gap.since),
         polls: Rules.polls(gap, s.last.poll),
-        # The VM's EPMD module, as kernel uses it: EcsPeers.Epmd's process also runs beside
-        # OTP's EPMD under TLS distribution (the listed peers the identity rule reads).
-        epmd_less: :net_kernel.epmd_module() == EcsPeers.Epmd
+        epmd_less: EcsPeers.Epmd.in_use?()
       }
 
       case EcsPeers.Membership.Diagnosis.start(job) do

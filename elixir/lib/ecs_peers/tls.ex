@@ -51,8 +51,10 @@ defmodule EcsPeers.TLS do
   `ssl_dist_sup:start_link/0`, and never re-reads it; here this process owns it, so a renewed
   certificate is used by the next connection while established links stay up. The certificate
   is renewed at the `renew_at` the issuer gives (the core's rule: two thirds of the way to
-  `not_after`); a failed renewal keeps the current one and is retried every 30 s (a warning
-  naming the key and the fix is logged). Until the first certificate
+  `not_after`); a failed renewal keeps the current one and is retried in 30 s, or sooner: in a
+  third of the time the current certificate has left (at least half a second), so that several
+  attempts fit before it expires (at `tls_validity`'s least, one minute, renewal begins 20 s
+  before the end); a warning naming the key and the fix is logged. Until the first certificate
   arrives (distribution starts during the kernel's boot, before the file server and logger:
   the first attempt may fail, and the next is made half a second later, then sooner than 30 s)
   every handshake is refused: distribution never runs unencrypted or unverified.
@@ -317,7 +319,7 @@ defmodule EcsPeers.TLS do
   # supervisors; the options table is ours).
   def childspecs do
     epmd =
-      if epmd_module() == EcsPeers.Epmd,
+      if EcsPeers.Epmd.in_use?(),
         do: [],
         else: [%{id: EcsPeers.Epmd, start: {EcsPeers.Epmd, :start_link, []}, shutdown: 2000}]
 
@@ -333,13 +335,6 @@ defmodule EcsPeers.TLS do
            modules: [:ssl_dist_sup]
          }
        ]}
-  end
-
-  defp epmd_module do
-    case :init.get_argument(:epmd_module) do
-      {:ok, [[mod | _] | _]} -> List.to_atom(mod)
-      _ -> :erl_epmd
-    end
   end
 
   @doc false
@@ -405,12 +400,28 @@ defmodule EcsPeers.TLS do
          %{s | timer: schedule(creds.renew_at), retry_ms: @first_retry_ms}}
 
       {:error, message} ->
-        retry_ms = if not_after(), do: @retry_ms, else: s.retry_ms
+        retry_ms = retry_in(s.retry_ms, not_after(), System.os_time(:millisecond))
         report_failure(message, retry_ms)
-        next = min(retry_ms * 2, @retry_ms)
+        next = min(s.retry_ms * 2, @retry_ms)
 
         {{:error, message},
          %{s | timer: Process.send_after(self(), :renew, retry_ms), retry_ms: next}}
+    end
+  end
+
+  @doc false
+  # How long until a failed renewal is tried again, in ms. While the current certificate is
+  # valid: 30 s, but at most a third of the time it has left (and at least half a second), so
+  # that several attempts fit before it expires. With no certificate, or an expired one (every
+  # new handshake fails either way): `backoff_ms`, the back-off doubling from half a second to
+  # 30 s. `not_after_s`: Unix seconds (nil: none yet); `now_ms`: OS time in ms.
+  @spec retry_in(pos_integer(), integer() | nil, integer()) :: pos_integer()
+  def retry_in(backoff_ms, nil, _now_ms), do: backoff_ms
+
+  def retry_in(backoff_ms, not_after_s, now_ms) do
+    case not_after_s * 1000 - now_ms do
+      left when left > 0 -> left |> div(3) |> min(@retry_ms) |> max(@first_retry_ms)
+      _expired -> backoff_ms
     end
   end
 

@@ -34,6 +34,18 @@ defmodule EcsPeers.EpmdTest do
 
   defp peer(node, port), do: {node.name, {127, 0, 0, 1}, port}
 
+  test "in_use? is the VM's -epmd_module, not whether EcsPeers.Epmd's process runs", ctx do
+    port = EpmdNode.free_port()
+    a = start!("a#{ctx.id}@127.0.0.1", [{"ECS_PEERS_DIST_PORT", "#{port}"} | ctx.epmd_env])
+    assert EpmdNode.eval(a, "EcsPeers.Epmd.in_use?()") == true
+
+    # This VM resolves nodes through OTP's EPMD; the process runs here as TLS distribution with
+    # OTP's EPMD starts it (to keep the nodes discovery lists), which must not make it EPMD-less.
+    pid = start_supervised!(%{id: EcsPeers.Epmd, start: {EcsPeers.Epmd, :start_link, []}})
+    assert Process.whereis(EcsPeers.Epmd) == pid
+    refute EcsPeers.Epmd.in_use?()
+  end
+
   test "two nodes on different ports connect through the lookup, without any EPMD", ctx do
     [pa, pb, pc] = for _ <- 1..3, do: EpmdNode.free_port()
     a = start!("a#{ctx.id}@127.0.0.1", [{"ECS_PEERS_DIST_PORT", "#{pa}"} | ctx.epmd_env])

@@ -101,12 +101,14 @@ defmodule EcsPeers.LoaderTest do
     refute message =~ "ECS_PEERS_BUILD"
   end
 
-  test "a NIF's badarg (Elixir's ArgumentError) is an error message, never a crash" do
+  test "an argument the NIF cannot decode (badarg) is an error, not a crash of the caller" do
+    # A NIF's badarg reaches Elixir as %ArgumentError{}, which `rescue e in ErlangError` catches
+    # too (without the :original field of an ErlangError).
     assert EcsPeers.native(fn -> :erlang.error(:badarg) end) ==
              {:error, "ecs-peers NIF failed: argument error"}
 
-    assert EcsPeers.native(fn -> :erlang.error(:other) end) ==
-             {:error, "ecs-peers NIF failed: :other"}
+    assert EcsPeers.native(fn -> :erlang.error(:some_panic) end) ==
+             {:error, "ecs-peers NIF failed: :some_panic"}
   end
 
   test "a source build is chosen by build_from_source (remembered) or ECS_PEERS_BUILD (this compile)" do

@@ -191,6 +191,33 @@ defmodule EcsPeers.TLSTest do
       assert TLSNode.call(a, EcsPeers.TLS, :renew, []) == {:error, "no CA today"}
       assert served_cert(ctx, "127.77.0.2") == first
     end
+
+    test "a failed renewal is retried while the current certificate is still valid", ctx do
+      # A certificate with 10 s to live (the least tls_validity, one minute, leaves 20 s after
+      # renew_at): one failed renewal must not leave the node without a valid certificate, which
+      # refuses every new connection until the next attempt.
+      a = node!(ctx, "a", "127.77.0.2", not_after_in: 10)
+      :ok = TLSNode.call(a, EcsPeers.TLS, :issue_with, [{TLSNode, :fail, []}])
+      expires = TLSNode.call(a, EcsPeers.TLS, :not_after, [])
+      assert TLSNode.call(a, EcsPeers.TLS, :renew, []) == {:error, "no CA today"}
+
+      :ok =
+        TLSNode.call(a, EcsPeers.TLS, :issue_with, [
+          {TLSNode, :issue, [ctx.ca, ["127.77.0.2"], 86_400]}
+        ])
+
+      # Renewed by the retry alone (nothing calls renew again), before `expires`.
+      renewed_at =
+        Stream.repeatedly(fn ->
+          Process.sleep(100)
+          {TLSNode.call(a, EcsPeers.TLS, :not_after, []), System.os_time(:second)}
+        end)
+        |> Enum.find(fn {not_after, now} -> not_after != expires or now > expires + 1 end)
+        |> then(fn {not_after, now} -> if not_after != expires, do: now end)
+
+      assert renewed_at && renewed_at <= expires,
+             "not renewed before the certificate expired at #{expires} (renewed at #{inspect(renewed_at)})"
+    end
   end
 
   describe "before the first credentials" do

@@ -49,14 +49,8 @@ struct TlsTerm<'a> {
 
 impl TlsTerm<'_> {
     fn client(&self) -> Result<TlsClient, String> {
-        let validity = match &self.validity {
-            None => ecs_peers::doctor::default_tls_validity(),
-            Some(text) => ecs_peers::config::parse_duration(
-                "tls_validity",
-                &serde_json::Value::from(text.as_str()),
-            )
-            .map_err(|e| e.to_string())?,
-        };
+        let validity = ecs_peers::config::validity_from_text(self.validity.as_deref())
+            .map_err(|e| e.to_string())?;
         Ok(TlsClient {
             cacerts: self.cacerts.iter().map(|c| c.as_slice().to_vec()).collect(),
             identity: Some((
@@ -78,7 +72,8 @@ impl TlsTerm<'_> {
 /// to `pid`: `result` is `{:ok, %{code:, subject:, problem:, fix:, checked_ms:}}` (the
 /// doctor's diagnosis of that peer; `checked_ms` at most about 10 s: 2 s per connection
 /// attempt, 4 s for the handshake), or `{:error, message}` if the check itself failed.
-/// `{:error, message}` at once when the last update listed no such peer.
+/// `{:error, message}` at once when the last update listed no such peer, or when `tls`'s
+/// `tls_validity` does not read (the message names the key).
 #[rustler::nif]
 fn diagnose(
     poller: ResourceArc<PollerResource>,
