@@ -155,6 +155,24 @@ def test_a_fault_for_one_caller_leaves_the_other_callers_alone(emu):
     emu.ok("DELETE", "/_fault")
 
 
+def test_a_caller_on_a_dual_stack_listener_is_named_by_its_ipv4_address():
+    # A dual-stack listener reports an IPv4 client as ::ffff:a.b.c.d; a fault for that caller,
+    # and the call log, name it a.b.c.d as the test beds do.
+    from awsemu import faults
+    from awsemu.state import request_caller
+    assert request_caller({"REMOTE_ADDR": "::ffff:10.201.0.11"}) == "10.201.0.11"
+    assert request_caller({"REMOTE_ADDR": "fdec:5ee5:201::4"}) == "fdec:5ee5:201::4"
+    assert request_caller({"REMOTE_ADDR": "10.201.0.11"}) == "10.201.0.11"
+    environ = {"REMOTE_ADDR": "::ffff:10.201.0.11", "REQUEST_METHOD": "POST",
+               "HTTP_X_AMZ_TARGET": "AmazonEC2ContainerServiceV20141113.ListTasks",
+               "HTTP_AUTHORIZATION": "AWS4-HMAC-SHA256 Credential=test/20261205/us-west-2/ecs/aws4_request"}
+    faults._faults.append({"operation": "ListTasks", "region": "us-west-2", "caller": "10.201.0.11", "count": 1})
+    try:
+        assert faults.match(environ) is not None
+    finally:
+        faults._faults.clear()
+
+
 def test_the_call_log_records_client_operation_and_region_of_every_aws_call_faulted_or_not(emu):
     world.seed({"ecs": [{"region": R, "cluster": "web", "subnet": "10.201.0.0/24", "tasks": [{"family": "api", "count": 1}]},
                         {"region": "us-west-2", "cluster": "web", "subnet": "10.202.0.0/24", "tasks": [{"family": "api", "count": 1}]}]})

@@ -9,7 +9,7 @@ bed has its own address) instead of trusting the clients' own counters.
     DELETE /_emu/calls                     clears the log
 
 `t` is the server's unix time in seconds (float) when the request arrived; `client` the peer
-address of the connection (REMOTE_ADDR); `operation` as `/_fault` names it (X-Amz-Target's
+address of the connection (REMOTE_ADDR, an IPv4-mapped address as its IPv4 address); `operation` as `/_fault` names it (X-Amz-Target's
 operation, or EC2's Action); `region` the SigV4 credential scope's (None when unsigned). The log
 keeps the last 500,000 calls.
 """
@@ -18,7 +18,7 @@ import time
 import urllib.parse
 
 from .faults import request_operation
-from .state import LOCK, EmuError, request_region
+from .state import LOCK, EmuError, request_caller, request_region
 
 _log = collections.deque(maxlen=500_000)
 
@@ -26,7 +26,7 @@ _log = collections.deque(maxlen=500_000)
 def record(environ):
     """Appends this AWS request to the log."""
     op, _ = request_operation(environ)
-    entry = [time.time(), environ.get("REMOTE_ADDR"), op, request_region(environ)]
+    entry = [time.time(), request_caller(environ), op, request_region(environ)]
     with LOCK:
         _log.append(entry)
 

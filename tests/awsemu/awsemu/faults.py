@@ -24,7 +24,7 @@ import time
 import urllib.parse
 import uuid
 
-from .state import LOCK, request_region
+from .state import LOCK, request_caller, request_region
 
 _faults = []
 
@@ -83,7 +83,7 @@ def match(environ):
             return None
     op, protocol = request_operation(environ)
     region = request_region(environ)
-    caller = environ.get("REMOTE_ADDR")
+    caller = request_caller(environ)
     with LOCK:
         for f in _faults:
             if (f.get("count", 1) > 0 and f.get("operation", "*") in ("*", op)

@@ -5,6 +5,7 @@ every request that touches a backend or this module's state runs under LOCK. Eve
 forgotten by `POST /moto-api/reset` (see on_reset), except the fault list, which survives a reset
 as it always has (tests clear it with `DELETE /_fault`).
 """
+import ipaddress
 import re
 import threading
 
@@ -53,6 +54,18 @@ def request_region(environ):
     """The region of a SigV4-signed request (its credential scope), or None when unsigned."""
     m = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
     return m.group(1) if m else None
+
+
+def request_caller(environ):
+    """The address the request came from, as the test beds name their hosts: REMOTE_ADDR, with
+    an IPv4-mapped IPv6 address (what a dual-stack listener reports for an IPv4 client,
+    `::ffff:10.201.0.4`) written as the IPv4 address it maps."""
+    addr = environ.get("REMOTE_ADDR")
+    try:
+        mapped = ipaddress.ip_address(addr).ipv4_mapped if addr and ":" in addr else None
+    except ValueError:
+        mapped = None
+    return str(mapped) if mapped else addr
 
 
 class EmuError(Exception):
