@@ -42,8 +42,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from scenarios import Scenarios
-from testbed import (COOKIE, DIST_PORT, EBIN, ENDPOINT, ENDPOINT6, PYTHON, Bed, Ec2Bed, fully_meshed, node,
-                     require_root_and_netns, run, wait_until)
+from testbed import (COOKIE, DIST_PORT, EBIN, ENDPOINT, ENDPOINT6, PYTHON, Bed, Ec2Bed, fully_meshed, global_cuts,
+                     node, require_root_and_netns, run, wait_until)
 
 # Each certificate's validity (the tls_validity key's least): renewed every 40 s.
 VALIDITY = "1m"
@@ -300,6 +300,41 @@ def main():
             return f"serial {before} then {after}; the mesh held, no restarts"
 
         check("a certificate renewed while running: still meshed, new connections use it", renewed)
+
+        def joins_whole():
+            """A TLS node whose first polls of us-west-2 are throttled: it lists only the eu-west-2
+            nodes, so it would accept those and refuse the us-west-2 ones while they are connected
+            to both; OTP's global cuts such a partial mesh. It must wait for every source's first
+            answer, then join with nothing cut."""
+            before = len(global_cuts(bed))
+            t = bed.run_task("eu-west-2")
+            ip = t["ip"]
+            bed.add_host("eu-west-2", ip)
+            bed.faults("POST", [{"operation": "ListTasks", "region": "us-west-2", "caller": ip, "count": 1_000_000,
+                                 "status": 400, "code": "ThrottlingException", "message": "Rate exceeded"}])
+            try:
+                bed.start_node(ip, erl_flags=tls_flags(), env=tls)
+                wait_until(lambda: ((bed.status(ip) or {}).get("poll") or 0) >= 8, 60,
+                           f"{node(ip)} to poll eight times with us-west-2 throttled")
+                waiting = bed.status(ip)["nodes"]
+            finally:
+                bed.faults("DELETE")
+            try:
+                wait_until(lambda: fully_meshed(bed, ips + [ip]), 60, f"{node(ip)} to join once us-west-2 answers")
+            except AssertionError:
+                dump_logs([ip])
+                raise
+            cuts = global_cuts(bed)[before:]
+            assert waiting == [], f"connected while it knew part of the cluster: {waiting}"
+            assert cuts == [], "\n".join(line for _, line in cuts)
+            bed.kill_node(ip)
+            bed.stop_task("eu-west-2", t["arn"])
+            wait_until(lambda: all(node(ip) not in (bed.status(i) or {}).get("nodes", []) for i in ips), 60,
+                       f"{node(ip)} to be dropped")
+            return f"{node(ip)} connected to nobody through 8 throttled polls, then joined all {len(ips)}; 0 global cuts"
+
+        check("a node whose first polls of a region are throttled joins once it answers, and global cuts nothing",
+              joins_whole)
 
         def console_connects():
             a = ips[2]

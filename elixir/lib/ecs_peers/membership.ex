@@ -60,7 +60,11 @@ defmodule EcsPeers.Membership do
       left: false,
       expected: MapSet.new(),
       gaps: %{},
-      alone: nil
+      alone: nil,
+      # Whether this node takes part yet (Rules.view/5), and the sources answered so far.
+      whole: false,
+      answered: MapSet.new(),
+      started: nil
     },
     last: %{poll: 0, sources: [], shared_dropped: 0}
   ]
@@ -89,6 +93,7 @@ defmodule EcsPeers.Membership do
          {:ok, poller} <- start_poller(s) do
       schedule_watchdog(settings)
       sharing = EcsPeers.Sharing.start(s.topology, s.prefix, settings, poller.ref)
+      s = put_in(s.cluster.started, now())
       {:ok, publish(%{s | poller: poller, sharing: sharing})}
     else
       {:error, message} ->
@@ -265,7 +270,40 @@ defmodule EcsPeers.Membership do
 
   defp apply_update(s, %EcsPeers.Update{} = update) do
     s = if update.membership == s.held.membership, do: s, else: read_members(s, update)
+    ids = Enum.map(update.sources, & &1.id)
+    waited = now() - s.cluster.started
 
+    case Rules.view(s.cluster.whole, EcsPeers.TLS.in_use?(), s.cluster.answered, ids, waited) do
+      :whole ->
+        take_part(put_in(s.cluster.whole, true), update)
+
+      {:partial, missing} ->
+        warn(
+          s,
+          "taking part in the cluster with part of it: #{Enum.join(missing, ", ")} " <>
+            "has not answered in #{div(waited, 1000)} s. Until it does, this node accepts and " <>
+            "connects only the peers the other sources list, and OTP's global may cut links " <>
+            "to the rest. Fix: see that source's error above"
+        )
+
+        take_part(put_in(s.cluster.whole, true), update)
+
+      {:waiting, missing} when s.cluster.whole == false ->
+        Logger.info(
+          "[#{s.prefix}] TLS distribution: connecting and accepting no node until every " <>
+            "source has answered once (waiting for #{Enum.join(missing, ", ")}; at most " <>
+            "#{div(Rules.partial_view_wait_ms(), 1000)} s): a node that knows only part of " <>
+            "the cluster would accept only part of it"
+        )
+
+        put_in(s.cluster.whole, :said)
+
+      {:waiting, _missing} ->
+        s
+    end
+  end
+
+  defp take_part(s, %EcsPeers.Update{} = update) do
     s =
       case Rules.left_change(s.cluster.left, update.left) do
         :leave -> leave(s)
@@ -563,7 +601,17 @@ defmodule EcsPeers.Membership do
           sources: update.sources,
           shared_dropped: update.shared_dropped
         },
-        cluster: %{s.cluster | draining: Rules.draining(s.cluster.draining, update)}
+        cluster: %{
+          s.cluster
+          | draining: Rules.draining(s.cluster.draining, update),
+            answered:
+              for(
+                src <- update.sources,
+                Rules.answered?(src.state),
+                into: s.cluster.answered,
+                do: src.id
+              )
+        }
     }
   end
 

@@ -170,6 +170,18 @@ defmodule EcsPeers.TLS do
     end
   end
 
+  @doc """
+  Whether this VM's distribution runs over TLS: it was started with `-proto_dist
+  ecs_peers_tls` or `ecs_peers_tls6` (the VM's argument, as `net_kernel` reads it).
+  """
+  @spec in_use?() :: boolean()
+  def in_use? do
+    case :init.get_argument(:proto_dist) do
+      {:ok, [[proto | _] | _]} -> proto in [~c(ecs_peers_tls), ~c(ecs_peers_tls6)]
+      _ -> false
+    end
+  end
+
   @doc "When this node's current certificate expires (Unix seconds), or `nil` when TLS is off."
   @spec not_after() :: integer() | nil
   def not_after do

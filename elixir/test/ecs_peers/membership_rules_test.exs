@@ -175,4 +175,32 @@ defmodule EcsPeers.Membership.RulesTest do
       assert {nil, :not_alone} = Rules.alone({5, true}, 0, 0, 9)
     end
   end
+
+  describe "view/5: when a node takes part" do
+    @ids ["ecs:eu-west-2/web/api", "ecs:us-west-2/web/api"]
+
+    test "over TCP at once, whatever has answered" do
+      assert :whole = Rules.view(false, false, MapSet.new(), @ids, 0)
+    end
+
+    test "over TLS once every source has answered once, and for good after" do
+      one = MapSet.new(["ecs:eu-west-2/web/api"])
+      assert {:waiting, ["ecs:us-west-2/web/api"]} = Rules.view(false, true, one, @ids, 1_000)
+      assert {:waiting, _} = Rules.view(:said, true, one, @ids, 2_000)
+      assert :whole = Rules.view(:said, true, MapSet.new(@ids), @ids, 2_000)
+      assert :whole = Rules.view(true, true, MapSet.new(), @ids, 2_000)
+    end
+
+    test "over TLS with part of it once the wait is over, naming the sources missing" do
+      wait = Rules.partial_view_wait_ms()
+      one = MapSet.new(["ecs:eu-west-2/web/api"])
+      assert {:waiting, _} = Rules.view(:said, true, one, @ids, wait - 1)
+      assert {:partial, ["ecs:us-west-2/web/api"]} = Rules.view(:said, true, one, @ids, wait)
+    end
+
+    test "an answer is ok, skipping or absent; failing and pending are not" do
+      assert Enum.filter(~w(ok skipping absent failing pending), &Rules.answered?/1) ==
+               ~w(ok skipping absent)
+    end
+  end
 end

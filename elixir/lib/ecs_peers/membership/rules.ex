@@ -126,6 +126,47 @@ defmodule EcsPeers.Membership.Rules do
         }
 
   @doc """
+  How long a TLS node waits, at most, for every source's first answer before it takes part in
+  the cluster with the peers it knows (ms).
+  """
+  @partial_view_wait_ms 30_000
+  def partial_view_wait_ms, do: @partial_view_wait_ms
+
+  @doc """
+  Whether this node takes part in the cluster yet (connects, and is accepted by its identity
+  rule's listed hosts). `held`: `true` once it has (for good), `false`/`:said` before (`:said`:
+  the wait was logged); `tls?`: distribution runs over TLS; `answered`: the ids of the sources
+  that have answered at least once (ok, skipping or absent); `ids`: the sources of the last
+  update; `waited_ms`: since the poller started.
+
+  A node over TCP takes part at once: it accepts any node with the cookie, so OTP's `global`
+  completes the mesh whatever this node knows. A TLS node accepts only the nodes discovery lists
+  (`EcsPeers.TLS`); with part of its sources unanswered (a first poll throttled) it would accept
+  part of the cluster while its peers are connected to all of it, and OTP's `global`
+  (`prevent_overlapping_partitions`) cuts such a partial mesh, links between healthy nodes
+  included. So it waits for every source's first answer, at most `partial_view_wait_ms/0` (a
+  region that does not answer at boot does not keep it out of its cluster).
+
+  `:whole`, `{:waiting, missing}` (source ids), or `{:partial, missing}` (the wait is over).
+  """
+  @spec view(boolean() | :said, boolean(), MapSet.t(), [String.t()], non_neg_integer()) ::
+          :whole | {:waiting | :partial, [String.t()]}
+  def view(true, _tls?, _answered, _ids, _waited_ms), do: :whole
+  def view(_held, false, _answered, _ids, _waited_ms), do: :whole
+
+  def view(_held, true, answered, ids, waited_ms) do
+    case Enum.reject(ids, &MapSet.member?(answered, &1)) do
+      [] -> :whole
+      missing when waited_ms >= @partial_view_wait_ms -> {:partial, missing}
+      missing -> {:waiting, missing}
+    end
+  end
+
+  @doc "Whether a source's state (`EcsPeers.Update`'s) is an answer: ok, skipping or absent."
+  @spec answered?(String.t()) :: boolean()
+  def answered?(state), do: state in ["ok", "skipping", "absent"]
+
+  @doc """
   The gaps after the update `poll`: every peer of `expected` (the peers this node should be
   connected to: the members it joins) that is not in `connected` has a gap, the one it had or
   a new one since `now` (system time, ms) and `poll`. Also returns the peers connected again
