@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::check::PeerCheck;
-use super::tls::{PeerCertificate, TlsCheck};
+use super::tls::{seconds, PeerCertificate, TlsCheck};
 use crate::epmd::{EpmdAnswer, Handshake, Reach};
 use crate::error::ErrorKind;
 use crate::namespace::{credentials_work_elsewhere, Conflict, Snapshot, SourceState, SourceStatus};
@@ -508,17 +508,6 @@ fn tls_refused_us(p: &PeerCheck, alert: &str, who: &str) -> Diagnosis {
         format!("{} refused this side's certificate ({alert}): its CA is not this side's, or this side's address is not one the peer's discovery lists", p.node),
         "run the doctor inside a task of the cluster (ECS Exec: aws ecs execute-command), where its certificate names a listed address; check that both sides read the same tls_ca",
     )
-}
-
-/// Seconds as the largest whole unit: `3 h 20 min`, `12 min`, `45 s`.
-pub(super) fn seconds(s: i64) -> String {
-    let s = s.max(0);
-    match s {
-        0..=119 => format!("{s} s"),
-        120..=7199 => format!("{} min", s / 60),
-        7200..=172_799 => format!("{} h {} min", s / 3600, s % 3600 / 60),
-        _ => format!("{} days", s / 86_400),
-    }
 }
 
 /// Unix seconds as RFC 3339 UTC.

@@ -170,9 +170,9 @@ impl TlsCheck {
             });
             let margin = i64::try_from(self.expiring_margin_s).unwrap_or(i64::MAX);
             parts.push(match c.expires_in_s {
-                s if s <= 0 => format!("EXPIRED {} ago", super::diagnoses::seconds(-s)),
-                s if s < margin => format!("EXPIRES IN {}", super::diagnoses::seconds(s)),
-                s => format!("expires in {}", super::diagnoses::seconds(s)),
+                s if s <= 0 => format!("EXPIRED {} ago", seconds(-s)),
+                s if s < margin => format!("EXPIRES IN {}", seconds(s)),
+                s => format!("expires in {}", seconds(s)),
             });
         }
         if let TlsOutcome::RefusedUs { alert } = &self.outcome {
@@ -656,6 +656,18 @@ fn facts(
         not_after,
         expires_in_s: not_after - now,
     })
+}
+
+/// Seconds as the largest whole unit: `3 h 20 min`, `12 min`, `45 s` (a certificate's time
+/// left, in the doctor's table and its diagnoses).
+pub(super) fn seconds(s: i64) -> String {
+    let s = s.max(0);
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} days", s / 86_400),
+    }
 }
 
 #[cfg(test)]
