@@ -184,7 +184,9 @@ pub struct Peer {
     /// When the task started (RFC 3339 when displayed or serialized), where reported.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at: Option<StartedAt>,
-    /// Health as reported by ECS (`HEALTHY`, `UNHEALTHY`, `UNKNOWN`) or Cloud Map.
+    /// Health as Cloud Map reports it on each poll (`HEALTHY`, `UNHEALTHY`, `UNKNOWN`). ECS
+    /// tasks report none: a task's health changes after it is described, and descriptions are
+    /// cached for the task's life, so it would go stale.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<String>,
     /// The private DNS name AWS reports for it (an ECS task's ENI `privateDnsName`, e.g.

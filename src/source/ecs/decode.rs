@@ -198,7 +198,9 @@ fn found(task: &Task, ip: IpAddr, private_dns_name: Option<&str>) -> Found {
         task_arn: task.task_arn().map(str::to_string),
         availability_zone: task.availability_zone().map(str::to_string),
         started_at: task.started_at().and_then(StartedAt::from_sdk),
-        health: task.health_status().map(|h| h.as_str().to_string()),
+        // Not ECS's healthStatus: it changes after a task is described, and descriptions are
+        // cached for the task's life (a steady poll is one ListTasks), so it would go stale.
+        health: None,
         private_dns_name: private_dns_name.map(str::to_string),
         ..Found::at(ip)
     }
@@ -368,7 +370,7 @@ mod tests {
     }
 
     #[test]
-    fn records_az_start_and_health() {
+    fn records_az_and_start_but_not_the_health_that_would_go_stale() {
         let t = task("RUNNING")
             .attachments(eni("10.0.1.5"))
             .started_at(aws_smithy_types::DateTime::from_secs(1_700_000_000))
@@ -382,7 +384,7 @@ mod tests {
             f.started_at.map(|t| t.to_string()).as_deref(),
             Some("2023-11-14T22:13:20Z")
         );
-        assert_eq!(f.health.as_deref(), Some("HEALTHY"));
+        assert_eq!(f.health, None, "a cached description's health goes stale");
         assert_eq!(
             f.task_arn.as_deref(),
             Some("arn:aws:ecs:eu-west-2:1:task/web/abc")
