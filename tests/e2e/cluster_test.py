@@ -2,6 +2,11 @@
 us-west-2) joined by peering, cluster through EcsPeers.Strategy (libcluster contract double,
 cargo-built NIF) against the project's AWS emulator (tests/awsemu).
 
+Every node here polls alone (`share_polling: false`): the bounds below are counted in each node's
+own polls (its telemetry's poll events), and a node that shares also counts an update it publishes
+at once for a received result, so its count is not its polls. The same bounds with sharing on (the
+default), counted in the source's polls at the emulator, are sharing_test.py's and the soak's.
+
 Two test beds, one after the other. The first names every source; it proves, in order:
   1. every node connects to every other, across both regions;
   2. a new task joins;
@@ -74,7 +79,7 @@ def named_sources(scenario):
         live = {}  # ip -> (region, arn)
         for region, t in (("eu-west-2", eu_a), ("eu-west-2", eu_b), ("us-west-2", us_a)):
             bed.add_host(region, t["ip"])
-            bed.start_node(t["ip"])
+            bed.start_node(t["ip"], share_polling=False)
             live[t["ip"]] = (region, t["arn"])
 
         def all_connect():
@@ -87,7 +92,7 @@ def named_sources(scenario):
         def new_task_joins():
             t = bed.run_task("us-west-2")
             bed.add_host("us-west-2", t["ip"])
-            bed.start_node(t["ip"])
+            bed.start_node(t["ip"], share_polling=False)
             live[t["ip"]] = ("us-west-2", t["arn"])
             # Found by every other node's own poll, not only connected (it dials them itself).
             wait_until(lambda: joined(bed, list(live)), 90, f"{node(t['ip'])} to join everyone")
@@ -178,7 +183,7 @@ def named_sources(scenario):
             t = bed.run_task("us-west-2")
             worker = t["ip"]
             bed.add_host("us-west-2", worker)
-            bed.start_node(worker, basename="worker", node_names="epmd")
+            bed.start_node(worker, basename="worker", node_names="epmd", share_polling=False)
             live[worker] = ("us-west-2", t["arn"])
             alive = [ip for ip in live if ip != eu_a["ip"]]  # eu_a's BEAM was killed, its task still listed
             want = {ip: (f"worker@{ip}" if ip == worker else node(ip)) for ip in alive}
@@ -248,7 +253,7 @@ def zero_config(scenario):
         for ip, region in region_of.items():
             bed.add_host(region, ip)
             bed.metadata_uri(ip)  # the emulator gave every task a metadata endpoint
-            bed.start_node(ip, sources=AUTO_SOURCES[region])
+            bed.start_node(ip, sources=AUTO_SOURCES[region], share_polling=False)
         ips = list(region_of)
 
         def own_source(ip):
@@ -384,7 +389,7 @@ def zero_config(scenario):
             t = bed.run_task("eu-west-2")
             leaving = t["ip"]
             bed.add_host("eu-west-2", leaving)
-            bed.start_node(leaving, sources=AUTO_SOURCES["eu-west-2"])
+            bed.start_node(leaving, sources=AUTO_SOURCES["eu-west-2"], share_polling=False)
             others = [eu_a["ip"], us_a["ip"]]
             # Joined, not only connected: the new node dials the others, so it is in their
             # Node.list before their own polls list its task; a task a node's poll never saw
@@ -461,7 +466,7 @@ def without_libcluster(scenario):
             for region, ts in tasks.items():
                 for t in ts:
                     bed.add_host(region, t["ip"])
-                    bed.start_node(t["ip"])
+                    bed.start_node(t["ip"], share_polling=False)
                     live[t["ip"]] = (region, t["arn"])
         finally:
             os.environ.pop("E2E_CLUSTER", None)
