@@ -456,7 +456,7 @@ fn tls_expected_by_peer(p: &PeerCheck, who: &str) -> Diagnosis {
         "tls_expected_by_peer",
         who,
         format!("{} requires TLS on its distribution port (it presented a certificate) while this side speaks clear text: this side has no tls_ca (a doctor run without --tls-ca, or a node of the old, clear-text deployment)", p.node),
-        format!("run the doctor with --tls-ca (or ECS_PEERS_TLS_CA) set as in the TLS task definition; for a node: {SAFE_ROLLOUT}"),
+        format!("run the doctor with --tls-ca set to the TLS tasks' tls_ca (inside such a task: --tls-ca \"$ECS_PEERS_TLS_CA\"); for a node: {SAFE_ROLLOUT}"),
     )
 }
 

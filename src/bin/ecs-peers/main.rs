@@ -121,7 +121,7 @@ Exit status: as for `list`, from the last poll when --count ends the watch; 0 wh
 struct ListArgs {
     #[command(flatten)]
     sources: SourceArgs,
-    /// Print the snapshot as JSON (schema ecs-peers/snapshot/v1, see docs/cli.md).
+    /// Print the snapshot as JSON (schema ecs-peers/snapshot/v2, see docs/cli.md).
     #[arg(long)]
     json: bool,
 }
