@@ -26,13 +26,24 @@ fn config(n: usize, me: &str) -> Config {
     .unwrap()
 }
 
-/// A member name that the election makes the poller of `source` (in a group with ME).
+/// A member name that, in a group with ME, the election makes the poller of `source`.
 fn other_poller_of(source: &SourceId) -> String {
+    partner(source, false)
+}
+
+/// A member name that, in a group with ME, leaves ME the poller of `source`.
+fn follower_of_me(source: &SourceId) -> String {
+    partner(source, true)
+}
+
+/// A member name for a group of two with ME in which ME polls `source` or not (`me_polls`).
+fn partner(source: &SourceId, me_polls: bool) -> String {
     (2..200)
         .map(|k| format!("app@10.9.0.{k}"))
         .find(|o| {
             let members = vec![ME.to_string(), o.clone()];
-            elect(source.as_str(), "eu-west-2", &members, |_| None) == Some(o.as_str())
+            let poller = elect(source.as_str(), "eu-west-2", &members, |_| None);
+            poller == Some(if me_polls { ME } else { o.as_str() })
         })
         .unwrap()
 }
@@ -418,13 +429,7 @@ async fn a_same_result_refreshes_freshness_without_merging_again() {
 async fn a_poller_backing_off_keeps_its_followers_from_polling() {
     let leader_cfg = config(1, ME);
     let id = leader_cfg.sources[0].id();
-    let follower = (2..200)
-        .map(|k| format!("app@10.9.0.{k}"))
-        .find(|o| {
-            let members = vec![ME.to_string(), o.clone()];
-            elect(id.as_str(), "eu-west-2", &members, |_| None) == Some(ME)
-        })
-        .unwrap();
+    let follower = follower_of_me(&id);
     let follower_cfg = config(1, &follower);
     let members = vec![ME.to_string(), follower.clone()];
     let (mut l, lf) = poller(
@@ -498,13 +503,7 @@ async fn a_poller_refused_for_its_own_credentials_does_not_blind_its_followers()
     for kind in [ErrorKind::AccessDenied, ErrorKind::Credentials] {
         let leader_cfg = config(1, ME);
         let id = leader_cfg.sources[0].id();
-        let follower = (2..200)
-            .map(|k| format!("app@10.9.0.{k}"))
-            .find(|o| {
-                let members = vec![ME.to_string(), o.clone()];
-                elect(id.as_str(), "eu-west-2", &members, |_| None) == Some(ME)
-            })
-            .unwrap();
+        let follower = follower_of_me(&id);
         let follower_cfg = config(1, &follower);
         let members = vec![ME.to_string(), follower.clone()];
         let refused = SourceError::new(
@@ -697,13 +696,7 @@ async fn the_poller_sends_changed_answers_in_full_and_repeats_as_same() {
     let cfg = config(1, ME);
     let id = cfg.sources[0].id();
     // A partner that does NOT poll the source: this node does.
-    let other = (2..200)
-        .map(|k| format!("app@10.9.0.{k}"))
-        .find(|o| {
-            let m = vec![ME.to_string(), o.clone()];
-            elect(id.as_str(), "eu-west-2", &m, |_| None) == Some(ME)
-        })
-        .unwrap();
+    let other = follower_of_me(&id);
     let (mut p, _) = poller(
         &cfg,
         vec![vec![
