@@ -30,27 +30,12 @@ const SCALE: f64 = 10.0;
 const WINDOW: Duration = Duration::from_secs(36);
 
 fn calls_since(emu: &emu::Emu, since: f64) -> Vec<(String, String)> {
-    let (_, body) = emu
-        .http("GET", &format!("/_emu/calls?since={since}"), "")
-        .unwrap();
-    let v: Value = serde_json::from_str(&body).unwrap();
-    v["calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c[2].as_str().unwrap_or("?").to_string(),
-                c[3].as_str().unwrap_or("?").to_string(),
-            )
-        })
-        .collect()
+    emu.calls(Some(since)).1
 }
 
+/// The emulator's clock: a log read since a moment after every call.
 fn now_s(emu: &emu::Emu) -> f64 {
-    let (_, body) = emu.http("GET", "/_emu/calls?since=1e12", "").unwrap();
-    let v: Value = serde_json::from_str(&body).unwrap();
-    v["now"].as_f64().unwrap()
+    emu.calls(Some(1e12)).0
 }
 
 /// Runs three nodes with `source` for the window; returns the calls by operation.

@@ -161,6 +161,33 @@ impl Emu {
         self.http("DELETE", "/_fault", "").unwrap();
     }
 
+    /// The emulator's log of AWS calls (`/_emu/calls`): its clock (`now`, Unix seconds) and
+    /// `(operation, region)` of every call since `since` (Unix seconds; `None`: since the last
+    /// clearing), in order; `region` is `""` for an unsigned call.
+    pub fn calls(&self, since: Option<f64>) -> (f64, Vec<(String, String)>) {
+        let path = match since {
+            Some(t) => format!("/_emu/calls?since={t}"),
+            None => "/_emu/calls".to_string(),
+        };
+        let (status, body) = self.http("GET", &path, "").unwrap();
+        assert_eq!(status, 200, "{body}");
+        let log: Value = serde_json::from_str(&body).unwrap();
+        let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+        let calls = log["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (text(&c[2]), text(&c[3])))
+            .collect();
+        (log["now"].as_f64().unwrap(), calls)
+    }
+
+    /// Clears the emulator's log of AWS calls.
+    pub fn clear_calls(&self) {
+        let (status, body) = self.http("DELETE", "/_emu/calls", "").unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+
     /// Stops the emulator (the address then refuses connections).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -39,19 +39,7 @@ fn set_region(emu: &Emu, region: &str, status: &str) {
 
 /// The emulator's call log: `(operation, region)` of every AWS call since the last clear.
 fn calls_log(emu: &Emu) -> Vec<(String, String)> {
-    let (_, body) = emu.http("GET", "/_emu/calls", "").unwrap();
-    let v: Value = serde_json::from_str(&body).unwrap();
-    v["calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c[2].as_str().unwrap_or("").to_string(),
-                c[3].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
+    emu.calls(None).1
 }
 
 fn source<'a>(s: &'a Snapshot, region: &str) -> &'a SourceStatus {
@@ -102,7 +90,7 @@ async fn regions_all_polls_every_enabled_region_and_a_region_where_the_service_a
         {"region": "ap-east-1", "cluster": "web", "subnet": "10.203.0.0/24",
          "tasks": [{"family": "worker", "count": 1, "group": "service:worker"}]}]}));
     set_region(&emu, "af-south-1", "DISABLED");
-    emu.http("DELETE", "/_emu/calls", "").unwrap();
+    emu.clear_calls();
     let me = &w["ecs"]["eu-west-2/web"]["running"][0];
     let cfg = regions_config(
         &emu,
@@ -168,7 +156,7 @@ async fn regions_all_polls_every_enabled_region_and_a_region_where_the_service_a
     );
 
     // Within the probe interval the absent regions cost nothing.
-    emu.http("DELETE", "/_emu/calls", "").unwrap();
+    emu.clear_calls();
     let u = poller.poll().await;
     let log = calls_log(&emu);
     assert!(
@@ -196,7 +184,7 @@ async fn regions_all_polls_every_enabled_region_and_a_region_where_the_service_a
         );
     }
     // Present now: polled every round, like any source.
-    emu.http("DELETE", "/_emu/calls", "").unwrap();
+    emu.clear_calls();
     poller.poll().await;
     assert!(calls_log(&emu)
         .iter()

@@ -33,21 +33,12 @@ fn ips(tasks: &[&Vec<Value>]) -> Vec<String> {
 /// The AWS calls the emulator logged since the last clearing, by region and operation; clears
 /// the log.
 fn logged_calls(emu: &Emu) -> BTreeMap<(String, String), u64> {
-    let (status, body) = emu.http("GET", "/_emu/calls", "").unwrap();
-    assert_eq!(status, 200, "{body}");
-    let log: Value = serde_json::from_str(&body).unwrap();
     let mut by = BTreeMap::new();
-    for call in log["calls"].as_array().unwrap() {
-        let (op, region) = (call[2].as_str().unwrap(), call[3].as_str().unwrap());
-        *by.entry((region.to_string(), op.to_string())).or_insert(0) += 1;
+    for (op, region) in emu.calls(None).1 {
+        *by.entry((region, op)).or_insert(0) += 1;
     }
-    clear_calls(emu);
+    emu.clear_calls();
     by
-}
-
-fn clear_calls(emu: &Emu) {
-    let (status, body) = emu.http("DELETE", "/_emu/calls", "").unwrap();
-    assert_eq!(status, 200, "{body}");
 }
 
 /// The calls of each of three polls of a new poller of `sources`, from the emulator's log, and
@@ -56,7 +47,7 @@ async fn three_polls(
     emu: &Emu,
     sources: Value,
 ) -> (Vec<BTreeMap<(String, String), u64>>, Vec<String>) {
-    clear_calls(emu);
+    emu.clear_calls();
     let mut poller = Poller::new(config(emu, sources)).await;
     let mut calls = Vec::new();
     let mut last = None;
@@ -156,7 +147,7 @@ async fn a_tag_changed_on_a_running_task_is_seen_when_the_source_starts_again() 
     );
     assert_eq!(tag(&a[0], json!({"untag": ["team"]})), json!({}));
 
-    clear_calls(&emu);
+    emu.clear_calls();
     let u = running.poll().await;
     assert_eq!(peer_ips(&u.snapshot), ips(&[&a]), "the cached tags");
     assert!(u.changes.is_empty());
