@@ -19,6 +19,17 @@ pub enum HealthFilter {
     HealthyOrElseAll,
 }
 
+impl HealthFilter {
+    /// The source's `health` value that means this filter (its source id and sharing key write it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthFilter::Healthy => "healthy",
+            HealthFilter::All => "all",
+            HealthFilter::HealthyOrElseAll => "healthy_or_else_all",
+        }
+    }
+}
+
 /// Which port a Cloud Map instance's node is dialled on (the source's `port` key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DialPort {
@@ -31,6 +42,16 @@ pub enum DialPort {
     /// Always `distribution_port`; `AWS_INSTANCE_PORT` is ignored, and peers are `<basename>@<ip>`
     /// (awsvpc tasks that register another container port, e.g. their HTTP port, in SRV records).
     DistributionPort,
+}
+
+impl DialPort {
+    /// The source's `port` value that means this choice (its source id and sharing key write it).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DialPort::Registered => "registered",
+            DialPort::DistributionPort => "distribution_port",
+        }
+    }
 }
 
 /// A Cloud Map source: instances of one service in one namespace.

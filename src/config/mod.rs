@@ -121,14 +121,12 @@ impl SourceConfig {
                     owner_account,
                 } = c;
                 let mut id = format!("{region}/{namespace}/{service}");
-                match health {
-                    HealthFilter::Healthy => {}
-                    HealthFilter::All => id.push_str("/health:all"),
-                    HealthFilter::HealthyOrElseAll => id.push_str("/health:healthy_or_else_all"),
+                // The defaults leave the id as it was before these keys existed.
+                if *health != HealthFilter::Healthy {
+                    id.push_str(&format!("/health:{}", health.as_str()));
                 }
-                match port {
-                    DialPort::Registered => {}
-                    DialPort::DistributionPort => id.push_str("/port:distribution_port"),
+                if *port != DialPort::Registered {
+                    id.push_str(&format!("/port:{}", port.as_str()));
                 }
                 if !query.is_empty() {
                     let q: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();

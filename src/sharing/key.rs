@@ -10,9 +10,7 @@
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::wire::WIRE_VERSION;
-use crate::config::{
-    CloudMapSourceConfig, Config, DialPort, EcsSourceConfig, HealthFilter, NodeNaming, SourceConfig,
-};
+use crate::config::{CloudMapSourceConfig, Config, EcsSourceConfig, NodeNaming, SourceConfig};
 
 /// The sharing key of a configuration: equal on nodes that may share poll results
 /// (`share_polling`), different when anything that changes what a result means differs: the
@@ -147,15 +145,7 @@ fn cloudmap_line(out: &mut String, source: &CloudMapSourceConfig) {
         port,
         owner_account,
     } = source;
-    let port = match port {
-        DialPort::Registered => "registered",
-        DialPort::DistributionPort => "distribution_port",
-    };
-    let health = match health {
-        HealthFilter::Healthy => "healthy",
-        HealthFilter::All => "all",
-        HealthFilter::HealthyOrElseAll => "healthy_or_else_all",
-    };
+    let (port, health) = (port.as_str(), health.as_str());
     let query: Vec<String> = query
         .iter()
         .map(|(k, v)| format!("{}={}", q(k), q(v)))
